@@ -1,0 +1,290 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+// Client talks to any agent(s). Retryable failures (no leader, leadership
+// lost, unknown outcome, connection errors) are retried with backoff across
+// the configured addresses until the context ends; every write it sends is
+// idempotent (allocations carry request ids), so a retry never grants
+// twice.
+type Client struct {
+	addrs []string
+	hc    *http.Client
+	// Retry disables retries when false (used by bootstrap probes).
+	Retry bool
+}
+
+// NewClient returns a client for the given agent HTTP addresses (host:port).
+func NewClient(addrs ...string) *Client {
+	return &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second}, Retry: true}
+}
+
+// APIError is a non-2xx answer. It unwraps to the matching fsm or cluster
+// sentinel, so errors.Is(err, fsm.ErrCapacity) works across the wire.
+type APIError struct {
+	Status int
+	Body   Error
+}
+
+func (e *APIError) Error() string { return e.Body.Error }
+
+// Unwrap maps the code to a sentinel.
+func (e *APIError) Unwrap() error {
+	for _, c := range clusterCodes {
+		if c.code == e.Body.Code {
+			return c.err
+		}
+	}
+	return fsm.FromCode(e.Body.Code, "")
+}
+
+// IsRetryable reports whether err may succeed if sent again.
+func IsRetryable(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Body.Retryable
+	}
+	var ue *url.Error
+	return errors.As(err, &ue) || cluster.Retryable(err)
+}
+
+// do sends one request, retrying retryable failures on the next address
+// with capped exponential backoff until ctx ends.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	if len(c.addrs) == 0 {
+		return errors.New("no agent address given (--addr)")
+	}
+	backoff := 20 * time.Millisecond
+	var last error
+	for attempt := 0; ; attempt++ {
+		addr := c.addrs[attempt%len(c.addrs)]
+		last = c.once(ctx, addr, method, path, body, out)
+		if last == nil || !c.Retry || !IsRetryable(last) {
+			return last
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %v)", last, ctx.Err())
+		case <-time.After(backoff):
+		}
+		if backoff < 500*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+func (c *Client) once(ctx context.Context, addr, method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		ae := &APIError{Status: resp.StatusCode}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(b, &ae.Body) != nil || ae.Body.Error == "" {
+			ae.Body.Error = fmt.Sprintf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
+		}
+		return ae
+	}
+	switch o := out.(type) {
+	case nil:
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	case io.Writer:
+		_, err = io.Copy(o, resp.Body)
+		return err
+	default:
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only our own plain structs are marshalled
+	}
+	return b
+}
+
+// Status returns the answering agent's view of the cluster.
+func (c *Client) Status(ctx context.Context) (cluster.Status, error) {
+	var s cluster.Status
+	return s, c.do(ctx, "GET", "/v1/status", nil, &s)
+}
+
+// Members lists the allocator voters.
+func (c *Client) Members(ctx context.Context) ([]cluster.MemberStatus, error) {
+	var m []cluster.MemberStatus
+	return m, c.do(ctx, "GET", "/v1/members", nil, &m)
+}
+
+// Info implements cluster.PeerClient (no retries: the caller polls).
+func (c *Client) Info(ctx context.Context, addr string) (cluster.PeerInfo, error) {
+	var p cluster.PeerInfo
+	return p, c.once(ctx, addr, "GET", "/v1/internal/info", nil, &p)
+}
+
+// Join implements cluster.PeerClient (no retries: the caller polls).
+func (c *Client) Join(ctx context.Context, addr string, m *fsmpb.Member) error {
+	return c.once(ctx, addr, "POST", "/v1/members", mustJSON(Member{ID: m.GetId(), RaftAddr: m.GetRaftAddr(), HTTPAddr: m.GetHttpAddr(), QUICAddr: m.GetQuicAddr()}), nil)
+}
+
+// RemovePeer removes a voter.
+func (c *Client) RemovePeer(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/members/"+url.PathEscape(id), nil, nil)
+}
+
+// TransferLeader moves leadership (to id, or to the best voter if empty).
+// Not retried: a retry after an unknown outcome could move it twice.
+func (c *Client) TransferLeader(ctx context.Context, id string) error {
+	body := mustJSON(TransferRequest{ID: id})
+	var last error
+	for _, a := range c.addrs {
+		last = c.once(ctx, a, "POST", "/v1/operator/transfer-leader", body, nil)
+		if last == nil {
+			return nil
+		}
+		var ae *APIError
+		if !errors.As(last, &ae) {
+			continue // unreachable: try the next address
+		}
+		return last
+	}
+	return last
+}
+
+func staleQuery(stale bool) string {
+	if stale {
+		return "?stale=true"
+	}
+	return ""
+}
+
+// Servers lists the registered media servers.
+func (c *Client) Servers(ctx context.Context, stale bool) ([]Server, error) {
+	var s []Server
+	return s, c.do(ctx, "GET", "/v1/servers"+staleQuery(stale), nil, &s)
+}
+
+// ServersRaw lists servers as raw JSON objects (with any soft-state fields
+// the agent adds).
+func (c *Client) ServersRaw(ctx context.Context, stale bool) ([]map[string]any, error) {
+	var s []map[string]any
+	return s, c.do(ctx, "GET", "/v1/servers"+staleQuery(stale), nil, &s)
+}
+
+// RegisterServer registers or updates a media server.
+func (c *Client) RegisterServer(ctx context.Context, r RegisterServerRequest) (Server, error) {
+	var s Server
+	return s, c.do(ctx, "POST", "/v1/servers", mustJSON(r), &s)
+}
+
+// DrainServer stops new allocations landing on a server.
+func (c *Client) DrainServer(ctx context.Context, id string) (Server, error) {
+	var s Server
+	return s, c.do(ctx, "POST", "/v1/servers/"+url.PathEscape(id)+"/drain", nil, &s)
+}
+
+// DeregisterServer removes a server that holds no active allocations.
+func (c *Client) DeregisterServer(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/servers/"+url.PathEscape(id), nil, nil)
+}
+
+// Allocate asks for an allocation. Retries reuse r.RequestID, so the
+// cluster grants it at most once.
+func (c *Client) Allocate(ctx context.Context, r AllocateRequest) (Allocation, error) {
+	var a Allocation
+	return a, c.do(ctx, "POST", "/v1/allocations", mustJSON(r), &a)
+}
+
+// Release ends an allocation by id or request id.
+func (c *Client) Release(ctx context.Context, id string) (Allocation, error) {
+	var a Allocation
+	return a, c.do(ctx, "DELETE", "/v1/allocations/"+url.PathEscape(id), nil, &a)
+}
+
+// AllocationListOptions filters Allocations.
+type AllocationListOptions struct {
+	Room, Server string
+	ActiveOnly   bool
+	Stale        bool
+}
+
+// Allocations lists allocations.
+func (c *Client) Allocations(ctx context.Context, o AllocationListOptions) ([]Allocation, error) {
+	q := url.Values{}
+	if o.Room != "" {
+		q.Set("room", o.Room)
+	}
+	if o.Server != "" {
+		q.Set("server", o.Server)
+	}
+	if o.ActiveOnly {
+		q.Set("active", "true")
+	}
+	if o.Stale {
+		q.Set("stale", "true")
+	}
+	p := "/v1/allocations"
+	if len(q) > 0 {
+		p += "?" + q.Encode()
+	}
+	var a []Allocation
+	return a, c.do(ctx, "GET", p, nil, &a)
+}
+
+// SaveSnapshot writes the cluster state (snapshot format) to w.
+func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer) error {
+	var buf bytes.Buffer
+	if err := c.do(ctx, "GET", "/v1/snapshot", nil, &buf); err != nil {
+		return err
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// RestoreResult is the answer to a restore.
+type RestoreResult struct {
+	Restored    bool   `json:"restored"`
+	StateHash   string `json:"state_hash"`
+	Servers     int    `json:"servers"`
+	Allocations int    `json:"allocations"`
+}
+
+// RestoreSnapshot replaces the cluster state with a saved snapshot. adopt
+// accepts a snapshot taken from another cluster.
+func (c *Client) RestoreSnapshot(ctx context.Context, data []byte, adopt bool) (RestoreResult, error) {
+	var r RestoreResult
+	p := "/v1/snapshot"
+	if adopt {
+		p += "?adopt=true"
+	}
+	return r, c.do(ctx, "POST", p, data, &r)
+}

@@ -1,0 +1,436 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+// Backend is the node the API serves. *cluster.Node implements it.
+type Backend interface {
+	ID() string
+	IsLeader() bool
+	Leader() (string, *fsmpb.Member, bool)
+	FSM() *fsm.FSM
+	Info() cluster.PeerInfo
+	Status() cluster.Status
+	Members() []cluster.MemberStatus
+	VerifyLeader(ctx context.Context) error
+	AddVoter(ctx context.Context, m *fsmpb.Member) error
+	RemovePeer(ctx context.Context, id string) error
+	TransferLeadership(ctx context.Context, id string) error
+	Submit(ctx context.Context, cmd *fsmpb.Command) (*fsmpb.Result, error)
+	Allocate(ctx context.Context, req cluster.AllocateRequest) (*fsmpb.Allocation, bool, error)
+	Release(ctx context.Context, id string) (*fsmpb.Allocation, error)
+	Snapshot(ctx context.Context) (*fsmpb.State, error)
+	Restore(ctx context.Context, st *fsmpb.State, adopt bool) error
+}
+
+// ServerListDecorator, when set, may add soft-state fields (e.g. the load
+// view of issue #3) to server list entries. It returns the JSON value to
+// emit for s.
+type ServerListDecorator func(s Server) any
+
+// Handler serves the admin API for one node.
+type Handler struct {
+	b        Backend
+	log      *slog.Logger
+	mux      *http.ServeMux
+	fwd      *http.Client
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	// Decorate, if set before serving, decorates GET /v1/servers entries.
+	Decorate ServerListDecorator
+}
+
+// forwardedHeader marks a request a follower forwarded, so it is never
+// forwarded twice (no loops while leadership moves).
+const forwardedHeader = "X-Switchyard-Forwarded"
+
+// maxBody bounds request bodies (snapshots included).
+const maxBody = 64 << 20
+
+// NewHandler builds the handler for b. reg receives the API's metrics and is
+// served on /metrics; nil makes a private registry.
+func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &Handler{b: b, log: log, mux: http.NewServeMux(), reg: reg,
+		fwd: &http.Client{Timeout: 30 * time.Second}}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_http_requests_total", Help: "Admin API requests by route and status code.",
+	}, []string{"route", "code"})
+	reg.MustRegister(s.requests)
+
+	s.handle("GET /v1/status", s.status, false)
+	s.handle("GET /v1/members", s.members, false)
+	s.handle("GET /v1/internal/info", s.info, false)
+	s.handle("POST /v1/members", s.join, true)
+	s.handle("DELETE /v1/members/{id}", s.removeMember, true)
+	s.handle("POST /v1/operator/transfer-leader", s.transfer, true)
+	s.handle("GET /v1/servers", s.listServers, false)
+	s.handle("GET /v1/servers/{id}", s.getServer, false)
+	s.handle("POST /v1/servers", s.registerServer, true)
+	s.handle("DELETE /v1/servers/{id}", s.deregisterServer, true)
+	s.handle("POST /v1/servers/{id}/drain", s.drainServer, true)
+	s.handle("GET /v1/allocations", s.listAllocations, false)
+	s.handle("GET /v1/allocations/{id}", s.getAllocation, false)
+	s.handle("POST /v1/allocations", s.allocate, true)
+	s.handle("DELETE /v1/allocations/{id}", s.release, true)
+	s.handle("GET /v1/snapshot", s.snapshot, true)
+	s.handle("POST /v1/snapshot", s.restore, true)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, &Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})
+	})
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Handle adds a route (used by other packages to extend the API).
+func (s *Handler) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(c int) { r.code = c; r.ResponseWriter.WriteHeader(c) }
+
+// handle registers fn. leaderOnly routes, and reads without ?stale=true,
+// run on the leader: a follower forwards them.
+func (s *Handler) handle(pattern string, fn http.HandlerFunc, leaderOnly bool) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, code: 200}
+		defer func() { s.requests.WithLabelValues(pattern, strconv.Itoa(rec.code)).Inc() }()
+		needLeader := leaderOnly || (r.Method == http.MethodGet && r.URL.Query().Get("stale") != "true" && pattern != "GET /v1/status" && pattern != "GET /v1/internal/info" && pattern != "GET /v1/members")
+		if needLeader && !s.b.IsLeader() {
+			s.forward(rec, r)
+			return
+		}
+		if needLeader && r.Method == http.MethodGet && pattern != "GET /v1/snapshot" {
+			if err := s.b.VerifyLeader(r.Context()); err != nil {
+				s.fail(rec, err)
+				return
+			}
+		}
+		fn(rec, r)
+	})
+}
+
+// forward relays r to the leader and copies its answer back.
+func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
+	lid, lm, ok := s.b.Leader()
+	if r.Header.Get(forwardedHeader) != "" || !ok || lm == nil || lm.HttpAddr == "" {
+		err := cluster.ErrNoLeader
+		if ok {
+			err = cluster.ErrNotLeader
+		}
+		s.fail(w, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, &Error{Error: "request body: " + err.Error(), Code: "invalid_argument"})
+		return
+	}
+	u := "http://" + lm.HttpAddr + r.URL.RequestURI()
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, u, bytes.NewReader(body))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	req.Header = r.Header.Clone()
+	req.Header.Set(forwardedHeader, s.b.ID())
+	resp, err := s.fwd.Do(req)
+	if err != nil {
+		// The leader may have received it: report unknown, retryable.
+		writeError(w, http.StatusServiceUnavailable, &Error{Error: fmt.Sprintf("forward to leader %s: %v", lid, err), Code: "unknown_outcome", Retryable: true, Leader: lid})
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, e *Error) { writeJSON(w, code, e) }
+
+// errorCodes maps cluster-layer sentinels to codes; fsm.Code covers the
+// state machine's.
+var clusterCodes = []struct {
+	err  error
+	code string
+}{
+	{cluster.ErrNotLeader, "not_leader"},
+	{cluster.ErrNoLeader, "no_leader"},
+	{cluster.ErrLeadershipLost, "leadership_lost"},
+	{cluster.ErrUnknownOutcome, "unknown_outcome"},
+	{cluster.ErrShutdown, "shutdown"},
+}
+
+// fail answers err with the right status, code and retry hint.
+func (s *Handler) fail(w http.ResponseWriter, err error) {
+	e := &Error{Error: err.Error()}
+	lid, _, _ := s.b.Leader()
+	e.Leader = lid
+	status := http.StatusInternalServerError
+	if c := fsm.Code(err); c != "" {
+		e.Code = c
+		switch {
+		case errors.Is(err, fsm.ErrInvalid), errors.Is(err, fsm.ErrUnsupportedVersion):
+			status = http.StatusBadRequest
+		case errors.Is(err, fsm.ErrNotFound):
+			status = http.StatusNotFound
+		default:
+			status = http.StatusConflict
+		}
+	} else {
+		for _, c := range clusterCodes {
+			if errors.Is(err, c.err) {
+				e.Code, e.Retryable, status = c.code, true, http.StatusServiceUnavailable
+				break
+			}
+		}
+	}
+	if e.Code == "" {
+		e.Code = "internal"
+		s.log.Error("request failed", "err", err)
+	}
+	writeError(w, status, e)
+}
+
+// decode reads a JSON body into v, refusing unknown fields and trailing data.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: malformed JSON body: %v", fsm.ErrInvalid, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: malformed JSON body: trailing data after the object", fsm.ErrInvalid)
+	}
+	return nil
+}
+
+func (s *Handler) status(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.b.Status()) }
+
+func (s *Handler) members(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, s.b.Members())
+}
+
+func (s *Handler) info(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.b.Info()) }
+
+func (s *Handler) join(w http.ResponseWriter, r *http.Request) {
+	var m Member
+	if err := decode(w, r, &m); err != nil {
+		s.fail(w, err)
+		return
+	}
+	pm := &fsmpb.Member{Id: m.ID, RaftAddr: m.RaftAddr, HttpAddr: m.HTTPAddr, QuicAddr: m.QUICAddr}
+	if err := s.b.AddVoter(r.Context(), pm); err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, 200, m)
+}
+
+func (s *Handler) removeMember(w http.ResponseWriter, r *http.Request) {
+	if err := s.b.RemovePeer(r.Context(), r.PathValue("id")); err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"removed": r.PathValue("id")})
+}
+
+func (s *Handler) transfer(w http.ResponseWriter, r *http.Request) {
+	var t TransferRequest
+	if r.ContentLength != 0 {
+		if err := decode(w, r, &t); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
+	old := s.b.ID()
+	if err := s.b.TransferLeadership(r.Context(), t.ID); err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"previous_leader": old, "requested": t.ID})
+}
+
+func (s *Handler) listServers(w http.ResponseWriter, r *http.Request) {
+	out := []any{}
+	for _, v := range s.b.FSM().Servers() {
+		js := ServerFromPB(v)
+		if s.Decorate != nil {
+			out = append(out, s.Decorate(js))
+		} else {
+			out = append(out, js)
+		}
+	}
+	writeJSON(w, 200, out)
+}
+
+func (s *Handler) getServer(w http.ResponseWriter, r *http.Request) {
+	v, ok := s.b.FSM().Server(r.PathValue("id"))
+	if !ok {
+		s.fail(w, fmt.Errorf("%w: server %q is not registered", fsm.ErrNotFound, r.PathValue("id")))
+		return
+	}
+	js := ServerFromPB(v)
+	if s.Decorate != nil {
+		writeJSON(w, 200, s.Decorate(js))
+		return
+	}
+	writeJSON(w, 200, js)
+}
+
+func (s *Handler) registerServer(w http.ResponseWriter, r *http.Request) {
+	var req RegisterServerRequest
+	if err := decode(w, r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	res, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: &fsmpb.Server{
+		Id: req.ID, Addresses: req.Addresses, Region: req.Region, Zone: req.Zone, Labels: req.Labels,
+		CapacityUnits: req.Capacity, Incarnation: req.Incarnation,
+	}}}})
+	_ = res
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	v, _ := s.b.FSM().Server(req.ID)
+	writeJSON(w, 200, ServerFromPB(v))
+}
+
+func (s *Handler) deregisterServer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_DeregisterServer{DeregisterServer: &fsmpb.DeregisterServer{Id: id}}}); err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"deregistered": id})
+}
+
+func (s *Handler) drainServer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{Id: id, State: fsmpb.ServerState_SERVER_STATE_DRAINING}}}); err != nil {
+		s.fail(w, err)
+		return
+	}
+	v, _ := s.b.FSM().Server(id)
+	writeJSON(w, 200, ServerFromPB(v))
+}
+
+func (s *Handler) listAllocations(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	flt := fsm.AllocationFilter{Room: q.Get("room"), Server: q.Get("server"), ActiveOnly: q.Get("active") == "true"}
+	out := []Allocation{}
+	for _, a := range s.b.FSM().Allocations(flt) {
+		out = append(out, AllocationFromPB(a))
+	}
+	writeJSON(w, 200, out)
+}
+
+func (s *Handler) getAllocation(w http.ResponseWriter, r *http.Request) {
+	a, ok := s.b.FSM().Allocation(r.PathValue("id"))
+	if !ok {
+		s.fail(w, fmt.Errorf("%w: allocation %q does not exist", fsm.ErrNotFound, r.PathValue("id")))
+		return
+	}
+	writeJSON(w, 200, AllocationFromPB(a))
+}
+
+func (s *Handler) allocate(w http.ResponseWriter, r *http.Request) {
+	var req AllocateRequest
+	if err := decode(w, r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if req.TTLMs < 0 {
+		s.fail(w, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid))
+		return
+	}
+	a, dup, err := s.b.Allocate(r.Context(), cluster.AllocateRequest{
+		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
+		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
+	})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	js := AllocationFromPB(a)
+	js.Duplicate = dup
+	code := http.StatusCreated
+	if dup {
+		code = http.StatusOK
+	}
+	writeJSON(w, code, js)
+}
+
+func (s *Handler) release(w http.ResponseWriter, r *http.Request) {
+	a, err := s.b.Release(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, 200, AllocationFromPB(a))
+}
+
+func (s *Handler) snapshot(w http.ResponseWriter, r *http.Request) {
+	st, err := s.b.Snapshot(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var buf bytes.Buffer
+	if err := fsm.WriteState(&buf, st); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Header().Set("X-Switchyard-State-Hash", fsm.HashState(st))
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (s *Handler) restore(w http.ResponseWriter, r *http.Request) {
+	st, err := fsm.ReadState(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if err := s.b.Restore(r.Context(), st, r.URL.Query().Get("adopt") == "true"); err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, 200, map[string]any{"restored": true, "state_hash": fsm.HashState(st), "servers": len(st.Servers), "allocations": len(st.Allocations)})
+}

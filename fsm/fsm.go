@@ -1,0 +1,361 @@
+// Package fsm is Switchyard's replicated state machine: the registry of media
+// servers, their allocations, the placement policy and the allocator members.
+//
+// It is a thin, deterministic layer under hashicorp/raft: Apply decodes one
+// protobuf Envelope per log entry and applies its commands in order, reading
+// nothing but the entry (time comes from the leader inside it) and the
+// current state. Apply re-checks hard limits itself, so a decision that no
+// longer fits is refused in the log, never applied. See DESIGN.md.
+package fsm
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+// Encoding generations. Bump on an incompatible schema change and keep the
+// old reader around for one release.
+const (
+	EnvelopeVersion = 1
+	StateVersion    = 1
+)
+
+// FSM implements raft.FSM. All exported methods are safe for concurrent use;
+// readers see the state as of the last applied entry.
+type FSM struct {
+	mu sync.RWMutex
+	s  *state
+	// onApply, if set, is called after each applied entry with its index,
+	// outside the lock. Used by the leader loop to learn progress.
+	onApply func(index uint64)
+}
+
+// New returns an empty FSM.
+func New() *FSM { return &FSM{s: newState()} }
+
+// SetOnApply registers fn to run after every applied entry. It must be set
+// before the FSM is handed to raft.
+func (f *FSM) SetOnApply(fn func(index uint64)) { f.onApply = fn }
+
+// Encode builds the log entry bytes for cmds with leader time now.
+func Encode(now int64, cmds ...*fsmpb.Command) ([]byte, error) {
+	return EncodeFrom("", 0, now, cmds...)
+}
+
+// EncodeFrom is Encode for an entry that carries the leader's origin and
+// sequence number, which View reports back once it is applied.
+func EncodeFrom(origin string, seq uint64, now int64, cmds ...*fsmpb.Command) ([]byte, error) {
+	return proto.Marshal(&fsmpb.Envelope{Version: EnvelopeVersion, NowUnixMs: now, Origin: origin, Seq: seq, Batch: &fsmpb.Batch{Commands: cmds}})
+}
+
+// Decode parses log entry bytes, refusing unknown versions.
+func Decode(b []byte) (*fsmpb.Envelope, error) {
+	env := &fsmpb.Envelope{}
+	if err := proto.Unmarshal(b, env); err != nil {
+		return nil, fmt.Errorf("%w: decode log entry: %v", ErrInvalid, err)
+	}
+	if env.GetVersion() != EnvelopeVersion {
+		return nil, fmt.Errorf("%w: log entry version %d, this binary reads %d", ErrUnsupportedVersion, env.GetVersion(), EnvelopeVersion)
+	}
+	return env, nil
+}
+
+// Apply applies one log entry. It returns []*fsmpb.Result, one per command
+// of the entry in order, or an error if the entry cannot be decoded (such an
+// entry changes nothing).
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	env, err := Decode(l.Data)
+	if err != nil {
+		return err
+	}
+	return f.ApplyEnvelope(l.Index, env)
+}
+
+// ApplyEnvelope applies a decoded entry at log index. It is Apply without
+// raft, for tests and tools that replay commands.
+func (f *FSM) ApplyEnvelope(index uint64, env *fsmpb.Envelope) []*fsmpb.Result {
+	cmds := env.GetBatch().GetCommands()
+	out := make([]*fsmpb.Result, len(cmds))
+	f.mu.Lock()
+	now := env.GetNowUnixMs()
+	// Leader clocks can step backwards across a leader change; time inside
+	// the state never does.
+	if now < f.s.lastTime {
+		now = f.s.lastTime
+	}
+	for i, c := range cmds {
+		out[i] = f.s.apply(index, i, now, c)
+	}
+	f.s.lastTime = now
+	f.s.lastOrigin, f.s.lastSeq = env.GetOrigin(), env.GetSeq()
+	if index > f.s.applied {
+		f.s.applied = index
+	}
+	f.mu.Unlock()
+	if f.onApply != nil {
+		f.onApply(index)
+	}
+	return out
+}
+
+// Snapshot captures the state for raft. The copy is made under the read
+// lock; persisting happens later without blocking Apply.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	st := f.s.export()
+	f.mu.RUnlock()
+	return &snapshot{st: st}, nil
+}
+
+// Restore replaces the whole state with a snapshot written by Persist.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, err := ReadState(rc)
+	if err != nil {
+		return err
+	}
+	s, err := importState(st)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.s = s
+	f.mu.Unlock()
+	return nil
+}
+
+// ReadState decodes a snapshot stream into its canonical form.
+func ReadState(r io.Reader) (*fsmpb.State, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot: %w", err)
+	}
+	st := &fsmpb.State{}
+	if err := proto.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("%w: decode snapshot: %v", ErrInvalid, err)
+	}
+	if st.GetVersion() != StateVersion {
+		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads %d", ErrUnsupportedVersion, st.GetVersion(), StateVersion)
+	}
+	return st, nil
+}
+
+// WriteState encodes st in the snapshot format.
+func WriteState(w io.Writer, st *fsmpb.State) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode snapshot: %w", err)
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+type snapshot struct{ st *fsmpb.State }
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := WriteState(sink, s.st); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}
+
+// ---- reads ----
+
+// Export returns a deep copy of the whole state in canonical form.
+func (f *FSM) Export() *fsmpb.State {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.export()
+}
+
+// Hash returns the hex SHA-256 of the canonical state, equal on every
+// replica that applied the same entries and after snapshot/restore.
+func (f *FSM) Hash() string { return HashState(f.Export()) }
+
+// HashState is Hash for an exported state.
+func HashState(st *fsmpb.State) string { return hashState(st) }
+
+// AppliedIndex is the index of the last entry applied.
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.applied
+}
+
+// ClusterID is the id stamped by the first leader, or "" before that.
+func (f *FSM) ClusterID() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.clusterID
+}
+
+// Servers returns copies of every server, sorted by id.
+func (f *FSM) Servers() []*fsmpb.Server {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*fsmpb.Server, 0, len(f.s.servers))
+	for _, v := range f.s.servers {
+		out = append(out, proto.Clone(v).(*fsmpb.Server))
+	}
+	slices.SortFunc(out, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
+	return out
+}
+
+// Server returns a copy of one server.
+func (f *FSM) Server(id string) (*fsmpb.Server, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.s.servers[id]
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(v).(*fsmpb.Server), true
+}
+
+// AllocationFilter selects allocations in Allocations. Zero values match all.
+type AllocationFilter struct {
+	Room       string
+	Server     string
+	ActiveOnly bool
+}
+
+// Allocations returns copies of the matching allocations, sorted by id.
+func (f *FSM) Allocations(flt AllocationFilter) []*fsmpb.Allocation {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*fsmpb.Allocation, 0)
+	for _, a := range f.s.allocations {
+		if flt.Room != "" && a.Room != flt.Room || flt.Server != "" && a.Server != flt.Server {
+			continue
+		}
+		if flt.ActiveOnly && a.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+			continue
+		}
+		out = append(out, proto.Clone(a).(*fsmpb.Allocation))
+	}
+	slices.SortFunc(out, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
+	return out
+}
+
+// Allocation returns a copy of the allocation with this id or request id.
+func (f *FSM) Allocation(id string) (*fsmpb.Allocation, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	a := f.s.lookup(id)
+	if a == nil {
+		return nil, false
+	}
+	return proto.Clone(a).(*fsmpb.Allocation), true
+}
+
+// AllocationByRequest returns a copy of the allocation a request id got.
+func (f *FSM) AllocationByRequest(requestID string) (*fsmpb.Allocation, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	id, ok := f.s.byRequest[requestID]
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(f.s.allocations[id]).(*fsmpb.Allocation), true
+}
+
+// Members returns copies of the allocator members, sorted by id.
+func (f *FSM) Members() []*fsmpb.Member {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*fsmpb.Member, 0, len(f.s.members))
+	for _, v := range f.s.members {
+		out = append(out, proto.Clone(v).(*fsmpb.Member))
+	}
+	slices.SortFunc(out, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
+	return out
+}
+
+// Member returns a copy of one allocator member.
+func (f *FSM) Member(id string) (*fsmpb.Member, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.s.members[id]
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(v).(*fsmpb.Member), true
+}
+
+// Policy returns a copy of the placement policy.
+func (f *FSM) Policy() *fsmpb.Policy {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return proto.Clone(f.s.policy).(*fsmpb.Policy)
+}
+
+// ServerUse is a server as the leader's decision loop needs it.
+type ServerUse struct {
+	ID       string
+	Region   string
+	Zone     string
+	Capacity int64
+	Used     int64
+	State    fsmpb.ServerState
+}
+
+// View returns, atomically, every server's capacity and committed use and
+// the highest sequence number applied from origin (0 when the last applied
+// entry came from another origin, i.e. none of origin's entries is applied
+// yet or another leader has written since).
+func (f *FSM) View(origin string) ([]ServerUse, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]ServerUse, 0, len(f.s.servers))
+	for _, v := range f.s.servers {
+		out = append(out, ServerUse{ID: v.Id, Region: v.Region, Zone: v.Zone, Capacity: v.CapacityUnits, Used: v.UsedUnits, State: v.State})
+	}
+	slices.SortFunc(out, func(a, b ServerUse) int { return strings.Compare(a.ID, b.ID) })
+	var seq uint64
+	if origin != "" && f.s.lastOrigin == origin {
+		seq = f.s.lastSeq
+	}
+	return out, seq
+}
+
+// ExpiryDue reports whether an Expire command at time now would change
+// anything: an active allocation past its expiry or a tombstone past the
+// retention.
+func (f *FSM) ExpiryDue(now int64) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ret := f.s.policy.GetTombstoneRetentionMs()
+	for _, a := range f.s.allocations {
+		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+			if a.ExpiresAtUnixMs > 0 && a.ExpiresAtUnixMs <= now {
+				return true
+			}
+		} else if ret > 0 && a.EndedAtUnixMs+ret <= now {
+			return true
+		}
+	}
+	return false
+}
+
+// ResultError turns a non-successful Result into an error wrapping the
+// matching sentinel, or nil for success.
+func ResultError(r *fsmpb.Result) error {
+	if r.GetErrorCode() == "" && r.GetErrorMessage() == "" {
+		return nil
+	}
+	return FromCode(r.GetErrorCode(), r.GetErrorMessage())
+}

@@ -1,0 +1,371 @@
+package fsm
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+// DefaultStrategy is the placement strategy of a fresh cluster.
+const DefaultStrategy = "least-loaded"
+
+// DefaultTombstoneRetentionMs is how long ended allocations are remembered
+// (and their request ids answered idempotently) when the policy says nothing.
+const DefaultTombstoneRetentionMs = int64(60 * 60 * 1000)
+
+// state is the replicated registry. It is only ever mutated by apply*
+// methods, which are called from FSM.Apply with the FSM lock held, and must
+// stay deterministic: they read nothing but their arguments and the state.
+type state struct {
+	clusterID   string
+	servers     map[string]*fsmpb.Server
+	allocations map[string]*fsmpb.Allocation
+	byRequest   map[string]string // request id -> allocation id
+	members     map[string]*fsmpb.Member
+	policy      *fsmpb.Policy
+	applied     uint64
+	lastTime    int64
+	// Origin and sequence of the last applied entry (see Envelope.origin).
+	lastOrigin string
+	lastSeq    uint64
+}
+
+func newState() *state {
+	return &state{
+		servers:     map[string]*fsmpb.Server{},
+		allocations: map[string]*fsmpb.Allocation{},
+		byRequest:   map[string]string{},
+		members:     map[string]*fsmpb.Member{},
+		policy:      defaultPolicy(),
+	}
+}
+
+func defaultPolicy() *fsmpb.Policy {
+	return &fsmpb.Policy{Strategy: DefaultStrategy, TombstoneRetentionMs: DefaultTombstoneRetentionMs}
+}
+
+// apply runs one command at log position (index, pos) with leader time now.
+func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb.Result {
+	var err error
+	res := &fsmpb.Result{}
+	switch v := c.GetCmd().(type) {
+	case *fsmpb.Command_RegisterServer:
+		err = s.registerServer(now, v.RegisterServer.GetServer())
+	case *fsmpb.Command_DeregisterServer:
+		err = s.deregisterServer(v.DeregisterServer)
+	case *fsmpb.Command_SetServerState:
+		err = s.setServerState(now, v.SetServerState)
+	case *fsmpb.Command_Allocate:
+		res.Allocation, res.Duplicate, err = s.allocate(index, pos, now, v.Allocate)
+	case *fsmpb.Command_Release:
+		res.Allocation, err = s.release(now, v.Release.GetId())
+	case *fsmpb.Command_SetPolicy:
+		err = s.setPolicy(v.SetPolicy)
+	case *fsmpb.Command_SetMember:
+		err = s.setMember(v.SetMember)
+	case *fsmpb.Command_RemoveMember:
+		delete(s.members, v.RemoveMember)
+	case *fsmpb.Command_Expire:
+		s.expire(now)
+	case *fsmpb.Command_InitCluster:
+		if s.clusterID == "" {
+			s.clusterID = v.InitCluster
+		}
+	default:
+		err = errorf(ErrInvalid, "empty or unknown command")
+	}
+	if err != nil {
+		res.ErrorCode = Code(err)
+		res.ErrorMessage = err.Error()
+	}
+	return res
+}
+
+func (s *state) registerServer(now int64, in *fsmpb.Server) error {
+	if in == nil || in.GetId() == "" {
+		return errorf(ErrInvalid, "server id is required")
+	}
+	if in.GetCapacityUnits() <= 0 {
+		return errorf(ErrInvalid, "server %s: capacity must be positive, got %d", in.GetId(), in.GetCapacityUnits())
+	}
+	cur, ok := s.servers[in.GetId()]
+	if !ok {
+		cur = &fsmpb.Server{Id: in.GetId(), RegisteredAtUnixMs: now}
+		s.servers[cur.Id] = cur
+	}
+	cur.Addresses = slices.Clone(in.GetAddresses())
+	cur.Region = in.GetRegion()
+	cur.Zone = in.GetZone()
+	cur.Labels = cloneLabels(in.GetLabels())
+	cur.CapacityUnits = in.GetCapacityUnits()
+	if in.GetIncarnation() > cur.Incarnation {
+		cur.Incarnation = in.GetIncarnation()
+	}
+	if cur.State != fsmpb.ServerState_SERVER_STATE_ACTIVE {
+		cur.State = fsmpb.ServerState_SERVER_STATE_ACTIVE
+		cur.StateChangedAtUnixMs = now
+	}
+	return nil
+}
+
+func (s *state) deregisterServer(d *fsmpb.DeregisterServer) error {
+	srv, ok := s.servers[d.GetId()]
+	if !ok {
+		return errorf(ErrNotFound, "server %q is not registered", d.GetId())
+	}
+	if srv.UsedUnits > 0 {
+		return errorf(ErrServerBusy, "server %s still holds %d units of active allocations; drain it and release them first", srv.Id, srv.UsedUnits)
+	}
+	delete(s.servers, srv.Id)
+	return nil
+}
+
+func (s *state) setServerState(now int64, c *fsmpb.SetServerState) error {
+	srv, ok := s.servers[c.GetId()]
+	if !ok {
+		return errorf(ErrNotFound, "server %q is not registered", c.GetId())
+	}
+	switch c.GetState() {
+	case fsmpb.ServerState_SERVER_STATE_ACTIVE, fsmpb.ServerState_SERVER_STATE_DRAINING, fsmpb.ServerState_SERVER_STATE_DOWN:
+	default:
+		return errorf(ErrInvalid, "unknown server state %v", c.GetState())
+	}
+	if c.GetIfIncarnation() != 0 && c.GetIfIncarnation() != srv.Incarnation {
+		return errorf(ErrInvalid, "server %s: incarnation is %d, not %d", srv.Id, srv.Incarnation, c.GetIfIncarnation())
+	}
+	if srv.State != c.GetState() {
+		srv.State = c.GetState()
+		srv.StateChangedAtUnixMs = now
+	}
+	return nil
+}
+
+func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDecision) (*fsmpb.Allocation, bool, error) {
+	if d.GetRequestId() == "" {
+		return nil, false, errorf(ErrInvalid, "request id is required")
+	}
+	if id, ok := s.byRequest[d.GetRequestId()]; ok {
+		a := s.allocations[id]
+		if a.Room != d.GetRoom() || a.Units != d.GetUnits() {
+			return proto.Clone(a).(*fsmpb.Allocation), true, errorf(ErrRequestIDReused,
+				"request id %q already allocated %s (room %q, %d units)", d.GetRequestId(), a.Id, a.Room, a.Units)
+		}
+		return proto.Clone(a).(*fsmpb.Allocation), true, nil
+	}
+	if err := ValidateRequest(d.GetRoom(), d.GetUnits()); err != nil {
+		return nil, false, err
+	}
+	srv, ok := s.servers[d.GetServer()]
+	if !ok {
+		return nil, false, errorf(ErrNotFound, "server %q is not registered", d.GetServer())
+	}
+	if srv.State != fsmpb.ServerState_SERVER_STATE_ACTIVE {
+		return nil, false, errorf(ErrServerNotActive, "server %s is %s", srv.Id, StateName(srv.State))
+	}
+	if free := srv.CapacityUnits - srv.UsedUnits; free < d.GetUnits() {
+		return nil, false, errorf(ErrCapacity, "server %s has %d of %d units free, request needs %d", srv.Id, free, srv.CapacityUnits, d.GetUnits())
+	}
+	a := &fsmpb.Allocation{
+		Id:              fmt.Sprintf("a-%d-%d", index, pos),
+		RequestId:       d.GetRequestId(),
+		Room:            d.GetRoom(),
+		Requester:       d.GetRequester(),
+		Server:          srv.Id,
+		Units:           d.GetUnits(),
+		CreatedAtUnixMs: now,
+		State:           fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE,
+	}
+	if d.GetTtlMs() > 0 {
+		a.ExpiresAtUnixMs = now + d.GetTtlMs()
+	}
+	srv.UsedUnits += a.Units
+	s.allocations[a.Id] = a
+	s.byRequest[a.RequestId] = a.Id
+	return proto.Clone(a).(*fsmpb.Allocation), false, nil
+}
+
+// ValidateRequest checks the request fields every transport must refuse
+// before a decision is even attempted.
+func ValidateRequest(room string, units int64) error {
+	if room == "" {
+		return errorf(ErrInvalid, "room is required")
+	}
+	if units <= 0 {
+		return errorf(ErrInvalid, "units must be positive, got %d", units)
+	}
+	return nil
+}
+
+func (s *state) lookup(id string) *fsmpb.Allocation {
+	if a, ok := s.allocations[id]; ok {
+		return a
+	}
+	if aid, ok := s.byRequest[id]; ok {
+		return s.allocations[aid]
+	}
+	return nil
+}
+
+func (s *state) release(now int64, id string) (*fsmpb.Allocation, error) {
+	a := s.lookup(id)
+	if a == nil {
+		return nil, errorf(ErrNotFound, "allocation %q does not exist", id)
+	}
+	s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_RELEASED)
+	return proto.Clone(a).(*fsmpb.Allocation), nil
+}
+
+// end moves an active allocation to a final state and frees its units.
+// Ending an allocation that has already ended changes nothing.
+func (s *state) end(a *fsmpb.Allocation, now int64, final fsmpb.AllocationState) {
+	if a.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+		return
+	}
+	a.State = final
+	a.EndedAtUnixMs = now
+	if srv, ok := s.servers[a.Server]; ok {
+		srv.UsedUnits -= a.Units
+	}
+}
+
+func (s *state) expire(now int64) {
+	ret := s.policy.GetTombstoneRetentionMs()
+	for id, a := range s.allocations {
+		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE && a.ExpiresAtUnixMs > 0 && a.ExpiresAtUnixMs <= now {
+			s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_EXPIRED)
+		}
+		if a.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE && ret > 0 && a.EndedAtUnixMs+ret <= now {
+			delete(s.allocations, id)
+			delete(s.byRequest, a.RequestId)
+		}
+	}
+}
+
+func (s *state) setPolicy(p *fsmpb.Policy) error {
+	if p.GetStrategy() == "" {
+		return errorf(ErrInvalid, "policy strategy is required")
+	}
+	if p.GetTombstoneRetentionMs() < 0 {
+		return errorf(ErrInvalid, "tombstone retention must not be negative")
+	}
+	np := proto.Clone(p).(*fsmpb.Policy)
+	np.Version = s.policy.GetVersion() + 1
+	s.policy = np
+	return nil
+}
+
+func (s *state) setMember(m *fsmpb.Member) error {
+	if m.GetId() == "" {
+		return errorf(ErrInvalid, "member id is required")
+	}
+	s.members[m.Id] = proto.Clone(m).(*fsmpb.Member)
+	return nil
+}
+
+// export copies the state into its canonical, sorted protobuf form.
+func (s *state) export() *fsmpb.State {
+	st := &fsmpb.State{
+		Version:        StateVersion,
+		ClusterId:      s.clusterID,
+		Policy:         proto.Clone(s.policy).(*fsmpb.Policy),
+		AppliedIndex:   s.applied,
+		LastTimeUnixMs: s.lastTime,
+	}
+	for _, v := range s.servers {
+		st.Servers = append(st.Servers, proto.Clone(v).(*fsmpb.Server))
+	}
+	for _, v := range s.allocations {
+		st.Allocations = append(st.Allocations, proto.Clone(v).(*fsmpb.Allocation))
+	}
+	for _, v := range s.members {
+		st.Members = append(st.Members, proto.Clone(v).(*fsmpb.Member))
+	}
+	slices.SortFunc(st.Servers, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
+	slices.SortFunc(st.Allocations, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
+	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
+	return st
+}
+
+// importState rebuilds a state from its canonical form.
+func importState(st *fsmpb.State) (*state, error) {
+	if st.GetVersion() != StateVersion {
+		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads %d", ErrUnsupportedVersion, st.GetVersion(), StateVersion)
+	}
+	s := newState()
+	s.clusterID = st.GetClusterId()
+	if st.GetPolicy() != nil {
+		s.policy = proto.Clone(st.GetPolicy()).(*fsmpb.Policy)
+	}
+	s.applied = st.GetAppliedIndex()
+	s.lastTime = st.GetLastTimeUnixMs()
+	for _, v := range st.GetServers() {
+		s.servers[v.Id] = proto.Clone(v).(*fsmpb.Server)
+	}
+	for _, v := range st.GetAllocations() {
+		s.allocations[v.Id] = proto.Clone(v).(*fsmpb.Allocation)
+		s.byRequest[v.RequestId] = v.Id
+	}
+	for _, v := range st.GetMembers() {
+		s.members[v.Id] = proto.Clone(v).(*fsmpb.Member)
+	}
+	return s, nil
+}
+
+// hashState returns the hex SHA-256 of the canonical encoding of st,
+// ignoring the bookkeeping fields (applied index, last time) that differ
+// between a replica and one restored from a snapshot of it.
+func hashState(st *fsmpb.State) string {
+	c := proto.Clone(st).(*fsmpb.State)
+	c.AppliedIndex = 0
+	c.LastTimeUnixMs = 0
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		// Marshalling a well-formed message we built cannot fail.
+		panic(fmt.Sprintf("fsm: marshal state for hash: %v", err))
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func cloneLabels(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// StateName is the lower-case name of a server state ("active", ...).
+func StateName(s fsmpb.ServerState) string {
+	switch s {
+	case fsmpb.ServerState_SERVER_STATE_ACTIVE:
+		return "active"
+	case fsmpb.ServerState_SERVER_STATE_DRAINING:
+		return "draining"
+	case fsmpb.ServerState_SERVER_STATE_DOWN:
+		return "down"
+	}
+	return "unknown"
+}
+
+// AllocationStateName is the lower-case name of an allocation state.
+func AllocationStateName(s fsmpb.AllocationState) string {
+	switch s {
+	case fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE:
+		return "active"
+	case fsmpb.AllocationState_ALLOCATION_STATE_RELEASED:
+		return "released"
+	case fsmpb.AllocationState_ALLOCATION_STATE_EXPIRED:
+		return "expired"
+	}
+	return "unknown"
+}
