@@ -47,6 +47,8 @@ type Config struct {
 	// Peers is how this node talks to other agents during bootstrap and
 	// join. Required when Join is non-empty.
 	Peers PeerClient
+	// Loads, when set, supplies the soft load view the leader scores with.
+	Loads LoadSource
 	// RaftLayer, when set, carries raft traffic (e.g. over mutual TLS).
 	// Nil means plain TCP on RaftAddr.
 	RaftLayer StreamLayer

@@ -29,6 +29,14 @@ type AllocateRequest struct {
 	TTL time.Duration
 }
 
+// LoadSource supplies the leader's soft view of media-server load (issue #3
+// implements it from QUIC load reports). It must be cheap and must not
+// block: it is called from the decision loop once per server per batch.
+type LoadSource interface {
+	// Load returns the latest load of server id, or ok=false without one.
+	Load(id string) (l placement.Load, ok bool)
+}
+
 // op is one request queued for the decision loop: either a ready command or
 // an allocation still to be placed.
 type op struct {
@@ -322,6 +330,11 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		for i, s := range servers {
 			cands[i] = placement.Candidate{ID: s.ID, Region: s.Region, Zone: s.Zone, Capacity: s.Capacity, Used: s.Used,
 				Active: s.State == fsmpb.ServerState_SERVER_STATE_ACTIVE, State: fsm.StateName(s.State)}
+			if n.cfg.Loads != nil {
+				if l, ok := n.cfg.Loads.Load(s.ID); ok {
+					cands[i].Load = &l
+				}
+			}
 			index[s.ID] = i
 		}
 		for _, b := range ls.inflight {

@@ -26,6 +26,25 @@ type Candidate struct {
 	Active bool
 	// State is the server state's name, for error messages.
 	State string
+	// Load is the server's last reported load (soft state, issue #3); nil
+	// when the leader has no report for it yet (e.g. just after an
+	// election), in which case only registry data is used.
+	Load *Load
+}
+
+// Load is a media server's reported load as the leader's view holds it.
+type Load struct {
+	CPU        float64 // 0..1 of the server's cores
+	IngressBps int64
+	EgressBps  int64
+	Peers      int64
+	Tracks     int64
+	Rooms      []string
+	AgeMs      int64
+	// Unmaterialized is the units of allocations committed on this server
+	// that its last report did not yet list: reservations the reported
+	// figures do not reflect yet.
+	Unmaterialized int64
 }
 
 // Free is the number of units still available on c.

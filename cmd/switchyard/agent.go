@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard/switchyard/agent"
+	"github.com/switchyard/switchyard/cluster"
+)
+
+// agentFlags are `switchyard agent`'s flags.
+type agentFlags struct {
+	id, dataDir, raftAddr, httpAddr, quicAddr string
+	join                                      string
+	bootstrapExpect                           int
+	heartbeat, election, lease, commit        time.Duration
+	snapshotInterval, applyTimeout            time.Duration
+	snapshotThreshold, trailingLogs           uint64
+	maxBatch                                  int
+	logLevel, logFormat                       string
+}
+
+func newAgentCmd() *cobra.Command {
+	f := &agentFlags{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run an allocator node",
+		Long: `Run one allocator node. Every node of a new cluster may be started with the
+same command line (its own --id and addresses aside):
+
+  switchyard agent --id n1 --data-dir /var/lib/switchyard/n1 \
+    --raft-addr 10.0.0.1:7301 --http-addr 10.0.0.1:7501 --quic-addr 10.0.0.1:7601 \
+    --bootstrap-expect 3 --join 10.0.0.1:7501,10.0.0.2:7501,10.0.0.3:7501
+
+A node whose data dir already holds state just restarts. A node started
+later with --join joins the existing cluster. SIGTERM/SIGINT on the leader
+hands leadership to another node before exiting.`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.id, "id", "", "this node's unique id (required)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the raft log, stable store and snapshots (required)")
+	fl.StringVar(&f.raftAddr, "raft-addr", "", "host:port for raft traffic, reachable by the other agents (required)")
+	fl.StringVar(&f.httpAddr, "http-addr", "", "host:port for the HTTP admin API (required)")
+	fl.StringVar(&f.quicAddr, "quic-addr", "", "host:port (UDP) for media nodes' QUIC connections")
+	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap a new cluster once this many fresh nodes (this one included) are reachable through --join; 0 only joins")
+	fl.StringVar(&f.join, "join", "", "comma-separated HTTP addresses of the other agents (may include this one)")
+	fl.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", cluster.DefaultHeartbeatTimeout, "raft heartbeat timeout")
+	fl.DurationVar(&f.election, "raft-election-timeout", cluster.DefaultElectionTimeout, "raft election timeout")
+	fl.DurationVar(&f.lease, "raft-lease-timeout", cluster.DefaultLeaderLeaseTimeout, "raft leader lease timeout (≤ heartbeat timeout)")
+	fl.DurationVar(&f.commit, "raft-commit-timeout", cluster.DefaultCommitTimeout, "raft commit timeout")
+	fl.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", cluster.DefaultSnapshotThreshold, "log entries between snapshots")
+	fl.DurationVar(&f.snapshotInterval, "snapshot-interval", cluster.DefaultSnapshotInterval, "how often to check whether to snapshot")
+	fl.Uint64Var(&f.trailingLogs, "trailing-logs", cluster.DefaultTrailingLogs, "log entries kept after a snapshot")
+	fl.DurationVar(&f.applyTimeout, "apply-timeout", cluster.DefaultApplyTimeout, "how long a commit may take before its outcome is reported unknown (retryable)")
+	fl.IntVar(&f.maxBatch, "max-batch", cluster.DefaultMaxBatch, "most commands packed into one log entry")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
+	for _, req := range []struct{ name, val string }{{"id", f.id}, {"data-dir", f.dataDir}, {"raft-addr", f.raftAddr}, {"http-addr", f.httpAddr}} {
+		if req.val == "" {
+			return agent.Config{}, usagef(cmd, "--%s is required", req.name)
+		}
+	}
+	var joins []string
+	for _, j := range strings.Split(f.join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			if err := checkAddr(j); err != nil {
+				return agent.Config{}, usagef(cmd, "--join: %v", err)
+			}
+			joins = append(joins, j)
+		}
+	}
+	for _, a := range []struct{ name, val string }{{"raft-addr", f.raftAddr}, {"http-addr", f.httpAddr}, {"quic-addr", f.quicAddr}} {
+		if a.val == "" {
+			continue
+		}
+		if err := checkAddr(a.val); err != nil {
+			return agent.Config{}, usagef(cmd, "--%s: %v", a.name, err)
+		}
+	}
+	if f.bootstrapExpect < 0 {
+		return agent.Config{}, usagef(cmd, "--bootstrap-expect must be 0 or more, got %d", f.bootstrapExpect)
+	}
+	if f.bootstrapExpect == 0 && len(joins) == 0 {
+		return agent.Config{}, usagef(cmd, "give --bootstrap-expect N to start a new cluster, or --join to join one")
+	}
+	log, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		return agent.Config{}, usagef(cmd, "%v", err)
+	}
+	return agent.Config{Config: cluster.Config{
+		ID: f.id, DataDir: f.dataDir, RaftAddr: f.raftAddr, HTTPAddr: f.httpAddr, QUICAddr: f.quicAddr,
+		BootstrapExpect: f.bootstrapExpect, Join: joins,
+		HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election, LeaderLeaseTimeout: f.lease, CommitTimeout: f.commit,
+		SnapshotThreshold: f.snapshotThreshold, SnapshotInterval: f.snapshotInterval, TrailingLogs: f.trailingLogs,
+		ApplyTimeout: f.applyTimeout, MaxBatch: f.maxBatch, Logger: log,
+	}}, nil
+}
+
+func runAgent(cmd *cobra.Command, f *agentFlags) error {
+	cfg, err := f.config(cmd)
+	if err != nil {
+		return err
+	}
+	a, err := agent.Start(cmd.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	cfg.Logger.Info("agent running", "id", cfg.ID, "http", a.HTTPAddr(), "raft", cfg.RaftAddr)
+	<-cmd.Context().Done()
+	cfg.Logger.Info("shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return a.Shutdown(ctx)
+}
+
+// checkAddr validates a host:port flag value.
+func checkAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", a, err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
+		return fmt.Errorf("%q has a bad port %q", a, port)
+	}
+	_ = host
+	return nil
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard/switchyard/api"
+)
+
+func newAllocCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "alloc", Short: "Request, release and list allocations"}
+
+	rf := &clientFlags{}
+	var req api.AllocateRequest
+	var ttl time.Duration
+	request := &cobra.Command{
+		Use:   "request",
+		Short: "Allocate units for a room on the server the policy picks",
+		Long: `Allocate units for a room. The request id makes the call idempotent: sending
+the same id again (after a timeout, or to another agent) returns the
+allocation it already got, never a second one. A refused request exits 1 and
+says which capacity was missing.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if req.Room == "" {
+				return usagef(cmd, "--room is required")
+			}
+			if req.RequestID == "" {
+				return usagef(cmd, "--request-id is required (any unique string; reuse it to retry safely)")
+			}
+			if req.Units <= 0 {
+				return usagef(cmd, "--units must be a positive number, got %d", req.Units)
+			}
+			if ttl < 0 {
+				return usagef(cmd, "--ttl must not be negative")
+			}
+			req.TTLMs = ttl.Milliseconds()
+			c, ctx, cancel, err := rf.client(cmd)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			a, err := c.Allocate(ctx, req)
+			if err != nil {
+				return fmt.Errorf("allocation refused: %w", err)
+			}
+			if rf.json {
+				return printJSON(cmd.OutOrStdout(), a)
+			}
+			again := ""
+			if a.Duplicate {
+				again = " (request id seen before: same allocation)"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "allocated %s: room %s, %d units on %s%s\n", a.ID, a.Room, a.Units, a.Server, again)
+			return nil
+		},
+	}
+	rf.register(request, true)
+	request.Flags().StringVar(&req.Room, "room", "", "room the units are for (required)")
+	request.Flags().Int64Var(&req.Units, "units", 1, "units to allocate (> 0)")
+	request.Flags().StringVar(&req.RequestID, "request-id", "", "idempotency key (required)")
+	request.Flags().StringVar(&req.Requester, "requester", "", "who asks (e.g. the origin media server)")
+	request.Flags().StringVar(&req.Region, "region", "", "preferred region")
+	request.Flags().StringVar(&req.Server, "server", "", "pin to this server")
+	request.Flags().DurationVar(&ttl, "ttl", 0, "expire the allocation after this long (0: never)")
+
+	relf := &clientFlags{}
+	release := &cobra.Command{
+		Use:   "release ID",
+		Short: "Release an allocation (by allocation id or request id)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, cancel, err := relf.client(cmd)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			a, err := c.Release(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if relf.json {
+				return printJSON(cmd.OutOrStdout(), a)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "released %s (%d units on %s)\n", a.ID, a.Units, a.Server)
+			return nil
+		},
+	}
+	relf.register(release, true)
+
+	lf := &clientFlags{}
+	var opts api.AllocationListOptions
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List allocations",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := lf.client(cmd)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			as, err := c.Allocations(ctx, opts)
+			if err != nil {
+				return err
+			}
+			if lf.json {
+				return printJSON(cmd.OutOrStdout(), as)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tREQUEST\tROOM\tSERVER\tUNITS\tSTATE\tCREATED")
+			for _, a := range as {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", a.ID, a.RequestID, a.Room, a.Server, a.Units, a.State, time.UnixMilli(a.CreatedAtUnixMs).UTC().Format(time.RFC3339))
+			}
+			return w.Flush()
+		},
+	}
+	lf.register(list, true)
+	list.Flags().StringVar(&opts.Room, "room", "", "only this room")
+	list.Flags().StringVar(&opts.Server, "server", "", "only this server")
+	list.Flags().BoolVar(&opts.ActiveOnly, "active", false, "only active allocations")
+	list.Flags().BoolVar(&opts.Stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
+	cmd.AddCommand(request, release, list)
+	return cmd
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard/switchyard/agent"
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
+)
+
+type devFlags struct {
+	nodes                        int
+	host                         string
+	raftPort, httpPort, quicPort int
+	dataDir, logLevel, logFormat string
+	keep                         bool
+}
+
+func newDevCmd() *cobra.Command {
+	f := &devFlags{}
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a local dev cluster (3 allocator agents on loopback) until Ctrl-C",
+		Long: `Run a dev cluster in this process: --nodes allocator agents on loopback with
+embedded defaults and data in a temp dir (removed on exit unless --keep).
+The first agent's HTTP address is the CLI's default --addr, so in another
+terminal 'switchyard cluster status' just works.`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&f.nodes, "nodes", 3, "number of allocator agents")
+	fl.StringVar(&f.host, "host", "127.0.0.1", "address to listen on")
+	fl.IntVar(&f.raftPort, "raft-port", 7301, "first raft port (node i uses port+i)")
+	fl.IntVar(&f.httpPort, "http-port", 7501, "first HTTP port")
+	fl.IntVar(&f.quicPort, "quic-port", 7601, "first QUIC (UDP) port")
+	fl.StringVar(&f.dataDir, "data-dir", "", "data directory (default: a new temp dir)")
+	fl.BoolVar(&f.keep, "keep", false, "keep the data directory on exit")
+	fl.StringVar(&f.logLevel, "log-level", "error", "debug, info, warn or error")
+	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+func runDev(cmd *cobra.Command, f *devFlags) error {
+	if f.nodes < 1 || f.nodes > 9 {
+		return usagef(cmd, "--nodes must be between 1 and 9, got %d", f.nodes)
+	}
+	for _, p := range []int{f.raftPort, f.httpPort, f.quicPort} {
+		if p < 1 || p+f.nodes > 65535 {
+			return usagef(cmd, "port %d out of range", p)
+		}
+	}
+	log, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		return usagef(cmd, "%v", err)
+	}
+	dir := f.dataDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "switchyard-dev-"); err != nil {
+			return err
+		}
+		if !f.keep {
+			defer os.RemoveAll(dir)
+		}
+	}
+	var joins []string
+	for i := 0; i < f.nodes; i++ {
+		joins = append(joins, fmt.Sprintf("%s:%d", f.host, f.httpPort+i))
+	}
+	ctx := cmd.Context()
+	var agents []*agent.Agent
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, a := range agents {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = a.Shutdown(sctx) }()
+		}
+		wg.Wait()
+	}()
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "switchyard dev: %d allocator agents, data in %s\n", f.nodes, dir)
+	for i := 0; i < f.nodes; i++ {
+		id := fmt.Sprintf("n%d", i+1)
+		cfg := agent.Config{Config: cluster.Config{
+			ID: id, DataDir: filepath.Join(dir, id),
+			RaftAddr:        fmt.Sprintf("%s:%d", f.host, f.raftPort+i),
+			HTTPAddr:        joins[i],
+			QUICAddr:        fmt.Sprintf("%s:%d", f.host, f.quicPort+i),
+			BootstrapExpect: f.nodes, Join: joins, Logger: log.With("node", id),
+		}}
+		a, err := agent.Start(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", id, err)
+		}
+		agents = append(agents, a)
+		fmt.Fprintf(out, "  %s  http=%s  raft=%s  quic=%s\n", id, cfg.HTTPAddr, cfg.RaftAddr, cfg.QUICAddr)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := waitForLeader(wctx, api.NewClient(joins...))
+	if err != nil {
+		return fmt.Errorf("dev cluster did not elect a leader: %w", err)
+	}
+	fmt.Fprintf(out, "leader: %s (cluster %s)\n", st.Leader, st.ClusterID)
+	fmt.Fprintf(out, "try:  switchyard cluster status\n      switchyard server register --id m1 --capacity 10\n      switchyard alloc request --room demo --units 1 --request-id r1\n")
+	fmt.Fprintln(out, "Ctrl-C stops the cluster.")
+	<-ctx.Done()
+	fmt.Fprintln(out, "stopping dev cluster")
+	return nil
+}
+
+// waitForLeader polls status until a leader is known and the cluster id is
+// stamped.
+func waitForLeader(ctx context.Context, c *api.Client) (cluster.Status, error) {
+	for {
+		st, err := c.Status(ctx)
+		if err == nil && st.Leader != "" && st.ClusterID != "" {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return st, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
