@@ -95,6 +95,9 @@ func (s *state) registerServer(now int64, in *fsmpb.Server) error {
 		return errorf(ErrInvalid, "server %s: capacity must be positive, got %d", in.GetId(), in.GetCapacityUnits())
 	}
 	cur, ok := s.servers[in.GetId()]
+	if ok && in.GetCapacityUnits() < cur.UsedUnits {
+		return errorf(ErrServerBusy, "server %s: capacity %d is below the %d units its active allocations hold", cur.Id, in.GetCapacityUnits(), cur.UsedUnits)
+	}
 	if !ok {
 		cur = &fsmpb.Server{Id: in.GetId(), RegisteredAtUnixMs: now}
 		s.servers[cur.Id] = cur
