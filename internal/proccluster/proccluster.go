@@ -1,0 +1,253 @@
+// Package proccluster runs Switchyard agents as separate OS processes of
+// the real binary, so tests and benchmarks can SIGKILL, SIGSTOP and restart
+// them. It is the process-level rung of the testing ladder (the chaos suite
+// builds on it).
+package proccluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+)
+
+// Proc is one agent process.
+type Proc struct {
+	ID                           string
+	RaftAddr, HTTPAddr, QUICAddr string
+	DataDir, LogPath             string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Running reports whether the process is alive (not reaped).
+func (p *Proc) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Cluster is a set of agent processes.
+type Cluster struct {
+	t     testing.TB
+	Bin   string
+	Dir   string
+	Args  []string // extra agent flags for every node
+	Nodes []*Proc
+}
+
+// BuildBinary compiles ./cmd/switchyard into a temp dir and returns its path.
+func BuildBinary(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	out := filepath.Join(t.TempDir(), "switchyard")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/switchyard")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build switchyard: %v\n%s", err, b)
+	}
+	return out
+}
+
+func freeAddr(t testing.TB, network string) string {
+	t.Helper()
+	if network == "udp" {
+		l, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.LocalAddr().String()
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// New starts n agents bootstrapping together and waits for a leader.
+func New(t testing.TB, bin string, n int, args ...string) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Bin: bin, Dir: t.TempDir(), Args: args}
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("n%d", i+1)
+		c.Nodes = append(c.Nodes, &Proc{
+			ID: id, RaftAddr: freeAddr(t, "tcp"), HTTPAddr: freeAddr(t, "tcp"), QUICAddr: freeAddr(t, "udp"),
+			DataDir: filepath.Join(c.Dir, id), LogPath: filepath.Join(c.Dir, id+".log"),
+		})
+	}
+	for _, p := range c.Nodes {
+		c.Start(p)
+	}
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatalf("no leader: %v\n%s", err, c.Logs())
+	}
+	return c
+}
+
+// Addrs lists every node's HTTP address (running or not).
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, p := range c.Nodes {
+		out = append(out, p.HTTPAddr)
+	}
+	return out
+}
+
+// Start (re)starts p with its data dir.
+func (c *Cluster) Start(p *Proc) {
+	c.t.Helper()
+	args := []string{"agent", "--id", p.ID, "--data-dir", p.DataDir, "--raft-addr", p.RaftAddr,
+		"--http-addr", p.HTTPAddr, "--quic-addr", p.QUICAddr, "--bootstrap-expect", fmt.Sprint(len(c.Nodes)),
+		"--join", strings.Join(c.Addrs(), ","), "--log-level", "info"}
+	args = append(args, c.Args...)
+	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd := exec.Command(c.Bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", p.ID, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+}
+
+// Signal sends sig to p.
+func (c *Cluster) Signal(p *Proc, sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// Kill SIGKILLs p and waits until it is reaped.
+func (c *Cluster) Kill(p *Proc) {
+	c.Signal(p, syscall.SIGCONT) // a stopped process must be able to die
+	c.Signal(p, syscall.SIGKILL)
+	c.wait(p)
+}
+
+// Stop sends SIGTERM (graceful: the leader hands over) and waits.
+func (c *Cluster) Stop(p *Proc) {
+	c.Signal(p, syscall.SIGCONT)
+	c.Signal(p, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		c.Kill(p)
+	}
+	c.wait(p)
+}
+
+func (c *Cluster) wait(p *Proc) {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// Close kills every node.
+func (c *Cluster) Close() {
+	for _, p := range c.Nodes {
+		if p.Running() {
+			c.Kill(p)
+		}
+	}
+}
+
+// Status asks p for its status (no retries).
+func (c *Cluster) Status(ctx context.Context, p *Proc) (st struct {
+	ID, Leader, State, ClusterID, StateHash string
+	AppliedIndex                             uint64
+}, err error) {
+	cl := api.NewClient(p.HTTPAddr)
+	cl.Retry = false
+	s, err := cl.Status(ctx)
+	st.ID, st.Leader, st.State, st.ClusterID, st.StateHash, st.AppliedIndex = s.ID, s.Leader, s.State, s.ClusterID, s.StateHash, s.AppliedIndex
+	return st, err
+}
+
+// WaitLeader polls running nodes until one reports itself leader and all
+// running nodes agree, and returns it.
+func (c *Cluster) WaitLeader(ctx context.Context) (*Proc, error) {
+	for {
+		var leader *Proc
+		agree := true
+		for _, p := range c.Nodes {
+			if !p.Running() {
+				continue
+			}
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			st, err := c.Status(sctx, p)
+			cancel()
+			if err != nil || st.Leader == "" {
+				agree = false
+				break
+			}
+			if st.State == "Leader" {
+				leader = p
+			}
+			if leader != nil && st.Leader != leader.ID {
+				agree = false
+			}
+		}
+		if agree && leader != nil {
+			return leader, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no agreed leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Logs returns the tail of every node's log, for failure messages.
+func (c *Cluster) Logs() string {
+	var b strings.Builder
+	for _, p := range c.Nodes {
+		data, _ := os.ReadFile(p.LogPath)
+		s := string(data)
+		if len(s) > 3000 {
+			s = s[len(s)-3000:]
+		}
+		fmt.Fprintf(&b, "---- %s ----\n%s\n", p.ID, s)
+	}
+	return b.String()
+}
