@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -69,7 +70,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	if len(c.addrs) == 0 {
 		return errors.New("no agent address given (--addr)")
 	}
-	backoff := 20 * time.Millisecond
+	// Elections take a few hundred ms: retry quickly (10 ms doubling to a
+	// 100 ms cap, with jitter so clients do not march in step).
+	backoff := 10 * time.Millisecond
 	var last error
 	for attempt := 0; ; attempt++ {
 		addr := c.addrs[attempt%len(c.addrs)]
@@ -80,9 +83,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (gave up: %v)", last, ctx.Err())
-		case <-time.After(backoff):
+		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		}
-		if backoff < 500*time.Millisecond {
+		if backoff < 100*time.Millisecond {
 			backoff *= 2
 		}
 	}

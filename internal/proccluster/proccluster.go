@@ -194,7 +194,7 @@ func (c *Cluster) Close() {
 // Status asks p for its status (no retries).
 func (c *Cluster) Status(ctx context.Context, p *Proc) (st struct {
 	ID, Leader, State, ClusterID, StateHash string
-	AppliedIndex                             uint64
+	AppliedIndex                            uint64
 }, err error) {
 	cl := api.NewClient(p.HTTPAddr)
 	cl.Retry = false
