@@ -33,6 +33,12 @@ const (
 type FSM struct {
 	mu sync.RWMutex
 	s  *state
+	// gen counts state changes (guarded by mu); the hash cache is valid
+	// while cachedGen == gen.
+	gen        uint64
+	hashMu     sync.Mutex
+	cachedGen  uint64
+	cachedHash string
 	// onApply, if set, is called after each applied entry with its index,
 	// outside the lock. Used by the leader loop to learn progress.
 	onApply func(index uint64)
@@ -97,6 +103,7 @@ func (f *FSM) ApplyEnvelope(index uint64, env *fsmpb.Envelope) []*fsmpb.Result {
 	for i, c := range cmds {
 		out[i] = f.s.apply(index, i, now, c)
 	}
+	f.gen++
 	f.s.lastTime = now
 	f.s.lastOrigin, f.s.lastSeq = env.GetOrigin(), env.GetSeq()
 	if index > f.s.applied {
@@ -131,6 +138,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.s = s
+	f.gen++
 	f.mu.Unlock()
 	return nil
 }
@@ -184,7 +192,26 @@ func (f *FSM) Export() *fsmpb.State {
 
 // Hash returns the hex SHA-256 of the canonical state, equal on every
 // replica that applied the same entries and after snapshot/restore.
-func (f *FSM) Hash() string { return HashState(f.Export()) }
+// The hash is cached until the next change, so polling it is cheap.
+func (f *FSM) Hash() string {
+	f.mu.RLock()
+	gen := f.gen
+	f.hashMu.Lock()
+	if f.cachedHash != "" && f.cachedGen == gen {
+		h := f.cachedHash
+		f.hashMu.Unlock()
+		f.mu.RUnlock()
+		return h
+	}
+	f.hashMu.Unlock()
+	st := f.s.export()
+	f.mu.RUnlock()
+	h := HashState(st)
+	f.hashMu.Lock()
+	f.cachedGen, f.cachedHash = gen, h
+	f.hashMu.Unlock()
+	return h
+}
 
 // HashState is Hash for an exported state.
 func HashState(st *fsmpb.State) string { return hashState(st) }
