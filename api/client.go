@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,7 +33,22 @@ type Client struct {
 
 // NewClient returns a client for the given agent HTTP addresses (host:port).
 func NewClient(addrs ...string) *Client {
-	return &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second}, Retry: true}
+	return &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true}
+}
+
+// NewTransport returns an HTTP transport for agent-to-agent and client
+// traffic: many concurrent requests go to few hosts, so it keeps many idle
+// connections per host (Go's default of 2 makes every burst open and close
+// connections) and dials with a short timeout so a dead agent is skipped
+// quickly.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
 }
 
 // APIError is a non-2xx answer. It unwraps to the matching fsm or cluster

@@ -71,7 +71,7 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 		reg = prometheus.NewRegistry()
 	}
 	s := &Handler{b: b, log: log, mux: http.NewServeMux(), reg: reg,
-		fwd: &http.Client{Timeout: 30 * time.Second}}
+		fwd: &http.Client{Timeout: 30 * time.Second, Transport: NewTransport()}}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "switchyard_http_requests_total", Help: "Admin API requests by route and status code.",
 	}, []string{"route", "code"})
