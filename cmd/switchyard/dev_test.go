@@ -1,0 +1,74 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/proccluster"
+)
+
+// TestDevClusterStartsAndStopsOnCtrlC runs what `make run` runs: the dev
+// cluster answers the CLI, and SIGINT stops it cleanly (exit 0).
+func TestDevClusterStartsAndStopsOnCtrlC(t *testing.T) {
+	bin := proccluster.BuildBinary(t)
+	base := 10000 + rand.IntN(20000) // below the ephemeral port range (32768+)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "dev",
+		"--raft-port", fmt.Sprint(base), "--http-port", fmt.Sprint(base+10), "--quic-port", fmt.Sprint(base+20))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var seen []string
+	for leader := false; !leader; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("dev exited early: %v\n%s\n%s", cmd.Wait(), strings.Join(seen, "\n"), stderr.String())
+			}
+			seen = append(seen, l)
+			leader = strings.HasPrefix(l, "leader: ")
+		case <-ctx.Done():
+			t.Fatalf("no leader line: %v\n%s", strings.Join(seen, "\n"), stderr.String())
+		}
+	}
+	addr := fmt.Sprintf("--addr=127.0.0.1:%d", base+10)
+	if _, e, code := run(t, bin, "server", "register", "--id", "m1", "--capacity", "2", addr); code != 0 {
+		t.Fatal(e)
+	}
+	if o, e, code := run(t, bin, "alloc", "request", "--room", "demo", "--units", "1", "--request-id", "r1", addr); code != 0 || !strings.Contains(o, "on m1") {
+		t.Fatal(o, e)
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev did not stop cleanly: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not stop within 30s of SIGINT")
+	}
+}
