@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/switchyard/switchyard/provision"
 )
 
 // Config configures one allocator node.
@@ -49,6 +51,10 @@ type Config struct {
 	Peers PeerClient
 	// Loads, when set, supplies the soft load view the leader scores with.
 	Loads LoadSource
+	// Provisioner, when set, lets the leader start a media server when no
+	// server fits a request and retire idle provisioned ones (issue #6; see
+	// provision.go). Nil disables both.
+	Provisioner provision.Provider
 	// RaftLayer, when set, carries raft traffic (e.g. over mutual TLS).
 	// Nil means plain TCP on RaftAddr.
 	RaftLayer StreamLayer

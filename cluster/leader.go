@@ -91,6 +91,11 @@ type leaderState struct {
 	// Owned by the decision loop.
 	seq      uint64
 	inflight []inflightBatch
+	pc       policyCache // issue #6: compiled policy (provision.go)
+
+	// prov parks requests no server fits while a server is provisioned
+	// (issue #6, provision.go); nil without a provisioner.
+	prov *provisioner
 
 	mu      sync.Mutex
 	waiters map[string][]chan opResult // request id -> callers waiting on an in-flight decision
@@ -114,6 +119,9 @@ func newLeaderState(n *Node) *leaderState {
 		waiters: map[string][]chan opResult{},
 	}
 	ls.ctx, ls.cancel = context.WithCancel(n.ctx)
+	if n.cfg.Provisioner != nil {
+		ls.prov = newProvisioner(ls, n.cfg.Provisioner) // issue #6
+	}
 	return ls
 }
 
@@ -165,6 +173,10 @@ func (n *Node) establish(ls *leaderState) error {
 	ls.wg.Add(2)
 	go ls.run()
 	go ls.housekeeping()
+	if ls.prov != nil { // issue #6: provisioning and retirement
+		ls.wg.Add(1)
+		go ls.prov.loop()
+	}
 	n.leader.Store(ls)
 	n.log.Info("leadership established", "barrier", time.Since(start), "applied_index", n.fsm.AppliedIndex())
 	if n.fsm.ClusterID() == "" {
@@ -345,7 +357,13 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			}
 		}
 	}
-	strategy := n.fsm.Policy().GetStrategy()
+	// Issue #6: the whole committed policy, read from the FSM every batch,
+	// so a policy change is in force from the next decision on.
+	pol := ls.currentPolicy()
+	var hosting map[string]map[string]int64
+	if needView {
+		hosting = batchHosting(n, pol)
+	}
 
 	cmds := make([]*fsmpb.Command, 0, len(batch))
 	dones := make([]chan opResult, 0, len(batch))
@@ -377,12 +395,16 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			continue
 		}
 		ls.mu.Unlock()
-		id, err := placement.Pick(strategy, cands, placement.Request{Room: r.Room, Units: r.Units, Region: r.Region, Server: r.Server})
+		id, err := pol.Pick(cands, ls.placementRequest(r, hosting))
 		if err != nil {
+			if ls.parkForProvisioning(o, err) { // issue #6: wait for a new server
+				continue
+			}
 			o.done <- opResult{res: &fsmpb.Result{ErrorCode: fsm.Code(err), ErrorMessage: err.Error()}}
 			continue
 		}
 		cands[index[id]].Used += r.Units
+		noteHosting(hosting, r.Room, id, r.Units)
 		reserved[id] += r.Units
 		ls.mu.Lock()
 		ls.waiters[r.RequestID] = nil

@@ -30,6 +30,9 @@ var (
 	ErrUnsupportedVersion = errors.New("unsupported encoding version")
 	// ErrClusterMismatch means state from another cluster was offered.
 	ErrClusterMismatch = errors.New("cluster id mismatch")
+	// ErrVersionMismatch means a conditional change (policy if_version,
+	// intent if_state) found the state moved on; read again and retry.
+	ErrVersionMismatch = errors.New("version mismatch")
 )
 
 var codes = []struct {
@@ -44,6 +47,7 @@ var codes = []struct {
 	{"request_id_reused", ErrRequestIDReused},
 	{"unsupported_version", ErrUnsupportedVersion},
 	{"cluster_mismatch", ErrClusterMismatch},
+	{"version_mismatch", ErrVersionMismatch},
 }
 
 // Code returns the stable code of the sentinel err wraps, or "" when it wraps

@@ -29,6 +29,7 @@ type state struct {
 	byRequest   map[string]string // request id -> allocation id
 	members     map[string]*fsmpb.Member
 	policy      *fsmpb.Policy
+	intents     map[string]*fsmpb.ProvisionIntent // issue #6, see policy.go
 	applied     uint64
 	lastTime    int64
 	// Origin and sequence of the last applied entry (see Envelope.origin).
@@ -66,7 +67,7 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 	case *fsmpb.Command_Release:
 		res.Allocation, err = s.release(now, v.Release.GetId())
 	case *fsmpb.Command_SetPolicy:
-		err = s.setPolicy(v.SetPolicy)
+		err = s.setPolicy(index, now, v.SetPolicy) // policy.go
 	case *fsmpb.Command_SetMember:
 		err = s.setMember(v.SetMember)
 	case *fsmpb.Command_RemoveMember:
@@ -78,7 +79,7 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 			s.clusterID = v.InitCluster
 		}
 	default:
-		err = errorf(ErrInvalid, "empty or unknown command")
+		err = s.applyExt(index, pos, now, c, res) // policy.go: intents; unknown commands fail there
 	}
 	if err != nil {
 		res.ErrorCode = Code(err)
@@ -114,6 +115,7 @@ func (s *state) registerServer(now int64, in *fsmpb.Server) error {
 		cur.State = fsmpb.ServerState_SERVER_STATE_ACTIVE
 		cur.StateChangedAtUnixMs = now
 	}
+	s.serverRegistered(now, cur) // policy.go: completes its provisioning intent
 	return nil
 }
 
@@ -171,8 +173,9 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 	if srv.State != fsmpb.ServerState_SERVER_STATE_ACTIVE {
 		return nil, false, errorf(ErrServerNotActive, "server %s is %s", srv.Id, StateName(srv.State))
 	}
-	if free := srv.CapacityUnits - srv.UsedUnits; free < d.GetUnits() {
-		return nil, false, errorf(ErrCapacity, "server %s has %d of %d units free, request needs %d", srv.Id, free, srv.CapacityUnits, d.GetUnits())
+	// unitLimit (policy.go) is the capacity, lowered by a hard units limit.
+	if free := s.unitLimit(srv) - srv.UsedUnits; free < d.GetUnits() {
+		return nil, false, errorf(ErrCapacity, "server %s has %d of %d units free (hard limit %d), request needs %d", srv.Id, free, srv.CapacityUnits, s.unitLimit(srv), d.GetUnits())
 	}
 	a := &fsmpb.Allocation{
 		Id:              fmt.Sprintf("a-%d-%d", index, pos),
@@ -250,19 +253,6 @@ func (s *state) expire(now int64) {
 	}
 }
 
-func (s *state) setPolicy(p *fsmpb.Policy) error {
-	if p.GetStrategy() == "" {
-		return errorf(ErrInvalid, "policy strategy is required")
-	}
-	if p.GetTombstoneRetentionMs() < 0 {
-		return errorf(ErrInvalid, "tombstone retention must not be negative")
-	}
-	np := proto.Clone(p).(*fsmpb.Policy)
-	np.Version = s.policy.GetVersion() + 1
-	s.policy = np
-	return nil
-}
-
 func (s *state) setMember(m *fsmpb.Member) error {
 	if m.GetId() == "" {
 		return errorf(ErrInvalid, "member id is required")
@@ -292,6 +282,7 @@ func (s *state) export() *fsmpb.State {
 	slices.SortFunc(st.Servers, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Allocations, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
+	s.exportExt(st) // policy.go
 	return st
 }
 
@@ -317,6 +308,7 @@ func importState(st *fsmpb.State) (*state, error) {
 	for _, v := range st.GetMembers() {
 		s.members[v.Id] = proto.Clone(v).(*fsmpb.Member)
 	}
+	s.importExt(st) // policy.go
 	return s, nil
 }
 

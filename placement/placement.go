@@ -1,17 +1,39 @@
 // Package placement scores candidate media servers for an allocation
 // request. It is pure: the leader's decision loop hands it a view of the
-// fleet (committed units plus reservations still in flight) and gets back a
-// server id or an error saying which capacity was missing. Policies that
-// issue #6 adds (bin-pack, affinity, region, two-choice, expressions) plug in
-// here.
+// fleet (committed units plus reservations still in flight, and the soft
+// load view when known) and the policy committed in the FSM, and gets back a
+// server id or an error saying which capacity was missing.
+//
+// Every choice is a deterministic function of (policy, candidates, request):
+// ties break on server id and two-choice draws from a generator seeded by
+// the request id, so every replica (and the simulator) agrees.
+//
+// Order of preference, for every strategy:
+//
+//  1. Hard limits filter: inactive servers, servers without the free units,
+//     servers whose committed units would pass hard.units × capacity, and
+//     servers whose reported cpu / egress is at or past hard.cpu /
+//     hard.egress_bps are never picked (unknown load passes cpu/egress).
+//  2. Servers that stay below every soft limit are preferred to those that
+//     do not.
+//  3. A request naming a region prefers servers in it (all strategies).
+//  4. The scoring expression, when set: the highest score wins.
+//  5. The strategy's own order (see Strategy docs in policyspec), then id.
 package placement
 
 import (
 	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 
+	"github.com/expr-lang/expr/vm"
+
 	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/placement/policyspec"
 )
 
 // Candidate is one server as the decision loop sees it.
@@ -19,6 +41,7 @@ type Candidate struct {
 	ID       string
 	Region   string
 	Zone     string
+	Labels   map[string]string
 	Capacity int64
 	// Used counts committed units plus units reserved by decisions that are
 	// in flight (proposed but not yet applied).
@@ -52,82 +75,394 @@ func (c Candidate) Free() int64 { return c.Capacity - c.Used }
 
 // Request is what a caller asks for.
 type Request struct {
-	Room   string
-	Units  int64
+	// ID is the request id; it seeds two-choice. Empty uses room+units.
+	ID    string
+	Room  string
+	Units int64
+	// Region (and Zone) of the requester: given by the caller, or derived
+	// by the leader from the requester's registry entry.
 	Region string
+	Zone   string
+	// Requester names who asks (usually the origin media server).
+	Requester string
 	// Server pins the allocation to one server; empty lets the policy pick.
 	Server string
+	// Hosting is the units of Room already on each server (committed and
+	// in-flight allocations); room-affinity and expressions read it. Nil
+	// means unknown (only Load.Rooms is used).
+	Hosting map[string]int64
 }
 
-// Pick returns the id of the server the strategy prefers for req among
-// cands, or an error wrapping fsm.ErrCapacity, fsm.ErrNotFound or
-// fsm.ErrServerNotActive that says what was missing. It never returns a
-// server whose free units are fewer than req.Units.
+// Policy is a compiled fsmpb.Policy, ready to pick. It is immutable and
+// safe for concurrent use.
+type Policy struct {
+	spec     *fsmpb.Policy
+	prog     *vm.Program
+	dist     map[[2]string]int64
+	wu       float64
+	wc       float64
+	we       float64
+	egessRef float64
+}
+
+// Compile validates p (as Apply does) and prepares it for Pick.
+func Compile(p *fsmpb.Policy) (*Policy, error) {
+	if err := fsm.ValidatePolicy(p); err != nil {
+		return nil, err
+	}
+	cp := &Policy{spec: p, dist: map[[2]string]int64{}}
+	if p.GetExpr() != "" {
+		prog, err := policyspec.CompileExpr(p.GetExpr())
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", fsm.ErrInvalid, err)
+		}
+		cp.prog = prog
+	}
+	for _, d := range p.GetDistances() {
+		cp.dist[[2]string{d.GetFrom(), d.GetTo()}] = d.GetDistance()
+		if _, ok := cp.dist[[2]string{d.GetTo(), d.GetFrom()}]; !ok {
+			cp.dist[[2]string{d.GetTo(), d.GetFrom()}] = d.GetDistance()
+		}
+	}
+	w := p.GetWeights()
+	cp.wu, cp.wc, cp.we = w.GetUnits(), w.GetCpu(), w.GetEgress()
+	if cp.wu == 0 && cp.wc == 0 && cp.we == 0 {
+		cp.wu = 1
+	}
+	cp.egessRef = 1e9 // 1 Gbps when no limit gives a scale
+	if v := p.GetSoft().GetEgressBps(); v > 0 {
+		cp.egessRef = float64(v)
+	} else if v := p.GetHard().GetEgressBps(); v > 0 {
+		cp.egessRef = float64(v)
+	}
+	return cp, nil
+}
+
+// MustCompile is Compile for policies known to be valid (tests, defaults).
+// It panics on an invalid policy.
+func MustCompile(p *fsmpb.Policy) *Policy {
+	cp, err := Compile(p)
+	if err != nil {
+		panic(err)
+	}
+	return cp
+}
+
+// Spec returns the policy this was compiled from (do not modify).
+func (p *Policy) Spec() *fsmpb.Policy { return p.spec }
+
+// Pick chooses with a policy of just the named strategy (no limits, no
+// expression). It is kept for callers that only know a strategy name.
 func Pick(strategy string, cands []Candidate, req Request) (string, error) {
+	p, err := Compile(&fsmpb.Policy{Strategy: strategy})
+	if err != nil {
+		return "", err
+	}
+	return p.Pick(cands, req)
+}
+
+// Pick returns the id of the server the policy prefers for req among cands,
+// or an error wrapping fsm.ErrCapacity, fsm.ErrNotFound or
+// fsm.ErrServerNotActive that says what was missing. It never returns a
+// server that is inactive, lacks req.Units free units, or is past a hard
+// limit.
+func (p *Policy) Pick(cands []Candidate, req Request) (string, error) {
 	if err := fsm.ValidateRequest(req.Room, req.Units); err != nil {
 		return "", err
 	}
 	if req.Server != "" {
-		for _, c := range cands {
+		for i := range cands {
+			c := &cands[i]
 			if c.ID != req.Server {
 				continue
 			}
-			switch {
-			case !c.Active:
+			if !c.Active {
 				return "", fmt.Errorf("%w: server %s is %s", fsm.ErrServerNotActive, c.ID, c.State)
-			case c.Free() < req.Units:
-				return "", fmt.Errorf("%w: server %s has %d of %d units free, request needs %d", fsm.ErrCapacity, c.ID, c.Free(), c.Capacity, req.Units)
+			}
+			if why := p.hardViolation(c, req); why != "" {
+				return "", fmt.Errorf("%w: server %s: %s", fsm.ErrCapacity, c.ID, why)
 			}
 			return c.ID, nil
 		}
 		return "", fmt.Errorf("%w: server %q is not registered", fsm.ErrNotFound, req.Server)
 	}
-	var best *Candidate
+	var ok, soft []*Candidate
 	for i := range cands {
 		c := &cands[i]
-		if !c.Active || c.Free() < req.Units {
+		if !c.Active || p.hardViolation(c, req) != "" {
 			continue
 		}
-		if best == nil || better(strategy, req, c, best) {
-			best = c
+		ok = append(ok, c)
+		if p.softOK(c, req) {
+			soft = append(soft, c)
 		}
 	}
-	if best == nil {
-		return "", noFit(cands, req)
+	if len(ok) == 0 {
+		return "", p.noFit(cands, req)
+	}
+	pool := ok
+	if len(soft) > 0 {
+		pool = soft
+	}
+	if req.Region != "" {
+		var in []*Candidate
+		for _, c := range pool {
+			if c.Region == req.Region {
+				in = append(in, c)
+			}
+		}
+		if len(in) > 0 {
+			pool = in
+		}
+	}
+	if p.prog != nil {
+		var err error
+		if pool, err = p.bestByExpr(pool, req); err != nil {
+			return "", err
+		}
+	}
+	if p.spec.GetStrategy() == policyspec.TwoChoice {
+		return p.twoChoice(pool, req).ID, nil
+	}
+	best := pool[0]
+	for _, c := range pool[1:] {
+		if p.less(c, best, req) {
+			best = c
+		}
 	}
 	return best.ID, nil
 }
 
-// better reports whether a beats b for req under the strategy. Ties break on
-// id so that every caller with the same view makes the same choice.
-func better(strategy string, req Request, a, b *Candidate) bool {
-	if req.Region != "" {
-		ar, br := a.Region == req.Region, b.Region == req.Region
-		if ar != br {
-			return ar
+// hardViolation says why c cannot take req under the hard limits ("" when
+// it can).
+func (p *Policy) hardViolation(c *Candidate, req Request) string {
+	hard := p.spec.GetHard()
+	limit := policyspec.UnitLimit(c.Capacity, hard.GetUnits())
+	if c.Used+req.Units > limit {
+		if limit < c.Capacity {
+			return fmt.Sprintf("has %d of %d units free under the hard limit of %d, request needs %d", max(limit-c.Used, 0), c.Capacity, limit, req.Units)
+		}
+		return fmt.Sprintf("has %d of %d units free, request needs %d", c.Free(), c.Capacity, req.Units)
+	}
+	if c.Load != nil {
+		if h := hard.GetCpu(); h > 0 && c.Load.CPU >= h {
+			return fmt.Sprintf("cpu %.2f is at or past the hard limit %.2f", c.Load.CPU, h)
+		}
+		if h := hard.GetEgressBps(); h > 0 && c.Load.EgressBps >= h {
+			return fmt.Sprintf("egress %d bps is at or past the hard limit %d bps", c.Load.EgressBps, h)
 		}
 	}
-	// Compare utilisation after placing the request: used/capacity, by
-	// cross-multiplication to stay in integers.
-	au, bu := (a.Used+req.Units)*b.Capacity, (b.Used+req.Units)*a.Capacity
-	if au != bu {
-		if strategy == "bin-pack" {
-			return au > bu
+	return ""
+}
+
+// softOK reports whether c stays within every soft limit after taking req.
+func (p *Policy) softOK(c *Candidate, req Request) bool {
+	soft := p.spec.GetSoft()
+	if u := soft.GetUnits(); u > 0 && c.Used+req.Units > policyspec.UnitLimit(c.Capacity, u) {
+		return false
+	}
+	if c.Load != nil {
+		if s := soft.GetCpu(); s > 0 && c.Load.CPU > s {
+			return false
 		}
-		return au < bu
+		if s := soft.GetEgressBps(); s > 0 && c.Load.EgressBps > s {
+			return false
+		}
+	}
+	return true
+}
+
+// loadScore is the weighted load of c after placing req: lower is emptier.
+func (p *Policy) loadScore(c *Candidate, req Request) float64 {
+	s := p.wu * float64(c.Used+req.Units) / float64(max(c.Capacity, 1))
+	if c.Load != nil {
+		s += p.wc*c.Load.CPU + p.we*float64(c.Load.EgressBps)/p.egessRef
+	}
+	return s
+}
+
+// roomUnits is the units of req.Room on c, and whether c hosts the room.
+func roomUnits(c *Candidate, req Request) (int64, bool) {
+	u := req.Hosting[c.ID]
+	if u > 0 {
+		return u, true
+	}
+	if c.Load != nil && slices.Contains(c.Load.Rooms, req.Room) {
+		return 0, true
+	}
+	return 0, false
+}
+
+// regionRank orders c for the requester: 0 same zone, 1 same region,
+// 2+distance by the table, and a large rank for unknown distances.
+func (p *Policy) regionRank(c *Candidate, req Request) int64 {
+	const unknown = int64(1) << 40
+	switch {
+	case req.Region == "":
+		return 0
+	case c.Region == req.Region && req.Zone != "" && c.Zone == req.Zone:
+		return 0
+	case c.Region == req.Region:
+		return 1
+	}
+	if d, ok := p.dist[[2]string{req.Region, c.Region}]; ok {
+		return 2 + d
+	}
+	return unknown
+}
+
+// distance is the configured distance between the requester's region and
+// c's (0 when equal, -1 when unknown).
+func (p *Policy) distance(c *Candidate, req Request) int64 {
+	if req.Region == "" || c.Region == req.Region {
+		return 0
+	}
+	if d, ok := p.dist[[2]string{req.Region, c.Region}]; ok {
+		return d
+	}
+	return -1
+}
+
+// less reports whether a beats b under the strategy. Ties break on id.
+func (p *Policy) less(a, b *Candidate, req Request) bool {
+	cmpF := func(x, y float64) int {
+		switch {
+		case x < y:
+			return -1
+		case x > y:
+			return 1
+		}
+		return 0
+	}
+	var c int
+	switch p.spec.GetStrategy() {
+	case policyspec.BinPack:
+		// Fullest first, by units after placement (cross-multiplied to stay
+		// exact), then by the weighted load.
+		au, bu := (a.Used+req.Units)*b.Capacity, (b.Used+req.Units)*a.Capacity
+		switch {
+		case au > bu:
+			c = -1
+		case au < bu:
+			c = 1
+		default:
+			c = -cmpF(p.loadScore(a, req), p.loadScore(b, req))
+		}
+	case policyspec.RoomAffinity:
+		ra, ha := roomUnits(a, req)
+		rb, hb := roomUnits(b, req)
+		switch {
+		case ha != hb:
+			if ha {
+				c = -1
+			} else {
+				c = 1
+			}
+		case ra != rb:
+			if ra > rb {
+				c = -1
+			} else {
+				c = 1
+			}
+		default:
+			c = cmpF(p.loadScore(a, req), p.loadScore(b, req))
+		}
+	case policyspec.Region:
+		ra, rb := p.regionRank(a, req), p.regionRank(b, req)
+		switch {
+		case ra < rb:
+			c = -1
+		case ra > rb:
+			c = 1
+		default:
+			c = cmpF(p.loadScore(a, req), p.loadScore(b, req))
+		}
+	default: // least-loaded (and two-choice's pairwise comparison)
+		c = cmpF(p.loadScore(a, req), p.loadScore(b, req))
+	}
+	if c != 0 {
+		return c < 0
 	}
 	return a.ID < b.ID
 }
 
+// twoChoice draws two distinct candidates (ordered by id) from a generator
+// seeded by the request, and returns the less loaded one.
+func (p *Policy) twoChoice(pool []*Candidate, req Request) *Candidate {
+	if len(pool) == 1 {
+		return pool[0]
+	}
+	sorted := slices.Clone(pool)
+	slices.SortFunc(sorted, func(a, b *Candidate) int { return strings.Compare(a.ID, b.ID) })
+	h := fnv.New64a()
+	if req.ID != "" {
+		h.Write([]byte(req.ID))
+	} else {
+		fmt.Fprintf(h, "%s/%d", req.Room, req.Units)
+	}
+	seed := h.Sum64()
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	i := r.IntN(len(sorted))
+	j := r.IntN(len(sorted) - 1)
+	if j >= i {
+		j++
+	}
+	a, b := sorted[i], sorted[j]
+	if p.loadScore(b, req) < p.loadScore(a, req) || p.loadScore(b, req) == p.loadScore(a, req) && b.ID < a.ID {
+		return b
+	}
+	return a
+}
+
+// Env builds the expression environment for c and req.
+func (p *Policy) Env(c *Candidate, req Request) policyspec.Env {
+	ru, hosts := roomUnits(c, req)
+	s := policyspec.Server{
+		ID: c.ID, Region: c.Region, Zone: c.Zone, Labels: c.Labels, Capacity: c.Capacity, Used: c.Used, Free: c.Free(),
+		Utilization: float64(c.Used) / float64(max(c.Capacity, 1)),
+		RoomUnits:   ru, HostsRoom: hosts,
+		SameRegion: req.Region != "" && c.Region == req.Region,
+		SameZone:   req.Zone != "" && c.Region == req.Region && c.Zone == req.Zone,
+		Distance:   p.distance(c, req),
+	}
+	if c.Load != nil {
+		s.HasLoad, s.CPU, s.EgressBps, s.IngressBps, s.Peers, s.Tracks = true, c.Load.CPU, c.Load.EgressBps, c.Load.IngressBps, c.Load.Peers, c.Load.Tracks
+	}
+	return policyspec.Env{Server: s, Request: policyspec.Request{
+		ID: req.ID, Room: req.Room, Units: req.Units, Requester: req.Requester, Region: req.Region, Zone: req.Zone,
+	}}
+}
+
+// bestByExpr keeps the candidates with the highest expression score.
+func (p *Policy) bestByExpr(pool []*Candidate, req Request) ([]*Candidate, error) {
+	var best []*Candidate
+	var top float64
+	for _, c := range pool {
+		s, err := policyspec.RunExpr(p.prog, p.Env(c, req))
+		if err != nil {
+			return nil, fmt.Errorf("%w: server %s: %w", fsm.ErrInvalid, c.ID, err)
+		}
+		switch {
+		case best == nil || s > top:
+			best, top = []*Candidate{c}, s
+		case s == top:
+			best = append(best, c)
+		}
+	}
+	return best, nil
+}
+
 // noFit explains why no candidate could take req.
-func noFit(cands []Candidate, req Request) error {
+func (p *Policy) noFit(cands []Candidate, req Request) error {
 	if len(cands) == 0 {
 		return fmt.Errorf("%w: no media servers are registered", fsm.ErrCapacity)
 	}
 	var active, inactive int
 	var maxFree int64 = -1
 	var maxID string
-	for _, c := range cands {
+	var limited []string
+	for i := range cands {
+		c := &cands[i]
 		if !c.Active {
 			inactive++
 			continue
@@ -136,10 +471,17 @@ func noFit(cands []Candidate, req Request) error {
 		if c.Free() > maxFree {
 			maxFree, maxID = c.Free(), c.ID
 		}
+		if c.Free() >= req.Units {
+			limited = append(limited, c.ID+" ("+p.hardViolation(c, req)+")")
+		}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "no server has %d free units", req.Units)
-	if active > 0 {
+	if len(limited) > 0 {
+		b.Reset()
+		sort.Strings(limited)
+		fmt.Fprintf(&b, "no server can take %d units within the hard limits: %s", req.Units, strings.Join(limited, "; "))
+	} else if active > 0 {
 		fmt.Fprintf(&b, " (most free: %s with %d", maxID, maxFree)
 		if active > 1 {
 			fmt.Fprintf(&b, "; %d active servers", active)

@@ -133,6 +133,113 @@ func (AllocationState) EnumDescriptor() ([]byte, []int) {
 	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{1}
 }
 
+type IntentKind int32
+
+const (
+	IntentKind_INTENT_KIND_UNSPECIFIED IntentKind = 0
+	IntentKind_INTENT_KIND_PROVISION   IntentKind = 1
+	IntentKind_INTENT_KIND_DEPROVISION IntentKind = 2
+)
+
+// Enum value maps for IntentKind.
+var (
+	IntentKind_name = map[int32]string{
+		0: "INTENT_KIND_UNSPECIFIED",
+		1: "INTENT_KIND_PROVISION",
+		2: "INTENT_KIND_DEPROVISION",
+	}
+	IntentKind_value = map[string]int32{
+		"INTENT_KIND_UNSPECIFIED": 0,
+		"INTENT_KIND_PROVISION":   1,
+		"INTENT_KIND_DEPROVISION": 2,
+	}
+)
+
+func (x IntentKind) Enum() *IntentKind {
+	p := new(IntentKind)
+	*p = x
+	return p
+}
+
+func (x IntentKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IntentKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchyard_v1_fsm_proto_enumTypes[2].Descriptor()
+}
+
+func (IntentKind) Type() protoreflect.EnumType {
+	return &file_switchyard_v1_fsm_proto_enumTypes[2]
+}
+
+func (x IntentKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IntentKind.Descriptor instead.
+func (IntentKind) EnumDescriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{2}
+}
+
+// IntentState is the lifecycle of a provisioning intent. The provider is
+// run only after the move to STARTED has committed, and that move is made
+// at most once (if_state), so no leader change can run it twice.
+type IntentState int32
+
+const (
+	IntentState_INTENT_STATE_UNSPECIFIED IntentState = 0
+	IntentState_INTENT_STATE_PENDING     IntentState = 1 // committed, provider not yet run
+	IntentState_INTENT_STATE_STARTED     IntentState = 2 // provider run (at most once) by `owner`
+	IntentState_INTENT_STATE_DONE        IntentState = 3 // server registered (or deprovisioned)
+	IntentState_INTENT_STATE_FAILED      IntentState = 4 // provider failed or timed out; see error
+)
+
+// Enum value maps for IntentState.
+var (
+	IntentState_name = map[int32]string{
+		0: "INTENT_STATE_UNSPECIFIED",
+		1: "INTENT_STATE_PENDING",
+		2: "INTENT_STATE_STARTED",
+		3: "INTENT_STATE_DONE",
+		4: "INTENT_STATE_FAILED",
+	}
+	IntentState_value = map[string]int32{
+		"INTENT_STATE_UNSPECIFIED": 0,
+		"INTENT_STATE_PENDING":     1,
+		"INTENT_STATE_STARTED":     2,
+		"INTENT_STATE_DONE":        3,
+		"INTENT_STATE_FAILED":      4,
+	}
+)
+
+func (x IntentState) Enum() *IntentState {
+	p := new(IntentState)
+	*p = x
+	return p
+}
+
+func (x IntentState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IntentState) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchyard_v1_fsm_proto_enumTypes[3].Descriptor()
+}
+
+func (IntentState) Type() protoreflect.EnumType {
+	return &file_switchyard_v1_fsm_proto_enumTypes[3]
+}
+
+func (x IntentState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IntentState.Descriptor instead.
+func (IntentState) EnumDescriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{3}
+}
+
 type Server struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -378,16 +485,42 @@ func (x *Allocation) GetEndedAtUnixMs() int64 {
 	return 0
 }
 
-// Policy is how the leader picks servers. Issue #6 extends it.
+// Policy is how the leader picks servers (see placement/ and
+// placement/policyspec for the semantics of every field). It is validated
+// before it is proposed and again in Apply, so a bad policy never applies.
 type Policy struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Strategy string                 `protobuf:"bytes,1,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One of least-loaded, bin-pack, room-affinity, region, two-choice.
+	Strategy string `protobuf:"bytes,1,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	// How long released/expired allocations (and so their request ids) are
 	// remembered for exactly-once answers to late retries.
-	TombstoneRetentionMs int64  `protobuf:"varint,2,opt,name=tombstone_retention_ms,json=tombstoneRetentionMs,proto3" json:"tombstone_retention_ms,omitempty"`
-	Version              uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	TombstoneRetentionMs int64 `protobuf:"varint,2,opt,name=tombstone_retention_ms,json=tombstoneRetentionMs,proto3" json:"tombstone_retention_ms,omitempty"`
+	// Set by Apply: 1 for the first policy committed, +1 per change.
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Optional scoring expression (github.com/expr-lang/expr) over `server`
+	// and `request`; it must return a number, and the highest score wins.
+	Expr string `protobuf:"bytes,4,opt,name=expr,proto3" json:"expr,omitempty"`
+	// Hard limits: a server past any of them is never picked.
+	Hard *Limits `protobuf:"bytes,5,opt,name=hard,proto3" json:"hard,omitempty"`
+	// Soft limits: servers below all of them are preferred.
+	Soft *Limits `protobuf:"bytes,6,opt,name=soft,proto3" json:"soft,omitempty"`
+	// Weights of the load dimensions where a strategy combines them.
+	Weights *Weights `protobuf:"bytes,7,opt,name=weights,proto3" json:"weights,omitempty"`
+	// Distances between regions for the region strategy (symmetric when only
+	// one direction is given).
+	Distances []*RegionDistance `protobuf:"bytes,8,rep,name=distances,proto3" json:"distances,omitempty"`
+	// Provisioning and retirement parameters (used when the leader has a
+	// provisioner configured).
+	Provisioning *Provisioning `protobuf:"bytes,9,opt,name=provisioning,proto3" json:"provisioning,omitempty"`
+	// Set by Apply: the log index from which this policy is in force.
+	AppliedAtIndex uint64 `protobuf:"varint,10,opt,name=applied_at_index,json=appliedAtIndex,proto3" json:"applied_at_index,omitempty"`
+	// Set by Apply: leader time of the change.
+	AppliedAtUnixMs int64 `protobuf:"varint,11,opt,name=applied_at_unix_ms,json=appliedAtUnixMs,proto3" json:"applied_at_unix_ms,omitempty"`
+	// Command-only: when non-zero, the set applies only if the current
+	// version equals it (compare-and-set). Never stored.
+	IfVersion     uint64 `protobuf:"varint,12,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -441,6 +574,594 @@ func (x *Policy) GetVersion() uint64 {
 	return 0
 }
 
+func (x *Policy) GetExpr() string {
+	if x != nil {
+		return x.Expr
+	}
+	return ""
+}
+
+func (x *Policy) GetHard() *Limits {
+	if x != nil {
+		return x.Hard
+	}
+	return nil
+}
+
+func (x *Policy) GetSoft() *Limits {
+	if x != nil {
+		return x.Soft
+	}
+	return nil
+}
+
+func (x *Policy) GetWeights() *Weights {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
+func (x *Policy) GetDistances() []*RegionDistance {
+	if x != nil {
+		return x.Distances
+	}
+	return nil
+}
+
+func (x *Policy) GetProvisioning() *Provisioning {
+	if x != nil {
+		return x.Provisioning
+	}
+	return nil
+}
+
+func (x *Policy) GetAppliedAtIndex() uint64 {
+	if x != nil {
+		return x.AppliedAtIndex
+	}
+	return 0
+}
+
+func (x *Policy) GetAppliedAtUnixMs() int64 {
+	if x != nil {
+		return x.AppliedAtUnixMs
+	}
+	return 0
+}
+
+func (x *Policy) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
+	}
+	return 0
+}
+
+// Limits on a server's load. Zero means "no limit" for every field.
+type Limits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Fraction (0, 1] of capacity units that may be committed.
+	Units float64 `protobuf:"fixed64,1,opt,name=units,proto3" json:"units,omitempty"`
+	// Reported CPU utilisation, 0..1.
+	Cpu float64 `protobuf:"fixed64,2,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	// Reported egress bitrate, bits per second.
+	EgressBps     int64 `protobuf:"varint,3,opt,name=egress_bps,json=egressBps,proto3" json:"egress_bps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Limits) GetUnits() float64 {
+	if x != nil {
+		return x.Units
+	}
+	return 0
+}
+
+func (x *Limits) GetCpu() float64 {
+	if x != nil {
+		return x.Cpu
+	}
+	return 0
+}
+
+func (x *Limits) GetEgressBps() int64 {
+	if x != nil {
+		return x.EgressBps
+	}
+	return 0
+}
+
+// Weights of the load dimensions. All zero means units = 1.
+type Weights struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Units         float64                `protobuf:"fixed64,1,opt,name=units,proto3" json:"units,omitempty"`
+	Cpu           float64                `protobuf:"fixed64,2,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	Egress        float64                `protobuf:"fixed64,3,opt,name=egress,proto3" json:"egress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Weights) Reset() {
+	*x = Weights{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Weights) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Weights) ProtoMessage() {}
+
+func (x *Weights) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Weights.ProtoReflect.Descriptor instead.
+func (*Weights) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Weights) GetUnits() float64 {
+	if x != nil {
+		return x.Units
+	}
+	return 0
+}
+
+func (x *Weights) GetCpu() float64 {
+	if x != nil {
+		return x.Cpu
+	}
+	return 0
+}
+
+func (x *Weights) GetEgress() float64 {
+	if x != nil {
+		return x.Egress
+	}
+	return 0
+}
+
+type RegionDistance struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Distance      int64                  `protobuf:"varint,3,opt,name=distance,proto3" json:"distance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegionDistance) Reset() {
+	*x = RegionDistance{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegionDistance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegionDistance) ProtoMessage() {}
+
+func (x *RegionDistance) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegionDistance.ProtoReflect.Descriptor instead.
+func (*RegionDistance) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RegionDistance) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *RegionDistance) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *RegionDistance) GetDistance() int64 {
+	if x != nil {
+		return x.Distance
+	}
+	return 0
+}
+
+type Provisioning struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Capacity (units) a newly provisioned server is expected to have; used
+	// to decide which waiting requests can share one new server. 0: 100.
+	ServerCapacity int64 `protobuf:"varint,1,opt,name=server_capacity,json=serverCapacity,proto3" json:"server_capacity,omitempty"`
+	// How long a request waits for a provisioned server. 0: 60 s.
+	TimeoutMs int64 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Servers never retired below this many active provisioned servers.
+	MinPool int32 `protobuf:"varint,3,opt,name=min_pool,json=minPool,proto3" json:"min_pool,omitempty"`
+	// A provisioned server idle (no allocations) this long is drained and
+	// deprovisioned. 0 disables retirement.
+	IdleRetireMs int64 `protobuf:"varint,4,opt,name=idle_retire_ms,json=idleRetireMs,proto3" json:"idle_retire_ms,omitempty"`
+	// Set true to stop provisioning even where a provisioner is configured.
+	Disabled      bool `protobuf:"varint,5,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Provisioning) Reset() {
+	*x = Provisioning{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Provisioning) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Provisioning) ProtoMessage() {}
+
+func (x *Provisioning) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Provisioning.ProtoReflect.Descriptor instead.
+func (*Provisioning) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Provisioning) GetServerCapacity() int64 {
+	if x != nil {
+		return x.ServerCapacity
+	}
+	return 0
+}
+
+func (x *Provisioning) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *Provisioning) GetMinPool() int32 {
+	if x != nil {
+		return x.MinPool
+	}
+	return 0
+}
+
+func (x *Provisioning) GetIdleRetireMs() int64 {
+	if x != nil {
+		return x.IdleRetireMs
+	}
+	return 0
+}
+
+func (x *Provisioning) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+type ProvisionIntent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set by Apply: "p-<index>-<pos>".
+	Id    string      `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind  IntentKind  `protobuf:"varint,2,opt,name=kind,proto3,enum=switchyard.v1.IntentKind" json:"kind,omitempty"`
+	State IntentState `protobuf:"varint,3,opt,name=state,proto3,enum=switchyard.v1.IntentState" json:"state,omitempty"`
+	// Server the intent starts (the provider must register it under this id)
+	// or stops. Set by Apply for provision intents: "prov-<index>-<pos>".
+	ServerId string `protobuf:"bytes,4,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	Region   string `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
+	Zone     string `protobuf:"bytes,6,opt,name=zone,proto3" json:"zone,omitempty"`
+	// Units the waiting requests need in total.
+	Units           int64    `protobuf:"varint,7,opt,name=units,proto3" json:"units,omitempty"`
+	RequestIds      []string `protobuf:"bytes,8,rep,name=request_ids,json=requestIds,proto3" json:"request_ids,omitempty"`
+	Rooms           []string `protobuf:"bytes,9,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	CreatedAtUnixMs int64    `protobuf:"varint,10,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
+	UpdatedAtUnixMs int64    `protobuf:"varint,11,opt,name=updated_at_unix_ms,json=updatedAtUnixMs,proto3" json:"updated_at_unix_ms,omitempty"`
+	// Leader origin that moved it to STARTED.
+	Owner string `protobuf:"bytes,12,opt,name=owner,proto3" json:"owner,omitempty"`
+	Error string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	// Deadline after which a leader marks it FAILED.
+	DeadlineUnixMs int64 `protobuf:"varint,14,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ProvisionIntent) Reset() {
+	*x = ProvisionIntent{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProvisionIntent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProvisionIntent) ProtoMessage() {}
+
+func (x *ProvisionIntent) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProvisionIntent.ProtoReflect.Descriptor instead.
+func (*ProvisionIntent) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ProvisionIntent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ProvisionIntent) GetKind() IntentKind {
+	if x != nil {
+		return x.Kind
+	}
+	return IntentKind_INTENT_KIND_UNSPECIFIED
+}
+
+func (x *ProvisionIntent) GetState() IntentState {
+	if x != nil {
+		return x.State
+	}
+	return IntentState_INTENT_STATE_UNSPECIFIED
+}
+
+func (x *ProvisionIntent) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *ProvisionIntent) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ProvisionIntent) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *ProvisionIntent) GetUnits() int64 {
+	if x != nil {
+		return x.Units
+	}
+	return 0
+}
+
+func (x *ProvisionIntent) GetRequestIds() []string {
+	if x != nil {
+		return x.RequestIds
+	}
+	return nil
+}
+
+func (x *ProvisionIntent) GetRooms() []string {
+	if x != nil {
+		return x.Rooms
+	}
+	return nil
+}
+
+func (x *ProvisionIntent) GetCreatedAtUnixMs() int64 {
+	if x != nil {
+		return x.CreatedAtUnixMs
+	}
+	return 0
+}
+
+func (x *ProvisionIntent) GetUpdatedAtUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedAtUnixMs
+	}
+	return 0
+}
+
+func (x *ProvisionIntent) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ProvisionIntent) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ProvisionIntent) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
+}
+
+// UpdateIntent moves an intent to a new state.
+type UpdateIntent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State IntentState            `protobuf:"varint,2,opt,name=state,proto3,enum=switchyard.v1.IntentState" json:"state,omitempty"`
+	// When set, the update applies only if the intent is in this state.
+	IfState IntentState `protobuf:"varint,3,opt,name=if_state,json=ifState,proto3,enum=switchyard.v1.IntentState" json:"if_state,omitempty"`
+	Owner   string      `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	Error   string      `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Request ids (and their units/rooms) that attach to the intent.
+	AddRequestIds []string `protobuf:"bytes,6,rep,name=add_request_ids,json=addRequestIds,proto3" json:"add_request_ids,omitempty"`
+	AddUnits      int64    `protobuf:"varint,7,opt,name=add_units,json=addUnits,proto3" json:"add_units,omitempty"`
+	AddRooms      []string `protobuf:"bytes,8,rep,name=add_rooms,json=addRooms,proto3" json:"add_rooms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateIntent) Reset() {
+	*x = UpdateIntent{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateIntent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateIntent) ProtoMessage() {}
+
+func (x *UpdateIntent) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateIntent.ProtoReflect.Descriptor instead.
+func (*UpdateIntent) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpdateIntent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateIntent) GetState() IntentState {
+	if x != nil {
+		return x.State
+	}
+	return IntentState_INTENT_STATE_UNSPECIFIED
+}
+
+func (x *UpdateIntent) GetIfState() IntentState {
+	if x != nil {
+		return x.IfState
+	}
+	return IntentState_INTENT_STATE_UNSPECIFIED
+}
+
+func (x *UpdateIntent) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *UpdateIntent) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *UpdateIntent) GetAddRequestIds() []string {
+	if x != nil {
+		return x.AddRequestIds
+	}
+	return nil
+}
+
+func (x *UpdateIntent) GetAddUnits() int64 {
+	if x != nil {
+		return x.AddUnits
+	}
+	return 0
+}
+
+func (x *UpdateIntent) GetAddRooms() []string {
+	if x != nil {
+		return x.AddRooms
+	}
+	return nil
+}
+
 // Member is an allocator node (not a media server).
 type Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -454,7 +1175,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[3]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +1187,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[3]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +1200,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{3}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Member) GetId() string {
@@ -519,7 +1240,7 @@ type RegisterServer struct {
 
 func (x *RegisterServer) Reset() {
 	*x = RegisterServer{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[4]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +1252,7 @@ func (x *RegisterServer) String() string {
 func (*RegisterServer) ProtoMessage() {}
 
 func (x *RegisterServer) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[4]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +1265,7 @@ func (x *RegisterServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterServer.ProtoReflect.Descriptor instead.
 func (*RegisterServer) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{4}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterServer) GetServer() *Server {
@@ -563,7 +1284,7 @@ type DeregisterServer struct {
 
 func (x *DeregisterServer) Reset() {
 	*x = DeregisterServer{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[5]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +1296,7 @@ func (x *DeregisterServer) String() string {
 func (*DeregisterServer) ProtoMessage() {}
 
 func (x *DeregisterServer) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[5]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +1309,7 @@ func (x *DeregisterServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterServer.ProtoReflect.Descriptor instead.
 func (*DeregisterServer) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{5}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeregisterServer) GetId() string {
@@ -611,7 +1332,7 @@ type SetServerState struct {
 
 func (x *SetServerState) Reset() {
 	*x = SetServerState{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[6]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +1344,7 @@ func (x *SetServerState) String() string {
 func (*SetServerState) ProtoMessage() {}
 
 func (x *SetServerState) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[6]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +1357,7 @@ func (x *SetServerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetServerState.ProtoReflect.Descriptor instead.
 func (*SetServerState) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{6}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetServerState) GetId() string {
@@ -676,7 +1397,7 @@ type AllocateDecision struct {
 
 func (x *AllocateDecision) Reset() {
 	*x = AllocateDecision{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[7]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +1409,7 @@ func (x *AllocateDecision) String() string {
 func (*AllocateDecision) ProtoMessage() {}
 
 func (x *AllocateDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[7]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +1422,7 @@ func (x *AllocateDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateDecision.ProtoReflect.Descriptor instead.
 func (*AllocateDecision) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{7}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AllocateDecision) GetRequestId() string {
@@ -756,7 +1477,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[8]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1489,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[8]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1502,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{8}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Release) GetId() string {
@@ -801,7 +1522,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[9]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +1534,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[9]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +1547,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{9}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -850,6 +1571,8 @@ type Command struct {
 	//	*Command_RemoveMember
 	//	*Command_Expire
 	//	*Command_InitCluster
+	//	*Command_CreateIntent
+	//	*Command_UpdateIntent
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -857,7 +1580,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[10]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1592,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[10]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1605,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{10}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Command) GetCmd() isCommand_Cmd {
@@ -982,6 +1705,24 @@ func (x *Command) GetInitCluster() string {
 	return ""
 }
 
+func (x *Command) GetCreateIntent() *ProvisionIntent {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_CreateIntent); ok {
+			return x.CreateIntent
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUpdateIntent() *UpdateIntent {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_UpdateIntent); ok {
+			return x.UpdateIntent
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -1029,6 +1770,15 @@ type Command_InitCluster struct {
 	InitCluster string `protobuf:"bytes,10,opt,name=init_cluster,json=initCluster,proto3,oneof"`
 }
 
+type Command_CreateIntent struct {
+	// CreateIntent commits a new provisioning intent (id assigned by Apply).
+	CreateIntent *ProvisionIntent `protobuf:"bytes,11,opt,name=create_intent,json=createIntent,proto3,oneof"`
+}
+
+type Command_UpdateIntent struct {
+	UpdateIntent *UpdateIntent `protobuf:"bytes,12,opt,name=update_intent,json=updateIntent,proto3,oneof"`
+}
+
 func (*Command_RegisterServer) isCommand_Cmd() {}
 
 func (*Command_DeregisterServer) isCommand_Cmd() {}
@@ -1048,6 +1798,10 @@ func (*Command_RemoveMember) isCommand_Cmd() {}
 func (*Command_Expire) isCommand_Cmd() {}
 
 func (*Command_InitCluster) isCommand_Cmd() {}
+
+func (*Command_CreateIntent) isCommand_Cmd() {}
+
+func (*Command_UpdateIntent) isCommand_Cmd() {}
 
 // Envelope is one Raft log entry.
 type Envelope struct {
@@ -1069,7 +1823,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[11]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1835,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[11]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1848,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{11}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Envelope) GetVersion() uint32 {
@@ -1141,14 +1895,16 @@ type Result struct {
 	Allocation   *Allocation `protobuf:"bytes,3,opt,name=allocation,proto3" json:"allocation,omitempty"`
 	// True when the request id had been seen before and this is the earlier
 	// answer.
-	Duplicate     bool `protobuf:"varint,4,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,4,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// The intent created or updated by create_intent / update_intent.
+	Intent        *ProvisionIntent `protobuf:"bytes,5,opt,name=intent,proto3" json:"intent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[12]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1916,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[12]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1929,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{12}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Result) GetErrorCode() string {
@@ -1204,6 +1960,13 @@ func (x *Result) GetDuplicate() bool {
 	return false
 }
 
+func (x *Result) GetIntent() *ProvisionIntent {
+	if x != nil {
+		return x.Intent
+	}
+	return nil
+}
+
 // State is the whole FSM, with every collection sorted by id so that equal
 // states encode (and hash) to equal bytes.
 type State struct {
@@ -1216,13 +1979,14 @@ type State struct {
 	Members        []*Member              `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
 	AppliedIndex   uint64                 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	LastTimeUnixMs int64                  `protobuf:"varint,8,opt,name=last_time_unix_ms,json=lastTimeUnixMs,proto3" json:"last_time_unix_ms,omitempty"`
+	Intents        []*ProvisionIntent     `protobuf:"bytes,9,rep,name=intents,proto3" json:"intents,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[13]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1998,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[13]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +2011,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{13}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *State) GetVersion() uint32 {
@@ -1306,6 +2070,13 @@ func (x *State) GetLastTimeUnixMs() int64 {
 	return 0
 }
 
+func (x *State) GetIntents() []*ProvisionIntent {
+	if x != nil {
+		return x.Intents
+	}
+	return nil
+}
+
 var File_switchyard_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_switchyard_v1_fsm_proto_rawDesc = "" +
@@ -1341,11 +2112,68 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\x12expires_at_unix_ms\x18\b \x01(\x03R\x0fexpiresAtUnixMs\x124\n" +
 	"\x05state\x18\t \x01(\x0e2\x1e.switchyard.v1.AllocationStateR\x05state\x12'\n" +
 	"\x10ended_at_unix_ms\x18\n" +
-	" \x01(\x03R\rendedAtUnixMs\"t\n" +
+	" \x01(\x03R\rendedAtUnixMs\"\x84\x04\n" +
 	"\x06Policy\x12\x1a\n" +
 	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x124\n" +
 	"\x16tombstone_retention_ms\x18\x02 \x01(\x03R\x14tombstoneRetentionMs\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x04R\aversion\"o\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04expr\x18\x04 \x01(\tR\x04expr\x12)\n" +
+	"\x04hard\x18\x05 \x01(\v2\x15.switchyard.v1.LimitsR\x04hard\x12)\n" +
+	"\x04soft\x18\x06 \x01(\v2\x15.switchyard.v1.LimitsR\x04soft\x120\n" +
+	"\aweights\x18\a \x01(\v2\x16.switchyard.v1.WeightsR\aweights\x12;\n" +
+	"\tdistances\x18\b \x03(\v2\x1d.switchyard.v1.RegionDistanceR\tdistances\x12?\n" +
+	"\fprovisioning\x18\t \x01(\v2\x1b.switchyard.v1.ProvisioningR\fprovisioning\x12(\n" +
+	"\x10applied_at_index\x18\n" +
+	" \x01(\x04R\x0eappliedAtIndex\x12+\n" +
+	"\x12applied_at_unix_ms\x18\v \x01(\x03R\x0fappliedAtUnixMs\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\f \x01(\x04R\tifVersion\"O\n" +
+	"\x06Limits\x12\x14\n" +
+	"\x05units\x18\x01 \x01(\x01R\x05units\x12\x10\n" +
+	"\x03cpu\x18\x02 \x01(\x01R\x03cpu\x12\x1d\n" +
+	"\n" +
+	"egress_bps\x18\x03 \x01(\x03R\tegressBps\"I\n" +
+	"\aWeights\x12\x14\n" +
+	"\x05units\x18\x01 \x01(\x01R\x05units\x12\x10\n" +
+	"\x03cpu\x18\x02 \x01(\x01R\x03cpu\x12\x16\n" +
+	"\x06egress\x18\x03 \x01(\x01R\x06egress\"P\n" +
+	"\x0eRegionDistance\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x1a\n" +
+	"\bdistance\x18\x03 \x01(\x03R\bdistance\"\xb3\x01\n" +
+	"\fProvisioning\x12'\n" +
+	"\x0fserver_capacity\x18\x01 \x01(\x03R\x0eserverCapacity\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\x03R\ttimeoutMs\x12\x19\n" +
+	"\bmin_pool\x18\x03 \x01(\x05R\aminPool\x12$\n" +
+	"\x0eidle_retire_ms\x18\x04 \x01(\x03R\fidleRetireMs\x12\x1a\n" +
+	"\bdisabled\x18\x05 \x01(\bR\bdisabled\"\xc8\x03\n" +
+	"\x0fProvisionIntent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x19.switchyard.v1.IntentKindR\x04kind\x120\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1a.switchyard.v1.IntentStateR\x05state\x12\x1b\n" +
+	"\tserver_id\x18\x04 \x01(\tR\bserverId\x12\x16\n" +
+	"\x06region\x18\x05 \x01(\tR\x06region\x12\x12\n" +
+	"\x04zone\x18\x06 \x01(\tR\x04zone\x12\x14\n" +
+	"\x05units\x18\a \x01(\x03R\x05units\x12\x1f\n" +
+	"\vrequest_ids\x18\b \x03(\tR\n" +
+	"requestIds\x12\x14\n" +
+	"\x05rooms\x18\t \x03(\tR\x05rooms\x12+\n" +
+	"\x12created_at_unix_ms\x18\n" +
+	" \x01(\x03R\x0fcreatedAtUnixMs\x12+\n" +
+	"\x12updated_at_unix_ms\x18\v \x01(\x03R\x0fupdatedAtUnixMs\x12\x14\n" +
+	"\x05owner\x18\f \x01(\tR\x05owner\x12\x14\n" +
+	"\x05error\x18\r \x01(\tR\x05error\x12(\n" +
+	"\x10deadline_unix_ms\x18\x0e \x01(\x03R\x0edeadlineUnixMs\"\x95\x02\n" +
+	"\fUpdateIntent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.switchyard.v1.IntentStateR\x05state\x125\n" +
+	"\bif_state\x18\x03 \x01(\x0e2\x1a.switchyard.v1.IntentStateR\aifState\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12&\n" +
+	"\x0fadd_request_ids\x18\x06 \x03(\tR\raddRequestIds\x12\x1b\n" +
+	"\tadd_units\x18\a \x01(\x03R\baddUnits\x12\x1b\n" +
+	"\tadd_rooms\x18\b \x03(\tR\baddRooms\"o\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -1370,7 +2198,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\aRelease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
 	"\x05Batch\x122\n" +
-	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xbe\x04\n" +
+	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xc9\x05\n" +
 	"\aCommand\x12H\n" +
 	"\x0fregister_server\x18\x01 \x01(\v2\x1d.switchyard.v1.RegisterServerH\x00R\x0eregisterServer\x12N\n" +
 	"\x11deregister_server\x18\x02 \x01(\v2\x1f.switchyard.v1.DeregisterServerH\x00R\x10deregisterServer\x12I\n" +
@@ -1384,14 +2212,16 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\rremove_member\x18\b \x01(\tH\x00R\fremoveMember\x12\x18\n" +
 	"\x06expire\x18\t \x01(\bH\x00R\x06expire\x12#\n" +
 	"\finit_cluster\x18\n" +
-	" \x01(\tH\x00R\vinitClusterB\x05\n" +
+	" \x01(\tH\x00R\vinitCluster\x12E\n" +
+	"\rcreate_intent\x18\v \x01(\v2\x1e.switchyard.v1.ProvisionIntentH\x00R\fcreateIntent\x12B\n" +
+	"\rupdate_intent\x18\f \x01(\v2\x1b.switchyard.v1.UpdateIntentH\x00R\fupdateIntentB\x05\n" +
 	"\x03cmd\"\x9a\x01\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1e\n" +
 	"\vnow_unix_ms\x18\x02 \x01(\x03R\tnowUnixMs\x12*\n" +
 	"\x05batch\x18\x03 \x01(\v2\x14.switchyard.v1.BatchR\x05batch\x12\x16\n" +
 	"\x06origin\x18\x04 \x01(\tR\x06origin\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xa5\x01\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xdd\x01\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x01 \x01(\tR\terrorCode\x12#\n" +
@@ -1399,7 +2229,8 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"allocation\x18\x03 \x01(\v2\x19.switchyard.v1.AllocationR\n" +
 	"allocation\x12\x1c\n" +
-	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"\xde\x02\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\x126\n" +
+	"\x06intent\x18\x05 \x01(\v2\x1e.switchyard.v1.ProvisionIntentR\x06intent\"\x98\x03\n" +
 	"\x05State\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -1409,7 +2240,8 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\x06policy\x18\x05 \x01(\v2\x15.switchyard.v1.PolicyR\x06policy\x12/\n" +
 	"\amembers\x18\x06 \x03(\v2\x15.switchyard.v1.MemberR\amembers\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12)\n" +
-	"\x11last_time_unix_ms\x18\b \x01(\x03R\x0elastTimeUnixMs*v\n" +
+	"\x11last_time_unix_ms\x18\b \x01(\x03R\x0elastTimeUnixMs\x128\n" +
+	"\aintents\x18\t \x03(\v2\x1e.switchyard.v1.ProvisionIntentR\aintents*v\n" +
 	"\vServerState\x12\x1c\n" +
 	"\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13SERVER_STATE_ACTIVE\x10\x01\x12\x19\n" +
@@ -1419,7 +2251,18 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\x1cALLOCATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ALLOCATION_STATE_ACTIVE\x10\x01\x12\x1d\n" +
 	"\x19ALLOCATION_STATE_RELEASED\x10\x02\x12\x1c\n" +
-	"\x18ALLOCATION_STATE_EXPIRED\x10\x03B,Z*github.com/switchyard/switchyard/fsm/fsmpbb\x06proto3"
+	"\x18ALLOCATION_STATE_EXPIRED\x10\x03*a\n" +
+	"\n" +
+	"IntentKind\x12\x1b\n" +
+	"\x17INTENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15INTENT_KIND_PROVISION\x10\x01\x12\x1b\n" +
+	"\x17INTENT_KIND_DEPROVISION\x10\x02*\x8f\x01\n" +
+	"\vIntentState\x12\x1c\n" +
+	"\x18INTENT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14INTENT_STATE_PENDING\x10\x01\x12\x18\n" +
+	"\x14INTENT_STATE_STARTED\x10\x02\x12\x15\n" +
+	"\x11INTENT_STATE_DONE\x10\x03\x12\x17\n" +
+	"\x13INTENT_STATE_FAILED\x10\x04B,Z*github.com/switchyard/switchyard/fsm/fsmpbb\x06proto3"
 
 var (
 	file_switchyard_v1_fsm_proto_rawDescOnce sync.Once
@@ -1433,52 +2276,73 @@ func file_switchyard_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_switchyard_v1_fsm_proto_rawDescData
 }
 
-var file_switchyard_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_switchyard_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(ServerState)(0),         // 0: switchyard.v1.ServerState
 	(AllocationState)(0),     // 1: switchyard.v1.AllocationState
-	(*Server)(nil),           // 2: switchyard.v1.Server
-	(*Allocation)(nil),       // 3: switchyard.v1.Allocation
-	(*Policy)(nil),           // 4: switchyard.v1.Policy
-	(*Member)(nil),           // 5: switchyard.v1.Member
-	(*RegisterServer)(nil),   // 6: switchyard.v1.RegisterServer
-	(*DeregisterServer)(nil), // 7: switchyard.v1.DeregisterServer
-	(*SetServerState)(nil),   // 8: switchyard.v1.SetServerState
-	(*AllocateDecision)(nil), // 9: switchyard.v1.AllocateDecision
-	(*Release)(nil),          // 10: switchyard.v1.Release
-	(*Batch)(nil),            // 11: switchyard.v1.Batch
-	(*Command)(nil),          // 12: switchyard.v1.Command
-	(*Envelope)(nil),         // 13: switchyard.v1.Envelope
-	(*Result)(nil),           // 14: switchyard.v1.Result
-	(*State)(nil),            // 15: switchyard.v1.State
-	nil,                      // 16: switchyard.v1.Server.LabelsEntry
+	(IntentKind)(0),          // 2: switchyard.v1.IntentKind
+	(IntentState)(0),         // 3: switchyard.v1.IntentState
+	(*Server)(nil),           // 4: switchyard.v1.Server
+	(*Allocation)(nil),       // 5: switchyard.v1.Allocation
+	(*Policy)(nil),           // 6: switchyard.v1.Policy
+	(*Limits)(nil),           // 7: switchyard.v1.Limits
+	(*Weights)(nil),          // 8: switchyard.v1.Weights
+	(*RegionDistance)(nil),   // 9: switchyard.v1.RegionDistance
+	(*Provisioning)(nil),     // 10: switchyard.v1.Provisioning
+	(*ProvisionIntent)(nil),  // 11: switchyard.v1.ProvisionIntent
+	(*UpdateIntent)(nil),     // 12: switchyard.v1.UpdateIntent
+	(*Member)(nil),           // 13: switchyard.v1.Member
+	(*RegisterServer)(nil),   // 14: switchyard.v1.RegisterServer
+	(*DeregisterServer)(nil), // 15: switchyard.v1.DeregisterServer
+	(*SetServerState)(nil),   // 16: switchyard.v1.SetServerState
+	(*AllocateDecision)(nil), // 17: switchyard.v1.AllocateDecision
+	(*Release)(nil),          // 18: switchyard.v1.Release
+	(*Batch)(nil),            // 19: switchyard.v1.Batch
+	(*Command)(nil),          // 20: switchyard.v1.Command
+	(*Envelope)(nil),         // 21: switchyard.v1.Envelope
+	(*Result)(nil),           // 22: switchyard.v1.Result
+	(*State)(nil),            // 23: switchyard.v1.State
+	nil,                      // 24: switchyard.v1.Server.LabelsEntry
 }
 var file_switchyard_v1_fsm_proto_depIdxs = []int32{
-	16, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
+	24, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
 	0,  // 1: switchyard.v1.Server.state:type_name -> switchyard.v1.ServerState
 	1,  // 2: switchyard.v1.Allocation.state:type_name -> switchyard.v1.AllocationState
-	2,  // 3: switchyard.v1.RegisterServer.server:type_name -> switchyard.v1.Server
-	0,  // 4: switchyard.v1.SetServerState.state:type_name -> switchyard.v1.ServerState
-	12, // 5: switchyard.v1.Batch.commands:type_name -> switchyard.v1.Command
-	6,  // 6: switchyard.v1.Command.register_server:type_name -> switchyard.v1.RegisterServer
-	7,  // 7: switchyard.v1.Command.deregister_server:type_name -> switchyard.v1.DeregisterServer
-	8,  // 8: switchyard.v1.Command.set_server_state:type_name -> switchyard.v1.SetServerState
-	9,  // 9: switchyard.v1.Command.allocate:type_name -> switchyard.v1.AllocateDecision
-	10, // 10: switchyard.v1.Command.release:type_name -> switchyard.v1.Release
-	4,  // 11: switchyard.v1.Command.set_policy:type_name -> switchyard.v1.Policy
-	5,  // 12: switchyard.v1.Command.set_member:type_name -> switchyard.v1.Member
-	11, // 13: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
-	3,  // 14: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
-	2,  // 15: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
-	3,  // 16: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
-	4,  // 17: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
-	5,  // 18: switchyard.v1.State.members:type_name -> switchyard.v1.Member
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	7,  // 3: switchyard.v1.Policy.hard:type_name -> switchyard.v1.Limits
+	7,  // 4: switchyard.v1.Policy.soft:type_name -> switchyard.v1.Limits
+	8,  // 5: switchyard.v1.Policy.weights:type_name -> switchyard.v1.Weights
+	9,  // 6: switchyard.v1.Policy.distances:type_name -> switchyard.v1.RegionDistance
+	10, // 7: switchyard.v1.Policy.provisioning:type_name -> switchyard.v1.Provisioning
+	2,  // 8: switchyard.v1.ProvisionIntent.kind:type_name -> switchyard.v1.IntentKind
+	3,  // 9: switchyard.v1.ProvisionIntent.state:type_name -> switchyard.v1.IntentState
+	3,  // 10: switchyard.v1.UpdateIntent.state:type_name -> switchyard.v1.IntentState
+	3,  // 11: switchyard.v1.UpdateIntent.if_state:type_name -> switchyard.v1.IntentState
+	4,  // 12: switchyard.v1.RegisterServer.server:type_name -> switchyard.v1.Server
+	0,  // 13: switchyard.v1.SetServerState.state:type_name -> switchyard.v1.ServerState
+	20, // 14: switchyard.v1.Batch.commands:type_name -> switchyard.v1.Command
+	14, // 15: switchyard.v1.Command.register_server:type_name -> switchyard.v1.RegisterServer
+	15, // 16: switchyard.v1.Command.deregister_server:type_name -> switchyard.v1.DeregisterServer
+	16, // 17: switchyard.v1.Command.set_server_state:type_name -> switchyard.v1.SetServerState
+	17, // 18: switchyard.v1.Command.allocate:type_name -> switchyard.v1.AllocateDecision
+	18, // 19: switchyard.v1.Command.release:type_name -> switchyard.v1.Release
+	6,  // 20: switchyard.v1.Command.set_policy:type_name -> switchyard.v1.Policy
+	13, // 21: switchyard.v1.Command.set_member:type_name -> switchyard.v1.Member
+	11, // 22: switchyard.v1.Command.create_intent:type_name -> switchyard.v1.ProvisionIntent
+	12, // 23: switchyard.v1.Command.update_intent:type_name -> switchyard.v1.UpdateIntent
+	19, // 24: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
+	5,  // 25: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
+	11, // 26: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
+	4,  // 27: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
+	5,  // 28: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
+	6,  // 29: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
+	13, // 30: switchyard.v1.State.members:type_name -> switchyard.v1.Member
+	11, // 31: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_fsm_proto_init() }
@@ -1486,7 +2350,7 @@ func file_switchyard_v1_fsm_proto_init() {
 	if File_switchyard_v1_fsm_proto != nil {
 		return
 	}
-	file_switchyard_v1_fsm_proto_msgTypes[10].OneofWrappers = []any{
+	file_switchyard_v1_fsm_proto_msgTypes[16].OneofWrappers = []any{
 		(*Command_RegisterServer)(nil),
 		(*Command_DeregisterServer)(nil),
 		(*Command_SetServerState)(nil),
@@ -1497,14 +2361,16 @@ func file_switchyard_v1_fsm_proto_init() {
 		(*Command_RemoveMember)(nil),
 		(*Command_Expire)(nil),
 		(*Command_InitCluster)(nil),
+		(*Command_CreateIntent)(nil),
+		(*Command_UpdateIntent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_fsm_proto_rawDesc), len(file_switchyard_v1_fsm_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   15,
+			NumEnums:      4,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
