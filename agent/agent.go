@@ -18,17 +18,37 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/loadview"
+	"github.com/switchyard/switchyard/pki"
+	"github.com/switchyard/switchyard/transport"
 )
 
 // Config is an agent's configuration: the node's plus what the agent adds.
 type Config struct {
 	cluster.Config
+	// TLS is the agent's certificate and the cluster CA. The QUIC listener
+	// (QUICAddr) needs it; when set, raft traffic runs over mutual TLS too
+	// (unless RaftLayer is set explicitly).
+	TLS *pki.Identity
+	// RaftPlainTCP keeps raft on plain TCP even when TLS is set.
+	RaftPlainTCP bool
+	// FailureWindow is how long the leader waits without a load report
+	// before it marks a media server down. 0 means
+	// loadview.DefaultWindow; negative disables failure detection.
+	FailureWindow time.Duration
+	// QUIC tunes the QUIC listener; Start fills Addr, Identity, Backend,
+	// View, Registerer and Logger.
+	QUIC transport.ServerConfig
 }
 
 // Agent is a running allocator process.
 type Agent struct {
 	Node *cluster.Node
 	API  *api.Handler
+	// Loads is this agent's soft load view (the leader's is authoritative).
+	Loads *loadview.View
+	// QUIC is the media-node listener; nil when QUICAddr or TLS is unset.
+	QUIC *transport.Server
 	log  *slog.Logger
 	http *http.Server
 	ln   net.Listener
@@ -81,14 +101,51 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		a.done <- err
 	}()
 
+	a.Loads = loadview.New(nil)
+	cfg.Loads = a.Loads
+	if cfg.TLS != nil && cfg.RaftLayer == nil && !cfg.RaftPlainTCP {
+		layer, lerr := cluster.NewTLSStreamLayer(cfg.RaftAddr, cfg.TLS.ServerConfig(nil, cluster.RaftALPN), cfg.TLS.ClientConfig(cluster.RaftALPN))
+		if lerr != nil {
+			_ = a.http.Close()
+			return nil, lerr
+		}
+		cfg.RaftLayer = layer
+	}
 	a.Node, err = cluster.Open(ctx, cfg.Config)
 	if err != nil {
+		if cfg.RaftLayer != nil {
+			_ = cfg.RaftLayer.Close()
+		}
 		_ = a.http.Close()
 		return nil, err
 	}
+	a.Loads.Attach(a.Node.FSM())
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.FailureWindow >= 0 {
+		det := &loadview.Detector{View: a.Loads, Servers: a.Node.FSM(), Node: a.Node, Window: cfg.FailureWindow,
+			Log: log.With("node", cfg.ID, "component", "failure-detector")}
+		a.Node.OnLeader(det.Run)
+	}
+	switch {
+	case cfg.QUICAddr == "":
+	case cfg.TLS == nil:
+		log.Warn("QUIC listener not started: it needs TLS (--tls-ca/--tls-cert/--tls-key)", "quic_addr", cfg.QUICAddr)
+	default:
+		qc := cfg.QUIC
+		qc.Addr, qc.Identity, qc.Backend, qc.View, qc.Registerer = cfg.QUICAddr, cfg.TLS, a.Node, a.Loads, reg
+		qc.Logger = log.With("node", cfg.ID)
+		a.QUIC, err = transport.NewServer(qc)
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = a.Node.Shutdown(sctx)
+			_ = a.http.Close()
+			return nil, err
+		}
+	}
 	a.API = api.NewHandler(a.Node, log.With("node", cfg.ID), reg)
+	a.API.Decorate = a.Loads.Decorate
 	close(ready)
 	return a, nil
 }
@@ -99,6 +156,10 @@ func (a *Agent) HTTPAddr() string { return a.ln.Addr().String() }
 // Shutdown transfers leadership if this agent leads, then stops raft and
 // the HTTP server. Bounded by ctx.
 func (a *Agent) Shutdown(ctx context.Context) error {
+	if a.QUIC != nil {
+		// First, so media nodes move to another agent at once.
+		_ = a.QUIC.Close()
+	}
 	err := a.Node.Shutdown(ctx)
 	hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

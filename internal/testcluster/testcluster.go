@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/pki"
 )
 
 // Node is one agent of a test cluster and how to restart it.
@@ -30,6 +31,9 @@ type Node struct {
 type Cluster struct {
 	t     testing.TB
 	Nodes []*Node
+	// CA signs every node's certificate (QUIC and raft run over mutual
+	// TLS); Identity issues more, e.g. for media-node clients.
+	CA *pki.CA
 }
 
 // FreeAddr returns a loopback host:port that was free a moment ago.
@@ -56,12 +60,22 @@ func Logger(t testing.TB) *slog.Logger {
 type Options struct {
 	// Mutate, if set, edits each node's config before start.
 	Mutate func(i int, c *agent.Config)
+	// PlainRaft keeps raft on plain TCP (QUIC still uses TLS).
+	PlainRaft bool
 }
 
 // New starts n agents that bootstrap together and waits for a leader.
 func New(t testing.TB, n int, opts ...Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t}
+	ca, err := pki.NewCA("testcluster-ca")
+	if err != nil {
+		t.Fatalf("test CA: %v", err)
+	}
+	c := &Cluster{t: t, CA: ca}
+	plain := false
+	for _, o := range opts {
+		plain = plain || o.PlainRaft
+	}
 	var joins []string
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
@@ -73,7 +87,7 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 			QUICAddr:        freeUDP(t),
 			BootstrapExpect: n,
 			Logger:          Logger(t),
-		}}
+		}, TLS: c.Identity(id), RaftPlainTCP: plain}
 		joins = append(joins, cfg.HTTPAddr)
 		c.Nodes = append(c.Nodes, &Node{ID: id, Cfg: cfg})
 	}
@@ -91,6 +105,29 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 	t.Cleanup(c.Close)
 	c.WaitLeader(15 * time.Second)
 	return c
+}
+
+// Identity issues a certificate of the cluster's CA for name.
+func (c *Cluster) Identity(name string) *pki.Identity {
+	c.t.Helper()
+	certPEM, keyPEM, err := c.CA.Issue(name, nil)
+	if err != nil {
+		c.t.Fatalf("issue certificate %s: %v", name, err)
+	}
+	id, err := pki.NewIdentity(c.CA.CertPEM, certPEM, keyPEM)
+	if err != nil {
+		c.t.Fatalf("load certificate %s: %v", name, err)
+	}
+	return id
+}
+
+// QUICAddrs lists the QUIC addresses of running nodes.
+func (c *Cluster) QUICAddrs() []string {
+	var out []string
+	for _, nd := range c.Running() {
+		out = append(out, nd.Cfg.QUICAddr)
+	}
+	return out
 }
 
 func freeUDP(t testing.TB) string {

@@ -1,0 +1,135 @@
+package loadview
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+// DefaultWindow is the failure-detection window: with media nodes reporting
+// every 500 ms, four reports in a row must be lost before a server is
+// marked down.
+const DefaultWindow = 2 * time.Second
+
+// Committer is what the detector needs from the leader. *cluster.Node
+// implements it.
+type Committer interface {
+	Submit(ctx context.Context, cmd *fsmpb.Command) (*fsmpb.Result, error)
+}
+
+// ServerLister lists the registered servers. *fsm.FSM implements it.
+type ServerLister interface {
+	Servers() []*fsmpb.Server
+}
+
+// Detector marks media servers down when the leader's load view has had no
+// report from them for Window, and brings them back when a report with a
+// newer incarnation arrives.
+//
+// Only servers with a non-zero incarnation are watched: a server declares
+// an incarnation when a process (a media node) manages its lifecycle and
+// reports load; servers registered by hand with incarnation 0 are managed
+// by the operator and never marked down.
+//
+// Guarantees: a server is marked down only if no report of its current
+// incarnation (or a newer one) was received for Window, measured from the
+// latest of: its last report, its last state change, and the moment this
+// leader took over (a new leader's view is empty, so it waits one full
+// window before it marks anything down). The down mark is conditional on
+// the incarnation (SetServerState.if_incarnation), so a mark decided on
+// stale data cannot override a fresh registration.
+type Detector struct {
+	View     *View
+	Servers  ServerLister
+	Node     Committer
+	Window   time.Duration
+	Log      *slog.Logger
+	Now      func() time.Time
+	MarkedDn prometheus.Counter // optional
+	Revived  prometheus.Counter // optional
+}
+
+// Run watches until ctx ends. It is meant for cluster.Node.OnLeader: ctx
+// ends when leadership does.
+func (d *Detector) Run(ctx context.Context) {
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
+	window := d.Window
+	if window <= 0 {
+		window = DefaultWindow
+	}
+	log := d.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	start := now()
+	tick := window / 8
+	if tick < 20*time.Millisecond {
+		tick = 20 * time.Millisecond
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	log.Info("failure detector started", "window", window)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.check(ctx, now(), start, window, log)
+	}
+}
+
+func (d *Detector) check(ctx context.Context, now, start time.Time, window time.Duration, log *slog.Logger) {
+	for _, s := range d.Servers.Servers() {
+		if s.GetIncarnation() == 0 {
+			continue
+		}
+		e, have := d.View.Get(s.GetId())
+		changed := time.UnixMilli(s.GetStateChangedAtUnixMs())
+		switch s.GetState() {
+		case fsmpb.ServerState_SERVER_STATE_ACTIVE, fsmpb.ServerState_SERVER_STATE_DRAINING:
+			last := start
+			if changed.After(last) {
+				last = changed
+			}
+			if have && e.Report.GetIncarnation() >= s.GetIncarnation() && e.Received.After(last) {
+				last = e.Received
+			}
+			if now.Sub(last) <= window {
+				continue
+			}
+			log.Warn("media server stopped reporting; marking it down", "server", s.GetId(), "incarnation", s.GetIncarnation(),
+				"silent_for", now.Sub(last).Round(time.Millisecond), "window", window, "used_units", s.GetUsedUnits())
+			d.submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{
+				Id: s.GetId(), State: fsmpb.ServerState_SERVER_STATE_DOWN, IfIncarnation: s.GetIncarnation()}}}, d.MarkedDn, log)
+		case fsmpb.ServerState_SERVER_STATE_DOWN:
+			if !have || e.Report.GetIncarnation() <= s.GetIncarnation() || now.Sub(e.Received) > window {
+				continue
+			}
+			log.Info("media server is back on a new incarnation", "server", s.GetId(), "incarnation", e.Report.GetIncarnation())
+			c := proto.Clone(s).(*fsmpb.Server)
+			c.Incarnation = e.Report.GetIncarnation()
+			d.submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: c}}}, d.Revived, log)
+		}
+	}
+}
+
+func (d *Detector) submit(ctx context.Context, cmd *fsmpb.Command, c prometheus.Counter, log *slog.Logger) {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := d.Node.Submit(sctx, cmd); err != nil {
+		log.Info("failure detector command refused", "err", err)
+		return
+	}
+	if c != nil {
+		c.Inc()
+	}
+}

@@ -1,0 +1,571 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
+
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/loadview"
+	"github.com/switchyard/switchyard/pki"
+	"github.com/switchyard/switchyard/transport/transportpb"
+)
+
+// Backend is the allocator node a Server serves. *cluster.Node implements
+// it.
+type Backend interface {
+	ID() string
+	IsLeader() bool
+	Leader() (string, *fsmpb.Member, bool)
+	FSM() *fsm.FSM
+	Submit(ctx context.Context, cmd *fsmpb.Command) (*fsmpb.Result, error)
+	Allocate(ctx context.Context, req cluster.AllocateRequest) (*fsmpb.Allocation, bool, error)
+	Release(ctx context.Context, id string) (*fsmpb.Allocation, error)
+}
+
+// Defaults of ServerConfig.
+const (
+	DefaultDatagramRate    = 100
+	DefaultDatagramBurst   = 200
+	DefaultRequestTimeout  = 5 * time.Second
+	DefaultHandlerTimeout  = 15 * time.Second
+	DefaultForwardInterval = 50 * time.Millisecond
+	DefaultMaxIdleTimeout  = 10 * time.Second
+	// forwardChunk caps the reports in one ReportBatch frame.
+	forwardChunk = 4096
+)
+
+// ServerConfig configures the QUIC listener of one agent.
+type ServerConfig struct {
+	// Addr is the UDP host:port to listen on.
+	Addr string
+	// Identity is the agent's certificate and the cluster CA. Required:
+	// media nodes and other agents must present a certificate of this CA.
+	Identity *pki.Identity
+	Backend  Backend
+	// View receives the reports this agent gets (directly, or forwarded
+	// when it leads).
+	View       *loadview.View
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// DatagramRate and DatagramBurst limit datagrams per connection
+	// (token bucket); excess datagrams are dropped and counted. A negative
+	// rate disables the limit.
+	DatagramRate  float64
+	DatagramBurst int
+	// RequestTimeout is how long a peer has to send a whole request once
+	// it opened a stream; a stream that stalls is cancelled and counted.
+	RequestTimeout time.Duration
+	// HandlerTimeout bounds the handling of one request (commit included).
+	HandlerTimeout time.Duration
+	// ForwardInterval is how long a follower coalesces reports before it
+	// forwards the latest per server to the leader.
+	ForwardInterval time.Duration
+	// MaxIdleTimeout closes connections silent for this long.
+	MaxIdleTimeout time.Duration
+}
+
+func (c ServerConfig) withDefaults() (ServerConfig, error) {
+	if c.Identity == nil {
+		return c, fmt.Errorf("%w: the QUIC listener needs a TLS identity (--tls-ca/--tls-cert/--tls-key)", cluster.ErrBadConfig)
+	}
+	if c.Backend == nil || c.View == nil {
+		return c, fmt.Errorf("%w: the QUIC listener needs a backend and a load view", cluster.ErrBadConfig)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.DatagramRate == 0 {
+		c.DatagramRate = DefaultDatagramRate
+	}
+	if c.DatagramBurst <= 0 {
+		c.DatagramBurst = DefaultDatagramBurst
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.HandlerTimeout <= 0 {
+		c.HandlerTimeout = DefaultHandlerTimeout
+	}
+	if c.ForwardInterval <= 0 {
+		c.ForwardInterval = DefaultForwardInterval
+	}
+	if c.MaxIdleTimeout <= 0 {
+		c.MaxIdleTimeout = DefaultMaxIdleTimeout
+	}
+	return c, nil
+}
+
+// Server is one agent's QUIC endpoint: it accepts media-node and agent
+// connections, ingests load datagrams into the view, serves requests on
+// streams (relaying them to the leader from a follower) and, on a
+// follower, forwards the latest report per server to the leader.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+	m   *Metrics
+	ln  *quic.Listener
+	tr  *quic.Transport
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// hot-path counters, resolved once.
+	dAccepted, dStale, dLimited, dNotBound prometheus.Counter
+
+	bindMu   sync.RWMutex
+	bindings map[string]*peerConn // server id -> connection that registered it
+
+	connsMu sync.Mutex
+	conns   map[*peerConn]struct{}
+
+	peers *peers
+	fwd   *forwarder
+}
+
+// peerConn is one accepted connection.
+type peerConn struct {
+	conn    *quic.Conn
+	name    string // client certificate CommonName
+	limiter *rate.Limiter
+}
+
+// NewServer binds the UDP address and starts serving. Close stops it.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "quic"), m: newMetrics(cfg.Registerer),
+		bindings: map[string]*peerConn{}, conns: map[*peerConn]struct{}{}}
+	s.dAccepted = s.m.Datagrams.WithLabelValues("accepted")
+	s.dStale = s.m.Datagrams.WithLabelValues("stale")
+	s.dLimited = s.m.Datagrams.WithLabelValues("rate_limited")
+	s.dNotBound = s.m.Datagrams.WithLabelValues("not_bound")
+	tlsConf := cfg.Identity.ServerConfig(func(err error) {
+		reason := "untrusted_cert"
+		if errors.Is(err, pki.ErrNoClientCert) {
+			reason = "no_client_cert"
+		}
+		s.m.HandshakesRefused.WithLabelValues(reason).Inc()
+	}, ALPN)
+	udp, err := net.ListenPacket("udp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on quic address %s: %w", cfg.Addr, err)
+	}
+	if uc, ok := udp.(*net.UDPConn); ok {
+		_ = uc.SetReadBuffer(4 << 20)
+	}
+	s.tr = &quic.Transport{Conn: udp}
+	s.ln, err = s.tr.Listen(tlsConf, s.quicConfig())
+	if err != nil {
+		_ = udp.Close()
+		return nil, fmt.Errorf("quic listen on %s: %w", cfg.Addr, err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.peers = newPeers(s)
+	s.fwd = newForwarder(s)
+	s.wg.Add(2)
+	go s.acceptLoop()
+	go s.fwd.run()
+	s.log.Info("quic listener started", "addr", s.Addr().String())
+	return s, nil
+}
+
+func (s *Server) quicConfig() *quic.Config {
+	return &quic.Config{
+		EnableDatagrams:       true,
+		MaxIdleTimeout:        s.cfg.MaxIdleTimeout,
+		KeepAlivePeriod:       s.cfg.MaxIdleTimeout / 4,
+		HandshakeIdleTimeout:  5 * time.Second,
+		MaxIncomingStreams:    64,
+		MaxIncomingUniStreams: 4,
+	}
+}
+
+// Addr is the UDP address the listener is bound to.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Metrics exposes the listener's counters.
+func (s *Server) Metrics() *Metrics { return s.m }
+
+// Close stops accepting, closes every connection and waits for every
+// goroutine the server started. Safe to call more than once.
+func (s *Server) Close() error {
+	s.cancel()
+	err := s.ln.Close()
+	s.connsMu.Lock()
+	for pc := range s.conns {
+		_ = pc.conn.CloseWithError(0, "agent shutting down")
+	}
+	s.connsMu.Unlock()
+	s.peers.close()
+	s.wg.Wait()
+	_ = s.tr.Close()
+	_ = s.tr.Conn.Close()
+	if errors.Is(err, quic.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.ln.Accept(s.ctx)
+		if err != nil {
+			return
+		}
+		pc := &peerConn{conn: conn, name: pki.PeerName(conn.ConnectionState().TLS)}
+		if s.cfg.DatagramRate > 0 {
+			pc.limiter = rate.NewLimiter(rate.Limit(s.cfg.DatagramRate), s.cfg.DatagramBurst)
+		}
+		s.connsMu.Lock()
+		if s.ctx.Err() != nil {
+			s.connsMu.Unlock()
+			_ = conn.CloseWithError(0, "agent shutting down")
+			return
+		}
+		s.conns[pc] = struct{}{}
+		s.connsMu.Unlock()
+		s.m.Connections.Inc()
+		s.m.OpenConnections.Inc()
+		s.wg.Add(3)
+		go s.datagramLoop(pc)
+		go s.streamLoop(pc)
+		go s.uniStreamLoop(pc)
+	}
+}
+
+// connDone runs when a connection's datagram loop ends (the connection is
+// gone): it forgets the connection and its bindings.
+func (s *Server) connDone(pc *peerConn) {
+	s.connsMu.Lock()
+	delete(s.conns, pc)
+	s.connsMu.Unlock()
+	s.m.OpenConnections.Dec()
+	s.bindMu.Lock()
+	for id, owner := range s.bindings {
+		if owner == pc {
+			delete(s.bindings, id)
+		}
+	}
+	s.bindMu.Unlock()
+}
+
+// datagramLoop drains the connection's datagrams as fast as they come
+// (quic-go keeps only 128 queued per connection and silently drops the
+// rest), handling each one inline: decoding and a map update are cheap.
+func (s *Server) datagramLoop(pc *peerConn) {
+	defer s.wg.Done()
+	defer s.connDone(pc)
+	ctx := pc.conn.Context()
+	for {
+		b, err := pc.conn.ReceiveDatagram(ctx)
+		if err != nil {
+			return
+		}
+		s.handleDatagram(pc, b, time.Now())
+	}
+}
+
+func (s *Server) handleDatagram(pc *peerConn, b []byte, now time.Time) {
+	if pc.limiter != nil && !pc.limiter.AllowN(now, 1) {
+		s.dLimited.Inc()
+		return
+	}
+	r, err := DecodeDatagram(b)
+	if err != nil {
+		s.m.Datagrams.WithLabelValues(Reason(err)).Inc()
+		return
+	}
+	s.bindMu.RLock()
+	owner := s.bindings[r.GetServerId()]
+	s.bindMu.RUnlock()
+	if owner != pc {
+		s.dNotBound.Inc()
+		return
+	}
+	if !s.cfg.View.Offer(r, now) {
+		s.dStale.Inc()
+		return
+	}
+	s.dAccepted.Inc()
+	s.fwd.add(r, now)
+}
+
+func (s *Server) bind(id string, pc *peerConn) {
+	s.bindMu.Lock()
+	s.bindings[id] = pc
+	s.bindMu.Unlock()
+}
+
+func (s *Server) streamLoop(pc *peerConn) {
+	defer s.wg.Done()
+	for {
+		st, err := pc.conn.AcceptStream(pc.conn.Context())
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go s.handleStream(pc, st)
+	}
+}
+
+// Application error codes on streams and connections.
+const (
+	codeRequestTimeout quic.StreamErrorCode = 1
+	codeBadRequest     quic.StreamErrorCode = 2
+	codeRefused        quic.StreamErrorCode = 3
+)
+
+func (s *Server) handleStream(pc *peerConn, st *quic.Stream) {
+	defer s.wg.Done()
+	_ = st.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	req := &transportpb.Request{}
+	if err := ReadFrame(st, MaxRequestFrame, req); err != nil {
+		reason := Reason(err)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			reason = "timeout"
+		}
+		if errors.Is(err, context.Canceled) || pc.conn.Context().Err() != nil {
+			reason = "closed"
+		}
+		s.m.StreamErrors.WithLabelValues(reason).Inc()
+		code := codeBadRequest
+		if reason == "timeout" {
+			code = codeRequestTimeout
+		}
+		st.CancelRead(code)
+		st.CancelWrite(code)
+		return
+	}
+	ctx, cancel := context.WithTimeout(pc.conn.Context(), s.cfg.HandlerTimeout)
+	defer cancel()
+	op, resp := s.dispatch(ctx, pc, req)
+	code := resp.GetErrorCode()
+	if code == "" {
+		code = "ok"
+	}
+	s.m.Requests.WithLabelValues(op, code).Inc()
+	_ = st.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	if err := WriteFrame(st, resp); err != nil {
+		st.CancelWrite(codeBadRequest)
+		return
+	}
+	_ = st.Close()
+}
+
+// opName names a request's operation for metrics and logs.
+func opName(req *transportpb.Request) string {
+	switch req.GetBody().(type) {
+	case *transportpb.Request_Register:
+		return "register"
+	case *transportpb.Request_Allocate:
+		return "allocate"
+	case *transportpb.Request_Release:
+		return "release"
+	case *transportpb.Request_Drain:
+		return "drain"
+	}
+	return "unknown"
+}
+
+// dispatch answers one request: on the leader by running it, on a follower
+// by relaying it to the leader (once: a relayed request is never relayed
+// again).
+func (s *Server) dispatch(ctx context.Context, pc *peerConn, req *transportpb.Request) (string, *transportpb.Response) {
+	op := opName(req)
+	if req.GetVersion() != RequestVersion {
+		return op, s.errResponse(fmt.Errorf("%w: request version %d, this agent speaks %d", fsm.ErrUnsupportedVersion, req.GetVersion(), RequestVersion))
+	}
+	if op == "unknown" {
+		return op, s.errResponse(fmt.Errorf("%w: request has no known body", fsm.ErrInvalid))
+	}
+	if !s.cfg.Backend.IsLeader() {
+		if req.GetForwardedBy() != "" {
+			return op, s.errResponse(cluster.ErrNotLeader)
+		}
+		resp, err := s.peers.relay(ctx, req)
+		if err != nil {
+			return op, s.errResponse(err)
+		}
+		if resp.GetErrorCode() == "" {
+			if r := req.GetRegister(); r != nil {
+				s.bind(r.GetServer().GetId(), pc)
+			}
+		}
+		return op, resp
+	}
+	resp, err := s.handle(ctx, pc, req)
+	if err != nil {
+		return op, s.errResponse(err)
+	}
+	return op, resp
+}
+
+// handle runs a request on the leader, with the HTTP API's semantics.
+func (s *Server) handle(ctx context.Context, pc *peerConn, req *transportpb.Request) (*transportpb.Response, error) {
+	b := s.cfg.Backend
+	switch body := req.GetBody().(type) {
+	case *transportpb.Request_Register:
+		srv := body.Register.GetServer()
+		if srv == nil {
+			return nil, fmt.Errorf("%w: register needs a server", fsm.ErrInvalid)
+		}
+		in := &fsmpb.Server{Id: srv.GetId(), Addresses: srv.GetAddresses(), Region: srv.GetRegion(), Zone: srv.GetZone(),
+			Labels: srv.GetLabels(), CapacityUnits: srv.GetCapacityUnits(), Incarnation: srv.GetIncarnation()}
+		if _, err := b.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: in}}}); err != nil {
+			return nil, err
+		}
+		if req.GetForwardedBy() == "" {
+			s.bind(in.GetId(), pc)
+		}
+		v, _ := b.FSM().Server(in.GetId())
+		return &transportpb.Response{Server: v}, nil
+	case *transportpb.Request_Allocate:
+		a := body.Allocate
+		if a.GetTtlMs() < 0 {
+			return nil, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
+		}
+		al, dup, err := b.Allocate(ctx, cluster.AllocateRequest{RequestID: a.GetRequestId(), Room: a.GetRoom(), Units: a.GetUnits(),
+			Requester: a.GetRequester(), Region: a.GetRegion(), Server: a.GetServer(), TTL: time.Duration(a.GetTtlMs()) * time.Millisecond})
+		if err != nil {
+			return nil, err
+		}
+		return &transportpb.Response{Allocation: al, Duplicate: dup}, nil
+	case *transportpb.Request_Release:
+		al, err := b.Release(ctx, body.Release.GetId())
+		if err != nil {
+			return nil, err
+		}
+		return &transportpb.Response{Allocation: al}, nil
+	case *transportpb.Request_Drain:
+		id := body.Drain.GetServerId()
+		if _, err := b.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{Id: id, State: fsmpb.ServerState_SERVER_STATE_DRAINING}}}); err != nil {
+			return nil, err
+		}
+		v, _ := b.FSM().Server(id)
+		return &transportpb.Response{Server: v}, nil
+	}
+	return nil, fmt.Errorf("%w: request has no known body", fsm.ErrInvalid)
+}
+
+// clusterCode returns the stable code of a retryable cluster-layer error
+// (the HTTP API uses the same strings), or "".
+func clusterCode(err error) string {
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader):
+		return "not_leader"
+	case errors.Is(err, cluster.ErrNoLeader):
+		return "no_leader"
+	case errors.Is(err, cluster.ErrLeadershipLost):
+		return "leadership_lost"
+	case errors.Is(err, cluster.ErrUnknownOutcome):
+		return "unknown_outcome"
+	case errors.Is(err, cluster.ErrShutdown):
+		return "shutdown"
+	}
+	return ""
+}
+
+// clusterErr is the inverse of clusterCode.
+func clusterErr(code string) error {
+	switch code {
+	case "not_leader":
+		return cluster.ErrNotLeader
+	case "no_leader":
+		return cluster.ErrNoLeader
+	case "leadership_lost":
+		return cluster.ErrLeadershipLost
+	case "unknown_outcome":
+		return cluster.ErrUnknownOutcome
+	case "shutdown":
+		return cluster.ErrShutdown
+	}
+	return nil
+}
+
+// errResponse turns err into a Response with a stable code.
+func (s *Server) errResponse(err error) *transportpb.Response {
+	lid, _, _ := s.cfg.Backend.Leader()
+	r := &transportpb.Response{ErrorMessage: err.Error(), Leader: lid}
+	if c := fsm.Code(err); c != "" {
+		r.ErrorCode = c
+		return r
+	}
+	if c := clusterCode(err); c != "" {
+		r.ErrorCode, r.Retryable = c, true
+		return r
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		r.ErrorCode, r.Retryable = "unknown_outcome", true
+		return r
+	}
+	r.ErrorCode = "internal"
+	s.log.Error("quic request failed", "err", err)
+	return r
+}
+
+// uniStreamLoop accepts report-forwarding streams, only from other agents
+// (a peer whose certificate names a member of the cluster).
+func (s *Server) uniStreamLoop(pc *peerConn) {
+	defer s.wg.Done()
+	for {
+		st, err := pc.conn.AcceptUniStream(pc.conn.Context())
+		if err != nil {
+			return
+		}
+		if _, ok := s.cfg.Backend.FSM().Member(pc.name); !ok {
+			s.m.StreamErrors.WithLabelValues("refused").Inc()
+			st.CancelRead(codeRefused)
+			continue
+		}
+		s.wg.Add(1)
+		go s.readReports(pc, st)
+	}
+}
+
+// readReports ingests ReportBatch frames from a follower until the stream
+// or the connection ends.
+func (s *Server) readReports(pc *peerConn, st *quic.ReceiveStream) {
+	defer s.wg.Done()
+	recv := s.m.Forwarded.WithLabelValues("received")
+	for {
+		var b transportpb.ReportBatch
+		if err := ReadFrame(st, MaxBatchFrame, &b); err != nil {
+			if pc.conn.Context().Err() == nil && s.ctx.Err() == nil {
+				s.log.Debug("report stream ended", "peer", pc.name, "err", err)
+			}
+			st.CancelRead(codeBadRequest)
+			return
+		}
+		now := time.Now()
+		for _, fr := range b.GetReports() {
+			r := fr.GetReport()
+			if validReport(r) != nil {
+				s.m.Datagrams.WithLabelValues("malformed").Inc()
+				continue
+			}
+			recv.Inc()
+			s.cfg.View.Offer(r, now.Add(-time.Duration(fr.GetAgeMs())*time.Millisecond))
+		}
+	}
+}
+
+// tlsFor returns the client TLS configuration agents use towards each
+// other.
+func (s *Server) clientTLS() *tls.Config { return s.cfg.Identity.ClientConfig(ALPN) }
