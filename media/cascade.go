@@ -84,10 +84,26 @@ func (c *cascade) prune(now time.Time) {
 	}
 }
 
+// lostTargetMemory is how long a cascade target that was lost is avoided.
+const lostTargetMemory = time.Minute
+
+// avoidTarget reports whether server must not be a cascade target: this
+// node itself, or a target lost less than lostTargetMemory ago.
+func (n *Node) avoidTarget(server string) bool {
+	if server == n.cfg.ID {
+		return true
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	at, ok := n.lost[server]
+	return ok && time.Since(at) < lostTargetMemory
+}
+
 // allocateTarget asks the cluster for CascadeUnits for room on another
-// server. The cluster does not exclude the requester, so an allocation
-// that lands on this node is held (it makes this node look fuller) and
-// the request retried; held ones are released before returning.
+// server. The cluster neither excludes the requester nor knows at once
+// that a target died, so an allocation that lands on this node or on a
+// recently lost target is held (it makes that server look fuller) and the
+// request retried; held ones are released before returning.
 func (n *Node) allocateTarget(ctx context.Context, room string) (Allocation, error) {
 	var self []Allocation
 	defer func() {
@@ -102,12 +118,12 @@ func (n *Node) allocateTarget(ctx context.Context, room string) (Allocation, err
 		if err != nil {
 			return a, err
 		}
-		if a.Server != n.cfg.ID {
+		if !n.avoidTarget(a.Server) {
 			return a, nil
 		}
 		self = append(self, a)
 	}
-	return Allocation{}, errors.New("the cluster only offers this node itself")
+	return Allocation{}, errors.New("the cluster only offers this node itself or lost targets")
 }
 
 // openCascade allocates a target and forwards room to it over a WHIP
@@ -307,6 +323,7 @@ func (n *Node) targetLost(c *cascade, reason string) {
 		return // closed on purpose meanwhile
 	}
 	n.mu.Lock()
+	n.lost[c.alloc.Server] = time.Now()
 	_, live := n.rooms[c.room]
 	stop := n.closed || n.draining
 	n.mu.Unlock()
@@ -318,8 +335,17 @@ func (n *Node) targetLost(c *cascade, reason string) {
 	lk := n.cascadeLock(c.room)
 	lk.Lock()
 	defer lk.Unlock()
-	if _, err := n.openCascade(ctx, c.room); err != nil {
+	for {
+		_, err := n.openCascade(ctx, c.room)
+		if err == nil || errors.Is(err, ErrUnknownRoom) {
+			return
+		}
 		n.log.Warn("re-cascade failed", "room", c.room, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
 	}
 }
 

@@ -38,7 +38,8 @@ type Node struct {
 	sessions   map[string]*session
 	cascades   map[string][]*cascade // by room, on the origin
 	cascading  map[string]*sync.Mutex
-	used       int64 // units
+	lost       map[string]time.Time // cascade targets lost, by server id
+	used       int64                // units
 	draining   bool
 	drained    chan struct{} // closed when a drain completed
 	closed     bool
@@ -53,7 +54,7 @@ func New(cfg Config, cl Cluster) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: cfg.Logger.With("media", cfg.ID), cl: cl, meter: &meter{},
 		rooms: map[string]*room{}, sessions: map[string]*session{}, cascades: map[string][]*cascade{},
-		cascading: map[string]*sync.Mutex{}, drained: make(chan struct{}), sessChange: make(chan struct{}),
+		cascading: map[string]*sync.Mutex{}, lost: map[string]time.Time{}, drained: make(chan struct{}), sessChange: make(chan struct{}),
 	}
 	api, err := NewWebRTCAPI(APIOptions{IPs: cfg.ICEIPs, Disconnected: cfg.ICEDisconnected, Failed: cfg.ICEFailed, Extra: n.meter})
 	if err != nil {
