@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard/switchyard/media"
+)
+
+// mediaFlags are `switchyard media`'s flags.
+type mediaFlags struct {
+	id, allocators, httpAddr, publicURL, region string
+	iceIPs                                      string
+	capacity, cascadeUnits                      int64
+	viewerCost, publisherCost                   int64
+	cascadeIdle, drainTimeout                   time.Duration
+	logLevel, logFormat                         string
+}
+
+func newMediaCmd() *cobra.Command {
+	f := &mediaFlags{}
+	cmd := &cobra.Command{
+		Use:   "media",
+		Short: "Run a media node: a WebRTC SFU (WHIP/WHEP) that cascades full rooms onto allocated servers",
+		Long: `Run a media node. It serves WHIP (POST /whip/{room}) and WHEP (POST /whep/{room})
+and a demo page at http://<http-addr>/, registers with the allocator cluster
+(its base URL as address), and when a room's viewers exceed --capacity it asks
+the cluster for another server, forwards the room there and redirects viewers
+(307). SIGTERM/SIGINT, or 'switchyard server drain --id <id>', drain it: no
+new sessions, existing ones finish, then it deregisters and exits.
+
+  switchyard media --id m1 --allocators 127.0.0.1:7501,127.0.0.1:7502,127.0.0.1:7503 \
+    --http-addr 127.0.0.1:8081 --capacity 50
+
+--allocators are the agents' HTTP API addresses.`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runMedia(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.id, "id", "", "this media node's id (required)")
+	fl.StringVar(&f.allocators, "allocators", defaultAddr, "comma-separated HTTP addresses of allocator agents")
+	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8081", "host:port for WHIP/WHEP and the demo page")
+	fl.StringVar(&f.publicURL, "public-url", "", "base URL viewers and other nodes reach this node at (default http://<http-addr>)")
+	fl.StringVar(&f.region, "region", "", "region")
+	fl.StringVar(&f.iceIPs, "ice-ips", "", "comma-separated IPs to offer host ICE candidates on (default: every interface, loopback included)")
+	fl.Int64Var(&f.capacity, "capacity", 0, "capacity in units (required, > 0)")
+	fl.Int64Var(&f.viewerCost, "viewer-units", 1, "units one viewer session costs")
+	fl.Int64Var(&f.publisherCost, "publisher-units", 0, "units one publisher (or incoming cascade) costs")
+	fl.Int64Var(&f.cascadeUnits, "cascade-units", 4, "units to allocate on a target when cascading a room")
+	fl.DurationVar(&f.cascadeIdle, "cascade-idle", 30*time.Second, "close a cascade (and release its allocation) after this long without viewers")
+	fl.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Minute, "on SIGTERM, wait at most this long for sessions to end")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func runMedia(cmd *cobra.Command, f *mediaFlags) error {
+	if f.id == "" {
+		return usagef(cmd, "--id is required")
+	}
+	if f.capacity <= 0 {
+		return usagef(cmd, "--capacity must be a positive number of units, got %d", f.capacity)
+	}
+	allocs := splitList(f.allocators)
+	if len(allocs) == 0 {
+		return usagef(cmd, "--allocators is empty")
+	}
+	for _, a := range append([]string{f.httpAddr}, allocs...) {
+		if err := checkAddr(a); err != nil {
+			return usagef(cmd, "%v", err)
+		}
+	}
+	var ips []net.IP
+	for _, s := range splitList(f.iceIPs) {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return usagef(cmd, "--ice-ips: %q is not an IP", s)
+		}
+		ips = append(ips, ip)
+	}
+	log, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		return usagef(cmd, "%v", err)
+	}
+	cfg := media.Config{
+		ID: f.id, Region: f.region, Capacity: f.capacity, PublicURL: f.publicURL, ICEIPs: ips,
+		Costs:        &media.CostModel{Viewer: f.viewerCost, Publisher: f.publisherCost},
+		CascadeUnits: f.cascadeUnits, CascadeIdle: f.cascadeIdle, Logger: log,
+	}
+	n, err := media.New(cfg, media.NewHTTPCluster(f.id, allocs...))
+	if err != nil {
+		return usagef(cmd, "%v", err)
+	}
+	ln, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", f.httpAddr, err)
+	}
+	ctx := cmd.Context()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := n.Start(sctx, ln); err != nil {
+		_ = n.Close(context.Background())
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "media node %s: demo page %s/  (WHIP %s/whip/<room>, WHEP %s/whep/<room>)\n", f.id, n.BaseURL(), n.BaseURL(), n.BaseURL())
+	select {
+	case <-ctx.Done():
+		fmt.Fprintf(cmd.OutOrStdout(), "draining %s (up to %v)\n", f.id, f.drainTimeout)
+		dctx, dcancel := context.WithTimeout(context.Background(), f.drainTimeout)
+		defer dcancel()
+		if err := n.Drain(dctx); err != nil {
+			log.Warn("drain did not finish", "err", err)
+		}
+	case <-n.Drained():
+		fmt.Fprintf(cmd.OutOrStdout(), "%s drained and deregistered\n", f.id)
+	}
+	cctx, ccancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer ccancel()
+	return n.Close(cctx)
+}
