@@ -11,6 +11,7 @@ import (
 
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/loadview"
 )
 
 // agentFlags are `switchyard agent`'s flags.
@@ -23,6 +24,8 @@ type agentFlags struct {
 	snapshotThreshold, trailingLogs           uint64
 	maxBatch                                  int
 	logLevel, logFormat                       string
+	tls                                       tlsFlags
+	failureWindow                             time.Duration
 }
 
 func newAgentCmd() *cobra.Command {
@@ -35,7 +38,8 @@ same command line (its own --id and addresses aside):
 
   switchyard agent --id n1 --data-dir /var/lib/switchyard/n1 \
     --raft-addr 10.0.0.1:7301 --http-addr 10.0.0.1:7501 --quic-addr 10.0.0.1:7601 \
-    --bootstrap-expect 3 --join 10.0.0.1:7501,10.0.0.2:7501,10.0.0.3:7501
+    --bootstrap-expect 3 --join 10.0.0.1:7501,10.0.0.2:7501,10.0.0.3:7501 \
+    --tls-ca certs/ca.pem --tls-cert certs/n1.pem --tls-key certs/n1-key.pem
 
 A node whose data dir already holds state just restarts. A node started
 later with --join joins the existing cluster. SIGTERM/SIGINT on the leader
@@ -61,6 +65,8 @@ hands leadership to another node before exiting.`,
 	fl.IntVar(&f.maxBatch, "max-batch", cluster.DefaultMaxBatch, "most commands packed into one log entry")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fl.DurationVar(&f.failureWindow, "failure-window", loadview.DefaultWindow, "mark a media server (with an incarnation) down after this long without a load report; 0 disables")
+	f.tls.register(cmd)
 	return cmd
 }
 
@@ -97,7 +103,20 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 	if err != nil {
 		return agent.Config{}, usagef(cmd, "%v", err)
 	}
-	return agent.Config{Config: cluster.Config{
+	id, err := f.tls.identity(cmd)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	// --quic-addr without TLS flags: the agent runs without its QUIC
+	// listener and says so in its log (media nodes need mutual TLS).
+	if f.failureWindow < 0 {
+		return agent.Config{}, usagef(cmd, "--failure-window must not be negative")
+	}
+	window := f.failureWindow
+	if window == 0 {
+		window = -1 // disabled
+	}
+	return agent.Config{TLS: id, FailureWindow: window, Config: cluster.Config{
 		ID: f.id, DataDir: f.dataDir, RaftAddr: f.raftAddr, HTTPAddr: f.httpAddr, QUICAddr: f.quicAddr,
 		BootstrapExpect: f.bootstrapExpect, Join: joins,
 		HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election, LeaderLeaseTimeout: f.lease, CommitTimeout: f.commit,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/pki"
 )
 
 type devFlags struct {
@@ -73,6 +75,11 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	for i := 0; i < f.nodes; i++ {
 		joins = append(joins, fmt.Sprintf("%s:%d", f.host, f.httpPort+i))
 	}
+	certDir := filepath.Join(dir, "certs")
+	ca, err := devCA(certDir)
+	if err != nil {
+		return err
+	}
 	ctx := cmd.Context()
 	var agents []*agent.Agent
 	defer func() {
@@ -96,6 +103,9 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 			QUICAddr:        fmt.Sprintf("%s:%d", f.host, f.quicPort+i),
 			BootstrapExpect: f.nodes, Join: joins, Logger: log.With("node", id),
 		}}
+		if cfg.TLS, err = devIdentity(ca, certDir, id); err != nil {
+			return err
+		}
 		a, err := agent.Start(ctx, cfg)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", id, err)
@@ -111,10 +121,54 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	}
 	fmt.Fprintf(out, "leader: %s (cluster %s)\n", st.Leader, st.ClusterID)
 	fmt.Fprintf(out, "try:  switchyard cluster status\n      switchyard server register --id m1 --capacity 10\n      switchyard alloc request --room demo --units 1 --request-id r1\n")
+	if _, err := devIdentity(ca, certDir, "loadgen"); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "      switchyard loadgen --allocators %s --servers 100 --duration 10s \\\n        --tls-ca %s --tls-cert %s --tls-key %s\n",
+		devQUICAddrs(f), filepath.Join(certDir, pki.CACertFile), filepath.Join(certDir, "loadgen.pem"), filepath.Join(certDir, "loadgen-key.pem"))
+	stopMedia, err := startDevMedia(ctx, out, log, f.host, joins)
+	if err != nil {
+		return fmt.Errorf("dev media nodes: %w", err)
+	}
+	defer stopMedia()
 	fmt.Fprintln(out, "Ctrl-C stops the cluster.")
 	<-ctx.Done()
 	fmt.Fprintln(out, "stopping dev cluster")
 	return nil
+}
+
+// devCA loads the dev cluster's CA from dir, creating it on first use.
+func devCA(dir string) (*pki.CA, error) {
+	if ca, err := pki.LoadCA(dir); err == nil {
+		return ca, nil
+	}
+	ca, err := pki.NewCA("switchyard dev CA")
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.WriteCA(dir); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// devIdentity issues (or reuses) the certificate name in dir.
+func devIdentity(ca *pki.CA, dir, name string) (*pki.Identity, error) {
+	cf, kf := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+	if _, err := os.Stat(cf); err != nil {
+		if cf, kf, err = ca.IssueFiles(name, nil, dir); err != nil {
+			return nil, err
+		}
+	}
+	return pki.LoadIdentity(filepath.Join(dir, pki.CACertFile), cf, kf)
+}
+
+func devQUICAddrs(f *devFlags) string {
+	var a []string
+	for i := 0; i < f.nodes; i++ {
+		a = append(a, fmt.Sprintf("%s:%d", f.host, f.quicPort+i))
+	}
+	return strings.Join(a, ",")
 }
 
 // waitForLeader polls status until a leader is known and the cluster id is

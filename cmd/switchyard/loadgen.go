@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard/switchyard/transport"
+)
+
+type loadgenFlags struct {
+	allocators         string
+	servers            int
+	interval, duration time.Duration
+	capacity           int64
+	prefix             string
+	allocRate          float64
+	tls                tlsFlags
+	logLevel           string
+}
+
+func newLoadgenCmd() *cobra.Command {
+	f := &loadgenFlags{}
+	cmd := &cobra.Command{
+		Use:   "loadgen",
+		Short: "Simulate media servers: register, report load over QUIC, optionally allocate",
+		Long: `Simulate --servers media servers. Each one connects to one of --allocators
+(spread round-robin, failing over to the others), registers with a fresh
+incarnation, and sends a load report every --interval for --duration. With
+--alloc-rate, allocations are requested (and released) at that rate in total.
+Prints a summary at the end.
+
+  switchyard loadgen --allocators 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603 \
+    --servers 100 --interval 500ms --duration 30s \
+    --tls-ca certs/ca.pem --tls-cert certs/loadgen.pem --tls-key certs/loadgen-key.pem`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runLoadgen(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.allocators, "allocators", "", "comma-separated QUIC addresses of allocator agents (required)")
+	fl.IntVar(&f.servers, "servers", 10, "number of simulated media servers")
+	fl.DurationVar(&f.interval, "interval", 500*time.Millisecond, "load report interval per server")
+	fl.DurationVar(&f.duration, "duration", 10*time.Second, "how long to report")
+	fl.Int64Var(&f.capacity, "capacity", 100, "capacity units of each simulated server")
+	fl.StringVar(&f.prefix, "id-prefix", "lg-", "server id prefix")
+	fl.Float64Var(&f.allocRate, "alloc-rate", 0, "allocations per second to request in total (0: none)")
+	fl.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
+	f.tls.register(cmd)
+	return cmd
+}
+
+type loadgenStats struct {
+	registered, regFailed       atomic.Int64
+	reports, reportErrs         atomic.Int64
+	allocs, allocFailed, relErr atomic.Int64
+	regTime                     atomic.Int64 // ns, max
+	allocNs                     atomic.Int64 // sum
+}
+
+func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
+	var addrs []string
+	for _, a := range strings.Split(f.allocators, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			if err := checkAddr(a); err != nil {
+				return usagef(cmd, "--allocators: %v", err)
+			}
+			addrs = append(addrs, a)
+		}
+	}
+	switch {
+	case len(addrs) == 0:
+		return usagef(cmd, "--allocators is required")
+	case f.servers < 1:
+		return usagef(cmd, "--servers must be positive")
+	case f.interval <= 0 || f.duration <= 0:
+		return usagef(cmd, "--interval and --duration must be positive")
+	case f.capacity <= 0:
+		return usagef(cmd, "--capacity must be positive")
+	case f.allocRate < 0:
+		return usagef(cmd, "--alloc-rate must not be negative")
+	}
+	id, err := f.tls.identity(cmd)
+	if err != nil {
+		return err
+	}
+	if id == nil {
+		return usagef(cmd, "--tls-ca, --tls-cert and --tls-key are required (QUIC uses mutual TLS)")
+	}
+	log, err := newLogger(f.logLevel, "text")
+	if err != nil {
+		return usagef(cmd, "%v", err)
+	}
+	ctx := cmd.Context()
+	var st loadgenStats
+	clients := make([]*transport.Client, f.servers)
+	defer func() {
+		var wg sync.WaitGroup
+		for _, c := range clients {
+			if c != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); _ = c.Close() }()
+			}
+		}
+		wg.Wait()
+	}()
+	incarnation := uint64(time.Now().UnixNano())
+	start := time.Now()
+	// Register everyone (bounded concurrency), each server on its own
+	// connection, spread round-robin across the allocators.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range clients {
+		rot := append(append([]string{}, addrs[i%len(addrs):]...), addrs[:i%len(addrs)]...)
+		c, err := transport.NewClient(transport.ClientConfig{Addrs: rot, TLS: id.ClientConfig(transport.ALPN), Logger: log})
+		if err != nil {
+			return err
+		}
+		clients[i] = c
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			_, err := c.Register(rctx, transport.ServerInfo{ID: fmt.Sprintf("%s%d", f.prefix, i), Capacity: f.capacity,
+				Incarnation: incarnation, Addresses: []string{fmt.Sprintf("http://loadgen.invalid/%d", i)}})
+			if err != nil {
+				st.regFailed.Add(1)
+				log.Warn("register failed", "server", i, "err", err)
+				return
+			}
+			st.registered.Add(1)
+			for d := time.Since(t0).Nanoseconds(); ; {
+				cur := st.regTime.Load()
+				if d <= cur || st.regTime.CompareAndSwap(cur, d) {
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	regDone := time.Since(start)
+	rctx, cancel := context.WithTimeout(ctx, f.duration)
+	defer cancel()
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(i), incarnation))
+			// Spread the first report over one interval.
+			select {
+			case <-rctx.Done():
+				return
+			case <-time.After(time.Duration(rng.Int64N(int64(f.interval)))):
+			}
+			t := time.NewTicker(f.interval)
+			defer t.Stop()
+			for {
+				err := c.Report(transport.Load{CPU: rng.Float64(), IngressBps: rng.Int64N(50e6), EgressBps: rng.Int64N(200e6),
+					Peers: rng.Int64N(500), Tracks: rng.Int64N(1000), Rooms: []string{fmt.Sprintf("room-%d", rng.IntN(50))},
+					FreeUnits: f.capacity})
+				if err != nil {
+					st.reportErrs.Add(1)
+				} else {
+					st.reports.Add(1)
+				}
+				select {
+				case <-rctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		}()
+	}
+	if f.allocRate > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			allocLoop(rctx, clients, f.allocRate, incarnation, &st)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start) - regDone
+	var failovers uint64
+	for _, c := range clients {
+		failovers += c.Failovers()
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "loadgen: %d servers over %d allocators, report interval %v, for %v\n", f.servers, len(addrs), f.interval, f.duration)
+	fmt.Fprintf(out, "registered:   %d ok, %d failed, all done in %v (slowest %v)\n", st.registered.Load(), st.regFailed.Load(),
+		regDone.Round(time.Millisecond), time.Duration(st.regTime.Load()).Round(time.Millisecond))
+	fmt.Fprintf(out, "reports sent: %d (%.0f/s), %d not sent (disconnected or unregistered)\n", st.reports.Load(),
+		float64(st.reports.Load())/elapsed.Seconds(), st.reportErrs.Load())
+	if f.allocRate > 0 {
+		mean := time.Duration(0)
+		if n := st.allocs.Load(); n > 0 {
+			mean = time.Duration(st.allocNs.Load() / n)
+		}
+		fmt.Fprintf(out, "allocations:  %d ok (mean %v), %d failed, %d release errors\n", st.allocs.Load(), mean.Round(time.Microsecond), st.allocFailed.Load(), st.relErr.Load())
+	}
+	fmt.Fprintf(out, "failovers:    %d\n", failovers)
+	if st.regFailed.Load() > 0 {
+		return errors.New("some servers failed to register")
+	}
+	return nil
+}
+
+// allocLoop requests one-unit allocations at rate per second through the
+// simulated servers' connections and releases each right away.
+func allocLoop(ctx context.Context, clients []*transport.Client, rate float64, run uint64, st *loadgenStats) {
+	t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c := clients[n%len(clients)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			a, _, err := c.Allocate(actx, transport.AllocateRequest{RequestID: fmt.Sprintf("lg-%d-%d", run, n), Room: fmt.Sprintf("room-%d", n%50), Units: 1})
+			if err != nil {
+				st.allocFailed.Add(1)
+				return
+			}
+			st.allocs.Add(1)
+			st.allocNs.Add(time.Since(t0).Nanoseconds())
+			if _, err := c.Release(actx, a.GetId()); err != nil {
+				st.relErr.Add(1)
+			}
+		}()
+	}
+}
