@@ -54,6 +54,33 @@ type Cluster struct {
 	Dir   string
 	Args  []string // extra agent flags for every node
 	Nodes []*Proc
+	// CertDir holds the cluster CA (ca.pem, ca-key.pem) and one certificate
+	// per node when the cluster was made with Options.QUIC; tools such as
+	// `switchyard loadgen` can issue their own certificates from it.
+	CertDir string
+	// Prefix, when set, is prepended to every agent command line (for
+	// example `ip netns exec NS`, which execs, so signals still reach the
+	// agent itself).
+	Prefix func(p *Proc) []string
+}
+
+// Options configures NewWithOptions. The zero value starts the cluster New
+// starts: every node on 127.0.0.1 with free ports and no QUIC listener.
+type Options struct {
+	// Args are extra agent flags for every node.
+	Args []string
+	// QUIC enables the media-node QUIC listener: a cluster CA and one
+	// certificate per node are created with the binary's `tls` commands
+	// (the agent refuses --quic-addr without them).
+	QUIC bool
+	// Host returns the IP node i (0-based) listens on. When set, the ports
+	// are fixed (raft 7301, HTTP 7501, QUIC 7601): each node is expected to
+	// have an address of its own, e.g. in its own network namespace.
+	Host func(i int) string
+	// Prefix is copied to Cluster.Prefix.
+	Prefix func(p *Proc) []string
+	// LeaderTimeout bounds the wait for the first leader (default 30 s).
+	LeaderTimeout time.Duration
 }
 
 // BuildBinary compiles ./cmd/switchyard into a temp dir and returns its path.
@@ -92,19 +119,46 @@ func freeAddr(t testing.TB, network string) string {
 // New starts n agents bootstrapping together and waits for a leader.
 func New(t testing.TB, bin string, n int, args ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Bin: bin, Dir: t.TempDir(), Args: args}
+	return NewWithOptions(t, bin, n, Options{Args: args})
+}
+
+// NewWithOptions starts n agents bootstrapping together as o says and waits
+// for a leader. Every process is killed when the test ends.
+func NewWithOptions(t testing.TB, bin string, n int, o Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Bin: bin, Dir: t.TempDir(), Args: o.Args, Prefix: o.Prefix}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
-		c.Nodes = append(c.Nodes, &Proc{
-			ID: id, RaftAddr: freeAddr(t, "tcp"), HTTPAddr: freeAddr(t, "tcp"), QUICAddr: freeAddr(t, "udp"),
-			DataDir: filepath.Join(c.Dir, id), LogPath: filepath.Join(c.Dir, id+".log"),
-		})
+		p := &Proc{ID: id, DataDir: filepath.Join(c.Dir, id), LogPath: filepath.Join(c.Dir, id+".log")}
+		if o.Host != nil {
+			h := o.Host(i)
+			p.RaftAddr, p.HTTPAddr = net.JoinHostPort(h, "7301"), net.JoinHostPort(h, "7501")
+			if o.QUIC {
+				p.QUICAddr = net.JoinHostPort(h, "7601")
+			}
+		} else {
+			p.RaftAddr, p.HTTPAddr = freeAddr(t, "tcp"), freeAddr(t, "tcp")
+			if o.QUIC {
+				p.QUICAddr = freeAddr(t, "udp")
+			}
+		}
+		c.Nodes = append(c.Nodes, p)
+	}
+	if o.QUIC {
+		c.CertDir = filepath.Join(c.Dir, "certs")
+		if err := c.makeCerts(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, p := range c.Nodes {
 		c.Start(p)
 	}
 	t.Cleanup(c.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	wait := o.LeaderTimeout
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if _, err := c.WaitLeader(ctx); err != nil {
 		t.Fatalf("no leader: %v\n%s", err, c.Logs())
@@ -121,28 +175,91 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
+// makeCerts creates the cluster CA and one certificate per node with the
+// binary's own `tls` commands.
+func (c *Cluster) makeCerts() error {
+	run := func(args ...string) error {
+		if b, err := exec.Command(c.Bin, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("switchyard %s: %w\n%s", strings.Join(args, " "), err, b)
+		}
+		return nil
+	}
+	if err := run("tls", "ca", "create", "--out", c.CertDir); err != nil {
+		return err
+	}
+	for _, p := range c.Nodes {
+		host, _, _ := net.SplitHostPort(p.QUICAddr)
+		if err := run("tls", "cert", "create", "--ca-dir", c.CertDir, "--name", p.ID, "--out", c.CertDir, "--hosts", host); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Start (re)starts p with its data dir.
 func (c *Cluster) Start(p *Proc) {
 	c.t.Helper()
-	args := []string{"agent", "--id", p.ID, "--data-dir", p.DataDir, "--raft-addr", p.RaftAddr,
-		"--http-addr", p.HTTPAddr, "--quic-addr", p.QUICAddr, "--bootstrap-expect", fmt.Sprint(len(c.Nodes)),
+	if err := c.StartDir(p, p.DataDir); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// StartDir (re)starts p with dataDir as its data dir (a test may hand it
+// another node's) and returns an error instead of failing the test, so it
+// may be called from any goroutine.
+func (c *Cluster) StartDir(p *Proc, dataDir string) error {
+	args := []string{"agent", "--id", p.ID, "--data-dir", dataDir, "--raft-addr", p.RaftAddr,
+		"--http-addr", p.HTTPAddr, "--bootstrap-expect", fmt.Sprint(len(c.Nodes)),
 		"--join", strings.Join(c.Addrs(), ","), "--log-level", "info"}
+	if p.QUICAddr != "" {
+		args = append(args, "--quic-addr", p.QUICAddr)
+		if c.CertDir != "" {
+			args = append(args, "--tls-ca", filepath.Join(c.CertDir, "ca.pem"),
+				"--tls-cert", filepath.Join(c.CertDir, p.ID+".pem"), "--tls-key", filepath.Join(c.CertDir, p.ID+"-key.pem"))
+		}
+	}
 	args = append(args, c.Args...)
 	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		c.t.Fatal(err)
+		return fmt.Errorf("start %s: %w", p.ID, err)
 	}
-	cmd := exec.Command(c.Bin, args...)
+	name := c.Bin
+	if c.Prefix != nil {
+		if pre := c.Prefix(p); len(pre) > 0 {
+			name, args = pre[0], append(append(pre[1:len(pre):len(pre)], c.Bin), args...)
+		}
+	}
+	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("start %s: %v", p.ID, err)
+		logf.Close()
+		return fmt.Errorf("start %s: %w", p.ID, err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
 	p.mu.Lock()
 	p.cmd, p.done = cmd, done
 	p.mu.Unlock()
+	return nil
+}
+
+// Done returns a channel closed when p's current process has exited (nil
+// if p was never started).
+func (p *Proc) Done() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
+// Pid returns the process id of p's current process (0 if never started).
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
 }
 
 // Signal sends sig to p.
