@@ -92,6 +92,9 @@ type leaderState struct {
 	seq      uint64
 	inflight []inflightBatch
 	pc       policyCache // issue #6: compiled policy (provision.go)
+	// staged is a policy proposed in batch stagedSeq and not yet applied.
+	staged    *placement.Policy
+	stagedSeq uint64
 
 	// prov parks requests no server fits while a server is provisioned
 	// (issue #6, provision.go); nil without a provisioner.
@@ -359,7 +362,8 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	}
 	// Issue #6: the whole committed policy, read from the FSM every batch,
 	// so a policy change is in force from the next decision on.
-	pol := ls.currentPolicy()
+	pol := ls.currentPolicy(applied)
+	staged := false
 	var hosting map[string]map[string]int64
 	if needView {
 		hosting = batchHosting(n, pol)
@@ -371,6 +375,15 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	reserved := map[string]int64{}
 	for _, o := range batch {
 		if o.alloc == nil {
+			// Issue #6: a policy change is in force for every decision
+			// after it, even before its entry is applied (provision.go).
+			if sp := o.cmd.GetSetPolicy(); sp != nil {
+				np, ok := ls.stagePolicy(o, sp)
+				if !ok {
+					continue
+				}
+				pol, staged = np, true
+			}
 			cmds = append(cmds, o.cmd)
 			dones = append(dones, o.done)
 			reqIDs = append(reqIDs, "")
@@ -419,6 +432,9 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		return
 	}
 	ls.seq++
+	if staged {
+		ls.stagedSeq = ls.seq // issue #6
+	}
 	data, err := fsm.EncodeFrom(ls.origin, ls.seq, time.Now().UnixMilli(), cmds...)
 	if err != nil {
 		ls.finish(dones, reqIDs, nil, fmt.Errorf("encode entry: %w", err))

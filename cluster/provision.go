@@ -57,10 +57,18 @@ type policyCache struct {
 	pol     *placement.Policy
 }
 
-// currentPolicy returns the committed policy, compiled. A stored policy
-// that no longer compiles (written by another binary) falls back to the
-// default strategy, loudly.
-func (ls *leaderState) currentPolicy() *placement.Policy {
+// currentPolicy returns the policy in force for the next decision: one
+// this leader proposed and that is not applied yet (applied is the highest
+// of our sequence numbers the FSM has applied), else the committed one,
+// compiled. A stored policy that no longer compiles (written by another
+// binary) falls back to the default strategy, loudly.
+func (ls *leaderState) currentPolicy(applied uint64) *placement.Policy {
+	if ls.staged != nil {
+		if applied < ls.stagedSeq {
+			return ls.staged
+		}
+		ls.staged = nil
+	}
 	p := ls.n.fsm.Policy()
 	if ls.pc.pol != nil && ls.pc.version == p.GetVersion() {
 		return ls.pc.pol
@@ -72,6 +80,24 @@ func (ls *leaderState) currentPolicy() *placement.Policy {
 	}
 	ls.pc = policyCache{version: p.GetVersion(), pol: pol}
 	return pol
+}
+
+// stagePolicy checks a set_policy command in the decision loop. A policy
+// that does not compile, or a conditional change while another change is
+// still in flight or the version moved, is answered at once and never
+// proposed; otherwise the compiled policy is returned for the decisions
+// that follow it.
+func (ls *leaderState) stagePolicy(o *op, sp *fsmpb.Policy) (*placement.Policy, bool) {
+	np, err := placement.Compile(sp)
+	if err == nil && sp.GetIfVersion() != 0 && (ls.staged != nil || sp.GetIfVersion() != ls.n.fsm.Policy().GetVersion()) {
+		err = fmt.Errorf("%w: policy version %d is no longer current", fsm.ErrVersionMismatch, sp.GetIfVersion())
+	}
+	if err != nil {
+		o.done <- opResult{res: &fsmpb.Result{ErrorCode: fsm.Code(err), ErrorMessage: err.Error()}}
+		return nil, false
+	}
+	ls.staged = np
+	return np, true
 }
 
 // batchHosting reads room hosting from the FSM when the policy uses it.

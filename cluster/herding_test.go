@@ -1,0 +1,148 @@
+package cluster_test
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/placement"
+)
+
+// equalLoad reports the same soft load for every server, whatever it holds:
+// the situation in which a naive allocator herds a burst onto the server
+// that sorted first.
+type equalLoad struct{}
+
+func (equalLoad) Load(string) (placement.Load, bool) {
+	return placement.Load{CPU: 0.5, EgressBps: 100e6, Peers: 10}, true
+}
+
+type herdResult struct {
+	servers   int
+	capacity  int64
+	hardLimit int64
+	used      map[string]int64
+	mean, max float64
+	failed    int
+	elapsed   time.Duration
+}
+
+// herd fires requests allocations of one unit each, concurrently, at a
+// fresh 3-node cluster with 20 equal servers and the given policy, all
+// issued within one second, and returns how they landed.
+func herd(tb testing.TB, pol api.Policy, requests int) herdResult {
+	tb.Helper()
+	pc := newPClusterTB(tb, 3, func(_ int, c *cluster.Config) { c.Loads = equalLoad{} })
+	cl := pc.client()
+	ctx := pctxTB(tb, 60*time.Second)
+	r := herdResult{servers: 20, capacity: 100, used: map[string]int64{}}
+	r.hardLimit = r.capacity
+	if pol.Hard.Units > 0 {
+		r.hardLimit = int64(math.Floor(float64(r.capacity) * pol.Hard.Units))
+	}
+	for i := range r.servers {
+		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: fmt.Sprintf("m%02d", i), Capacity: r.capacity}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if _, err := cl.SetPolicy(ctx, pol); err != nil {
+		tb.Fatal(err)
+	}
+	// 200 concurrent callers released at once, 5 requests each: the whole
+	// burst is issued well within one second without -race (see the
+	// benchmark for the figures).
+	const workers = 200
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	per := requests / workers
+	gate := make(chan struct{})
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			for i := range per {
+				a, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("h-%d-%d", w, i), Room: fmt.Sprintf("room-%d", (w*per+i)%50), Units: 1})
+				mu.Lock()
+				if err != nil {
+					r.failed++
+				} else {
+					r.used[a.Server]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	start := time.Now()
+	close(gate)
+	wg.Wait()
+	r.elapsed = time.Since(start)
+	// The committed state is what counts: read it from the leader.
+	for _, s := range pc.leader(5 * time.Second).node.FSM().Servers() {
+		if r.failed == 0 && s.UsedUnits != r.used[s.Id] {
+			tb.Fatalf("server %s: FSM holds %d units, callers were answered %d", s.Id, s.UsedUnits, r.used[s.Id])
+		}
+		r.max = max(r.max, float64(s.UsedUnits))
+	}
+	r.mean = float64(requests-r.failed) / float64(r.servers)
+	return r
+}
+
+// TestHerding: a burst of 1,000 requests within one second on 20 servers
+// reporting equal load leaves no server over its hard limit and, under
+// least-loaded, none more than 10% above the mean.
+func TestHerding(t *testing.T) {
+	tests := []struct {
+		pol        api.Policy
+		spreadOnly bool // assert the 10% bound
+	}{
+		{api.Policy{Strategy: "least-loaded", Hard: api.Limits{Units: 0.9}, Weights: api.Weights{Units: 1, CPU: 1, Egress: 1}}, true},
+		{api.Policy{Strategy: "two-choice", Hard: api.Limits{Units: 0.9}}, false},
+		{api.Policy{Strategy: "bin-pack", Hard: api.Limits{Units: 0.9}}, false},
+		{api.Policy{Strategy: "room-affinity", Hard: api.Limits{Units: 0.6}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.pol.Strategy, func(t *testing.T) {
+			r := herd(t, tc.pol, 1000)
+			if r.failed > 0 {
+				t.Fatalf("%d of 1000 requests failed", r.failed)
+			}
+			for id, u := range r.used {
+				if u > r.hardLimit {
+					t.Errorf("%s holds %d units, over the hard limit %d", id, u, r.hardLimit)
+				}
+			}
+			if tc.spreadOnly && r.max > 1.1*r.mean {
+				t.Errorf("max %v units is more than 10%% above the mean %v", r.max, r.mean)
+			}
+			t.Logf("%s: 1000 requests in %v, %d servers used, max %v / mean %v (%.1f%% above)", tc.pol.Strategy, r.elapsed.Round(time.Millisecond),
+				len(r.used), r.max, r.mean, 100*(r.max/r.mean-1))
+		})
+	}
+}
+
+// BenchmarkHerding reports, per strategy, the burst's throughput and how
+// far the most loaded server is above the mean (max_over_mean_pct).
+func BenchmarkHerding(b *testing.B) {
+	for _, s := range []string{"least-loaded", "two-choice", "bin-pack"} {
+		b.Run(s, func(b *testing.B) {
+			var worst float64
+			var elapsed time.Duration
+			for range b.N {
+				r := herd(b, api.Policy{Strategy: s, Hard: api.Limits{Units: 0.9}}, 1000)
+				if r.failed > 0 {
+					b.Fatalf("%d failed", r.failed)
+				}
+				worst = max(worst, 100*(r.max/r.mean-1))
+				elapsed += r.elapsed
+			}
+			b.ReportMetric(worst, "max_over_mean_pct")
+			b.ReportMetric(float64(1000*b.N)/elapsed.Seconds(), "allocs/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
