@@ -60,13 +60,18 @@ func (n *Node) onTrack(s *session, remote *webrtc.TrackRemote) {
 	}
 	n.mu.Unlock()
 	n.log.Info("track published", "room", r.name, "kind", remote.Kind(), "codec", remote.Codec().MimeType)
-	buf := make([]byte, 1500)
 	for {
-		k, _, err := remote.Read(buf)
+		pkt, _, err := remote.ReadRTP()
 		if err != nil {
 			return // publisher closed
 		}
-		if _, err := local.Write(buf[:k]); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		// Header extension ids and values (mid, rid, abs-send-time, TWCC
+		// sequence numbers) belong to the publisher's session: a viewer
+		// that negotiated the same id for mid would misroute the packet.
+		// Drop them; each sender adds what its own session negotiated.
+		pkt.Header.Extension = false
+		pkt.Header.Extensions = nil
+		if err := local.WriteRTP(pkt); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			n.log.Debug("forward", "room", r.name, "err", err)
 		}
 	}
