@@ -18,6 +18,18 @@ run: build
 ## test: everything CI runs (vet, gofmt check, unit + multi-node tests, short fuzz).
 test: vet
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(MAKE) fuzz FUZZTIME=3s
+
+## fuzz: run every fuzz target (decoders of network input) for FUZZTIME each.
+## Seed corpora live in <pkg>/testdata/fuzz/<Target>/.
+FUZZTIME ?= 60s
+FUZZ_TARGETS := ./transport:FuzzDecodeDatagram ./transport:FuzzReadFrame ./transport:FuzzEncodeReport
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -36,6 +48,7 @@ generate:
 ## bench: throughput/latency and failover figures (see README "Benchmarks").
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 -timeout 30m ./cluster/...
+	$(GO) test -run '^$$' -bench . -count 3 -timeout 30m ./transport/...
 
 clean:
 	rm -rf bin

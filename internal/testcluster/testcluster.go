@@ -60,8 +60,10 @@ func Logger(t testing.TB) *slog.Logger {
 type Options struct {
 	// Mutate, if set, edits each node's config before start.
 	Mutate func(i int, c *agent.Config)
-	// PlainRaft keeps raft on plain TCP (QUIC still uses TLS).
-	PlainRaft bool
+	// RaftTLS runs raft over mutual TLS too. Off by default so that tests
+	// can add nodes built by hand (without certificates) to a cluster;
+	// QUIC always uses TLS.
+	RaftTLS bool
 }
 
 // New starts n agents that bootstrap together and waits for a leader.
@@ -72,9 +74,9 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 		t.Fatalf("test CA: %v", err)
 	}
 	c := &Cluster{t: t, CA: ca}
-	plain := false
+	plain := true
 	for _, o := range opts {
-		plain = plain || o.PlainRaft
+		plain = plain && !o.RaftTLS
 	}
 	var joins []string
 	for i := 0; i < n; i++ {

@@ -1,0 +1,66 @@
+// Package transport is the media-node protocol of Switchyard over QUIC
+// (quic-go, TLS 1.3 with mutual authentication, ALPN "switchyard/1",
+// datagrams enabled), and the agent-to-agent relaying behind it.
+//
+// # Media-node API (stable)
+//
+// A media node creates one Client with the QUIC addresses of some or all
+// allocator agents and a client certificate of the cluster CA
+// (pki.LoadIdentity(...).ClientConfig(transport.ALPN)):
+//
+//	c, err := transport.NewClient(transport.ClientConfig{Addrs: addrs, TLS: tlsConf})
+//	srv, err := c.Register(ctx, transport.ServerInfo{ID: "m1", Capacity: 100, Incarnation: uint64(time.Now().UnixNano())})
+//	err = c.Report(transport.Load{CPU: 0.4, EgressBps: 80e6, AllocationIDs: hosted, FreeUnits: 60}) // every 500 ms
+//	a, dup, err := c.Allocate(ctx, transport.AllocateRequest{RequestID: "r-123", Room: "lobby", Units: 2})
+//	a, err = c.Release(ctx, a.GetId())
+//	srv, err = c.Drain(ctx)
+//	c.Addr()      // allocator currently connected to ("" while reconnecting)
+//	c.Failovers() // connections lost and replaced
+//	c.Close()
+//
+// Guarantees: Register, Allocate, Release and Drain have the HTTP API's
+// semantics and idempotency (same request id ⇒ same allocation). Refusals
+// come back as *Error, which unwraps to the fsm sentinels (fsm.ErrCapacity,
+// fsm.ErrNotFound, ...) or the retryable cluster ones; the client itself
+// retries retryable failures (no leader, leadership lost, unknown outcome,
+// dead connection) with backoff until the caller's ctx ends. When the
+// connected allocator dies the client moves to the next address and
+// re-registers the server there with the same incarnation (and drains it
+// again if Drain was called), then re-sends the latest load: the
+// registration survives failover. Report never blocks: reports are
+// unreliable datagrams, each a whole snapshot, and a lost one is replaced
+// by the next.
+//
+// # Wire format
+//
+// Datagrams: byte 0 is the wire version (1), byte 1 the message type
+// (1 = LoadReport), then the protobuf LoadReport (proto/switchyard/v1/
+// transport.proto), at most ReportBudget bytes: lists that do not fit are
+// cut and the report says truncated. Receivers drop and count (metric
+// switchyard_quic_datagrams_total{result}) truncated, oversized,
+// wrong-version, unknown-type and malformed datagrams, reports for a server
+// not registered on the same connection (not_bound), older or duplicate
+// sequence numbers (stale), and datagrams past a per-connection token
+// bucket (rate_limited). Each connection's datagrams are drained by their
+// own goroutine (quic-go queues only 128 per connection).
+//
+// Streams: one request per bidirectional stream, each side sending one
+// frame: a 4-byte big-endian length and a protobuf Request or Response. A
+// peer must send its whole request within ServerConfig.RequestTimeout or
+// the stream is reset and counted. A follower relays requests to the
+// leader over its own QUIC connection, marking them forwarded so they are
+// never relayed twice.
+//
+// Report forwarding: a follower keeps the latest report per server it
+// received and every ForwardInterval sends them to the leader as
+// ReportBatch frames on one long-lived unidirectional stream. Only peers
+// whose certificate names a cluster member may open such streams.
+//
+// # Security
+//
+// Connections without a client certificate, or with one not signed by the
+// cluster CA, are refused during the handshake and counted in
+// switchyard_quic_handshakes_refused_total{reason}. Any holder of a cluster
+// certificate may register any server id: certificates authenticate
+// membership of the fleet, not a particular server.
+package transport
