@@ -4,7 +4,7 @@ BIN       := bin/switchyard
 PKGS      := ./...
 PROTOC_GEN_GO_VERSION := v1.36.12
 
-.PHONY: all build run test test-unit vet fmt generate bench fuzz clean tools
+.PHONY: all build run test test-unit vet fmt generate bench fuzz clean tools chaos chaos-short
 
 all: build
 
@@ -15,10 +15,30 @@ build:
 run: build
 	./$(BIN) dev
 
-## test: everything CI runs (vet, gofmt check, unit + multi-node tests, short fuzz).
+## test: everything CI runs (vet, gofmt check, unit + multi-node tests, short fuzz, chaos-short).
 test: vet
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	$(MAKE) fuzz FUZZTIME=3s
+	$(MAKE) chaos-short
+
+## chaos-short: the chaos suite's short campaign (≤ 3 min; part of test):
+## real agent processes (and network namespaces / Docker containers when
+## usable; required under CI=true) under kills, pauses, partitions and netem,
+## with every invariant checked. Summaries go to $(CHAOS_OUT)/*/summary.json.
+CHAOS_OUT      ?= /tmp/switchyard-chaos
+chaos-short:
+	SWITCHYARD_CHAOS=short CHAOS_OUT=$(CHAOS_OUT) $(GO) test -count=1 -timeout 4m -v -run '^TestChaos' ./chaos/
+
+## chaos: the full campaign (default ~10 min): ≥ 50 leader kills after a 60 s
+## fault-free phase at full load (failover and spurious-election figures),
+## then every nemesis on 5-node clusters. Tune with CHAOS_DURATION (nemesis
+## phase per scenario), CHAOS_STEADY and CHAOS_KILLS.
+CHAOS_DURATION ?= 60s
+CHAOS_STEADY   ?= 60s
+CHAOS_KILLS    ?= 50
+chaos:
+	SWITCHYARD_CHAOS=full CHAOS_OUT=$(CHAOS_OUT) CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_STEADY=$(CHAOS_STEADY) CHAOS_KILLS=$(CHAOS_KILLS) \
+	  $(GO) test -count=1 -timeout 60m -v -run '^TestChaos' ./chaos/
 
 ## fuzz: run every fuzz target (decoders of network input) for FUZZTIME each.
 ## Seed corpora live in <pkg>/testdata/fuzz/<Target>/.

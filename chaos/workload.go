@@ -1,0 +1,160 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/fsm"
+)
+
+// params derives a request id's room and units from the id itself, so a
+// retry or a duplicate sent by another client carries the same parameters
+// (the FSM refuses a reused id with different ones).
+func params(key string) (room string, units int64) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	v := h.Sum32()
+	return fmt.Sprintf("room-%d", v%16), int64(1 + v%3)
+}
+
+// keyPool holds recently granted request ids for duplicates and releases
+// sent by other clients.
+type keyPool struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (p *keyPool) add(k string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.keys = append(p.keys, k)
+	if len(p.keys) > 256 {
+		p.keys = p.keys[len(p.keys)-256:]
+	}
+}
+
+func (p *keyPool) random(r *rand.Rand) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.keys) == 0 {
+		return ""
+	}
+	return p.keys[r.IntN(len(p.keys))]
+}
+
+// classify maps an allocate/release error to an outcome: only a refusal
+// by the state machine is definite; everything else may have been applied.
+func classify(kind Kind, err error) Outcome {
+	if err == nil {
+		return OK
+	}
+	if api.IsRetryable(err) {
+		return Unknown
+	}
+	var ae *api.APIError
+	if !errors.As(err, &ae) {
+		return Unknown
+	}
+	switch {
+	case kind == KindAllocate && (errors.Is(err, fsm.ErrCapacity) || errors.Is(err, fsm.ErrServerNotActive) || errors.Is(err, fsm.ErrInvalid)):
+		return Fail
+	case kind == KindRelease && errors.Is(err, fsm.ErrNotFound):
+		return Fail
+	}
+	return Unknown
+}
+
+// workload runs one client: new allocations, releases of its own (and
+// others') grants, and duplicates of other clients' request ids, until
+// stop is closed. Each operation has its own deadline (the API client
+// retries inside it), independent of stop, so stopping never turns an
+// operation into an unknown one.
+type workload struct {
+	id      int
+	cl      *api.Client
+	node    string
+	h       *History
+	pool    *keyPool
+	timeout time.Duration
+	rand    *rand.Rand
+	// rate, when > 0, limits this client to rate operations per second.
+	rate float64
+}
+
+func (w *workload) run(stop <-chan struct{}) {
+	var mine []string
+	var interval time.Duration
+	if w.rate > 0 {
+		interval = time.Duration(float64(time.Second) / w.rate)
+	}
+	for seq := 0; ; seq++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		t0 := time.Now()
+		switch r := w.rand.Float64(); {
+		case r < 0.45 || len(mine) == 0:
+			key := fmt.Sprintf("c%d-%d", w.id, seq)
+			if w.allocate(key) != Fail {
+				mine = append(mine, key)
+				w.pool.add(key)
+			}
+		case r < 0.85:
+			// Release the oldest of ours (any outcome: a retry later
+			// would be a no-op or not-found, both legal).
+			key := mine[0]
+			mine = mine[1:]
+			w.release(key)
+		default:
+			if key := w.pool.random(w.rand); key != "" {
+				w.allocate(key)
+			}
+		}
+		if interval > 0 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(interval - time.Since(t0)):
+			}
+		}
+	}
+}
+
+func (w *workload) allocate(key string) Outcome {
+	room, units := params(key)
+	i := w.h.Invoke(Op{Client: w.id, Kind: KindAllocate, Key: key, Node: w.node, Units: units})
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+	a, err := w.cl.Allocate(ctx, api.AllocateRequest{RequestID: key, Room: room, Units: units})
+	cancel()
+	res := classify(KindAllocate, err)
+	w.h.Complete(i, res, func(op *Op) {
+		if err != nil {
+			op.Err = err.Error()
+			return
+		}
+		op.AllocID, op.Server, op.State = a.ID, a.Server, a.State
+	})
+	return res
+}
+
+func (w *workload) release(key string) {
+	i := w.h.Invoke(Op{Client: w.id, Kind: KindRelease, Key: key, Node: w.node})
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+	a, err := w.cl.Release(ctx, key)
+	cancel()
+	w.h.Complete(i, classify(KindRelease, err), func(op *Op) {
+		if err != nil {
+			op.Err = err.Error()
+			return
+		}
+		op.AllocID, op.Server, op.State = a.ID, a.Server, a.State
+	})
+}
