@@ -3,8 +3,8 @@ package media
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -29,44 +29,77 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestGStreamerWHIPClient: Debian's simple-whip-client (GStreamer
-// webrtcbin; binary whip-client) publishes a VP8 test pattern to the WHIP
-// endpoint; a pion viewer receives it; SIGINT makes the client DELETE its
-// resource and the room goes away.
+// gstPackages are the GStreamer plugins a VP8 WHIP publisher pipeline needs.
+var gstPackages = []string{"gstreamer1.0-plugins-base", "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-bad", "gstreamer1.0-nice"}
+
+// libsoupClash is how Debian bookworm's simple-whip-client aborts: it links
+// libsoup2, GStreamer's nice/webrtc plugins load libsoup3.
+const libsoupClash = "libsoup2 symbols detected"
+
+// TestGStreamerWHIPClient: a GStreamer WHIP client publishes a VP8 test
+// pattern to the WHIP endpoint, a pion viewer receives it, and stopping
+// the client (SIGINT → DELETE) ends the room. Two clients: Debian's
+// simple-whip-client (whip-client), and, because that one aborts on
+// bookworm (libsoup2/libsoup3 clash), a webrtcbin publisher whose WebRTC
+// stack is all GStreamer's (testdata/media/gst-whip.py).
 func TestGStreamerWHIPClient(t *testing.T) {
-	bin := needProgram(t, "whip-client", "simple-whip-client", "gstreamer1.0-plugins-base", "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-bad", "gstreamer1.0-nice")
+	t.Run("simple-whip-client", func(t *testing.T) {
+		bin := needProgram(t, "whip-client", append([]string{"simple-whip-client"}, gstPackages...)...)
+		video := "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! queue ! " +
+			"vp8enc deadline=1 target-bitrate=500000 ! rtpvp8pay pt=96 ssrc=2 ! queue ! application/x-rtp,media=video,encoding-name=VP8,payload=96"
+		gstPublish(t, func(url string) *exec.Cmd { return exec.Command(bin, "-n", "-l", "3", "-u", url, "-V", video) })
+	})
+	t.Run("webrtcbin", func(t *testing.T) {
+		const py = "/usr/bin/python3"
+		needInstalled(t, "python3 GStreamer WebRTC bindings", func() bool {
+			return exec.Command(py, "-c", "import gi; gi.require_version('GstWebRTC', '1.0'); gi.require_version('GstSdp', '1.0'); from gi.repository import GstWebRTC, GstSdp").Run() == nil
+		}, append([]string{"python3-gi", "python3-gst-1.0", "gir1.2-gst-plugins-bad-1.0", "gir1.2-gst-plugins-base-1.0"}, gstPackages...)...)
+		gstPublish(t, func(url string) *exec.Cmd { return exec.Command(py, "../testdata/media/gst-whip.py", url) })
+	})
+}
+
+// gstPublish runs a WHIP client made by mk against a fresh node and checks
+// that a pion viewer receives its media and that SIGINT ends the room.
+func gstPublish(t *testing.T, mk func(url string) *exec.Cmd) {
 	cfg := testConfig(t, "m1", 4)
 	cfg.ICEIPs = nil // libnice skips loopback: offer every interface
 	n := startNode(t, cfg, &memCluster{})
-
-	video := "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! queue ! " +
-		"vp8enc deadline=1 target-bitrate=500000 ! rtpvp8pay pt=96 ssrc=2 ! queue ! application/x-rtp,media=video,encoding-name=VP8,payload=96"
-	cmd := exec.Command(bin, "-n", "-l", "3", "-u", n.BaseURL()+"/whip/gst", "-V", video)
+	cmd := mk(n.BaseURL() + "/whip/gst")
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(os.Environ(), "GST_DEBUG=1")
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start whip-client: %v", err)
+		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	stopped := false
 	defer func() {
-		_ = cmd.Process.Kill()
-		<-exited
+		if !stopped {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
 	}()
 
 	eventually(t, 60*time.Second, func() error {
 		select {
 		case err := <-exited:
 			exited <- err
-			return fmt.Errorf("whip-client exited: %v\n%s", err, out.String())
+			if strings.Contains(out.String(), libsoupClash) {
+				return nil
+			}
+			return fmt.Errorf("%s exited: %v\n%s", cmd.Path, err, out.String())
 		default:
 		}
 		if ri := n.roomInfo("gst"); ri.Tracks != 1 {
-			return fmt.Errorf("room %+v; whip-client output:\n%s", ri, out.String())
+			return fmt.Errorf("room %+v; client output:\n%s", ri, out.String())
 		}
 		return nil
 	})
+	if strings.Contains(out.String(), libsoupClash) {
+		stopped = true
+		<-exited
+		t.Skipf("%s aborts on this system (Debian packaging: it links libsoup2, GStreamer's nice/webrtc plugins libsoup3): %s", cmd.Path, strings.TrimSpace(out.String()[strings.LastIndex(out.String(), "\n(")+1:]))
+	}
 	v := watchRoom(t, testAPI(t), n.BaseURL(), "gst")
 	defer v.close()
 	v.waitRTP(t, 30*time.Second)
@@ -76,12 +109,16 @@ func TestGStreamerWHIPClient(t *testing.T) {
 		}
 		return nil
 	})
-
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	eventually(t, 30*time.Second, func() error {
 		if st := n.Stats(); st.Rooms != 0 {
-			return fmt.Errorf("room still there after the client stopped: %+v", st)
+			return fmt.Errorf("room still there after the client stopped: %+v\n%s", st, out.String())
 		}
 		return nil
 	})
+	select {
+	case <-exited:
+		stopped = true
+	case <-time.After(10 * time.Second):
+	}
 }
