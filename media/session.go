@@ -99,11 +99,14 @@ func (n *Node) closeSession(s *session, reason string) {
 		n.mu.Unlock()
 		n.log.Info("session closed", "id", s.id, "kind", s.kind, "room", roomName(r), "reason", reason)
 		_ = s.pc.Close()
-		for _, e := range ended {
-			n.closeSession(e, "room "+r.name+" ended")
-		}
+		// Cascades first: closing one marks it closed before its
+		// server-to-server session ends, so its monitor does not take the
+		// end for a lost target.
 		for _, c := range cascades {
 			n.closeCascade(n.ctx, c, "room ended")
+		}
+		for _, e := range ended {
+			n.closeSession(e, "room "+r.name+" ended")
 		}
 	})
 }
