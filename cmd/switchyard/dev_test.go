@@ -54,10 +54,10 @@ func TestDevClusterStartsAndStopsOnCtrlC(t *testing.T) {
 		}
 	}
 	addr := fmt.Sprintf("--addr=127.0.0.1:%d", base+10)
-	if _, e, code := run(t, bin, "server", "register", "--id", "m1", "--capacity", "2", addr); code != 0 {
+	if _, e, code := run(t, bin, "server", "register", "--id", "devtest", "--capacity", "2", addr); code != 0 {
 		t.Fatal(e)
 	}
-	if o, e, code := run(t, bin, "alloc", "request", "--room", "demo", "--units", "1", "--request-id", "r1", addr); code != 0 || !strings.Contains(o, "on m1") {
+	if o, e, code := run(t, bin, "alloc", "request", "--room", "demo", "--units", "1", "--request-id", "r1", "--server", "devtest", addr); code != 0 || !strings.Contains(o, "on devtest") {
 		t.Fatal(o, e)
 	}
 	_ = cmd.Process.Signal(syscall.SIGINT)
