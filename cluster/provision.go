@@ -137,6 +137,10 @@ func noteHosting(hosting map[string]map[string]int64, room, server string, units
 	m[server] += units
 }
 
+// parkGrace is how long past the provisioning timeout a parked request
+// waits for its intent to be marked failed before it is answered anyway.
+const parkGrace = 2 * time.Second
+
 // parked is one request waiting for a provisioned server.
 type parked struct {
 	ops      []*op
@@ -156,9 +160,9 @@ type provisioner struct {
 	// retried counts requests re-queued after their intent completed; a
 	// second no-fit is answered, not parked again.
 	retried map[string]bool
+	running map[string]bool // intents whose provider call runs here
 
 	// Owned by the loop.
-	running  map[string]bool      // intents whose provider call runs here
 	idleFrom map[string]time.Time // provisioned server -> idle since (soft)
 }
 
@@ -189,8 +193,10 @@ func (ls *leaderState) parkForProvisioning(o *op, err error) bool {
 		delete(pv.retried, r.RequestID)
 		return false
 	}
+	// The intent's own deadline (same timeout) normally answers first, with
+	// its reason; this one is the backstop so no request waits forever.
 	pv.parked[r.RequestID] = &parked{ops: []*op{o}, req: *r,
-		deadline: time.Now().Add(time.Duration(policyspec.TimeoutMs(pol)) * time.Millisecond)}
+		deadline: time.Now().Add(time.Duration(policyspec.TimeoutMs(pol))*time.Millisecond + parkGrace)}
 	select {
 	case pv.kick <- struct{}{}:
 	default:
@@ -299,7 +305,7 @@ func (pv *provisioner) advance() {
 		switch {
 		case it.State == fsmpb.IntentState_INTENT_STATE_PENDING:
 			pv.claimAndRun(it)
-		case it.State == fsmpb.IntentState_INTENT_STATE_STARTED && !pv.running[it.Id] && now.UnixMilli() > it.DeadlineUnixMs:
+		case it.State == fsmpb.IntentState_INTENT_STATE_STARTED && !pv.isRunning(it.Id) && now.UnixMilli() > it.DeadlineUnixMs:
 			why := fmt.Sprintf("server %s did not register within %v of the intent", it.ServerId, time.Duration(it.DeadlineUnixMs-it.CreatedAtUnixMs)*time.Millisecond)
 			if it.Kind == fsmpb.IntentKind_INTENT_KIND_DEPROVISION {
 				why = fmt.Sprintf("deprovisioning %s did not finish before the deadline", it.ServerId)
@@ -307,6 +313,12 @@ func (pv *provisioner) advance() {
 			pv.setState(it.Id, fsmpb.IntentState_INTENT_STATE_FAILED, why)
 		}
 	}
+}
+
+func (pv *provisioner) isRunning(id string) bool {
+	pv.mu.Lock()
+	defer pv.mu.Unlock()
+	return pv.running[id]
 }
 
 func (pv *provisioner) setState(id string, st fsmpb.IntentState, why string) {
@@ -335,12 +347,19 @@ func (pv *provisioner) claimAndRun(it *fsmpb.ProvisionIntent) {
 			spec.Cluster = append(spec.Cluster, m.HttpAddr)
 		}
 	}
+	pv.mu.Lock()
 	pv.running[it.Id] = true
+	pv.mu.Unlock()
 	deadline := time.UnixMilli(it.DeadlineUnixMs)
 	kind := it.Kind
 	ls.wg.Add(1)
 	go func() {
 		defer ls.wg.Done()
+		defer func() {
+			pv.mu.Lock()
+			delete(pv.running, spec.IntentID)
+			pv.mu.Unlock()
+		}()
 		ctx, cancel := context.WithDeadline(ls.ctx, deadline)
 		defer cancel()
 		start := time.Now()
@@ -403,7 +422,7 @@ func (pv *provisioner) answer() {
 			fail = append(fail, struct {
 				id  string
 				err error
-			}{rid, fmt.Errorf("%w: no server fits and no provisioned server (intent %q) registered in time", fsm.ErrCapacity, p.intent)})
+			}{rid, fmt.Errorf("%w: no server fits and provisioning intent %q did not bring a server up in time", fsm.ErrCapacity, p.intent)})
 		}
 	}
 	pv.mu.Unlock()

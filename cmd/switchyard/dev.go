@@ -15,6 +15,7 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/pki"
+	"github.com/switchyard/switchyard/provision"
 )
 
 type devFlags struct {
@@ -23,6 +24,7 @@ type devFlags struct {
 	raftPort, httpPort, quicPort int
 	dataDir, logLevel, logFormat string
 	keep                         bool
+	provisioner                  string // issue #6
 }
 
 func newDevCmd() *cobra.Command {
@@ -46,6 +48,7 @@ terminal 'switchyard cluster status' just works.`,
 	fl.BoolVar(&f.keep, "keep", false, "keep the data directory on exit")
 	fl.StringVar(&f.logLevel, "log-level", "error", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fl.StringVar(&f.provisioner, "provisioner", "local", "when no media server fits: local (start a 'switchyard media' process) or none")
 	return cmd
 }
 
@@ -92,6 +95,20 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 		}
 		wg.Wait()
 	}()
+	// Issue #6: the leader provisions media nodes as local processes.
+	var prov *provision.Local
+	switch f.provisioner {
+	case "local":
+		prov = &provision.Local{Host: f.host, Logger: log.With("component", "provision")}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			_ = prov.Close(sctx)
+		}()
+	case "none":
+	default:
+		return usagef(cmd, "--provisioner %q: want local or none", f.provisioner)
+	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "switchyard dev: %d allocator agents, data in %s\n", f.nodes, dir)
 	for i := 0; i < f.nodes; i++ {
@@ -103,6 +120,9 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 			QUICAddr:        fmt.Sprintf("%s:%d", f.host, f.quicPort+i),
 			BootstrapExpect: f.nodes, Join: joins, Logger: log.With("node", id),
 		}}
+		if prov != nil {
+			cfg.Provisioner = prov
+		}
 		if cfg.TLS, err = devIdentity(ca, certDir, id); err != nil {
 			return err
 		}

@@ -1,0 +1,180 @@
+package cluster_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/provision"
+)
+
+// script writes an executable shell script into dir and returns its path.
+func script(t *testing.T, dir, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, "provider.sh")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func lines(path string) []string {
+	b, _ := os.ReadFile(path)
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestProvisionExactlyOnceAcrossLeaderKill: no server fits three concurrent
+// requests that one new server can hold; the leader commits one intent,
+// claims it, runs the exec provider (a script that records each call) and
+// is killed before the new server registers. The next leader must not run
+// the provider again: when the server registers under the intent's id, all
+// three requests (retried by their clients) are answered on it, and the
+// script ran exactly once.
+func TestProvisionExactlyOnceAcrossLeaderKill(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls.log")
+	stdin := filepath.Join(dir, "stdin.json")
+	sh := script(t, dir, fmt.Sprintf(`echo "$SWITCHYARD_ACTION $SWITCHYARD_SERVER_ID $SWITCHYARD_INTENT_ID $SWITCHYARD_UNITS" >> %s
+cat > %s`, calls, stdin))
+	pc := newPCluster(t, 3, func(_ int, c *cluster.Config) { c.Provisioner = &provision.Exec{Command: sh} })
+	cl := pc.client()
+	ctx := pctx(t, 60*time.Second)
+	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "bin-pack", Provisioning: api.Provisioning{ServerCapacity: 10, TimeoutMs: 30_000}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "fill", Room: "old", Units: 2}); err != nil {
+		t.Fatal(err)
+	}
+
+	type answer struct {
+		a   api.Allocation
+		err error
+	}
+	answers := make(chan answer, 3)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("q%d", i), Room: "big", Units: 3})
+			answers <- answer{a, err}
+		}()
+	}
+	peventually(t, 15*time.Second, func() error {
+		if n := len(lines(calls)); n != 1 {
+			return fmt.Errorf("%d provider calls", n)
+		}
+		return nil
+	})
+	leader := pc.leader(5 * time.Second)
+	var intent api.Intent
+	peventually(t, 5*time.Second, func() error {
+		its, err := cl.Intents(ctx, false)
+		if err != nil {
+			return err
+		}
+		if len(its) != 1 || its[0].State != "started" || len(its[0].RequestIDs) != 3 {
+			return fmt.Errorf("intents %+v", its)
+		}
+		intent = its[0]
+		return nil
+	})
+	if !strings.HasPrefix(intent.Owner, leader.id+"/") || intent.Kind != "provision" || intent.Units != 9 {
+		t.Fatalf("intent %+v (leader %s)", intent, leader.id)
+	}
+	pc.stop(leader, true)
+	newLeader := pc.leader(10 * time.Second)
+	if newLeader == leader {
+		t.Fatal("no new leader")
+	}
+	// Give the new leader time to act wrongly (it polls every 100 ms).
+	time.Sleep(500 * time.Millisecond)
+	// The media node the provider started comes up and registers.
+	cl = pc.client()
+	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: intent.ServerID, Capacity: 10}); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(answers)
+	for ans := range answers {
+		if ans.err != nil {
+			t.Fatalf("request failed: %v", ans.err)
+		}
+		if ans.a.Server != intent.ServerID {
+			t.Errorf("allocation %+v not on the provisioned server %s", ans.a, intent.ServerID)
+		}
+	}
+	if got := lines(calls); len(got) != 1 || !strings.HasPrefix(got[0], fmt.Sprintf("provision %s %s ", intent.ServerID, intent.ID)) {
+		t.Fatalf("provider calls: %q, want exactly one for %s", got, intent.ID)
+	}
+	b, _ := os.ReadFile(stdin)
+	if !strings.Contains(string(b), `"server_id":"`+intent.ServerID+`"`) || !strings.Contains(string(b), `"action":"provision"`) {
+		t.Fatalf("stdin JSON: %s", b)
+	}
+	its, err := cl.Intents(ctx, false)
+	if err != nil || len(its) != 1 || its[0].State != "done" {
+		t.Fatalf("intents after registration: %+v %v", its, err)
+	}
+}
+
+// TestProvisionFailures: a provider that fails, hangs or starts nothing
+// gets the waiting request a clear ErrCapacity error within the bounded
+// provisioning timeout, and the intent is marked failed with the reason.
+func TestProvisionFailures(t *testing.T) {
+	tests := []struct {
+		name, body, msg string
+	}{
+		{"fails", `echo "quota exceeded for project" >&2; exit 3`, "quota exceeded for project"},
+		{"hangs", `sleep 30`, "provisioning intent"},
+		{"starts nothing", `exit 0`, "did not register"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sh := script(t, t.TempDir(), tc.body)
+			pc := newPCluster(t, 1, func(_ int, c *cluster.Config) { c.Provisioner = &provision.Exec{Command: sh} })
+			cl := pc.client()
+			ctx := pctx(t, 30*time.Second)
+			if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "least-loaded", Provisioning: api.Provisioning{ServerCapacity: 10, TimeoutMs: 1500}}); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "q", Room: "r", Units: 1})
+			if !errors.Is(err, fsm.ErrCapacity) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want ErrCapacity mentioning %q", err, tc.msg)
+			}
+			if d := time.Since(start); d > 8*time.Second {
+				t.Fatalf("answered after %v", d)
+			}
+			peventually(t, 5*time.Second, func() error {
+				its, err := cl.Intents(ctx, false)
+				if err != nil || len(its) != 1 || its[0].State != "failed" || its[0].Error == "" {
+					return fmt.Errorf("intents %+v %v", its, err)
+				}
+				return nil
+			})
+			// A request larger than a new server could hold is refused at
+			// once, without an intent.
+			_, err = cl.Allocate(ctx, api.AllocateRequest{RequestID: "huge", Room: "r", Units: 11})
+			if !errors.Is(err, fsm.ErrCapacity) {
+				t.Fatalf("huge request: %v", err)
+			}
+		})
+	}
+}
