@@ -10,11 +10,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchyard/switchyard/media"
+	"github.com/switchyard/switchyard/transport"
 )
 
 // mediaFlags are `switchyard media`'s flags.
 type mediaFlags struct {
 	id, allocators, httpAddr, publicURL, region string
+	quicAllocators                              string
+	tls                                         tlsFlags
 	iceIPs                                      string
 	capacity, cascadeUnits                      int64
 	viewerCost, publisherCost                   int64
@@ -37,7 +40,13 @@ new sessions, existing ones finish, then it deregisters and exits.
   switchyard media --id m1 --allocators 127.0.0.1:7501,127.0.0.1:7502,127.0.0.1:7503 \
     --http-addr 127.0.0.1:8081 --capacity 50
 
---allocators are the agents' HTTP API addresses.`,
+--allocators are the agents' HTTP API addresses. With --tls-ca/--tls-cert/--tls-key
+and --quic-allocators (the agents' QUIC addresses) the node registers, allocates,
+releases and drains over QUIC with mutual TLS and sends load reports (measured
+CPU, bitrates, peers, tracks, rooms, hosted allocations) as QUIC datagrams;
+the HTTP API is then used only to deregister, read its state and look up
+cascade targets' addresses. Without them the node talks HTTP and sends no
+load reports.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runMedia(cmd, f) },
 	}
 	fl := cmd.Flags()
@@ -46,6 +55,8 @@ new sessions, existing ones finish, then it deregisters and exits.
 	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8081", "host:port for WHIP/WHEP and the demo page")
 	fl.StringVar(&f.publicURL, "public-url", "", "base URL viewers and other nodes reach this node at (default http://<http-addr>)")
 	fl.StringVar(&f.region, "region", "", "region")
+	fl.StringVar(&f.quicAllocators, "quic-allocators", "", "comma-separated QUIC addresses of allocator agents (needs the --tls-* flags)")
+	f.tls.register(cmd)
 	fl.StringVar(&f.iceIPs, "ice-ips", "", "comma-separated IPs to offer host ICE candidates on (default: every interface, loopback included)")
 	fl.Int64Var(&f.capacity, "capacity", 0, "capacity in units (required, > 0)")
 	fl.Int64Var(&f.viewerCost, "viewer-units", 1, "units one viewer session costs")
@@ -101,7 +112,26 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 		Costs:        &media.CostModel{Viewer: f.viewerCost, Publisher: f.publisherCost},
 		CascadeUnits: f.cascadeUnits, CascadeIdle: f.cascadeIdle, Logger: log,
 	}
-	n, err := media.New(cfg, media.NewHTTPCluster(f.id, allocs...))
+	var cl media.Cluster = media.NewHTTPCluster(f.id, allocs...)
+	id, err := f.tls.identity(cmd)
+	if err != nil {
+		return err
+	}
+	quic := splitList(f.quicAllocators)
+	switch {
+	case id != nil && len(quic) == 0:
+		return usagef(cmd, "--tls-* flags need --quic-allocators")
+	case id == nil && len(quic) > 0:
+		return usagef(cmd, "--quic-allocators needs --tls-ca, --tls-cert and --tls-key")
+	case id != nil:
+		qc, err := media.NewQUICCluster(f.id, quic, allocs, id.ClientConfig(transport.ALPN), log)
+		if err != nil {
+			return err
+		}
+		defer qc.Close()
+		cl = qc
+	}
+	n, err := media.New(cfg, cl)
 	if err != nil {
 		return usagef(cmd, "%v", err)
 	}

@@ -1,0 +1,69 @@
+package media
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/transport"
+)
+
+// TestQUICCluster: media nodes talk to the cluster over QUIC with mutual
+// TLS; a cascade works through it, and the leader's load view shows the
+// nodes' measured reports (peers, tracks, rooms, hosted allocation).
+func TestQUICCluster(t *testing.T) {
+	c := testcluster.New(t, 3)
+	start := func(id string, capacity int64) *Node {
+		qc, err := NewQUICCluster(id, c.QUICAddrs(), c.Addrs(), c.Identity(id).ClientConfig(transport.ALPN), testcluster.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = qc.Close() })
+		return startNode(t, testConfig(t, id, capacity), qc)
+	}
+	m1 := start("m1", 1)
+	m2 := start("m2", 10)
+	pa := testAPI(t)
+	pub := publish(t, pa, m1.BaseURL(), "q")
+	defer pub.close(true)
+	v1 := watchRoom(t, pa, m1.BaseURL(), "q")
+	defer v1.close()
+	v2 := watchRoom(t, pa, m1.BaseURL(), "q")
+	defer v2.close()
+	if !strings.HasPrefix(v2.url, m2.BaseURL()) {
+		t.Fatalf("second viewer at %s, want %s", v2.url, m2.BaseURL())
+	}
+	v2.waitRTP(t, 30*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cli := c.Client()
+	eventually(t, 30*time.Second, func() error {
+		raw, err := cli.ServersRaw(ctx, false)
+		if err != nil {
+			return err
+		}
+		loads := map[string]struct {
+			Peers, Tracks int64
+			Rooms         []string
+			AllocIDs      []string `json:"allocation_ids"`
+			EgressBps     int64    `json:"egress_bps"`
+		}{}
+		for _, s := range raw {
+			b, _ := json.Marshal(s["load"])
+			l := loads[fmt.Sprint(s["id"])]
+			_ = json.Unmarshal(b, &l)
+			loads[fmt.Sprint(s["id"])] = l
+		}
+		l1, l2 := loads["m1"], loads["m2"]
+		// m1: publisher, viewer, cascade out; m2: cascade in, viewer.
+		if l1.Peers != 3 || l1.Tracks != 1 || l1.EgressBps == 0 || l2.Peers != 2 || len(l2.AllocIDs) != 1 {
+			return fmt.Errorf("load view m1 %+v m2 %+v", l1, l2)
+		}
+		return nil
+	})
+}
