@@ -7,7 +7,15 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/switchyard/switchyard/internal/testcluster"
 )
+
+type watchStats struct {
+	Viewers       int     `json:"viewers"`
+	Connected     int     `json:"connected"`
+	BytesReceived float64 `json:"bytesReceived"`
+}
 
 type pubStats struct {
 	Connection string  `json:"connection"`
@@ -16,12 +24,18 @@ type pubStats struct {
 
 // TestChromiumPublishes: headless Chromium with fake camera/microphone
 // publishes through the demo page; the node receives its RTP and forwards
-// it to a pion viewer.
+// it to a pion viewer, which fills the node; a second tab watching through
+// the demo page is redirected (307, cross-origin) to the cascade target and
+// plays the stream from there.
 func TestChromiumPublishes(t *testing.T) {
 	bin := needProgram(t, "chromium", "chromium")
-	cfg := testConfig(t, "m1", 4)
+	c := testcluster.New(t, 3)
+	cfg := testConfig(t, "m1", 1)
 	cfg.ICEIPs = nil // the browser does not use loopback by default: offer every interface
-	n := startNode(t, cfg, &memCluster{})
+	n := startNode(t, cfg, NewHTTPCluster("m1", c.Addrs()...))
+	cfg2 := testConfig(t, "m2", 4)
+	cfg2.ICEIPs = nil
+	m2 := startNode(t, cfg2, NewHTTPCluster("m2", c.Addrs()...))
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
@@ -29,6 +43,8 @@ func TestChromiumPublishes(t *testing.T) {
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 		chromedp.Flag("allow-loopback-in-peer-connection", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
+		// Host candidates as IPs, not mDNS names, for the watching tab too.
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
 	)
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer acancel()
@@ -70,4 +86,23 @@ func TestChromiumPublishes(t *testing.T) {
 	if l := n.sample(); l.Tracks != 2 || l.Peers != 2 {
 		t.Fatalf("load while a browser publishes to one viewer: %+v", l)
 	}
+
+	// A second tab watches the room through the demo page: m1 is full, so
+	// it is sent to m2.
+	wctx, wcancel := chromedp.NewContext(bctx)
+	defer wcancel()
+	if _, err := chromedp.Run(wctx, chromedp.Navigate(n.BaseURL()+"/?watch=browser")); err != nil {
+		t.Fatalf("chromium watch tab: %v", err)
+	}
+	eventually(t, 60*time.Second, func() error {
+		ws, err := chromedp.Run(wctx, chromedp.Evaluate[watchStats](`watchStats()`, chromedp.EvalAwaitPromise))
+		if err != nil {
+			return err
+		}
+		if ws.Connected != 1 || ws.BytesReceived < 10000 || m2.roomInfo("browser").Viewers != 1 {
+			logText, _ := chromedp.Run(wctx, chromedp.Evaluate[string](`document.getElementById('log').textContent`))
+			return fmt.Errorf("browser viewer %+v; page log: %s", ws, logText)
+		}
+		return nil
+	})
 }

@@ -57,19 +57,20 @@ type Allocation struct {
 	Addresses []string // the target server's registered addresses
 }
 
-// Load is one load report, measured, not estimated.
+// Load is one load report, measured, not estimated. Its JSON form (GET
+// /v1/load) uses snake_case keys.
 type Load struct {
-	Server     string
-	Seq        uint64
-	CPU        float64 // fraction of one core used by this process since the last report (may exceed 1 on several cores)
-	Cores      int     // runtime.NumCPU, to normalise CPU
-	IngressBps int64   // RTP bytes received, as bits per second
-	EgressBps  int64   // RTP bytes sent, as bits per second
-	Peers      int64   // open peer connections (publishers, viewers, cascades)
-	Tracks     int64   // published tracks across rooms
-	Rooms      []string
-	UsedUnits  int64    // units used by sessions (see CostModel)
-	Capacity   int64    // units
-	Allocs     []string // ids of allocations this node hosts (cascades into it)
-	Draining   bool
+	Server     string   `json:"server"`
+	Seq        uint64   `json:"seq"`
+	CPU        float64  `json:"cpu"`         // fraction of one core used by this process since the last report (may exceed 1 on several cores)
+	Cores      int      `json:"cores"`       // runtime.NumCPU, to normalise CPU
+	IngressBps int64    `json:"ingress_bps"` // RTP bytes received, as bits per second
+	EgressBps  int64    `json:"egress_bps"`  // RTP bytes sent (retransmissions included), as bits per second
+	Peers      int64    `json:"peers"`       // open peer connections (publishers, viewers, cascades)
+	Tracks     int64    `json:"tracks"`      // published tracks across rooms
+	Rooms      []string `json:"rooms,omitempty"`
+	UsedUnits  int64    `json:"used_units"`               // units used by sessions (see CostModel)
+	Capacity   int64    `json:"capacity"`                 // units
+	Allocs     []string `json:"allocation_ids,omitempty"` // ids of allocations this node hosts (cascades into it)
+	Draining   bool     `json:"draining"`
 }
