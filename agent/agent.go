@@ -124,7 +124,13 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.FailureWindow >= 0 {
 		det := &loadview.Detector{View: a.Loads, Servers: a.Node.FSM(), Node: a.Node, Window: cfg.FailureWindow,
-			Log: log.With("node", cfg.ID, "component", "failure-detector")}
+			Log: log.With("node", cfg.ID, "component", "failure-detector"),
+			MarkedDown: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_failure_detector_marked_down_total",
+				Help: "Media servers the failure detector marked down (on this node while it led)."}),
+			Revived: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_failure_detector_revived_total",
+				Help: "Down media servers brought back by a report with a newer incarnation."}),
+		}
+		reg.MustRegister(det.MarkedDown, det.Revived)
 		a.Node.OnLeader(det.Run)
 	}
 	switch {

@@ -3,6 +3,7 @@ package loadview
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,7 +51,7 @@ type Detector struct {
 	Window   time.Duration
 	Log      *slog.Logger
 	Now      func() time.Time
-	MarkedDn prometheus.Counter // optional
+	MarkedDown prometheus.Counter // optional
 	Revived  prometheus.Counter // optional
 }
 
@@ -87,7 +88,23 @@ func (d *Detector) Run(ctx context.Context) {
 	}
 }
 
+// check runs one detection pass. Its commands are submitted concurrently
+// (the leader batches them into shared log entries, so a rack of servers
+// going silent at once costs a few entries, not one round trip each) and
+// the pass returns when all are answered.
 func (d *Detector) check(ctx context.Context, now, start time.Time, window time.Duration, log *slog.Logger) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, 256)
+	submit := func(cmd *fsmpb.Command, c prometheus.Counter) {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			d.submit(ctx, cmd, c, log)
+		}()
+	}
 	for _, s := range d.Servers.Servers() {
 		if s.GetIncarnation() == 0 {
 			continue
@@ -108,8 +125,8 @@ func (d *Detector) check(ctx context.Context, now, start time.Time, window time.
 			}
 			log.Warn("media server stopped reporting; marking it down", "server", s.GetId(), "incarnation", s.GetIncarnation(),
 				"silent_for", now.Sub(last).Round(time.Millisecond), "window", window, "used_units", s.GetUsedUnits())
-			d.submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{
-				Id: s.GetId(), State: fsmpb.ServerState_SERVER_STATE_DOWN, IfIncarnation: s.GetIncarnation()}}}, d.MarkedDn, log)
+			submit(&fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{
+				Id: s.GetId(), State: fsmpb.ServerState_SERVER_STATE_DOWN, IfIncarnation: s.GetIncarnation()}}}, d.MarkedDown)
 		case fsmpb.ServerState_SERVER_STATE_DOWN:
 			if !have || e.Report.GetIncarnation() <= s.GetIncarnation() || now.Sub(e.Received) > window {
 				continue
@@ -117,7 +134,7 @@ func (d *Detector) check(ctx context.Context, now, start time.Time, window time.
 			log.Info("media server is back on a new incarnation", "server", s.GetId(), "incarnation", e.Report.GetIncarnation())
 			c := proto.Clone(s).(*fsmpb.Server)
 			c.Incarnation = e.Report.GetIncarnation()
-			d.submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: c}}}, d.Revived, log)
+			submit(&fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: c}}}, d.Revived)
 		}
 	}
 }

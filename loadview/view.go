@@ -55,9 +55,17 @@ type View struct {
 	// applied index moves.
 	cacheMu    sync.Mutex
 	cacheIndex uint64
+	cacheAt    time.Time
 	cacheValid bool
 	byServer   map[string][]allocRef
 }
+
+// CacheRefresh is the most often the per-server allocation index behind
+// Load.Unmaterialized is rebuilt (one pass over the registry's active
+// allocations). Allocations committed since the last rebuild are not yet
+// counted as unmaterialized; the decision loop counts in-flight
+// reservations itself, so this only delays the herding guard by as much.
+const CacheRefresh = 50 * time.Millisecond
 
 type registryBox struct{ r Registry }
 
@@ -201,12 +209,13 @@ func (v *View) activeAllocs(r Registry, id string) []allocRef {
 	v.cacheMu.Lock()
 	defer v.cacheMu.Unlock()
 	idx := r.AppliedIndex()
-	if !v.cacheValid || idx != v.cacheIndex {
+	now := v.now()
+	if !v.cacheValid || (idx != v.cacheIndex && now.Sub(v.cacheAt) >= CacheRefresh) {
 		m := map[string][]allocRef{}
 		for _, a := range r.Allocations(fsm.AllocationFilter{ActiveOnly: true}) {
 			m[a.Server] = append(m[a.Server], allocRef{id: a.Id, units: a.Units, created: a.CreatedAtUnixMs})
 		}
-		v.byServer, v.cacheIndex, v.cacheValid = m, idx, true
+		v.byServer, v.cacheIndex, v.cacheAt, v.cacheValid = m, idx, now, true
 	}
 	return v.byServer[id]
 }

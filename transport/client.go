@@ -492,8 +492,10 @@ func (c *Client) Drain(ctx context.Context) (*fsmpb.Server, error) {
 	return resp.GetServer(), nil
 }
 
-// Report sends one load report as a QUIC datagram, at once and without
-// blocking. Reports are unreliable by design: a lost one is superseded by
+// Report sends one load report as a QUIC datagram, at once. It does not
+// wait for the network; it can wait briefly only when 32 datagrams are
+// already queued on the connection (quic-go's send queue), which a report
+// interval of hundreds of milliseconds never reaches. Reports are unreliable by design: a lost one is superseded by
 // the next, so call Report on a fixed interval (e.g. every 500 ms). The
 // client stamps the server id, incarnation and next sequence number, and
 // re-sends the latest load after a failover. It returns ErrNotRegistered

@@ -202,11 +202,18 @@ func (f *forwarder) run() {
 	defer f.s.wg.Done()
 	t := time.NewTicker(f.s.cfg.ForwardInterval)
 	defer t.Stop()
+	prune := time.NewTicker(max(f.s.cfg.ViewRetention/10, time.Second))
+	defer prune.Stop()
 	defer f.reset()
 	for {
 		select {
 		case <-f.s.ctx.Done():
 			return
+		case <-prune.C:
+			if n := f.s.cfg.View.Prune(time.Now().Add(-f.s.cfg.ViewRetention)); n > 0 {
+				f.s.log.Info("dropped load view entries of servers silent for long", "servers", n, "retention", f.s.cfg.ViewRetention)
+			}
+			continue
 		case <-t.C:
 		}
 		f.flush()

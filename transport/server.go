@@ -42,6 +42,7 @@ const (
 	DefaultHandlerTimeout  = 15 * time.Second
 	DefaultForwardInterval = 50 * time.Millisecond
 	DefaultMaxIdleTimeout  = 10 * time.Second
+	DefaultViewRetention   = 10 * time.Minute
 	// forwardChunk caps the reports in one ReportBatch frame.
 	forwardChunk = 4096
 )
@@ -74,6 +75,9 @@ type ServerConfig struct {
 	ForwardInterval time.Duration
 	// MaxIdleTimeout closes connections silent for this long.
 	MaxIdleTimeout time.Duration
+	// ViewRetention drops view entries of servers not heard from for this
+	// long (deregistered or long dead), so the view does not grow forever.
+	ViewRetention time.Duration
 }
 
 func (c ServerConfig) withDefaults() (ServerConfig, error) {
@@ -103,6 +107,9 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	}
 	if c.MaxIdleTimeout <= 0 {
 		c.MaxIdleTimeout = DefaultMaxIdleTimeout
+	}
+	if c.ViewRetention <= 0 {
+		c.ViewRetention = DefaultViewRetention
 	}
 	return c, nil
 }
