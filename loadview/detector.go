@@ -45,14 +45,14 @@ type ServerLister interface {
 // the incarnation (SetServerState.if_incarnation), so a mark decided on
 // stale data cannot override a fresh registration.
 type Detector struct {
-	View     *View
-	Servers  ServerLister
-	Node     Committer
-	Window   time.Duration
-	Log      *slog.Logger
-	Now      func() time.Time
+	View       *View
+	Servers    ServerLister
+	Node       Committer
+	Window     time.Duration
+	Log        *slog.Logger
+	Now        func() time.Time
 	MarkedDown prometheus.Counter // optional
-	Revived  prometheus.Counter // optional
+	Revived    prometheus.Counter // optional
 }
 
 // Run watches until ctx ends. It is meant for cluster.Node.OnLeader: ctx
