@@ -1,11 +1,16 @@
 package media
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -215,4 +220,113 @@ func BenchmarkCascadeHop(b *testing.B) {
 	b.ReportMetric(float64(md.Microseconds())/1000, "ms-median-direct")
 	b.ReportMetric(float64(mc.Microseconds())/1000, "ms-median-cascaded")
 	b.ReportMetric(float64((mc-md).Microseconds())/1000, "ms-median-extra-hop")
+}
+
+// procTicks reads a process's user+system CPU time in clock ticks.
+func procTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := bytes.Fields(b[i+1:])
+	ut, _ := strconv.ParseInt(string(f[11]), 10, 64)
+	st, _ := strconv.ParseInt(string(f[12]), 10, 64)
+	return ut + st, nil
+}
+
+// BenchmarkViewersPerCore runs a media node in its own process, publishes
+// one ~1 Mbit/s stream to it and adds pion viewers (in this process) in
+// steps, measuring the node process's CPU at each step. It reports how
+// many viewers one core forwards that stream to (viewers / CPU fraction
+// at the largest step) and the egress rate reached. Run with -benchtime 1x.
+func BenchmarkViewersPerCore(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		viewersPerCore(b)
+	}
+}
+
+func viewersPerCore(b *testing.B) {
+	addr := testcluster.FreeAddr(b)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), benchNodeEnv+"="+addr)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
+	base := "http://" + addr
+	eventually(b, 30*time.Second, func() error {
+		resp, err := http.Get(base + "/v1/load")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	pa := testAPI(b)
+	ppc, track := rtpPublisher(b, pa, base, "load")
+	defer ppc.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// 1200-byte payloads at 104 packets/s ≈ 1 Mbit/s.
+		t := time.NewTicker(9600 * time.Microsecond)
+		defer t.Stop()
+		var seq uint16
+		payload := make([]byte, 1200)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			seq++
+			binary.BigEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
+			_ = track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(seq) * 900, SSRC: 1}, Payload: payload})
+		}
+	}()
+	var pcs []*webrtc.PeerConnection
+	defer func() {
+		for _, pc := range pcs {
+			_ = pc.Close()
+		}
+	}()
+	var viewers int
+	var cpu float64
+	var egress int64
+	for _, target := range []int{10, 25, 50, 100, 150, 200} {
+		for viewers < target {
+			pc, _, ch := stampViewer(b, pa, base, "load")
+			pcs = append(pcs, pc)
+			select {
+			case <-ch:
+			case <-time.After(30 * time.Second):
+				b.Fatalf("viewer %d got no media", viewers+1)
+			}
+			viewers++
+		}
+		t0, _ := procTicks(cmd.Process.Pid)
+		w0 := time.Now()
+		time.Sleep(3 * time.Second) // measurement window, not synchronisation
+		t1, _ := procTicks(cmd.Process.Pid)
+		cpu = float64(t1-t0) / clockTicks / time.Since(w0).Seconds()
+		if resp, err := http.Get(base + "/v1/load"); err == nil {
+			var l Load
+			_ = json.NewDecoder(resp.Body).Decode(&l)
+			resp.Body.Close()
+			egress = l.EgressBps
+		}
+		b.Logf("%d viewers: node process CPU %.2f cores, egress %.1f Mbit/s", viewers, cpu, float64(egress)/1e6)
+		if cpu > 0.8 {
+			break
+		}
+	}
+	b.ReportMetric(float64(viewers), "viewers")
+	b.ReportMetric(cpu, "node-cores")
+	b.ReportMetric(float64(viewers)/cpu, "viewers-per-core")
+	b.ReportMetric(float64(egress)/1e6, "egress-Mbit/s")
 }
