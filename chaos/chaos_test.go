@@ -67,8 +67,10 @@ func campaignFromEnv(t *testing.T) campaign {
 
 // agentArgs are the raft timings the suite runs with (the agent's
 // defaults, spelled out so the summary's figures name them).
-var agentArgs = []string{"--raft-heartbeat-timeout", "150ms", "--raft-election-timeout", "150ms",
-	"--raft-lease-timeout", "100ms", "--raft-commit-timeout", "10ms", "--log-level", "info"}
+func agentArgs() []string {
+	return []string{"--raft-heartbeat-timeout", "150ms", "--raft-election-timeout", "150ms",
+		"--raft-lease-timeout", "100ms", "--raft-commit-timeout", "10ms", "--log-level", "info"}
+}
 
 // check fails t on any violation or run error, after printing the summary.
 func check(t *testing.T, sum *Summary, err error, target Target) {
@@ -104,12 +106,24 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestChaosProcesses runs agents as plain OS processes on loopback:
-// SIGKILL of the leader and of random nodes, SIGSTOP of the leader past
-// the election timeout, rolling restarts, and (5 nodes) combinations.
-func TestChaosProcesses(t *testing.T) {
+// TestChaos is the chaos campaign (SWITCHYARD_CHAOS=short or full): one
+// static binary (CGO_ENABLED=0) for every scenario, run as processes, in
+// network namespaces and in FROM-scratch containers. Any invariant
+// violation or a cluster that does not recover after healing fails it;
+// the timing figures are reported, not asserted.
+func TestChaos(t *testing.T) {
 	c := campaignFromEnv(t)
 	bin := proccluster.BuildBinary(t)
+	t.Run("failover", func(t *testing.T) { chaosFailover(t, c, bin) })
+	t.Run("processes", func(t *testing.T) { chaosProcesses(t, c, bin) })
+	t.Run("netns", func(t *testing.T) { chaosNetNS(t, c, bin) })
+	t.Run("docker", func(t *testing.T) { chaosDocker(t, c, bin) })
+}
+
+// chaosProcesses runs agents as plain OS processes on loopback:
+// SIGKILL of the leader and of random nodes, SIGSTOP of the leader past
+// the election timeout, rolling restarts, and (5 nodes) combinations.
+func chaosProcesses(t *testing.T, c campaign, bin string) {
 	scenarios := []struct {
 		name    string
 		nodes   int
@@ -124,7 +138,7 @@ func TestChaosProcesses(t *testing.T) {
 			if sc.full && c.mode != "full" {
 				t.Skip("full campaign only")
 			}
-			pc := proccluster.NewWithOptions(t, bin, sc.nodes, proccluster.Options{Args: agentArgs})
+			pc := proccluster.NewWithOptions(t, bin, sc.nodes, proccluster.Options{Args: agentArgs()})
 			target := &ProcTarget{C: pc}
 			sum, err := Run(context.Background(), Config{
 				Name: sc.name, Target: target, Clients: 8, Steady: c.steady / 2, Duration: c.duration,
@@ -136,17 +150,15 @@ func TestChaosProcesses(t *testing.T) {
 	}
 }
 
-// TestChaosFailover kills the leader again and again (CHAOS_KILLS, 50 in
+// chaosFailover kills the leader again and again (CHAOS_KILLS, 50 in
 // the full campaign) after a fault-free phase at full load (CHAOS_STEADY),
 // and reports the unavailability per kill and the spurious elections.
 // The figures are reported, not asserted (the machine is shared).
-func TestChaosFailover(t *testing.T) {
-	c := campaignFromEnv(t)
+func chaosFailover(t *testing.T, c campaign, bin string) {
 	if c.kills == 0 {
 		t.Skip("full campaign only (CHAOS_KILLS)")
 	}
-	bin := proccluster.BuildBinary(t)
-	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs})
+	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs()})
 	target := &ProcTarget{C: pc}
 	sum, err := Run(context.Background(), Config{
 		Name: "failover", Target: target, Clients: 8, Steady: c.steady, Rounds: c.kills,
@@ -157,5 +169,117 @@ func TestChaosFailover(t *testing.T) {
 	if sum != nil {
 		t.Logf("FIGURES failover kills=%d p50=%.0fms p99=%.0fms max=%.0fms (target p50<=300 p99<=500); steady %.0fs: %d spurious elections, %d acks",
 			sum.Failover.Kills, sum.Failover.P50Ms, sum.Failover.P99Ms, sum.Failover.MaxMs, sum.Elect.SteadySeconds, sum.Elect.SteadyElections, sum.Elect.SteadyOps)
+	}
+}
+
+// unusable skips the test naming why the environment cannot run it, or
+// fails it under CI=true (CI must run every part of the suite).
+func unusable(t *testing.T, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("chaos needs this under CI: %v", err)
+	}
+	t.Skipf("skipped: %v", err)
+}
+
+// chaosNetNS runs each agent in its own network namespace on a private
+// bridge and cuts and degrades the links: the leader partitioned from the
+// majority, majority/minority splits, a bridge node seeing both halves,
+// packet loss, delay and duplication, plus kills under those.
+func chaosNetNS(t *testing.T, c campaign, bin string) {
+	ctx := context.Background()
+	if err := NetNSUsable(ctx); err != nil {
+		unusable(t, err)
+	}
+	if err := CleanStaleNetNS(ctx); err != nil {
+		t.Logf("cleaning stale namespaces: %v", err)
+	}
+	scenarios := []struct {
+		name    string
+		nodes   int
+		nemeses []Nemesis
+		full    bool
+	}{
+		{"netns5", 5, []Nemesis{
+			Partition{IsolateLeader}, Partition{MajorityMinority}, Partition{Bridge},
+			Netem{"loss", "loss 10%"}, Netem{"delay", "delay 30ms 20ms"}, Netem{"dup", "duplicate 10%"},
+			Combo{Netem{"delay-loss", "delay 20ms 10ms loss 5%"}, Kill{Leader: true}},
+		}, false},
+		{"netns3", 3, []Nemesis{Partition{IsolateLeader}, Partition{MajorityMinority}, Combo{Partition{MajorityMinority}, Pause{Leader: true}}, Netem{"loss-dup", "loss 5% duplicate 5%"}, Kill{Leader: true}}, true},
+	}
+	for i, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			if sc.full && c.mode != "full" {
+				t.Skip("full campaign only")
+			}
+			nn, err := NewNetNS(ctx, sc.nodes, i+1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := nn.Close(context.Background()); err != nil {
+					t.Errorf("netns cleanup: %v", err)
+				}
+			})
+			pc := proccluster.NewWithOptions(t, bin, sc.nodes, proccluster.Options{
+				Args: agentArgs(), Host: nn.Host,
+				Prefix: func(p *proccluster.Proc) []string {
+					i, _ := nn.index(p.ID)
+					return nn.Exec(i)
+				},
+			})
+			target := &ProcTarget{C: pc, Kind: "netns"}
+			sum, err := Run(ctx, Config{
+				Name: sc.name, Target: target, Net: nn, Clients: 8, Duration: c.duration,
+				Nemeses: sc.nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
+				OutDir: c.out, Log: logger(t),
+			})
+			check(t, sum, err, target)
+		})
+	}
+}
+
+// chaosDocker runs the agents as Docker containers built FROM scratch
+// from the static binary, on a Docker network of their own: SIGKILL and
+// SIGSTOP of the leader, partitions and degraded links inside the
+// containers' namespaces, rolling restarts.
+func chaosDocker(t *testing.T, c campaign, bin string) {
+	ctx := context.Background()
+	if err := DockerUsable(ctx); err != nil {
+		unusable(t, err)
+	}
+	if err := CleanStaleDocker(ctx); err != nil {
+		t.Logf("cleaning stale containers: %v", err)
+	}
+	scenarios := []struct {
+		name    string
+		nodes   int
+		nemeses []Nemesis
+		full    bool
+	}{
+		{"docker3", 3, []Nemesis{Kill{Leader: true}, Partition{IsolateLeader}, Pause{Leader: true}, Netem{"loss", "loss 10%"}, Kill{}}, false},
+		{"docker5", 5, []Nemesis{Partition{Bridge}, Combo{Kill{Leader: true}, Pause{}}, Partition{MajorityMinority}, RollingRestart{}, Netem{"dup-delay", "duplicate 10% delay 20ms"}}, true},
+	}
+	for i, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			if sc.full && c.mode != "full" {
+				t.Skip("full campaign only")
+			}
+			d, err := NewDocker(ctx, bin, t.TempDir(), sc.nodes, i+1, agentArgs())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := d.Close(context.Background()); err != nil {
+					t.Errorf("docker cleanup: %v", err)
+				}
+			})
+			sum, err := Run(ctx, Config{
+				Name: sc.name, Target: d, Net: d, Clients: 6, Duration: c.duration * 2 / 3,
+				Nemeses: sc.nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
+				OutDir: c.out, Log: logger(t),
+			})
+			check(t, sum, err, d)
+		})
 	}
 }

@@ -20,8 +20,6 @@ type regState struct {
 
 const unknownID = "?"
 
-var absent = regState{St: StateAbsent}
-
 // bind checks that an answer naming id is compatible with s and returns s
 // with its id bound.
 func (s regState) bind(id string) (regState, bool) {
@@ -131,7 +129,7 @@ func Model() porcupine.Model {
 			}
 			return out
 		},
-		Init: func() []any { return []any{absent} },
+		Init: func() []any { return []any{regState{St: StateAbsent}} },
 		Step: func(state, input, output any) []any {
 			var out []any
 			for _, n := range step(state.(regState), input.(Op), output.(Op)) {

@@ -17,6 +17,9 @@ type Env struct {
 	History *History
 	Rand    *rand.Rand
 	Log     *slog.Logger
+	// Notes, when set, receives remarks for the summary (e.g. how a
+	// fault had to be emulated).
+	Notes func(string)
 }
 
 // Heal undoes a fault.
@@ -34,13 +37,13 @@ type Nemesis interface {
 
 func noHeal(context.Context) error { return nil }
 
-// leaderOrRandom returns the current leader (leader=true) or a random
+// pick returns the current leader (leader=true) or a random
 // running node.
 func pick(ctx context.Context, e *Env, leader bool) (string, error) {
 	if leader {
-		lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		return Leader(lctx, e.Target)
+		return FindLeader(lctx, e.Target)
 	}
 	var up []string
 	for _, id := range e.Target.Nodes() {
@@ -72,10 +75,12 @@ func (k Kill) Inject(ctx context.Context, e *Env) (Heal, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.History.AddFault(Fault{Kind: k.Name(), Nodes: []string{id}, Leader: k.Leader})
+	// The fault is recorded once the node is dead (docker kill takes a
+	// while to get there), so unavailability counts from its death.
 	if err := e.Target.Kill(ctx, id); err != nil {
 		return nil, err
 	}
+	e.History.AddFault(Fault{Kind: k.Name(), Nodes: []string{id}, Leader: k.Leader})
 	return func(ctx context.Context) error {
 		e.History.AddFault(Fault{Kind: "restart", Nodes: []string{id}})
 		return e.Target.Start(ctx, id)
@@ -101,10 +106,10 @@ func (p Pause) Inject(ctx context.Context, e *Env) (Heal, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.History.AddFault(Fault{Kind: p.Name(), Nodes: []string{id}, Leader: p.Leader})
 	if err := e.Target.Pause(ctx, id); err != nil {
 		return nil, err
 	}
+	e.History.AddFault(Fault{Kind: p.Name(), Nodes: []string{id}, Leader: p.Leader})
 	return func(ctx context.Context) error {
 		e.History.AddFault(Fault{Kind: "resume", Nodes: []string{id}})
 		return e.Target.Resume(ctx, id)
@@ -246,9 +251,14 @@ func (n Netem) Inject(ctx context.Context, e *Env) (Heal, error) {
 	if e.Net == nil {
 		return nil, errors.New("netem needs a network target")
 	}
-	e.History.AddFault(Fault{Kind: n.Name(), Note: n.Spec})
-	if err := e.Net.Netem(ctx, n.Spec); err != nil {
+	applied, err := e.Net.Netem(ctx, n.Spec)
+	if err != nil {
 		return nil, err
+	}
+	e.History.AddFault(Fault{Kind: n.Name(), Note: applied})
+	e.Log.Info("netem", "spec", n.Spec, "applied", applied)
+	if e.Notes != nil {
+		e.Notes(n.Name() + ": " + applied)
 	}
 	return func(ctx context.Context) error {
 		e.History.AddFault(Fault{Kind: "heal-network"})

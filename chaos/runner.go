@@ -190,7 +190,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 
 	// Nemesis schedule.
-	env := &Env{Target: t, Net: cfg.Net, History: h, Rand: rng, Log: log}
+	env := &Env{Target: t, Net: cfg.Net, History: h, Rand: rng, Log: log, Notes: func(n string) {
+		if !slices.Contains(sum.Notes, n) {
+			sum.Notes = append(sum.Notes, n)
+		}
+	}}
 	deadline := time.Now().Add(cfg.Duration)
 	for round := 0; len(cfg.Nemeses) > 0 && ctx.Err() == nil; round++ {
 		if cfg.Rounds > 0 && round >= cfg.Rounds || cfg.Rounds == 0 && round > 0 && time.Now().After(deadline) {

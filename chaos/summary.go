@@ -66,6 +66,8 @@ type Summary struct {
 	// a cluster that did not recover after healing): not invariant
 	// violations, but the run proves less.
 	Errors []string `json:"errors,omitempty"`
+	// Notes are remarks on how faults were injected.
+	Notes []string `json:"notes,omitempty"`
 
 	FinalNodes []NodeState `json:"final_nodes"`
 	Files      []string    `json:"files,omitempty"`
@@ -196,6 +198,9 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintln(w)
 	for _, d := range s.Details {
 		fmt.Fprintf(w, "  VIOLATION %s\n", d)
+	}
+	for _, n := range s.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
 	}
 	for _, e := range s.Errors {
 		fmt.Fprintf(w, "  ERROR %s\n", e)

@@ -45,8 +45,9 @@ type Network interface {
 	// from everyone.
 	Partition(ctx context.Context, groups [][]string) error
 	// Netem applies a tc netem spec (e.g. "delay 50ms 20ms loss 5%") to
-	// every node's link.
-	Netem(ctx context.Context, spec string) error
+	// every node's link, and says what it applied (an implementation may
+	// have to emulate part of it).
+	Netem(ctx context.Context, spec string) (string, error)
 	// Heal removes every partition and netem rule.
 	Heal(ctx context.Context) error
 }
@@ -237,6 +238,32 @@ func Leader(ctx context.Context, t Target) (string, error) {
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("no agreed leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// FindLeader polls the running nodes until one reports itself leader and
+// returns the one with the highest term. Unlike Leader it needs no
+// agreement, so it works on a degraded network.
+func FindLeader(ctx context.Context, t Target) (string, error) {
+	for {
+		best, term := "", uint64(0)
+		for _, id := range t.Nodes() {
+			if !t.Running(id) {
+				continue
+			}
+			ns, state, _, err := status(ctx, t.HTTPAddr(id), 2*time.Second)
+			if err == nil && state == "Leader" && ns.Term >= term {
+				best, term = id, ns.Term
+			}
+		}
+		if best != "" {
+			return best, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no leader: %w", ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
