@@ -103,7 +103,6 @@ func TestHerding(t *testing.T) {
 		{api.Policy{Strategy: "least-loaded", Hard: api.Limits{Units: 0.9}, Weights: api.Weights{Units: 1, CPU: 1, Egress: 1}}, true},
 		{api.Policy{Strategy: "two-choice", Hard: api.Limits{Units: 0.9}}, false},
 		{api.Policy{Strategy: "bin-pack", Hard: api.Limits{Units: 0.9}}, false},
-		{api.Policy{Strategy: "room-affinity", Hard: api.Limits{Units: 0.6}}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pol.Strategy, func(t *testing.T) {

@@ -48,7 +48,9 @@ import (
 // over, so a new leader waits a full window) are drained while more than
 // min_pool of them are active, and handed to a deprovision intent, which
 // runs the provider's Deprovision step exactly like (2) and then
-// deregisters the server.
+// deregisters the server. A provisioned server left drained and empty (by a
+// leader that died between the drain and the intent, or by an operator) is
+// handed to the provider the same way once idle for the window.
 
 // policyCache holds the compiled policy of one version. Owned by the
 // decision loop.
@@ -489,8 +491,18 @@ func (pv *provisioner) retire() {
 	}
 	now := time.Now()
 	var active int
-	var idle []string
+	var idle, drained []string
 	for _, s := range n.fsm.Servers() {
+		if provisioned[s.Id] && s.State == fsmpb.ServerState_SERVER_STATE_DRAINING && s.UsedUnits == 0 && !busy[s.Id] {
+			// Drained (by us before a leader change, or by an operator)
+			// and empty: hand it to the provider once idle for the window.
+			if since, ok := pv.idleFrom[s.Id]; !ok {
+				pv.idleFrom[s.Id] = now
+			} else if now.Sub(since) >= time.Duration(pol.GetIdleRetireMs())*time.Millisecond {
+				drained = append(drained, s.Id)
+			}
+			continue
+		}
 		if !provisioned[s.Id] || s.State != fsmpb.ServerState_SERVER_STATE_ACTIVE {
 			delete(pv.idleFrom, s.Id)
 			continue
@@ -515,6 +527,10 @@ func (pv *provisioner) retire() {
 			idle = append(idle, s.Id)
 		}
 	}
+	slices.Sort(drained)
+	for _, id := range drained {
+		pv.deprovision(id)
+	}
 	slices.Sort(idle)
 	for _, id := range idle {
 		if active <= int(pol.GetMinPool()) {
@@ -535,14 +551,27 @@ func (pv *provisioner) retire() {
 			_, _ = pv.submit(&fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{Id: id, State: fsmpb.ServerState_SERVER_STATE_ACTIVE}}})
 			continue
 		}
-		res, err := pv.submit(&fsmpb.Command{Cmd: &fsmpb.Command_CreateIntent{CreateIntent: &fsmpb.ProvisionIntent{
-			Kind: fsmpb.IntentKind_INTENT_KIND_DEPROVISION, ServerId: id, Region: srv.Region, Zone: srv.Zone}}})
-		if err != nil {
-			n.log.Warn("deprovisioning intent", "server", id, "err", err)
-			continue
+		if pv.deprovision(id) {
+			active--
 		}
-		delete(pv.idleFrom, id)
-		active--
-		n.log.Info("retiring idle server", "server", id, "intent", res.GetIntent().GetId())
 	}
+}
+
+// deprovision commits a deprovision intent for a drained, empty server;
+// advance then claims it and runs the provider.
+func (pv *provisioner) deprovision(id string) bool {
+	n := pv.ls.n
+	srv, ok := n.fsm.Server(id)
+	if !ok {
+		return false
+	}
+	res, err := pv.submit(&fsmpb.Command{Cmd: &fsmpb.Command_CreateIntent{CreateIntent: &fsmpb.ProvisionIntent{
+		Kind: fsmpb.IntentKind_INTENT_KIND_DEPROVISION, ServerId: id, Region: srv.Region, Zone: srv.Zone}}})
+	if err != nil {
+		n.log.Warn("deprovisioning intent", "server", id, "err", err)
+		return false
+	}
+	delete(pv.idleFrom, id)
+	n.log.Info("retiring idle server", "server", id, "intent", res.GetIntent().GetId())
+	return true
 }

@@ -178,3 +178,86 @@ func TestProvisionFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestRetireIdleProvisionedServers: two servers are provisioned for two
+// requests; once both are released and idle past idle_retire, the leader
+// drains and deprovisions one of them (min_pool keeps the other), then
+// deregisters it.
+func TestRetireIdleProvisionedServers(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls.log")
+	sh := script(t, dir, fmt.Sprintf(`echo "$SWITCHYARD_ACTION $SWITCHYARD_SERVER_ID" >> %s`, calls))
+	pc := newPCluster(t, 3, func(_ int, c *cluster.Config) { c.Provisioner = &provision.Exec{Command: sh} })
+	cl := pc.client()
+	ctx := pctx(t, 60*time.Second)
+	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "bin-pack", Provisioning: api.Provisioning{
+		ServerCapacity: 10, TimeoutMs: 20_000, MinPool: 1, IdleRetireMs: 300}}); err != nil {
+		t.Fatal(err)
+	}
+	var servers []string
+	for i := range 2 {
+		done := make(chan error, 1)
+		go func() {
+			_, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("q%d", i), Room: "r", Units: 10})
+			done <- err
+		}()
+		var id string
+		peventually(t, 10*time.Second, func() error {
+			ls := lines(calls)
+			if len(ls) != i+1 {
+				return fmt.Errorf("calls %q", ls)
+			}
+			id = strings.TrimPrefix(ls[i], "provision ")
+			return nil
+		})
+		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: id, Capacity: 10}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, id)
+	}
+	for i := range 2 {
+		if _, err := cl.Release(ctx, fmt.Sprintf("q%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var kept, retired string
+	peventually(t, 15*time.Second, func() error {
+		ss, err := cl.Servers(ctx, false)
+		if err != nil {
+			return err
+		}
+		if len(ss) != 1 || ss[0].State != "active" {
+			return fmt.Errorf("servers %+v", ss)
+		}
+		kept = ss[0].ID
+		return nil
+	})
+	retired = servers[0]
+	if kept == servers[0] {
+		retired = servers[1]
+	}
+	want := []string{"provision " + servers[0], "provision " + servers[1], "deprovision " + retired}
+	if got := lines(calls); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("provider calls %q, want %q", got, want)
+	}
+	peventually(t, 5*time.Second, func() error {
+		its, err := cl.Intents(ctx, false)
+		if err != nil || len(its) != 3 {
+			return fmt.Errorf("intents %+v %v", its, err)
+		}
+		for _, it := range its {
+			if it.Kind == "deprovision" && (it.State != "done" || it.ServerID != retired) {
+				return fmt.Errorf("deprovision intent %+v", it)
+			}
+		}
+		return nil
+	})
+	// min_pool holds: the last one stays however long it idles.
+	time.Sleep(700 * time.Millisecond)
+	if got := lines(calls); len(got) != 3 {
+		t.Fatalf("provider calls after the pool minimum: %q", got)
+	}
+}
