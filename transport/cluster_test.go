@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -160,7 +159,7 @@ func TestClientFailover(t *testing.T) {
 // to followers: the new leader refills its view from forwarded reports and
 // marks nobody down.
 func TestLeaderChangeNoFalseDown(t *testing.T) {
-	const window = time.Second
+	const window = 1500 * time.Millisecond
 	c := newCluster(t, 3, window, nil)
 	leader := leaderNode(t, c)
 	var reps []*reporter
@@ -234,7 +233,7 @@ func TestSilentServerMarkedDownAndBack(t *testing.T) {
 	})
 	// Window plus one detector tick and a commit; generous for -race on a
 	// shared 2-core machine.
-	if took := time.Since(silentSince); took > window+1500*time.Millisecond {
+	if took := time.Since(silentSince); took > window+3*time.Second {
 		t.Fatalf("marked down after %v, window %v", took, window)
 	}
 
@@ -346,7 +345,7 @@ func TestBadDatagramsDroppedAndCounted(t *testing.T) {
 		{"random", "malformed", []byte{1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01}},
 		{"no server id", "malformed", []byte{1, 1, 0x18, 0x01}},
 		{"cut short", "malformed", valid("m1")[:6]},
-		{"unknown server", "not_bound", valid("ghost")},
+		{"unknown server", "unknown_server", valid("ghost")},
 		{"other connection's server", "not_bound", valid("m1")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -446,8 +445,6 @@ func TestStalledStreamTimesOut(t *testing.T) {
 func TestNoGoroutineLeak(t *testing.T) {
 	c := newCluster(t, 1, -1, nil)
 	nd := leaderNode(t, c)
-	// Let the cluster settle, then take the baseline.
-	time.Sleep(0)
 	base := runtime.NumGoroutine()
 	for round := 0; round < 2; round++ {
 		var cls []*transport.Client
@@ -471,5 +468,4 @@ func TestNoGoroutineLeak(t *testing.T) {
 		}
 		return nil
 	})
-	_ = strings.TrimSpace
 }

@@ -39,7 +39,8 @@
 // cut and the report says truncated. Receivers drop and count (metric
 // switchyard_quic_datagrams_total{result}) truncated, oversized,
 // wrong-version, unknown-type and malformed datagrams, reports for a server
-// not registered on the same connection (not_bound), older or duplicate
+// that is not registered (unknown_server) or was registered by another
+// connection (not_bound), older or duplicate
 // sequence numbers (stale), and datagrams past a per-connection token
 // bucket (rate_limited). Each connection's datagrams are drained by their
 // own goroutine (quic-go queues only 128 per connection).

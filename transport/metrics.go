@@ -13,7 +13,8 @@ type Metrics struct {
 	// OpenConnections is the number of live accepted connections.
 	OpenConnections prometheus.Gauge
 	// Datagrams counts received datagrams by result: accepted, stale,
-	// rate_limited, not_bound, truncated, oversized, wrong_version,
+	// rate_limited, not_bound (registered by another connection),
+	// unknown_server, truncated, oversized, wrong_version,
 	// unknown_type, malformed.
 	Datagrams *prometheus.CounterVec
 	// Requests counts stream requests by op and result code ("ok" on

@@ -197,7 +197,7 @@ func (s *Server) quicConfig() *quic.Config {
 		MaxIdleTimeout:        s.cfg.MaxIdleTimeout,
 		KeepAlivePeriod:       s.cfg.MaxIdleTimeout / 4,
 		HandshakeIdleTimeout:  5 * time.Second,
-		MaxIncomingStreams:    64,
+		MaxIncomingStreams:    256,
 		MaxIncomingUniStreams: 4,
 	}
 }
@@ -302,6 +302,14 @@ func (s *Server) handleDatagram(pc *peerConn, b []byte, now time.Time) {
 	owner := s.bindings[r.GetServerId()]
 	s.bindMu.RUnlock()
 	if owner != pc {
+		if owner == nil {
+			// Slow path (clones the record) only for refused reports, which
+			// the rate limiter above already bounds.
+			if _, ok := s.cfg.Backend.FSM().Server(r.GetServerId()); !ok {
+				s.m.Datagrams.WithLabelValues("unknown_server").Inc()
+				return
+			}
+		}
 		s.dNotBound.Inc()
 		return
 	}
