@@ -469,3 +469,37 @@ func TestNoGoroutineLeak(t *testing.T) {
 		return nil
 	})
 }
+
+// The leader's load view counts an allocation as unmaterialized on its
+// server until the server's report lists it.
+func TestUnmaterializedUntilReported(t *testing.T) {
+	c := newCluster(t, 3, -1, nil)
+	leader := leaderNode(t, c)
+	cl := newClient(t, c, "m1", c.Followers()[0].Cfg.QUICAddr)
+	register(t, cl, "m1", 10, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), pollTimeout)
+	defer cancel()
+	a, _, err := cl.Allocate(ctx, transport.AllocateRequest{RequestID: "u1", Room: "room", Units: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		hosted []string
+		want   int64
+	}{
+		{"not yet hosted", nil, 4},
+		{"hosted", []string{a.GetId()}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testcluster.Eventually(t, pollTimeout, func() error {
+				_ = cl.Report(transport.Load{AllocationIDs: tc.hosted})
+				l, ok := leader.Agent.Loads.Load("m1")
+				if !ok || l.Unmaterialized != tc.want {
+					return fmt.Errorf("unmaterialized %d (ok=%v), want %d", l.Unmaterialized, ok, tc.want)
+				}
+				return nil
+			})
+		})
+	}
+}

@@ -1,0 +1,88 @@
+package main_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/agent"
+	"github.com/switchyard/switchyard/internal/proccluster"
+	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/pki"
+)
+
+// The tls commands write a CA and certificates that an agent cluster
+// trusts: loadgen, with a certificate made by `switchyard tls cert
+// create`, registers its servers and reports over QUIC, and the cluster
+// shows their load.
+func TestTLSCommandsAndLoadgen(t *testing.T) {
+	bin := proccluster.BuildBinary(t)
+	dir := t.TempDir()
+	if _, e, code := run(t, bin, "tls", "ca", "create", "--out", dir); code != 0 {
+		t.Fatal(e)
+	}
+	if _, e, code := run(t, bin, "tls", "ca", "create", "--out", dir); code == 0 {
+		t.Fatal("overwrote an existing CA key")
+	} else if !strings.Contains(e, "refusing") {
+		t.Fatalf("stderr %q", e)
+	}
+	if _, e, code := run(t, bin, "tls", "cert", "create", "--ca-dir", dir, "--name", "lg", "--out", dir); code != 0 {
+		t.Fatal(e)
+	}
+	for _, f := range []string{"ca.pem", "ca-key.pem", "lg.pem", "lg-key.pem"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, code := run(t, bin, "tls", "cert", "create", "--ca-dir", dir); code != 2 {
+		t.Fatalf("missing flags: exit %d, want 2", code)
+	}
+
+	ca, err := pki.LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.New(t, 3, testcluster.Options{Mutate: func(i int, cfg *agent.Config) {
+		certPEM, keyPEM, err := ca.Issue(cfg.ID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.TLS, err = pki.NewIdentity(ca.CertPEM, certPEM, keyPEM); err != nil {
+			t.Fatal(err)
+		}
+		cfg.FailureWindow = -1
+	}})
+	out, e, code := run(t, bin, "loadgen", "--allocators", strings.Join(c.QUICAddrs(), ","), "--servers", "30",
+		"--interval", "100ms", "--duration", "2s", "--alloc-rate", "20", "--id-prefix", "lg-",
+		"--tls-ca", filepath.Join(dir, "ca.pem"), "--tls-cert", filepath.Join(dir, "lg.pem"), "--tls-key", filepath.Join(dir, "lg-key.pem"))
+	if code != 0 {
+		t.Fatalf("loadgen exit %d: %s\n%s", code, out, e)
+	}
+	for _, want := range []string{"registered:   30 ok, 0 failed", "reports sent:", "allocations:"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	raw, err := c.Client().ServersRaw(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withLoad := 0
+	for _, s := range raw {
+		if s["load"] != nil {
+			withLoad++
+		}
+	}
+	if len(raw) != 30 || withLoad != 30 {
+		t.Fatalf("%d servers, %d with load", len(raw), withLoad)
+	}
+	// Without TLS flags loadgen refuses to start.
+	if _, _, code := run(t, bin, "loadgen", "--allocators", c.QUICAddrs()[0]); code != 2 {
+		t.Fatalf("loadgen without TLS: exit %d, want 2", code)
+	}
+}
