@@ -65,11 +65,21 @@ func campaignFromEnv(t *testing.T) campaign {
 	return c
 }
 
-// agentArgs are the raft timings the suite runs with (the agent's
-// defaults, spelled out so the summary's figures name them).
+// agentArgs are the raft timings the suite runs with: the agent's
+// defaults (150ms heartbeat and election, 100ms lease, 10ms commit),
+// spelled out so the summary names them, or CHAOS_RAFT="HB,ELECTION,LEASE"
+// (e.g. "100ms,100ms,80ms").
 func agentArgs() []string {
-	return []string{"--raft-heartbeat-timeout", "150ms", "--raft-election-timeout", "150ms",
-		"--raft-lease-timeout", "100ms", "--raft-commit-timeout", "10ms", "--log-level", "info"}
+	hb, el, lease := "150ms", "150ms", "100ms"
+	if v := strings.Split(os.Getenv("CHAOS_RAFT"), ","); len(v) == 3 {
+		hb, el, lease = v[0], v[1], v[2]
+	}
+	return []string{"--raft-heartbeat-timeout", hb, "--raft-election-timeout", el,
+		"--raft-lease-timeout", lease, "--raft-commit-timeout", "10ms", "--log-level", "info"}
+}
+
+func settings() map[string]string {
+	return map[string]string{"agent_args": strings.Join(agentArgs(), " ")}
 }
 
 // check fails t on any violation or run error, after printing the summary.
@@ -118,6 +128,33 @@ func TestChaos(t *testing.T) {
 	t.Run("processes", func(t *testing.T) { chaosProcesses(t, c, bin) })
 	t.Run("netns", func(t *testing.T) { chaosNetNS(t, c, bin) })
 	t.Run("docker", func(t *testing.T) { chaosDocker(t, c, bin) })
+	t.Run("faults", func(t *testing.T) { chaosFaults(t, c, bin) })
+}
+
+// chaosFaults feeds agents bad input on their own disks under load: a
+// foreign data dir, a corrupted raft.db, a full disk, and a node whose
+// monotonic clock is days ahead. Each must be detected and reported (the
+// nemesis fails otherwise; what the agent said is in the summary notes),
+// and every invariant must hold across them.
+func chaosFaults(t *testing.T, c campaign, bin string) {
+	ctx := context.Background()
+	nemeses := []Nemesis{ForeignDataDir{}, CorruptBolt{}, DiskFull{}}
+	if err := ClockOffsetUsable(ctx); err != nil {
+		t.Logf("clock-offset skipped: %v", err)
+	} else {
+		nemeses = append(nemeses, ClockOffset{Offset: 240 * time.Hour})
+	}
+	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs()})
+	target := &ProcTarget{C: pc}
+	sum, err := Run(ctx, Config{
+		Name: "faults", Target: target, Clients: 8, Rounds: len(nemeses), ClientRate: 0,
+		Nemeses: nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
+		OutDir: c.out, Log: logger(t), Settings: settings(),
+	})
+	check(t, sum, err, target)
+	if sum != nil && len(sum.Notes) < 3 {
+		t.Errorf("expected a detection note per bad-input fault, got %v", sum.Notes)
+	}
 }
 
 // chaosProcesses runs agents as plain OS processes on loopback:
@@ -143,7 +180,7 @@ func chaosProcesses(t *testing.T, c campaign, bin string) {
 			sum, err := Run(context.Background(), Config{
 				Name: sc.name, Target: target, Clients: 8, Steady: c.steady / 2, Duration: c.duration,
 				Nemeses: sc.nemeses, Hold: 1500 * time.Millisecond, Quiet: 500 * time.Millisecond,
-				OutDir: c.out, Log: logger(t),
+				OutDir: c.out, Log: logger(t), Settings: settings(),
 			})
 			check(t, sum, err, target)
 		})
@@ -161,9 +198,9 @@ func chaosFailover(t *testing.T, c campaign, bin string) {
 	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs()})
 	target := &ProcTarget{C: pc}
 	sum, err := Run(context.Background(), Config{
-		Name: "failover", Target: target, Clients: 8, Steady: c.steady, Rounds: c.kills,
+		Name: "failover", Target: target, Clients: 8, Steady: c.steady, Rounds: c.kills, FastRetry: os.Getenv("CHAOS_FAST_RETRY") != "0",
 		Nemeses: []Nemesis{Kill{Leader: true}}, Hold: time.Second, Quiet: 300 * time.Millisecond,
-		OutDir: c.out, Log: logger(t),
+		OutDir: c.out, Log: logger(t), Settings: settings(),
 	})
 	check(t, sum, err, target)
 	if sum != nil {
@@ -232,7 +269,7 @@ func chaosNetNS(t *testing.T, c campaign, bin string) {
 			sum, err := Run(ctx, Config{
 				Name: sc.name, Target: target, Net: nn, Clients: 8, Duration: c.duration,
 				Nemeses: sc.nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
-				OutDir: c.out, Log: logger(t),
+				OutDir: c.out, Log: logger(t), Settings: settings(),
 			})
 			check(t, sum, err, target)
 		})
@@ -277,7 +314,7 @@ func chaosDocker(t *testing.T, c campaign, bin string) {
 			sum, err := Run(ctx, Config{
 				Name: sc.name, Target: d, Net: d, Clients: 6, Duration: c.duration * 2 / 3,
 				Nemeses: sc.nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
-				OutDir: c.out, Log: logger(t),
+				OutDir: c.out, Log: logger(t), Settings: settings(),
 			})
 			check(t, sum, err, d)
 		})

@@ -50,6 +50,9 @@ type Summary struct {
 	Cluster string  `json:"cluster"`
 	Nodes   int     `json:"nodes"`
 	Seconds float64 `json:"seconds"`
+	// Settings records how the run was configured (clients, retry policy,
+	// agent flags, seed).
+	Settings map[string]string `json:"settings"`
 
 	Ops      OpCounts              `json:"operations"`
 	OpsByKnd map[Kind]OpCounts     `json:"operations_by_kind"`

@@ -82,9 +82,41 @@ type workload struct {
 	h       *History
 	pool    *keyPool
 	timeout time.Duration
+	mu      sync.Mutex // guards rand
 	rand    *rand.Rand
 	// rate, when > 0, limits this client to rate operations per second.
 	rate float64
+	// direct, when set, replaces cl's retries: one non-retrying client per
+	// node, tried in turn with a 2–20 ms backoff (see Config.FastRetry).
+	direct []*api.Client
+}
+
+// call runs f with cl's own retries, or, with direct clients, retries
+// retryable errors itself across the nodes (same request, so the same
+// request id) until ctx ends.
+func (w *workload) call(ctx context.Context, f func(context.Context, *api.Client) error) error {
+	if len(w.direct) == 0 {
+		return f(ctx, w.cl)
+	}
+	backoff := 2 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := f(ctx, w.direct[attempt%len(w.direct)])
+		if err == nil || !api.IsRetryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-time.After(backoff/2 + w.jitter(backoff/2)):
+		}
+		backoff = min(2*backoff, 20*time.Millisecond)
+	}
+}
+
+func (w *workload) jitter(d time.Duration) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return time.Duration(w.rand.Int64N(int64(d) + 1))
 }
 
 func (w *workload) run(stop <-chan struct{}) {
@@ -100,7 +132,10 @@ func (w *workload) run(stop <-chan struct{}) {
 		default:
 		}
 		t0 := time.Now()
-		switch r := w.rand.Float64(); {
+		w.mu.Lock()
+		r := w.rand.Float64()
+		w.mu.Unlock()
+		switch {
 		case r < 0.45 || len(mine) == 0:
 			key := fmt.Sprintf("c%d-%d", w.id, seq)
 			if w.allocate(key) != Fail {
@@ -114,7 +149,10 @@ func (w *workload) run(stop <-chan struct{}) {
 			mine = mine[1:]
 			w.release(key)
 		default:
-			if key := w.pool.random(w.rand); key != "" {
+			w.mu.Lock()
+			key := w.pool.random(w.rand)
+			w.mu.Unlock()
+			if key != "" {
 				w.allocate(key)
 			}
 		}
@@ -132,7 +170,11 @@ func (w *workload) allocate(key string) Outcome {
 	room, units := params(key)
 	i := w.h.Invoke(Op{Client: w.id, Kind: KindAllocate, Key: key, Node: w.node, Units: units})
 	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
-	a, err := w.cl.Allocate(ctx, api.AllocateRequest{RequestID: key, Room: room, Units: units})
+	var a api.Allocation
+	err := w.call(ctx, func(ctx context.Context, cl *api.Client) (err error) {
+		a, err = cl.Allocate(ctx, api.AllocateRequest{RequestID: key, Room: room, Units: units})
+		return err
+	})
 	cancel()
 	res := classify(KindAllocate, err)
 	w.h.Complete(i, res, func(op *Op) {
@@ -148,7 +190,11 @@ func (w *workload) allocate(key string) Outcome {
 func (w *workload) release(key string) {
 	i := w.h.Invoke(Op{Client: w.id, Kind: KindRelease, Key: key, Node: w.node})
 	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
-	a, err := w.cl.Release(ctx, key)
+	var a api.Allocation
+	err := w.call(ctx, func(ctx context.Context, cl *api.Client) (err error) {
+		a, err = cl.Release(ctx, key)
+		return err
+	})
 	cancel()
 	w.h.Complete(i, classify(KindRelease, err), func(op *Op) {
 		if err != nil {
