@@ -219,11 +219,6 @@ func (n *Node) dialCascade(ctx context.Context, c *cascade, rm *room, tracks []*
 		return fmt.Errorf("WHIP to %s: bad Location: %w", c.alloc.Server, err)
 	}
 	c.resource = loc.String()
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
-		_ = pc.Close()
-		n.deleteResource(c.resource)
-		return fmt.Errorf("WHIP answer from %s: %w", c.alloc.Server, err)
-	}
 	s := newSession(kindCascadeOut, rm, pc, n.cfg.Costs.CascadeOut)
 	c.sess = s
 	n.mu.Lock()
@@ -232,6 +227,11 @@ func (n *Node) dialCascade(ctx context.Context, c *cascade, rm *room, tracks []*
 	rm.outs[s.id] = s
 	n.mu.Unlock()
 	n.watch(s)
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		n.closeSession(s, "bad WHIP answer")
+		n.deleteResource(c.resource)
+		return fmt.Errorf("WHIP answer from %s: %w", c.alloc.Server, err)
+	}
 	return nil
 }
 

@@ -15,7 +15,7 @@ import (
 // out to viewers and outgoing cascades. Its maps are guarded by Node.mu.
 type room struct {
 	name     string
-	pub      *session
+	pub      *session // set once, under Node.mu
 	expected int // tracks the publisher announced in its offer
 	tracks   []*pubTrack
 	ready    chan struct{} // closed once all expected tracks arrived
@@ -88,8 +88,11 @@ func (n *Node) requestKeyframe(r *room, t *pubTrack) {
 	if now-last < int64(minPLIInterval) || !t.lastPLI.CompareAndSwap(last, now) {
 		return
 	}
-	if r.pub != nil {
-		_ = r.pub.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.remote.SSRC())}})
+	n.mu.Lock()
+	pub := r.pub
+	n.mu.Unlock()
+	if pub != nil {
+		_ = pub.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.remote.SSRC())}})
 	}
 }
 

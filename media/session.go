@@ -41,6 +41,7 @@ func newSession(kind sessionKind, r *room, pc *webrtc.PeerConnection, units int6
 // watch ties the session's life to its peer connection: it is closed when
 // ICE/DTLS fails or the connection closes, and when it has not connected
 // within the node's ConnectTimeout (a peer that never completes ICE).
+// Precondition: s is registered in n.sessions with its units counted.
 func (n *Node) watch(s *session) {
 	s.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		switch st {
@@ -50,6 +51,13 @@ func (n *Node) watch(s *session) {
 			go n.closeSession(s, "peer connection "+st.String())
 		}
 	})
+	// The state may have changed before the handler was set.
+	switch s.pc.ConnectionState() {
+	case webrtc.PeerConnectionStateConnected:
+		s.connectedOnce.Do(func() { close(s.connected) })
+	case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+		go n.closeSession(s, "peer connection "+s.pc.ConnectionState().String())
+	}
 	n.goBackground(func() {
 		t := time.NewTimer(n.cfg.ConnectTimeout)
 		defer t.Stop()

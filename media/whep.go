@@ -39,17 +39,23 @@ func (n *Node) View(ctx context.Context, name string, offer []byte) (id, answer,
 	}
 	n.mu.Lock()
 	rm := n.rooms[name]
+	draining := n.draining
 	switch {
 	case n.closed:
 		err = ErrClosed
-	case n.draining:
-		err = ErrDraining
 	case rm == nil:
 		err = fmt.Errorf("%w: %q has no publisher on %s", ErrUnknownRoom, name, n.cfg.ID)
 	}
 	n.mu.Unlock()
 	if err != nil {
 		return "", "", "", err
+	}
+	if draining {
+		// No new session lands here; an existing cascade may still take it.
+		if u, ok := n.pickCascade(name); ok {
+			return "", "", u, nil
+		}
+		return "", "", "", ErrDraining
 	}
 	t := time.NewTimer(n.cfg.TrackWait)
 	defer t.Stop()

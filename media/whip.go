@@ -65,7 +65,9 @@ func (n *Node) Publish(ctx context.Context, name string, offer []byte, allocID s
 	}
 	s := newSession(kindPublisher, rm, pc, n.cfg.Costs.Publisher)
 	s.allocID = allocID
+	n.mu.Lock()
 	rm.pub = s
+	n.mu.Unlock()
 	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { n.onTrack(s, t) })
 	answer, err := n.negotiate(ctx, pc, offer)
 	if err != nil {
