@@ -16,7 +16,7 @@ import (
 type room struct {
 	name     string
 	pub      *session // set once, under Node.mu
-	expected int // tracks the publisher announced in its offer
+	expected int      // tracks the publisher announced in its offer
 	tracks   []*pubTrack
 	ready    chan struct{} // closed once all expected tracks arrived
 	ended    chan struct{} // closed when the publisher is gone
