@@ -129,6 +129,29 @@ func TestChaos(t *testing.T) {
 	t.Run("netns", func(t *testing.T) { chaosNetNS(t, c, bin) })
 	t.Run("docker", func(t *testing.T) { chaosDocker(t, c, bin) })
 	t.Run("faults", func(t *testing.T) { chaosFaults(t, c, bin) })
+	t.Run("loadgen", func(t *testing.T) { chaosLoadGen(t, c, bin) })
+}
+
+// chaosLoadGen runs media-server load from `switchyard loadgen` (QUIC with
+// mutual TLS) through leader kills and pauses, and checks that no server
+// is marked down while the load generator kept reporting for it (a new
+// leader must wait a full failure-detection window first).
+func chaosLoadGen(t *testing.T, c campaign, bin string) {
+	ctx := context.Background()
+	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), QUIC: true})
+	var quic []string
+	for _, p := range pc.Nodes {
+		quic = append(quic, p.QUICAddr)
+	}
+	target := &ProcTarget{C: pc}
+	sum, err := Run(ctx, Config{
+		Name: "loadgen", Target: target, Clients: 4, Duration: c.duration,
+		Nemeses: []Nemesis{Kill{Leader: true}, Pause{Leader: true}, Kill{}, Kill{Leader: true}},
+		Hold:    1500 * time.Millisecond, Quiet: 3 * time.Second,
+		LoadGen: &LoadGen{Bin: bin, CertDir: pc.CertDir, QUICAddrs: quic, Servers: 20, Interval: 500 * time.Millisecond, Window: 2 * time.Second},
+		OutDir:  c.out, Log: logger(t), Settings: settings(),
+	})
+	check(t, sum, err, target)
 }
 
 // chaosFaults feeds agents bad input on their own disks under load: a

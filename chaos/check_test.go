@@ -258,7 +258,7 @@ func TestCheckFalseDown(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if v := CheckFalseDown(reports, tc.downs, 3*time.Second, 100*time.Millisecond); len(v) != tc.want {
+			if v := CheckFalseDown(reports, tc.downs, 3*time.Second, 750*time.Millisecond); len(v) != tc.want {
 				t.Fatalf("got %v, want %d violations", v, tc.want)
 			}
 		})

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,6 +58,9 @@ type Config struct {
 	// Seed makes the schedule's random choices repeatable (0: random).
 	Seed uint64
 	Log  *slog.Logger
+	// LoadGen, when set, runs media-server load (switchyard loadgen)
+	// throughout, and the no-false-down invariant is checked.
+	LoadGen *LoadGen
 	// Settings are copied into the summary (e.g. the agents' raft flags).
 	Settings map[string]string
 }
@@ -131,6 +135,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if err != nil {
 			return nil, fmt.Errorf("register server m%d: %w", i+1, err)
 		}
+	}
+
+	if cfg.LoadGen != nil {
+		total := cfg.Steady + cfg.Duration + time.Duration(cfg.Rounds)*(cfg.Hold+cfg.Quiet+5*time.Second) + 10*time.Minute
+		if err := cfg.LoadGen.start(ctx, h, admin, total); err != nil {
+			return nil, err
+		}
+		defer cfg.LoadGen.stop(h)
 	}
 
 	// Clients.
@@ -252,6 +264,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	// Stop the clients (each finishes its operation), heal, read.
 	close(stop)
 	wg.Wait()
+	if lg := cfg.LoadGen; lg != nil {
+		if lg.exited() {
+			sum.Errors = append(sum.Errors, "loadgen exited during the run:\n"+lg.output())
+		}
+		// Samples taken before the stop cover the whole reporting period.
+		lg.stop(h)
+	}
 	close(sampleStop)
 	swg.Wait()
 	healAll(ctx, t, cfg.Net)
@@ -302,6 +321,17 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	sum.AddViolations(CheckServerSamples(samples))
 	samplesMu.Unlock()
 	sum.AddViolations(CheckStateHashes(ns, converged))
+	if lg := cfg.LoadGen; lg != nil {
+		samplesMu.Lock()
+		downs := lg.downEvents(h, samples)
+		samplesMu.Unlock()
+		// A quarter window of slack at each end: a report in flight when
+		// an allocator dies is lost, and reports take a moment to arrive.
+		sum.AddViolations(CheckFalseDown(lg.reporting(), downs, lg.Window, lg.Window/4))
+		sum.Notes = append(sum.Notes, fmt.Sprintf("loadgen: %d servers, %d down marks seen; %s", lg.Servers, len(downs), strings.Join(strings.Fields(lg.output()), " ")))
+	} else {
+		sum.Notes = append(sum.Notes, "no_false_down not checked: no load generator in this run")
+	}
 
 	if sum.TotalViolations() > 0 || len(sum.Errors) > 0 {
 		p := filepath.Join(dir, "history.json")
