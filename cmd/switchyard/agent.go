@@ -26,6 +26,7 @@ type agentFlags struct {
 	logLevel, logFormat                       string
 	tls                                       tlsFlags
 	failureWindow                             time.Duration
+	prov                                      provisionerFlags // issue #6: provisionflags.go
 }
 
 func newAgentCmd() *cobra.Command {
@@ -48,6 +49,7 @@ hands leadership to another node before exiting.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.id, "id", "", "this node's unique id (required)")
+	f.prov.register(cmd) // issue #6
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the raft log, stable store and snapshots (required)")
 	fl.StringVar(&f.raftAddr, "raft-addr", "", "host:port for raft traffic, reachable by the other agents (required)")
 	fl.StringVar(&f.httpAddr, "http-addr", "", "host:port for the HTTP admin API (required)")
@@ -128,6 +130,9 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	cfg, err := f.config(cmd)
 	if err != nil {
+		return err
+	}
+	if cfg.Provisioner, err = f.prov.provider(cmd); err != nil { // issue #6
 		return err
 	}
 	a, err := agent.Start(cmd.Context(), cfg)
