@@ -159,9 +159,9 @@ type provisioner struct {
 
 	mu     sync.Mutex
 	parked map[string]*parked // request id -> waiting request
-	// retried counts requests re-queued after their intent completed; a
-	// second no-fit is answered, not parked again.
-	retried map[string]bool
+	// retried holds requests re-queued after their intent completed (and
+	// when); a second no-fit is answered, not parked again.
+	retried map[string]time.Time
 	running map[string]bool // intents whose provider call runs here
 
 	// Owned by the loop.
@@ -170,7 +170,7 @@ type provisioner struct {
 
 func newProvisioner(ls *leaderState, p provision.Provider) *provisioner {
 	return &provisioner{ls: ls, prov: p, kick: make(chan struct{}, 1), parked: map[string]*parked{},
-		retried: map[string]bool{}, running: map[string]bool{}, idleFrom: map[string]time.Time{}}
+		retried: map[string]time.Time{}, running: map[string]bool{}, idleFrom: map[string]time.Time{}}
 }
 
 // parkForProvisioning takes over an op whose placement failed with err,
@@ -191,7 +191,7 @@ func (ls *leaderState) parkForProvisioning(o *op, err error) bool {
 		p.ops = append(p.ops, o)
 		return true
 	}
-	if pv.retried[r.RequestID] {
+	if _, ok := pv.retried[r.RequestID]; ok {
 		delete(pv.retried, r.RequestID)
 		return false
 	}
@@ -405,6 +405,11 @@ func (pv *provisioner) answer() {
 		id  string
 		err error
 	}
+	for rid, at := range pv.retried {
+		if now.Sub(at) > time.Minute { // placed long ago, or gone
+			delete(pv.retried, rid)
+		}
+	}
 	for rid, p := range pv.parked {
 		var it *fsmpb.ProvisionIntent
 		if p.intent != "" {
@@ -414,7 +419,7 @@ func (pv *provisioner) answer() {
 		case it != nil && it.State == fsmpb.IntentState_INTENT_STATE_DONE:
 			ready = append(ready, p)
 			delete(pv.parked, rid)
-			pv.retried[rid] = true
+			pv.retried[rid] = now
 		case it != nil && it.State == fsmpb.IntentState_INTENT_STATE_FAILED:
 			fail = append(fail, struct {
 				id  string

@@ -24,6 +24,7 @@ package placement
 import (
 	"fmt"
 	"hash/fnv"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -433,14 +434,17 @@ func (p *Policy) Env(c *Candidate, req Request) policyspec.Env {
 	}}
 }
 
-// bestByExpr keeps the candidates with the highest expression score.
+// bestByExpr keeps the candidates with the highest expression score. A
+// server for which the expression fails at run time (it type-checked, so
+// this is rare: e.g. an integer division by zero) scores lowest rather than
+// failing the request.
 func (p *Policy) bestByExpr(pool []*Candidate, req Request) ([]*Candidate, error) {
 	var best []*Candidate
 	var top float64
 	for _, c := range pool {
 		s, err := policyspec.RunExpr(p.prog, p.Env(c, req))
 		if err != nil {
-			return nil, fmt.Errorf("%w: server %s: %w", fsm.ErrInvalid, c.ID, err)
+			s = math.Inf(-1)
 		}
 		switch {
 		case best == nil || s > top:
@@ -471,7 +475,7 @@ func (p *Policy) noFit(cands []Candidate, req Request) error {
 		if c.Free() > maxFree {
 			maxFree, maxID = c.Free(), c.ID
 		}
-		if c.Free() >= req.Units {
+		if c.Free() >= req.Units && len(limited) < 5 {
 			limited = append(limited, c.ID+" ("+p.hardViolation(c, req)+")")
 		}
 	}

@@ -188,3 +188,12 @@ func TestCompileRefusesBadPolicies(t *testing.T) {
 		})
 	}
 }
+
+func TestExpressionRuntimeErrorScoresLowest(t *testing.T) {
+	// int("x") type-checks but fails at run time, for server b only.
+	p := MustCompile(&fsmpb.Policy{Strategy: "least-loaded", Expr: `server.id == "b" ? int("x") : 1`})
+	got, err := p.Pick([]Candidate{srv("a", 10, 8), srv("b", 10, 0), srv("c", 10, 5)}, Request{Room: "r", Units: 1})
+	if err != nil || got != "c" {
+		t.Fatalf("got %s %v, want c (b fails to score, c is the least loaded of the rest)", got, err)
+	}
+}
