@@ -102,7 +102,7 @@ func TestBadInput(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 20*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		if st := n.Stats(); st.Viewers != 1 || st.UsedUnits != 1 {
 			return fmt.Errorf("stuck viewer not cleaned up: %+v", st)
 		}

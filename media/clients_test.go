@@ -17,12 +17,16 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	pmedia "github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/h264reader"
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
 
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
-const ivfPath = "../testdata/media/testsrc-vp8.ivf"
+const (
+	ivfPath  = "../testdata/media/testsrc-vp8.ivf"
+	h264Path = "../testdata/media/testsrc-h264.h264"
+)
 
 // testAPI is a pion API for test clients: loopback host candidates only.
 func testAPI(t testing.TB) *webrtc.API {
@@ -87,7 +91,19 @@ type publisher struct {
 
 func publish(t testing.TB, api *webrtc.API, base, room string) *publisher {
 	t.Helper()
-	data, err := os.ReadFile(ivfPath)
+	return publishFile(t, api, base, room, webrtc.MimeTypeVP8)
+}
+
+// publishFile publishes the VP8 (IVF) or H264 (Annex B) test file.
+func publishFile(t testing.TB, api *webrtc.API, base, room, mime string) *publisher {
+	t.Helper()
+	path := ivfPath
+	capab := webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000}
+	if mime == webrtc.MimeTypeH264 {
+		path = h264Path
+		capab.SDPFmtpLine = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+	}
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +111,7 @@ func publish(t testing.TB, api *webrtc.API, base, room string) *publisher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "pub")
+	track, err := webrtc.NewTrackLocalStaticSample(capab, "video", "pub")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,8 +142,47 @@ func publish(t testing.TB, api *webrtc.API, base, room string) *publisher {
 	p := &publisher{pc: pc, resource: loc, done: make(chan struct{})}
 	var sctx context.Context
 	sctx, p.cancel = context.WithCancel(context.Background())
-	go p.send(sctx, track, data)
+	if mime == webrtc.MimeTypeH264 {
+		go p.sendH264(sctx, track, data)
+	} else {
+		go p.send(sctx, track, data)
+	}
 	return p
+}
+
+// sendH264 paces the Annex B file's NAL units, one picture per frame
+// interval, looping, until ctx ends.
+func (p *publisher) sendH264(ctx context.Context, track *webrtc.TrackLocalStaticSample, data []byte) {
+	defer close(p.done)
+	const frameDur = time.Second / 30
+	r, err := h264reader.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return
+	}
+	tick := time.NewTicker(frameDur)
+	defer tick.Stop()
+	for {
+		nal, err := r.NextNAL()
+		if errors.Is(err, io.EOF) {
+			r, _ = h264reader.NewReader(bytes.NewReader(data))
+			continue
+		}
+		if err != nil {
+			return
+		}
+		var d time.Duration
+		if nal.UnitType == h264reader.NalUnitTypeCodedSliceNonIdr || nal.UnitType == h264reader.NalUnitTypeCodedSliceIdr {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			d = frameDur
+		}
+		if track.WriteSample(pmedia.Sample{Data: nal.Data, Duration: d}) == nil {
+			p.frames.Add(1)
+		}
+	}
 }
 
 // send paces the IVF frames at their frame rate, looping, until ctx ends.
@@ -188,6 +243,7 @@ type viewer struct {
 	once     sync.Once
 	posted   time.Time
 	firstAt  atomic.Int64 // unix nanos
+	mime     atomic.Value // string: the received track's codec
 }
 
 func watchRoom(t testing.TB, api *webrtc.API, base, room string) *viewer {
@@ -211,6 +267,7 @@ func tryWatch(api *webrtc.API, base, room string) (*viewer, int, string, error) 
 	}
 	v := &viewer{pc: pc, firstRTP: make(chan struct{})}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		v.mime.Store(tr.Codec().MimeType)
 		for {
 			if _, _, err := tr.ReadRTP(); err != nil {
 				return
@@ -296,8 +353,8 @@ func testConfig(t testing.TB, id string, capacity int64) Config {
 	return Config{
 		ID: id, Capacity: capacity, ICEIPs: []net.IP{net.IPv4(127, 0, 0, 1)},
 		CascadeUnits: 2, CascadeIdle: time.Second, CascadePoll: 100 * time.Millisecond,
-		ConnectTimeout: 3 * time.Second, TrackWait: 10 * time.Second,
-		ICEDisconnected: time.Second, ICEFailed: 2 * time.Second,
+		ConnectTimeout: 10 * time.Second, TrackWait: 20 * time.Second,
+		ICEDisconnected: 2 * time.Second, ICEFailed: 4 * time.Second,
 		ReportInterval: 200 * time.Millisecond, StatePoll: 200 * time.Millisecond,
 		Logger: testcluster.Logger(t),
 	}
