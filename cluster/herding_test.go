@@ -94,14 +94,15 @@ func herd(tb testing.TB, pol api.Policy, requests int) herdResult {
 
 // TestHerding: a burst of 1,000 requests within one second on 20 servers
 // reporting equal load leaves no server over its hard limit and, under
-// least-loaded, none more than 10% above the mean.
+// least-loaded, none more than 10% above the mean. bin-pack is the strategy
+// that drives servers to the hard limit; two-choice's spread is measured by
+// BenchmarkHerding and placement's TestTwoChoiceDeterministicAndBalanced.
 func TestHerding(t *testing.T) {
 	tests := []struct {
 		pol        api.Policy
 		spreadOnly bool // assert the 10% bound
 	}{
 		{api.Policy{Strategy: "least-loaded", Hard: api.Limits{Units: 0.9}, Weights: api.Weights{Units: 1, CPU: 1, Egress: 1}}, true},
-		{api.Policy{Strategy: "two-choice", Hard: api.Limits{Units: 0.9}}, false},
 		{api.Policy{Strategy: "bin-pack", Hard: api.Limits{Units: 0.9}}, false},
 	}
 	for _, tc := range tests {

@@ -20,13 +20,33 @@ import (
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
 
-// Strategy names. They are a contract (CLI flags, JSON, the log).
+// Strategy names. They are a contract (CLI flags, JSON, the log). Every
+// strategy first applies the hard limits, prefers servers within the soft
+// limits, and lets a scoring expression (when set) choose before its own
+// order; ties always break on server id.
 const (
-	LeastLoaded  = "least-loaded"
-	BinPack      = "bin-pack"
+	// LeastLoaded spreads: the lowest weighted load after placing the
+	// request (units used/capacity × weights.units + cpu × weights.cpu +
+	// egress/reference × weights.egress; all weights zero means units only).
+	// Reservations in flight count as used, so a burst does not herd.
+	LeastLoaded = "least-loaded"
+	// BinPack fills the fullest server (by units after placement) that still
+	// fits, so idle servers can be retired.
+	BinPack = "bin-pack"
+	// RoomAffinity prefers servers that already host the request's room
+	// (committed allocations of the room, or the room in the server's load
+	// report), the one holding most of it first (fewest cascade hops), then
+	// the least loaded.
 	RoomAffinity = "room-affinity"
-	Region       = "region"
-	TwoChoice    = "two-choice"
+	// Region prefers the requester's zone, then its region, then other
+	// regions by the configured distance table (unknown distances last),
+	// then the least loaded. The requester's region/zone come from the
+	// request or from the requester's registry entry.
+	Region = "region"
+	// TwoChoice draws two servers with a generator seeded by the request id
+	// (every replica and every retry draws the same two) and takes the less
+	// loaded: near-even spread at O(1) comparisons.
+	TwoChoice = "two-choice"
 )
 
 // Strategies lists every strategy, in documentation order.
