@@ -9,6 +9,7 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/placement"
 )
 
@@ -144,5 +145,48 @@ func BenchmarkHerding(b *testing.B) {
 			b.ReportMetric(float64(1000*b.N)/elapsed.Seconds(), "allocs/s")
 			b.ReportMetric(0, "ns/op")
 		})
+	}
+}
+
+// TestRoomAffinityBurstStaysTogether: a burst of viewers for one room under
+// room-affinity lands on one server, even though the burst spans many
+// batches decided before the earlier ones are applied (in-flight placements
+// count as hosting).
+func TestRoomAffinityBurstStaysTogether(t *testing.T) {
+	pc := newPCluster(t, 3, nil)
+	cl := pc.client()
+	ctx := pctx(t, 60*time.Second)
+	for i := range 8 {
+		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: fmt.Sprintf("m%d", i), Capacity: 1000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "room-affinity"}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 300)
+	for w := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 3 {
+				if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("v-%d-%d", w, i), Room: "webinar", Units: 1}); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	servers := map[string]int{}
+	for _, a := range pc.leader(5 * time.Second).node.FSM().Allocations(fsm.AllocationFilter{Room: "webinar"}) {
+		servers[a.Server]++
+	}
+	if len(servers) != 1 {
+		t.Fatalf("the room's 300 viewers spread over %v", servers)
 	}
 }

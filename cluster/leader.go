@@ -107,6 +107,7 @@ type leaderState struct {
 type inflightBatch struct {
 	seq      uint64
 	reserved map[string]int64
+	rooms    map[string]map[string]int64 // issue #6: room -> server -> units placed
 }
 
 const maxInflight = 32
@@ -364,9 +365,12 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	// so a policy change is in force from the next decision on.
 	pol := ls.currentPolicy(applied)
 	staged := false
-	var hosting map[string]map[string]int64
+	var hosting, batchRooms map[string]map[string]int64
 	if needView {
-		hosting = batchHosting(n, pol)
+		hosting = ls.batchHosting(pol) // committed + in flight (provision.go)
+		if hosting != nil {
+			batchRooms = map[string]map[string]int64{}
+		}
 	}
 
 	cmds := make([]*fsmpb.Command, 0, len(batch))
@@ -418,6 +422,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		}
 		cands[index[id]].Used += r.Units
 		noteHosting(hosting, r.Room, id, r.Units)
+		noteHosting(batchRooms, r.Room, id, r.Units)
 		reserved[id] += r.Units
 		ls.mu.Lock()
 		ls.waiters[r.RequestID] = nil
@@ -440,7 +445,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		ls.finish(dones, reqIDs, nil, fmt.Errorf("encode entry: %w", err))
 		return
 	}
-	ls.inflight = append(ls.inflight, inflightBatch{seq: ls.seq, reserved: reserved})
+	ls.inflight = append(ls.inflight, inflightBatch{seq: ls.seq, reserved: reserved, rooms: batchRooms})
 	select {
 	case ls.sem <- struct{}{}:
 	case <-ls.ctx.Done():

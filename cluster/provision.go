@@ -102,12 +102,22 @@ func (ls *leaderState) stagePolicy(o *op, sp *fsmpb.Policy) (*placement.Policy, 
 	return np, true
 }
 
-// batchHosting reads room hosting from the FSM when the policy uses it.
-func batchHosting(n *Node, pol *placement.Policy) map[string]map[string]int64 {
+// batchHosting reads room hosting from the FSM when the policy uses it,
+// plus the rooms placed by our batches still in flight, so a burst for one
+// room stays together under room-affinity.
+func (ls *leaderState) batchHosting(pol *placement.Policy) map[string]map[string]int64 {
 	if pol.Spec().GetStrategy() != policyspec.RoomAffinity && pol.Spec().GetExpr() == "" {
 		return nil
 	}
-	return n.fsm.RoomHosting()
+	h := ls.n.fsm.RoomHosting()
+	for _, b := range ls.inflight {
+		for room, m := range b.rooms {
+			for srv, u := range m {
+				noteHosting(h, room, srv, u)
+			}
+		}
+	}
+	return h
 }
 
 // placementRequest builds the placement request for r: the requester's
