@@ -146,7 +146,8 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	}
 	fmt.Fprintf(out, "      switchyard loadgen --allocators %s --servers 100 --duration 10s \\\n        --tls-ca %s --tls-cert %s --tls-key %s\n",
 		devQUICAddrs(f), filepath.Join(certDir, pki.CACertFile), filepath.Join(certDir, "loadgen.pem"), filepath.Join(certDir, "loadgen-key.pem"))
-	stopMedia, err := startDevMedia(ctx, out, log, f.host, joins)
+	stopMedia, err := startDevMedia(ctx, out, log, f.host, joins, strings.Split(devQUICAddrs(f), ","),
+		func(name string) (*pki.Identity, error) { return devIdentity(ca, certDir, name) })
 	if err != nil {
 		return fmt.Errorf("dev media nodes: %w", err)
 	}

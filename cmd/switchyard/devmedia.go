@@ -6,35 +6,75 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/switchyard/switchyard/media"
+	"github.com/switchyard/switchyard/pki"
+	"github.com/switchyard/switchyard/transport"
 )
 
-// devMediaPort is the first media node's HTTP port in `switchyard dev`.
-const devMediaPort = 8081
+// devMediaPortOffset places the dev media nodes' HTTP ports above the
+// first agent's HTTP port: 7501 (the default) → 8081 and 8082.
+const devMediaPortOffset = 580
 
 // startDevMedia starts two media nodes in this process for the dev
 // cluster: m1 with 2 units (so a third viewer is cascaded) and m2 with 10,
-// both registered through the agents' HTTP API at joins, and prints their
-// demo page URLs. The returned stop closes them.
-func startDevMedia(ctx context.Context, out io.Writer, log *slog.Logger, host string, joins []string) (stop func(), err error) {
+// and prints their demo page URLs. With identity (a certificate per node
+// name) they talk to the agents over QUIC at quic and report load there;
+// without, over the HTTP API at joins. The returned stop closes them.
+func startDevMedia(ctx context.Context, out io.Writer, log *slog.Logger, host string, joins, quic []string, identity func(name string) (*pki.Identity, error)) (stop func(), err error) {
 	var nodes []*media.Node
+	var closers []func() error
+	_, p, err := net.SplitHostPort(joins[0])
+	if err != nil {
+		return nil, fmt.Errorf("dev media nodes: %w", err)
+	}
+	firstPort, err := strconv.Atoi(p)
+	if err != nil {
+		return nil, fmt.Errorf("dev media nodes: port %q: %w", p, err)
+	}
+	firstPort += devMediaPortOffset
+	// Interrupted while starting (Ctrl-C early) is a normal stop; every
+	// error path below has closed what it started.
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			stop, err = func() {}, nil
+		}
+	}()
 	stop = func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		for _, n := range nodes {
 			_ = n.Close(sctx)
 		}
+		for _, c := range closers {
+			_ = c()
+		}
 	}
 	for i, capacity := range []int64{2, 10} {
 		id := fmt.Sprintf("m%d", i+1)
-		n, err := media.New(media.Config{ID: id, Capacity: capacity, CascadeIdle: 10 * time.Second, Logger: log.With("node", id)}, media.NewHTTPCluster(id, joins...))
+		var cl media.Cluster = media.NewHTTPCluster(id, joins...)
+		if identity != nil {
+			tlsID, err := identity(id)
+			if err != nil {
+				stop()
+				return nil, err
+			}
+			qc, err := media.NewQUICCluster(id, quic, joins, tlsID.ClientConfig(transport.ALPN), log.With("node", id))
+			if err != nil {
+				stop()
+				return nil, err
+			}
+			closers = append(closers, qc.Close)
+			cl = qc
+		}
+		n, err := media.New(media.Config{ID: id, Capacity: capacity, CascadeIdle: 10 * time.Second, Logger: log.With("node", id)}, cl)
 		if err != nil {
 			stop()
 			return nil, err
 		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", host, devMediaPort+i))
+		ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", host, firstPort+i))
 		if err != nil {
 			stop()
 			return nil, fmt.Errorf("media node %s: %w", id, err)
@@ -49,6 +89,6 @@ func startDevMedia(ctx context.Context, out io.Writer, log *slog.Logger, host st
 		nodes = append(nodes, n)
 		fmt.Fprintf(out, "  media %s  capacity=%d  demo page: %s/\n", id, capacity, n.BaseURL())
 	}
-	fmt.Fprintf(out, "open %s/?publish=demo in one tab and %s/?watch=demo in three more:\nthe third viewer is redirected to m2 through a cascade ('switchyard alloc list' shows it).\n", nodes[0].BaseURL(), nodes[0].BaseURL())
+	fmt.Fprintf(out, "open %s/?publish=demo in one tab and %s/?watch=demo in three more:\nthe third viewer is redirected to m2 through a cascade ('switchyard alloc list' shows it,\n'switchyard server list' the nodes' reported load).\n", nodes[0].BaseURL(), nodes[0].BaseURL())
 	return stop, nil
 }
