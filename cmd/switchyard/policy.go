@@ -197,6 +197,19 @@ the same log index on, with no restart and no request dropped.`,
 	set := &cobra.Command{
 		Use:   "set",
 		Short: "Change the policy (only the flags given change; validated before it is committed)",
+		Long: `Change the placement policy. Only the flags given change; the rest stays as
+committed (or as in --file). The result is validated here, again by the
+leader, and again in every replica's Apply: a bad policy is refused with the
+reason and the committed one stays. A change is in force for every decision
+after it, on whichever node leads, without a restart.
+
+Scoring expression (--expr, github.com/expr-lang/expr): must return a number;
+among the servers that pass the hard limits (and, when any do, the soft
+limits) the highest score wins, the strategy breaks ties. It sees
+  server.id, region, zone, labels, capacity, used, free, utilization,
+  has_load, cpu, egress_bps, ingress_bps, peers, tracks,
+  room_units, hosts_room, same_region, same_zone, distance
+  request.id, room, units, requester, region, zone`,
 		Example: `  switchyard policy set --strategy bin-pack --hard-units 0.9 --soft-cpu 0.7
   switchyard policy set --strategy least-loaded --expr 'server.free - 10 * server.cpu'
   switchyard policy set --strategy region --distance eu-west:eu-central=10 --distance eu-west:us-east=80`,
