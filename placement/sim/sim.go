@@ -133,6 +133,9 @@ type Result struct {
 	// once minus one; MaxCascade the largest for one room.
 	Cascades   int `json:"cascades"`
 	MaxCascade int `json:"max_cascade"`
+	// Rooms is the number of rooms placed; CascadesPerRoom = Cascades/Rooms.
+	Rooms           int     `json:"rooms"`
+	CascadesPerRoom float64 `json:"cascades_per_room"`
 }
 
 // Options tune Run.
@@ -266,6 +269,10 @@ func Run(name string, pol *placement.Policy, events []Event, opt Options) (Resul
 		res.Cascades += n - 1
 		res.MaxCascade = max(res.MaxCascade, n-1)
 	}
+	res.Rooms = len(peakSpan)
+	if res.Rooms > 0 {
+		res.CascadesPerRoom = float64(res.Cascades) / float64(res.Rooms)
+	}
 	if res.LowerBound > 0 {
 		res.Ratio = float64(res.PeakServers) / float64(res.LowerBound)
 	}
@@ -274,12 +281,12 @@ func Run(name string, pol *placement.Policy, events []Event, opt Options) (Resul
 
 // Format prints results side by side as a table.
 func Format(w io.Writer, rs []Result) error {
-	cols := []string{"POLICY", "PLACED", "REFUSED", "SERVERS", "PEAK", "BOUND", "RATIO", "PEAK-UTIL", "OVERLOADS", "CASCADES", "MAX-CASCADE"}
+	cols := []string{"POLICY", "PLACED", "REFUSED", "SERVERS", "PEAK", "BOUND", "RATIO", "PEAK-UTIL", "OVERLOADS", "CASCADES", "PER-ROOM", "MAX-CASCADE"}
 	rows := [][]string{cols}
 	for _, r := range rs {
 		rows = append(rows, []string{r.Policy, fmt.Sprint(r.Placed), fmt.Sprint(r.Refused), fmt.Sprint(r.ServersTouched), fmt.Sprint(r.PeakServers),
 			fmt.Sprint(r.LowerBound), fmt.Sprintf("%.2f", r.Ratio), fmt.Sprintf("%.0f%%", 100*r.PeakUtilization), fmt.Sprint(r.Overloads),
-			fmt.Sprint(r.Cascades), fmt.Sprint(r.MaxCascade)})
+			fmt.Sprint(r.Cascades), fmt.Sprintf("%.2f", r.CascadesPerRoom), fmt.Sprint(r.MaxCascade)})
 	}
 	width := make([]int, len(cols))
 	for _, row := range rows {
