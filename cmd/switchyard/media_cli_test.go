@@ -1,0 +1,93 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/proccluster"
+	"github.com/switchyard/switchyard/internal/testcluster"
+)
+
+// TestMediaCommand runs `switchyard media` as its own process against a
+// cluster: bad flags exit 2; a good start registers the node with its
+// base URL, serves the demo page, and SIGTERM drains it, deregisters it and
+// exits 0.
+func TestMediaCommand(t *testing.T) {
+	bin := proccluster.BuildBinary(t)
+	if _, e, code := run(t, bin, "media", "--capacity", "3"); code != 2 || !strings.Contains(e, "--id") {
+		t.Fatalf("media without --id: exit %d, %s", code, e)
+	}
+	if _, e, code := run(t, bin, "media", "--id", "x", "--capacity", "3", "--quic-allocators", "127.0.0.1:1"); code != 2 || !strings.Contains(e, "tls") {
+		t.Fatalf("media --quic-allocators without TLS: exit %d, %s", code, e)
+	}
+	c := testcluster.New(t, 3)
+	httpAddr := testcluster.FreeAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "media", "--id", "mx", "--allocators", strings.Join(c.Addrs(), ","),
+		"--http-addr", httpAddr, "--capacity", "3", "--log-level", "warn")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	select {
+	case l := <-lines:
+		if !strings.Contains(l, "http://"+httpAddr+"/") {
+			t.Fatalf("first line %q does not name the demo page", l)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no start line: %s", stderr.String())
+	}
+	cli := c.Client()
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		ss, err := cli.Servers(ctx, false)
+		if err != nil {
+			return err
+		}
+		for _, s := range ss {
+			if s.ID == "mx" && len(s.Addresses) == 1 && s.Addresses[0] == "http://"+httpAddr {
+				return nil
+			}
+		}
+		return fmt.Errorf("mx not registered with its URL: %+v", ss)
+	})
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("media did not exit cleanly on SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("media did not exit within 60s of SIGTERM")
+	}
+	ss, err := cli.Servers(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss {
+		if s.ID == "mx" {
+			t.Fatalf("mx still registered after SIGTERM: %+v", s)
+		}
+	}
+}
