@@ -14,7 +14,7 @@ type Metrics struct {
 	OpenConnections prometheus.Gauge
 	// Datagrams counts received datagrams by result: accepted, stale,
 	// rate_limited, not_bound (registered by another connection),
-	// unknown_server, truncated, oversized, wrong_version,
+	// unknown_server, overflow (shared ingest queue full), truncated, oversized, wrong_version,
 	// unknown_type, malformed.
 	Datagrams *prometheus.CounterVec
 	// Requests counts stream requests by op and result code ("ok" on

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -130,7 +131,8 @@ type Server struct {
 	wg     sync.WaitGroup
 
 	// hot-path counters, resolved once.
-	dAccepted, dStale, dLimited, dNotBound prometheus.Counter
+	dAccepted, dStale, dLimited, dNotBound, dOverflow prometheus.Counter
+	ingest                                            chan inbound
 
 	bindMu   sync.RWMutex
 	bindings map[string]*peerConn // server id -> connection that registered it
@@ -161,6 +163,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.dStale = s.m.Datagrams.WithLabelValues("stale")
 	s.dLimited = s.m.Datagrams.WithLabelValues("rate_limited")
 	s.dNotBound = s.m.Datagrams.WithLabelValues("not_bound")
+	s.dOverflow = s.m.Datagrams.WithLabelValues("overflow")
+	s.ingest = make(chan inbound, ingestQueue)
 	tlsConf := cfg.Identity.ServerConfig(func(err error) {
 		reason := "untrusted_cert"
 		if errors.Is(err, pki.ErrNoClientCert) {
@@ -184,9 +188,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.peers = newPeers(s)
 	s.fwd = newForwarder(s)
-	s.wg.Add(2)
+	workers := runtime.GOMAXPROCS(0)
+	s.wg.Add(2 + workers)
 	go s.acceptLoop()
 	go s.fwd.run()
+	for i := 0; i < workers; i++ {
+		go s.ingestWorker()
+	}
 	s.log.Info("quic listener started", "addr", s.Addr().String())
 	return s, nil
 }
@@ -274,7 +282,10 @@ func (s *Server) connDone(pc *peerConn) {
 
 // datagramLoop drains the connection's datagrams as fast as they come
 // (quic-go keeps only 128 queued per connection and silently drops the
-// rest), handling each one inline: decoding and a map update are cheap.
+// rest): it only applies the connection's rate limit and hands each
+// datagram to the shared ingest queue, whose workers decode and apply it.
+// A flooding peer is cut by its own limiter before it reaches the shared
+// queue, so it cannot crowd out the others.
 func (s *Server) datagramLoop(pc *peerConn) {
 	defer s.wg.Done()
 	defer s.connDone(pc)
@@ -284,15 +295,44 @@ func (s *Server) datagramLoop(pc *peerConn) {
 		if err != nil {
 			return
 		}
-		s.handleDatagram(pc, b, time.Now())
+		now := time.Now()
+		if pc.limiter != nil && !pc.limiter.AllowN(now, 1) {
+			s.dLimited.Inc()
+			continue
+		}
+		select {
+		case s.ingest <- inbound{pc: pc, b: b, at: now}:
+		default:
+			s.dOverflow.Inc()
+		}
+	}
+}
+
+// inbound is one datagram waiting for an ingest worker.
+type inbound struct {
+	pc *peerConn
+	b  []byte
+	at time.Time
+}
+
+// ingestQueue is the shared queue's capacity: ~100 ms of datagrams at
+// 100k/s, to ride out scheduling hiccups.
+const ingestQueue = 16384
+
+// ingestWorker applies queued datagrams until the server stops.
+func (s *Server) ingestWorker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case in := <-s.ingest:
+			s.handleDatagram(in.pc, in.b, in.at)
+		}
 	}
 }
 
 func (s *Server) handleDatagram(pc *peerConn, b []byte, now time.Time) {
-	if pc.limiter != nil && !pc.limiter.AllowN(now, 1) {
-		s.dLimited.Inc()
-		return
-	}
 	r, err := DecodeDatagram(b)
 	if err != nil {
 		s.m.Datagrams.WithLabelValues(Reason(err)).Inc()
