@@ -110,6 +110,15 @@ func TestBadInput(t *testing.T) {
 	})
 	_ = stuck.Close()
 
+	// No trickle ICE: PATCH on a session resource is 405 (RFC 9725).
+	preq, _ := http.NewRequestWithContext(ctx, http.MethodPatch, v.resource, strings.NewReader("a=end-of-candidates\r\n"))
+	preq.Header.Set("Content-Type", "application/trickle-ice-sdpfrag")
+	if resp, err := hc.Do(preq); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("PATCH: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// A second publisher for the same room is refused.
 	code, body := post("/whip/r1", "application/sdp", strings.ReplaceAll(good, "a=recvonly", "a=sendonly"))
 	if code != http.StatusConflict {
