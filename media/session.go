@@ -99,6 +99,7 @@ func (n *Node) closeSession(s *session, reason string) {
 					ended = append(ended, v)
 				}
 				cascades = n.cascades[r.name]
+				delete(n.cascading, r.name) // a later room of that name gets a new lock
 			}
 		}
 		close(s.done)
