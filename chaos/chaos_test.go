@@ -149,7 +149,7 @@ func chaosLoadGen(t *testing.T, c campaign, bin string) {
 		Nemeses: []Nemesis{Kill{Leader: true}, Pause{Leader: true}, Kill{}, Kill{Leader: true}},
 		Hold:    1500 * time.Millisecond, Quiet: 3 * time.Second,
 		LoadGen: &LoadGen{Bin: bin, CertDir: pc.CertDir, QUICAddrs: quic, Servers: 20, Interval: 500 * time.Millisecond, Window: 2 * time.Second},
-		OutDir:  c.out, Log: logger(t), Settings: settings(),
+		OutDir:  c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 	})
 	check(t, sum, err, target)
 }
@@ -172,7 +172,7 @@ func chaosFaults(t *testing.T, c campaign, bin string) {
 	sum, err := Run(ctx, Config{
 		Name: "faults", Target: target, Clients: 8, Rounds: len(nemeses), ClientRate: 0,
 		Nemeses: nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
-		OutDir: c.out, Log: logger(t), Settings: settings(),
+		OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 	})
 	check(t, sum, err, target)
 	if sum != nil && len(sum.Notes) < 3 {
@@ -203,7 +203,7 @@ func chaosProcesses(t *testing.T, c campaign, bin string) {
 			sum, err := Run(context.Background(), Config{
 				Name: sc.name, Target: target, Clients: 8, Steady: c.steady / 2, Duration: c.duration,
 				Nemeses: sc.nemeses, Hold: 1500 * time.Millisecond, Quiet: 500 * time.Millisecond,
-				OutDir: c.out, Log: logger(t), Settings: settings(),
+				OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 			})
 			check(t, sum, err, target)
 		})
@@ -221,9 +221,9 @@ func chaosFailover(t *testing.T, c campaign, bin string) {
 	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs()})
 	target := &ProcTarget{C: pc}
 	sum, err := Run(context.Background(), Config{
-		Name: "failover", Target: target, Clients: 8, Steady: c.steady, Rounds: c.kills, FastRetry: os.Getenv("CHAOS_FAST_RETRY") != "0",
+		Name: "failover", Target: target, Clients: 8, Steady: c.steady, Rounds: c.kills, FastRetry: os.Getenv("CHAOS_FAST_RETRY") == "1",
 		Nemeses: []Nemesis{Kill{Leader: true}}, Hold: time.Second, Quiet: 300 * time.Millisecond,
-		OutDir: c.out, Log: logger(t), Settings: settings(),
+		OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 	})
 	check(t, sum, err, target)
 	if sum != nil {
@@ -292,7 +292,7 @@ func chaosNetNS(t *testing.T, c campaign, bin string) {
 			sum, err := Run(ctx, Config{
 				Name: sc.name, Target: target, Net: nn, Clients: 8, Duration: c.duration,
 				Nemeses: sc.nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
-				OutDir: c.out, Log: logger(t), Settings: settings(),
+				OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 			})
 			check(t, sum, err, target)
 		})
@@ -337,7 +337,7 @@ func chaosDocker(t *testing.T, c campaign, bin string) {
 			sum, err := Run(ctx, Config{
 				Name: sc.name, Target: d, Net: d, Clients: 6, Duration: c.duration * 2 / 3,
 				Nemeses: sc.nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
-				OutDir: c.out, Log: logger(t), Settings: settings(),
+				OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 			})
 			check(t, sum, err, d)
 		})

@@ -100,7 +100,16 @@ func (w *workload) call(ctx context.Context, f func(context.Context, *api.Client
 	}
 	backoff := 2 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		err := f(ctx, w.direct[attempt%len(w.direct)])
+		// One attempt may not wait out a dial to a node whose address
+		// went dark (a killed container): its outcome is unknown, and
+		// the retry carries the same request id.
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		err := f(actx, w.direct[attempt%len(w.direct)])
+		timedOut := err != nil && ctx.Err() == nil && actx.Err() != nil
+		cancel()
+		if timedOut {
+			err = &api.APIError{Status: 503, Body: api.Error{Error: "attempt timed out: " + err.Error(), Code: "unknown_outcome", Retryable: true}}
+		}
 		if err == nil || !api.IsRetryable(err) {
 			return err
 		}
