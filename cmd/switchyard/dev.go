@@ -99,7 +99,8 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	var prov *provision.Local
 	switch f.provisioner {
 	case "local":
-		prov = &provision.Local{Host: f.host, Logger: log.With("component", "provision")}
+		prov = &provision.Local{Host: f.host, Logger: log.With("component", "provision"),
+			ExtraArgs: []string{"--drain-timeout", "5s", "--log-level", f.logLevel}}
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
