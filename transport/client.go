@@ -18,17 +18,6 @@ import (
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
 
-// Client errors.
-var (
-	// ErrNotRegistered means Report or Drain was called before Register
-	// succeeded.
-	ErrNotRegistered = errors.New("media server not registered yet")
-	// ErrClosed means the client was closed.
-	ErrClosed = errors.New("client closed")
-	// ErrNoConnection means no allocator could be reached right now.
-	ErrNoConnection = errors.New("no connection to any allocator")
-)
-
 // Error is a refusal answered by the cluster. It unwraps to the matching
 // fsm or cluster sentinel, so errors.Is(err, fsm.ErrCapacity) works.
 type Error struct {

@@ -37,23 +37,6 @@ const (
 	maxIDLen = 256
 )
 
-// Decoding errors. Every error DecodeDatagram and the frame readers return
-// wraps exactly one of them, so receivers can count drops by reason.
-var (
-	// ErrTruncated means the input ended before a whole message.
-	ErrTruncated = errors.New("truncated message")
-	// ErrOversized means the input is larger than the protocol allows.
-	ErrOversized = errors.New("message too large")
-	// ErrWrongVersion means the input is of a protocol generation this
-	// binary does not speak.
-	ErrWrongVersion = errors.New("unsupported protocol version")
-	// ErrUnknownType means a datagram type byte this binary does not know.
-	ErrUnknownType = errors.New("unknown message type")
-	// ErrMalformed means the bytes do not decode, or decode to a message
-	// that breaks the protocol's rules (e.g. no server id).
-	ErrMalformed = errors.New("malformed message")
-)
-
 // Reason returns a short label for a decoding error (for metrics).
 func Reason(err error) string {
 	switch {

@@ -40,10 +40,12 @@
 // switchyard_quic_datagrams_total{result}) truncated, oversized,
 // wrong-version, unknown-type and malformed datagrams, reports for a server
 // that is not registered (unknown_server) or was registered by another
-// connection (not_bound), older or duplicate
-// sequence numbers (stale), and datagrams past a per-connection token
-// bucket (rate_limited). Each connection's datagrams are drained by their
-// own goroutine (quic-go queues only 128 per connection).
+// connection (not_bound), older or duplicate sequence numbers (stale), and
+// datagrams past a per-connection token bucket (rate_limited). Each
+// connection's datagrams are drained by their own goroutine (quic-go queues
+// only 128 per connection), which applies the connection's rate limit and
+// hands them to a shared queue served by one worker per core (overflow,
+// when that queue is full, is counted too).
 //
 // Streams: one request per bidirectional stream, each side sending one
 // frame: a 4-byte big-endian length and a protobuf Request or Response. A
