@@ -37,8 +37,9 @@ type Local struct {
 	// Output, if set, receives the processes' stdout and stderr.
 	Output *os.File
 
-	mu    sync.Mutex
-	procs map[string]*localProc
+	mu     sync.Mutex
+	procs  map[string]*localProc
+	closed bool
 }
 
 type localProc struct {
@@ -115,23 +116,34 @@ func (l *Local) Provision(ctx context.Context, spec Spec) error {
 	} else {
 		cmd.Stdout, cmd.Stderr = p.out, p.out
 	}
+	// Start and record under the lock, so Close never misses a process.
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return fmt.Errorf("%w: local: provider is closed", ErrProvider)
+	}
 	if err := cmd.Start(); err != nil {
+		l.mu.Unlock()
 		return fmt.Errorf("%w: local: start %s: %w", ErrProvider, bin, err)
 	}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	l.log().Info("media node process started", "server", spec.ServerID, "pid", cmd.Process.Pid, "args", args)
-	select {
-	case <-p.done:
-		return fmt.Errorf("%w: local: media node %s exited at once: %v: %s", ErrProvider, spec.ServerID, p.err, tail(p.out.Bytes(), 512))
-	case <-time.After(earlyExit):
-	case <-ctx.Done():
-	}
-	l.mu.Lock()
 	if l.procs == nil {
 		l.procs = map[string]*localProc{}
 	}
 	l.procs[spec.ServerID] = p
 	l.mu.Unlock()
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	l.log().Info("media node process started", "server", spec.ServerID, "pid", cmd.Process.Pid, "args", args)
+	select {
+	case <-p.done:
+		l.mu.Lock()
+		if l.procs[spec.ServerID] == p {
+			delete(l.procs, spec.ServerID)
+		}
+		l.mu.Unlock()
+		return fmt.Errorf("%w: local: media node %s exited at once: %v: %s", ErrProvider, spec.ServerID, p.err, tail(p.out.Bytes(), 512))
+	case <-time.After(earlyExit):
+	case <-ctx.Done():
+	}
 	return nil
 }
 
@@ -159,11 +171,13 @@ func stopProc(ctx context.Context, p *localProc) error {
 	}
 }
 
-// Close stops every process this provider started, bounded by ctx.
+// Close stops every process this provider started, bounded by ctx; later
+// Provision calls fail.
 func (l *Local) Close(ctx context.Context) error {
 	l.mu.Lock()
 	ps := l.procs
 	l.procs = nil
+	l.closed = true
 	l.mu.Unlock()
 	var errs []error
 	for _, p := range ps {

@@ -46,7 +46,33 @@ while true; do sleep 0.05; done`)
 	if err := bad.Provision(ctx, s); !errors.Is(err, provision.ErrProvider) || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("early exit: %v", err)
 	}
+	// Close stops a process still inside its start-up watch, and later
+	// starts are refused: nothing is left running.
+	done := make(chan error, 1)
+	s2 := s
+	s2.ServerID = "prov-10-0"
+	go func() { done <- l.Provision(ctx, s2) }()
+	peventuallyArgs(t, args, "prov-10-0")
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	<-done
+	if b, _ := os.ReadFile(args); !strings.HasSuffix(strings.TrimSpace(string(b)), "term") {
+		t.Fatalf("process not stopped by Close: %q", b)
+	}
+	if err := l.Provision(ctx, s); !errors.Is(err, provision.ErrProvider) {
+		t.Fatalf("provision after close: %v", err)
+	}
+}
+
+func peventuallyArgs(t *testing.T, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(path); strings.Contains(string(b), want) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s never mentioned %s", path, want)
 }
