@@ -53,9 +53,16 @@ func (e *Exec) run(ctx context.Context, name string, args []string, spec Spec) e
 	cmd.Stdin = bytes.NewReader(spec.JSON())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	// Children that keep the output pipe open must not hold us past ctx.
+	// Children that keep the output pipe open (a media node started in the
+	// background) must not hold us: one second after the command exits we
+	// stop reading its output.
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// The command exited 0 but left a child holding its output open
+		// (e.g. it started the media node in the background): accepted.
+		err = nil
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w: exec %s (%s %s): gave up after the deadline: %w", ErrProvider, name, spec.Action, spec.ServerID, ctx.Err())
 	}

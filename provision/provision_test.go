@@ -50,6 +50,21 @@ func TestExecPassesEnvAndJSON(t *testing.T) {
 	}
 }
 
+func TestExecBackgroundChildIsAccepted(t *testing.T) {
+	// A provider that starts the media node in the background and exits 0.
+	e := &provision.Exec{Command: writeScript(t, `sleep 5 &
+echo started`)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := e.Provision(ctx, spec()); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("waited %v for the background child", d)
+	}
+}
+
 func TestExecErrors(t *testing.T) {
 	tests := []struct {
 		name    string
