@@ -216,7 +216,8 @@ func (ls *leaderState) parkForProvisioning(o *op, err error) bool {
 	return true
 }
 
-// provisionLoop runs for the leader's term.
+// loop attaches, claims, answers and retires every 100 ms (or when kicked)
+// for the leader's term; it answers every parked request when the term ends.
 func (pv *provisioner) loop() {
 	ls := pv.ls
 	defer ls.wg.Done()
