@@ -68,7 +68,11 @@ generate:
 ## bench: throughput/latency and failover figures (see README "Benchmarks").
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 -timeout 30m ./cluster/...
-	$(GO) test -run '^$$' -bench . -count 3 -timeout 30m ./transport/...
+	$(GO) test -run '^$$' -bench 'Ingest' -benchtime 100000x -count 3 -timeout 30m ./transport/
+	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./transport/
+	$(GO) test -run '^$$' -bench 'ReportToLeaderView' -benchtime 200x -count 3 ./transport/
+	$(GO) test -run '^$$' -bench 'RawUDPReceive' -benchtime 1s -count 3 ./transport/
+	$(GO) test -run '^$$' -bench 'TenThousandServers' -benchtime 1x -count 3 -timeout 30m ./transport/
 
 clean:
 	rm -rf bin
