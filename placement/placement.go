@@ -84,7 +84,9 @@ type Request struct {
 	// by the leader from the requester's registry entry.
 	Region string
 	Zone   string
-	// Requester names who asks (usually the origin media server).
+	// Requester names who asks (usually the origin media server). Unless
+	// the request pins Server, the requester itself is never picked: a room
+	// that outgrows its server must spill onto another one.
 	Requester string
 	// Server pins the allocation to one server; empty lets the policy pick.
 	Server string
@@ -186,6 +188,9 @@ func (p *Policy) Pick(cands []Candidate, req Request) (string, error) {
 			return c.ID, nil
 		}
 		return "", fmt.Errorf("%w: server %q is not registered", fsm.ErrNotFound, req.Server)
+	}
+	if req.Requester != "" {
+		cands = withoutServer(cands, req.Requester)
 	}
 	var ok, soft []*Candidate
 	for i := range cands {
@@ -503,4 +508,17 @@ func (p *Policy) noFit(cands []Candidate, req Request) error {
 		fmt.Fprintf(&b, "; not active: %s", strings.Join(names, ", "))
 	}
 	return fmt.Errorf("%w: %s", fsm.ErrCapacity, b.String())
+}
+
+// withoutServer returns cands without the server id (a copy only when it is
+// present).
+func withoutServer(cands []Candidate, id string) []Candidate {
+	for i := range cands {
+		if cands[i].ID == id {
+			out := make([]Candidate, 0, len(cands)-1)
+			out = append(out, cands[:i]...)
+			return append(out, cands[i+1:]...)
+		}
+	}
+	return cands
 }

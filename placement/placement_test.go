@@ -43,6 +43,10 @@ func TestStrategies(t *testing.T) {
 		want   string
 	}{
 		{"least-loaded picks the emptiest", &fsmpb.Policy{Strategy: "least-loaded"}, fleet, Request{Room: "r", Units: 1}, "a"},
+		{"never the requester (a cascade leaves its origin)", &fsmpb.Policy{Strategy: "least-loaded"}, fleet, Request{Room: "r", Units: 1, Requester: "a"}, "c"},
+		{"room-affinity never the requester", &fsmpb.Policy{Strategy: "room-affinity"}, fleet,
+			Request{Room: "r", Units: 1, Requester: "b", Hosting: map[string]int64{"b": 3}}, "a"},
+		{"pinned to the requester is honoured", &fsmpb.Policy{Strategy: "least-loaded"}, fleet, Request{Room: "r", Units: 1, Requester: "a", Server: "a"}, "a"},
 		{"least-loaded uses utilisation, not free units", &fsmpb.Policy{Strategy: "least-loaded"},
 			[]Candidate{srv("big", 100, 60), srv("small", 10, 5)}, Request{Room: "r", Units: 1}, "small"},
 		{"bin-pack picks the fullest that fits", &fsmpb.Policy{Strategy: "bin-pack"}, fleet, Request{Room: "r", Units: 3}, "b"},
@@ -147,6 +151,7 @@ func TestNoFitErrors(t *testing.T) {
 		{"pinned past hard limit", &fsmpb.Policy{Strategy: "least-loaded", Hard: &fsmpb.Limits{Units: 0.5}}, []Candidate{srv("a", 10, 5)}, Request{Room: "r", Units: 1, Server: "a"}, fsm.ErrCapacity, "hard limit"},
 		{"pinned unknown", &fsmpb.Policy{Strategy: "least-loaded"}, []Candidate{srv("a", 10, 5)}, Request{Room: "r", Units: 1, Server: "x"}, fsm.ErrNotFound, "not registered"},
 		{"bad units", &fsmpb.Policy{Strategy: "least-loaded"}, []Candidate{srv("a", 10, 5)}, Request{Room: "r", Units: 0}, fsm.ErrInvalid, "units"},
+		{"only the requester has room", &fsmpb.Policy{Strategy: "least-loaded"}, []Candidate{srv("a", 10, 0), srv("b", 10, 10)}, Request{Room: "r", Units: 1, Requester: "a"}, fsm.ErrCapacity, "most free: b with 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
