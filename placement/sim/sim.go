@@ -226,8 +226,11 @@ func Run(name string, pol *placement.Policy, events []Event, opt Options) (Resul
 			if rq, ok := servers[ev.Requester]; ok && region == "" {
 				region, zone = rq.c.Region, rq.c.Zone
 			}
+			// A trace's requester only locates the viewer (region/zone); it
+			// is not a full origin asking to spill, so it is not passed on
+			// (the live cluster never places on the requester itself).
 			id, err := pol.Pick(cands, placement.Request{ID: ev.RequestID, Room: ev.Room, Units: ev.Units, Region: region, Zone: zone,
-				Requester: ev.Requester, Hosting: maps.Clone(rooms[ev.Room])})
+				Hosting: maps.Clone(rooms[ev.Room])})
 			if err != nil {
 				if errors.Is(err, fsm.ErrCapacity) || errors.Is(err, fsm.ErrServerNotActive) {
 					res.Refused++
