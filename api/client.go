@@ -62,7 +62,7 @@ func (e *APIError) Error() string { return e.Body.Error }
 
 // Unwrap maps the code to a sentinel.
 func (e *APIError) Unwrap() error {
-	for _, c := range clusterCodes {
+	for _, c := range clusterCodes() {
 		if c.code == e.Body.Code {
 			return c.err
 		}

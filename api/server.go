@@ -184,17 +184,23 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, e *Error) { writeJSON(w, code, e) }
 
-// errorCodes maps cluster-layer sentinels to codes; fsm.Code covers the
-// state machine's.
-var clusterCodes = []struct {
+// clusterCodes maps cluster-layer sentinels to codes; fsm.Code covers the
+// state machine's. A function, not a package variable, so nothing can
+// mutate the table.
+func clusterCodes() []codedSentinel {
+	return []codedSentinel{
+		{cluster.ErrNotLeader, "not_leader"},
+		{cluster.ErrNoLeader, "no_leader"},
+		{cluster.ErrLeadershipLost, "leadership_lost"},
+		{cluster.ErrUnknownOutcome, "unknown_outcome"},
+		{cluster.ErrShutdown, "shutdown"},
+	}
+}
+
+// codedSentinel pairs a sentinel with its wire code.
+type codedSentinel struct {
 	err  error
 	code string
-}{
-	{cluster.ErrNotLeader, "not_leader"},
-	{cluster.ErrNoLeader, "no_leader"},
-	{cluster.ErrLeadershipLost, "leadership_lost"},
-	{cluster.ErrUnknownOutcome, "unknown_outcome"},
-	{cluster.ErrShutdown, "shutdown"},
 }
 
 // fail answers err with the right status, code and retry hint.
@@ -214,7 +220,7 @@ func (s *Handler) fail(w http.ResponseWriter, err error) {
 			status = http.StatusConflict
 		}
 	} else {
-		for _, c := range clusterCodes {
+		for _, c := range clusterCodes() {
 			if errors.Is(err, c.err) {
 				e.Code, e.Retryable, status = c.code, true, http.StatusServiceUnavailable
 				break

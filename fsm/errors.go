@@ -35,25 +35,32 @@ var (
 	ErrVersionMismatch = errors.New("version mismatch")
 )
 
-var codes = []struct {
+// codeTable lists every sentinel with its wire code. A function, not a
+// package variable, so nothing can mutate the table.
+func codeTable() []codedSentinel {
+	return []codedSentinel{
+		{"invalid_argument", ErrInvalid},
+		{"not_found", ErrNotFound},
+		{"insufficient_capacity", ErrCapacity},
+		{"server_not_active", ErrServerNotActive},
+		{"server_busy", ErrServerBusy},
+		{"request_id_reused", ErrRequestIDReused},
+		{"unsupported_version", ErrUnsupportedVersion},
+		{"cluster_mismatch", ErrClusterMismatch},
+		{"version_mismatch", ErrVersionMismatch},
+	}
+}
+
+// codedSentinel pairs a sentinel with its wire code.
+type codedSentinel struct {
 	code string
 	err  error
-}{
-	{"invalid_argument", ErrInvalid},
-	{"not_found", ErrNotFound},
-	{"insufficient_capacity", ErrCapacity},
-	{"server_not_active", ErrServerNotActive},
-	{"server_busy", ErrServerBusy},
-	{"request_id_reused", ErrRequestIDReused},
-	{"unsupported_version", ErrUnsupportedVersion},
-	{"cluster_mismatch", ErrClusterMismatch},
-	{"version_mismatch", ErrVersionMismatch},
 }
 
 // Code returns the stable code of the sentinel err wraps, or "" when it wraps
 // none of this package's sentinels.
 func Code(err error) string {
-	for _, c := range codes {
+	for _, c := range codeTable() {
 		if errors.Is(err, c.err) {
 			return c.code
 		}
@@ -64,7 +71,7 @@ func Code(err error) string {
 // FromCode rebuilds an error from a code and message so that errors.Is works
 // on the receiving side. An unknown code yields a plain error with msg.
 func FromCode(code, msg string) error {
-	for _, c := range codes {
+	for _, c := range codeTable() {
 		if c.code == code {
 			if msg == "" || msg == c.err.Error() {
 				return c.err
