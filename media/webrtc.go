@@ -12,7 +12,9 @@ import (
 // videoFeedback is the RTCP feedback offered on every video codec: NACK
 // (retransmission through pion's NACK interceptors) and PLI/FIR (key frame
 // requests forwarded to the publisher).
-var videoFeedback = []webrtc.RTCPFeedback{{Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+func videoFeedback() []webrtc.RTCPFeedback {
+	return []webrtc.RTCPFeedback{{Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+}
 
 // supportedCodecs lists what the node forwards: VP8, H.264 (constrained
 // baseline/baseline, packetization modes 1 and 0) and Opus. No RTX: NACKed
@@ -22,14 +24,14 @@ func supportedCodecs() []struct {
 	k webrtc.RTPCodecType
 } {
 	h264 := func(pt uint8, fmtp string) webrtc.RTPCodecParameters {
-		return webrtc.RTPCodecParameters{PayloadType: webrtc.PayloadType(pt), RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp, RTCPFeedback: videoFeedback}}
+		return webrtc.RTPCodecParameters{PayloadType: webrtc.PayloadType(pt), RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp, RTCPFeedback: videoFeedback()}}
 	}
 	return []struct {
 		p webrtc.RTPCodecParameters
 		k webrtc.RTPCodecType
 	}{
 		{webrtc.RTPCodecParameters{PayloadType: 111, RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}}, webrtc.RTPCodecTypeAudio},
-		{webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFeedback}}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFeedback()}}, webrtc.RTPCodecTypeVideo},
 		{h264(102, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"), webrtc.RTPCodecTypeVideo},
 		{h264(106, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"), webrtc.RTPCodecTypeVideo},
 		{h264(104, "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f"), webrtc.RTPCodecTypeVideo},
