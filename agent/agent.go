@@ -122,6 +122,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a.Loads.Attach(a.Node.FSM())
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(a.Node.Collectors()...)
 	if cfg.FailureWindow >= 0 {
 		det := &loadview.Detector{View: a.Loads, Servers: a.Node.FSM(), Node: a.Node, Window: cfg.FailureWindow,
 			Log: log.With("node", cfg.ID, "component", "failure-detector"),

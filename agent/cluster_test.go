@@ -144,6 +144,20 @@ func TestExactlyOnceUnderConcurrentRetries(t *testing.T) {
 		}
 	}
 	c.WaitConverged(10 * time.Second)
+	// The leader's metrics saw each request id granted once and the rest
+	// as duplicates.
+	leader := c.WaitLeader(10 * time.Second)
+	resp, err := http.Get("http://" + leader.Cfg.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	granted := metricValue(string(body), `switchyard_allocations_total{outcome="granted"}`)
+	dups := metricValue(string(body), `switchyard_allocations_total{outcome="duplicate"}`)
+	if granted != reqs || dups < reqs*(dup-1) {
+		t.Fatalf("metrics do not count %d grants and %d duplicates:\n%s", reqs, reqs*(dup-1), grepLines(string(body), "switchyard_allocations_total"))
+	}
 	for _, nd := range c.Running() {
 		s, _ := nd.Agent.Node.FSM().Server("m1")
 		if s.UsedUnits != 2*reqs {
@@ -429,4 +443,26 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	if as, err := c.Client().Allocations(ctxT(t, 5*time.Second), api.AllocationListOptions{}); err != nil || len(as) != 0 {
 		t.Fatalf("allocations after bad input: %v %v", as, err)
 	}
+}
+
+// metricValue returns the value of the sample line that starts with name.
+func metricValue(body, name string) int {
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return int(f)
+		}
+	}
+	return -1
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

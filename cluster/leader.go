@@ -182,6 +182,7 @@ func (n *Node) establish(ls *leaderState) error {
 		go ls.prov.loop()
 	}
 	n.leader.Store(ls)
+	n.m.leaderships.Inc()
 	n.log.Info("leadership established", "barrier", time.Since(start), "applied_index", n.fsm.AppliedIndex())
 	if n.fsm.ClusterID() == "" {
 		b := make([]byte, 8)
@@ -401,6 +402,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 				res.ErrorCode = fsm.Code(fsm.ErrRequestIDReused)
 				res.ErrorMessage = fmt.Sprintf("%v: request id %q already allocated %s (room %q, %d units)", fsm.ErrRequestIDReused, r.RequestID, a.Id, a.Room, a.Units)
 			}
+			n.m.countAllocation(opResult{res: res})
 			o.done <- opResult{res: res}
 			continue
 		}
@@ -417,6 +419,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			if ls.parkForProvisioning(o, err) { // issue #6: wait for a new server
 				continue
 			}
+			n.m.allocations.WithLabelValues("refused").Inc()
 			o.done <- opResult{res: &fsmpb.Result{ErrorCode: fsm.Code(err), ErrorMessage: err.Error()}}
 			continue
 		}
@@ -452,6 +455,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		ls.finish(dones, reqIDs, nil, ErrNotLeader)
 		return
 	}
+	n.m.entryCmds.Observe(float64(len(cmds)))
 	f := n.raft.Apply(data, n.cfg.ApplyTimeout)
 	ls.wg.Add(1)
 	go ls.await(f, dones, reqIDs)
@@ -464,6 +468,8 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 func (ls *leaderState) await(f raft.ApplyFuture, dones []chan opResult, reqIDs []string) {
 	defer ls.wg.Done()
 	defer func() { <-ls.sem }()
+	start := time.Now()
+	defer func() { ls.n.m.commit.Observe(time.Since(start).Seconds()) }()
 	ch := make(chan error, 1)
 	go func() { ch <- f.Error() }()
 	t := time.NewTimer(ls.n.cfg.ApplyTimeout)
@@ -507,6 +513,7 @@ func (ls *leaderState) finish(dones []chan opResult, reqIDs []string, results []
 		if reqIDs[i] == "" {
 			continue
 		}
+		ls.n.m.countAllocation(r)
 		ls.mu.Lock()
 		extra := ls.waiters[reqIDs[i]]
 		delete(ls.waiters, reqIDs[i])
@@ -518,6 +525,7 @@ func (ls *leaderState) finish(dones []chan opResult, reqIDs []string, results []
 				c.Duplicate = true
 				er.res = c
 			}
+			ls.n.m.countAllocation(er)
 			e <- er
 		}
 	}

@@ -71,6 +71,8 @@ type Node struct {
 	hooksMu     sync.Mutex
 	leaderHooks []func(ctx context.Context)
 
+	m *metrics
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 	noTransfer   atomic.Bool
@@ -113,7 +115,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), fsm: fsm.New()}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), fsm: fsm.New(), m: newMetrics()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	hlog := raftLogger("raft", n.log)

@@ -1,0 +1,70 @@
+package cluster
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the node's Prometheus instruments. They live on the Node (no
+// package globals) and are registered by whoever serves /metrics.
+type metrics struct {
+	allocations *prometheus.CounterVec // by outcome
+	entryCmds   prometheus.Histogram
+	commit      prometheus.Histogram
+	leaderships prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		allocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_allocations_total",
+			Help: "Allocation requests decided on this node while it led, by outcome (granted, duplicate, refused, unknown).",
+		}, []string{"outcome"}),
+		entryCmds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchyard_log_entry_commands",
+			Help:    "Commands packed into each log entry the leader proposed.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchyard_commit_seconds",
+			Help:    "Time from proposing a log entry to its result on the leader.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		leaderships: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_leaderships_total",
+			Help: "Times this node became a ready leader.",
+		}),
+	}
+}
+
+// Collectors returns the node's metrics, including gauges read from raft
+// at scrape time, for registration with a Prometheus registry.
+func (n *Node) Collectors() []prometheus.Collector {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	return []prometheus.Collector{
+		n.m.allocations, n.m.entryCmds, n.m.commit, n.m.leaderships,
+		gauge("switchyard_raft_term", "Current raft term.", func() float64 { return float64(n.raft.CurrentTerm()) }),
+		gauge("switchyard_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) }),
+		gauge("switchyard_raft_applied_index", "Index of the last entry applied to the FSM.", func() float64 { return float64(n.raft.AppliedIndex()) }),
+		gauge("switchyard_is_leader", "1 while this node is the ready leader.", func() float64 {
+			if n.IsLeader() {
+				return 1
+			}
+			return 0
+		}),
+		gauge("switchyard_raft_voters", "Voters in the raft configuration.", func() float64 { return float64(len(n.voters())) }),
+	}
+}
+
+// countAllocation records the outcome of one allocation answer.
+func (m *metrics) countAllocation(r opResult) {
+	outcome := "granted"
+	switch {
+	case r.err != nil:
+		outcome = "unknown"
+	case r.res.GetErrorCode() != "":
+		outcome = "refused"
+	case r.res.GetDuplicate():
+		outcome = "duplicate"
+	}
+	m.allocations.WithLabelValues(outcome).Inc()
+}
