@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/loadview"
 	"github.com/switchyard/switchyard/transport"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
@@ -227,8 +228,8 @@ func BenchmarkReportToLeaderView(b *testing.B) {
 }
 
 // BenchmarkRawUDPReceive is the yardstick: a plain UDP receive loop on
-// loopback, fed by a sender in the same process with datagrams of a
-// typical report's size.
+// loopback (one reader, as the QUIC listener has one socket), fed by four
+// senders in the same process with datagrams of a typical report's size.
 func BenchmarkRawUDPReceive(b *testing.B) {
 	rc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -236,11 +237,16 @@ func BenchmarkRawUDPReceive(b *testing.B) {
 	}
 	defer rc.Close()
 	_ = rc.SetReadBuffer(4 << 20)
-	sc, err := net.DialUDP("udp", nil, rc.LocalAddr().(*net.UDPAddr))
-	if err != nil {
-		b.Fatal(err)
+	const senders = 4
+	var scs []*net.UDPConn
+	for i := 0; i < senders; i++ {
+		sc, err := net.DialUDP("udp", nil, rc.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sc.Close()
+		scs = append(scs, sc)
 	}
-	defer sc.Close()
 	payload, _ := transport.EncodeReport(typicalReport("raw", 1), 0)
 	var got int
 	var last time.Time
@@ -259,14 +265,22 @@ func BenchmarkRawUDPReceive(b *testing.B) {
 			last = time.Now()
 		}
 	}()
-	for i := 0; i < b.N; i++ {
-		_, _ = sc.Write(payload)
+	var wg sync.WaitGroup
+	for _, sc := range scs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < b.N/senders; i++ {
+				_, _ = sc.Write(payload)
+			}
+		}()
 	}
+	wg.Wait()
 	<-done
 	el := last.Sub(start)
 	b.StopTimer()
 	b.ReportMetric(float64(got)/el.Seconds(), "reports/s")
-	b.ReportMetric(100*(1-float64(got)/float64(b.N)), "%lost")
+	b.ReportMetric(100*(1-float64(got)/float64(b.N/senders*senders)), "%lost")
 }
 
 // BenchmarkTenThousandServersAt1Hz paces 10,000 simulated servers (over
@@ -348,4 +362,26 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkDecodeAndOffer is the agent's own per-report work once quic-go
+// has delivered a datagram: decode, and offer to the view (10,000 servers).
+func BenchmarkDecodeAndOffer(b *testing.B) {
+	v := loadview.New(nil)
+	const servers = 10000
+	enc := make([][]byte, servers)
+	for i := range enc {
+		enc[i], _ = transport.EncodeReport(typicalReport(fmt.Sprintf("s-%d", i), 1), 0)
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r, err := transport.DecodeDatagram(enc[i%servers])
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.Seq = uint64(i + 1)
+		v.Offer(r, now)
+	}
 }
