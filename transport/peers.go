@@ -171,6 +171,8 @@ type forwarder struct {
 	s       *Server
 	mu      sync.Mutex
 	pending map[string]pendingReport
+	// kick wakes run when pending goes from empty to non-empty.
+	kick chan struct{}
 	// owned by run
 	addr   string
 	stream *quic.SendStream
@@ -183,7 +185,7 @@ type pendingReport struct {
 }
 
 func newForwarder(s *Server) *forwarder {
-	return &forwarder{s: s, pending: map[string]pendingReport{}}
+	return &forwarder{s: s, pending: map[string]pendingReport{}, kick: make(chan struct{}, 1)}
 }
 
 // add queues r for the leader unless this agent leads.
@@ -192,19 +194,29 @@ func (f *forwarder) add(r *transportpb.LoadReport, got time.Time) {
 		return
 	}
 	f.mu.Lock()
+	first := len(f.pending) == 0
 	if cur, ok := f.pending[r.GetServerId()]; !ok || loadview.Newer(r, cur.r) {
 		f.pending[r.GetServerId()] = pendingReport{r: r, got: got}
 	}
 	f.mu.Unlock()
+	if first {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
+// run flushes pending reports at most once per ForwardInterval: at once
+// when the previous flush is older than that (a lone report goes out
+// without waiting), otherwise at the interval's end, so that under load
+// every frame packs all the servers heard from in one interval.
 func (f *forwarder) run() {
 	defer f.s.wg.Done()
-	t := time.NewTicker(f.s.cfg.ForwardInterval)
-	defer t.Stop()
 	prune := time.NewTicker(max(f.s.cfg.ViewRetention/10, time.Second))
 	defer prune.Stop()
 	defer f.reset()
+	var last time.Time
 	for {
 		select {
 		case <-f.s.ctx.Done():
@@ -214,8 +226,18 @@ func (f *forwarder) run() {
 				f.s.log.Info("dropped load view entries of servers silent for long", "servers", n, "retention", f.s.cfg.ViewRetention)
 			}
 			continue
-		case <-t.C:
+		case <-f.kick:
 		}
+		if wait := time.Until(last.Add(f.s.cfg.ForwardInterval)); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-f.s.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		last = time.Now()
 		f.flush()
 	}
 }
