@@ -173,11 +173,17 @@ func BenchmarkReportToLeaderView(b *testing.B) {
 	c := newCluster(b, 3, -1, func(q *transport.ServerConfig) { q.DatagramRate = -1 })
 	leader := leaderNode(b, c)
 	for _, tc := range []struct {
-		name string
-		addr string
+		name     string
+		addr     string
+		gap, jit time.Duration // pause before each report: gap + rand(jit)
 	}{
-		{"direct", leader.Cfg.QUICAddr},
-		{"via-follower", c.Followers()[0].Cfg.QUICAddr},
+		{"direct", leader.Cfg.QUICAddr, 0, 60 * time.Millisecond},
+		// Reports at random phases of the follower's 50 ms coalescing
+		// window (what a busy follower sees).
+		{"via-follower", c.Followers()[0].Cfg.QUICAddr, 0, 60 * time.Millisecond},
+		// Reports spaced more than the window apart (a quiet follower:
+		// each goes out at once).
+		{"via-follower-quiet", c.Followers()[0].Cfg.QUICAddr, 60 * time.Millisecond, 20 * time.Millisecond},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			id := "lat-" + tc.name
@@ -192,7 +198,7 @@ func BenchmarkReportToLeaderView(b *testing.B) {
 				// Start at a random phase of the forwarder's tick, as a
 				// real report would (a closed loop would always start
 				// just after a tick).
-				time.Sleep(time.Duration(rand.Int64N(int64(60 * time.Millisecond))))
+				time.Sleep(tc.gap + time.Duration(rand.Int64N(int64(tc.jit))))
 				// Leadership can move under load (150 ms election timeout
 				// on a shared machine): always read the current leader.
 				leader := currentLeader(c, leader)
