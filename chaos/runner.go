@@ -347,9 +347,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			return sum, err
 		}
 		sum.Files = append(sum.Files, p)
-		lp := filepath.Join(dir, "agent-logs.txt")
-		if err := os.WriteFile(lp, []byte(t.Logs()), 0o644); err == nil {
-			sum.Files = append(sum.Files, lp)
+		if sl, ok := t.(interface{ SaveLogs(string) []string }); ok {
+			sum.Files = append(sum.Files, sl.SaveLogs(dir)...)
+		} else {
+			lp := filepath.Join(dir, "agent-logs.txt")
+			if err := os.WriteFile(lp, []byte(t.Logs()), 0o644); err == nil {
+				sum.Files = append(sum.Files, lp)
+			}
 		}
 	}
 	if lin.Visualization != "" {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -175,6 +177,22 @@ func (p *ProcTarget) Running(id string) bool {
 
 // Logs implements Target.
 func (p *ProcTarget) Logs() string { return p.C.Logs() }
+
+// SaveLogs copies every node's whole log file into dir.
+func (p *ProcTarget) SaveLogs(dir string) []string {
+	var out []string
+	for _, n := range p.C.Nodes {
+		b, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			continue
+		}
+		path := filepath.Join(dir, n.ID+".log")
+		if os.WriteFile(path, b, 0o644) == nil {
+			out = append(out, path)
+		}
+	}
+	return out
+}
 
 // status asks one node for its status, without retries.
 func status(ctx context.Context, addr string, timeout time.Duration) (NodeState, string, string, error) {
