@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tools the chaos suite (make chaos-short / make chaos) needs: iproute2
 # (ip netns, veth, bridge, tc), iptables (partitions, loss and duplication
-# inside the namespaces), procps, and the Docker CLI/engine for the
+# inside the namespaces), util-linux (nsenter into containers, unshare
+# --time for the clock fault), procps, and the Docker CLI/engine for the
 # FROM-scratch container cluster. Never pulls an image: the suite builds its
 # own from the static binary.
 set -euo pipefail
@@ -10,7 +11,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v tc >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v pkill >/dev/null 2>&1 || need+=(procps)
-command -v faketime >/dev/null 2>&1 || need+=(faketime)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 if ! command -v docker >/dev/null 2>&1; then
   need+=(docker.io)
 fi
