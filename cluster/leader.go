@@ -358,6 +358,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			for id, u := range b.reserved {
 				if i, ok := index[id]; ok {
 					cands[i].Used += u
+					cands[i].InFlight += u
 				}
 			}
 		}
@@ -424,6 +425,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			continue
 		}
 		cands[index[id]].Used += r.Units
+		cands[index[id]].InFlight += r.Units
 		noteHosting(hosting, r.Room, id, r.Units)
 		noteHosting(batchRooms, r.Room, id, r.Units)
 		reserved[id] += r.Units

@@ -46,8 +46,12 @@ type Candidate struct {
 	Capacity int64
 	// Used counts committed units plus units reserved by decisions that are
 	// in flight (proposed but not yet applied).
-	Used   int64
-	Active bool
+	Used int64
+	// InFlight is the part of Used reserved by decisions not yet applied
+	// (the decision loop sets it). With Load.Unmaterialized it tells how
+	// many units the last report cannot reflect yet.
+	InFlight int64
+	Active   bool
 	// State is the server state's name, for error messages.
 	State string
 	// Load is the server's last reported load (soft state, issue #3); nil
@@ -99,13 +103,13 @@ type Request struct {
 // Policy is a compiled fsmpb.Policy, ready to pick. It is immutable and
 // safe for concurrent use.
 type Policy struct {
-	spec     *fsmpb.Policy
-	prog     *vm.Program
-	dist     map[[2]string]int64
-	wu       float64
-	wc       float64
-	we       float64
-	egessRef float64
+	spec      *fsmpb.Policy
+	prog      *vm.Program
+	dist      map[[2]string]int64
+	wu        float64
+	wc        float64
+	we        float64
+	egressRef float64
 }
 
 // Compile validates p (as Apply does) and prepares it for Pick.
@@ -132,11 +136,11 @@ func Compile(p *fsmpb.Policy) (*Policy, error) {
 	if cp.wu == 0 && cp.wc == 0 && cp.we == 0 {
 		cp.wu = 1
 	}
-	cp.egessRef = 1e9 // 1 Gbps when no limit gives a scale
+	cp.egressRef = 1e9 // 1 Gbps when no limit gives a scale
 	if v := p.GetSoft().GetEgressBps(); v > 0 {
-		cp.egessRef = float64(v)
+		cp.egressRef = float64(v)
 	} else if v := p.GetHard().GetEgressBps(); v > 0 {
-		cp.egessRef = float64(v)
+		cp.egressRef = float64(v)
 	}
 	return cp, nil
 }
@@ -251,14 +255,34 @@ func (p *Policy) hardViolation(c *Candidate, req Request) string {
 		return fmt.Sprintf("has %d of %d units free, request needs %d", c.Free(), c.Capacity, req.Units)
 	}
 	if c.Load != nil {
-		if h := hard.GetCpu(); h > 0 && c.Load.CPU >= h {
-			return fmt.Sprintf("cpu %.2f is at or past the hard limit %.2f", c.Load.CPU, h)
+		cpu, egress := p.projected(c, 0)
+		if h := hard.GetCpu(); h > 0 && cpu >= h {
+			return fmt.Sprintf("cpu %.2f (reported %.2f plus reservations not yet reported) is at or past the hard limit %.2f", cpu, c.Load.CPU, h)
 		}
-		if h := hard.GetEgressBps(); h > 0 && c.Load.EgressBps >= h {
-			return fmt.Sprintf("egress %d bps is at or past the hard limit %d bps", c.Load.EgressBps, h)
+		if h := hard.GetEgressBps(); h > 0 && egress >= float64(h) {
+			return fmt.Sprintf("egress %.0f bps (reported %d plus reservations not yet reported) is at or past the hard limit %d bps", egress, c.Load.EgressBps, h)
 		}
 	}
 	return ""
+}
+
+// projected returns c's reported cpu and egress projected onto the units
+// its report does not reflect yet — committed allocations it did not list
+// (Load.Unmaterialized), reservations in flight (InFlight) — plus extra
+// more. The cost of a unit is the report's own average over the units it
+// does reflect or, when it reflects none, a full server's worth (cpu 1,
+// the egress reference) spread over its capacity. This is what keeps a
+// burst from herding onto the server whose last report looked emptiest.
+// c.Load must not be nil.
+func (p *Policy) projected(c *Candidate, extra int64) (cpu, egress float64) {
+	l := c.Load
+	pending := max(l.Unmaterialized+c.InFlight, 0) + extra
+	reflected := c.Used - c.InFlight - l.Unmaterialized
+	cpuPer, egPer := 1/float64(max(c.Capacity, 1)), p.egressRef/float64(max(c.Capacity, 1))
+	if reflected > 0 {
+		cpuPer, egPer = l.CPU/float64(reflected), float64(l.EgressBps)/float64(reflected)
+	}
+	return l.CPU + float64(pending)*cpuPer, float64(l.EgressBps) + float64(pending)*egPer
 }
 
 // softOK reports whether c stays within every soft limit after taking req.
@@ -268,10 +292,11 @@ func (p *Policy) softOK(c *Candidate, req Request) bool {
 		return false
 	}
 	if c.Load != nil {
-		if s := soft.GetCpu(); s > 0 && c.Load.CPU > s {
+		cpu, egress := p.projected(c, req.Units)
+		if s := soft.GetCpu(); s > 0 && cpu > s {
 			return false
 		}
-		if s := soft.GetEgressBps(); s > 0 && c.Load.EgressBps > s {
+		if s := soft.GetEgressBps(); s > 0 && egress > float64(s) {
 			return false
 		}
 	}
@@ -282,7 +307,8 @@ func (p *Policy) softOK(c *Candidate, req Request) bool {
 func (p *Policy) loadScore(c *Candidate, req Request) float64 {
 	s := p.wu * float64(c.Used+req.Units) / float64(max(c.Capacity, 1))
 	if c.Load != nil {
-		s += p.wc*c.Load.CPU + p.we*float64(c.Load.EgressBps)/p.egessRef
+		cpu, egress := p.projected(c, req.Units)
+		s += p.wc*cpu + p.we*egress/p.egressRef
 	}
 	return s
 }

@@ -21,6 +21,8 @@ func withRegion(c Candidate, region, zone string) Candidate {
 }
 func withLoad(c Candidate, l Load) Candidate { c.Load = &l; return c }
 
+func withInFlight(c Candidate, units int64) Candidate { c.InFlight = units; return c }
+
 func TestStrategies(t *testing.T) {
 	fleet := []Candidate{srv("a", 10, 2), srv("b", 10, 7), srv("c", 10, 5)}
 	regional := []Candidate{
@@ -58,6 +60,17 @@ func TestStrategies(t *testing.T) {
 			[]Candidate{withLoad(srv("hot", 10, 0), Load{CPU: 0.95}), srv("cool", 10, 5)}, Request{Room: "r", Units: 1}, "cool"},
 		{"hard egress excludes a saturated server", &fsmpb.Policy{Strategy: "least-loaded", Hard: &fsmpb.Limits{EgressBps: 1e9}},
 			[]Candidate{withLoad(srv("sat", 10, 0), Load{EgressBps: 1e9}), srv("ok", 10, 5)}, Request{Room: "r", Units: 1}, "ok"},
+		{"unreported reservations count against a quiet report (no herding)", &fsmpb.Policy{Strategy: "least-loaded", Weights: &fsmpb.Weights{Cpu: 1}},
+			[]Candidate{withLoad(srv("quiet", 100, 40), Load{CPU: 0.10, Unmaterialized: 30}), withLoad(srv("busy", 100, 20), Load{CPU: 0.25})},
+			Request{Room: "r", Units: 1}, "busy"},
+		{"in-flight reservations count against a quiet report", &fsmpb.Policy{Strategy: "least-loaded", Weights: &fsmpb.Weights{Cpu: 1}},
+			[]Candidate{withInFlight(withLoad(srv("quiet", 100, 60), Load{CPU: 0.10}), 50), withLoad(srv("busy", 100, 20), Load{CPU: 0.25})},
+			Request{Room: "r", Units: 1}, "busy"},
+		{"an empty report projects a capacity share per unit", &fsmpb.Policy{Strategy: "least-loaded", Weights: &fsmpb.Weights{Cpu: 1}},
+			[]Candidate{withInFlight(withLoad(srv("new", 10, 6), Load{}), 6), withLoad(srv("old", 10, 2), Load{CPU: 0.3})},
+			Request{Room: "r", Units: 1}, "old"},
+		{"hard cpu sees projected load", &fsmpb.Policy{Strategy: "least-loaded", Hard: &fsmpb.Limits{Cpu: 0.9}},
+			[]Candidate{withInFlight(withLoad(srv("filling", 20, 10), Load{CPU: 0.5}), 5), srv("other", 20, 15)}, Request{Room: "r", Units: 1}, "other"},
 		{"cpu weight moves least-loaded", &fsmpb.Policy{Strategy: "least-loaded", Weights: &fsmpb.Weights{Units: 1, Cpu: 2}},
 			[]Candidate{withLoad(srv("a", 10, 1), Load{CPU: 0.8}), withLoad(srv("b", 10, 3), Load{CPU: 0.1})}, Request{Room: "r", Units: 1}, "b"},
 		{"room-affinity prefers the server hosting the room", &fsmpb.Policy{Strategy: "room-affinity"}, fleet,
