@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,11 +16,18 @@ import (
 
 // equalLoad reports the same soft load for every server, whatever it holds:
 // the situation in which a naive allocator herds a burst onto the server
-// that sorted first.
-type equalLoad struct{}
+// that sorted first. Like the real load view, it counts every committed
+// unit as unmaterialized, since these reports list no allocation ids.
+type equalLoad struct{ f atomic.Pointer[fsm.FSM] }
 
-func (equalLoad) Load(string) (placement.Load, bool) {
-	return placement.Load{CPU: 0.5, EgressBps: 100e6, Peers: 10}, true
+func (e *equalLoad) Load(id string) (placement.Load, bool) {
+	l := placement.Load{CPU: 0.5, EgressBps: 100e6, Peers: 10}
+	if f := e.f.Load(); f != nil {
+		if s, ok := f.Server(id); ok {
+			l.Unmaterialized = s.UsedUnits
+		}
+	}
+	return l, true
 }
 
 type herdResult struct {
@@ -37,7 +45,11 @@ type herdResult struct {
 // issued within one second, and returns how they landed.
 func herd(tb testing.TB, pol api.Policy, requests int) herdResult {
 	tb.Helper()
-	pc := newPClusterTB(tb, 3, func(_ int, c *cluster.Config) { c.Loads = equalLoad{} })
+	loads := make([]*equalLoad, 3)
+	pc := newPClusterTB(tb, 3, func(i int, c *cluster.Config) { loads[i] = &equalLoad{}; c.Loads = loads[i] })
+	for i, nd := range pc.nodes {
+		loads[i].f.Store(nd.node.FSM())
+	}
 	cl := pc.client()
 	ctx := pctxTB(tb, 60*time.Second)
 	r := herdResult{servers: 20, capacity: 100, used: map[string]int64{}}
