@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/internal/ports"
 )
 
 // A minimal in-process cluster for the policy and provisioning tests: real
@@ -37,12 +38,7 @@ type pcluster struct {
 
 func pfreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return ports.Free(t, "tcp")
 }
 
 func plogger() *slog.Logger {

@@ -132,7 +132,10 @@ func newLeaderState(n *Node) *leaderState {
 // leadershipLoop reacts to raft leadership changes: on gaining leadership
 // it runs a barrier (so the FSM holds every committed entry) before it
 // serves; on losing it, it stops the decision loop and fails queued ops
-// as retryable.
+// as retryable. If establishing fails while raft still says we lead (a
+// barrier that timed out on a loaded machine, say), it tries again every
+// establishRetry: a leader that never became ready would refuse every
+// request until the next election.
 func (n *Node) leadershipLoop(notify <-chan bool) {
 	defer n.wg.Done()
 	var cur *leaderState
@@ -146,32 +149,50 @@ func (n *Node) leadershipLoop(notify <-chan bool) {
 		cur = nil
 	}
 	defer stop()
+	leading := false
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	attempt := func() {
+		cur = newLeaderState(n)
+		if err := n.establish(cur); err != nil {
+			n.log.Warn("could not establish leadership; retrying", "err", err)
+			cur.cancel()
+			cur.wg.Wait()
+			cur = nil
+			retry.Reset(establishRetry)
+		}
+	}
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case isLeader := <-notify:
 			stop()
+			retry.Stop()
+			leading = isLeader
 			if !isLeader {
 				n.log.Info("lost leadership")
 				continue
 			}
-			cur = newLeaderState(n)
-			if err := n.establish(cur); err != nil {
-				n.log.Warn("could not establish leadership", "err", err)
-				cur.cancel()
-				cur = nil
-				continue
+			attempt()
+		case <-retry.C:
+			if leading && cur == nil && n.raft.State() == raft.Leader {
+				attempt()
 			}
 		}
 	}
 }
 
+// establishRetry is how long a leader waits before trying again to become
+// ready after a failed barrier.
+const establishRetry = 100 * time.Millisecond
+
 // establish runs the barrier, starts the decision loop and the leader's
 // housekeeping, and publishes ls as the serving leader.
 func (n *Node) establish(ls *leaderState) error {
 	start := time.Now()
-	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+	if err := n.wait(ls.ctx, n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
 		return fmt.Errorf("barrier: %w", err)
 	}
 	ls.wg.Add(2)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/internal/ports"
 )
 
 // Proc is one agent process.
@@ -100,20 +101,7 @@ func BuildBinary(t testing.TB) string {
 
 func freeAddr(t testing.TB, network string) string {
 	t.Helper()
-	if network == "udp" {
-		l, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.LocalAddr().String()
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return ports.Free(t, network)
 }
 
 // New starts n agents bootstrapping together and waits for a leader.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/internal/ports"
 	"github.com/switchyard/switchyard/pki"
 )
 
@@ -39,12 +39,7 @@ type Cluster struct {
 // FreeAddr returns a loopback host:port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return ports.Free(t, "tcp")
 }
 
 // Logger returns a logger that writes to the test log only with -v, and
@@ -134,12 +129,7 @@ func (c *Cluster) QUICAddrs() []string {
 
 func freeUDP(t testing.TB) string {
 	t.Helper()
-	l, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free udp port: %v", err)
-	}
-	defer l.Close()
-	return l.LocalAddr().String()
+	return ports.Free(t, "udp")
 }
 
 // Start (re)starts a stopped node with its config and data dir.
