@@ -67,7 +67,10 @@ generate:
 
 ## bench: throughput/latency and failover figures (see README "Benchmarks").
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 -timeout 30m ./cluster/...
+	$(GO) test -run '^$$' -bench 'Allocate' -benchtime 1x -count 3 -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench 'FailoverSIGKILL' -benchtime 12x -count 3 -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 -timeout 30m ./cluster/... ./placement/...
+	$(GO) test -run '^$$' -bench 'ScaleOut|CascadeHop' -benchtime 200x -count 3 -timeout 30m ./media/
 	$(GO) test -run '^$$' -bench 'Ingest' -benchtime 100000x -count 3 -timeout 30m ./transport/
 	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./transport/
 	$(GO) test -run '^$$' -bench 'ReportToLeaderView' -benchtime 200x -count 3 ./transport/
