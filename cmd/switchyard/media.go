@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/media"
 	"github.com/switchyard/switchyard/transport"
 )
@@ -41,12 +42,13 @@ new sessions, existing ones finish, then it deregisters and exits.
     --http-addr 127.0.0.1:8081 --capacity 50
 
 --allocators are the agents' HTTP API addresses. With --tls-ca/--tls-cert/--tls-key
-and --quic-allocators (the agents' QUIC addresses) the node registers, allocates,
+the node registers, allocates,
 releases and drains over QUIC with mutual TLS and sends load reports (measured
 CPU, bitrates, peers, tracks, rooms, hosted allocations) as QUIC datagrams;
 the HTTP API is then used only to deregister, read its state and look up
-cascade targets' addresses. Without them the node talks HTTP and sends no
-load reports.`,
+cascade targets' addresses. The agents' QUIC addresses are read from the
+cluster's member table (GET /v1/members) unless --quic-allocators names
+them. Without TLS flags the node talks HTTP and sends no load reports.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runMedia(cmd, f) },
 	}
 	fl := cmd.Flags()
@@ -118,9 +120,12 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 		return err
 	}
 	quic := splitList(f.quicAllocators)
+	if id != nil && len(quic) == 0 {
+		if quic, err = discoverQUIC(cmd.Context(), allocs); err != nil {
+			return err
+		}
+	}
 	switch {
-	case id != nil && len(quic) == 0:
-		return usagef(cmd, "--tls-* flags need --quic-allocators")
 	case id == nil && len(quic) > 0:
 		return usagef(cmd, "--quic-allocators needs --tls-ca, --tls-cert and --tls-key")
 	case id != nil:
@@ -161,4 +166,25 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 	cctx, ccancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer ccancel()
 	return n.Close(cctx)
+}
+
+// discoverQUIC reads the agents' QUIC addresses from the member table
+// (retrying until the cluster answers or a minute passes).
+func discoverQUIC(ctx context.Context, httpAddrs []string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	ms, err := api.NewClient(httpAddrs...).Members(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the agents' QUIC addresses from %v (or give --quic-allocators): %w", httpAddrs, err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.QUICAddr != "" {
+			out = append(out, m.QUICAddr)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no agent advertises a QUIC address (start agents with --quic-addr and TLS flags, or give --quic-allocators)")
+	}
+	return out, nil
 }

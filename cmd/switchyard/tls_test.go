@@ -2,13 +2,16 @@ package main_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard/switchyard/agent"
+	"github.com/switchyard/switchyard/internal/ports"
 	"github.com/switchyard/switchyard/internal/proccluster"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/pki"
@@ -85,4 +88,33 @@ func TestTLSCommandsAndLoadgen(t *testing.T) {
 	if _, _, code := run(t, bin, "loadgen", "--allocators", c.QUICAddrs()[0]); code != 2 {
 		t.Fatalf("loadgen without TLS: exit %d, want 2", code)
 	}
+
+	// A media node given the agents' HTTP addresses (the contract)
+	// and TLS flags finds their QUIC addresses itself and reports over QUIC.
+	if _, e, code := run(t, bin, "tls", "cert", "create", "--ca-dir", dir, "--name", "mq", "--out", dir); code != 0 {
+		t.Fatal(e)
+	}
+	mctx, mcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer mcancel()
+	media := exec.CommandContext(mctx, bin, "media", "--id", "mq", "--capacity", "3", "--allocators", strings.Join(c.Addrs(), ","),
+		"--http-addr", ports.Free(t, "tcp"), "--log-level", "warn",
+		"--tls-ca", filepath.Join(dir, "ca.pem"), "--tls-cert", filepath.Join(dir, "mq.pem"), "--tls-key", filepath.Join(dir, "mq-key.pem"))
+	var merr strings.Builder
+	media.Stderr = &merr
+	if err := media.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = media.Process.Kill(); _ = media.Wait() }()
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		raw, err := c.Client().ServersRaw(mctx, false)
+		if err != nil {
+			return err
+		}
+		for _, s := range raw {
+			if s["id"] == "mq" && s["load"] != nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("media node mq has no load report in the leader's view yet (stderr: %s)", merr.String())
+	})
 }
