@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/internal/proccluster"
@@ -38,7 +39,11 @@ func BenchmarkAllocate(b *testing.B) {
 	for _, path := range []string{"http", "leader"} {
 		for _, clients := range []int{1, 16, 256} {
 			b.Run(fmt.Sprintf("%s/clients=%d", path, clients), func(b *testing.B) {
-				c := testcluster.New(b, 3)
+				// Measure with the production raft timing, not the test default.
+				c := testcluster.New(b, 3, testcluster.Options{Mutate: func(_ int, cfg *agent.Config) {
+					cfg.HeartbeatTimeout, cfg.ElectionTimeout = cluster.DefaultHeartbeatTimeout, cluster.DefaultElectionTimeout
+					cfg.LeaderLeaseTimeout = cluster.DefaultLeaderLeaseTimeout
+				}})
 				ctx := context.Background()
 				if _, err := c.Client().RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 1 << 40}); err != nil {
 					b.Fatal(err)

@@ -62,7 +62,9 @@ func newPClusterTB(t testing.TB, n int, mutate func(i int, c *cluster.Config)) *
 	for i := range n {
 		id := fmt.Sprintf("n%d", i+1)
 		cfg := cluster.Config{ID: id, DataDir: filepath.Join(t.TempDir(), id), RaftAddr: pfreeAddr(t), HTTPAddr: pfreeAddr(t),
-			BootstrapExpect: n, Logger: plogger().With("node", id)}
+			BootstrapExpect: n, Logger: plogger().With("node", id),
+			// Relaxed timing for a loaded test machine (see testcluster.New).
+			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 400 * time.Millisecond}
 		joins = append(joins, cfg.HTTPAddr)
 		pc.nodes = append(pc.nodes, &pnode{id: id, cfg: cfg})
 	}

@@ -20,6 +20,12 @@ import (
 	"github.com/switchyard/switchyard/pki"
 )
 
+// Raft timing of test clusters (see New).
+const (
+	TestHeartbeat = 500 * time.Millisecond
+	TestLease     = 400 * time.Millisecond
+)
+
 // Node is one agent of a test cluster and how to restart it.
 type Node struct {
 	ID    string
@@ -83,7 +89,13 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 			HTTPAddr:        FreeAddr(t),
 			QUICAddr:        freeUDP(t),
 			BootstrapExpect: n,
-			Logger:          Logger(t),
+			// Relaxed raft timing: these clusters run in one process under
+			// the race detector, beside other test packages, on 2 cores. The
+			// LAN defaults (150 ms, 100 ms lease) then see a starved leader
+			// step down again and again; tests assert behaviour, not speed
+			// (bench/ and the chaos suite measure with the defaults).
+			HeartbeatTimeout: TestHeartbeat, ElectionTimeout: TestHeartbeat, LeaderLeaseTimeout: TestLease,
+			Logger: Logger(t),
 		}, TLS: c.Identity(id), RaftPlainTCP: plain}
 		joins = append(joins, cfg.HTTPAddr)
 		c.Nodes = append(c.Nodes, &Node{ID: id, Cfg: cfg})
