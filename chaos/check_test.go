@@ -272,3 +272,21 @@ func TestReadOps(t *testing.T) {
 		t.Fatalf("reads %+v", reads)
 	}
 }
+
+func TestLeaderKillUnavailability(t *testing.T) {
+	ms := int64(time.Millisecond)
+	ops := []Op{
+		op(0, KindAllocate, "a", 90*ms, 95*ms, OK, "x", StateActive),     // before the kill: not counted
+		op(0, KindAllocate, "b", 100*ms, 400*ms, OK, "y", StateActive),   // first after kill 1: 300 ms
+		op(1, KindAllocate, "c", 150*ms, 350*ms, Fail, "", ""),           // refused: not an ack
+		op(0, KindAllocate, "d", 1000*ms, 1200*ms, OK, "z", StateActive), // after kill 2: 200 ms
+	}
+	faults := []Fault{
+		{Kind: "kill-leader", At: 100 * ms}, {Kind: "pause-random", At: 101 * ms},
+		{Kind: "kill-leader", At: 1000 * ms}, {Kind: "kill-leader", At: 5000 * ms},
+	}
+	u := LeaderKillUnavailability(ops, faults)
+	if u.Kills != 3 || u.NoAck != 1 || len(u.SamplesMs) != 2 || u.SamplesMs[0] != 300 || u.SamplesMs[1] != 200 || u.MaxMs != 300 {
+		t.Fatalf("got %+v", u)
+	}
+}

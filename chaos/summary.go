@@ -28,7 +28,7 @@ type Unavailability struct {
 	P99Ms float64 `json:"p99_ms"`
 	MaxMs float64 `json:"max_ms"`
 	// NoAck counts kills after which no allocation was acknowledged before
-	// the next fault (not in the percentiles).
+	// the next leader kill (not in the percentiles).
 	NoAck     int       `json:"no_ack"`
 	SamplesMs []float64 `json:"samples_ms"`
 }
@@ -127,8 +127,9 @@ func percentile(xs []float64, p float64) float64 {
 
 // LeaderKillUnavailability measures, for every "kill-leader" fault, the
 // time from the kill to the return of the first acknowledged allocation
-// invoked at or after it (as BenchmarkFailoverSIGKILL does). A kill with
-// no such allocation before the next fault counts as NoAck.
+// invoked at or after it (as BenchmarkFailoverSIGKILL does), whatever
+// other faults were injected meanwhile. A kill with no such allocation
+// before the next leader kill counts as NoAck.
 func LeaderKillUnavailability(ops []Op, faults []Fault) Unavailability {
 	var u Unavailability
 	var acks []Op
@@ -145,7 +146,7 @@ func LeaderKillUnavailability(ops []Op, faults []Fault) Unavailability {
 		u.Kills++
 		until := int64(math.MaxInt64)
 		for _, g := range faults[i+1:] {
-			if g.Kind != "restart" {
+			if g.Kind == "kill-leader" {
 				until = g.At
 				break
 			}
