@@ -479,6 +479,9 @@ func (n *Node) Restore(ctx context.Context, st *fsmpb.State, adopt bool) error {
 	if n.leader.Load() == nil {
 		return ErrNotLeader
 	}
+	if err := fsm.ValidateState(st); err != nil {
+		return err
+	}
 	own := n.fsm.ClusterID()
 	if st.GetClusterId() != own {
 		if !adopt {

@@ -386,3 +386,56 @@ func ResultError(r *fsmpb.Result) error {
 	}
 	return FromCode(r.GetErrorCode(), r.GetErrorMessage())
 }
+
+// ValidateState checks that a state offered for restore is self-consistent:
+// servers have positive capacity and known states, every allocation names a
+// request id that no other allocation has, every active allocation is on a
+// registered server with positive units, and each server's used units equal
+// the sum of its active allocations and do not exceed its capacity. A
+// snapshot that breaks any of these would break the invariants on every
+// replica, so restore refuses it (the error wraps ErrInvalid).
+func ValidateState(st *fsmpb.State) error {
+	if st.GetVersion() != StateVersion {
+		return fmt.Errorf("%w: snapshot version %d, this binary reads %d", ErrUnsupportedVersion, st.GetVersion(), StateVersion)
+	}
+	used := map[string]int64{}
+	servers := map[string]*fsmpb.Server{}
+	for _, s := range st.GetServers() {
+		if s.GetId() == "" || servers[s.GetId()] != nil {
+			return errorf(ErrInvalid, "snapshot: empty or repeated server id %q", s.GetId())
+		}
+		if s.GetCapacityUnits() <= 0 {
+			return errorf(ErrInvalid, "snapshot: server %s has capacity %d", s.GetId(), s.GetCapacityUnits())
+		}
+		if StateName(s.GetState()) == "unknown" {
+			return errorf(ErrInvalid, "snapshot: server %s has state %v", s.GetId(), s.GetState())
+		}
+		servers[s.GetId()] = s
+	}
+	ids, reqs := map[string]bool{}, map[string]bool{}
+	for _, a := range st.GetAllocations() {
+		if a.GetId() == "" || ids[a.GetId()] {
+			return errorf(ErrInvalid, "snapshot: empty or repeated allocation id %q", a.GetId())
+		}
+		if a.GetRequestId() == "" || reqs[a.GetRequestId()] {
+			return errorf(ErrInvalid, "snapshot: allocation %s has an empty or repeated request id %q", a.GetId(), a.GetRequestId())
+		}
+		ids[a.GetId()], reqs[a.GetRequestId()] = true, true
+		if AllocationStateName(a.GetState()) == "unknown" {
+			return errorf(ErrInvalid, "snapshot: allocation %s has state %v", a.GetId(), a.GetState())
+		}
+		if a.GetState() != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+			continue
+		}
+		if a.GetUnits() <= 0 || servers[a.GetServer()] == nil {
+			return errorf(ErrInvalid, "snapshot: active allocation %s has %d units on unknown or unregistered server %q", a.GetId(), a.GetUnits(), a.GetServer())
+		}
+		used[a.GetServer()] += a.GetUnits()
+	}
+	for id, s := range servers {
+		if s.GetUsedUnits() != used[id] || used[id] > s.GetCapacityUnits() {
+			return errorf(ErrInvalid, "snapshot: server %s records %d used units, its active allocations hold %d, capacity %d", id, s.GetUsedUnits(), used[id], s.GetCapacityUnits())
+		}
+	}
+	return nil
+}

@@ -339,3 +339,60 @@ func TestErrorCodesRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateStateRefusesInconsistentSnapshots(t *testing.T) {
+	a := newApplier(t)
+	for _, batch := range randomCommands(11, 200) {
+		a.apply(batch...)
+	}
+	good := a.f.Export()
+	if err := fsm.ValidateState(good); err != nil {
+		t.Fatalf("a real state is refused: %v", err)
+	}
+	var active *fsmpb.Allocation
+	for _, al := range good.Allocations {
+		if al.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+			active = al
+			break
+		}
+	}
+	if active == nil || len(good.Servers) == 0 {
+		t.Fatal("fixture has no active allocation")
+	}
+	tests := []struct {
+		name   string
+		mutate func(st *fsmpb.State)
+	}{
+		{"used units off", func(st *fsmpb.State) { st.Servers[0].UsedUnits++ }},
+		{"over capacity", func(st *fsmpb.State) {
+			for _, s := range st.Servers {
+				if s.Id == active.Server {
+					s.CapacityUnits = s.UsedUnits - 1
+				}
+			}
+		}},
+		{"zero capacity", func(st *fsmpb.State) { st.Servers[0].CapacityUnits = 0 }},
+		{"repeated request id", func(st *fsmpb.State) {
+			c := proto.Clone(st.Allocations[0]).(*fsmpb.Allocation)
+			c.Id += "-copy"
+			st.Allocations = append(st.Allocations, c)
+		}},
+		{"active allocation on unknown server", func(st *fsmpb.State) {
+			for _, al := range st.Allocations {
+				if al.Id == active.Id {
+					al.Server = "ghost"
+				}
+			}
+		}},
+		{"wrong version", func(st *fsmpb.State) { st.Version = 9 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := proto.Clone(good).(*fsmpb.State)
+			tt.mutate(st)
+			if err := fsm.ValidateState(st); err == nil {
+				t.Fatal("inconsistent snapshot accepted")
+			}
+		})
+	}
+}
