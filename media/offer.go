@@ -81,3 +81,29 @@ func checkOffer(body []byte) (offerInfo, error) {
 	}
 	return info, nil
 }
+
+// bundleLone adds "a=group:BUNDLE <mid>" to an offer that has no BUNDLE
+// group and a single media section. pion answers only bundled transports:
+// without a group it rejects every section (port 0). With one section,
+// bundled and unbundled mean the same single transport, so the group
+// changes nothing else; GStreamer's simple-whip-client (bundle-policy none)
+// sends such offers. Any other offer is returned unchanged.
+func bundleLone(body []byte) []byte {
+	var sd sdp.SessionDescription
+	if sd.Unmarshal(body) != nil || len(sd.MediaDescriptions) != 1 {
+		return body
+	}
+	if g, ok := sd.Attribute(sdp.AttrKeyGroup); ok && strings.HasPrefix(g, "BUNDLE") {
+		return body
+	}
+	mid, ok := sd.MediaDescriptions[0].Attribute(sdp.AttrKeyMID)
+	if !ok || mid == "" {
+		return body
+	}
+	sd.WithValueAttribute(sdp.AttrKeyGroup, "BUNDLE "+mid)
+	out, err := sd.Marshal()
+	if err != nil {
+		return body
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package media
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -57,5 +58,23 @@ func TestProcCPUTicks(t *testing.T) {
 	b, err := procCPUTicks()
 	if err != nil || b < a {
 		t.Fatalf("ticks %d then %d (%v) %d", a, b, err, x)
+	}
+}
+
+func TestBundleLoneSection(t *testing.T) {
+	lone := "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:video0\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\n"
+	got := string(bundleLone([]byte(lone)))
+	if !strings.Contains(got, "a=group:BUNDLE video0") {
+		t.Fatalf("no BUNDLE group added:\n%s", got)
+	}
+	if string(bundleLone([]byte(got))) != got {
+		t.Fatal("a bundled offer was changed")
+	}
+	two := lone + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio1\r\na=rtpmap:111 opus/48000/2\r\n"
+	if string(bundleLone([]byte(two))) != two {
+		t.Fatal("an unbundled offer with two sections was changed")
+	}
+	if string(bundleLone([]byte("garbage"))) != "garbage" {
+		t.Fatal("garbage was changed")
 	}
 }

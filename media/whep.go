@@ -34,6 +34,7 @@ func (n *Node) handleWHEP(w http.ResponseWriter, r *http.Request) {
 // package sentinels.
 func (n *Node) View(ctx context.Context, name string, offer []byte) (id, answer, redirect string, err error) {
 	info, err := checkOffer(offer)
+	offer = bundleLone(offer)
 	if err != nil {
 		return "", "", "", err
 	}

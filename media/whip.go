@@ -32,6 +32,7 @@ func (n *Node) handleWHIP(w http.ResponseWriter, r *http.Request) {
 // (an origin's cascade). Errors wrap the package sentinels.
 func (n *Node) Publish(ctx context.Context, name string, offer []byte, allocID string) (string, string, error) {
 	info, err := checkOffer(offer)
+	offer = bundleLone(offer)
 	if err != nil {
 		return "", "", err
 	}
