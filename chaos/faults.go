@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/switchyard/switchyard/api"
@@ -357,10 +359,37 @@ func (c ClockOffset) Inject(ctx context.Context, e *Env) (Heal, error) {
 	e.History.AddFault(Fault{Kind: c.Name(), Nodes: []string{p.ID}, Note: "monotonic +" + c.Offset.String()})
 	return func(ctx context.Context) error {
 		e.History.AddFault(Fault{Kind: "restart", Nodes: []string{p.ID}})
-		// SIGKILL of unshare kills the agent too (--kill-child).
+		// --kill-child did not always take the agent with unshare (an
+		// orphan kept the ports, and the restarted agent could not bind):
+		// kill the whole process group (unshare and the agent share it),
+		// then wait until the agent's address is free.
+		if pid := p.Pid(); pid > 0 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
 		if err := pt.Kill(ctx, p.ID); err != nil {
+			return err
+		}
+		if err := waitPortFree(ctx, p.HTTPAddr, 15*time.Second); err != nil {
 			return err
 		}
 		return pt.Start(ctx, p.ID)
 	}, nil
+}
+
+// waitPortFree polls until nothing accepts connections on addr.
+func waitPortFree(ctx context.Context, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return nil
+		}
+		c.Close()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s still in use after the agent was killed: %w", addr, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
