@@ -282,7 +282,7 @@ func (c *Client) supervise() {
 			}
 			continue
 		}
-		if err := c.rebind(conn); err != nil {
+		if err := c.rebindUntil(conn); err != nil {
 			if c.ctx.Err() != nil {
 				return
 			}
@@ -300,6 +300,32 @@ func (c *Client) supervise() {
 			c.failover.Add(1)
 			c.log.Info("allocator connection lost; failing over", "err", context.Cause(conn.Context()))
 			c.abandon(conn)
+		}
+	}
+}
+
+// rebindUntil re-registers on conn, retrying on the same connection while
+// it stays up: a retryable failure (the leader paused or being replaced)
+// is not this allocator's fault, and it already accepts the server's
+// reports (a re-registration binds them at once). It gives up only when
+// the connection dies or the answer is final.
+func (c *Client) rebindUntil(conn *quic.Conn) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := c.rebind(conn)
+		if err == nil || conn.Context().Err() != nil || c.ctx.Err() != nil || !cluster.Retryable(err) {
+			return err
+		}
+		c.log.Info("re-registration after reconnect not committed yet; retrying", "addr", c.Addr(), "err", err)
+		select {
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		case <-conn.Context().Done():
+			return err
+		case <-time.After(backoff):
+		}
+		if backoff < time.Second {
+			backoff *= 2
 		}
 	}
 }

@@ -450,6 +450,16 @@ func (s *Server) dispatch(ctx context.Context, pc *peerConn, req *transportpb.Re
 	if op == "unknown" {
 		return op, s.errResponse(fmt.Errorf("%w: request has no known body", fsm.ErrInvalid))
 	}
+	if r := req.GetRegister(); r != nil && req.GetForwardedBy() == "" {
+		// A media node that failed over re-registers the incarnation the
+		// registry already holds: accept its reports on this connection at
+		// once, not only after the commit. With the leader paused or being
+		// replaced that commit can take seconds, and reports dropped
+		// meanwhile as unbound would get the server marked down.
+		if cur, ok := s.cfg.Backend.FSM().Server(r.GetServer().GetId()); ok && cur.GetIncarnation() != 0 && cur.GetIncarnation() == r.GetServer().GetIncarnation() {
+			s.bind(cur.GetId(), pc)
+		}
+	}
 	if !s.cfg.Backend.IsLeader() {
 		if req.GetForwardedBy() != "" {
 			return op, s.errResponse(cluster.ErrNotLeader)
