@@ -184,6 +184,9 @@ type pendingReport struct {
 	got time.Time
 }
 
+// forwardWriteTimeout bounds one write of forwarded reports.
+const forwardWriteTimeout = 200 * time.Millisecond
+
 func newForwarder(s *Server) *forwarder {
 	return &forwarder{s: s, pending: map[string]pendingReport{}, kick: make(chan struct{}, 1)}
 }
@@ -278,7 +281,12 @@ func (f *forwarder) flush() {
 		if len(msg.Reports) == 0 {
 			return nil
 		}
-		_ = f.stream.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		// A paused or dying leader stops acknowledging, and a quic-go
+		// stream write then blocks: give up quickly and drop the batch
+		// (reports are ephemeral; the next ones go to whoever leads then).
+		// A long wait here starved the new leader's view for a whole
+		// failure-detection window after a leader change.
+		_ = f.stream.SetWriteDeadline(time.Now().Add(forwardWriteTimeout))
 		err := WriteFrame(f.stream, msg)
 		if err == nil {
 			f.s.m.Forwarded.WithLabelValues("sent").Add(float64(len(msg.Reports)))
