@@ -364,8 +364,10 @@ func TestBadDatagramsDroppedAndCounted(t *testing.T) {
 	if _, ok := nd.Agent.Loads.Get("m1"); ok {
 		t.Fatal("a foreign connection's report reached the view")
 	}
-	// Flood: far more than the burst in one go; the excess is dropped.
-	for i := 0; i < 500; i++ {
+	// Flood: far more than the burst in one go; the excess is dropped. (How
+	// many get through depends on how fast this loaded machine sends, so
+	// send many times the 100 the assertion needs.)
+	for i := 0; i < 3000; i++ {
 		_ = conn.SendDatagram(valid("ghost"))
 	}
 	testcluster.Eventually(t, pollTimeout, func() error {
