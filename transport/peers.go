@@ -304,14 +304,25 @@ func (f *forwarder) flush() {
 		msg.Reports = append(msg.Reports, &transportpb.ForwardedReport{Report: p.r, AgeMs: uint32(age)})
 		if len(msg.Reports) >= forwardChunk {
 			if err := send(); err != nil {
-				f.reset()
+				f.fail()
 				return
 			}
 		}
 	}
 	if err := send(); err != nil {
 		f.s.log.Debug("forward reports to leader failed", "leader", addr, "err", err)
-		f.reset()
+		f.fail()
+	}
+}
+
+// fail drops the stream and its connection after a failed write: the peer
+// may be a dead process whose connection still looks open (until its idle
+// timeout), and the next flush must dial afresh rather than reuse it.
+func (f *forwarder) fail() {
+	addr, c := f.addr, f.conn
+	f.reset()
+	if c != nil {
+		f.s.peers.drop(addr, c)
 	}
 }
 

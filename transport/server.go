@@ -2,7 +2,9 @@ package transport
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -179,7 +181,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if uc, ok := udp.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(4 << 20)
 	}
-	s.tr = &quic.Transport{Conn: udp}
+	s.tr = &quic.Transport{Conn: udp, StatelessResetKey: resetKey(cfg.Identity)}
 	s.ln, err = s.tr.Listen(tlsConf, s.quicConfig())
 	if err != nil {
 		_ = udp.Close()
@@ -634,3 +636,18 @@ func (s *Server) readReports(pc *peerConn, st *quic.ReceiveStream) {
 // tlsFor returns the client TLS configuration agents use towards each
 // other.
 func (s *Server) clientTLS() *tls.Config { return s.cfg.Identity.ClientConfig(ALPN) }
+
+// resetKey derives the QUIC stateless reset key from the agent's private
+// key, so it is the same across restarts: a restarted agent answers
+// packets of its predecessor's connections with a stateless reset, and
+// peers (agents forwarding to it, media nodes) learn at once that the
+// connection is gone instead of writing into it until the idle timeout.
+// Nil (no resets) when the key cannot be encoded.
+func resetKey(id *pki.Identity) *quic.StatelessResetKey {
+	der, err := x509.MarshalPKCS8PrivateKey(id.Cert.PrivateKey)
+	if err != nil {
+		return nil
+	}
+	k := quic.StatelessResetKey(sha256.Sum256(append([]byte("switchyard quic stateless reset v1\x00"), der...)))
+	return &k
+}
