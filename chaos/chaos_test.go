@@ -143,9 +143,6 @@ func TestChaos(t *testing.T) {
 // is marked down while the load generator kept reporting for it (a new
 // leader must wait a full failure-detection window first).
 func chaosLoadGen(t *testing.T, c campaign, bin string) {
-	if c.mode != "full" {
-		t.Skip("full campaign only (fails today: see the no_false_down violations it reports)")
-	}
 	ctx := context.Background()
 	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), QUIC: true})
 	var quic []string
