@@ -276,14 +276,17 @@ type MemberStatus struct {
 
 // Status summarises this node's view of the cluster.
 type Status struct {
-	ID           string         `json:"id"`
-	State        string         `json:"state"`
-	Leader       string         `json:"leader"`
-	LeaderHTTP   string         `json:"leader_http,omitempty"`
-	ClusterID    string         `json:"cluster_id"`
-	Term         uint64         `json:"term"`
-	LastIndex    uint64         `json:"last_index"`
-	CommitIndex  uint64         `json:"commit_index"`
+	ID          string `json:"id"`
+	State       string `json:"state"`
+	Leader      string `json:"leader"`
+	LeaderHTTP  string `json:"leader_http,omitempty"`
+	ClusterID   string `json:"cluster_id"`
+	Term        uint64 `json:"term"`
+	LastIndex   uint64 `json:"last_index"`
+	CommitIndex uint64 `json:"commit_index"`
+	// AppliedIndex is the last log entry applied to this node's state
+	// machine, and StateHash the hash of that state: read together, so
+	// nodes reporting the same applied index must report the same hash.
 	AppliedIndex uint64         `json:"applied_index"`
 	StateHash    string         `json:"state_hash"`
 	Members      []MemberStatus `json:"members"`
@@ -292,10 +295,11 @@ type Status struct {
 // Status reports this node's raft state and membership.
 func (n *Node) Status() Status {
 	lid, lm, _ := n.Leader()
+	hash, applied := n.fsm.HashAt()
 	st := Status{
 		ID: n.cfg.ID, State: n.raft.State().String(), Leader: lid, ClusterID: n.fsm.ClusterID(),
 		Term: n.raft.CurrentTerm(), LastIndex: n.raft.LastIndex(), CommitIndex: n.raft.CommitIndex(),
-		AppliedIndex: n.raft.AppliedIndex(), StateHash: n.fsm.Hash(), Members: n.Members(),
+		AppliedIndex: applied, StateHash: hash, Members: n.Members(),
 	}
 	if lm != nil {
 		st.LeaderHTTP = lm.HttpAddr

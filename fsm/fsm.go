@@ -194,14 +194,23 @@ func (f *FSM) Export() *fsmpb.State {
 // replica that applied the same entries and after snapshot/restore.
 // The hash is cached until the next change, so polling it is cheap.
 func (f *FSM) Hash() string {
+	h, _ := f.HashAt()
+	return h
+}
+
+// HashAt returns the state hash together with the index of the last entry
+// applied to this replica, read atomically: two replicas that report the
+// same index must report the same hash. (raft's own applied index runs
+// ahead of the FSM: it advances when entries are handed to it.)
+func (f *FSM) HashAt() (string, uint64) {
 	f.mu.RLock()
-	gen := f.gen
+	gen, index := f.gen, f.s.applied
 	f.hashMu.Lock()
 	if f.cachedHash != "" && f.cachedGen == gen {
 		h := f.cachedHash
 		f.hashMu.Unlock()
 		f.mu.RUnlock()
-		return h
+		return h, index
 	}
 	f.hashMu.Unlock()
 	st := f.s.export()
@@ -210,7 +219,7 @@ func (f *FSM) Hash() string {
 	f.hashMu.Lock()
 	f.cachedGen, f.cachedHash = gen, h
 	f.hashMu.Unlock()
-	return h
+	return h, index
 }
 
 // HashState is Hash for an exported state.

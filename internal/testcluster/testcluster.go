@@ -253,8 +253,7 @@ func (c *Cluster) WaitConverged(timeout time.Duration) string {
 		hash = ""
 		var idx uint64
 		for i, nd := range c.Running() {
-			f := nd.Agent.Node.FSM()
-			h, ai := f.Hash(), f.AppliedIndex()
+			h, ai := nd.Agent.Node.FSM().HashAt()
 			if i == 0 {
 				hash, idx = h, ai
 				continue
