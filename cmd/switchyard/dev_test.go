@@ -1,11 +1,9 @@
 package main_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,25 +19,9 @@ func TestDevClusterStartsAndStopsOnCtrlC(t *testing.T) {
 	base := 10000 + rand.IntN(20000) // below the ephemeral port range (32768+)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "dev",
+	proc := startStreamed(t, ctx, bin, "dev",
 		"--raft-port", fmt.Sprint(base), "--http-port", fmt.Sprint(base+10), "--quic-port", fmt.Sprint(base+20))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	cmd, lines, stderr := proc.cmd, proc.lines, proc.stderr
 	var seen []string
 	for leader := false; !leader; {
 		select {

@@ -1,10 +1,8 @@
 package main_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,25 +28,9 @@ func TestMediaCommand(t *testing.T) {
 	httpAddr := testcluster.FreeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "media", "--id", "mx", "--allocators", strings.Join(c.Addrs(), ","),
+	proc := startStreamed(t, ctx, bin, "media", "--id", "mx", "--allocators", strings.Join(c.Addrs(), ","),
 		"--http-addr", httpAddr, "--capacity", "3", "--log-level", "warn")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	cmd, lines, stderr := proc.cmd, proc.lines, proc.stderr
 	select {
 	case l := <-lines:
 		if !strings.Contains(l, "http://"+httpAddr+"/") {
