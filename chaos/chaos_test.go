@@ -160,14 +160,15 @@ func chaosLoadGen(t *testing.T, c campaign, bin string) {
 	check(t, sum, err, target)
 }
 
-// chaosFaults feeds agents bad input on their own disks under load: a
-// foreign data dir, a corrupted raft.db, a full disk, and a node whose
-// monotonic clock is days ahead. Each must be detected and reported (the
+// chaosFaults feeds agents bad input on their own disks and clocks under
+// load: a foreign data dir, a corrupted raft.db, a full disk, a node whose
+// monotonic clock is days ahead, and wall-clock jumps of ten days either
+// way on a node that is then made the leader. Each must be detected and reported (the
 // nemesis fails otherwise; what the agent said is in the summary notes),
 // and every invariant must hold across them.
 func chaosFaults(t *testing.T, c campaign, bin string) {
 	ctx := context.Background()
-	nemeses := []Nemesis{ForeignDataDir{}, CorruptBolt{}}
+	nemeses := []Nemesis{ForeignDataDir{}, CorruptBolt{}, WallClockJump{Offset: 240 * time.Hour, Lead: true}, WallClockJump{Offset: -240 * time.Hour, Lead: true}}
 	switch err := ClockOffsetUsable(ctx); {
 	case c.mode != "full":
 		// Full disk and clock offset run in the full campaign only: after
@@ -182,7 +183,7 @@ func chaosFaults(t *testing.T, c campaign, bin string) {
 	default:
 		nemeses = append(nemeses, DiskFull{}, ClockOffset{Offset: 240 * time.Hour})
 	}
-	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs()})
+	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), NodeArgs: ClockFileArgs})
 	target := &ProcTarget{C: pc}
 	sum, err := Run(ctx, Config{
 		Name: "faults", Target: target, Clients: 8, Rounds: len(nemeses), ClientRate: 0,

@@ -281,9 +281,18 @@ func (f ForeignDataDir) Inject(ctx context.Context, e *Env) (Heal, error) {
 		return nil, err
 	}
 	foreign := filepath.Join(pt.C.Dir, p.ID+"-foreign")
-	_ = os.RemoveAll(foreign)
-	if err := run(ctx, "cp", "-a", other.DataDir, foreign); err != nil {
-		return nil, err
+	// The other node is running: a file it renames (node.json.tmp, a
+	// snapshot being written) can vanish under cp, so try again.
+	for try := 0; ; try++ {
+		_ = os.RemoveAll(foreign)
+		err := run(ctx, "cp", "-a", other.DataDir, foreign)
+		if err == nil {
+			break
+		}
+		if try == 4 {
+			return nil, errors.Join(fmt.Errorf("foreign-data-dir: %w", err), pt.Start(ctx, p.ID))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	off := logSize(p)
 	if err := pt.C.StartDir(p, foreign); err != nil {
@@ -392,4 +401,87 @@ func waitPortFree(ctx context.Context, addr string, timeout time.Duration) error
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// ClockFile is where node p's agent reads its wall-clock offset
+// (--fault-clock-file); WallClockJump writes it.
+func ClockFile(c *proccluster.Cluster, p *proccluster.Proc) string {
+	return filepath.Join(c.Dir, p.ID+".clock")
+}
+
+// ClockFileArgs gives every agent a --fault-clock-file (see ClockFile).
+func ClockFileArgs(c *proccluster.Cluster, p *proccluster.Proc) []string {
+	return []string{"--fault-clock-file", ClockFile(c, p)}
+}
+
+// WallClockJump steps one running follower's wall clock by Offset
+// without restarting it (through the agent's --fault-clock-file hook: a
+// static Go binary ignores faketime and CLOCK_REALTIME cannot be
+// namespaced). The node must report the skew. With Lead, leadership is
+// then handed to it: it must say it stamps the log's time instead of its
+// wall clock, and no allocation (all carry a one-hour TTL) may expire
+// early, nor a released request id be forgotten early. Heal steps the
+// clock back.
+type WallClockJump struct {
+	Offset time.Duration
+	Lead   bool
+}
+
+// Name implements Nemesis.
+func (w WallClockJump) Name() string {
+	if w.Lead {
+		return "wall-clock-jump-leader"
+	}
+	return "wall-clock-jump"
+}
+
+// Inject implements Nemesis.
+func (w WallClockJump) Inject(ctx context.Context, e *Env) (Heal, error) {
+	pt, err := procTarget(e)
+	if err != nil {
+		return nil, err
+	}
+	p, err := follower(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	file := ClockFile(pt.C, p)
+	off := logSize(p)
+	if err := os.WriteFile(file, []byte(w.Offset.String()+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("wall-clock-jump: %w", err)
+	}
+	e.History.AddFault(Fault{Kind: w.Name(), Nodes: []string{p.ID}, Note: "wall clock " + w.Offset.String()})
+	heal := func(ctx context.Context) error {
+		e.History.AddFault(Fault{Kind: "heal-clock", Nodes: []string{p.ID}})
+		if err := os.WriteFile(file, []byte("0s\n"), 0o644); err != nil {
+			return fmt.Errorf("wall-clock-jump heal: %w", err)
+		}
+		return nil
+	}
+	line, err := waitLog(ctx, p, off, regexp.MustCompile(`clock skew: `), false, 30*time.Second)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("wall clock %v not reported: %w", w.Offset, err), heal(ctx))
+	}
+	e.Notes(fmt.Sprintf("wall clock of %s stepped %v: reported: %s", p.ID, w.Offset, line))
+	if !w.Lead {
+		return heal, nil
+	}
+	off = logSize(p)
+	tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var addrs []string
+	for _, n := range pt.C.Nodes {
+		if n.Running() {
+			addrs = append(addrs, n.HTTPAddr)
+		}
+	}
+	if err := api.NewClient(addrs...).TransferLeader(tctx, p.ID); err != nil {
+		return nil, errors.Join(fmt.Errorf("hand leadership to %s: %w", p.ID, err), heal(ctx))
+	}
+	line, err = waitLog(ctx, p, off, regexp.MustCompile(`clock jump: `), false, 15*time.Second)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("leader %s with its wall clock %v off did not guard its stamps: %w", p.ID, w.Offset, err), heal(ctx))
+	}
+	e.Notes(fmt.Sprintf("%s leads with its wall clock %v off: %s", p.ID, w.Offset, line))
+	return heal, nil
 }

@@ -23,6 +23,11 @@ func params(key string) (room string, units int64) {
 	return fmt.Sprintf("room-%d", v%16), int64(1 + v%3)
 }
 
+// allocTTL is every allocation's TTL: far longer than any run, so an
+// allocation that expires during one was expired early (a leader's clock
+// jump, say), and no_lost_ack reports it.
+const allocTTL = time.Hour
+
 // keyPool holds recently granted request ids for duplicates and releases
 // sent by other clients.
 type keyPool struct {
@@ -181,7 +186,7 @@ func (w *workload) allocate(key string) Outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
 	var a api.Allocation
 	err := w.call(ctx, func(ctx context.Context, cl *api.Client) (err error) {
-		a, err = cl.Allocate(ctx, api.AllocateRequest{RequestID: key, Room: room, Units: units})
+		a, err = cl.Allocate(ctx, api.AllocateRequest{RequestID: key, Room: room, Units: units, TTLMs: allocTTL.Milliseconds()})
 		return err
 	})
 	cancel()

@@ -55,6 +55,13 @@ type Config struct {
 	// server fits a request and retire idle provisioned ones (issue #6; see
 	// provision.go). Nil disables both.
 	Provisioner provision.Provider
+	// WallClock is this node's wall clock; nil means time.Now. Chaos tests
+	// shift it to emulate a clock jump on one node (clock.go).
+	WallClock func() time.Time
+	// ClockTolerance is how far a node's wall clock may disagree with the
+	// time stamped into the log before it is reported and, on the leader,
+	// guarded against (clock.go). Zero means DefaultClockTolerance.
+	ClockTolerance time.Duration
 	// RaftLayer, when set, carries raft traffic (e.g. over mutual TLS).
 	// Nil means plain TCP on RaftAddr.
 	RaftLayer StreamLayer
@@ -74,6 +81,7 @@ const (
 	DefaultApplyTimeout       = 5 * time.Second
 	DefaultMaxBatch           = 1024
 	DefaultExpireInterval     = time.Second
+	DefaultClockTolerance     = time.Second
 )
 
 // withDefaults returns c with zero fields filled, or an error naming the
@@ -122,6 +130,10 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.SnapshotInterval, DefaultSnapshotInterval)
 	def(&c.ApplyTimeout, DefaultApplyTimeout)
 	def(&c.ExpireInterval, DefaultExpireInterval)
+	if c.ClockTolerance < 0 {
+		return c, fmt.Errorf("%w: clock tolerance must not be negative", ErrBadConfig)
+	}
+	def(&c.ClockTolerance, DefaultClockTolerance)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = DefaultSnapshotThreshold
 	}

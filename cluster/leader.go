@@ -466,7 +466,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	if staged {
 		ls.stagedSeq = ls.seq // issue #6
 	}
-	data, err := fsm.EncodeFrom(ls.origin, ls.seq, time.Now().UnixMilli(), cmds...)
+	data, err := fsm.EncodeFrom(ls.origin, ls.seq, ls.n.clock.now(), cmds...)
 	if err != nil {
 		ls.finish(dones, reqIDs, nil, fmt.Errorf("encode entry: %w", err))
 		return
@@ -554,7 +554,7 @@ func (ls *leaderState) finish(dones []chan opResult, reqIDs []string, results []
 	}
 }
 
-// housekeeping commits expiry on the leader's clock.
+// housekeeping commits expiry on the leader's guarded clock (clock.go).
 func (ls *leaderState) housekeeping() {
 	defer ls.wg.Done()
 	t := time.NewTicker(ls.n.cfg.ExpireInterval)
@@ -565,7 +565,7 @@ func (ls *leaderState) housekeeping() {
 			return
 		case <-t.C:
 		}
-		if !ls.n.fsm.ExpiryDue(time.Now().UnixMilli()) {
+		if !ls.n.fsm.ExpiryDue(ls.n.clock.now()) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(ls.ctx, ls.n.cfg.ApplyTimeout)

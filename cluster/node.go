@@ -72,6 +72,8 @@ type Node struct {
 	leaderHooks []func(ctx context.Context)
 
 	m *metrics
+	// clock is the log-time guard (clock.go).
+	clock *logClock
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -116,6 +118,8 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), fsm: fsm.New(), m: newMetrics()}
+	n.clock = newLogClock(cfg.WallClock, cfg.ClockTolerance, n.log, n.m)
+	n.fsm.SetOnApply(func(_ uint64, stamp int64) { n.clock.observe(stamp) })
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	hlog := raftLogger("raft", n.log)
@@ -290,6 +294,11 @@ type Status struct {
 	AppliedIndex uint64         `json:"applied_index"`
 	StateHash    string         `json:"state_hash"`
 	Members      []MemberStatus `json:"members"`
+	// ClockOffsetMs is this node's wall clock minus the time the leader
+	// stamps into the log (minimum over recently applied entries; positive:
+	// ahead); absent before any entry was applied. Beyond the clock
+	// tolerance it is logged, and a leader stamps the log's time instead.
+	ClockOffsetMs *int64 `json:"clock_offset_ms,omitempty"`
 }
 
 // Status reports this node's raft state and membership.
@@ -303,6 +312,9 @@ func (n *Node) Status() Status {
 	}
 	if lm != nil {
 		st.LeaderHTTP = lm.HttpAddr
+	}
+	if off, ok := n.clock.Offset(); ok {
+		st.ClockOffsetMs = &off
 	}
 	return st
 }

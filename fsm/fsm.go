@@ -39,9 +39,10 @@ type FSM struct {
 	hashMu     sync.Mutex
 	cachedGen  uint64
 	cachedHash string
-	// onApply, if set, is called after each applied entry with its index,
-	// outside the lock. Used by the leader loop to learn progress.
-	onApply func(index uint64)
+	// onApply, if set, is called after each applied entry with its index
+	// and the leader's time stamped into it (as written, before clamping),
+	// outside the lock. The cluster's clock guard observes the stamps.
+	onApply func(index uint64, stampMs int64)
 }
 
 // New returns an empty FSM.
@@ -49,7 +50,7 @@ func New() *FSM { return &FSM{s: newState()} }
 
 // SetOnApply registers fn to run after every applied entry. It must be set
 // before the FSM is handed to raft.
-func (f *FSM) SetOnApply(fn func(index uint64)) { f.onApply = fn }
+func (f *FSM) SetOnApply(fn func(index uint64, stampMs int64)) { f.onApply = fn }
 
 // Encode builds the log entry bytes for cmds with leader time now.
 func Encode(now int64, cmds ...*fsmpb.Command) ([]byte, error) {
@@ -111,7 +112,7 @@ func (f *FSM) ApplyEnvelope(index uint64, env *fsmpb.Envelope) []*fsmpb.Result {
 	}
 	f.mu.Unlock()
 	if f.onApply != nil {
-		f.onApply(index)
+		f.onApply(index, env.GetNowUnixMs())
 	}
 	return out
 }

@@ -26,6 +26,8 @@ type agentFlags struct {
 	logLevel, logFormat                       string
 	tls                                       tlsFlags
 	failureWindow                             time.Duration
+	clockTolerance                            time.Duration
+	faultClockFile                            string
 	prov                                      provisionerFlags // issue #6: provisionflags.go
 }
 
@@ -68,6 +70,9 @@ hands leadership to another node before exiting.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fl.DurationVar(&f.failureWindow, "failure-window", loadview.DefaultWindow, "mark a media server (with an incarnation) down after this long without a load report; 0 disables")
+	fl.DurationVar(&f.clockTolerance, "clock-tolerance", cluster.DefaultClockTolerance, "how far this node's wall clock may disagree with the time stamped into the log before it is reported and, on the leader, replaced by the log's time")
+	fl.StringVar(&f.faultClockFile, "fault-clock-file", "", "fault injection for tests: a file holding a duration (240h, -90s) added to this agent's wall clock, re-read every 100 ms")
+	_ = fl.MarkHidden("fault-clock-file")
 	f.tls.register(cmd)
 	return cmd
 }
@@ -114,6 +119,9 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 	if f.failureWindow < 0 {
 		return agent.Config{}, usagef(cmd, "--failure-window must not be negative")
 	}
+	if f.clockTolerance <= 0 {
+		return agent.Config{}, usagef(cmd, "--clock-tolerance must be positive, got %v", f.clockTolerance)
+	}
 	window := f.failureWindow
 	if window == 0 {
 		window = -1 // disabled
@@ -123,7 +131,7 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 		BootstrapExpect: f.bootstrapExpect, Join: joins,
 		HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election, LeaderLeaseTimeout: f.lease, CommitTimeout: f.commit,
 		SnapshotThreshold: f.snapshotThreshold, SnapshotInterval: f.snapshotInterval, TrailingLogs: f.trailingLogs,
-		ApplyTimeout: f.applyTimeout, MaxBatch: f.maxBatch, Logger: log,
+		ApplyTimeout: f.applyTimeout, MaxBatch: f.maxBatch, Logger: log, ClockTolerance: f.clockTolerance,
 	}}, nil
 }
 
@@ -134,6 +142,13 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	}
 	if cfg.Provisioner, err = f.prov.provider(cmd); err != nil { // issue #6
 		return err
+	}
+	if f.faultClockFile != "" {
+		fc, err := newFaultClock(cmd.Context(), f.faultClockFile, cfg.Logger)
+		if err != nil {
+			return usagef(cmd, "--fault-clock-file: %v", err)
+		}
+		cfg.WallClock = fc.Now
 	}
 	a, err := agent.Start(cmd.Context(), cfg)
 	if err != nil {

@@ -63,6 +63,8 @@ type Cluster struct {
 	// example `ip netns exec NS`, which execs, so signals still reach the
 	// agent itself).
 	Prefix func(p *Proc) []string
+	// NodeArgs, when set, adds flags of node p's own.
+	NodeArgs func(c *Cluster, p *Proc) []string
 }
 
 // Options configures NewWithOptions. The zero value starts the cluster New
@@ -80,6 +82,8 @@ type Options struct {
 	Host func(i int) string
 	// Prefix is copied to Cluster.Prefix.
 	Prefix func(p *Proc) []string
+	// NodeArgs is copied to Cluster.NodeArgs.
+	NodeArgs func(c *Cluster, p *Proc) []string
 	// LeaderTimeout bounds the wait for the first leader (default 30 s).
 	LeaderTimeout time.Duration
 }
@@ -114,7 +118,7 @@ func New(t testing.TB, bin string, n int, args ...string) *Cluster {
 // for a leader. Every process is killed when the test ends.
 func NewWithOptions(t testing.TB, bin string, n int, o Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Bin: bin, Dir: t.TempDir(), Args: o.Args, Prefix: o.Prefix}
+	c := &Cluster{t: t, Bin: bin, Dir: t.TempDir(), Args: o.Args, Prefix: o.Prefix, NodeArgs: o.NodeArgs}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
 		p := &Proc{ID: id, DataDir: filepath.Join(c.Dir, id), LogPath: filepath.Join(c.Dir, id+".log")}
@@ -207,6 +211,9 @@ func (c *Cluster) StartDir(p *Proc, dataDir string) error {
 		}
 	}
 	args = append(args, c.Args...)
+	if c.NodeArgs != nil {
+		args = append(args, c.NodeArgs(c, p)...)
+	}
 	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", p.ID, err)
