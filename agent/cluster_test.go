@@ -459,3 +459,62 @@ func metricValue(body, name string) int {
 	}
 	return -1
 }
+
+// scrape returns an agent's /metrics page.
+func scrape(t *testing.T, httpAddr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", httpAddr, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// When the leader's process is gone (its raft port refuses connections),
+// a survivor starts an election without waiting out the heartbeat
+// timeout (cluster/failover.go), and the cluster keeps serving. A 2 s
+// heartbeat timeout against a 400 ms lease makes the two paths easy to
+// tell apart; which path ran is read from the fast-failover counter, not
+// from timing. Disabled, the counter stays 0 and raft's timeout elects.
+func TestFastFailoverAfterLeaderDies(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		disabled bool
+	}{{"enabled", false}, {"disabled", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testcluster.New(t, 3, testcluster.Options{Mutate: func(_ int, cfg *agent.Config) {
+				cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, 400*time.Millisecond
+				cfg.DisableFastFailover = tc.disabled
+			}})
+			cl := c.Client()
+			mustRegister(t, cl, "m1", 100)
+			old := c.WaitLeader(20 * time.Second)
+			c.Kill(old)
+			leader := c.WaitLeader(30 * time.Second)
+			if leader == old {
+				t.Fatal("killed leader still leads")
+			}
+			if _, err := cl.Allocate(ctxT(t, 20*time.Second), api.AllocateRequest{RequestID: "after", Room: "r", Units: 1}); err != nil {
+				t.Fatalf("allocate after failover: %v", err)
+			}
+			fast := 0
+			for _, nd := range c.Running() {
+				switch metricValue(scrape(t, nd.Cfg.HTTPAddr), "switchyard_fast_failovers_total") {
+				case -1:
+					t.Fatalf("%s has no switchyard_fast_failovers_total", nd.ID)
+				case 0:
+				default:
+					fast++
+				}
+			}
+			if tc.disabled && fast != 0 {
+				t.Fatalf("%d nodes took the fast path while it was disabled", fast)
+			}
+			if !tc.disabled && fast == 0 {
+				t.Fatal("no survivor took the fast path after the leader's process was gone")
+			}
+		})
+	}
+}

@@ -80,8 +80,9 @@ func agentArgsOr(hb, el, lease string) []string {
 	if v := strings.Split(os.Getenv("CHAOS_RAFT"), ","); len(v) == 3 {
 		hb, el, lease = v[0], v[1], v[2]
 	}
-	return []string{"--raft-heartbeat-timeout", hb, "--raft-election-timeout", el,
+	args := []string{"--raft-heartbeat-timeout", hb, "--raft-election-timeout", el,
 		"--raft-lease-timeout", lease, "--raft-commit-timeout", "10ms", "--log-level", "info"}
+	return append(args, strings.Fields(os.Getenv("CHAOS_AGENT_ARGS"))...)
 }
 
 func settings() map[string]string {

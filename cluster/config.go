@@ -35,6 +35,9 @@ type Config struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
+	// DisableFastFailover turns off the early election after the leader's
+	// process is gone (failover.go): only raft's heartbeat timeout applies.
+	DisableFastFailover bool
 
 	// ApplyTimeout bounds how long a caller waits for its commit; past it
 	// the outcome is reported unknown (retryable).

@@ -12,6 +12,8 @@ type metrics struct {
 	// clock.go
 	clockOffset   prometheus.Gauge
 	guardedStamps prometheus.Counter
+	// failover.go
+	fastFailovers prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -38,6 +40,10 @@ func newMetrics() *metrics {
 			Name: "switchyard_clock_offset_seconds",
 			Help: "This node's wall clock minus the time the leader stamps into the log (minimum over recent entries; positive: ahead).",
 		}),
+		fastFailovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_fast_failovers_total",
+			Help: "Elections this node started early because the silent leader's raft port refused connections (its process was gone).",
+		}),
 		guardedStamps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_clock_guarded_stamps_total",
 			Help: "Log entries this node stamped, as leader, with the log's time instead of its wall clock, which disagreed by more than the tolerance.",
@@ -52,7 +58,7 @@ func (n *Node) Collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	return []prometheus.Collector{
-		n.m.allocations, n.m.entryCmds, n.m.commit, n.m.leaderships, n.m.clockOffset, n.m.guardedStamps,
+		n.m.allocations, n.m.entryCmds, n.m.commit, n.m.leaderships, n.m.clockOffset, n.m.guardedStamps, n.m.fastFailovers,
 		gauge("switchyard_raft_term", "Current raft term.", func() float64 { return float64(n.raft.CurrentTerm()) }),
 		gauge("switchyard_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) }),
 		gauge("switchyard_raft_applied_index", "Index of the last entry applied to the FSM.", func() float64 { return float64(n.raft.AppliedIndex()) }),

@@ -34,6 +34,11 @@ type PeerInfo struct {
 	ClusterID string `json:"cluster_id"`
 	LeaderID  string `json:"leader"`
 	HasState  bool   `json:"has_state"`
+	// LastIndex and LastLogTerm locate the end of this node's raft log:
+	// after a leader died, the survivors compare them to let the most up
+	// to date one start the election (failover.go).
+	LastIndex   uint64 `json:"last_index,omitempty"`
+	LastLogTerm uint64 `json:"last_log_term,omitempty"`
 }
 
 // PeerClient is how a node reaches other agents before it is part of a
@@ -173,6 +178,10 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 
 	n.wg.Add(3)
+	if !cfg.DisableFastFailover {
+		n.wg.Add(1)
+		go n.deadLeaderLoop()
+	}
 	go n.leadershipLoop(notify)
 	go n.announceLoop()
 	go n.identityLoop(id)
@@ -264,8 +273,9 @@ func (n *Node) HasState() bool { return n.raft.LastIndex() > 0 }
 // Info is what this node answers to a bootstrapping or joining peer.
 func (n *Node) Info() PeerInfo {
 	lid, _, _ := n.Leader()
+	idx, term := n.lastLog()
 	return PeerInfo{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr,
-		ClusterID: n.fsm.ClusterID(), LeaderID: lid, HasState: n.HasState()}
+		ClusterID: n.fsm.ClusterID(), LeaderID: lid, HasState: n.HasState(), LastIndex: idx, LastLogTerm: term}
 }
 
 // MemberStatus is one voter as seen by this node.

@@ -27,6 +27,7 @@ type agentFlags struct {
 	tls                                       tlsFlags
 	failureWindow                             time.Duration
 	clockTolerance                            time.Duration
+	fastFailover                              bool
 	faultClockFile                            string
 	prov                                      provisionerFlags // issue #6: provisionflags.go
 }
@@ -62,6 +63,7 @@ hands leadership to another node before exiting.`,
 	fl.DurationVar(&f.election, "raft-election-timeout", cluster.DefaultElectionTimeout, "raft election timeout")
 	fl.DurationVar(&f.lease, "raft-lease-timeout", cluster.DefaultLeaderLeaseTimeout, "raft leader lease timeout (≤ heartbeat timeout)")
 	fl.DurationVar(&f.commit, "raft-commit-timeout", cluster.DefaultCommitTimeout, "raft commit timeout")
+	fl.BoolVar(&f.fastFailover, "raft-fast-failover", true, "start an election as soon as a silent leader's raft port refuses connections (its process is gone), instead of waiting out the heartbeat timeout")
 	fl.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", cluster.DefaultSnapshotThreshold, "log entries between snapshots")
 	fl.DurationVar(&f.snapshotInterval, "snapshot-interval", cluster.DefaultSnapshotInterval, "how often to check whether to snapshot")
 	fl.Uint64Var(&f.trailingLogs, "trailing-logs", cluster.DefaultTrailingLogs, "log entries kept after a snapshot")
@@ -132,6 +134,7 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 		HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election, LeaderLeaseTimeout: f.lease, CommitTimeout: f.commit,
 		SnapshotThreshold: f.snapshotThreshold, SnapshotInterval: f.snapshotInterval, TrailingLogs: f.trailingLogs,
 		ApplyTimeout: f.applyTimeout, MaxBatch: f.maxBatch, Logger: log, ClockTolerance: f.clockTolerance,
+		DisableFastFailover: !f.fastFailover,
 	}}, nil
 }
 
