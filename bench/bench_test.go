@@ -119,6 +119,20 @@ func BenchmarkFailoverSIGKILL(b *testing.B) {
 	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 1 << 40}); err != nil {
 		b.Fatal(err)
 	}
+	// The first kill must find a formed cluster: every node a voter whose
+	// HTTP address is in the member table (survivors ask each other where
+	// their logs end before one starts the election).
+	for {
+		ms, err := cl.Members(ctx)
+		formed := err == nil && len(ms) == 3
+		for _, m := range ms {
+			formed = formed && m.Suffrage == "Voter" && m.HTTPAddr != ""
+		}
+		if formed {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	var acks atomic.Int64
 	// killAt is the unix nanos of the current kill; firstAck the end time
 	// of the first allocation that was sent after it and acknowledged.
