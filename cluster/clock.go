@@ -127,23 +127,11 @@ func (c *logClock) Offset() (int64, bool) {
 
 // now is the time the leader stamps into the next log entry, in Unix
 // milliseconds: its wall clock when that agrees with the log, the guarded
-// estimate otherwise (see the type's comment). Must run on the leader.
+// estimate otherwise (see the type's comment). It logs when guarding
+// starts and stops and counts guarded stamps. Must run on the leader.
 func (c *logClock) now() int64 {
-	w := c.wall().UnixMilli()
+	stamp, guard, d := c.estimate()
 	c.mu.Lock()
-	if !c.hasRef {
-		c.mu.Unlock()
-		return w
-	}
-	el := time.Since(c.refAt)
-	est := c.refMs + el.Milliseconds()
-	d := w - est
-	guard := abs(d) > c.tol.Milliseconds()
-	stamp := w
-	if guard {
-		lim := int64(maxSlew * float64(el.Milliseconds()))
-		stamp = est + max(-lim, min(lim, d))
-	}
 	report := guard != c.guarded
 	c.guarded = guard
 	c.mu.Unlock()
@@ -158,6 +146,25 @@ func (c *logClock) now() int64 {
 		c.log.Info("clock jump over: stamping the wall clock again", "wall_minus_log_ms", d)
 	}
 	return stamp
+}
+
+// estimate is now without side effects: the stamp, whether it is guarded,
+// and the wall clock minus the log's estimated time (ms).
+func (c *logClock) estimate() (stamp int64, guarded bool, wallMinusLog int64) {
+	w := c.wall().UnixMilli()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.hasRef {
+		return w, false, 0
+	}
+	el := time.Since(c.refAt)
+	est := c.refMs + el.Milliseconds()
+	d := w - est
+	if abs(d) <= c.tol.Milliseconds() {
+		return w, false, d
+	}
+	lim := int64(maxSlew * float64(el.Milliseconds()))
+	return est + max(-lim, min(lim, d)), true, d
 }
 
 func abs(v int64) int64 {

@@ -565,7 +565,7 @@ func (ls *leaderState) housekeeping() {
 			return
 		case <-t.C:
 		}
-		if !ls.n.fsm.ExpiryDue(ls.n.clock.now()) {
+		if now, _, _ := ls.n.clock.estimate(); !ls.n.fsm.ExpiryDue(now) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(ls.ctx, ls.n.cfg.ApplyTimeout)
