@@ -36,6 +36,7 @@ import (
 // clock unguarded; the other nodes then report the offset.
 type logClock struct {
 	wall   func() time.Time
+	mono   func() time.Time // monotonic readings; time.Now except in tests
 	tol    time.Duration
 	window time.Duration
 	log    *slog.Logger
@@ -47,7 +48,8 @@ type logClock struct {
 	refAt   time.Time // when it was observed (monotonic reading)
 	winAt   time.Time // start of the current observation window
 	cur     offsetMin // minimum offset in the current window
-	prev    offsetMin // and in the previous one
+	prev    offsetMin // in the last completed one
+	older   offsetMin // and in the one before
 	skewed  bool      // last reported offset was beyond the tolerance
 	guarded bool      // the leader's last stamp was the estimate, not its wall clock
 }
@@ -72,38 +74,52 @@ func newLogClock(wall func() time.Time, tol time.Duration, log *slog.Logger, m *
 	if wall == nil {
 		wall = time.Now
 	}
-	return &logClock{wall: wall, tol: tol, window: 2 * time.Second, log: log, m: m}
+	return &logClock{wall: wall, mono: time.Now, tol: tol, window: time.Second, log: log, m: m}
 }
 
 // observe records the stamp of an entry this node just applied. It runs
 // on raft's apply goroutine, after the FSM's lock is released.
+//
+// Skew is decided when a window completes, from completed windows only:
+// it starts when the last two windows' minima are both beyond the
+// tolerance and agree with each other within it, and ends when the last
+// window's minimum is within it. Entries applied while catching up after a
+// restart are old, so their offsets are large but shrink from one window
+// to the next as the node catches up: they are never reported as skew.
 func (c *logClock) observe(stampMs int64) {
 	if stampMs == 0 {
 		return // entries written by tools without a leader's time
 	}
-	mono := time.Now()
+	mono := c.mono()
 	off := c.wall().UnixMilli() - stampMs
+	tol := c.tol.Milliseconds()
 	c.mu.Lock()
-	if abs(off) <= c.tol.Milliseconds() {
+	if abs(off) <= tol {
 		c.hasRef, c.refMs, c.refAt = true, stampMs, mono
 	}
+	report := false
 	if c.winAt.IsZero() || mono.Sub(c.winAt) >= c.window {
-		c.prev, c.cur, c.winAt = c.cur, offsetMin{}, mono
+		c.older, c.prev, c.cur, c.winAt = c.prev, c.cur, offsetMin{}, mono
+		skewed := c.skewed
+		switch {
+		case c.prev.ok && abs(c.prev.ms) <= tol:
+			skewed = false
+		case c.prev.ok && c.older.ok && abs(c.prev.ms) > tol && abs(c.prev.ms-c.older.ms) <= tol:
+			skewed = true
+		}
+		report, c.skewed = skewed != c.skewed, skewed
 	}
 	c.cur.add(off)
 	est, _ := c.offsetLocked()
-	report := (abs(est) > c.tol.Milliseconds()) != c.skewed
-	if report {
-		c.skewed = !c.skewed
-	}
+	skewed, window := c.skewed, c.prev.ms
 	c.mu.Unlock()
 	c.m.clockOffset.Set(float64(est) / 1000)
 	switch {
-	case report && c.skewed:
-		c.log.Warn("clock skew: this node's wall clock disagrees with the time the leader stamps into the log; check NTP on this node and on the leader",
-			"offset_ms", est, "tolerance", c.tol)
+	case report && skewed:
+		c.log.Warn("clock skew: this node's wall clock disagrees with the time the leader stamps into the log (steadily, so not a catch-up); check NTP on this node and on the leader, or whether this node applies entries late",
+			"offset_ms", window, "tolerance", c.tol)
 	case report:
-		c.log.Info("clock skew over: this node's wall clock agrees with the log again", "offset_ms", est)
+		c.log.Info("clock skew over: this node's wall clock agrees with the log again", "offset_ms", window)
 	}
 }
 

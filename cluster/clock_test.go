@@ -123,3 +123,51 @@ func TestLogClockSlew(t *testing.T) {
 		t.Fatalf("slewed stamp is %d ms ahead, want ≈ 1000 (1 %% of 100 s)", d)
 	}
 }
+
+// fakeTime is a settable clock for both the wall and monotonic readings.
+type fakeTime struct{ t time.Time }
+
+func (f *fakeTime) now() time.Time { return f.t }
+
+// Skew is reported from completed windows that agree: entries replayed
+// while catching up after a restart are old (large offsets that shrink
+// window by window) and must not be reported; a steady offset must.
+func TestLogClockSkewReport(t *testing.T) {
+	ft := &fakeTime{t: time.Unix(1_700_000_000, 0)}
+	c := newLogClock(ft.now, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics())
+	c.mono = ft.now
+	// feed applies, in each 1 s window, ten entries whose stamps are lag
+	// behind this node's clock (lag(w) for window w).
+	feed := func(windows int, lag func(w int) time.Duration) {
+		for w := range windows {
+			for i := range 10 {
+				ft.t = ft.t.Add(100 * time.Millisecond)
+				c.observe(ft.t.Add(-lag(w)).UnixMilli() - int64(i))
+			}
+		}
+	}
+	steps := []struct {
+		name    string
+		windows int
+		lag     func(w int) time.Duration
+		skewed  bool
+	}{
+		{"in sync", 3, func(int) time.Duration { return 5 * time.Millisecond }, false},
+		{"catching up after 8 s down", 4, func(w int) time.Duration { return time.Duration(8-2*w) * time.Second }, false},
+		{"caught up", 3, func(int) time.Duration { return 5 * time.Millisecond }, false},
+		{"clock stepped 1 h ahead", 3, func(int) time.Duration { return time.Hour }, true},
+		{"stepped back", 3, func(int) time.Duration { return 0 }, false},
+		{"clock 10 s behind", 3, func(int) time.Duration { return -10 * time.Second }, true},
+	}
+	for _, st := range steps {
+		// Decisions are made as windows complete: after three windows of a
+		// step, its first two are decided on.
+		feed(st.windows, st.lag)
+		c.mu.Lock()
+		got := c.skewed
+		c.mu.Unlock()
+		if got != st.skewed {
+			t.Fatalf("%s: skewed = %v, want %v", st.name, got, st.skewed)
+		}
+	}
+}
