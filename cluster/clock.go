@@ -31,9 +31,11 @@ import (
 //     reference (as ntpd slews rather than steps), and says so. The
 //     cluster's time then never jumps when one node's wall clock does.
 //
-// A node with no reference (it has never applied an entry that agreed
-// with its own clock, e.g. it started with a wrong clock) stamps its wall
-// clock unguarded; the other nodes then report the offset.
+// Before any entry agrees with its clock, a node's reference is its own
+// wall clock when it started: a step of the wall clock while it runs is
+// still caught (wall time elapsed ≠ monotonic time elapsed), but a node
+// that started with a wrong clock stamps it; the other nodes then report
+// the offset.
 type logClock struct {
 	wall   func() time.Time
 	mono   func() time.Time // monotonic readings; time.Now except in tests
@@ -74,7 +76,13 @@ func newLogClock(wall func() time.Time, tol time.Duration, log *slog.Logger, m *
 	if wall == nil {
 		wall = time.Now
 	}
-	return &logClock{wall: wall, mono: time.Now, tol: tol, window: time.Second, log: log, m: m}
+	c := &logClock{wall: wall, mono: time.Now, tol: tol, window: time.Second, log: log, m: m}
+	// Until an entry agrees with it, the reference is this node's own wall
+	// clock at start: a node whose apply lags the log by more than the
+	// tolerance (catching up, overloaded) never sees an agreeing entry, and
+	// must still notice its wall clock stepping while it runs.
+	c.hasRef, c.refMs, c.refAt = true, wall().UnixMilli(), c.mono()
+	return c
 }
 
 // observe records the stamp of an entry this node just applied. It runs

@@ -86,9 +86,10 @@ func TestLogClockGuardsJumps(t *testing.T) {
 	}
 }
 
-// A node that never saw an agreeing entry has no reference: it stamps its
-// wall clock (nothing to guard with), and followers report the offset.
-func TestLogClockNoReference(t *testing.T) {
+// A node that started with a wrong clock and never saw an agreeing entry
+// stamps that clock (its reference is its own start), and followers
+// report the offset; if its clock then steps, it is still guarded.
+func TestLogClockStartReference(t *testing.T) {
 	w := &shiftedClock{}
 	w.off.Store(int64(time.Hour))
 	c := newLogClock(w.now, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics())
@@ -102,6 +103,15 @@ func TestLogClockNoReference(t *testing.T) {
 	follower.observe(c.now())
 	if off, _ := follower.Offset(); off > -time.Hour.Milliseconds()+100 {
 		t.Fatalf("follower offset %d ms, want about -1h", off)
+	}
+	// A lagging node (its entries never agree with its clock) whose clock
+	// steps while it runs: guarded against its own start.
+	lagging := &shiftedClock{}
+	lc := newLogClock(lagging.now, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics())
+	lc.observe(time.Now().Add(-5 * time.Second).UnixMilli()) // 5 s behind: not a reference
+	lagging.off.Store(int64(240 * time.Hour))
+	if stamp, guarded, _ := lc.estimate(); !guarded || abs(stamp-time.Now().UnixMilli()) > 100 {
+		t.Fatalf("lagging node after a +240h step: stamp %d ms off real time, guarded %v", stamp-time.Now().UnixMilli(), guarded)
 	}
 }
 

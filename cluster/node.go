@@ -137,15 +137,28 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		n.store.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
+	// MaxRPCsInFlight 1 turns raft's pipelined replication off. With it on
+	// (the default of 2), a follower that answers one AppendEntries with
+	// Success=false while another is in flight (a failed disk write, say)
+	// deadlocks the leader's pipeline to it: the decoder has returned, the
+	// sender blocks handing over the next request, and heartbeats keep the
+	// follower from ever timing out, so it never receives another entry
+	// (hashicorp/raft#612; grafana/pyroscope#5518 turned pipelining off for
+	// the same reason). The chaos suite hit it: a follower healed from a full
+	// disk stayed at applied index 0. Without pipelining, replication sends
+	// every pending entry (up to MaxAppendEntries) per round trip and backs
+	// off on errors; the decision loop batches many commands per entry.
+	tcfg := &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog, MaxRPCsInFlight: 1}
 	if cfg.RaftLayer != nil {
-		n.trans = raft.NewNetworkTransportWithLogger(cfg.RaftLayer, 3, 10*time.Second, hlog)
+		tcfg.Stream = cfg.RaftLayer
+		n.trans = raft.NewNetworkTransportWithConfig(tcfg)
 	} else {
 		adv, rerr := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 		if rerr != nil {
 			n.store.Close()
 			return nil, fmt.Errorf("%w: raft address %q: %v", ErrBadConfig, cfg.RaftAddr, rerr)
 		}
-		n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hlog)
+		n.trans, err = raft.NewTCPTransportWithConfig(cfg.RaftAddr, adv, tcfg)
 		if err != nil {
 			n.store.Close()
 			return nil, fmt.Errorf("listen on raft address %s: %w", cfg.RaftAddr, err)
