@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -172,19 +173,27 @@ func chaosLoadGen(t *testing.T, c campaign, bin string) {
 func chaosFaults(t *testing.T, c campaign, bin string) {
 	ctx := context.Background()
 	nemeses := []Nemesis{ForeignDataDir{}, CorruptBolt{}, WallClockJump{Offset: 240 * time.Hour, Lead: true}, WallClockJump{Offset: -240 * time.Hour, Lead: true}}
-	switch err := ClockOffsetUsable(ctx); {
-	case c.mode != "full":
-		// Full disk and clock offset run in the full campaign only: after
-		// both hit one follower, that node has twice stayed at applied
-		// index 0 for the whole 60 s recovery window (see README, "Known
-		// failures"); until that is understood the short campaign, which
-		// gates CI, keeps the faults that are reliably recovered from.
-		t.Log("disk-full and clock-offset faults: full campaign only")
-	case err != nil:
+	// Full disk and the monotonic clock offset were full-campaign only
+	// while a follower healed from a full disk could stay at applied index
+	// 0; that was hashicorp/raft's pipeline deadlock (pipelining is off
+	// now, cluster/node.go), so they run in chaos-short again.
+	// Both need root (a tmpfs mount, a time namespace): elsewhere they are
+	// left out with a note, under CI=true their absence fails the run.
+	missing := func(what string, err error) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chaos needs %s under CI: %v", what, err)
+		}
+		t.Logf("%s left out: %v", what, err)
+	}
+	if os.Geteuid() != 0 {
+		missing("disk-full (a tmpfs mount)", errors.New("not root"))
+	} else {
 		nemeses = append(nemeses, DiskFull{})
-		t.Logf("clock-offset skipped: %v", err)
-	default:
-		nemeses = append(nemeses, DiskFull{}, ClockOffset{Offset: 240 * time.Hour})
+	}
+	if err := ClockOffsetUsable(ctx); err != nil {
+		missing("clock-offset", err)
+	} else {
+		nemeses = append(nemeses, ClockOffset{Offset: 240 * time.Hour})
 	}
 	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), NodeArgs: ClockFileArgs})
 	target := &ProcTarget{C: pc}
