@@ -27,7 +27,7 @@ test: vet
 ## with every invariant checked. Summaries go to $(CHAOS_OUT)/*/summary.json.
 CHAOS_OUT      ?= /tmp/switchyard-chaos
 chaos-short:
-	SWITCHYARD_CHAOS=short CHAOS_OUT=$(CHAOS_OUT) $(GO) test -count=1 -timeout 4m -v -run '^TestChaos' ./chaos/
+	SWITCHYARD_CHAOS=short CHAOS_OUT=$(CHAOS_OUT) $(GO) test -count=1 -timeout 6m -v -run '^TestChaos' ./chaos/
 
 ## chaos: the full campaign (default ~10 min): ≥ 50 leader kills after a 60 s
 ## fault-free phase at full load (failover and spurious-election figures),

@@ -199,7 +199,7 @@ func chaosFaults(t *testing.T, c campaign, bin string) {
 	target := &ProcTarget{C: pc}
 	sum, err := Run(ctx, Config{
 		Name: "faults", Target: target, Clients: 8, Rounds: len(nemeses), ClientRate: 0,
-		Nemeses: nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
+		Nemeses: nemeses, Hold: time.Second, Quiet: 500 * time.Millisecond,
 		OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 	})
 	check(t, sum, err, target)

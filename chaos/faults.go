@@ -483,5 +483,11 @@ func (w WallClockJump) Inject(ctx context.Context, e *Env) (Heal, error) {
 		return nil, errors.Join(fmt.Errorf("leader %s with its wall clock %v off did not guard its stamps: %w", p.ID, w.Offset, err), heal(ctx))
 	}
 	e.Notes(fmt.Sprintf("%s leads with its wall clock %v off: %s", p.ID, w.Offset, line))
+	// Lead with the stepped clock through at least two expiry passes of
+	// the leader (cluster.DefaultExpireInterval is 1 s) before the heal.
+	select {
+	case <-ctx.Done():
+	case <-time.After(2 * time.Second):
+	}
 	return heal, nil
 }
