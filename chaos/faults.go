@@ -52,6 +52,20 @@ func follower(ctx context.Context, e *Env) (*proccluster.Proc, error) {
 	return cands[e.Rand.IntN(len(cands))], nil
 }
 
+// procFollower is the process target and a running follower of it, the
+// victim of most bad-input faults.
+func procFollower(ctx context.Context, e *Env) (*ProcTarget, *proccluster.Proc, error) {
+	pt, err := procTarget(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := follower(ctx, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pt, p, nil
+}
+
 // logSince returns what p's log file holds past offset.
 func logSince(p *proccluster.Proc, offset int64) string {
 	b, err := os.ReadFile(p.LogPath)
@@ -108,11 +122,7 @@ func (DiskFull) Name() string { return "disk-full" }
 
 // Inject implements Nemesis.
 func (d DiskFull) Inject(ctx context.Context, e *Env) (Heal, error) {
-	pt, err := procTarget(e)
-	if err != nil {
-		return nil, err
-	}
-	p, err := follower(ctx, e)
+	pt, p, err := procFollower(ctx, e)
 	if err != nil {
 		return nil, err
 	}
@@ -194,11 +204,7 @@ func (CorruptBolt) Name() string { return "corrupt-bolt" }
 
 // Inject implements Nemesis.
 func (c CorruptBolt) Inject(ctx context.Context, e *Env) (Heal, error) {
-	pt, err := procTarget(e)
-	if err != nil {
-		return nil, err
-	}
-	p, err := follower(ctx, e)
+	pt, p, err := procFollower(ctx, e)
 	if err != nil {
 		return nil, err
 	}
@@ -262,11 +268,7 @@ func (ForeignDataDir) Name() string { return "foreign-data-dir" }
 
 // Inject implements Nemesis.
 func (f ForeignDataDir) Inject(ctx context.Context, e *Env) (Heal, error) {
-	pt, err := procTarget(e)
-	if err != nil {
-		return nil, err
-	}
-	p, err := follower(ctx, e)
+	pt, p, err := procFollower(ctx, e)
 	if err != nil {
 		return nil, err
 	}
@@ -336,11 +338,7 @@ func ClockOffsetUsable(ctx context.Context) error {
 
 // Inject implements Nemesis.
 func (c ClockOffset) Inject(ctx context.Context, e *Env) (Heal, error) {
-	pt, err := procTarget(e)
-	if err != nil {
-		return nil, err
-	}
-	p, err := follower(ctx, e)
+	pt, p, err := procFollower(ctx, e)
 	if err != nil {
 		return nil, err
 	}
@@ -437,11 +435,7 @@ func (w WallClockJump) Name() string {
 
 // Inject implements Nemesis.
 func (w WallClockJump) Inject(ctx context.Context, e *Env) (Heal, error) {
-	pt, err := procTarget(e)
-	if err != nil {
-		return nil, err
-	}
-	p, err := follower(ctx, e)
+	pt, p, err := procFollower(ctx, e)
 	if err != nil {
 		return nil, err
 	}
