@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -29,7 +30,7 @@ import (
 // merely slow or paused (a stopped process's listening socket still
 // completes handshakes) nor partitioned away (that looks like a timeout).
 // So every follower watches. Once the leader has been silent for a third
-// of the heartbeat timeout, it dials the leader's raft address once. On
+// of the heartbeat timeout, it dials the leader's raft address. On
 // ECONNREFUSED it asks the other survivors where their logs end (their
 // /v1/internal/info), since under load one follower often trails the
 // other by a thousand entries and could not win. The survivor with the
@@ -44,7 +45,9 @@ import (
 // that one; if it fails, raft's own timers elect as before.
 //
 // One attempt per node per silence: a node does not try again until it
-// hears from a leader. A node that has seen a newer term than the dead
+// hears from a leader. A leader that still accepts connections is probed
+// again every HT/3 while it stays silent (a process can take a moment to
+// exit). A node that has seen a newer term than the dead
 // leader's (another node's vote request) gives that election
 // fastFailoverGrace before it steps in.
 const (
@@ -67,7 +70,8 @@ func (n *Node) deadLeaderLoop() {
 		leaderTerm uint64    // the term it led in, as this node saw it
 		term       uint64    // the current term, and since when
 		termAt     time.Time //
-		acted      bool      // probed (and maybe kicked) during this silence
+		probedAt   time.Time // last probe of the silent leader's port
+		acted      bool      // left the election to another or kicked this silence
 	)
 	for {
 		select {
@@ -95,10 +99,14 @@ func (n *Node) deadLeaderLoop() {
 		if term != leaderTerm && time.Since(termAt) < fastFailoverGrace {
 			continue
 		}
-		acted = true
-		if !refused(n.ctx, string(lastAddr)) {
-			continue // alive (slow, paused, overloaded): raft's timers decide
+		if time.Since(probedAt) < base {
+			continue
 		}
+		probedAt = time.Now()
+		if !refused(n.ctx, string(lastAddr)) {
+			continue // alive (slow, paused, overloaded) or still exiting: probe again later
+		}
+		acted = true
 		best, why := n.bestSuccessor(lastID)
 		if best != n.cfg.ID {
 			n.log.Info("leader's raft port refuses connections: its process is gone; leaving the election to the survivor with the newest log",
@@ -130,6 +138,10 @@ func (n *Node) lastLog() (index, term uint64) {
 // go to the lowest id), asking the others over HTTP. Unreachable voters
 // cannot be chosen. It returns the id and a short explanation for logs.
 func (n *Node) bestSuccessor(dead raft.ServerID) (string, string) {
+	voters := n.voters()
+	if !slices.ContainsFunc(voters, func(s raft.Server) bool { return string(s.ID) == n.cfg.ID }) {
+		return "", "this node is not a voter"
+	}
 	idx, term := n.lastLog()
 	best := PeerInfo{ID: n.cfg.ID, LastIndex: idx, LastLogTerm: term}
 	if n.cfg.Peers == nil {
@@ -142,7 +154,7 @@ func (n *Node) bestSuccessor(dead raft.ServerID) (string, string) {
 	ctx, cancel := context.WithTimeout(n.ctx, fastFailoverAsk)
 	defer cancel()
 	var asked []chan answer
-	for _, s := range n.voters() {
+	for _, s := range voters {
 		if s.ID == dead || string(s.ID) == n.cfg.ID {
 			continue
 		}
