@@ -18,7 +18,7 @@ import (
 // for two-choice — plus every eligible server hosting the request's room.
 // With at most this many eligible servers the Index picks exactly what
 // Policy.Pick picks.
-const ExprCandidates = 256
+const ExprCandidates = 128
 
 // NoFitDetail is the fleet size up to which an Index explains a refusal
 // exactly as Policy.Pick does (naming servers); larger fleets get a
@@ -63,6 +63,10 @@ type Index struct {
 	regions map[string]*tree
 	zones   map[[2]string]*tree
 	byRoom  map[string]map[string]struct{} // room -> servers whose report lists it
+	// Scratch space for expression picks.
+	buf  []*entry
+	pool []*Candidate
+	mark uint64
 }
 
 // entry is one server and its derived, request-independent figures.
@@ -73,6 +77,7 @@ type entry struct {
 	hard int64   // most units c can take within the hard limits (< 1: none)
 	soft int64   // ... within the hard and soft limits
 	prio uint32
+	mark uint64   // scratch: seen in the current expression pick
 	n    [3]tnode // global, region, zone trees
 }
 
@@ -760,20 +765,21 @@ func (ix *Index) twoChoice(req Request, f finder, scope *tree) *entry {
 // pickExpr scores at most ExprCandidates eligible servers (plus the room's
 // hosts) with the expression, then applies the strategy to the best.
 func (ix *Index) pickExpr(req Request, f finder, scope *tree, inRegion bool) (string, error) {
-	es := f.collect(scope.root, nil, ExprCandidates)
-	seen := make(map[*entry]bool, len(es))
+	es := f.collect(scope.root, ix.buf[:0], ExprCandidates)
+	ix.mark++
 	for _, e := range es {
-		seen[e] = true
+		e.mark = ix.mark
 	}
 	for _, e := range ix.hosts(req, f, inRegion) {
-		if !seen[e] {
+		if e.mark != ix.mark {
 			es = append(es, e)
 		}
 	}
-	pool := make([]*Candidate, len(es))
-	for i, e := range es {
-		pool[i] = &e.c
+	pool := ix.pool[:0]
+	for _, e := range es {
+		pool = append(pool, &e.c)
 	}
+	ix.buf, ix.pool = es[:0], pool[:0]
 	top, err := ix.p.bestByExpr(pool, req)
 	if err != nil {
 		return "", err

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
@@ -190,6 +193,78 @@ func TestIndexTies(t *testing.T) {
 			got, gerr := ix.Pick(req)
 			sameOutcome(t, s, got, gerr, want, werr)
 			ix.Reserve(got, req.Units)
+		}
+	}
+}
+
+// scaleFleet is n servers in three regions and two zones each, capacity
+// 100, with load reports (rooms included) on every server and some units
+// already used: the shape the leader's index holds at fleet scale.
+func scaleFleet(n int) []Candidate {
+	fleet := make([]Candidate, 0, n)
+	for i := range n {
+		c := srv(fmt.Sprintf("s%06d", i), 100, int64(i%41))
+		c.Region, c.Zone = []string{"eu", "us", "ap"}[i%3], []string{"a", "b"}[(i/3)%2]
+		c.Load = &Load{CPU: float64(i%10) / 20, EgressBps: int64(i%7) * 50e6, Rooms: []string{fmt.Sprintf("room-%d", i%5000)}}
+		fleet = append(fleet, c)
+	}
+	return fleet
+}
+
+// benchPolicies are the built-in strategies (with limits and weights that
+// exercise the load projection) and one expression.
+func benchPolicies() []*fsmpb.Policy {
+	return []*fsmpb.Policy{
+		{Strategy: "least-loaded", Weights: &fsmpb.Weights{Units: 1, Cpu: 1}, Hard: &fsmpb.Limits{Units: 0.9}},
+		{Strategy: "bin-pack", Hard: &fsmpb.Limits{Units: 0.9}},
+		{Strategy: "room-affinity", Hard: &fsmpb.Limits{Units: 0.9}},
+		{Strategy: "region", Distances: []*fsmpb.RegionDistance{{From: "eu", To: "us", Distance: 80}}, Hard: &fsmpb.Limits{Units: 0.9}},
+		{Strategy: "two-choice", Hard: &fsmpb.Limits{Units: 0.9}},
+		{Strategy: "least-loaded", Expr: "server.free - 50 * server.cpu + (server.hosts_room ? 100 : 0)", Hard: &fsmpb.Limits{Units: 0.9}},
+	}
+}
+
+func policyName(p *fsmpb.Policy) string {
+	if p.Expr != "" {
+		return p.Strategy + "+expr"
+	}
+	return p.Strategy
+}
+
+// BenchmarkIndexPick measures one decision through the index (pick plus
+// the reservation the leader makes) at 20 and 100,000 servers, per
+// strategy, and reports the p50/p99 decision time.
+func BenchmarkIndexPick(b *testing.B) {
+	for _, n := range []int{20, 100_000} {
+		fleet := scaleFleet(n)
+		for _, p := range benchPolicies() {
+			b.Run(fmt.Sprintf("servers=%d/%s", n, policyName(p)), func(b *testing.B) {
+				ix := NewIndex(MustCompile(p))
+				for _, c := range fleet {
+					ix.Upsert(c)
+				}
+				lat := make([]time.Duration, 0, 4096)
+				i := 0
+				for b.Loop() {
+					req := Request{ID: strconv.Itoa(i), Room: fmt.Sprintf("room-%d", i%5000), Units: 1, Region: []string{"eu", "us", "ap"}[i%3], Zone: "a"}
+					t0 := time.Now()
+					id, err := ix.Pick(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					ix.Reserve(id, 1)
+					lat = append(lat, time.Since(t0))
+					i++
+					if i%1000 == 0 { // release, so the fleet never fills up
+						for _, c := range fleet[:min(len(fleet), 50)] {
+							ix.Upsert(c)
+						}
+					}
+				}
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+			})
 		}
 	}
 }

@@ -518,8 +518,11 @@ func (p *Policy) Env(c *Candidate, req Request) policyspec.Env {
 func (p *Policy) bestByExpr(pool []*Candidate, req Request) ([]*Candidate, error) {
 	var best []*Candidate
 	var top float64
+	var v vm.VM
+	var env policyspec.Env
 	for _, c := range pool {
-		s, err := policyspec.RunExpr(p.prog, p.Env(c, req))
+		env = p.Env(c, req)
+		s, err := policyspec.RunExprVM(&v, p.prog, &env)
 		if err != nil {
 			s = math.Inf(-1)
 		}
