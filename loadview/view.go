@@ -50,7 +50,7 @@ type View struct {
 	reg atomic.Pointer[registryBox]
 
 	mu sync.RWMutex
-	m  map[string]*Entry
+	m  map[string]Entry
 	// changes is a ring of the ids of servers whose entry changed (the
 	// decision loop's LoadChanges feed); changed counts them all.
 	changes [changeRing]string
@@ -74,7 +74,7 @@ func New(now func() time.Time) *View {
 	if now == nil {
 		now = time.Now
 	}
-	return &View{now: now, m: map[string]*Entry{}}
+	return &View{now: now, m: map[string]Entry{}}
 }
 
 // Attach sets the registry used to compute Load.Unmaterialized. Before it
@@ -96,7 +96,7 @@ func (v *View) Offer(r *transportpb.LoadReport, t time.Time) bool {
 	if ok && !Newer(r, cur.Report) {
 		return false
 	}
-	v.m[id] = &Entry{Report: r, Received: t}
+	v.m[id] = Entry{Report: r, Received: t}
 	v.noteLocked(id)
 	return true
 }
@@ -145,7 +145,7 @@ func (v *View) Get(id string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return *e, true
+	return e, true
 }
 
 // Len is the number of servers in the view.

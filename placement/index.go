@@ -28,7 +28,7 @@ const NoFitDetail = 2000
 // twoChoiceUnits is the largest request (in units) for which two-choice
 // draws from the index's order statistics in O(log N); larger requests
 // collect the eligible servers first (O(N)).
-const twoChoiceUnits = 4
+const twoChoiceUnits = 2
 
 // Index is the leader's placement index for one compiled policy: it holds
 // the candidates and picks exactly what Policy.Pick would pick from them
@@ -62,7 +62,7 @@ type Index struct {
 	global  tree
 	regions map[string]*tree
 	zones   map[[2]string]*tree
-	byRoom  map[string]map[string]struct{} // room -> servers whose report lists it
+	byRoom  map[string][]*entry // room -> servers whose report lists it
 	// Scratch space for expression picks.
 	buf  []*entry
 	pool []*Candidate
@@ -78,14 +78,15 @@ type entry struct {
 	soft int64   // ... within the hard and soft limits
 	prio uint32
 	mark uint64   // scratch: seen in the current expression pick
-	n    [3]tnode // global, region, zone trees
+	n    [2]tnode // global and region trees
+	zn   *tnode   // zone tree (region strategy only)
 }
 
 type tnode struct {
 	e           *entry
 	left, right *tnode
 	// Subtree aggregates.
-	maxHard, maxSoft int64
+	maxHard, maxSoft int32 // clamped to int32
 	minK             int64
 	minA, minB       float64
 	minID            string
@@ -100,7 +101,7 @@ type tree struct {
 // NewIndex returns an empty index for p.
 func NewIndex(p *Policy) *Index {
 	return &Index{p: p, m: map[string]*entry{}, global: tree{caps: map[int64]int{}},
-		regions: map[string]*tree{}, zones: map[[2]string]*tree{}, byRoom: map[string]map[string]struct{}{}}
+		regions: map[string]*tree{}, zones: map[[2]string]*tree{}, byRoom: map[string][]*entry{}}
 }
 
 // Policy is the policy the index places with.
@@ -129,9 +130,7 @@ func (ix *Index) Upsert(c Candidate) {
 	e := ix.m[c.ID]
 	if e == nil {
 		e = &entry{prio: hash32(c.ID)}
-		for i := range e.n {
-			e.n[i].e = e
-		}
+		e.n[0].e, e.n[1].e = e, e
 		ix.m[c.ID] = e
 	} else {
 		ix.unlink(e)
@@ -254,15 +253,18 @@ func (ix *Index) regionTree(region string, create bool) *tree {
 	return t
 }
 
+// roomsIndexed reports whether the policy reads which servers host a room
+// (room-affinity, or an expression that may read server.hosts_room).
+func (ix *Index) roomsIndexed() bool {
+	return ix.p.spec.GetStrategy() == policyspec.RoomAffinity || ix.p.prog != nil
+}
+
 func (ix *Index) link(e *entry) {
-	if l := e.c.Load; l != nil {
+	if l := e.c.Load; l != nil && ix.roomsIndexed() {
 		for _, r := range l.Rooms {
-			m := ix.byRoom[r]
-			if m == nil {
-				m = map[string]struct{}{}
-				ix.byRoom[r] = m
+			if !slices.Contains(ix.byRoom[r], e) {
+				ix.byRoom[r] = append(ix.byRoom[r], e)
 			}
-			m[e.c.ID] = struct{}{}
 		}
 	}
 	if !e.c.Active {
@@ -277,17 +279,24 @@ func (ix *Index) link(e *entry) {
 			t = &tree{caps: map[int64]int{}}
 			ix.zones[z] = t
 		}
-		t.insert(&e.n[2])
+		if e.zn == nil {
+			e.zn = &tnode{e: e}
+		}
+		t.insert(e.zn)
 	}
 }
 
 func (ix *Index) unlink(e *entry) {
-	if l := e.c.Load; l != nil {
+	if l := e.c.Load; l != nil && ix.roomsIndexed() {
 		for _, r := range l.Rooms {
-			if m := ix.byRoom[r]; m != nil {
-				delete(m, e.c.ID)
-				if len(m) == 0 {
+			hs := ix.byRoom[r]
+			if i := slices.Index(hs, e); i >= 0 {
+				hs[i] = hs[len(hs)-1]
+				hs[len(hs)-1] = nil
+				if hs = hs[:len(hs)-1]; len(hs) == 0 {
 					delete(ix.byRoom, r)
+				} else {
+					ix.byRoom[r] = hs
 				}
 			}
 		}
@@ -303,8 +312,8 @@ func (ix *Index) unlink(e *entry) {
 		}
 	}
 	z := [2]string{e.c.Region, e.c.Zone}
-	if t := ix.zones[z]; t != nil && e.n[2].inTree(t) {
-		t.remove(&e.n[2])
+	if t := ix.zones[z]; t != nil && e.zn != nil && e.zn.inTree(t) {
+		t.remove(e.zn)
 		if t.root == nil {
 			delete(ix.zones, z)
 		}
@@ -426,7 +435,7 @@ func del(root, n *tnode) *tnode {
 // pull recomputes n's aggregates from its entry and children.
 func pull(n *tnode) {
 	e := n.e
-	n.maxHard, n.maxSoft, n.minK, n.minA, n.minB, n.minID = e.hard, e.soft, e.k, e.a, e.b, e.c.ID
+	n.maxHard, n.maxSoft, n.minK, n.minA, n.minB, n.minID = clamp32(e.hard), clamp32(e.soft), e.k, e.a, e.b, e.c.ID
 	for t := range twoChoiceUnits {
 		n.cntHard[t], n.cntSoft[t] = 0, 0
 		if e.hard >= int64(t+1) {
@@ -452,6 +461,10 @@ func pull(n *tnode) {
 	}
 }
 
+func clamp32(v int64) int32 {
+	return int32(max(min(v, 1<<31-1), -1<<31))
+}
+
 // ---- picking ----
 
 // finder searches one tree for the best server that can take u units.
@@ -475,10 +488,20 @@ func (f *finder) nroom(n *tnode) int64 {
 	if n == nil {
 		return -1
 	}
+	r := n.maxHard
 	if f.soft {
-		return n.maxSoft
+		r = n.maxSoft
 	}
-	return n.maxHard
+	if r == 1<<31-1 {
+		return 1<<63 - 1 // clamped: at least this much
+	}
+	return int64(r)
+}
+
+func (f *finder) nroomSoft(n *tnode) int64 {
+	g := *f
+	g.soft = true
+	return g.nroom(n)
 }
 
 func (f *finder) count(n *tnode) int32 {
@@ -600,7 +623,7 @@ func (ix *Index) Pick(req Request) (string, error) {
 	if f.nroom(ix.global.root) < u {
 		return "", ix.noFit(req)
 	}
-	f.soft = ix.global.root.maxSoft >= u
+	f.soft = f.nroomSoft(ix.global.root) >= u
 	scope, inRegion := &ix.global, false
 	if req.Region != "" {
 		if t := ix.regions[req.Region]; t != nil && f.nroom(t.root) >= u {
@@ -675,8 +698,8 @@ func (ix *Index) hosts(req Request, f finder, inRegion bool) []*entry {
 			add(id)
 		}
 	}
-	for id := range ix.byRoom[req.Room] {
-		add(id)
+	for _, e := range ix.byRoom[req.Room] {
+		add(e.c.ID)
 	}
 	return out
 }
