@@ -136,3 +136,15 @@ func (f *FSM) ActiveAllocationsOn(server string, fn func(a *fsmpb.Allocation)) {
 		fn(a)
 	}
 }
+
+// EachServer calls fn for every registered server (in no order, do not
+// modify or retain it) under the FSM's read lock: fn must be quick and must
+// not call back into the FSM. Unlike Servers it copies and sorts nothing,
+// for periodic passes over a large fleet.
+func (f *FSM) EachServer(fn func(s *fsmpb.Server)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, v := range f.s.servers {
+		fn(v)
+	}
+}
