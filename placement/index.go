@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -110,18 +111,77 @@ func (ix *Index) Policy() *Policy { return ix.p }
 // Len is the number of servers held (active or not).
 func (ix *Index) Len() int { return len(ix.m) }
 
-// SetPolicy re-keys every server for p (O(N log N)).
+// SetPolicy re-keys every server for p (O(N log N), a bulk rebuild).
 func (ix *Index) SetPolicy(p *Policy) {
 	if p == ix.p {
 		return
 	}
-	for _, e := range ix.m {
-		ix.unlink(e)
-	}
 	ix.p = p
 	for _, e := range ix.m {
 		ix.derive(e)
-		ix.link(e)
+	}
+	ix.rebuild()
+}
+
+// UpsertAll is Upsert for many servers at once: the trees are rebuilt in
+// bulk (a sort, then linear), several times faster than one Upsert per
+// server when indexing a whole fleet.
+func (ix *Index) UpsertAll(cs []Candidate) {
+	for _, c := range cs {
+		e := ix.m[c.ID]
+		if e == nil {
+			e = &entry{prio: hash32(c.ID)}
+			e.n[0].e, e.n[1].e = e, e
+			ix.m[c.ID] = e
+		}
+		e.c = c
+		ix.derive(e)
+	}
+	ix.rebuild()
+}
+
+// rebuild links every entry into fresh trees in bulk.
+func (ix *Index) rebuild() {
+	ix.global = tree{caps: map[int64]int{}}
+	ix.regions, ix.zones, ix.byRoom = map[string]*tree{}, map[[2]string]*tree{}, map[string][]*entry{}
+	all := make([]*entry, 0, len(ix.m))
+	for _, e := range ix.m {
+		if l := e.c.Load; l != nil && ix.roomsIndexed() {
+			for _, r := range l.Rooms {
+				if !slices.Contains(ix.byRoom[r], e) {
+					ix.byRoom[r] = append(ix.byRoom[r], e)
+				}
+			}
+		}
+		if e.c.Active {
+			all = append(all, e)
+		}
+	}
+	// One sort; the region and zone lists keep its order.
+	slices.SortFunc(all, cmpKey)
+	byRegion := map[string][]*entry{}
+	byZone := map[[2]string][]*entry{}
+	zones := ix.p.spec.GetStrategy() == policyspec.Region
+	for _, e := range all {
+		byRegion[e.c.Region] = append(byRegion[e.c.Region], e)
+		if zones {
+			z := [2]string{e.c.Region, e.c.Zone}
+			byZone[z] = append(byZone[z], e)
+			if e.zn == nil {
+				e.zn = &tnode{e: e}
+			}
+		}
+	}
+	ix.global.build(all, func(e *entry) *tnode { return &e.n[0] })
+	for r, es := range byRegion {
+		t := &tree{caps: map[int64]int{}}
+		t.build(es, func(e *entry) *tnode { return &e.n[1] })
+		ix.regions[r] = t
+	}
+	for z, es := range byZone {
+		t := &tree{caps: map[int64]int{}}
+		t.build(es, func(e *entry) *tnode { return e.zn })
+		ix.zones[z] = t
 	}
 }
 
@@ -132,11 +192,33 @@ func (ix *Index) Upsert(c Candidate) {
 		e = &entry{prio: hash32(c.ID)}
 		e.n[0].e, e.n[1].e = e, e
 		ix.m[c.ID] = e
-	} else {
-		ix.unlink(e)
+		e.c = c
+		ix.derive(e)
+		ix.link(e)
+		return
 	}
+	tmp := entry{c: c}
+	ix.derive(&tmp)
+	old := &e.c
+	if old.Active == c.Active && old.Region == c.Region && old.Zone == c.Zone && old.Capacity == c.Capacity &&
+		e.g == tmp.g && e.k == tmp.k && e.a == tmp.a && e.b == tmp.b {
+		// Same place in every tree (two-choice's reservations, a report
+		// that changes only the room): refresh the aggregates in place.
+		ix.unlinkRooms(e)
+		e.c, e.hard, e.soft = c, tmp.hard, tmp.soft
+		ix.linkRooms(e)
+		if c.Active {
+			ix.global.fix(&e.n[0])
+			ix.regions[c.Region].fix(&e.n[1])
+			if t := ix.zones[[2]string{c.Region, c.Zone}]; t != nil && e.zn != nil {
+				t.fix(e.zn)
+			}
+		}
+		return
+	}
+	ix.unlink(e)
 	e.c = c
-	ix.derive(e)
+	e.g, e.k, e.a, e.b, e.hard, e.soft = tmp.g, tmp.k, tmp.a, tmp.b, tmp.hard, tmp.soft
 	ix.link(e)
 }
 
@@ -259,7 +341,7 @@ func (ix *Index) roomsIndexed() bool {
 	return ix.p.spec.GetStrategy() == policyspec.RoomAffinity || ix.p.prog != nil
 }
 
-func (ix *Index) link(e *entry) {
+func (ix *Index) linkRooms(e *entry) {
 	if l := e.c.Load; l != nil && ix.roomsIndexed() {
 		for _, r := range l.Rooms {
 			if !slices.Contains(ix.byRoom[r], e) {
@@ -267,6 +349,27 @@ func (ix *Index) link(e *entry) {
 			}
 		}
 	}
+}
+
+func (ix *Index) unlinkRooms(e *entry) {
+	if l := e.c.Load; l != nil && ix.roomsIndexed() {
+		for _, r := range l.Rooms {
+			hs := ix.byRoom[r]
+			if i := slices.Index(hs, e); i >= 0 {
+				hs[i] = hs[len(hs)-1]
+				hs[len(hs)-1] = nil
+				if hs = hs[:len(hs)-1]; len(hs) == 0 {
+					delete(ix.byRoom, r)
+				} else {
+					ix.byRoom[r] = hs
+				}
+			}
+		}
+	}
+}
+
+func (ix *Index) link(e *entry) {
+	ix.linkRooms(e)
 	if !e.c.Active {
 		return
 	}
@@ -287,20 +390,7 @@ func (ix *Index) link(e *entry) {
 }
 
 func (ix *Index) unlink(e *entry) {
-	if l := e.c.Load; l != nil && ix.roomsIndexed() {
-		for _, r := range l.Rooms {
-			hs := ix.byRoom[r]
-			if i := slices.Index(hs, e); i >= 0 {
-				hs[i] = hs[len(hs)-1]
-				hs[len(hs)-1] = nil
-				if hs = hs[:len(hs)-1]; len(hs) == 0 {
-					delete(ix.byRoom, r)
-				} else {
-					ix.byRoom[r] = hs
-				}
-			}
-		}
-	}
+	ix.unlinkRooms(e)
 	if !e.c.Active {
 		return
 	}
@@ -322,6 +412,21 @@ func (ix *Index) unlink(e *entry) {
 
 // ---- treap ----
 
+// cmpKey is keyLess as a three-way comparison.
+func cmpKey(x, y *entry) int {
+	switch {
+	case x.g != y.g:
+		return cmp.Compare(x.g, y.g)
+	case x.k != y.k:
+		return cmp.Compare(x.k, y.k)
+	case x.a != y.a:
+		return cmp.Compare(x.a, y.a)
+	case x.b != y.b:
+		return cmp.Compare(x.b, y.b)
+	}
+	return strings.Compare(x.c.ID, y.c.ID)
+}
+
 func keyLess(x, y *entry) bool {
 	switch {
 	case x.g != y.g:
@@ -336,6 +441,42 @@ func keyLess(x, y *entry) bool {
 	return x.c.ID < y.c.ID
 }
 
+// build makes t the treap of es, which must be sorted by key (cmpKey): a
+// Cartesian tree by priority laid out with a stack, in linear time.
+func (t *tree) build(es []*entry, node func(*entry) *tnode) {
+	stack := make([]*tnode, 0, 64)
+	for _, e := range es {
+		n := node(e)
+		n.left, n.right = nil, nil
+		var last *tnode
+		for len(stack) > 0 && stack[len(stack)-1].e.prio < e.prio {
+			last = stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+		}
+		n.left = last
+		if len(stack) > 0 {
+			stack[len(stack)-1].right = n
+		}
+		stack = append(stack, n)
+		t.caps[e.c.Capacity]++
+	}
+	t.root = nil
+	if len(stack) > 0 {
+		t.root = stack[0]
+		pullAll(t.root)
+	}
+}
+
+// pullAll recomputes the aggregates of a whole subtree, children first.
+func pullAll(n *tnode) {
+	if n == nil {
+		return
+	}
+	pullAll(n.left)
+	pullAll(n.right)
+	pull(n)
+}
+
 func (t *tree) insert(n *tnode) {
 	n.left, n.right = nil, nil
 	t.root = ins(t.root, n)
@@ -348,6 +489,42 @@ func (t *tree) remove(n *tnode) {
 	if t.caps[n.e.c.Capacity]--; t.caps[n.e.c.Capacity] <= 0 {
 		delete(t.caps, n.e.c.Capacity)
 	}
+}
+
+// fix recomputes the aggregates on the path from t's root to n after n's
+// entry changed without changing its key. It reports whether n was found.
+func (t *tree) fix(n *tnode) bool {
+	var path [128]*tnode
+	depth := 0
+	c := t.root
+	for c != nil && c != n {
+		if depth == len(path) {
+			return t.refixSlow(n)
+		}
+		path[depth] = c
+		depth++
+		if keyLess(n.e, c.e) {
+			c = c.left
+		} else {
+			c = c.right
+		}
+	}
+	if c == nil {
+		return false
+	}
+	pull(n)
+	for i := depth - 1; i >= 0; i-- {
+		pull(path[i])
+	}
+	return true
+}
+
+// refixSlow re-links n (a path deeper than fix's buffer: never in a
+// balanced treap, but safe).
+func (t *tree) refixSlow(n *tnode) bool {
+	t.remove(n)
+	t.insert(n)
+	return true
 }
 
 // inTree reports whether n is linked into t (searching by its key).
@@ -681,16 +858,14 @@ func (ix *Index) better(a, b *entry, req Request) *entry {
 // hosts returns the eligible servers in the pool that host req.Room.
 func (ix *Index) hosts(req Request, f finder, inRegion bool) []*entry {
 	var out []*entry
-	seen := map[string]bool{}
 	add := func(id string) {
 		e := ix.m[id]
-		if e == nil || seen[id] || id == req.Requester || !e.c.Active || f.room(e) < f.u || inRegion && e.c.Region != req.Region {
+		if e == nil || id == req.Requester || slices.Contains(out, e) || !e.c.Active || f.room(e) < f.u || inRegion && e.c.Region != req.Region {
 			return
 		}
 		if _, ok := roomUnits(&e.c, req); !ok {
 			return
 		}
-		seen[id] = true
 		out = append(out, e)
 	}
 	for id, units := range req.Hosting {

@@ -144,8 +144,12 @@ func TestIndexMatchesScan(t *testing.T) {
 				pol := MustCompile(spec)
 				ix := NewIndex(pol)
 				fleet := randomFleet(r, n)
-				for _, c := range fleet {
-					ix.Upsert(c)
+				if seed%2 == 0 {
+					ix.UpsertAll(fleet) // bulk build
+				} else {
+					for _, c := range fleet {
+						ix.Upsert(c)
+					}
 				}
 				for i := range 150 {
 					cands := ix.Candidates()
@@ -269,5 +273,23 @@ func BenchmarkIndexPick(b *testing.B) {
 				b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
 			})
 		}
+	}
+}
+
+// BenchmarkIndexRebuild reports what a new leader pays once to index
+// 100,000 servers, and what a policy switch (re-keying every server) costs
+// the decision loop.
+func BenchmarkIndexRebuild(b *testing.B) {
+	fleet := scaleFleet(100_000)
+	pols := benchPolicies()
+	for b.Loop() {
+		t0 := time.Now()
+		ix := NewIndex(MustCompile(pols[0]))
+		ix.UpsertAll(fleet)
+		build := time.Since(t0)
+		t0 = time.Now()
+		ix.SetPolicy(MustCompile(pols[1]))
+		b.ReportMetric(float64(build.Milliseconds()), "build-ms")
+		b.ReportMetric(float64(time.Since(t0).Milliseconds()), "policy-switch-ms")
 	}
 }
