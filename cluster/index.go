@@ -87,9 +87,23 @@ func (ls *leaderState) sync() uint64 {
 		ids, next, all := lf.LoadChanges(p.loadCur)
 		p.loadCur = next
 		if all && !full {
-			for _, c := range p.ix.Candidates() {
-				p.dirty[c.ID] = struct{}{}
+			// The load view cannot say what changed: re-read every load
+			// and rebuild in bulk (below).
+			full = true
+			skip := make(map[string]bool, len(p.changed)+len(p.removed))
+			for _, s := range p.changed {
+				skip[s.ID] = true
 			}
+			for _, id := range p.removed {
+				skip[id] = true
+			}
+			for _, c := range p.ix.Candidates() {
+				if !skip[c.ID] {
+					p.changed = append(p.changed, fsm.ServerUse{ID: c.ID, Region: c.Region, Zone: c.Zone, Labels: c.Labels,
+						Capacity: c.Capacity, Used: c.Used - c.InFlight, State: stateOf(c)})
+				}
+			}
+			p.ix = placement.NewIndex(p.ix.Policy())
 		}
 		for _, id := range ids {
 			p.dirty[id] = struct{}{}
@@ -99,24 +113,48 @@ func (ls *leaderState) sync() uint64 {
 		p.ix.Remove(id)
 		delete(p.dirty, id)
 	}
+	var bulk []placement.Candidate
+	if full {
+		bulk = make([]placement.Candidate, 0, len(p.changed))
+	}
 	for _, s := range p.changed {
 		c := placement.Candidate{ID: s.ID, Region: s.Region, Zone: s.Zone, Labels: s.Labels, Capacity: s.Capacity, Used: s.Used,
 			Active: s.State == fsmpb.ServerState_SERVER_STATE_ACTIVE, State: fsm.StateName(s.State)}
-		ls.refresh(&c, s.Used)
+		ls.fill(&c, s.Used)
+		if full {
+			bulk = append(bulk, c)
+		} else {
+			p.ix.Upsert(c)
+		}
 		delete(p.dirty, s.ID)
+	}
+	if full {
+		p.ix.UpsertAll(bulk) // a new leader, or the feed overflowed: bulk build
 	}
 	for id := range p.dirty {
 		if c, ok := p.ix.Get(id); ok {
-			ls.refresh(&c, c.Used-c.InFlight)
+			ls.fill(&c, c.Used-c.InFlight)
+			p.ix.Upsert(c)
 		}
 		delete(p.dirty, id)
 	}
 	return applied
 }
 
-// refresh re-indexes c with committed used units, our reservations and its
+// stateOf is the registry state of an indexed candidate.
+func stateOf(c placement.Candidate) fsmpb.ServerState {
+	switch c.State {
+	case "active":
+		return fsmpb.ServerState_SERVER_STATE_ACTIVE
+	case "draining":
+		return fsmpb.ServerState_SERVER_STATE_DRAINING
+	}
+	return fsmpb.ServerState_SERVER_STATE_DOWN
+}
+
+// fill sets c's used units (committed plus our reservations) and its
 // current load.
-func (ls *leaderState) refresh(c *placement.Candidate, committed int64) {
+func (ls *leaderState) fill(c *placement.Candidate, committed int64) {
 	c.InFlight = ls.pix.reserved[c.ID]
 	c.Used = committed + c.InFlight
 	c.Load = nil
@@ -125,7 +163,6 @@ func (ls *leaderState) refresh(c *placement.Candidate, committed int64) {
 			c.Load = &l
 		}
 	}
-	ls.pix.ix.Upsert(*c)
 }
 
 // setPolicy re-keys the index when the policy in force changed.
