@@ -110,7 +110,8 @@ func (s *Handler) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern,
 
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code   int
+	pretty bool // ?pretty: indent JSON for a human (the hot path stays compact)
 }
 
 func (r *statusRecorder) WriteHeader(c int) { r.code = c; r.ResponseWriter.WriteHeader(c) }
@@ -119,7 +120,7 @@ func (r *statusRecorder) WriteHeader(c int) { r.code = c; r.ResponseWriter.Write
 // run on the leader: a follower forwards them.
 func (s *Handler) handle(pattern string, fn http.HandlerFunc, leaderOnly bool) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w, code: 200}
+		rec := &statusRecorder{ResponseWriter: w, code: 200, pretty: r.URL.Query().Has("pretty")}
 		defer func() { s.requests.WithLabelValues(pattern, strconv.Itoa(rec.code)).Inc() }()
 		needLeader := leaderOnly || (r.Method == http.MethodGet && r.URL.Query().Get("stale") != "true" && pattern != "GET /v1/status" && pattern != "GET /v1/internal/info" && pattern != "GET /v1/members")
 		if needLeader && !s.b.IsLeader() {
@@ -178,7 +179,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	if rec, ok := w.(*statusRecorder); ok && rec.pretty {
+		enc.SetIndent("", "  ")
+	}
 	_ = enc.Encode(v)
 }
 
