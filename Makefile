@@ -68,6 +68,7 @@ generate:
 ## bench: throughput/latency and failover figures (see README "Benchmarks").
 bench:
 	$(GO) test -run '^$$' -bench 'Allocate' -benchtime 1x -count 3 -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench 'RequestPath' -benchtime 1x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'FailoverSIGKILL' -benchtime 12x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 -timeout 30m ./cluster/... ./placement/...
 	$(GO) test -run '^$$' -bench 'ScaleOut|CascadeHop' -benchtime 200x -count 3 -timeout 30m ./media/

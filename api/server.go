@@ -92,6 +92,7 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 	s.handle("GET /v1/allocations/{id}", s.getAllocation, false)
 	s.handle("POST /v1/allocations", s.allocate, true)
 	s.handle("DELETE /v1/allocations/{id}", s.release, true)
+	s.handle("POST /v1/allocations/batch", s.allocateBatch, true) // api/batch.go
 	s.handle("GET /v1/snapshot", s.snapshot, true)
 	s.handle("POST /v1/snapshot", s.restore, true)
 	s.registerPolicyRoutes() // issue #6: api/policy.go
@@ -208,6 +209,13 @@ type codedSentinel struct {
 
 // fail answers err with the right status, code and retry hint.
 func (s *Handler) fail(w http.ResponseWriter, err error) {
+	status, e := s.errorFor(err)
+	writeError(w, status, e)
+}
+
+// errorFor maps err to its HTTP status and wire error (one table for the
+// single and the batched endpoints).
+func (s *Handler) errorFor(err error) (int, *Error) {
 	e := &Error{Error: err.Error()}
 	lid, _, _ := s.b.Leader()
 	e.Leader = lid
@@ -234,7 +242,7 @@ func (s *Handler) fail(w http.ResponseWriter, err error) {
 		e.Code = "internal"
 		s.log.Error("request failed", "err", err)
 	}
-	writeError(w, status, e)
+	return status, e
 }
 
 // decode reads a JSON body into v, refusing unknown fields and trailing data.
@@ -386,25 +394,34 @@ func (s *Handler) allocate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	if req.TTLMs < 0 {
-		s.fail(w, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid))
-		return
-	}
-	a, dup, err := s.b.Allocate(r.Context(), cluster.AllocateRequest{
-		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
-		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
-	})
+	a, code, err := s.allocateOne(r.Context(), req)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
+	writeJSON(w, code, a)
+}
+
+// allocateOne validates and runs one allocation request: the rules the
+// single and the batched endpoints share. code is 201 for a new
+// allocation, 200 for a request id already answered.
+func (s *Handler) allocateOne(ctx context.Context, req AllocateRequest) (Allocation, int, error) {
+	if req.TTLMs < 0 {
+		return Allocation{}, 0, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
+	}
+	a, dup, err := s.b.Allocate(ctx, cluster.AllocateRequest{
+		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
+		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
+	})
+	if err != nil {
+		return Allocation{}, 0, err
+	}
 	js := AllocationFromPB(a)
 	js.Duplicate = dup
-	code := http.StatusCreated
 	if dup {
-		code = http.StatusOK
+		return js, http.StatusOK, nil
 	}
-	writeJSON(w, code, js)
+	return js, http.StatusCreated, nil
 }
 
 func (s *Handler) release(w http.ResponseWriter, r *http.Request) {

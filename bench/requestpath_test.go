@@ -295,7 +295,9 @@ func cpuTicks(pid int) (int64, error) {
 // the same run it measures the yardsticks: a bare raft.Apply with fsync on
 // three processes, and the in-process leader loop at 256 clients. It
 // reports absolute figures and the ratios the request-path targets are
-// stated in, plus the agents' CPU time per acknowledged allocation.
+// stated in, for single calls and for the SDK's batched calls
+// (Client.Batch), plus the agents' CPU time per acknowledged allocation
+// over all rounds.
 func BenchmarkRequestPath(b *testing.B) {
 	bin := proccluster.BuildBinary(b)
 	for range b.N {
@@ -316,9 +318,10 @@ func BenchmarkRequestPath(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		clients := make([]*api.Client, 3)
+		clients, batched := make([]*api.Client, 3), make([]*api.Client, 3)
 		for i, a := range pc.Addrs() {
-			clients[i] = api.NewClient(a)
+			clients[i], batched[i] = api.NewClient(a), api.NewClient(a)
+			batched[i].Batch = true
 		}
 		var ticks0 int64
 		for _, p := range pc.Nodes {
@@ -330,8 +333,12 @@ func BenchmarkRequestPath(b *testing.B) {
 		}
 		acked := 0
 		round := func(name string, c, ops int) (float64, []time.Duration) {
+			cls := clients
+			if strings.HasPrefix(name, "b") {
+				cls = batched
+			}
 			rate, lat := drive(b, c, ops, func(w int, req string) error {
-				_, err := clients[w%3].Allocate(ctx, api.AllocateRequest{RequestID: name + req, Room: "r" + strconv.Itoa(w%50), Units: 1})
+				_, err := cls[w%3].Allocate(ctx, api.AllocateRequest{RequestID: name + req, Room: "r" + strconv.Itoa(w%50), Units: 1})
 				return err
 			})
 			acked += len(lat)
@@ -340,6 +347,8 @@ func BenchmarkRequestPath(b *testing.B) {
 		_, c1 := round("c1-", 1, 300)
 		c16rate, c16 := round("c16-", 16, 3000)
 		c256rate, _ := round("c256-", 256, 20_000)
+		bc16rate, bc16 := round("bc16-", 16, 3000)
+		bc256rate, _ := round("bc256-", 256, 20_000)
 		var ticks1 int64
 		for _, p := range pc.Nodes {
 			t, err := cpuTicks(p.Pid())
@@ -377,6 +386,10 @@ func BenchmarkRequestPath(b *testing.B) {
 		b.ReportMetric(c256rate, "c256-allocs/s")
 		b.ReportMetric(loop, "loop256-allocs/s")
 		b.ReportMetric(c256rate/loop, "c256/loop")
+		b.ReportMetric(bc16rate, "batched-c16-allocs/s")
+		b.ReportMetric(ms(percentile(bc16, 0.99))/raftP50, "batched-c16-p99/raft")
+		b.ReportMetric(bc256rate, "batched-c256-allocs/s")
+		b.ReportMetric(bc256rate/loop, "batched-c256/loop")
 		b.ReportMetric(float64(ticks1-ticks0)*1e6/100/float64(acked), "cpu-us/alloc")
 		b.ReportMetric(0, "ns/op")
 	}
