@@ -17,7 +17,6 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/internal/ports"
-	"github.com/switchyard/switchyard/internal/proccluster"
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
@@ -153,7 +152,7 @@ func TestComposeFailover(t *testing.T) {
 	project := fmt.Sprintf("sycompose%dx%d", os.Getpid(), time.Now().UnixNano()%1e6)
 	image := project + "img:latest"
 	t0 := time.Now()
-	bin := proccluster.BuildBinary(t)
+	bin := switchyardBinary(t)
 	t.Logf("binary built in %v", time.Since(t0).Round(time.Millisecond))
 	bctx := t.TempDir()
 	b, err := os.ReadFile(bin)
