@@ -31,6 +31,7 @@ import (
 //	                       not shutting down; 503 with the reasons otherwise
 //	GET /v1/stats          this node's status and counters (JSON)
 //	GET /v1/overview       every member's /v1/stats, fetched by this node (the dashboard's source)
+//	GET /v1/watch          a stream of changes to the replicated state (watch.go)
 //	GET /ui/               the live dashboard (files embedded in the binary); GET / redirects there
 
 // DefaultReadyMaxLag is how many committed entries a node may not yet have
@@ -46,6 +47,12 @@ const overviewTimeout = 1500 * time.Millisecond
 type health struct {
 	shuttingDown atomic.Bool
 	started      time.Time
+	// shutdown is closed by SetShuttingDown (ends watch streams).
+	shutdown     chan struct{}
+	shutdownOnce sync.Once
+	// hub serves GET /v1/watch (watch.go), created on first use.
+	hubOnce sync.Once
+	hub     *watchHub
 }
 
 // Live is the body of GET /v1/health/live.
@@ -118,11 +125,16 @@ type Overview struct {
 
 // registerOpsRoutes adds the operations endpoints and gauges (see above).
 func (s *Handler) registerOpsRoutes() {
-	s.health = &health{started: time.Now()}
+	s.health = &health{started: time.Now(), shutdown: make(chan struct{})}
 	s.local("GET /v1/health/live", s.live)
 	s.local("GET /v1/health/ready", s.ready)
 	s.local("GET /v1/stats", s.stats)
 	s.local("GET /v1/overview", s.overview)
+	s.mux.HandleFunc("GET /v1/watch", func(w http.ResponseWriter, r *http.Request) {
+		rec := &streamRecorder{ResponseWriter: w, code: 200}
+		defer func() { s.requests.WithLabelValues("GET /v1/watch", strconv.Itoa(rec.code)).Inc() }()
+		s.watch(rec, r)
+	})
 	s.mux.Handle("GET /ui/", http.StripPrefix("/ui", ui.Handler()))
 	s.mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	s.mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
@@ -135,6 +147,7 @@ func (s *Handler) registerOpsRoutes() {
 func (s *Handler) SetShuttingDown() {
 	if s.health != nil {
 		s.health.shuttingDown.Store(true)
+		s.health.shutdownOnce.Do(func() { close(s.health.shutdown) })
 	}
 }
 
