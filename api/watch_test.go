@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,7 @@ type mirror struct {
 	alloc  map[string]api.Allocation
 	policy uint64
 	log    []api.WatchEvent
+	seen   map[string]time.Time // allocation id -> when its first event arrived
 }
 
 func (m *mirror) apply(ev api.WatchEvent) error {
@@ -47,6 +49,9 @@ func (m *mirror) apply(ev api.WatchEvent) error {
 			delete(m.alloc, ev.ID)
 		} else {
 			m.alloc[ev.ID] = *ev.Allocation
+		}
+		if _, ok := m.seen[ev.ID]; !ok {
+			m.seen[ev.ID] = time.Now()
 		}
 	case api.WatchPolicy:
 		m.policy = ev.Policy.Version
@@ -130,7 +135,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	m := &mirror{}
+	m := &mirror{seen: map[string]time.Time{}}
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	done := make(chan error, 1)
@@ -224,6 +229,54 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	testcluster.Eventually(t, 30*time.Second, func() error { return m.matches(ctx, cl) })
+
+	// Figure: acknowledged allocation → its event on the watch stream,
+	// under 8 concurrent allocating clients.
+	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "big", Capacity: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	acked := sync.Map{}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				a, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("load-%d-%d", w, i), Room: "load", Units: 1})
+				if err == nil {
+					acked.Store(a.ID, time.Now())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "load-check", Room: "load", Units: 1}); err != nil {
+		t.Fatalf("allocating under load failed: %v", err)
+	}
+	var delays []time.Duration
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		delays = delays[:0]
+		n := 0
+		acked.Range(func(k, v any) bool {
+			n++
+			if at, ok := m.seen[k.(string)]; ok {
+				d := at.Sub(v.(time.Time))
+				delays = append(delays, max(d, 0))
+			}
+			return true
+		})
+		if len(delays) < n {
+			return fmt.Errorf("%d of %d allocations seen", len(delays), n)
+		}
+		return nil
+	})
+	slices.Sort(delays)
+	if len(delays) > 0 {
+		t.Logf("watch delay after the acknowledgement, %d allocations from 8 clients: p50 %v, p99 %v, max %v",
+			len(delays), delays[len(delays)/2], delays[len(delays)*99/100], delays[len(delays)-1])
+	}
 	wcancel()
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("watch ended with %v", err)
