@@ -1,10 +1,10 @@
 // Package ui is the live dashboard every agent serves at /ui/: a page, a
 // script and a style sheet embedded in the binary (plain JavaScript, no
-// outside code, nothing fetched from elsewhere) that poll the agent's own
-// JSON API: /v1/overview (every member's status and counters),
-// /v1/servers, /v1/allocations?active=true, /v1/policy and
-// /v1/provisioning/intents. When the agent knows no leader the page says
-// so and shows the agent's local replica (?stale=true).
+// outside code, nothing fetched from elsewhere) that read the agent's own
+// JSON API: they poll /v1/overview (every member's status and counters)
+// and /v1/servers (with load), and follow /v1/watch (allocations, intents,
+// the policy) as Server-Sent Events. When the agent knows no leader the
+// page says so and shows the agent's local replica (?stale=true).
 package ui
 
 import (

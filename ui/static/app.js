@@ -156,7 +156,8 @@ function renderHeader() {
   $("leader").textContent = ov.leader || "none";
   const me = selfStats();
   $("term").textContent = me ? me.term : "–";
-  $("updated").textContent = "updated " + new Date(st.updated).toLocaleTimeString();
+  $("updated").textContent = "updated " + new Date(st.updated).toLocaleTimeString() +
+    (st.watchIndex != null ? " · live from index " + st.watchIndex : "");
   const nl = $("no-leader");
   if (!ov.leader) {
     nl.hidden = false;
@@ -341,8 +342,65 @@ function wire() {
 // For tests and curious operators: the last data the page rendered.
 window.switchyardDashboard = st;
 
+// Allocations, intents and the policy follow this agent's change stream
+// (GET /v1/watch as Server-Sent Events): a full copy first, then every
+// change, applied to a local mirror that is shown at each "synced" mark.
+// The browser resumes a dropped stream itself (Last-Event-ID); when the
+// agent no longer remembers that index (410) or ends the stream, a fresh
+// one starts from a full copy.
+function startWatch() {
+  let live = { allocs: new Map(), intents: new Map(), policy: null };
+  let pending = null; // the copy being received after a reset
+  let since = null;
+  const open = () => {
+    const es = new EventSource("/v1/watch?kinds=allocations,intents,policy" + (since == null ? "" : "&since=" + since));
+    const target = () => pending || live;
+    const upsert = (field, key) => (e) => {
+      const ev = JSON.parse(e.data);
+      const m = target()[field];
+      if (ev.op === "delete") m.delete(ev.id); else m.set(ev.id, ev[key]);
+    };
+    es.addEventListener("reset", () => { pending = { allocs: new Map(), intents: new Map(), policy: null }; });
+    es.addEventListener("allocation", upsert("allocs", "allocation"));
+    es.addEventListener("intent", upsert("intents", "intent"));
+    es.addEventListener("policy", (e) => { target().policy = JSON.parse(e.data).policy; });
+    es.addEventListener("synced", (e) => {
+      if (pending) { live = pending; pending = null; }
+      since = JSON.parse(e.data).index;
+      st.watchIndex = since;
+      st.allocs = [...live.allocs.values()].filter((a) => a.state === "active");
+      st.intents = [...live.intents.values()];
+      if (live.policy) st.policy = live.policy;
+      delete st.errors.watch;
+      render();
+    });
+    es.addEventListener("error", (e) => {
+      if (e.data) { // the agent ended the stream (slow_consumer, shutdown): resume
+        const ev = JSON.parse(e.data);
+        st.errors.watch = "watch: " + ev.code;
+        es.close();
+        pending = null;
+        setTimeout(open, 500);
+        return;
+      }
+      if (es.readyState === EventSource.CLOSED) { // refused, e.g. 410 compacted: start over
+        st.errors.watch = "watch: stream refused; starting over";
+        since = null;
+        pending = null;
+        setTimeout(open, 2000);
+      }
+      render();
+    });
+  };
+  open();
+}
+
 wire();
 poll("overview", 1000, pollOverview);
 poll("servers", 2000, pollServers);
-poll("allocations", 3000, pollAllocs);
-poll("policy", 3000, pollPolicy);
+if (typeof EventSource === "function") {
+  startWatch();
+} else {
+  poll("allocations", 3000, pollAllocs);
+  poll("policy", 3000, pollPolicy);
+}
