@@ -80,3 +80,12 @@ bench:
 
 clean:
 	rm -rf bin
+
+## image: the container image ($(IMAGE)): the static binary on an empty
+## image (Dockerfile), built without any registry (classic builder, FROM
+## scratch). deploy/compose and deploy/k8s run it.
+.PHONY: image
+IMAGE ?= switchyard:latest
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/switchyard ./cmd/switchyard
+	DOCKER_BUILDKIT=0 docker build -q -f Dockerfile -t $(IMAGE) bin/image

@@ -55,6 +55,7 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	// Decorate, if set before serving, decorates GET /v1/servers entries.
 	Decorate ServerListDecorator
+	health   *health // api/health.go
 }
 
 // forwardedHeader marks a request a follower forwarded, so it is never
@@ -96,6 +97,7 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 	s.handle("GET /v1/snapshot", s.snapshot, true)
 	s.handle("POST /v1/snapshot", s.restore, true)
 	s.registerPolicyRoutes() // issue #6: api/policy.go
+	s.registerOpsRoutes()    // health, stats, overview, dashboard: api/health.go
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})

@@ -92,10 +92,17 @@ says which capacity was missing.`,
 
 	lf := &clientFlags{}
 	var opts api.AllocationListOptions
+	var watch bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List allocations",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch { // watch.go
+				return runWatch(cmd, lf, "allocations", func(ev api.WatchEvent, inCopy bool) bool {
+					a := ev.Allocation
+					return (opts.Room == "" || a.Room == opts.Room) && (opts.Server == "" || a.Server == opts.Server) && (!inCopy || !opts.ActiveOnly || a.State == "active")
+				})
+			}
 			c, ctx, cancel, err := lf.client(cmd)
 			if err != nil {
 				return err
@@ -121,6 +128,7 @@ says which capacity was missing.`,
 	list.Flags().StringVar(&opts.Server, "server", "", "only this server")
 	list.Flags().BoolVar(&opts.ActiveOnly, "active", false, "only active allocations")
 	list.Flags().BoolVar(&opts.Stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
+	list.Flags().BoolVar(&watch, "watch", false, watchHelp+" (--active filters the initial list only)")
 	cmd.AddCommand(request, release, list)
 	return cmd
 }

@@ -85,6 +85,7 @@ load reports only from a peer whose certificate names a cluster member.`,
 	certCreate.Flags().StringVar(&hosts, "hosts", "", "extra comma-separated DNS names / IPs for the certificate")
 	cert.AddCommand(certCreate)
 	cmd.AddCommand(ca, cert)
+	cmd.AddCommand(newTLSInitCmd()) // tlsinit.go
 	return cmd
 }
 
