@@ -292,7 +292,7 @@ func (s *state) export() *fsmpb.State {
 	slices.SortFunc(st.Servers, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Allocations, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
-	s.exportExt(st) // policy.go
+	s.exportExt(st)   // policy.go
 	s.exportRooms(st) // rooms.go
 	return st
 }
@@ -319,7 +319,7 @@ func importState(st *fsmpb.State) (*state, error) {
 	for _, v := range st.GetMembers() {
 		s.members[v.Id] = proto.Clone(v).(*fsmpb.Member)
 	}
-	s.importExt(st) // policy.go
+	s.importExt(st)   // policy.go
 	s.importRooms(st) // rooms.go
 	return s, nil
 }
