@@ -334,3 +334,10 @@ func (c *Client) ReleaseRoom(ctx context.Context, room string) (ReleaseRoomResul
 	var out ReleaseRoomResult
 	return out, c.do(ctx, "DELETE", "/v1/rooms/"+url.PathEscape(room), nil, &out)
 }
+
+// Server returns one registered server (stale: the contacted agent's
+// replica).
+func (c *Client) Server(ctx context.Context, id string, stale bool) (Server, error) {
+	var out Server
+	return out, c.do(ctx, "GET", "/v1/servers/"+url.PathEscape(id)+staleQuery(stale), nil, &out)
+}

@@ -1,0 +1,287 @@
+package sidecar_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/sidecar"
+	"github.com/switchyard/switchyard/transport"
+)
+
+// janusCall sends one request to a Janus HTTP API URL and decodes it.
+func janusCall(t *testing.T, url string, req map[string]any) map[string]any {
+	t.Helper()
+	req["transaction"] = "t"
+	b, _ := json.Marshal(req)
+	resp, err := http.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("janus %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("janus %s: %v", url, err)
+	}
+	return out
+}
+
+// participant joins a VideoRoom through Janus' HTTP API, as an
+// application's client would with the URL and room number placement gave.
+type participant struct {
+	t       *testing.T
+	url     string
+	session string
+}
+
+func join(t *testing.T, room api.Room) *participant {
+	t.Helper()
+	base := room.URLs["url"].(string)
+	out := janusCall(t, base, map[string]any{"janus": "create"})
+	if out["janus"] != "success" {
+		t.Fatalf("create session on %s: %v", base, out)
+	}
+	session := fmt.Sprintf("%s/%.0f", base, out["data"].(map[string]any)["id"].(float64))
+	out = janusCall(t, session, map[string]any{"janus": "attach", "plugin": "janus.plugin.videoroom"})
+	if out["janus"] != "success" {
+		t.Fatalf("attach: %v", out)
+	}
+	handle := fmt.Sprintf("%s/%.0f", session, out["data"].(map[string]any)["id"].(float64))
+	out = janusCall(t, handle, map[string]any{"janus": "message", "body": map[string]any{
+		"request": "join", "ptype": "publisher", "room": room.URLs["room"], "display": "alice"}})
+	if out["janus"] != "ack" && out["janus"] != "success" {
+		t.Fatalf("join room %v: %v", room.URLs["room"], out)
+	}
+	return &participant{t: t, url: base, session: session}
+}
+
+func (p *participant) leave() {
+	janusCall(p.t, p.session, map[string]any{"janus": "destroy"})
+}
+
+type sidecarRun struct {
+	sc   *sidecar.Sidecar
+	done chan error
+	stop context.CancelFunc
+}
+
+func startSidecar(t *testing.T, c *testcluster.Cluster, id string, j *janusProc, secret string) *sidecarRun {
+	t.Helper()
+	a, err := sidecar.NewJanus(sidecar.JanusConfig{URL: j.url(), WSURL: fmt.Sprintf("ws://127.0.0.1:%d", j.port+1), AdminURL: j.adminURL(), AdminSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := sidecar.New(sidecar.Config{
+		ID: id, Capacity: 10, SFU: a, QUICAddrs: c.QUICAddrs(), TLS: c.Identity(id).ClientConfig(transport.ALPN),
+		HTTPAddrs: c.Addrs(), RoomEmptyTimeout: time.Second, PID: j.pid(), Logger: testcluster.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &sidecarRun{sc: sc, done: make(chan error, 1), stop: cancel}
+	go func() { r.done <- sc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-r.done; _ = sc.Close() })
+	return r
+}
+
+func serverState(ctx context.Context, cl *api.Client, id string) (api.Server, error) {
+	return cl.Server(ctx, id, false)
+}
+
+func TestJanusSidecar(t *testing.T) {
+	bin, lib := needJanus(t)
+	c := testcluster.New(t, 1)
+	c.WaitLeader(30 * time.Second)
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	ja := newJanus(t, bin, lib, "41000-41099")
+	jb := newJanus(t, bin, lib, "41100-41199")
+
+	// A wrong admin secret is found before anything depends on it.
+	bad, _ := sidecar.NewJanus(sidecar.JanusConfig{URL: ja.url(), AdminURL: ja.adminURL(), AdminSecret: "wrong"})
+	if err := bad.CheckAdmin(ctx); !errors.Is(err, sidecar.ErrRefused) {
+		t.Fatalf("wrong admin secret: %v", err)
+	}
+
+	sa := startSidecar(t, c, "ja", ja, ja.secret)
+	sb := startSidecar(t, c, "jb", jb, jb.secret)
+	for _, id := range []string{"ja", "jb"} {
+		testcluster.Eventually(t, 60*time.Second, func() error {
+			s, err := serverState(ctx, cl, id)
+			if err != nil {
+				return err
+			}
+			if s.State != "active" || s.Labels[fsm.SFULabel] != fsm.SFUJanus || s.Incarnation == 0 {
+				return fmt.Errorf("%s: %+v", id, s)
+			}
+			return nil
+		})
+	}
+
+	// Placement creates the VideoRoom on the chosen instance; the
+	// sidecar's reports list the room and, once someone joins, the peer.
+	room, err := cl.PlaceRoom(ctx, "standup", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jp := map[string]*janusProc{"ja": ja, "jb": jb}[room.Server]
+	if room.SFU != "janus" || room.URLs["url"] != jp.url() || room.URLs["ws"] == nil || room.URLs["room"] == nil {
+		t.Fatalf("placement: %+v", room)
+	}
+	loadOf := func(id string) (map[string]any, error) {
+		raw, err := cl.ServersRaw(ctx, false)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range raw {
+			if s["id"] == id {
+				if l, ok := s["load"].(map[string]any); ok {
+					return l, nil
+				}
+				return nil, fmt.Errorf("%s has no load yet", id)
+			}
+		}
+		return nil, fmt.Errorf("%s not listed", id)
+	}
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		l, err := loadOf(room.Server)
+		if err != nil {
+			return err
+		}
+		if rs, _ := l["rooms"].([]any); len(rs) != 1 || rs[0] != "standup" || l["unmaterialized_units"].(float64) != 0 {
+			return fmt.Errorf("load %v", l)
+		}
+		return nil
+	})
+	p := join(t, room)
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		l, err := loadOf(room.Server)
+		if err != nil {
+			return err
+		}
+		if l["peers"].(float64) != 1 {
+			return fmt.Errorf("load %v", l)
+		}
+		return nil
+	})
+	// Sticky while the server is alive.
+	if again, err := cl.PlaceRoom(ctx, "standup", api.PlaceRoomRequest{SFU: fsm.SFUJanus}); err != nil || again.Server != room.Server || again.Moved {
+		t.Fatalf("second placement: %+v %v", again, err)
+	}
+	// The room ends on the SFU: its placement is released, the VideoRoom
+	// destroyed.
+	p.leave()
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		if _, err := cl.Room(ctx, "standup"); !errors.Is(err, fsm.ErrNotFound) {
+			return fmt.Errorf("room still placed: %v", err)
+		}
+		return nil
+	})
+
+	// Rooms spread under the default least-loaded policy.
+	r1, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := cl.PlaceRoom(ctx, "r2", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Server == r2.Server {
+		t.Fatalf("least-loaded put r1 and r2 on %s", r1.Server)
+	}
+
+	// Kill r1's Janus: its sidecar stops reporting, the server is marked
+	// down, and r1 moves to the survivor at its next placement.
+	dead, live := ja, jb
+	deadRun, liveID := sa, "jb"
+	if r1.Server == "jb" {
+		dead, live, deadRun, liveID = jb, ja, sb, "ja"
+	}
+	_ = live
+	oldInc := deadRun.sc.Incarnation()
+	killed := time.Now()
+	dead.kill()
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		s, err := serverState(ctx, cl, r1.Server)
+		if err != nil {
+			return err
+		}
+		if s.State != "down" {
+			return fmt.Errorf("%s is %s", s.ID, s.State)
+		}
+		return nil
+	})
+	moved, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	if err != nil || moved.Server != liveID || !moved.Moved {
+		t.Fatalf("r1 after its server died: %+v %v", moved, err)
+	}
+	t.Logf("SFU kill -> room placed elsewhere: %v", time.Since(killed).Round(time.Millisecond))
+
+	// The dead Janus starts again: a new process, a new incarnation.
+	dead.start()
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		s, err := serverState(ctx, cl, r1.Server)
+		if err != nil {
+			return err
+		}
+		if s.State != "active" || s.Incarnation <= oldInc {
+			return fmt.Errorf("%s is %s at incarnation %d (was %d)", s.ID, s.State, s.Incarnation, oldInc)
+		}
+		return nil
+	})
+
+	// Drain the survivor: Janus stops accepting sessions, no new room goes
+	// there, and once its rooms are empty the sidecar deregisters it.
+	if _, err := cl.DrainServer(ctx, liveID); err != nil {
+		t.Fatal(err)
+	}
+	liveAdmin, _ := sidecar.NewJanus(sidecar.JanusConfig{URL: live.url(), AdminURL: live.adminURL(), AdminSecret: live.secret})
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		acc, err := liveAdmin.AcceptingNewSessions(ctx)
+		if err != nil {
+			return err
+		}
+		if acc {
+			return errors.New("still accepting new sessions")
+		}
+		return nil
+	})
+	r3, err := cl.PlaceRoom(ctx, "r3", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	if err != nil || r3.Server == liveID {
+		t.Fatalf("placement while %s drains: %+v %v", liveID, r3, err)
+	}
+	liveRun := sb
+	if liveID == "ja" {
+		liveRun = sa
+	}
+	select {
+	case err := <-liveRun.done:
+		liveRun.done <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("drained sidecar: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("sidecar of %s did not finish its drain", liveID)
+	}
+	if _, err := serverState(ctx, cl, liveID); !errors.Is(err, fsm.ErrNotFound) {
+		t.Fatalf("drained server still registered: %v", err)
+	}
+	if rs, err := cl.Rooms(ctx, liveID, false); err != nil || len(rs) != 0 {
+		t.Fatalf("rooms left on the drained server: %+v %v", rs, err)
+	}
+	if sa.sc.Reports() == 0 || sb.sc.Reports() == 0 {
+		t.Fatal("no reports counted")
+	}
+}

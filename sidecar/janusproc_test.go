@@ -1,0 +1,156 @@
+package sidecar_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/sidecar"
+)
+
+// janusLib is where Debian's janus package installs its plugins.
+var janusLibs = []string{"/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/aarch64-linux-gnu/janus", "/usr/lib/janus"}
+
+// needJanus returns the janus binary and its library dir, skipping the
+// test when Janus is not installed (failing under CI=true, where
+// .ci/setup-janus.sh installs it).
+func needJanus(t *testing.T) (string, string) {
+	t.Helper()
+	bin, err := exec.LookPath("janus")
+	lib := ""
+	for _, d := range janusLibs {
+		if _, err := os.Stat(filepath.Join(d, "plugins", "libjanus_videoroom.so")); err == nil {
+			lib = d
+			break
+		}
+	}
+	if err != nil || lib == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("janus (Debian package janus, installed by .ci/setup-janus.sh) is required under CI=true: binary %q, plugins %q", bin, lib)
+		}
+		t.Skip("janus not installed (apt-get install janus, or bash .ci/setup-janus.sh)")
+	}
+	return bin, lib
+}
+
+// janusProc is one Janus process with only the VideoRoom plugin and the
+// HTTP transport (API and admin API on loopback).
+type janusProc struct {
+	t        *testing.T
+	bin, lib string
+	dir      string
+	port     int
+	admin    int
+	rtp      string
+	secret   string
+	cmd      *exec.Cmd
+	done     chan struct{}
+}
+
+func freePort(t *testing.T) int {
+	_, p, _ := net.SplitHostPort(testcluster.FreeAddr(t))
+	var n int
+	fmt.Sscan(p, &n)
+	return n
+}
+
+func newJanus(t *testing.T, bin, lib, rtp string) *janusProc {
+	j := &janusProc{t: t, bin: bin, lib: lib, dir: t.TempDir(), port: freePort(t), admin: freePort(t), rtp: rtp, secret: "admin-secret"}
+	for _, d := range []string{"conf", "plugins", "transports", "empty"} {
+		if err := os.MkdirAll(filepath.Join(j.dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(kind, name string) {
+		if err := os.Symlink(filepath.Join(lib, kind, name), filepath.Join(j.dir, kind, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("plugins", "libjanus_videoroom.so")
+	link("transports", "libjanus_http.so")
+	files := map[string]string{
+		"janus.jcfg": fmt.Sprintf(`general: {
+  configs_folder = "%[1]s/conf"
+  plugins_folder = "%[1]s/plugins"
+  transports_folder = "%[1]s/transports"
+  events_folder = "%[1]s/empty"
+  loggers_folder = "%[1]s/empty"
+  debug_level = 3
+  admin_secret = "%[2]s"
+  protected_folders = []
+}
+media: { rtp_port_range = "%[3]s" }
+nat: { ice_enforce_list = "lo" }
+`, j.dir, j.secret, rtp),
+		"janus.transport.http.jcfg": fmt.Sprintf(`general: { json = "plain" base_path = "/janus" http = true port = %d ip = "127.0.0.1" https = false }
+admin: { admin_base_path = "/admin" admin_http = true admin_port = %d admin_ip = "127.0.0.1" admin_https = false }
+`, j.port, j.admin),
+		"janus.plugin.videoroom.jcfg": "general: { }\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(j.dir, "conf", name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.start()
+	t.Cleanup(j.kill)
+	return j
+}
+
+func (j *janusProc) url() string      { return fmt.Sprintf("http://127.0.0.1:%d/janus", j.port) }
+func (j *janusProc) adminURL() string { return fmt.Sprintf("http://127.0.0.1:%d/admin", j.admin) }
+
+func (j *janusProc) start() {
+	j.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(j.dir, "janus.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		j.t.Fatal(err)
+	}
+	j.cmd = exec.Command(j.bin, "-F", filepath.Join(j.dir, "conf"), "-C", filepath.Join(j.dir, "conf", "janus.jcfg"), "-o")
+	j.cmd.Stdout, j.cmd.Stderr = logf, logf
+	j.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := j.cmd.Start(); err != nil {
+		j.t.Fatal(err)
+	}
+	j.done = make(chan struct{})
+	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); logf.Close(); close(done) }(j.cmd, j.done)
+	// Ready when the HTTP API answers.
+	a, err := sidecar.NewJanus(sidecar.JanusConfig{URL: j.url()})
+	if err != nil {
+		j.t.Fatal(err)
+	}
+	testcluster.Eventually(j.t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := a.Poll(ctx)
+		return err
+	})
+}
+
+func (j *janusProc) kill() {
+	if j.cmd == nil || j.cmd.Process == nil {
+		return
+	}
+	_ = j.cmd.Process.Kill()
+	<-j.done
+	j.cmd = nil
+}
+
+func (j *janusProc) pid() int { return j.cmd.Process.Pid }
+
+func (j *janusProc) log() string {
+	b, _ := os.ReadFile(filepath.Join(j.dir, "janus.log"))
+	s := string(b)
+	if len(s) > 3000 {
+		s = s[len(s)-3000:]
+	}
+	return strings.TrimSpace(s)
+}
