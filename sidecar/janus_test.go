@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/internal/janustest"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/sidecar"
 	"github.com/switchyard/switchyard/transport"
@@ -73,15 +74,15 @@ type sidecarRun struct {
 	stop context.CancelFunc
 }
 
-func startSidecar(t *testing.T, c *testcluster.Cluster, id string, j *janusProc, secret string) *sidecarRun {
+func startSidecar(t *testing.T, c *testcluster.Cluster, id string, j *janustest.Proc, secret string) *sidecarRun {
 	t.Helper()
-	a, err := sidecar.NewJanus(sidecar.JanusConfig{URL: j.url(), WSURL: fmt.Sprintf("ws://127.0.0.1:%d", j.port+1), AdminURL: j.adminURL(), AdminSecret: secret})
+	a, err := sidecar.NewJanus(sidecar.JanusConfig{URL: j.URL(), WSURL: fmt.Sprintf("ws://127.0.0.1:%d", j.Port+1), AdminURL: j.AdminURL(), AdminSecret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sc, err := sidecar.New(sidecar.Config{
 		ID: id, Capacity: 10, SFU: a, QUICAddrs: c.QUICAddrs(), TLS: c.Identity(id).ClientConfig(transport.ALPN),
-		HTTPAddrs: c.Addrs(), RoomEmptyTimeout: time.Second, PID: j.pid(), Logger: testcluster.Logger(t),
+		HTTPAddrs: c.Addrs(), RoomEmptyTimeout: time.Second, PID: j.Pid(), Logger: testcluster.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -98,24 +99,24 @@ func serverState(ctx context.Context, cl *api.Client, id string) (api.Server, er
 }
 
 func TestJanusSidecar(t *testing.T) {
-	bin, lib := needJanus(t)
+	bin, lib := janustest.Need(t)
 	c := testcluster.New(t, 1)
 	c.WaitLeader(30 * time.Second)
 	cl := c.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	ja := newJanus(t, bin, lib, "41000-41099")
-	jb := newJanus(t, bin, lib, "41100-41199")
+	ja := janustest.New(t, bin, lib, "41000-41099")
+	jb := janustest.New(t, bin, lib, "41100-41199")
 
 	// A wrong admin secret is found before anything depends on it.
-	bad, _ := sidecar.NewJanus(sidecar.JanusConfig{URL: ja.url(), AdminURL: ja.adminURL(), AdminSecret: "wrong"})
+	bad, _ := sidecar.NewJanus(sidecar.JanusConfig{URL: ja.URL(), AdminURL: ja.AdminURL(), AdminSecret: "wrong"})
 	if err := bad.CheckAdmin(ctx); !errors.Is(err, sidecar.ErrRefused) {
 		t.Fatalf("wrong admin secret: %v", err)
 	}
 
-	sa := startSidecar(t, c, "ja", ja, ja.secret)
-	sb := startSidecar(t, c, "jb", jb, jb.secret)
+	sa := startSidecar(t, c, "ja", ja, ja.Secret)
+	sb := startSidecar(t, c, "jb", jb, jb.Secret)
 	for _, id := range []string{"ja", "jb"} {
 		testcluster.Eventually(t, 60*time.Second, func() error {
 			s, err := serverState(ctx, cl, id)
@@ -135,8 +136,8 @@ func TestJanusSidecar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jp := map[string]*janusProc{"ja": ja, "jb": jb}[room.Server]
-	if room.SFU != "janus" || room.URLs["url"] != jp.url() || room.URLs["ws"] == nil || room.URLs["room"] == nil {
+	jp := map[string]*janustest.Proc{"ja": ja, "jb": jb}[room.Server]
+	if room.SFU != "janus" || room.URLs["url"] != jp.URL() || room.URLs["ws"] == nil || room.URLs["room"] == nil {
 		t.Fatalf("placement: %+v", room)
 	}
 	loadOf := func(id string) (map[string]any, error) {
@@ -212,7 +213,7 @@ func TestJanusSidecar(t *testing.T) {
 	_ = live
 	oldInc := deadRun.sc.Incarnation()
 	killed := time.Now()
-	dead.kill()
+	dead.Kill()
 	testcluster.Eventually(t, 60*time.Second, func() error {
 		s, err := serverState(ctx, cl, r1.Server)
 		if err != nil {
@@ -230,7 +231,7 @@ func TestJanusSidecar(t *testing.T) {
 	t.Logf("SFU kill -> room placed elsewhere: %v", time.Since(killed).Round(time.Millisecond))
 
 	// The dead Janus starts again: a new process, a new incarnation.
-	dead.start()
+	dead.Start()
 	testcluster.Eventually(t, 60*time.Second, func() error {
 		s, err := serverState(ctx, cl, r1.Server)
 		if err != nil {
@@ -247,7 +248,7 @@ func TestJanusSidecar(t *testing.T) {
 	if _, err := cl.DrainServer(ctx, liveID); err != nil {
 		t.Fatal(err)
 	}
-	liveAdmin, _ := sidecar.NewJanus(sidecar.JanusConfig{URL: live.url(), AdminURL: live.adminURL(), AdminSecret: live.secret})
+	liveAdmin, _ := sidecar.NewJanus(sidecar.JanusConfig{URL: live.URL(), AdminURL: live.AdminURL(), AdminSecret: live.Secret})
 	testcluster.Eventually(t, 30*time.Second, func() error {
 		acc, err := liveAdmin.AcceptingNewSessions(ctx)
 		if err != nil {

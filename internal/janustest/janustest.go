@@ -1,9 +1,13 @@
-package sidecar_test
+// Package janustest starts real Janus processes (Debian's janus package)
+// for tests: only the VideoRoom plugin and the HTTP transport, API and
+// admin API on loopback, generated configs in a temp dir.
+package janustest
 
 import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,17 +16,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard/switchyard/internal/testcluster"
-	"github.com/switchyard/switchyard/sidecar"
+	"github.com/switchyard/switchyard/internal/ports"
 )
 
-// janusLib is where Debian's janus package installs its plugins.
+// janusLibs are where Debian's janus package installs its plugins.
 var janusLibs = []string{"/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/aarch64-linux-gnu/janus", "/usr/lib/janus"}
 
-// needJanus returns the janus binary and its library dir, skipping the
-// test when Janus is not installed (failing under CI=true, where
+// Need returns the janus binary and its library dir, skipping the test
+// when Janus is not installed (failing under CI=true, where
 // .ci/setup-janus.sh installs it).
-func needJanus(t *testing.T) (string, string) {
+func Need(t *testing.T) (string, string) {
 	t.Helper()
 	bin, err := exec.LookPath("janus")
 	lib := ""
@@ -41,29 +44,32 @@ func needJanus(t *testing.T) (string, string) {
 	return bin, lib
 }
 
-// janusProc is one Janus process with only the VideoRoom plugin and the
-// HTTP transport (API and admin API on loopback).
-type janusProc struct {
+// Proc is one Janus process.
+type Proc struct {
 	t        *testing.T
 	bin, lib string
 	dir      string
-	port     int
-	admin    int
-	rtp      string
-	secret   string
-	cmd      *exec.Cmd
-	done     chan struct{}
+	// Port and AdminPort are the HTTP API's and the admin API's ports;
+	// Secret is the admin secret.
+	Port, AdminPort int
+	Secret          string
+	rtp             string
+	cmd             *exec.Cmd
+	done            chan struct{}
 }
 
 func freePort(t *testing.T) int {
-	_, p, _ := net.SplitHostPort(testcluster.FreeAddr(t))
+	_, p, _ := net.SplitHostPort(ports.Free(t, "tcp"))
 	var n int
-	fmt.Sscan(p, &n)
+	_, _ = fmt.Sscan(p, &n)
 	return n
 }
 
-func newJanus(t *testing.T, bin, lib, rtp string) *janusProc {
-	j := &janusProc{t: t, bin: bin, lib: lib, dir: t.TempDir(), port: freePort(t), admin: freePort(t), rtp: rtp, secret: "admin-secret"}
+// New starts a Janus (bin and lib from Need) with RTP ports in rtp
+// ("min-max") and waits until its API answers; it is killed when the test
+// ends.
+func New(t *testing.T, bin, lib, rtp string) *Proc {
+	j := &Proc{t: t, bin: bin, lib: lib, dir: t.TempDir(), Port: freePort(t), AdminPort: freePort(t), rtp: rtp, Secret: "admin-secret"}
 	for _, d := range []string{"conf", "plugins", "transports", "empty"} {
 		if err := os.MkdirAll(filepath.Join(j.dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -89,10 +95,10 @@ func newJanus(t *testing.T, bin, lib, rtp string) *janusProc {
 }
 media: { rtp_port_range = "%[3]s" }
 nat: { ice_enforce_list = "lo" }
-`, j.dir, j.secret, rtp),
+`, j.dir, j.Secret, rtp),
 		"janus.transport.http.jcfg": fmt.Sprintf(`general: { json = "plain" base_path = "/janus" http = true port = %d ip = "127.0.0.1" https = false }
 admin: { admin_base_path = "/admin" admin_http = true admin_port = %d admin_ip = "127.0.0.1" admin_https = false }
-`, j.port, j.admin),
+`, j.Port, j.AdminPort),
 		"janus.plugin.videoroom.jcfg": "general: { }\n",
 	}
 	for name, body := range files {
@@ -100,15 +106,19 @@ admin: { admin_base_path = "/admin" admin_http = true admin_port = %d admin_ip =
 			t.Fatal(err)
 		}
 	}
-	j.start()
-	t.Cleanup(j.kill)
+	j.Start()
+	t.Cleanup(j.Kill)
 	return j
 }
 
-func (j *janusProc) url() string      { return fmt.Sprintf("http://127.0.0.1:%d/janus", j.port) }
-func (j *janusProc) adminURL() string { return fmt.Sprintf("http://127.0.0.1:%d/admin", j.admin) }
+// URL is the HTTP API's URL.
+func (j *Proc) URL() string { return fmt.Sprintf("http://127.0.0.1:%d/janus", j.Port) }
 
-func (j *janusProc) start() {
+// AdminURL is the admin API's URL.
+func (j *Proc) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d/admin", j.AdminPort) }
+
+// Start (re)starts the process and waits until its API answers.
+func (j *Proc) Start() {
 	j.t.Helper()
 	logf, err := os.OpenFile(filepath.Join(j.dir, "janus.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -123,19 +133,27 @@ func (j *janusProc) start() {
 	j.done = make(chan struct{})
 	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); logf.Close(); close(done) }(j.cmd, j.done)
 	// Ready when the HTTP API answers.
-	a, err := sidecar.NewJanus(sidecar.JanusConfig{URL: j.url()})
-	if err != nil {
-		j.t.Fatal(err)
-	}
-	testcluster.Eventually(j.t, 30*time.Second, func() error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := a.Poll(ctx)
-		return err
-	})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, j.URL()+"/info", nil)
+		resp, err := http.DefaultClient.Do(req)
+		cancel()
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			j.t.Fatalf("janus did not answer within 30s: %v\n%s", err, j.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
-func (j *janusProc) kill() {
+// Kill kills the process (SIGKILL) and waits for it.
+func (j *Proc) Kill() {
 	if j.cmd == nil || j.cmd.Process == nil {
 		return
 	}
@@ -144,9 +162,11 @@ func (j *janusProc) kill() {
 	j.cmd = nil
 }
 
-func (j *janusProc) pid() int { return j.cmd.Process.Pid }
+// Pid is the running process's id.
+func (j *Proc) Pid() int { return j.cmd.Process.Pid }
 
-func (j *janusProc) log() string {
+// Log returns the tail of the process's log.
+func (j *Proc) Log() string {
 	b, _ := os.ReadFile(filepath.Join(j.dir, "janus.log"))
 	s := string(b)
 	if len(s) > 3000 {
