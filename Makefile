@@ -74,6 +74,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'Ingest' -benchtime 100000x -count 3 -timeout 30m ./transport/
 	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./transport/
 	$(GO) test -run '^$$' -bench 'ReportToLeaderView' -benchtime 200x -count 3 ./transport/
+	$(GO) test -run '^$$' -bench 'RoomPlacement' -benchtime 1x -count 3 ./api/
 	$(GO) test -run '^$$' -bench 'RawUDPReceive' -benchtime 1s -count 3 ./transport/
 	$(GO) test -run '^$$' -bench 'TenThousandServers' -benchtime 1x -count 3 -timeout 30m ./transport/
 
