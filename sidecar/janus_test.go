@@ -1,12 +1,9 @@
 package sidecar_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
@@ -17,56 +14,6 @@ import (
 	"github.com/switchyard/switchyard/sidecar"
 	"github.com/switchyard/switchyard/transport"
 )
-
-// janusCall sends one request to a Janus HTTP API URL and decodes it.
-func janusCall(t *testing.T, url string, req map[string]any) map[string]any {
-	t.Helper()
-	req["transaction"] = "t"
-	b, _ := json.Marshal(req)
-	resp, err := http.Post(url, "application/json", bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("janus %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatalf("janus %s: %v", url, err)
-	}
-	return out
-}
-
-// participant joins a VideoRoom through Janus' HTTP API, as an
-// application's client would with the URL and room number placement gave.
-type participant struct {
-	t       *testing.T
-	url     string
-	session string
-}
-
-func join(t *testing.T, room api.Room) *participant {
-	t.Helper()
-	base := room.URLs["url"].(string)
-	out := janusCall(t, base, map[string]any{"janus": "create"})
-	if out["janus"] != "success" {
-		t.Fatalf("create session on %s: %v", base, out)
-	}
-	session := fmt.Sprintf("%s/%.0f", base, out["data"].(map[string]any)["id"].(float64))
-	out = janusCall(t, session, map[string]any{"janus": "attach", "plugin": "janus.plugin.videoroom"})
-	if out["janus"] != "success" {
-		t.Fatalf("attach: %v", out)
-	}
-	handle := fmt.Sprintf("%s/%.0f", session, out["data"].(map[string]any)["id"].(float64))
-	out = janusCall(t, handle, map[string]any{"janus": "message", "body": map[string]any{
-		"request": "join", "ptype": "publisher", "room": room.URLs["room"], "display": "alice"}})
-	if out["janus"] != "ack" && out["janus"] != "success" {
-		t.Fatalf("join room %v: %v", room.URLs["room"], out)
-	}
-	return &participant{t: t, url: base, session: session}
-}
-
-func (p *participant) leave() {
-	janusCall(p.t, p.session, map[string]any{"janus": "destroy"})
-}
 
 type sidecarRun struct {
 	sc   *sidecar.Sidecar
@@ -165,13 +112,14 @@ func TestJanusSidecar(t *testing.T) {
 		}
 		return nil
 	})
-	p := join(t, room)
+	// A publisher and a subscriber (pion) meet in the placed room.
+	end := janusMedia(t, room)
 	testcluster.Eventually(t, 30*time.Second, func() error {
 		l, err := loadOf(room.Server)
 		if err != nil {
 			return err
 		}
-		if l["peers"].(float64) != 1 {
+		if l["peers"].(float64) != 1 || l["tracks"].(float64) != 1 {
 			return fmt.Errorf("load %v", l)
 		}
 		return nil
@@ -182,7 +130,7 @@ func TestJanusSidecar(t *testing.T) {
 	}
 	// The room ends on the SFU: its placement is released, the VideoRoom
 	// destroyed.
-	p.leave()
+	end()
 	testcluster.Eventually(t, 60*time.Second, func() error {
 		if _, err := cl.Room(ctx, "standup"); !errors.Is(err, fsm.ErrNotFound) {
 			return fmt.Errorf("room still placed: %v", err)

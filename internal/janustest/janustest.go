@@ -94,7 +94,6 @@ func New(t *testing.T, bin, lib, rtp string) *Proc {
   protected_folders = []
 }
 media: { rtp_port_range = "%[3]s" }
-nat: { ice_enforce_list = "lo" }
 `, j.dir, j.Secret, rtp),
 		"janus.transport.http.jcfg": fmt.Sprintf(`general: { json = "plain" base_path = "/janus" http = true port = %d ip = "127.0.0.1" https = false }
 admin: { admin_base_path = "/admin" admin_http = true admin_port = %d admin_ip = "127.0.0.1" admin_https = false }
