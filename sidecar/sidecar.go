@@ -486,10 +486,17 @@ func (s *Sidecar) drainStep(ctx context.Context, st Status) (bool, error) {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		srv, err := s.serverState(sctx)
 		cancel()
-		if err != nil || srv != "draining" {
-			return false, nil
+		switch {
+		case errors.Is(err, fsm.ErrNotFound) || err == nil && srv == "down":
+			// Marked down (reports lost on the way, say) or removed while
+			// the SFU answers: register again under a new incarnation.
+			s.log.Warn("the cluster lost this server; registering again", "state", srv, "err", err)
+			s.mu.Lock()
+			s.registered = false
+			s.mu.Unlock()
+		case err == nil && srv == "draining":
+			s.startDrain(ctx)
 		}
-		s.startDrain(ctx)
 		return false, nil
 	}
 	busy := int64(0)

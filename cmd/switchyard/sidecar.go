@@ -30,7 +30,7 @@ func newSidecarCmd() *cobra.Command {
 	f := &sidecarFlags{}
 	cmd := &cobra.Command{
 		Use:   "sidecar",
-		Short: "Run beside a third-party SFU (Janus) and make it a server of the cluster",
+		Short: "Run beside a third-party SFU (Janus, LiveKit) and make it a server of the cluster",
 		Long: `Run beside one SFU instance and make it a first-class server of the cluster:
 register it (its connect URLs as addresses, label sfu=<kind>, a new incarnation
 whenever the SFU process restarts), report its load over QUIC every --interval
@@ -40,9 +40,11 @@ placement's urls.room) and release a room's placement once it has ended on the
 SFU. While the SFU does not answer, reports stop and the cluster marks the
 server down in its usual window. 'switchyard server drain ID' (or SIGTERM)
 drains it: Janus is told to refuse new sessions (admin API
-accept_new_sessions), no new room is placed there, and when its rooms are
-empty (or --drain-timeout passed) the placements are released, the server is
-deregistered and the sidecar exits.
+accept_new_sessions; LiveKit has no such switch), no new room is placed
+there, and when its rooms are empty (or --drain-timeout passed) the
+placements are released, the server is deregistered and the sidecar exits.
+LiveKit is driven through its RoomService API (--livekit-url,
+--livekit-api-key, --livekit-api-secret); no Redis is involved.
 
   switchyard sidecar --sfu janus --id janus1 --allocators 10.0.0.1:7501,10.0.0.2:7501 --capacity 100 \
     --tls-ca certs/ca.pem --tls-cert certs/janus1.pem --tls-key certs/janus1-key.pem \
@@ -51,7 +53,7 @@ deregistered and the sidecar exits.
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSidecar(cmd, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.sfu, "sfu", "", "SFU kind: janus (livekit: not yet)")
+	fl.StringVar(&f.sfu, "sfu", "", "SFU kind: janus or livekit (required)")
 	fl.StringVar(&f.id, "id", "", "server id of this SFU instance (required)")
 	fl.StringVar(&f.allocators, "allocators", defaultAddr, "comma-separated HTTP addresses of allocator agents")
 	fl.StringVar(&f.quicAllocators, "quic-allocators", "", "comma-separated QUIC addresses of allocator agents (default: read from the member table)")
@@ -69,9 +71,9 @@ deregistered and the sidecar exits.
 	fl.StringVar(&f.janusWSURL, "janus-ws-url", "", "Janus WebSocket API URL clients are given (optional)")
 	fl.StringVar(&f.janusAdminURL, "janus-admin-url", "", "Janus admin API URL (to refuse new sessions on drain)")
 	fl.StringVar(&f.janusAdminSecret, "janus-admin-secret", "", "Janus admin API secret")
-	fl.StringVar(&f.livekitURL, "livekit-url", "", "LiveKit URL (not yet supported)")
-	fl.StringVar(&f.livekitKey, "livekit-api-key", "", "LiveKit API key (not yet supported)")
-	fl.StringVar(&f.livekitSecret, "livekit-api-secret", "", "LiveKit API secret (not yet supported)")
+	fl.StringVar(&f.livekitURL, "livekit-url", "ws://127.0.0.1:7880", "LiveKit URL clients connect to (its RoomService API is on the same host over http)")
+	fl.StringVar(&f.livekitKey, "livekit-api-key", "", "LiveKit API key (RoomService requests)")
+	fl.StringVar(&f.livekitSecret, "livekit-api-secret", "", "LiveKit API secret")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return cmd
@@ -79,13 +81,11 @@ deregistered and the sidecar exits.
 
 func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 	switch f.sfu {
-	case fsm.SFUJanus:
-	case fsm.SFULiveKit:
-		return usagef(cmd, "--sfu livekit is not supported yet (see README: Room placement and sidecars)")
+	case fsm.SFUJanus, fsm.SFULiveKit:
 	case "":
-		return usagef(cmd, "--sfu is required (janus)")
+		return usagef(cmd, "--sfu is required (janus or livekit)")
 	default:
-		return usagef(cmd, "--sfu %q: want janus", f.sfu)
+		return usagef(cmd, "--sfu %q: want janus or livekit", f.sfu)
 	}
 	if f.id == "" {
 		return usagef(cmd, "--id is required")
@@ -116,22 +116,34 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 	if err != nil {
 		return usagef(cmd, "%v", err)
 	}
-	j, err := sidecar.NewJanus(sidecar.JanusConfig{URL: f.janusURL, PublicURL: f.janusPublicURL, WSURL: f.janusWSURL,
-		AdminURL: f.janusAdminURL, AdminSecret: f.janusAdminSecret})
-	if err != nil {
-		return usagef(cmd, "%v", err)
-	}
 	ctx := cmd.Context()
-	if f.janusAdminURL != "" {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := j.CheckAdmin(cctx)
-		cancel()
-		if errors.Is(err, sidecar.ErrRefused) || errors.Is(err, sidecar.ErrBadAnswer) {
-			return fmt.Errorf("janus admin API %s: %w", f.janusAdminURL, err)
-		}
+	var sfu sidecar.SFU
+	where := f.janusURL
+	switch f.sfu {
+	case fsm.SFUJanus:
+		j, err := sidecar.NewJanus(sidecar.JanusConfig{URL: f.janusURL, PublicURL: f.janusPublicURL, WSURL: f.janusWSURL,
+			AdminURL: f.janusAdminURL, AdminSecret: f.janusAdminSecret})
 		if err != nil {
-			log.Warn("janus admin API not answering yet", "err", err)
+			return usagef(cmd, "%v", err)
 		}
+		if f.janusAdminURL != "" {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := j.CheckAdmin(cctx)
+			cancel()
+			if errors.Is(err, sidecar.ErrRefused) || errors.Is(err, sidecar.ErrBadAnswer) {
+				return fmt.Errorf("janus admin API %s: %w", f.janusAdminURL, err)
+			}
+			if err != nil {
+				log.Warn("janus admin API not answering yet", "err", err)
+			}
+		}
+		sfu = j
+	case fsm.SFULiveKit:
+		l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: f.livekitURL, APIKey: f.livekitKey, APISecret: f.livekitSecret})
+		if err != nil {
+			return usagef(cmd, "%v", err)
+		}
+		sfu, where = l, f.livekitURL
 	}
 	quic := splitList(f.quicAllocators)
 	if len(quic) == 0 {
@@ -140,7 +152,7 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 		}
 	}
 	sc, err := sidecar.New(sidecar.Config{
-		ID: f.id, Region: f.region, Zone: f.zone, Capacity: f.capacity, SFU: j,
+		ID: f.id, Region: f.region, Zone: f.zone, Capacity: f.capacity, SFU: sfu,
 		QUICAddrs: quic, TLS: id.ClientConfig(transport.ALPN), HTTPAddrs: allocs,
 		Interval: f.interval, RoomEmptyTimeout: f.roomEmpty, RoomIdleTimeout: f.roomIdle, DrainTimeout: f.drainTimeout,
 		PID: f.pid, Logger: log,
@@ -153,7 +165,7 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- sc.Run(runCtx) }()
-	fmt.Fprintf(cmd.OutOrStdout(), "sidecar %s: %s at %s\n", f.id, f.sfu, f.janusURL)
+	fmt.Fprintf(cmd.OutOrStdout(), "sidecar %s: %s at %s\n", f.id, f.sfu, where)
 	select {
 	case err := <-done:
 		if err == nil {
