@@ -163,6 +163,7 @@ type roomTrack struct {
 	allocID    string
 	firstSeen  time.Time
 	created    bool // EnsureRoom succeeded
+	seen       bool // the SFU listed it
 	joined     bool // had participants
 	emptySince time.Time
 }
@@ -373,6 +374,7 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 		names = append(names, p.Room)
 		switch {
 		case present:
+			tr.seen = true
 			allocs = append(allocs, p.AllocationID)
 			if rs.Participants > 0 {
 				tr.joined, tr.emptySince = true, time.Time{}
@@ -387,7 +389,7 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 				}
 				continue
 			}
-		case tr.created && tr.joined:
+		case tr.seen:
 			s.endRoom(ctx, ref, "gone from the SFU")
 			continue
 		case !tr.created:
