@@ -110,7 +110,9 @@ type Config struct {
 	HTTPAddrs []string
 	// Interval is the poll and report period. Default 500 ms.
 	Interval time.Duration
-	// SFUTimeout bounds one poll of the SFU. Default Interval.
+	// SFUTimeout bounds one poll of the SFU. Default Interval, at least
+	// 1 s (a loaded SFU answering a little late must not look dead; one
+	// that hangs still misses the cluster's 2 s failure window).
 	SFUTimeout time.Duration
 	// StatePoll is how often the sidecar reads its server's state (to see
 	// an operator's drain). Default 1 s.
@@ -147,7 +149,7 @@ func (c *Config) setDefaults() error {
 		}
 	}
 	def(&c.Interval, 500*time.Millisecond)
-	def(&c.SFUTimeout, c.Interval)
+	def(&c.SFUTimeout, max(c.Interval, time.Second))
 	def(&c.StatePoll, time.Second)
 	def(&c.RoomEmptyTimeout, 10*time.Second)
 	def(&c.RoomIdleTimeout, 5*time.Minute)
