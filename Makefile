@@ -80,3 +80,8 @@ bench:
 
 clean:
 	rm -rf bin
+
+## test-livekit: the LiveKit sidecar test (opt-in: builds livekit-server once, minutes).
+test-livekit:
+	bash .ci/build-livekit.sh
+	SWITCHYARD_LIVEKIT=1 $(GO) test -race -count=1 -run LiveKit -v ./sidecar/
