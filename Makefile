@@ -75,6 +75,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'Ingest' -benchtime 100000x -count 3 -timeout 30m ./transport/
 	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./transport/
 	$(GO) test -run '^$$' -bench 'ReportToLeaderView' -benchtime 200x -count 3 ./transport/
+	$(GO) test -run '^$$' -bench 'RoomPlacement' -benchtime 1x -count 3 ./api/
 	$(GO) test -run '^$$' -bench 'RawUDPReceive' -benchtime 1s -count 3 ./transport/
 	$(GO) test -run '^$$' -bench 'TenThousandServers' -benchtime 1x -count 3 -timeout 30m ./transport/
 
@@ -89,3 +90,8 @@ IMAGE ?= switchyard:latest
 image:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/switchyard ./cmd/switchyard
 	DOCKER_BUILDKIT=0 docker build -q -f Dockerfile -t $(IMAGE) bin/image
+
+## test-livekit: the LiveKit sidecar test (opt-in: builds livekit-server once, minutes).
+test-livekit:
+	bash .ci/build-livekit.sh
+	SWITCHYARD_LIVEKIT=1 $(GO) test -race -count=1 -run LiveKit -v ./sidecar/

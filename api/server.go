@@ -98,6 +98,7 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 	s.handle("POST /v1/snapshot", s.restore, true)
 	s.registerPolicyRoutes() // issue #6: api/policy.go
 	s.registerOpsRoutes()    // health, stats, overview, dashboard: api/health.go
+	s.registerRoomRoutes()   // api/rooms.go
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})
