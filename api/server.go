@@ -55,6 +55,7 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	// Decorate, if set before serving, decorates GET /v1/servers entries.
 	Decorate ServerListDecorator
+	acl      aclState // acl.go
 }
 
 // forwardedHeader marks a request a follower forwarded, so it is never
@@ -95,6 +96,7 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 	s.handle("GET /v1/snapshot", s.snapshot, true)
 	s.handle("POST /v1/snapshot", s.restore, true)
 	s.registerPolicyRoutes() // issue #6: api/policy.go
+	s.registerACLRoutes()    // acl.go
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})
@@ -103,7 +105,12 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.guard(w, r) { // acl.go: browser protection, authentication, authorization
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // Handle adds a route (used by other packages to extend the API).
 func (s *Handler) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
@@ -152,7 +159,7 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, &Error{Error: "request body: " + err.Error(), Code: "invalid_argument"})
 		return
 	}
-	u := "http://" + lm.HttpAddr + r.URL.RequestURI()
+	u := s.fwdScheme() + "://" + lm.HttpAddr + r.URL.RequestURI() // acl.go: https when the API is
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, u, bytes.NewReader(body))
 	if err != nil {
 		s.fail(w, err)
@@ -435,6 +442,7 @@ func (s *Handler) restore(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	s.keepACL(st) // acl.go: a restore never changes credentials
 	if err := s.b.Restore(r.Context(), st, r.URL.Query().Get("adopt") == "true"); err != nil {
 		s.fail(w, err)
 		return

@@ -30,6 +30,7 @@ type state struct {
 	members     map[string]*fsmpb.Member
 	policy      *fsmpb.Policy
 	intents     map[string]*fsmpb.ProvisionIntent // issue #6, see policy.go
+	acl         aclState                          // acl.go
 	applied     uint64
 	lastTime    int64
 	// Origin and sequence of the last applied entry (see Envelope.origin).
@@ -78,6 +79,8 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 		if s.clusterID == "" {
 			s.clusterID = v.InitCluster
 		}
+	case *fsmpb.Command_AclBootstrap, *fsmpb.Command_AclCreateToken, *fsmpb.Command_AclRevokeToken:
+		_, err = s.applyACL(now, c) // acl.go
 	default:
 		err = s.applyExt(index, pos, now, c, res) // policy.go: intents; unknown commands fail there
 	}
@@ -283,6 +286,7 @@ func (s *state) export() *fsmpb.State {
 	slices.SortFunc(st.Allocations, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
 	s.exportExt(st) // policy.go
+	s.exportACL(st) // acl.go
 	return st
 }
 
@@ -309,6 +313,7 @@ func importState(st *fsmpb.State) (*state, error) {
 		s.members[v.Id] = proto.Clone(v).(*fsmpb.Member)
 	}
 	s.importExt(st) // policy.go
+	s.importACL(st) // acl.go
 	return s, nil
 }
 
