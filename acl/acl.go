@@ -31,6 +31,10 @@ var (
 	// ErrPermissionDenied means the credential is valid but its role may
 	// not do this: HTTP 403.
 	ErrPermissionDenied = errors.New("permission denied")
+	// ErrUnknownToken means no token has this secret (never created, or
+	// revoked). It wraps ErrUnauthenticated. A follower that has not yet
+	// applied a new token's entry lets the leader decide.
+	ErrUnknownToken = fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
 )
 
 // Perm is what an operation needs.
@@ -201,7 +205,7 @@ func Resolve(src TokenSource, secret string, now time.Time) (Principal, error) {
 	hash := HashSecret(secret)
 	t, ok := src.ACLTokenByHash(hash)
 	if !ok || subtle.ConstantTimeCompare([]byte(t.GetSecretHash()), []byte(hash)) != 1 {
-		return Anonymous, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
+		return Anonymous, ErrUnknownToken
 	}
 	if exp := t.GetExpiresAtUnixMs(); exp > 0 && now.Add(-Leeway).UnixMilli() >= exp {
 		return Anonymous, fmt.Errorf("%w: token %s expired at %s", ErrUnauthenticated, t.GetId(), time.UnixMilli(exp).UTC().Format(time.RFC3339))

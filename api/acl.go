@@ -144,6 +144,12 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 		err = acl.Authorize(p, perm, s.targetServer(r, pattern, p))
 	}
 	if err != nil {
+		if errors.Is(err, acl.ErrUnknownToken) && r.Header.Get(forwardedHeader) == "" && !s.b.IsLeader() {
+			// A token created a moment ago may not be applied here yet:
+			// the leader (which applied it before answering) decides.
+			s.forward(w, r)
+			return false
+		}
 		// A bad credential is refused even where none is needed.
 		if errors.Is(err, acl.ErrUnauthenticated) {
 			return s.refuse(w, http.StatusUnauthorized, "unauthenticated", "unauthenticated", err.Error())
