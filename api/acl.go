@@ -126,7 +126,10 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 					fmt.Sprintf("cross-origin %s from %q refused (the admin API is not for browsers of other sites)", r.Method, o))
 			}
 		}
-		if ct := r.Header.Get("Content-Type"); ct != "" || r.ContentLength > 0 {
+		// No Content-Type is accepted (curl --data-binary, old clients): a
+		// browser sends one with every body, and Origin with every
+		// cross-site write.
+		if ct := r.Header.Get("Content-Type"); ct != "" {
 			mt, _, _ := mime.ParseMediaType(ct)
 			if mt != "application/json" && mt != "application/x-protobuf" && mt != "application/octet-stream" {
 				return s.refuse(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "unsupported_media_type",

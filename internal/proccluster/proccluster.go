@@ -207,7 +207,8 @@ func (c *Cluster) StartDir(p *Proc, dataDir string) error {
 		args = append(args, "--quic-addr", p.QUICAddr)
 		if c.CertDir != "" {
 			args = append(args, "--tls-ca", filepath.Join(c.CertDir, "ca.pem"),
-				"--tls-cert", filepath.Join(c.CertDir, p.ID+".pem"), "--tls-key", filepath.Join(c.CertDir, p.ID+"-key.pem"))
+				"--tls-cert", filepath.Join(c.CertDir, p.ID+".pem"), "--tls-key", filepath.Join(c.CertDir, p.ID+"-key.pem"),
+				"--http-plain") // the harness's clients speak plain HTTP
 		}
 	}
 	args = append(args, c.Args...)
