@@ -420,3 +420,63 @@ func TestACLRevokeUnderLoad(t *testing.T) {
 		t.Fatalf("%d requests accepted after the revocation was acknowledged", acceptedAfter)
 	}
 }
+
+// TestInputCaps sends what an attacker sent before the caps: every one is
+// refused with a clear error and changes nothing.
+func TestInputCaps(t *testing.T) {
+	c, tc := aclCluster(t, 3)
+	ctx := ctxT(t, 60*time.Second)
+	boot, err := api.NewClient(c.Addrs()...).WithTLS(tc).ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := api.NewClient(c.Addrs()...).WithTLS(tc).WithToken(boot.Secret)
+	mustRegisterC(t, op, "m1", 100)
+	hc := httpsClient(tc)
+	f := c.Followers()[0]
+	base := "https://" + f.Cfg.HTTPAddr
+	auth := "Bearer " + boot.Secret
+	leader := c.WaitLeader(10 * time.Second)
+	before := leader.Agent.Node.FSM().Hash()
+	cases := []struct {
+		name, method, path, body string
+		want                     int
+	}{
+		{"500 KB room", "POST", "/v1/allocations", `{"request_id":"a","room":"` + strings.Repeat("r", 500<<10) + `","units":1}`, 400},
+		{"room with escape", "POST", "/v1/allocations", `{"request_id":"a","room":"\u001b[2J","units":1}`, 400},
+		{"ttl overflow", "POST", "/v1/allocations", `{"request_id":"a","room":"r","units":1,"ttl_ms":18446744073719}`, 400},
+		{"huge id", "POST", "/v1/servers", `{"id":"` + strings.Repeat("m", 1000) + `","capacity":1}`, 400},
+		{"retention", "PUT", "/v1/policy", `{"strategy":"least-loaded","tombstone_retention_ms":9000000000000000}`, 400},
+		{"2 MiB body", "POST", "/v1/servers", `{"id":"m2","capacity":1,"labels":{"x":"` + strings.Repeat("x", 2<<20) + `"}}`, 413},
+	}
+	for _, tc := range cases {
+		code, msg := rawDo(t, hc, tc.method, base+tc.path, auth, "application/json", tc.body)
+		if code != tc.want {
+			t.Errorf("%s: %d %.300s, want %d", tc.name, code, msg, tc.want)
+		}
+	}
+	c.WaitConverged(20 * time.Second)
+	if leader.Agent.Node.FSM().Hash() != before {
+		t.Fatal("refused input changed the state")
+	}
+	// Anonymous clients are rate limited per address (429, Retry-After).
+	limited := false
+	for i := 0; i < 1000 && !limited; i++ {
+		req, _ := http.NewRequest("GET", base+"/v1/status", nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 429 {
+			limited = resp.Header.Get("Retry-After") != ""
+			if !limited {
+				t.Fatal("429 without Retry-After")
+			}
+		}
+	}
+	if !limited {
+		t.Fatal("1000 anonymous requests were never rate limited")
+	}
+}

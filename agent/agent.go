@@ -51,6 +51,12 @@ type Config struct {
 	// Token is the ACL token this agent sends when it calls other agents
 	// (joins) over plain HTTP; over HTTPS its certificate speaks for it.
 	Token string
+	// RateLimit is the request rate (per second) each token may send to
+	// this agent while ACLs are on: 0 means api.DefaultTokenRate, negative
+	// no limit.
+	RateLimit float64
+	// MaxConns caps the admin API's open connections (0: DefaultMaxConns).
+	MaxConns int
 }
 
 // Agent is a running allocator process.
@@ -85,6 +91,10 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on http address %s: %w", cfg.HTTPAddr, err)
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	ln = newLimitListener(ln, cfg.MaxConns)
 	if cfg.HTTPS {
 		ln = tls.NewListener(ln, cfg.TLS.HTTPServerConfig())
 	}
@@ -187,6 +197,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a.API.Decorate = a.Loads.Decorate
 	if cfg.ACL {
 		a.API.EnableACL()
+		a.API.SetRateLimits(cfg.RateLimit, 0)
 	}
 	if cfg.HTTPS {
 		a.API.SetForwardTLS(cfg.TLS.ClientConfig())

@@ -8,10 +8,15 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -58,6 +63,75 @@ type aclState struct {
 	enabled bool
 	https   bool
 	refused *prometheus.CounterVec
+	limits  rateLimits
+}
+
+// Default request rate limits (per agent): a token (or an agent's and media
+// node's certificate) may send DefaultTokenRate requests per second (bursts
+// of twice that), a client without a valid credential DefaultAnonymousRate
+// per source address. Agents' own certificates are not limited.
+const (
+	DefaultTokenRate     = 2000
+	DefaultAnonymousRate = 50
+)
+
+// SetRateLimits sets the per-credential and per-address (anonymous)
+// request rates; 0 keeps the default, a negative rate turns that limit off.
+// Limits apply while ACLs are on. Call before serving.
+func (s *Handler) SetRateLimits(token, anonymous float64) {
+	s.acl.limits.token, s.acl.limits.anon = token, anonymous
+}
+
+// rateLimits keeps one token bucket per credential and per anonymous
+// source address.
+type rateLimits struct {
+	token, anon float64
+	mu          sync.Mutex
+	buckets     map[string]*rate.Limiter
+}
+
+// allow takes one request from key's bucket; false means refuse with 429
+// after the returned wait.
+func (l *rateLimits) allow(key string, anonymous bool) (bool, time.Duration) {
+	r := l.token
+	if r == 0 {
+		r = DefaultTokenRate
+	}
+	if anonymous {
+		r = l.anon
+		if r == 0 {
+			r = DefaultAnonymousRate
+		}
+	}
+	if r < 0 {
+		return true, 0
+	}
+	l.mu.Lock()
+	if l.buckets == nil || len(l.buckets) > 100000 {
+		l.buckets = map[string]*rate.Limiter{} // bounded memory; a reset only forgives
+	}
+	b, ok := l.buckets[key]
+	if !ok {
+		b = rate.NewLimiter(rate.Limit(r), int(2*r)+1)
+		l.buckets[key] = b
+	}
+	l.mu.Unlock()
+	now := time.Now()
+	res := b.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// bodyLimit is the largest request body a route accepts: 1 MiB, but
+// snapshots (operator only) may be up to maxBody.
+func bodyLimit(r *http.Request) int64 {
+	if r.URL.Path == "/v1/snapshot" {
+		return maxBody
+	}
+	return maxJSONBody
 }
 
 // EnableACL turns authorization on (default-deny): from then on every
@@ -70,7 +144,7 @@ func (s *Handler) ACLEnabled() bool { return s.acl.enabled }
 func (s *Handler) registerACLRoutes() {
 	s.acl.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "switchyard_http_refused_total",
-		Help: "Admin API requests refused before they were served, by reason (unauthenticated, permission_denied, cross_origin, unsupported_media_type).",
+		Help: "Admin API requests refused before they were served, by reason (unauthenticated, permission_denied, cross_origin, unsupported_media_type, body_too_large, rate_limited).",
 	}, []string{"reason"})
 	s.reg.MustRegister(s.acl.refused)
 	s.handle("POST /v1/acl/bootstrap", s.aclBootstrap, true)
@@ -137,12 +211,31 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 			}
 		}
 	}
+	// Bodies are capped before anything reads (or forwards) them.
+	if lim := bodyLimit(r); r.ContentLength > lim {
+		return s.refuse(w, http.StatusRequestEntityTooLarge, "body_too_large", "invalid_argument",
+			fmt.Sprintf("request body of %d bytes is over the %d-byte limit", r.ContentLength, lim))
+	} else if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, lim)
+	}
 	if !s.acl.enabled {
 		return true
 	}
 	_, pattern := s.mux.Handler(r)
 	perm := routePerm(pattern)
 	p, err := s.principal(r)
+	if p.Role != acl.RoleAgent {
+		key, anon := "p:"+p.Kind+":"+p.ID, p.Kind == "anonymous"
+		if anon {
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			key = "a:" + host
+		}
+		if ok, wait := s.acl.limits.allow(key, anon); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+			return s.refuse(w, http.StatusTooManyRequests, "rate_limited", "rate_limited",
+				fmt.Sprintf("too many requests from %s; retry after %v", p, wait.Round(time.Millisecond)))
+		}
+	}
 	if err == nil {
 		err = acl.Authorize(p, perm, s.targetServer(r, pattern, p))
 	}

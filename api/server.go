@@ -333,10 +333,15 @@ func (s *Handler) registerServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	res, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: &fsmpb.Server{
+	in := &fsmpb.Server{
 		Id: req.ID, Addresses: req.Addresses, Region: req.Region, Zone: req.Zone, Labels: req.Labels,
 		CapacityUnits: req.Capacity, Incarnation: req.Incarnation,
-	}}}})
+	}
+	if err := fsm.CheckServerInput(in); err != nil { // fsm/limits.go
+		s.fail(w, err)
+		return
+	}
+	res, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: in}}})
 	_ = res
 	if err != nil {
 		s.fail(w, err)
@@ -392,6 +397,10 @@ func (s *Handler) allocate(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.TTLMs < 0 {
 		s.fail(w, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid))
+		return
+	}
+	if err := fsm.CheckAllocateInput(req.RequestID, req.Room, req.Requester, req.Region, req.Server, req.TTLMs); err != nil { // fsm/limits.go
+		s.fail(w, err)
 		return
 	}
 	a, dup, err := s.b.Allocate(r.Context(), cluster.AllocateRequest{

@@ -499,6 +499,9 @@ func (s *Server) handle(ctx context.Context, pc *peerConn, req *transportpb.Requ
 		}
 		in := &fsmpb.Server{Id: srv.GetId(), Addresses: srv.GetAddresses(), Region: srv.GetRegion(), Zone: srv.GetZone(),
 			Labels: srv.GetLabels(), CapacityUnits: srv.GetCapacityUnits(), Incarnation: srv.GetIncarnation()}
+		if err := fsm.CheckServerInput(in); err != nil { // fsm/limits.go
+			return nil, err
+		}
 		if _, err := b.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: in}}}); err != nil {
 			return nil, err
 		}
@@ -511,6 +514,9 @@ func (s *Server) handle(ctx context.Context, pc *peerConn, req *transportpb.Requ
 		a := body.Allocate
 		if a.GetTtlMs() < 0 {
 			return nil, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
+		}
+		if err := fsm.CheckAllocateInput(a.GetRequestId(), a.GetRoom(), a.GetRequester(), a.GetRegion(), a.GetServer(), a.GetTtlMs()); err != nil { // fsm/limits.go
+			return nil, err
 		}
 		al, dup, err := b.Allocate(ctx, cluster.AllocateRequest{RequestID: a.GetRequestId(), Room: a.GetRoom(), Units: a.GetUnits(),
 			Requester: a.GetRequester(), Region: a.GetRegion(), Server: a.GetServer(), TTL: time.Duration(a.GetTtlMs()) * time.Millisecond})

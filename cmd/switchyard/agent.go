@@ -35,6 +35,7 @@ type agentFlags struct {
 	acl                                       string
 	httpPlain                                 bool
 	token                                     string
+	rateLimit                                 float64
 }
 
 func newAgentCmd() *cobra.Command {
@@ -82,6 +83,7 @@ hands leadership to another node before exiting.`,
 	_ = fl.MarkHidden("fault-clock-file")
 	f.tls.register(cmd)
 	fl.StringVar(&f.acl, "acl", "off", "default-deny: every API request needs a token (or an agent/media certificate over HTTPS) whose role allows it, from the first request on ('switchyard acl bootstrap' makes the first); off: anyone who reaches --http-addr controls the cluster")
+	fl.Float64Var(&f.rateLimit, "rate-limit", api.DefaultTokenRate, "requests per second each token may send to this agent while ACLs are on (bursts of twice that); anonymous clients get 50/s per address; negative: no limit")
 	fl.BoolVar(&f.httpPlain, "http-plain", false, "serve the admin API over plain HTTP even though the TLS flags are given (by default it is HTTPS with the agent's certificate)")
 	fl.StringVar(&f.token, "token", os.Getenv(api.TokenEnv), "ACL token this agent sends when it joins a cluster over plain HTTP (env SWITCHYARD_TOKEN); over HTTPS its certificate is enough")
 	return cmd
@@ -144,7 +146,7 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 	if f.acl == "off" {
 		log.Warn("ACLs are off (--acl off): anyone who can reach the HTTP API controls the cluster")
 	}
-	return agent.Config{TLS: id, FailureWindow: window, ACL: f.acl == "default-deny", HTTPS: id != nil && !f.httpPlain, Token: f.token, Config: cluster.Config{
+	return agent.Config{TLS: id, FailureWindow: window, ACL: f.acl == "default-deny", HTTPS: id != nil && !f.httpPlain, Token: f.token, RateLimit: f.rateLimit, Config: cluster.Config{
 		ID: f.id, DataDir: f.dataDir, RaftAddr: f.raftAddr, HTTPAddr: f.httpAddr, QUICAddr: f.quicAddr,
 		BootstrapExpect: f.bootstrapExpect, Join: joins,
 		HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election, LeaderLeaseTimeout: f.lease, CommitTimeout: f.commit,
