@@ -72,7 +72,7 @@ type aclState struct {
 // per source address. Agents' own certificates are not limited.
 const (
 	DefaultTokenRate     = 2000
-	DefaultAnonymousRate = 50
+	DefaultAnonymousRate = 100
 )
 
 // SetRateLimits sets the per-credential and per-address (anonymous)
@@ -224,7 +224,7 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 	_, pattern := s.mux.Handler(r)
 	perm := routePerm(pattern)
 	p, err := s.principal(r)
-	if p.Role != acl.RoleAgent {
+	if p.Role != acl.RoleAgent && !fromAgent(r) {
 		key, anon := "p:"+p.Kind+":"+p.ID, p.Kind == "anonymous"
 		if anon {
 			host, _, _ := net.SplitHostPort(r.RemoteAddr)
@@ -257,6 +257,13 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 			"operation", pattern, "target", r.URL.Path, "forwarded_by", r.Header.Get(forwardedHeader))
 	}
 	return true
+}
+
+// fromAgent reports whether r came over HTTPS from a verified agent
+// certificate (a follower forwarding a request it has already checked and
+// rate limited).
+func fromAgent(r *http.Request) bool {
+	return r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && pki.PeerIdentity(r.TLS.PeerCertificates[0]).IsAgent()
 }
 
 // refuse answers a refused request and counts it.
