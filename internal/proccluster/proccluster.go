@@ -65,6 +65,9 @@ type Cluster struct {
 	Prefix func(p *Proc) []string
 	// NodeArgs, when set, adds flags of node p's own.
 	NodeArgs func(c *Cluster, p *Proc) []string
+	// Token is the operator token when the cluster was made with
+	// Options.ACL.
+	Token string
 }
 
 // Options configures NewWithOptions. The zero value starts the cluster New
@@ -86,6 +89,12 @@ type Options struct {
 	NodeArgs func(c *Cluster, p *Proc) []string
 	// LeaderTimeout bounds the wait for the first leader (default 30 s).
 	LeaderTimeout time.Duration
+	// ACL starts the agents with --acl default-deny (and no rate limit),
+	// bootstraps the ACLs, keeps the operator token in Cluster.Token and
+	// exports it as SWITCHYARD_TOKEN for the rest of the test (t.Setenv:
+	// every api.Client the test builds, and every process it starts, then
+	// sends it). Not for parallel tests.
+	ACL bool
 }
 
 // BuildBinary compiles ./cmd/switchyard into a temp dir and returns its path.
@@ -119,6 +128,9 @@ func New(t testing.TB, bin string, n int, args ...string) *Cluster {
 func NewWithOptions(t testing.TB, bin string, n int, o Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, Bin: bin, Dir: t.TempDir(), Args: o.Args, Prefix: o.Prefix, NodeArgs: o.NodeArgs}
+	if o.ACL {
+		c.Args = append([]string{"--acl", "default-deny", "--rate-limit", "-1"}, c.Args...)
+	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
 		p := &Proc{ID: id, DataDir: filepath.Join(c.Dir, id), LogPath: filepath.Join(c.Dir, id+".log")}
@@ -152,6 +164,15 @@ func NewWithOptions(t testing.TB, bin string, n int, o Options) *Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
+	if o.ACL {
+		// Bootstrap is open to anyone (once) and waits for a leader.
+		boot, err := api.NewClient(c.Addrs()...).WithToken("").ACLBootstrap(ctx)
+		if err != nil {
+			t.Fatalf("bootstrap ACLs: %v\n%s", err, c.Logs())
+		}
+		c.Token = boot.Secret
+		t.Setenv(api.TokenEnv, boot.Secret)
+	}
 	if _, err := c.WaitLeader(ctx); err != nil {
 		t.Fatalf("no leader: %v\n%s", err, c.Logs())
 	}
