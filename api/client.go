@@ -19,6 +19,7 @@ import (
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/pki"
 )
 
 // Client talks to any agent(s). Retryable failures (no leader, leadership
@@ -37,14 +38,28 @@ type Client struct {
 }
 
 // NewClient returns a client for the given agent HTTP addresses (host:port).
-// It sends the token in SWITCHYARD_TOKEN, if set (see WithToken).
+// It sends the token in SWITCHYARD_TOKEN, if set (see WithToken), and
+// speaks HTTPS, verifying the agents against the CA in the file
+// SWITCHYARD_CACERT names, if set (see WithTLS).
 func NewClient(addrs ...string) *Client {
-	return &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true,
+	c := &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true,
 		token: os.Getenv(TokenEnv), scheme: "http"}
+	if f := os.Getenv(CACertEnv); f != "" {
+		if pem, err := os.ReadFile(f); err == nil {
+			if tc, err := pki.CAClientConfig(pem); err == nil {
+				c.WithTLS(tc)
+			}
+		}
+	}
+	return c
 }
 
-// TokenEnv is the environment variable clients take their token from.
-const TokenEnv = "SWITCHYARD_TOKEN"
+// Environment variables clients read: the token to send, and the CA file
+// that makes them speak HTTPS.
+const (
+	TokenEnv  = "SWITCHYARD_TOKEN"
+	CACertEnv = "SWITCHYARD_CACERT"
+)
 
 // WithToken makes c send secret as its bearer token ("" sends none).
 func (c *Client) WithToken(secret string) *Client {

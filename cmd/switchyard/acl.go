@@ -16,10 +16,6 @@ import (
 	"github.com/switchyard/switchyard/pki"
 )
 
-// CACertEnv names the CA file the CLI verifies agents' HTTPS certificates
-// with (--tls-ca).
-const CACertEnv = "SWITCHYARD_CACERT"
-
 // authFlags are the credential flags every client command takes.
 type authFlags struct {
 	token, tlsCA string
@@ -27,19 +23,22 @@ type authFlags struct {
 
 func (f *authFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.token, "token", os.Getenv(api.TokenEnv), "ACL token secret sent as 'Authorization: Bearer' (env SWITCHYARD_TOKEN; against a local dev cluster the one it printed is found by itself)")
-	cmd.Flags().StringVar(&f.tlsCA, "tls-ca", os.Getenv(CACertEnv), "cluster CA (PEM) to verify the agents' HTTPS certificates with; given, the CLI speaks HTTPS (env SWITCHYARD_CACERT)")
+	cmd.Flags().StringVar(&f.tlsCA, "tls-ca", os.Getenv(api.CACertEnv), "cluster CA (PEM) to verify the agents' HTTPS certificates with; given, the CLI speaks HTTPS (env SWITCHYARD_CACERT)")
 }
 
 // apply configures c with the flags; addrs find a dev cluster's token when
 // no token is given.
 func (f *authFlags) apply(cmd *cobra.Command, c *api.Client, addrs []string) error {
-	tok := f.token
+	tok, ca := f.token, f.tlsCA
 	if tok == "" {
-		tok = devToken(addrs)
+		tok = devFile(addrs, ".token")
+	}
+	if ca == "" {
+		ca = devFile(addrs, ".ca")
 	}
 	c.WithToken(tok)
-	if f.tlsCA != "" {
-		pem, err := os.ReadFile(f.tlsCA)
+	if ca != "" {
+		pem, err := os.ReadFile(ca)
 		if err != nil {
 			return usagef(cmd, "--tls-ca: %v", err)
 		}
@@ -52,26 +51,27 @@ func (f *authFlags) apply(cmd *cobra.Command, c *api.Client, addrs []string) err
 	return nil
 }
 
-// devTokenDir holds the operator token of each running dev cluster, one
-// file per agent address (0600, removed when the dev cluster stops).
+// devTokenDir holds, for each running dev cluster, one file per agent
+// address with its operator token (.token) and one with the path of its CA
+// (.ca); 0600, removed when the dev cluster stops.
 func devTokenDir() string { return filepath.Join(os.TempDir(), "switchyard-dev-tokens") }
 
-func devTokenFile(addr string) string {
-	return filepath.Join(devTokenDir(), strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "").Replace(addr)+".token")
+func devTokenFile(addr, ext string) string {
+	return filepath.Join(devTokenDir(), strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "").Replace(addr)+ext)
 }
 
-// devToken returns the token a dev cluster wrote for one of addrs (loopback
-// addresses only), or "".
-func devToken(addrs []string) string {
+// devFile returns what a dev cluster wrote for one of addrs (loopback
+// addresses only) in its ext file, or "".
+func devFile(addrs []string, ext string) string {
 	for _, a := range addrs {
 		if !strings.HasPrefix(a, "127.") && !strings.HasPrefix(a, "localhost:") && !strings.HasPrefix(a, "[::1]") {
 			continue
 		}
-		fi, err := os.Lstat(devTokenFile(a))
+		fi, err := os.Lstat(devTokenFile(a, ext))
 		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 != 0 {
 			continue
 		}
-		if b, err := os.ReadFile(devTokenFile(a)); err == nil {
+		if b, err := os.ReadFile(devTokenFile(a, ext)); err == nil {
 			return strings.TrimSpace(string(b))
 		}
 	}

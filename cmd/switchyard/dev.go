@@ -128,7 +128,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 			HTTPAddr:        joins[i],
 			QUICAddr:        fmt.Sprintf("%s:%d", f.host, f.quicPort+i),
 			BootstrapExpect: f.nodes, Join: joins, Logger: log.With("node", id),
-		}, ACL: f.acl == "default-deny"}
+		}, ACL: f.acl == "default-deny", HTTPS: f.acl == "default-deny"}
 		if prov != nil {
 			cfg.Provisioner = prov
 		}
@@ -145,7 +145,11 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if f.acl == "default-deny" {
-		stopACL, err := devBootstrapACL(wctx, out, joins)
+		// The API is HTTPS (agents prove themselves to each other with
+		// their certificates); this process's clients, its media nodes and
+		// the media processes it starts trust the dev CA.
+		_ = os.Setenv(api.CACertEnv, filepath.Join(certDir, pki.CACertFile))
+		stopACL, err := devBootstrapACL(wctx, out, joins, filepath.Join(certDir, pki.CACertFile))
 		if err != nil {
 			return err
 		}
@@ -239,7 +243,7 @@ func waitForLeader(ctx context.Context, c *api.Client) (cluster.Status, error) {
 // address, removed by the returned stop). This process's media nodes (and
 // the media processes the local provisioner starts, which inherit the
 // environment) get a media token through SWITCHYARD_TOKEN.
-func devBootstrapACL(ctx context.Context, out io.Writer, joins []string) (stop func(), err error) {
+func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, caFile string) (stop func(), err error) {
 	var boot api.ACLTokenSecret
 	for {
 		boot, err = api.NewClient(joins...).WithToken("").ACLBootstrap(ctx)
@@ -270,17 +274,19 @@ func devBootstrapACL(ctx context.Context, out io.Writer, joins []string) (stop f
 		}
 	}
 	for _, a := range joins {
-		f := devTokenFile(a)
-		_ = os.Remove(f)
-		if err := os.WriteFile(f, []byte(boot.Secret+"\n"), 0o600); err != nil {
-			stop()
-			return nil, fmt.Errorf("write dev token: %w", err)
+		for ext, content := range map[string]string{".token": boot.Secret, ".ca": caFile} {
+			f := devTokenFile(a, ext)
+			_ = os.Remove(f)
+			if err := os.WriteFile(f, []byte(content+"\n"), 0o600); err != nil {
+				stop()
+				return nil, fmt.Errorf("write dev token: %w", err)
+			}
+			files = append(files, f)
 		}
-		files = append(files, f)
 	}
 	if os.Getenv(api.TokenEnv) == "" {
 		_ = os.Setenv(api.TokenEnv, media.Secret)
 	}
-	fmt.Fprintf(out, "ACLs on. Operator token (the CLI finds it for this cluster; elsewhere: export SWITCHYARD_TOKEN=...):\n  %s\n", boot.Secret)
+	fmt.Fprintf(out, "ACLs on, API over HTTPS. Operator token (the CLI finds it and the CA for this cluster;\nelsewhere: export SWITCHYARD_TOKEN=<token> SWITCHYARD_CACERT=%s):\n  %s\n", caFile, boot.Secret)
 	return stop, nil
 }
