@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,9 +30,12 @@ func TestACLOverHTTPSWithRealProcesses(t *testing.T) {
 	addr := "--addr=" + strings.Join(c.Addrs(), ",")
 	op := "--token=" + c.Token
 
-	// Plain HTTP against the HTTPS port, or no CA, fails clearly.
-	if _, e, code := run(t, bin, "cluster", "status", addr, op, "--timeout=3s"); code == 0 {
-		t.Fatalf("plain HTTP against HTTPS succeeded: %s", e)
+	// Without the CA (flag or environment) the CLI speaks plain HTTP, which
+	// the HTTPS port does not answer.
+	plain := exec.Command(bin, "cluster", "status", addr, op, "--timeout=3s")
+	plain.Env = append(plain.Environ(), "SWITCHYARD_CACERT=")
+	if b, err := plain.CombinedOutput(); err == nil {
+		t.Fatalf("plain HTTP against HTTPS succeeded: %s", b)
 	}
 	if o, e, code := run(t, bin, "acl", "bootstrap", addr, ca); code != 1 || !strings.Contains(e, "already bootstrapped") {
 		t.Fatalf("second bootstrap: %d %s %s", code, o, e)
@@ -116,14 +120,18 @@ func TestACLOverHTTPSWithRealProcesses(t *testing.T) {
 	defer cancel()
 	evil := exec.CommandContext(ctx, bin, "agent", "--id", "evil", "--data-dir", t.TempDir(),
 		"--raft-addr", testcluster.FreeAddr(t), "--http-addr", testcluster.FreeAddr(t), "--join", strings.Join(c.Addrs(), ","),
-		"--tls-ca", filepath.Join(c.CertDir, "ca.pem"), "--tls-cert", filepath.Join(c.CertDir, "evil.pem"), "--tls-key", filepath.Join(c.CertDir, "evil-key.pem"))
+		"--tls-ca", filepath.Join(c.CertDir, "ca.pem"), "--tls-cert", filepath.Join(c.CertDir, "evil.pem"), "--tls-key", filepath.Join(c.CertDir, "evil-key.pem"), "--log-level", "debug")
+	// No token in its environment: only its certificate speaks for it.
+	evil.Env = append(evil.Environ(), "SWITCHYARD_TOKEN=")
+	evilLog := &lockedBuffer{}
+	evil.Stderr = evilLog
 	if err := evil.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = evil.Process.Kill(); _ = evil.Wait() }()
 	testcluster.Eventually(t, 45*time.Second, func() error {
 		if n := refused(); n <= before {
-			return fmt.Errorf("no join refused yet (%d)", n)
+			return fmt.Errorf("no join refused yet (%d); the media certificate's agent says:\n%s", n, evilLog.String())
 		}
 		return nil
 	})
@@ -131,4 +139,22 @@ func TestACLOverHTTPSWithRealProcesses(t *testing.T) {
 	if code != 0 || strings.Contains(o, `"evil"`) {
 		t.Fatalf("status after the media certificate's join: %d %s %s", code, o, e)
 	}
+}
+
+// lockedBuffer is a strings.Builder safe for one writer and one reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
