@@ -252,7 +252,10 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return s.refuse(w, http.StatusForbidden, "permission_denied", "permission_denied", err.Error())
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && p.Role != fsm.RoleMedia && p.Kind != "anonymous" {
+	// The agent that received a write logs it; a leader does not log again
+	// what a follower (verified by its certificate) forwarded.
+	relayed := r.Header.Get(forwardedHeader) != "" && fromAgent(r)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && p.Role != fsm.RoleMedia && p.Kind != "anonymous" && !relayed {
 		s.log.Info("audit", "principal", p.Kind, "id", p.ID, "role", p.Role, "description", p.Description,
 			"operation", pattern, "target", r.URL.Path, "forwarded_by", r.Header.Get(forwardedHeader))
 	}

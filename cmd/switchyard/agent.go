@@ -146,6 +146,9 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 	if f.acl == "off" {
 		log.Warn("ACLs are off (--acl off): anyone who can reach the HTTP API controls the cluster")
 	}
+	if f.acl == "default-deny" && (id == nil || f.httpPlain) && f.token == "" {
+		log.Warn("ACLs are on but this agent has no certificate on its API calls (no TLS flags, or --http-plain) and no --token: it cannot join or record its member entry through another agent")
+	}
 	return agent.Config{TLS: id, FailureWindow: window, ACL: f.acl == "default-deny", HTTPS: id != nil && !f.httpPlain, Token: f.token, RateLimit: f.rateLimit, Config: cluster.Config{
 		ID: f.id, DataDir: f.dataDir, RaftAddr: f.raftAddr, HTTPAddr: f.httpAddr, QUICAddr: f.quicAddr,
 		BootstrapExpect: f.bootstrapExpect, Join: joins,
