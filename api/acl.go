@@ -174,8 +174,8 @@ func routePerm(pattern string) acl.Perm {
 	}
 	method, path, _ := strings.Cut(pattern, " ")
 	switch {
-	case strings.Contains(path, "health") || strings.Contains(path, "ready") || strings.Contains(path, "live"):
-		return acl.PermNone // probes stay open
+	case (method == http.MethodGet || method == http.MethodHead) && (strings.HasPrefix(path, "/v1/health") || path == "/healthz" || path == "/readyz" || path == "/livez"):
+		return acl.PermNone // load balancer and Kubernetes probes stay open
 	case strings.HasPrefix(path, "/v1/rooms"):
 		if method == http.MethodGet {
 			return acl.PermRead
