@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/pki"
 )
 
 // Client talks to any agent(s). Retryable failures (no leader, leadership
@@ -38,12 +41,51 @@ type Client struct {
 
 	batch *batcher
 	next  atomic.Uint32 // round-robin over addrs for batches
+	// token is sent as "Authorization: Bearer <token>" when set.
+	token  string
+	scheme string
 }
 
 // NewClient returns a client for the given agent HTTP addresses (host:port).
+// It sends the token in SWITCHYARD_TOKEN, if set (see WithToken), and
+// speaks HTTPS, verifying the agents against the CA in the file
+// SWITCHYARD_CACERT names, if set (see WithTLS).
 func NewClient(addrs ...string) *Client {
-	c := &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true}
+	c := &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true,
+		token: os.Getenv(TokenEnv), scheme: "http"}
 	c.batch = &batcher{c: c, maxInflight: 4}
+	if f := os.Getenv(CACertEnv); f != "" {
+		if pem, err := os.ReadFile(f); err == nil {
+			if tc, err := pki.CAClientConfig(pem); err == nil {
+				c.WithTLS(tc)
+			}
+		}
+	}
+	return c
+}
+
+// Environment variables clients read: the token to send, and the CA file
+// that makes them speak HTTPS.
+const (
+	TokenEnv  = "SWITCHYARD_TOKEN"
+	CACertEnv = "SWITCHYARD_CACERT"
+)
+
+// WithToken makes c send secret as its bearer token ("" sends none).
+func (c *Client) WithToken(secret string) *Client {
+	c.token = secret
+	return c
+}
+
+// WithTLS makes c speak HTTPS with cfg (nil switches back to plain HTTP).
+func (c *Client) WithTLS(cfg *tls.Config) *Client {
+	tr := NewTransport()
+	tr.TLSClientConfig = cfg
+	c.hc = &http.Client{Timeout: c.hc.Timeout, Transport: tr}
+	c.scheme = "http"
+	if cfg != nil {
+		c.scheme = "https"
+	}
 	return c
 }
 
@@ -129,9 +171,12 @@ func (c *Client) once(ctx context.Context, addr, method, path string, body []byt
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.scheme+"://"+addr+path, rd)
 	if err != nil {
 		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -330,4 +375,27 @@ func (c *Client) RestoreSnapshot(ctx context.Context, data []byte, adopt bool) (
 		p += "?adopt=true"
 	}
 	return r, c.do(ctx, "POST", p, data, &r)
+}
+
+// ACLBootstrap creates the first operator token (once per cluster).
+func (c *Client) ACLBootstrap(ctx context.Context) (ACLTokenSecret, error) {
+	var t ACLTokenSecret
+	return t, c.do(ctx, "POST", "/v1/acl/bootstrap", nil, &t)
+}
+
+// ACLCreateToken creates a token.
+func (c *Client) ACLCreateToken(ctx context.Context, r CreateTokenRequest) (ACLTokenSecret, error) {
+	var t ACLTokenSecret
+	return t, c.do(ctx, "POST", "/v1/acl/tokens", mustJSON(r), &t)
+}
+
+// ACLTokens lists tokens (without secrets).
+func (c *Client) ACLTokens(ctx context.Context) ([]ACLToken, error) {
+	var t []ACLToken
+	return t, c.do(ctx, "GET", "/v1/acl/tokens", nil, &t)
+}
+
+// ACLRevokeToken revokes a token by id.
+func (c *Client) ACLRevokeToken(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/acl/tokens/"+url.PathEscape(id), nil, nil)
 }

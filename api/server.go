@@ -55,7 +55,8 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	// Decorate, if set before serving, decorates GET /v1/servers entries.
 	Decorate ServerListDecorator
-	health   *health // api/health.go
+	health   *health  // api/health.go
+	acl      aclState // acl.go
 }
 
 // forwardedHeader marks a request a follower forwarded, so it is never
@@ -99,6 +100,7 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 	s.registerPolicyRoutes() // issue #6: api/policy.go
 	s.registerOpsRoutes()    // health, stats, overview, dashboard: api/health.go
 	s.registerRoomRoutes()   // api/rooms.go
+	s.registerACLRoutes()    // acl.go
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})
@@ -107,7 +109,12 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.guard(w, r) { // acl.go: browser protection, authentication, authorization
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // Handle adds a route (used by other packages to extend the API).
 func (s *Handler) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
@@ -157,7 +164,7 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, &Error{Error: "request body: " + err.Error(), Code: "invalid_argument"})
 		return
 	}
-	u := "http://" + lm.HttpAddr + r.URL.RequestURI()
+	u := s.fwdScheme() + "://" + lm.HttpAddr + r.URL.RequestURI() // acl.go: https when the API is
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, u, bytes.NewReader(body))
 	if err != nil {
 		s.fail(w, err)
@@ -340,10 +347,15 @@ func (s *Handler) registerServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	res, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: &fsmpb.Server{
+	in := &fsmpb.Server{
 		Id: req.ID, Addresses: req.Addresses, Region: req.Region, Zone: req.Zone, Labels: req.Labels,
 		CapacityUnits: req.Capacity, Incarnation: req.Incarnation,
-	}}}})
+	}
+	if err := fsm.CheckServerInput(in); err != nil { // fsm/limits.go
+		s.fail(w, err)
+		return
+	}
+	res, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: in}}})
 	_ = res
 	if err != nil {
 		s.fail(w, err)
@@ -412,6 +424,9 @@ func (s *Handler) allocateOne(ctx context.Context, req AllocateRequest) (Allocat
 	if req.TTLMs < 0 {
 		return Allocation{}, 0, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
 	}
+	if err := fsm.CheckAllocateInput(req.RequestID, req.Room, req.Requester, req.Region, req.Server, req.TTLMs); err != nil { // fsm/limits.go
+		return Allocation{}, 0, err
+	}
 	a, dup, err := s.b.Allocate(ctx, cluster.AllocateRequest{
 		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
 		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
@@ -458,6 +473,7 @@ func (s *Handler) restore(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	s.keepACL(st) // acl.go: a restore never changes credentials
 	if err := s.b.Restore(r.Context(), st, r.URL.Query().Get("adopt") == "true"); err != nil {
 		s.fail(w, err)
 		return

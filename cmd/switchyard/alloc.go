@@ -118,7 +118,7 @@ says which capacity was missing.`,
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tREQUEST\tROOM\tSERVER\tUNITS\tSTATE\tCREATED")
 			for _, a := range as {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", a.ID, a.RequestID, a.Room, a.Server, a.Units, a.State, time.UnixMilli(a.CreatedAtUnixMs).UTC().Format(time.RFC3339))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(a.ID), esc(a.RequestID), esc(a.Room), esc(a.Server), a.Units, a.State, time.UnixMilli(a.CreatedAtUnixMs).UTC().Format(time.RFC3339))
 			}
 			return w.Flush()
 		},
