@@ -10,6 +10,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/loadview"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
@@ -113,17 +114,56 @@ func (p *peers) leaderAddr() (string, error) {
 
 // relay sends req to the leader and returns its answer. A transport
 // failure after the request may have been sent is reported as an unknown
-// outcome (retryable: every request is idempotent).
+// outcome (retryable: every request is idempotent). With a backend that
+// can fail over (cluster.Node.Forward), each attempt is bounded by the raft
+// timing and the request is re-sent to a new leader when leadership moves
+// or the leader goes silent, as the HTTP API does.
 func (p *peers) relay(ctx context.Context, req *transportpb.Request) (*transportpb.Response, error) {
-	addr, err := p.leaderAddr()
+	fwd := &transportpb.Request{Version: req.GetVersion(), Body: req.GetBody(), ForwardedBy: p.s.cfg.Backend.ID()}
+	fw, ok := p.s.cfg.Backend.(leaderForwarder)
+	if !ok {
+		addr, err := p.leaderAddr()
+		if err != nil {
+			return nil, err
+		}
+		return p.relayTo(ctx, addr, fwd)
+	}
+	var resp *transportpb.Response
+	st, err := fw.Forward(ctx, true, func(ctx context.Context, lid string, m *fsmpb.Member) error {
+		if m.GetQuicAddr() == "" {
+			return fmt.Errorf("%w: leader %s has no known QUIC address", cluster.ErrNotLeader, lid)
+		}
+		r, err := p.relayTo(ctx, m.GetQuicAddr(), fwd)
+		if err != nil {
+			return err
+		}
+		if c := r.GetErrorCode(); c == "not_leader" || c == "no_leader" {
+			return fmt.Errorf("%w: %s answered: %s", cluster.ErrNotLeader, lid, r.GetErrorMessage())
+		}
+		resp = r
+		return nil
+	})
+	if st.Attempts > 1 {
+		p.s.log.Info("relayed request failed over to another leader", "op", opName(req), "attempts", st.Attempts, "leaders", st.Leaders, "err", err)
+	}
 	if err != nil {
 		return nil, err
 	}
+	return resp, nil
+}
+
+// leaderForwarder is implemented by backends that bound forwarded
+// attempts and fail them over to a new leader (*cluster.Node).
+type leaderForwarder interface {
+	Forward(ctx context.Context, idempotent bool, send cluster.ForwardFunc) (cluster.ForwardStats, error)
+}
+
+// relayTo sends fwd to the agent at addr once and returns its answer.
+func (p *peers) relayTo(ctx context.Context, addr string, fwd *transportpb.Request) (*transportpb.Response, error) {
 	c, err := p.conn(ctx, addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", cluster.ErrNotLeader, err)
 	}
-	fwd := &transportpb.Request{Version: req.GetVersion(), Body: req.GetBody(), ForwardedBy: p.s.cfg.Backend.ID()}
 	resp, err := roundTrip(ctx, c, fwd, p.s.cfg.HandlerTimeout)
 	if err != nil {
 		if c.Context().Err() != nil {

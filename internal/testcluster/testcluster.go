@@ -215,8 +215,13 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-// Client returns an API client over every running node.
-func (c *Cluster) Client() *api.Client { return api.NewClient(c.Addrs()...) }
+// Client returns an API client over every running node, with attempt
+// deadlines suited to the test clusters' raft timing.
+func (c *Cluster) Client() *api.Client {
+	cl := api.NewClient(c.Addrs()...)
+	cl.AttemptTimeout = api.AttemptTimeoutFor(TestHeartbeat, TestElection)
+	return cl
+}
 
 // Leader waits for a ready leader among running nodes that every running
 // node agrees on, and returns it.
