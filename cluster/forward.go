@@ -100,7 +100,7 @@ func (n *Node) Forward(ctx context.Context, idempotent bool, send ForwardFunc) (
 		}
 		st.Attempts++
 		st.Leaders = append(st.Leaders, lid)
-		moved, err := n.forwardOnce(ctx, change, window, hb, lid, m, send)
+		moved, err := n.forwardOnce(ctx, change, window, hb, lid, m, idempotent, send)
 		last = err
 		switch {
 		case err == nil:
@@ -133,9 +133,10 @@ func (n *Node) Forward(ctx context.Context, idempotent bool, send ForwardFunc) (
 var errLeaderSilent = errors.New("leader silent: no raft contact and no answer within the forward window")
 
 // forwardOnce runs one attempt. moved reports whether leadership moved
-// (a leader change was observed) while it ran; the attempt is abandoned
-// at once then.
-func (n *Node) forwardOnce(ctx context.Context, change <-chan struct{}, window, hb time.Duration, lid string, m *fsmpb.Member, send ForwardFunc) (moved bool, err error) {
+// (a leader change was observed) while it ran; an idempotent request's
+// attempt is abandoned at once then. Any other request waits for its
+// answer: the move may be its own doing (a leadership transfer).
+func (n *Node) forwardOnce(ctx context.Context, change <-chan struct{}, window, hb time.Duration, lid string, m *fsmpb.Member, idempotent bool, send ForwardFunc) (moved bool, err error) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
@@ -147,8 +148,8 @@ func (n *Node) forwardOnce(ctx context.Context, change <-chan struct{}, window, 
 		case err := <-done:
 			return false, err
 		case <-change:
-			if cur, _, ok := n.Leader(); ok && cur == lid {
-				change = n.LeaderChange() // observed the same leader again
+			if cur, _, ok := n.Leader(); !idempotent || (ok && cur == lid) {
+				change = n.LeaderChange() // the same leader again, or not ours to abandon
 				continue
 			}
 			cancel()
