@@ -28,6 +28,13 @@ import (
 // the configured addresses until the context ends; every write it sends is
 // idempotent (allocations carry request ids), so a retry never grants
 // twice.
+//
+// With more than one address, each attempt has its own deadline
+// (AttemptTimeout, doubling on every round through the addresses), so a
+// frozen agent (SIGSTOP, a hung VM)
+// costs one attempt, not the caller's whole timeout: the next attempt goes
+// to another agent, which forwards to the leader and fails over to a new
+// one by itself. The client starts with the agent that answered last.
 type Client struct {
 	addrs []string
 	hc    *http.Client
@@ -40,11 +47,34 @@ type Client struct {
 	Batch bool
 
 	batch *batcher
-	next  atomic.Uint32 // round-robin over addrs for batches
+	rr    atomic.Uint32 // round-robin over addrs for batches
 	// token is sent as "Authorization: Bearer <token>" when set.
 	token  string
 	scheme string
+	// AttemptTimeout bounds one attempt (doubled for every round through
+	// all addresses); zero means DefaultAttemptTimeout. Clusters with
+	// other raft timing should use AttemptTimeoutFor.
+	AttemptTimeout time.Duration
+	// Attempts counts the attempts this client made (for tests and
+	// benchmarks).
+	Attempts atomic.Int64
+
+	next atomic.Int64 // index of the address to try first
 }
+
+// AttemptTimeoutFor returns the per-attempt deadline suited to a cluster
+// with the given raft heartbeat and election timeouts: two of an agent's
+// forward windows (cluster.ForwardTimeout), long enough for the agent
+// asked to fail a forwarded request over to a new leader once. Slower
+// answers only cost a retry with the same request id, and the deadline
+// doubles on every round through the addresses.
+func AttemptTimeoutFor(heartbeat, election time.Duration) time.Duration {
+	return 2 * cluster.ForwardTimeout(heartbeat, election)
+}
+
+// DefaultAttemptTimeout is AttemptTimeoutFor the agent's default raft
+// timing (1.1 s with 150 ms timeouts).
+var DefaultAttemptTimeout = AttemptTimeoutFor(cluster.DefaultHeartbeatTimeout, cluster.DefaultElectionTimeout)
 
 // NewClient returns a client for the given agent HTTP addresses (host:port).
 // It sends the token in SWITCHYARD_TOKEN, if set (see WithToken), and
@@ -90,7 +120,26 @@ func (c *Client) WithTLS(cfg *tls.Config) *Client {
 }
 
 // pick returns the next address, round-robin.
-func (c *Client) pick() string { return c.addrs[int(c.next.Add(1))%len(c.addrs)] }
+func (c *Client) pick() string { return c.addrs[int(c.rr.Add(1))%len(c.addrs)] }
+
+// perAttempt reports whether attempts get their own deadline: only when
+// there is another agent to turn to, and not for bulk transfers
+// (snapshots), which may legitimately take long.
+func (c *Client) perAttempt(body []byte, out any) bool {
+	if _, bulk := out.(io.Writer); bulk || len(body) > 1<<20 {
+		return false
+	}
+	return len(c.addrs) > 1
+}
+
+// attemptTimeout is the deadline of the given attempt (0-based).
+func (c *Client) attemptTimeout(attempt int) time.Duration {
+	d := c.AttemptTimeout
+	if d <= 0 {
+		d = DefaultAttemptTimeout
+	}
+	return d << min(attempt/max(len(c.addrs), 1), 4)
+}
 
 // NewTransport returns an HTTP transport for agent-to-agent and client
 // traffic: many concurrent requests go to few hosts, so it keeps many idle
@@ -149,15 +198,33 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	// 100 ms cap, with jitter so clients do not march in step).
 	backoff := 10 * time.Millisecond
 	var last error
+	first := int(c.next.Load())
 	for attempt := 0; ; attempt++ {
-		addr := c.addrs[attempt%len(c.addrs)]
-		last = c.once(ctx, addr, method, path, body, out)
-		if last == nil || !c.Retry || !IsRetryable(last) {
+		i := (first + attempt) % len(c.addrs)
+		addr := c.addrs[i]
+		c.Attempts.Add(1)
+		if !c.Retry {
+			return c.once(ctx, addr, method, path, body, out)
+		}
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if c.perAttempt(body, out) {
+			actx, cancel = context.WithTimeout(ctx, c.attemptTimeout(attempt))
+		}
+		last = c.once(actx, addr, method, path, body, out)
+		cancel()
+		if last == nil {
+			c.next.Store(int64(i))
+			return nil
+		}
+		if !IsRetryable(last) {
 			return last
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, len(c.addrs), attempt+1, ctx.Err())
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (gave up: %v)", last, ctx.Err())
+			return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, len(c.addrs), attempt+1, ctx.Err())
 		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		}
 		if backoff < 100*time.Millisecond {
