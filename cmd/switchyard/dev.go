@@ -149,7 +149,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 		// their certificates); this process's clients, its media nodes and
 		// the media processes it starts trust the dev CA.
 		_ = os.Setenv(api.CACertEnv, filepath.Join(certDir, pki.CACertFile))
-		stopACL, err := devBootstrapACL(wctx, out, joins, filepath.Join(certDir, pki.CACertFile))
+		stopACL, err := devBootstrapACL(wctx, out, joins, filepath.Join(certDir, pki.CACertFile), filepath.Join(dir, "operator.token"))
 		if err != nil {
 			return err
 		}
@@ -243,15 +243,24 @@ func waitForLeader(ctx context.Context, c *api.Client) (cluster.Status, error) {
 // address, removed by the returned stop). This process's media nodes (and
 // the media processes the local provisioner starts, which inherit the
 // environment) get a media token through SWITCHYARD_TOKEN.
-func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, caFile string) (stop func(), err error) {
+func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, caFile, keep string) (stop func(), err error) {
 	var boot api.ACLTokenSecret
 	for {
 		boot, err = api.NewClient(joins...).WithToken("").ACLBootstrap(ctx)
 		if err == nil {
+			// Kept in the data dir, so a restart with --data-dir finds it.
+			if err := os.WriteFile(keep, []byte(boot.Secret+"\n"), 0o600); err != nil {
+				return nil, fmt.Errorf("keep the operator token: %w", err)
+			}
 			break
 		}
 		if errors.Is(err, fsm.ErrACLBootstrapped) {
-			return nil, fmt.Errorf("ACLs of this dev cluster (--data-dir) were bootstrapped by an earlier run; use its token, or --acl off: %w", err)
+			b, rerr := os.ReadFile(keep)
+			if rerr != nil {
+				return nil, fmt.Errorf("ACLs of this dev cluster (--data-dir) were bootstrapped by an earlier run whose token is not in %s; use --acl off: %w", keep, err)
+			}
+			boot.Secret = strings.TrimSpace(string(b))
+			break
 		}
 		select {
 		case <-ctx.Done():
