@@ -151,6 +151,7 @@ func (s *Handler) registerACLRoutes() {
 	s.handle("POST /v1/acl/tokens", s.aclCreate, true)
 	s.handle("GET /v1/acl/tokens", s.aclList, false)
 	s.handle("DELETE /v1/acl/tokens/{id}", s.aclRevoke, true)
+	s.registerMediaTokenRoutes() // mediatoken.go
 }
 
 // routePerm is the authorization table of the HTTP API: the permission
@@ -165,8 +166,10 @@ func routePerm(pattern string) acl.Perm {
 		"GET /v1/allocations", "GET /v1/allocations/{id}", "GET /metrics", "GET /v1/policy",
 		"GET /v1/provisioning/intents", "POST /v1/policy/validate":
 		return acl.PermRead
-	case "POST /v1/allocations", "DELETE /v1/allocations/{id}":
+	case "POST /v1/allocations", "DELETE /v1/allocations/{id}", "POST /v1/media/tokens":
 		return acl.PermAllocate
+	case "GET /v1/media/keys":
+		return acl.PermServer
 	case "POST /v1/servers", "DELETE /v1/servers/{id}", "POST /v1/servers/{id}/drain":
 		return acl.PermServer
 	case "GET /v1/snapshot", "POST /v1/snapshot", "GET /v1/acl/tokens":
@@ -340,7 +343,7 @@ const maxJSONBody = 1 << 20
 // so a restore can never change who holds credentials.
 func (s *Handler) keepACL(st *fsmpb.State) {
 	cur := s.b.FSM().Export()
-	st.AclBootstrapped, st.AclTokens = cur.GetAclBootstrapped(), cur.GetAclTokens()
+	st.AclBootstrapped, st.AclTokens, st.MediaKeys = cur.GetAclBootstrapped(), cur.GetAclTokens(), cur.GetMediaKeys()
 }
 
 func tokenFromPB(t *fsmpb.AclToken) ACLToken {

@@ -19,6 +19,7 @@ import (
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/mediatoken"
 	"github.com/switchyard/switchyard/pki"
 )
 
@@ -378,4 +379,21 @@ func (c *Client) ACLTokens(ctx context.Context) ([]ACLToken, error) {
 // ACLRevokeToken revokes a token by id.
 func (c *Client) ACLRevokeToken(ctx context.Context, id string) error {
 	return c.do(ctx, "DELETE", "/v1/acl/tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// MintMediaToken mints a WHIP/WHEP token for a room.
+func (c *Client) MintMediaToken(ctx context.Context, r MintRequest) (MintedToken, error) {
+	var t MintedToken
+	return t, c.do(ctx, "POST", "/v1/media/tokens", mustJSON(r), &t)
+}
+
+// MediaKeys fetches the media-token verification keys (media nodes).
+func (c *Client) MediaKeys(ctx context.Context) ([]mediatoken.Key, error) {
+	var k []mediatoken.Key
+	return k, c.do(ctx, "GET", "/v1/media/keys", nil, &k)
+}
+
+// RotateMediaKey adds a media-token signing key; out receives the answer.
+func (c *Client) RotateMediaKey(ctx context.Context, out any) error {
+	return c.do(ctx, "POST", "/v1/media/keys/rotate", nil, out)
 }

@@ -1576,6 +1576,7 @@ type Command struct {
 	//	*Command_AclBootstrap
 	//	*Command_AclCreateToken
 	//	*Command_AclRevokeToken
+	//	*Command_AddMediaKey
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1753,6 +1754,15 @@ func (x *Command) GetAclRevokeToken() string {
 	return ""
 }
 
+func (x *Command) GetAddMediaKey() *MediaKey {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_AddMediaKey); ok {
+			return x.AddMediaKey
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -1823,6 +1833,11 @@ type Command_AclRevokeToken struct {
 	AclRevokeToken string `protobuf:"bytes,32,opt,name=acl_revoke_token,json=aclRevokeToken,proto3,oneof"`
 }
 
+type Command_AddMediaKey struct {
+	// Adds a media-token signing key; the state keeps the two newest.
+	AddMediaKey *MediaKey `protobuf:"bytes,33,opt,name=add_media_key,json=addMediaKey,proto3,oneof"`
+}
+
 func (*Command_RegisterServer) isCommand_Cmd() {}
 
 func (*Command_DeregisterServer) isCommand_Cmd() {}
@@ -1852,6 +1867,8 @@ func (*Command_AclBootstrap) isCommand_Cmd() {}
 func (*Command_AclCreateToken) isCommand_Cmd() {}
 
 func (*Command_AclRevokeToken) isCommand_Cmd() {}
+
+func (*Command_AddMediaKey) isCommand_Cmd() {}
 
 // Envelope is one Raft log entry.
 type Envelope struct {
@@ -2033,8 +2050,10 @@ type State struct {
 	// ACL state (30-39): tokens sorted by id, secrets stored as hashes.
 	AclBootstrapped bool        `protobuf:"varint,30,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
 	AclTokens       []*AclToken `protobuf:"bytes,31,rep,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Media-token signing keys, oldest first (at most two).
+	MediaKeys     []*MediaKey `protobuf:"bytes,32,rep,name=media_keys,json=mediaKeys,proto3" json:"media_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -2144,6 +2163,74 @@ func (x *State) GetAclTokens() []*AclToken {
 	return nil
 }
 
+func (x *State) GetMediaKeys() []*MediaKey {
+	if x != nil {
+		return x.MediaKeys
+	}
+	return nil
+}
+
+// MediaKey signs the WHIP/WHEP tokens media nodes verify (HS256).
+type MediaKey struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Secret          []byte                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	CreatedAtUnixMs int64                  `protobuf:"varint,3,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MediaKey) Reset() {
+	*x = MediaKey{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MediaKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MediaKey) ProtoMessage() {}
+
+func (x *MediaKey) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MediaKey.ProtoReflect.Descriptor instead.
+func (*MediaKey) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MediaKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MediaKey) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *MediaKey) GetCreatedAtUnixMs() int64 {
+	if x != nil {
+		return x.CreatedAtUnixMs
+	}
+	return 0
+}
+
 // AclToken is an API token. The secret itself is shown once, when the token
 // is created; the state keeps only its SHA-256.
 type AclToken struct {
@@ -2164,7 +2251,7 @@ type AclToken struct {
 
 func (x *AclToken) Reset() {
 	*x = AclToken{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2263,7 @@ func (x *AclToken) String() string {
 func (*AclToken) ProtoMessage() {}
 
 func (x *AclToken) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2276,7 @@ func (x *AclToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AclToken.ProtoReflect.Descriptor instead.
 func (*AclToken) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AclToken) GetId() string {
@@ -2245,7 +2332,7 @@ type AclBootstrap struct {
 
 func (x *AclBootstrap) Reset() {
 	*x = AclBootstrap{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2344,7 @@ func (x *AclBootstrap) String() string {
 func (*AclBootstrap) ProtoMessage() {}
 
 func (x *AclBootstrap) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2357,7 @@ func (x *AclBootstrap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AclBootstrap.ProtoReflect.Descriptor instead.
 func (*AclBootstrap) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{21}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AclBootstrap) GetToken() *AclToken {
@@ -2401,7 +2488,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\aRelease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
 	"\x05Batch\x122\n" +
-	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xfe\x06\n" +
+	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xbd\a\n" +
 	"\aCommand\x12H\n" +
 	"\x0fregister_server\x18\x01 \x01(\v2\x1d.switchyard.v1.RegisterServerH\x00R\x0eregisterServer\x12N\n" +
 	"\x11deregister_server\x18\x02 \x01(\v2\x1f.switchyard.v1.DeregisterServerH\x00R\x10deregisterServer\x12I\n" +
@@ -2420,7 +2507,8 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\rupdate_intent\x18\f \x01(\v2\x1b.switchyard.v1.UpdateIntentH\x00R\fupdateIntent\x12B\n" +
 	"\racl_bootstrap\x18\x1e \x01(\v2\x1b.switchyard.v1.AclBootstrapH\x00R\faclBootstrap\x12C\n" +
 	"\x10acl_create_token\x18\x1f \x01(\v2\x17.switchyard.v1.AclTokenH\x00R\x0eaclCreateToken\x12*\n" +
-	"\x10acl_revoke_token\x18  \x01(\tH\x00R\x0eaclRevokeTokenB\x05\n" +
+	"\x10acl_revoke_token\x18  \x01(\tH\x00R\x0eaclRevokeToken\x12=\n" +
+	"\radd_media_key\x18! \x01(\v2\x17.switchyard.v1.MediaKeyH\x00R\vaddMediaKeyB\x05\n" +
 	"\x03cmd\"\x9a\x01\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1e\n" +
@@ -2436,7 +2524,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"allocation\x18\x03 \x01(\v2\x19.switchyard.v1.AllocationR\n" +
 	"allocation\x12\x1c\n" +
 	"\tduplicate\x18\x04 \x01(\bR\tduplicate\x126\n" +
-	"\x06intent\x18\x05 \x01(\v2\x1e.switchyard.v1.ProvisionIntentR\x06intent\"\xfb\x03\n" +
+	"\x06intent\x18\x05 \x01(\v2\x1e.switchyard.v1.ProvisionIntentR\x06intent\"\xb3\x04\n" +
 	"\x05State\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2450,7 +2538,13 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\aintents\x18\t \x03(\v2\x1e.switchyard.v1.ProvisionIntentR\aintents\x12)\n" +
 	"\x10acl_bootstrapped\x18\x1e \x01(\bR\x0faclBootstrapped\x126\n" +
 	"\n" +
-	"acl_tokens\x18\x1f \x03(\v2\x17.switchyard.v1.AclTokenR\taclTokens\"\xcb\x01\n" +
+	"acl_tokens\x18\x1f \x03(\v2\x17.switchyard.v1.AclTokenR\taclTokens\x126\n" +
+	"\n" +
+	"media_keys\x18  \x03(\v2\x17.switchyard.v1.MediaKeyR\tmediaKeys\"_\n" +
+	"\bMediaKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\x12+\n" +
+	"\x12created_at_unix_ms\x18\x03 \x01(\x03R\x0fcreatedAtUnixMs\"\xcb\x01\n" +
 	"\bAclToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\tR\n" +
@@ -2496,7 +2590,7 @@ func file_switchyard_v1_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(ServerState)(0),         // 0: switchyard.v1.ServerState
 	(AllocationState)(0),     // 1: switchyard.v1.AllocationState
@@ -2522,12 +2616,13 @@ var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(*Envelope)(nil),         // 21: switchyard.v1.Envelope
 	(*Result)(nil),           // 22: switchyard.v1.Result
 	(*State)(nil),            // 23: switchyard.v1.State
-	(*AclToken)(nil),         // 24: switchyard.v1.AclToken
-	(*AclBootstrap)(nil),     // 25: switchyard.v1.AclBootstrap
-	nil,                      // 26: switchyard.v1.Server.LabelsEntry
+	(*MediaKey)(nil),         // 24: switchyard.v1.MediaKey
+	(*AclToken)(nil),         // 25: switchyard.v1.AclToken
+	(*AclBootstrap)(nil),     // 26: switchyard.v1.AclBootstrap
+	nil,                      // 27: switchyard.v1.Server.LabelsEntry
 }
 var file_switchyard_v1_fsm_proto_depIdxs = []int32{
-	26, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
+	27, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
 	0,  // 1: switchyard.v1.Server.state:type_name -> switchyard.v1.ServerState
 	1,  // 2: switchyard.v1.Allocation.state:type_name -> switchyard.v1.AllocationState
 	7,  // 3: switchyard.v1.Policy.hard:type_name -> switchyard.v1.Limits
@@ -2551,23 +2646,25 @@ var file_switchyard_v1_fsm_proto_depIdxs = []int32{
 	13, // 21: switchyard.v1.Command.set_member:type_name -> switchyard.v1.Member
 	11, // 22: switchyard.v1.Command.create_intent:type_name -> switchyard.v1.ProvisionIntent
 	12, // 23: switchyard.v1.Command.update_intent:type_name -> switchyard.v1.UpdateIntent
-	25, // 24: switchyard.v1.Command.acl_bootstrap:type_name -> switchyard.v1.AclBootstrap
-	24, // 25: switchyard.v1.Command.acl_create_token:type_name -> switchyard.v1.AclToken
-	19, // 26: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
-	5,  // 27: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
-	11, // 28: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
-	4,  // 29: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
-	5,  // 30: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
-	6,  // 31: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
-	13, // 32: switchyard.v1.State.members:type_name -> switchyard.v1.Member
-	11, // 33: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
-	24, // 34: switchyard.v1.State.acl_tokens:type_name -> switchyard.v1.AclToken
-	24, // 35: switchyard.v1.AclBootstrap.token:type_name -> switchyard.v1.AclToken
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	26, // 24: switchyard.v1.Command.acl_bootstrap:type_name -> switchyard.v1.AclBootstrap
+	25, // 25: switchyard.v1.Command.acl_create_token:type_name -> switchyard.v1.AclToken
+	24, // 26: switchyard.v1.Command.add_media_key:type_name -> switchyard.v1.MediaKey
+	19, // 27: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
+	5,  // 28: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
+	11, // 29: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
+	4,  // 30: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
+	5,  // 31: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
+	6,  // 32: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
+	13, // 33: switchyard.v1.State.members:type_name -> switchyard.v1.Member
+	11, // 34: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
+	25, // 35: switchyard.v1.State.acl_tokens:type_name -> switchyard.v1.AclToken
+	24, // 36: switchyard.v1.State.media_keys:type_name -> switchyard.v1.MediaKey
+	25, // 37: switchyard.v1.AclBootstrap.token:type_name -> switchyard.v1.AclToken
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_fsm_proto_init() }
@@ -2591,6 +2688,7 @@ func file_switchyard_v1_fsm_proto_init() {
 		(*Command_AclBootstrap)(nil),
 		(*Command_AclCreateToken)(nil),
 		(*Command_AclRevokeToken)(nil),
+		(*Command_AddMediaKey)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2598,7 +2696,7 @@ func file_switchyard_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_fsm_proto_rawDesc), len(file_switchyard_v1_fsm_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
