@@ -112,7 +112,12 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a := &Agent{log: log, ln: ln, done: make(chan error, 1)}
 	// The handler is swapped in once the node exists; until then probes get
 	// 503 so bootstrapping peers simply retry.
+	live := api.LiveHandler(cfg.ID) // the liveness probe answers from the start
 	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/health/live" {
+			live.ServeHTTP(w, r)
+			return
+		}
 		http.Error(w, `{"error":"starting","code":"no_leader","retryable":true}`, http.StatusServiceUnavailable)
 	})
 	ready := make(chan struct{})
@@ -212,6 +217,7 @@ func (a *Agent) HTTPAddr() string { return a.ln.Addr().String() }
 // Shutdown transfers leadership if this agent leads, then stops raft and
 // the HTTP server. Bounded by ctx.
 func (a *Agent) Shutdown(ctx context.Context) error {
+	a.API.SetShuttingDown() // readiness fails first, so balancers drain us
 	if a.QUIC != nil {
 		// First, so media nodes move to another agent at once.
 		_ = a.QUIC.Close()

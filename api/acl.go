@@ -166,7 +166,7 @@ func routePerm(pattern string) acl.Perm {
 		"GET /v1/allocations", "GET /v1/allocations/{id}", "GET /metrics", "GET /v1/policy",
 		"GET /v1/provisioning/intents", "POST /v1/policy/validate":
 		return acl.PermRead
-	case "POST /v1/allocations", "DELETE /v1/allocations/{id}", "POST /v1/media/tokens":
+	case "POST /v1/allocations", "POST /v1/allocations/batch", "DELETE /v1/allocations/{id}", "POST /v1/media/tokens":
 		return acl.PermAllocate
 	case "GET /v1/media/keys":
 		return acl.PermServer

@@ -162,6 +162,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 		return fmt.Errorf("dev cluster did not elect a leader: %w", err)
 	}
 	fmt.Fprintf(out, "leader: %s (cluster %s)\n", st.Leader, st.ClusterID)
+	fmt.Fprintf(out, "dashboard: http://%s/ui/ (every agent serves it)\n", joins[0])
 	fmt.Fprintf(out, "try:  switchyard cluster status\n      switchyard server register --id m1 --capacity 10\n      switchyard alloc request --room demo --units 1 --request-id r1\n")
 	if _, err := devIdentity(ca, certDir, "loadgen"); err != nil {
 		return err

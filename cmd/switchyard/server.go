@@ -66,11 +66,14 @@ func newServerCmd() *cobra.Command {
 	register.Flags().StringVar(&labels, "labels", "", "comma-separated key=value labels")
 
 	lf := &clientFlags{}
-	var stale bool
+	var stale, watch bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List media servers",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch { // watch.go
+				return runWatch(cmd, lf, "servers", nil)
+			}
 			c, ctx, cancel, err := lf.client(cmd)
 			if err != nil {
 				return err
@@ -97,6 +100,7 @@ func newServerCmd() *cobra.Command {
 	}
 	lf.register(list, true)
 	list.Flags().BoolVar(&stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
+	list.Flags().BoolVar(&watch, "watch", false, watchHelp)
 
 	idCmd := func(use, short string, run func(c *api.Client, cmd *cobra.Command, id string, f *clientFlags) error) *cobra.Command {
 		f := &clientFlags{}

@@ -89,6 +89,7 @@ load reports only from a peer whose certificate names a cluster member.`,
 	certCreate.Flags().StringVar(&role, "role", pki.RoleAgent, "agent (raft, agent-to-agent, any media server id) or media (a media node: it may act only as the server id --name); written as the URI SAN spiffe://switchyard/<role>/<name>")
 	cert.AddCommand(certCreate)
 	cmd.AddCommand(ca, cert)
+	cmd.AddCommand(newTLSInitCmd()) // tlsinit.go
 	return cmd
 }
 
