@@ -49,9 +49,11 @@ type Client struct {
 
 	batch *batcher
 	rr    atomic.Uint32 // round-robin over addrs for batches
-	// token is sent as "Authorization: Bearer <token>" when set.
-	token  string
-	scheme string
+	// token is sent as "Authorization: Bearer <token>" when set; until
+	// WithToken is called, SWITCHYARD_TOKEN is read at each request.
+	token    string
+	tokenSet bool
+	scheme   string
 	// AttemptTimeout bounds one attempt (doubled for every round through
 	// all addresses); zero means DefaultAttemptTimeout. Clusters with
 	// other raft timing should use AttemptTimeoutFor.
@@ -78,12 +80,13 @@ func AttemptTimeoutFor(heartbeat, election time.Duration) time.Duration {
 var DefaultAttemptTimeout = AttemptTimeoutFor(cluster.DefaultHeartbeatTimeout, cluster.DefaultElectionTimeout)
 
 // NewClient returns a client for the given agent HTTP addresses (host:port).
-// It sends the token in SWITCHYARD_TOKEN, if set (see WithToken), and
+// It sends the token in SWITCHYARD_TOKEN (read at each request), if set
+// (see WithToken), and
 // speaks HTTPS, verifying the agents against the CA in the file
 // SWITCHYARD_CACERT names, if set (see WithTLS).
 func NewClient(addrs ...string) *Client {
 	c := &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true,
-		token: os.Getenv(TokenEnv), scheme: "http"}
+		scheme: "http"}
 	c.batch = &batcher{c: c, maxInflight: 4}
 	if f := os.Getenv(CACertEnv); f != "" {
 		if pem, err := os.ReadFile(f); err == nil {
@@ -104,7 +107,7 @@ const (
 
 // WithToken makes c send secret as its bearer token ("" sends none).
 func (c *Client) WithToken(secret string) *Client {
-	c.token = secret
+	c.token, c.tokenSet = secret, true
 	return c
 }
 
@@ -243,8 +246,12 @@ func (c *Client) once(ctx context.Context, addr, method, path string, body []byt
 	if err != nil {
 		return err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	tok := c.token
+	if !c.tokenSet {
+		tok = os.Getenv(TokenEnv)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
