@@ -43,7 +43,7 @@ chaos:
 ## fuzz: run every fuzz target (decoders of network input) for FUZZTIME each.
 ## Seed corpora live in <pkg>/testdata/fuzz/<Target>/.
 FUZZTIME ?= 60s
-FUZZ_TARGETS := ./transport:FuzzDecodeDatagram ./transport:FuzzReadFrame ./transport:FuzzEncodeReport ./fsm:FuzzApply ./fsm:FuzzReadState ./media:FuzzCheckOffer
+FUZZ_TARGETS := ./transport:FuzzDecodeDatagram ./transport:FuzzReadFrame ./transport:FuzzEncodeReport ./fsm:FuzzApply ./fsm:FuzzReadState ./media:FuzzCheckOffer ./acl:FuzzParseBearer ./mediatoken:FuzzVerify
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \
@@ -68,6 +68,7 @@ generate:
 ## bench: throughput/latency and failover figures (see README "Benchmarks").
 bench:
 	$(GO) test -run '^$$' -bench 'Allocate' -benchtime 1x -count 3 -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench 'RequestPath' -benchtime 1x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'FailoverSIGKILL' -benchtime 12x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench '^Benchmark(Pick|Herding)$$' -benchtime 3x -count 3 -timeout 30m ./cluster/... ./placement/...
 	$(GO) test -run '^$$' -bench 'IndexPick' -benchtime 20000x -timeout 10m ./placement/
@@ -77,8 +78,23 @@ bench:
 	$(GO) test -run '^$$' -bench 'Ingest' -benchtime 100000x -count 3 -timeout 30m ./transport/
 	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./transport/
 	$(GO) test -run '^$$' -bench 'ReportToLeaderView' -benchtime 200x -count 3 ./transport/
+	$(GO) test -run '^$$' -bench 'RoomPlacement' -benchtime 1x -count 3 ./api/
 	$(GO) test -run '^$$' -bench 'RawUDPReceive' -benchtime 1s -count 3 ./transport/
 	$(GO) test -run '^$$' -bench 'TenThousandServers' -benchtime 1x -count 3 -timeout 30m ./transport/
 
 clean:
 	rm -rf bin
+
+## image: the container image ($(IMAGE)): the static binary on an empty
+## image (Dockerfile), built without any registry (classic builder, FROM
+## scratch). deploy/compose and deploy/k8s run it.
+.PHONY: image
+IMAGE ?= switchyard:latest
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/switchyard ./cmd/switchyard
+	DOCKER_BUILDKIT=0 docker build -q -f Dockerfile -t $(IMAGE) bin/image
+
+## test-livekit: the LiveKit sidecar test (opt-in: builds livekit-server once, minutes).
+test-livekit:
+	bash .ci/build-livekit.sh
+	SWITCHYARD_LIVEKIT=1 $(GO) test -race -count=1 -run LiveKit -v ./sidecar/

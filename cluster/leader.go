@@ -27,6 +27,9 @@ type AllocateRequest struct {
 	Server string
 	// TTL, when positive, makes the allocation expire on its own.
 	TTL time.Duration
+	// SFU, when set, limits the choice to servers of that SFU kind
+	// (fsm.ServerSFU); room placement uses it.
+	SFU string
 }
 
 // LoadSource supplies the leader's soft view of media-server load (issue #3
@@ -405,7 +408,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			continue
 		}
 		ls.mu.Unlock()
-		id, err := ls.pix.ix.Pick(ls.placementRequest(r))
+		id, err := ls.pick(pol, r) // rooms.go: an SFU kind narrows the choice
 		if err != nil {
 			if ls.parkForProvisioning(o, err) { // issue #6: wait for a new server
 				continue

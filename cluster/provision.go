@@ -219,6 +219,7 @@ func (pv *provisioner) loop() {
 		pv.advance()
 		pv.answer()
 		pv.retire()
+		ls.n.m.provisionerPasses.Inc()
 	}
 }
 

@@ -30,6 +30,9 @@ type state struct {
 	members     map[string]*fsmpb.Member
 	policy      *fsmpb.Policy
 	intents     map[string]*fsmpb.ProvisionIntent // issue #6, see policy.go
+	rooms       map[string]*fsmpb.Room            // rooms.go; nil until the first room
+	roomNums    map[uint64]bool                   // numbers the rooms hold
+	acl         aclState                          // acl.go
 	applied     uint64
 	lastTime    int64
 	// Origin and sequence of the last applied entry (see Envelope.origin).
@@ -83,6 +86,12 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 		if s.clusterID == "" {
 			s.clusterID = v.InitCluster
 		}
+	case *fsmpb.Command_PlaceRoom:
+		res.Room, err = s.placeRoom(now, v.PlaceRoom) // rooms.go
+	case *fsmpb.Command_ReleaseRoom:
+		res.Room, err = s.releaseRoom(now, v.ReleaseRoom)
+	case *fsmpb.Command_AclBootstrap, *fsmpb.Command_AclCreateToken, *fsmpb.Command_AclRevokeToken, *fsmpb.Command_AddMediaKey:
+		_, err = s.applyACL(now, c) // acl.go
 	default:
 		err = s.applyExt(index, pos, now, c, res) // policy.go: intents; unknown commands fail there
 	}
@@ -133,6 +142,7 @@ func (s *state) deregisterServer(d *fsmpb.DeregisterServer) error {
 	if srv.UsedUnits > 0 {
 		return errorf(ErrServerBusy, "server %s still holds %d units of active allocations; drain it and release them first", srv.Id, srv.UsedUnits)
 	}
+	s.vacateRooms(0, srv.Id) // rooms.go
 	delete(s.servers, srv.Id)
 	s.touch(srv.Id) // scale.go
 	return nil
@@ -155,6 +165,9 @@ func (s *state) setServerState(now int64, c *fsmpb.SetServerState) error {
 		srv.State = c.GetState()
 		srv.StateChangedAtUnixMs = now
 		s.touch(srv.Id) // scale.go
+	}
+	if srv.State == fsmpb.ServerState_SERVER_STATE_DOWN {
+		s.vacateRooms(now, srv.Id) // rooms.go
 	}
 	return nil
 }
@@ -294,7 +307,10 @@ func (s *state) export() *fsmpb.State {
 	slices.SortFunc(st.Servers, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Allocations, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
-	s.exportExt(st) // policy.go
+	s.exportExt(st)   // policy.go
+	s.exportRooms(st) // rooms.go
+	s.exportExt(st)   // policy.go
+	s.exportACL(st)   // acl.go
 	return st
 }
 
@@ -324,7 +340,10 @@ func importState(st *fsmpb.State) (*state, error) {
 	for _, v := range st.GetMembers() {
 		s.members[v.Id] = proto.Clone(v).(*fsmpb.Member)
 	}
-	s.importExt(st) // policy.go
+	s.importExt(st)   // policy.go
+	s.importRooms(st) // rooms.go
+	s.importExt(st)   // policy.go
+	s.importACL(st)   // acl.go
 	return s, nil
 }
 

@@ -66,11 +66,14 @@ func newServerCmd() *cobra.Command {
 	register.Flags().StringVar(&labels, "labels", "", "comma-separated key=value labels")
 
 	lf := &clientFlags{}
-	var stale, summaryOnly bool
+	var stale, watch, summaryOnly bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List media servers (a summary by state and region first)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch { // watch.go
+				return runWatch(cmd, lf, "servers", nil)
+			}
 			c, ctx, cancel, err := lf.client(cmd)
 			if err != nil {
 				return err
@@ -105,13 +108,14 @@ func newServerCmd() *cobra.Command {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tSTATE\tREGION\tUSED\tCAPACITY\tFREE")
 			for _, s := range ss {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\n", s.ID, s.State, s.Region, s.Used, s.Capacity, s.Free)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\n", esc(s.ID), s.State, esc(s.Region), s.Used, s.Capacity, s.Free)
 			}
 			return w.Flush()
 		},
 	}
 	lf.register(list, true)
 	list.Flags().BoolVar(&stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
+	list.Flags().BoolVar(&watch, "watch", false, watchHelp)
 	list.Flags().BoolVar(&summaryOnly, "summary", false, "print only the counts by state and region (with --json: the summary object)")
 
 	idCmd := func(use, short string, run func(c *api.Client, cmd *cobra.Command, id string, f *clientFlags) error) *cobra.Command {

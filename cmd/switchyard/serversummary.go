@@ -79,7 +79,7 @@ func (sum *serverSummary) print(out io.Writer) error {
 		if name == "" {
 			name = "-"
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f%%\n", name, r.Servers, r.ByState["active"], r.ByState["draining"], r.ByState["down"],
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f%%\n", esc(name), r.Servers, r.ByState["active"], r.ByState["draining"], r.ByState["down"],
 			r.Used, r.Capacity, pct(r.Used, r.Capacity))
 	}
 	return w.Flush()
