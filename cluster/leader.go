@@ -95,6 +95,7 @@ type leaderState struct {
 	seq      uint64
 	inflight []inflightBatch
 	pc       policyCache // issue #6: compiled policy (provision.go)
+	pix      leaderIndex // placement index (index.go)
 	// staged is a policy proposed in batch stagedSeq and not yet applied.
 	staged    *placement.Policy
 	stagedSeq uint64
@@ -346,19 +347,6 @@ func (ls *leaderState) failQueued() {
 
 func (ls *leaderState) decideAndPropose(batch []*op) {
 	n := ls.n
-	servers, applied := n.fsm.View(ls.origin)
-	// Drop in-flight batches the FSM has applied.
-	k := 0
-	for _, b := range ls.inflight {
-		if b.seq > applied {
-			ls.inflight[k] = b
-			k++
-		}
-	}
-	ls.inflight = ls.inflight[:k]
-
-	var cands []placement.Candidate
-	index := map[string]int{}
 	needView := false
 	for _, o := range batch {
 		if o.alloc != nil {
@@ -366,37 +354,17 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			break
 		}
 	}
-	if needView {
-		cands = make([]placement.Candidate, len(servers))
-		for i, s := range servers {
-			cands[i] = placement.Candidate{ID: s.ID, Region: s.Region, Zone: s.Zone, Capacity: s.Capacity, Used: s.Used,
-				Active: s.State == fsmpb.ServerState_SERVER_STATE_ACTIVE, State: fsm.StateName(s.State)}
-			if n.cfg.Loads != nil {
-				if l, ok := n.cfg.Loads.Load(s.ID); ok {
-					cands[i].Load = &l
-				}
-			}
-			index[s.ID] = i
-		}
-		for _, b := range ls.inflight {
-			for id, u := range b.reserved {
-				if i, ok := index[id]; ok {
-					cands[i].Used += u
-					cands[i].InFlight += u
-				}
-			}
-		}
-	}
+	// Bring the placement index up to date with what the FSM applied (and
+	// drop our in-flight batches it has applied); index.go.
+	applied := ls.sync()
 	// Issue #6: the whole committed policy, read from the FSM every batch,
 	// so a policy change is in force from the next decision on.
 	pol := ls.currentPolicy(applied)
 	staged := false
-	var hosting, batchRooms map[string]map[string]int64
+	var batchRooms map[string]map[string]int64
 	if needView {
-		hosting = ls.batchHosting(pol) // committed + in flight (provision.go)
-		if hosting != nil {
-			batchRooms = map[string]map[string]int64{}
-		}
+		ls.pix.setPolicy(pol)
+		batchRooms = map[string]map[string]int64{}
 	}
 
 	cmds := make([]*fsmpb.Command, 0, len(batch))
@@ -413,6 +381,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 					continue
 				}
 				pol, staged = np, true
+				ls.pix.setPolicy(pol)
 			}
 			cmds = append(cmds, o.cmd)
 			dones = append(dones, o.done)
@@ -439,7 +408,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			continue
 		}
 		ls.mu.Unlock()
-		id, err := pol.Pick(ls.sfuCandidates(cands, r), ls.placementRequest(r, hosting))
+		id, err := ls.pick(pol, r) // rooms.go: an SFU kind narrows the choice
 		if err != nil {
 			if ls.parkForProvisioning(o, err) { // issue #6: wait for a new server
 				continue
@@ -448,9 +417,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			o.done <- opResult{res: &fsmpb.Result{ErrorCode: fsm.Code(err), ErrorMessage: err.Error()}}
 			continue
 		}
-		cands[index[id]].Used += r.Units
-		cands[index[id]].InFlight += r.Units
-		noteHosting(hosting, r.Room, id, r.Units)
+		ls.pix.reserve(id, r.Room, r.Units)
 		noteHosting(batchRooms, r.Room, id, r.Units)
 		reserved[id] += r.Units
 		ls.mu.Lock()
@@ -471,6 +438,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	}
 	data, err := fsm.EncodeFrom(ls.origin, ls.seq, ls.n.clock.now(), cmds...)
 	if err != nil {
+		ls.pix.unreserve(reserved, batchRooms)
 		ls.finish(dones, reqIDs, nil, fmt.Errorf("encode entry: %w", err))
 		return
 	}
