@@ -93,6 +93,8 @@ type watchSub struct {
 // handler.
 type watchHub struct {
 	f *fsm.FSM
+	// done ends the hub (the agent is shutting down).
+	done <-chan struct{}
 	// retain and subBuf default to watchRetainEvents and
 	// watchSubscriberBuf (tests shrink them).
 	retain, subBuf int
@@ -227,9 +229,15 @@ func intentEvent(idx uint64, op string, v *fsmpb.ProvisionIntent) WatchEvent {
 func (h *watchHub) run() {
 	t := time.NewTicker(watchPoll)
 	defer t.Stop()
-	for range t.C {
+	for {
+		stop := false
+		select {
+		case <-h.done:
+			stop = true
+		case <-t.C:
+		}
 		h.mu.Lock()
-		if len(h.subs) == 0 && time.Since(h.idleAt) > watchHubIdle {
+		if stop || (len(h.subs) == 0 && time.Since(h.idleAt) > watchHubIdle) {
 			h.running = false
 			h.ticks, h.servers, h.allocs, h.intents, h.policy = nil, nil, nil, nil, nil
 			h.mu.Unlock()
@@ -449,7 +457,7 @@ func (s *Handler) watch(w http.ResponseWriter, r *http.Request) {
 
 // watchHub returns the handler's hub, creating it on first use.
 func (s *Handler) watchHub() *watchHub {
-	s.health.hubOnce.Do(func() { s.health.hub = &watchHub{f: s.b.FSM()} })
+	s.health.hubOnce.Do(func() { s.health.hub = &watchHub{f: s.b.FSM(), done: s.health.shutdown} })
 	return s.health.hub
 }
 
