@@ -68,12 +68,14 @@ generate:
 ## bench: throughput/latency and failover figures (see README "Benchmarks").
 bench:
 	$(GO) test -run '^$$' -bench 'Allocate' -benchtime 1x -count 3 -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench 'RequestPath' -benchtime 1x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'FailoverSIGKILL' -benchtime 12x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 -timeout 30m ./cluster/... ./placement/...
 	$(GO) test -run '^$$' -bench 'ScaleOut|CascadeHop' -benchtime 200x -count 3 -timeout 30m ./media/
 	$(GO) test -run '^$$' -bench 'Ingest' -benchtime 100000x -count 3 -timeout 30m ./transport/
 	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./transport/
 	$(GO) test -run '^$$' -bench 'ReportToLeaderView' -benchtime 200x -count 3 ./transport/
+	$(GO) test -run '^$$' -bench 'RoomPlacement' -benchtime 1x -count 3 ./api/
 	$(GO) test -run '^$$' -bench 'RawUDPReceive' -benchtime 1s -count 3 ./transport/
 	$(GO) test -run '^$$' -bench 'TenThousandServers' -benchtime 1x -count 3 -timeout 30m ./transport/
 
@@ -88,3 +90,8 @@ IMAGE ?= switchyard:latest
 image:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/switchyard ./cmd/switchyard
 	DOCKER_BUILDKIT=0 docker build -q -f Dockerfile -t $(IMAGE) bin/image
+
+## test-livekit: the LiveKit sidecar test (opt-in: builds livekit-server once, minutes).
+test-livekit:
+	bash .ci/build-livekit.sh
+	SWITCHYARD_LIVEKIT=1 $(GO) test -race -count=1 -run LiveKit -v ./sidecar/

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard/switchyard/cluster"
@@ -29,12 +30,25 @@ type Client struct {
 	hc    *http.Client
 	// Retry disables retries when false (used by bootstrap probes).
 	Retry bool
+	// Batch makes Allocate coalesce concurrent calls into batch requests
+	// (POST /v1/allocations/batch): for a client issuing many allocations
+	// at once it saves an HTTP exchange and a forward per allocation.
+	// Answers, errors and retries are those of single calls.
+	Batch bool
+
+	batch *batcher
+	next  atomic.Uint32 // round-robin over addrs for batches
 }
 
 // NewClient returns a client for the given agent HTTP addresses (host:port).
 func NewClient(addrs ...string) *Client {
-	return &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true}
+	c := &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true}
+	c.batch = &batcher{c: c, maxInflight: 4}
+	return c
 }
+
+// pick returns the next address, round-robin.
+func (c *Client) pick() string { return c.addrs[int(c.next.Add(1))%len(c.addrs)] }
 
 // NewTransport returns an HTTP transport for agent-to-agent and client
 // traffic: many concurrent requests go to few hosts, so it keeps many idle
@@ -242,6 +256,13 @@ func (c *Client) DeregisterServer(ctx context.Context, id string) error {
 // Allocate asks for an allocation. Retries reuse r.RequestID, so the
 // cluster grants it at most once.
 func (c *Client) Allocate(ctx context.Context, r AllocateRequest) (Allocation, error) {
+	if c.Batch && c.batch != nil && len(c.addrs) > 0 {
+		return c.batch.allocate(ctx, r)
+	}
+	return c.allocateOne(ctx, r)
+}
+
+func (c *Client) allocateOne(ctx context.Context, r AllocateRequest) (Allocation, error) {
 	var a Allocation
 	return a, c.do(ctx, "POST", "/v1/allocations", mustJSON(r), &a)
 }

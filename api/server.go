@@ -93,10 +93,12 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 	s.handle("GET /v1/allocations/{id}", s.getAllocation, false)
 	s.handle("POST /v1/allocations", s.allocate, true)
 	s.handle("DELETE /v1/allocations/{id}", s.release, true)
+	s.handle("POST /v1/allocations/batch", s.allocateBatch, true) // api/batch.go
 	s.handle("GET /v1/snapshot", s.snapshot, true)
 	s.handle("POST /v1/snapshot", s.restore, true)
 	s.registerPolicyRoutes() // issue #6: api/policy.go
 	s.registerOpsRoutes()    // health, stats, overview, dashboard: api/health.go
+	s.registerRoomRoutes()   // api/rooms.go
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})
@@ -112,7 +114,8 @@ func (s *Handler) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern,
 
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code   int
+	pretty bool // ?pretty: indent JSON for a human (the hot path stays compact)
 }
 
 func (r *statusRecorder) WriteHeader(c int) { r.code = c; r.ResponseWriter.WriteHeader(c) }
@@ -121,7 +124,7 @@ func (r *statusRecorder) WriteHeader(c int) { r.code = c; r.ResponseWriter.Write
 // run on the leader: a follower forwards them.
 func (s *Handler) handle(pattern string, fn http.HandlerFunc, leaderOnly bool) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w, code: 200}
+		rec := &statusRecorder{ResponseWriter: w, code: 200, pretty: r.URL.Query().Has("pretty")}
 		defer func() { s.requests.WithLabelValues(pattern, strconv.Itoa(rec.code)).Inc() }()
 		needLeader := leaderOnly || (r.Method == http.MethodGet && r.URL.Query().Get("stale") != "true" && pattern != "GET /v1/status" && pattern != "GET /v1/internal/info" && pattern != "GET /v1/members")
 		if needLeader && !s.b.IsLeader() {
@@ -180,7 +183,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	if rec, ok := w.(*statusRecorder); ok && rec.pretty {
+		enc.SetIndent("", "  ")
+	}
 	_ = enc.Encode(v)
 }
 
@@ -207,6 +212,13 @@ type codedSentinel struct {
 
 // fail answers err with the right status, code and retry hint.
 func (s *Handler) fail(w http.ResponseWriter, err error) {
+	status, e := s.errorFor(err)
+	writeError(w, status, e)
+}
+
+// errorFor maps err to its HTTP status and wire error (one table for the
+// single and the batched endpoints).
+func (s *Handler) errorFor(err error) (int, *Error) {
 	e := &Error{Error: err.Error()}
 	lid, _, _ := s.b.Leader()
 	e.Leader = lid
@@ -233,7 +245,7 @@ func (s *Handler) fail(w http.ResponseWriter, err error) {
 		e.Code = "internal"
 		s.log.Error("request failed", "err", err)
 	}
-	writeError(w, status, e)
+	return status, e
 }
 
 // decode reads a JSON body into v, refusing unknown fields and trailing data.
@@ -385,25 +397,34 @@ func (s *Handler) allocate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	if req.TTLMs < 0 {
-		s.fail(w, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid))
-		return
-	}
-	a, dup, err := s.b.Allocate(r.Context(), cluster.AllocateRequest{
-		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
-		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
-	})
+	a, code, err := s.allocateOne(r.Context(), req)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
+	writeJSON(w, code, a)
+}
+
+// allocateOne validates and runs one allocation request: the rules the
+// single and the batched endpoints share. code is 201 for a new
+// allocation, 200 for a request id already answered.
+func (s *Handler) allocateOne(ctx context.Context, req AllocateRequest) (Allocation, int, error) {
+	if req.TTLMs < 0 {
+		return Allocation{}, 0, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
+	}
+	a, dup, err := s.b.Allocate(ctx, cluster.AllocateRequest{
+		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
+		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
+	})
+	if err != nil {
+		return Allocation{}, 0, err
+	}
 	js := AllocationFromPB(a)
 	js.Duplicate = dup
-	code := http.StatusCreated
 	if dup {
-		code = http.StatusOK
+		return js, http.StatusOK, nil
 	}
-	writeJSON(w, code, js)
+	return js, http.StatusCreated, nil
 }
 
 func (s *Handler) release(w http.ResponseWriter, r *http.Request) {

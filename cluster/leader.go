@@ -27,6 +27,9 @@ type AllocateRequest struct {
 	Server string
 	// TTL, when positive, makes the allocation expire on its own.
 	TTL time.Duration
+	// SFU, when set, limits the choice to servers of that SFU kind
+	// (fsm.ServerSFU); room placement uses it.
+	SFU string
 }
 
 // LoadSource supplies the leader's soft view of media-server load (issue #3
@@ -436,7 +439,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			continue
 		}
 		ls.mu.Unlock()
-		id, err := pol.Pick(cands, ls.placementRequest(r, hosting))
+		id, err := pol.Pick(ls.sfuCandidates(cands, r), ls.placementRequest(r, hosting))
 		if err != nil {
 			if ls.parkForProvisioning(o, err) { // issue #6: wait for a new server
 				continue

@@ -447,5 +447,5 @@ func ValidateState(st *fsmpb.State) error {
 			return errorf(ErrInvalid, "snapshot: server %s records %d used units, its active allocations hold %d, capacity %d", id, s.GetUsedUnits(), used[id], s.GetCapacityUnits())
 		}
 	}
-	return nil
+	return validateRooms(st) // rooms.go
 }

@@ -30,6 +30,8 @@ type state struct {
 	members     map[string]*fsmpb.Member
 	policy      *fsmpb.Policy
 	intents     map[string]*fsmpb.ProvisionIntent // issue #6, see policy.go
+	rooms       map[string]*fsmpb.Room            // rooms.go; nil until the first room
+	roomNums    map[uint64]bool                   // numbers the rooms hold
 	applied     uint64
 	lastTime    int64
 	// Origin and sequence of the last applied entry (see Envelope.origin).
@@ -78,6 +80,10 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 		if s.clusterID == "" {
 			s.clusterID = v.InitCluster
 		}
+	case *fsmpb.Command_PlaceRoom:
+		res.Room, err = s.placeRoom(now, v.PlaceRoom) // rooms.go
+	case *fsmpb.Command_ReleaseRoom:
+		res.Room, err = s.releaseRoom(now, v.ReleaseRoom)
 	default:
 		err = s.applyExt(index, pos, now, c, res) // policy.go: intents; unknown commands fail there
 	}
@@ -127,6 +133,7 @@ func (s *state) deregisterServer(d *fsmpb.DeregisterServer) error {
 	if srv.UsedUnits > 0 {
 		return errorf(ErrServerBusy, "server %s still holds %d units of active allocations; drain it and release them first", srv.Id, srv.UsedUnits)
 	}
+	s.vacateRooms(0, srv.Id) // rooms.go
 	delete(s.servers, srv.Id)
 	return nil
 }
@@ -147,6 +154,9 @@ func (s *state) setServerState(now int64, c *fsmpb.SetServerState) error {
 	if srv.State != c.GetState() {
 		srv.State = c.GetState()
 		srv.StateChangedAtUnixMs = now
+	}
+	if srv.State == fsmpb.ServerState_SERVER_STATE_DOWN {
+		s.vacateRooms(now, srv.Id) // rooms.go
 	}
 	return nil
 }
@@ -282,7 +292,8 @@ func (s *state) export() *fsmpb.State {
 	slices.SortFunc(st.Servers, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Allocations, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
-	s.exportExt(st) // policy.go
+	s.exportExt(st)   // policy.go
+	s.exportRooms(st) // rooms.go
 	return st
 }
 
@@ -308,7 +319,8 @@ func importState(st *fsmpb.State) (*state, error) {
 	for _, v := range st.GetMembers() {
 		s.members[v.Id] = proto.Clone(v).(*fsmpb.Member)
 	}
-	s.importExt(st) // policy.go
+	s.importExt(st)   // policy.go
+	s.importRooms(st) // rooms.go
 	return s, nil
 }
 

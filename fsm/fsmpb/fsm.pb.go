@@ -1573,6 +1573,8 @@ type Command struct {
 	//	*Command_InitCluster
 	//	*Command_CreateIntent
 	//	*Command_UpdateIntent
+	//	*Command_PlaceRoom
+	//	*Command_ReleaseRoom
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1723,6 +1725,24 @@ func (x *Command) GetUpdateIntent() *UpdateIntent {
 	return nil
 }
 
+func (x *Command) GetPlaceRoom() *PlaceRoom {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_PlaceRoom); ok {
+			return x.PlaceRoom
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReleaseRoom() *ReleaseRoom {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ReleaseRoom); ok {
+			return x.ReleaseRoom
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -1779,6 +1799,15 @@ type Command_UpdateIntent struct {
 	UpdateIntent *UpdateIntent `protobuf:"bytes,12,opt,name=update_intent,json=updateIntent,proto3,oneof"`
 }
 
+type Command_PlaceRoom struct {
+	// PlaceRoom records (or moves) a room's placement; ReleaseRoom ends it.
+	PlaceRoom *PlaceRoom `protobuf:"bytes,20,opt,name=place_room,json=placeRoom,proto3,oneof"`
+}
+
+type Command_ReleaseRoom struct {
+	ReleaseRoom *ReleaseRoom `protobuf:"bytes,21,opt,name=release_room,json=releaseRoom,proto3,oneof"`
+}
+
 func (*Command_RegisterServer) isCommand_Cmd() {}
 
 func (*Command_DeregisterServer) isCommand_Cmd() {}
@@ -1802,6 +1831,10 @@ func (*Command_InitCluster) isCommand_Cmd() {}
 func (*Command_CreateIntent) isCommand_Cmd() {}
 
 func (*Command_UpdateIntent) isCommand_Cmd() {}
+
+func (*Command_PlaceRoom) isCommand_Cmd() {}
+
+func (*Command_ReleaseRoom) isCommand_Cmd() {}
 
 // Envelope is one Raft log entry.
 type Envelope struct {
@@ -1897,7 +1930,9 @@ type Result struct {
 	// answer.
 	Duplicate bool `protobuf:"varint,4,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	// The intent created or updated by create_intent / update_intent.
-	Intent        *ProvisionIntent `protobuf:"bytes,5,opt,name=intent,proto3" json:"intent,omitempty"`
+	Intent *ProvisionIntent `protobuf:"bytes,5,opt,name=intent,proto3" json:"intent,omitempty"`
+	// The room record after place_room / release_room.
+	Room          *Room `protobuf:"bytes,20,opt,name=room,proto3" json:"room,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1967,6 +2002,13 @@ func (x *Result) GetIntent() *ProvisionIntent {
 	return nil
 }
 
+func (x *Result) GetRoom() *Room {
+	if x != nil {
+		return x.Room
+	}
+	return nil
+}
+
 // State is the whole FSM, with every collection sorted by id so that equal
 // states encode (and hash) to equal bytes.
 type State struct {
@@ -1980,6 +2022,7 @@ type State struct {
 	AppliedIndex   uint64                 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	LastTimeUnixMs int64                  `protobuf:"varint,8,opt,name=last_time_unix_ms,json=lastTimeUnixMs,proto3" json:"last_time_unix_ms,omitempty"`
 	Intents        []*ProvisionIntent     `protobuf:"bytes,9,rep,name=intents,proto3" json:"intents,omitempty"`
+	Rooms          []*Room                `protobuf:"bytes,20,rep,name=rooms,proto3" json:"rooms,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -2075,6 +2118,279 @@ func (x *State) GetIntents() []*ProvisionIntent {
 		return x.Intents
 	}
 	return nil
+}
+
+func (x *State) GetRooms() []*Room {
+	if x != nil {
+		return x.Rooms
+	}
+	return nil
+}
+
+// Room is an application room placed on one server (room placement: the
+// application's front door). The leader picks the server with the live
+// policy and commits an allocation for it first; PlaceRoom then points the
+// room at that allocation.
+type Room struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The server the room is on; empty once that server was marked down or
+	// deregistered (last_server then names it).
+	Server string `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	// The server's SFU kind at placement time: switchyard, livekit or janus.
+	Sfu          string `protobuf:"bytes,3,opt,name=sfu,proto3" json:"sfu,omitempty"`
+	AllocationId string `protobuf:"bytes,4,opt,name=allocation_id,json=allocationId,proto3" json:"allocation_id,omitempty"`
+	Units        int64  `protobuf:"varint,5,opt,name=units,proto3" json:"units,omitempty"`
+	// True when this placement replaced one on another server.
+	Moved          bool  `protobuf:"varint,6,opt,name=moved,proto3" json:"moved,omitempty"`
+	PlacedAtUnixMs int64 `protobuf:"varint,7,opt,name=placed_at_unix_ms,json=placedAtUnixMs,proto3" json:"placed_at_unix_ms,omitempty"`
+	// Placements made so far; the leader derives the next placement's
+	// request id from it and makes PlaceRoom conditional on it.
+	Generation uint64 `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
+	LastServer string `protobuf:"bytes,9,opt,name=last_server,json=lastServer,proto3" json:"last_server,omitempty"`
+	// A number unique among the rooms, derived from the name (SFUs such as
+	// Janus' VideoRoom name rooms by number). Never changes for a record.
+	Number        uint64 `protobuf:"varint,10,opt,name=number,proto3" json:"number,omitempty"`
+	Region        string `protobuf:"bytes,11,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Room) Reset() {
+	*x = Room{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Room) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Room) ProtoMessage() {}
+
+func (x *Room) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Room.ProtoReflect.Descriptor instead.
+func (*Room) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Room) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Room) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *Room) GetSfu() string {
+	if x != nil {
+		return x.Sfu
+	}
+	return ""
+}
+
+func (x *Room) GetAllocationId() string {
+	if x != nil {
+		return x.AllocationId
+	}
+	return ""
+}
+
+func (x *Room) GetUnits() int64 {
+	if x != nil {
+		return x.Units
+	}
+	return 0
+}
+
+func (x *Room) GetMoved() bool {
+	if x != nil {
+		return x.Moved
+	}
+	return false
+}
+
+func (x *Room) GetPlacedAtUnixMs() int64 {
+	if x != nil {
+		return x.PlacedAtUnixMs
+	}
+	return 0
+}
+
+func (x *Room) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Room) GetLastServer() string {
+	if x != nil {
+		return x.LastServer
+	}
+	return ""
+}
+
+func (x *Room) GetNumber() uint64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *Room) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+type PlaceRoom struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Room         string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Server       string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	AllocationId string                 `protobuf:"bytes,3,opt,name=allocation_id,json=allocationId,proto3" json:"allocation_id,omitempty"`
+	Sfu          string                 `protobuf:"bytes,4,opt,name=sfu,proto3" json:"sfu,omitempty"`
+	// The room's generation the placement was decided against (0: no
+	// record); Apply refuses it with version_mismatch if it moved on.
+	IfGeneration  uint64 `protobuf:"varint,5,opt,name=if_generation,json=ifGeneration,proto3" json:"if_generation,omitempty"`
+	Region        string `protobuf:"bytes,6,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlaceRoom) Reset() {
+	*x = PlaceRoom{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlaceRoom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlaceRoom) ProtoMessage() {}
+
+func (x *PlaceRoom) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlaceRoom.ProtoReflect.Descriptor instead.
+func (*PlaceRoom) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PlaceRoom) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *PlaceRoom) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *PlaceRoom) GetAllocationId() string {
+	if x != nil {
+		return x.AllocationId
+	}
+	return ""
+}
+
+func (x *PlaceRoom) GetSfu() string {
+	if x != nil {
+		return x.Sfu
+	}
+	return ""
+}
+
+func (x *PlaceRoom) GetIfGeneration() uint64 {
+	if x != nil {
+		return x.IfGeneration
+	}
+	return 0
+}
+
+func (x *PlaceRoom) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+type ReleaseRoom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseRoom) Reset() {
+	*x = ReleaseRoom{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseRoom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseRoom) ProtoMessage() {}
+
+func (x *ReleaseRoom) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseRoom.ProtoReflect.Descriptor instead.
+func (*ReleaseRoom) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReleaseRoom) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
 }
 
 var File_switchyard_v1_fsm_proto protoreflect.FileDescriptor
@@ -2198,7 +2514,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\aRelease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
 	"\x05Batch\x122\n" +
-	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xc9\x05\n" +
+	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xc5\x06\n" +
 	"\aCommand\x12H\n" +
 	"\x0fregister_server\x18\x01 \x01(\v2\x1d.switchyard.v1.RegisterServerH\x00R\x0eregisterServer\x12N\n" +
 	"\x11deregister_server\x18\x02 \x01(\v2\x1f.switchyard.v1.DeregisterServerH\x00R\x10deregisterServer\x12I\n" +
@@ -2214,14 +2530,17 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\finit_cluster\x18\n" +
 	" \x01(\tH\x00R\vinitCluster\x12E\n" +
 	"\rcreate_intent\x18\v \x01(\v2\x1e.switchyard.v1.ProvisionIntentH\x00R\fcreateIntent\x12B\n" +
-	"\rupdate_intent\x18\f \x01(\v2\x1b.switchyard.v1.UpdateIntentH\x00R\fupdateIntentB\x05\n" +
+	"\rupdate_intent\x18\f \x01(\v2\x1b.switchyard.v1.UpdateIntentH\x00R\fupdateIntent\x129\n" +
+	"\n" +
+	"place_room\x18\x14 \x01(\v2\x18.switchyard.v1.PlaceRoomH\x00R\tplaceRoom\x12?\n" +
+	"\frelease_room\x18\x15 \x01(\v2\x1a.switchyard.v1.ReleaseRoomH\x00R\vreleaseRoomB\x05\n" +
 	"\x03cmd\"\x9a\x01\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1e\n" +
 	"\vnow_unix_ms\x18\x02 \x01(\x03R\tnowUnixMs\x12*\n" +
 	"\x05batch\x18\x03 \x01(\v2\x14.switchyard.v1.BatchR\x05batch\x12\x16\n" +
 	"\x06origin\x18\x04 \x01(\tR\x06origin\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xdd\x01\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\x86\x02\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x01 \x01(\tR\terrorCode\x12#\n" +
@@ -2230,7 +2549,8 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"allocation\x18\x03 \x01(\v2\x19.switchyard.v1.AllocationR\n" +
 	"allocation\x12\x1c\n" +
 	"\tduplicate\x18\x04 \x01(\bR\tduplicate\x126\n" +
-	"\x06intent\x18\x05 \x01(\v2\x1e.switchyard.v1.ProvisionIntentR\x06intent\"\x98\x03\n" +
+	"\x06intent\x18\x05 \x01(\v2\x1e.switchyard.v1.ProvisionIntentR\x06intent\x12'\n" +
+	"\x04room\x18\x14 \x01(\v2\x13.switchyard.v1.RoomR\x04room\"\xc3\x03\n" +
 	"\x05State\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2241,7 +2561,33 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\amembers\x18\x06 \x03(\v2\x15.switchyard.v1.MemberR\amembers\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12)\n" +
 	"\x11last_time_unix_ms\x18\b \x01(\x03R\x0elastTimeUnixMs\x128\n" +
-	"\aintents\x18\t \x03(\v2\x1e.switchyard.v1.ProvisionIntentR\aintents*v\n" +
+	"\aintents\x18\t \x03(\v2\x1e.switchyard.v1.ProvisionIntentR\aintents\x12)\n" +
+	"\x05rooms\x18\x14 \x03(\v2\x13.switchyard.v1.RoomR\x05rooms\"\xb1\x02\n" +
+	"\x04Room\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12\x10\n" +
+	"\x03sfu\x18\x03 \x01(\tR\x03sfu\x12#\n" +
+	"\rallocation_id\x18\x04 \x01(\tR\fallocationId\x12\x14\n" +
+	"\x05units\x18\x05 \x01(\x03R\x05units\x12\x14\n" +
+	"\x05moved\x18\x06 \x01(\bR\x05moved\x12)\n" +
+	"\x11placed_at_unix_ms\x18\a \x01(\x03R\x0eplacedAtUnixMs\x12\x1e\n" +
+	"\n" +
+	"generation\x18\b \x01(\x04R\n" +
+	"generation\x12\x1f\n" +
+	"\vlast_server\x18\t \x01(\tR\n" +
+	"lastServer\x12\x16\n" +
+	"\x06number\x18\n" +
+	" \x01(\x04R\x06number\x12\x16\n" +
+	"\x06region\x18\v \x01(\tR\x06region\"\xab\x01\n" +
+	"\tPlaceRoom\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12#\n" +
+	"\rallocation_id\x18\x03 \x01(\tR\fallocationId\x12\x10\n" +
+	"\x03sfu\x18\x04 \x01(\tR\x03sfu\x12#\n" +
+	"\rif_generation\x18\x05 \x01(\x04R\fifGeneration\x12\x16\n" +
+	"\x06region\x18\x06 \x01(\tR\x06region\"!\n" +
+	"\vReleaseRoom\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room*v\n" +
 	"\vServerState\x12\x1c\n" +
 	"\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13SERVER_STATE_ACTIVE\x10\x01\x12\x19\n" +
@@ -2277,7 +2623,7 @@ func file_switchyard_v1_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(ServerState)(0),         // 0: switchyard.v1.ServerState
 	(AllocationState)(0),     // 1: switchyard.v1.AllocationState
@@ -2303,10 +2649,13 @@ var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(*Envelope)(nil),         // 21: switchyard.v1.Envelope
 	(*Result)(nil),           // 22: switchyard.v1.Result
 	(*State)(nil),            // 23: switchyard.v1.State
-	nil,                      // 24: switchyard.v1.Server.LabelsEntry
+	(*Room)(nil),             // 24: switchyard.v1.Room
+	(*PlaceRoom)(nil),        // 25: switchyard.v1.PlaceRoom
+	(*ReleaseRoom)(nil),      // 26: switchyard.v1.ReleaseRoom
+	nil,                      // 27: switchyard.v1.Server.LabelsEntry
 }
 var file_switchyard_v1_fsm_proto_depIdxs = []int32{
-	24, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
+	27, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
 	0,  // 1: switchyard.v1.Server.state:type_name -> switchyard.v1.ServerState
 	1,  // 2: switchyard.v1.Allocation.state:type_name -> switchyard.v1.AllocationState
 	7,  // 3: switchyard.v1.Policy.hard:type_name -> switchyard.v1.Limits
@@ -2330,19 +2679,23 @@ var file_switchyard_v1_fsm_proto_depIdxs = []int32{
 	13, // 21: switchyard.v1.Command.set_member:type_name -> switchyard.v1.Member
 	11, // 22: switchyard.v1.Command.create_intent:type_name -> switchyard.v1.ProvisionIntent
 	12, // 23: switchyard.v1.Command.update_intent:type_name -> switchyard.v1.UpdateIntent
-	19, // 24: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
-	5,  // 25: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
-	11, // 26: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
-	4,  // 27: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
-	5,  // 28: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
-	6,  // 29: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
-	13, // 30: switchyard.v1.State.members:type_name -> switchyard.v1.Member
-	11, // 31: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	25, // 24: switchyard.v1.Command.place_room:type_name -> switchyard.v1.PlaceRoom
+	26, // 25: switchyard.v1.Command.release_room:type_name -> switchyard.v1.ReleaseRoom
+	19, // 26: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
+	5,  // 27: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
+	11, // 28: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
+	24, // 29: switchyard.v1.Result.room:type_name -> switchyard.v1.Room
+	4,  // 30: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
+	5,  // 31: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
+	6,  // 32: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
+	13, // 33: switchyard.v1.State.members:type_name -> switchyard.v1.Member
+	11, // 34: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
+	24, // 35: switchyard.v1.State.rooms:type_name -> switchyard.v1.Room
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_fsm_proto_init() }
@@ -2363,6 +2716,8 @@ func file_switchyard_v1_fsm_proto_init() {
 		(*Command_InitCluster)(nil),
 		(*Command_CreateIntent)(nil),
 		(*Command_UpdateIntent)(nil),
+		(*Command_PlaceRoom)(nil),
+		(*Command_ReleaseRoom)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2370,7 +2725,7 @@ func file_switchyard_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_fsm_proto_rawDesc), len(file_switchyard_v1_fsm_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,175 @@
+// Package janustest starts real Janus processes (Debian's janus package)
+// for tests: only the VideoRoom plugin and the HTTP transport, API and
+// admin API on loopback, generated configs in a temp dir.
+package janustest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/ports"
+)
+
+// janusLibs are where Debian's janus package installs its plugins.
+var janusLibs = []string{"/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/aarch64-linux-gnu/janus", "/usr/lib/janus"}
+
+// Need returns the janus binary and its library dir, skipping the test
+// when Janus is not installed (failing under CI=true, where
+// .ci/setup-janus.sh installs it).
+func Need(t *testing.T) (string, string) {
+	t.Helper()
+	bin, err := exec.LookPath("janus")
+	lib := ""
+	for _, d := range janusLibs {
+		if _, err := os.Stat(filepath.Join(d, "plugins", "libjanus_videoroom.so")); err == nil {
+			lib = d
+			break
+		}
+	}
+	if err != nil || lib == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("janus (Debian package janus, installed by .ci/setup-janus.sh) is required under CI=true: binary %q, plugins %q", bin, lib)
+		}
+		t.Skip("janus not installed (apt-get install janus, or bash .ci/setup-janus.sh)")
+	}
+	return bin, lib
+}
+
+// Proc is one Janus process.
+type Proc struct {
+	t        *testing.T
+	bin, lib string
+	dir      string
+	// Port and AdminPort are the HTTP API's and the admin API's ports;
+	// Secret is the admin secret.
+	Port, AdminPort int
+	Secret          string
+	rtp             string
+	cmd             *exec.Cmd
+	done            chan struct{}
+}
+
+func freePort(t *testing.T) int {
+	_, p, _ := net.SplitHostPort(ports.Free(t, "tcp"))
+	var n int
+	_, _ = fmt.Sscan(p, &n)
+	return n
+}
+
+// New starts a Janus (bin and lib from Need) with RTP ports in rtp
+// ("min-max") and waits until its API answers; it is killed when the test
+// ends.
+func New(t *testing.T, bin, lib, rtp string) *Proc {
+	j := &Proc{t: t, bin: bin, lib: lib, dir: t.TempDir(), Port: freePort(t), AdminPort: freePort(t), rtp: rtp, Secret: "admin-secret"}
+	for _, d := range []string{"conf", "plugins", "transports", "empty"} {
+		if err := os.MkdirAll(filepath.Join(j.dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(kind, name string) {
+		if err := os.Symlink(filepath.Join(lib, kind, name), filepath.Join(j.dir, kind, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("plugins", "libjanus_videoroom.so")
+	link("transports", "libjanus_http.so")
+	files := map[string]string{
+		"janus.jcfg": fmt.Sprintf(`general: {
+  configs_folder = "%[1]s/conf"
+  plugins_folder = "%[1]s/plugins"
+  transports_folder = "%[1]s/transports"
+  events_folder = "%[1]s/empty"
+  loggers_folder = "%[1]s/empty"
+  debug_level = 3
+  admin_secret = "%[2]s"
+  protected_folders = []
+}
+media: { rtp_port_range = "%[3]s" }
+`, j.dir, j.Secret, rtp),
+		"janus.transport.http.jcfg": fmt.Sprintf(`general: { json = "plain" base_path = "/janus" http = true port = %d ip = "127.0.0.1" https = false }
+admin: { admin_base_path = "/admin" admin_http = true admin_port = %d admin_ip = "127.0.0.1" admin_https = false }
+`, j.Port, j.AdminPort),
+		"janus.plugin.videoroom.jcfg": "general: { }\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(j.dir, "conf", name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Start()
+	t.Cleanup(j.Kill)
+	return j
+}
+
+// URL is the HTTP API's URL.
+func (j *Proc) URL() string { return fmt.Sprintf("http://127.0.0.1:%d/janus", j.Port) }
+
+// AdminURL is the admin API's URL.
+func (j *Proc) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d/admin", j.AdminPort) }
+
+// Start (re)starts the process and waits until its API answers.
+func (j *Proc) Start() {
+	j.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(j.dir, "janus.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		j.t.Fatal(err)
+	}
+	j.cmd = exec.Command(j.bin, "-F", filepath.Join(j.dir, "conf"), "-C", filepath.Join(j.dir, "conf", "janus.jcfg"), "-o")
+	j.cmd.Stdout, j.cmd.Stderr = logf, logf
+	j.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := j.cmd.Start(); err != nil {
+		j.t.Fatal(err)
+	}
+	j.done = make(chan struct{})
+	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); logf.Close(); close(done) }(j.cmd, j.done)
+	// Ready when the HTTP API answers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, j.URL()+"/info", nil)
+		resp, err := http.DefaultClient.Do(req)
+		cancel()
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			j.t.Fatalf("janus did not answer within 30s: %v\n%s", err, j.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Kill kills the process (SIGKILL) and waits for it.
+func (j *Proc) Kill() {
+	if j.cmd == nil || j.cmd.Process == nil {
+		return
+	}
+	_ = j.cmd.Process.Kill()
+	<-j.done
+	j.cmd = nil
+}
+
+// Pid is the running process's id.
+func (j *Proc) Pid() int { return j.cmd.Process.Pid }
+
+// Log returns the tail of the process's log.
+func (j *Proc) Log() string {
+	b, _ := os.ReadFile(filepath.Join(j.dir, "janus.log"))
+	s := string(b)
+	if len(s) > 3000 {
+		s = s[len(s)-3000:]
+	}
+	return strings.TrimSpace(s)
+}

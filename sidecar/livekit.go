@@ -1,0 +1,178 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/switchyard/switchyard/fsm"
+)
+
+// LiveKitConfig configures the LiveKit adapter.
+type LiveKitConfig struct {
+	// URL is the server's URL as clients use it (ws://host:7880 or
+	// wss://...); the RoomService (Twirp) API is reached on the same host
+	// over http(s).
+	URL string
+	// APIKey and APISecret sign the RoomService requests' access tokens.
+	APIKey, APISecret string
+	// EmptyTimeout is the empty_timeout (seconds) of rooms the sidecar
+	// creates (default 300, LiveKit's own default).
+	EmptyTimeout int
+	// Client sends the requests (default: 2 s timeout, no proxy).
+	Client *http.Client
+}
+
+// LiveKit drives one LiveKit server through its RoomService Twirp API
+// (JSON), signing each request with a short-lived HS256 access token made
+// from the API key and secret. LiveKit creates rooms on join and closes
+// empty ones itself; the sidecar creates placed rooms ahead (CreateRoom is
+// idempotent) so the empty timeout applies. LiveKit has no switch to
+// refuse new sessions: on drain, the cluster just places no new rooms
+// there and existing ones finish.
+type LiveKit struct {
+	cfg LiveKitConfig
+	api string // http(s)://host:port
+	hc  *http.Client
+}
+
+// NewLiveKit returns the adapter for one LiveKit server.
+func NewLiveKit(cfg LiveKitConfig) (*LiveKit, error) {
+	api := cfg.URL
+	switch {
+	case strings.HasPrefix(api, "ws://"):
+		api = "http://" + strings.TrimPrefix(api, "ws://")
+	case strings.HasPrefix(api, "wss://"):
+		api = "https://" + strings.TrimPrefix(api, "wss://")
+	case strings.HasPrefix(api, "http://"), strings.HasPrefix(api, "https://"):
+	default:
+		return nil, fmt.Errorf("%w: livekit URL %q must be ws(s):// or http(s)://host:port", fsm.ErrInvalid, cfg.URL)
+	}
+	if cfg.APIKey == "" || cfg.APISecret == "" {
+		return nil, fmt.Errorf("%w: livekit API key and secret are required", fsm.ErrInvalid)
+	}
+	if cfg.EmptyTimeout <= 0 {
+		cfg.EmptyTimeout = 300
+	}
+	hc := cfg.Client
+	if hc == nil {
+		hc = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil,
+			DialContext: (&net.Dialer{Timeout: time.Second}).DialContext, MaxIdleConnsPerHost: 4}}
+	}
+	return &LiveKit{cfg: cfg, api: strings.TrimRight(api, "/"), hc: hc}, nil
+}
+
+// Kind implements SFU.
+func (l *LiveKit) Kind() string { return fsm.SFULiveKit }
+
+// Addresses implements SFU: the URL clients connect to.
+func (l *LiveKit) Addresses() []string { return []string{l.cfg.URL} }
+
+// token makes a RoomService access token (HS256 JWT) valid for a minute.
+func (l *LiveKit) token(now time.Time) string {
+	enc := base64.RawURLEncoding
+	head := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+	claims, _ := json.Marshal(map[string]any{
+		"iss": l.cfg.APIKey, "nbf": now.Add(-time.Minute).Unix(), "exp": now.Add(time.Minute).Unix(),
+		"video": map[string]any{"roomList": true, "roomCreate": true, "roomAdmin": true},
+	})
+	msg := head + "." + enc.EncodeToString(claims)
+	m := hmac.New(sha256.New, []byte(l.cfg.APISecret))
+	m.Write([]byte(msg))
+	return msg + "." + enc.EncodeToString(m.Sum(nil))
+}
+
+// twirp calls one RoomService method.
+func (l *LiveKit) twirp(ctx context.Context, method string, in, out any) error {
+	body, _ := json.Marshal(in)
+	url := l.api + "/twirp/livekit.RoomService/" + method
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+l.token(time.Now()))
+	resp, err := l.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: livekit %s: %v", ErrUnavailable, method, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxJanusAnswer))
+	if err != nil {
+		return fmt.Errorf("%w: livekit %s: %v", ErrUnavailable, method, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var te struct {
+			Code string `json:"code"`
+			Msg  string `json:"msg"`
+		}
+		if json.Unmarshal(b, &te) != nil || te.Code == "" {
+			return fmt.Errorf("%w: livekit %s answered HTTP %d %q", ErrBadAnswer, method, resp.StatusCode, truncate(b))
+		}
+		return &twirpError{code: te.Code, err: fmt.Errorf("%w: livekit %s: %s: %s", ErrRefused, method, te.Code, te.Msg)}
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%w: livekit %s: %v", ErrBadAnswer, method, err)
+	}
+	return nil
+}
+
+// twirpError carries a Twirp error code ("not_found", "unauthenticated").
+type twirpError struct {
+	code string
+	err  error
+}
+
+func (e *twirpError) Error() string { return e.err.Error() }
+func (e *twirpError) Unwrap() error { return e.err }
+
+// Poll implements SFU with ListRooms (participant and publisher counts).
+func (l *LiveKit) Poll(ctx context.Context) (Status, error) {
+	var out struct {
+		Rooms []struct {
+			Name         string `json:"name"`
+			Participants int64  `json:"num_participants"`
+			Publishers   int64  `json:"num_publishers"`
+		} `json:"rooms"`
+	}
+	if err := l.twirp(ctx, "ListRooms", map[string]any{}, &out); err != nil {
+		return Status{}, err
+	}
+	var st Status
+	for _, r := range out.Rooms {
+		st.Rooms = append(st.Rooms, RoomStatus{Name: r.Name, Participants: r.Participants, Publishers: r.Publishers})
+	}
+	return st, nil
+}
+
+// EnsureRoom implements SFU with CreateRoom (idempotent in LiveKit).
+func (l *LiveKit) EnsureRoom(ctx context.Context, r RoomRef) error {
+	var out map[string]any
+	return l.twirp(ctx, "CreateRoom", map[string]any{"name": r.Name, "empty_timeout": l.cfg.EmptyTimeout}, &out)
+}
+
+// CloseRoom implements SFU with DeleteRoom (a room already gone is fine).
+func (l *LiveKit) CloseRoom(ctx context.Context, r RoomRef) error {
+	var out map[string]any
+	err := l.twirp(ctx, "DeleteRoom", map[string]any{"room": r.Name}, &out)
+	var te *twirpError
+	if errors.As(err, &te) && te.code == "not_found" {
+		return nil
+	}
+	return err
+}
+
+// SetAcceptNew implements SFU: LiveKit cannot refuse new sessions.
+func (l *LiveKit) SetAcceptNew(context.Context, bool) error {
+	return fmt.Errorf("%w: livekit has no switch for new sessions", ErrUnsupported)
+}

@@ -1,0 +1,541 @@
+// Package sidecar makes a third-party SFU (Janus, and others through the
+// SFU interface) a first-class server of a Switchyard cluster. One Sidecar
+// runs beside one SFU instance and:
+//
+//   - registers it over QUIC (transport.Client) with its connect URLs as
+//     addresses and an SFU-kind label, under a new incarnation whenever the
+//     SFU process is seen to (re)start;
+//   - polls the SFU every Interval and reports its load as a QUIC datagram
+//     (rooms, participants, published tracks, the SFU process's CPU), and
+//     stops reporting while the SFU does not answer, so the cluster marks
+//     the server down in its usual failure window;
+//   - materializes the rooms the cluster placed on it (creating them on the
+//     SFU where the SFU needs that, e.g. a Janus VideoRoom), lists them in
+//     its reports, and releases a room's placement when the room has ended
+//     on the SFU (it had participants and stayed empty for RoomEmptyTimeout,
+//     or nobody joined within RoomIdleTimeout, or it vanished);
+//   - carries out a drain (switchyard server drain, or Drain): the SFU is
+//     told to refuse new sessions where it can, and once the last room is
+//     empty (or DrainTimeout passed) the placements are released and the
+//     server is deregistered; Run then returns.
+package sidecar
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/transport"
+)
+
+// Sentinel errors of SFU adapters.
+var (
+	// ErrUnavailable means the SFU did not answer (connection refused,
+	// timeout): it is treated as down.
+	ErrUnavailable = errors.New("sfu not answering")
+	// ErrRefused means the SFU answered with an error (a wrong admin
+	// secret, a room it will not create, ...).
+	ErrRefused = errors.New("sfu refused the request")
+	// ErrBadAnswer means the SFU answered something that is not its API's
+	// answer (garbage, an unexpected shape).
+	ErrBadAnswer = errors.New("sfu answered garbage")
+	// ErrUnsupported means the SFU has no way to do what was asked.
+	ErrUnsupported = errors.New("not supported by this sfu")
+)
+
+// RoomRef names a placed room on an SFU: by name and by the number the
+// cluster gave it (Janus' VideoRoom is addressed by number).
+type RoomRef struct {
+	Name   string
+	Number uint64
+}
+
+// RoomStatus is one room as the SFU reports it.
+type RoomStatus struct {
+	Name         string
+	Number       uint64
+	Participants int64
+	Publishers   int64
+}
+
+// Status is one poll of the SFU.
+type Status struct {
+	// Instance identifies the running SFU process; a change means it
+	// restarted (and lost its rooms).
+	Instance string
+	Rooms    []RoomStatus
+}
+
+// SFU is one SFU instance as the sidecar drives it. Every method must
+// return once ctx ends.
+type SFU interface {
+	// Kind is the SFU kind (fsm.SFUJanus, fsm.SFULiveKit).
+	Kind() string
+	// Addresses are the connect URLs registered for the server (the first
+	// is the URL clients are given).
+	Addresses() []string
+	// Poll reads the SFU's rooms; an error wrapping ErrUnavailable means
+	// the SFU is not answering.
+	Poll(ctx context.Context) (Status, error)
+	// EnsureRoom creates the room on the SFU if it needs creating.
+	EnsureRoom(ctx context.Context, r RoomRef) error
+	// CloseRoom removes an ended room from the SFU (no-op where rooms end
+	// on their own).
+	CloseRoom(ctx context.Context, r RoomRef) error
+	// SetAcceptNew turns new sessions on or off (ErrUnsupported where the
+	// SFU cannot).
+	SetAcceptNew(ctx context.Context, accept bool) error
+}
+
+// Config configures a Sidecar. Zero durations take the defaults noted.
+type Config struct {
+	ID       string
+	Region   string
+	Zone     string
+	Capacity int64
+	SFU      SFU
+	// QUICAddrs are the agents' QUIC addresses; TLS a client certificate
+	// of the cluster CA (pki.Identity.ClientConfig(transport.ALPN)).
+	QUICAddrs []string
+	TLS       *tls.Config
+	// HTTPAddrs are the agents' HTTP API addresses (room list, own state,
+	// room release, deregistration).
+	HTTPAddrs []string
+	// Interval is the poll and report period. Default 500 ms.
+	Interval time.Duration
+	// SFUTimeout bounds one poll of the SFU. Default Interval, at least
+	// 1 s (a loaded SFU answering a little late must not look dead; one
+	// that hangs still misses the cluster's 2 s failure window).
+	SFUTimeout time.Duration
+	// StatePoll is how often the sidecar reads its server's state (to see
+	// an operator's drain). Default 1 s.
+	StatePoll time.Duration
+	// RoomEmptyTimeout: a room that had participants and has been empty
+	// this long has ended. Default 10 s.
+	RoomEmptyTimeout time.Duration
+	// RoomIdleTimeout: a placed room nobody joined this long is released.
+	// Default 5 min.
+	RoomIdleTimeout time.Duration
+	// DrainTimeout bounds a drain. Default 10 min.
+	DrainTimeout time.Duration
+	// PID, when non-zero, is the SFU process whose CPU is reported.
+	PID    int
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	switch {
+	case c.ID == "":
+		return fmt.Errorf("%w: sidecar: server id is required", fsm.ErrInvalid)
+	case c.Capacity <= 0:
+		return fmt.Errorf("%w: sidecar: capacity must be positive, got %d", fsm.ErrInvalid, c.Capacity)
+	case c.SFU == nil:
+		return fmt.Errorf("%w: sidecar: no SFU", fsm.ErrInvalid)
+	case len(c.QUICAddrs) == 0 || c.TLS == nil:
+		return fmt.Errorf("%w: sidecar: QUIC addresses and a TLS client certificate are required", fsm.ErrInvalid)
+	case len(c.HTTPAddrs) == 0:
+		return fmt.Errorf("%w: sidecar: agent HTTP addresses are required", fsm.ErrInvalid)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Interval, 500*time.Millisecond)
+	def(&c.SFUTimeout, max(c.Interval, time.Second))
+	def(&c.StatePoll, time.Second)
+	def(&c.RoomEmptyTimeout, 10*time.Second)
+	def(&c.RoomIdleTimeout, 5*time.Minute)
+	def(&c.DrainTimeout, 10*time.Minute)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// roomTrack is what the sidecar remembers of one placement on its SFU.
+type roomTrack struct {
+	allocID    string
+	firstSeen  time.Time
+	created    bool // EnsureRoom succeeded
+	seen       bool // the SFU listed it
+	joined     bool // had participants
+	emptySince time.Time
+}
+
+// Sidecar runs beside one SFU. Create it with New, then Run it.
+type Sidecar struct {
+	cfg Config
+	log *slog.Logger
+	q   *transport.Client
+	h   *api.Client
+	cpu *cpuMeter
+
+	mu          sync.Mutex
+	incarnation uint64
+	registered  bool
+	healthy     bool
+	instance    string
+	rooms       map[string]*roomTrack
+	draining    bool
+	drainStart  time.Time
+	lastState   time.Time
+	reports     uint64
+}
+
+// New builds a sidecar and starts its QUIC client (which connects in the
+// background).
+func New(cfg Config) (*Sidecar, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	q, err := transport.NewClient(transport.ClientConfig{Addrs: cfg.QUICAddrs, TLS: cfg.TLS, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	s := &Sidecar{cfg: cfg, log: cfg.Logger.With("component", "sidecar", "server", cfg.ID, "sfu", cfg.SFU.Kind()),
+		q: q, h: api.NewClient(cfg.HTTPAddrs...), rooms: map[string]*roomTrack{}}
+	if cfg.PID > 0 {
+		s.cpu = newCPUMeter(cfg.PID)
+	}
+	return s, nil
+}
+
+// Close stops the QUIC client (reports stop).
+func (s *Sidecar) Close() error { return s.q.Close() }
+
+// Reports counts the load reports sent.
+func (s *Sidecar) Reports() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reports
+}
+
+// Incarnation is the incarnation the SFU is registered under (0 before
+// the first registration).
+func (s *Sidecar) Incarnation() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.incarnation
+}
+
+// Drain marks the server draining in the cluster; Run then carries the
+// drain out and returns once the server is deregistered.
+func (s *Sidecar) Drain(ctx context.Context) error {
+	if _, err := s.q.Drain(ctx); err != nil {
+		return fmt.Errorf("drain %s: %w", s.cfg.ID, err)
+	}
+	s.startDrain(ctx)
+	return nil
+}
+
+// Run polls, reports and reconciles until ctx ends (reports stop; the
+// cluster marks the server down unless it was drained) or a drain has
+// deregistered the server (nil).
+func (s *Sidecar) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		done, err := s.step(ctx)
+		if done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// step is one poll: SFU status, registration, rooms, report, drain.
+func (s *Sidecar) step(ctx context.Context) (bool, error) {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.SFUTimeout)
+	st, err := s.cfg.SFU.Poll(pctx)
+	cancel()
+	if err != nil {
+		s.mu.Lock()
+		was := s.healthy
+		s.healthy = false
+		s.mu.Unlock()
+		if was {
+			s.log.Warn("SFU stopped answering; load reports stop until it is back", "err", err)
+		}
+		return false, nil
+	}
+	if err := s.ensureRegistered(ctx, st); err != nil {
+		s.log.Warn("register", "err", err)
+		return false, nil
+	}
+	allocs, names, peers, tracks := s.reconcile(ctx, st)
+	l := transport.Load{Peers: peers, Tracks: tracks, Rooms: names, AllocationIDs: allocs, FreeUnits: s.cfg.Capacity}
+	if s.cpu != nil {
+		l.CPU = s.cpu.sample()
+	}
+	if err := s.q.Report(l); err == nil {
+		s.mu.Lock()
+		s.reports++
+		s.mu.Unlock()
+	}
+	return s.drainStep(ctx, st)
+}
+
+// ensureRegistered registers the SFU when it first answers, after it came
+// back, and when it restarted (a new instance), each time under a new
+// incarnation.
+func (s *Sidecar) ensureRegistered(ctx context.Context, st Status) error {
+	s.mu.Lock()
+	need := !s.registered || !s.healthy || st.Instance != s.instance
+	inc := s.incarnation
+	s.mu.Unlock()
+	if !need {
+		return nil
+	}
+	if n := uint64(time.Now().UnixNano()); n > inc {
+		inc = n
+	} else {
+		inc++
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := s.q.Register(rctx, transport.ServerInfo{
+		ID: s.cfg.ID, Addresses: s.cfg.SFU.Addresses(), Region: s.cfg.Region, Zone: s.cfg.Zone,
+		Labels: map[string]string{fsm.SFULabel: s.cfg.SFU.Kind()}, Capacity: s.cfg.Capacity, Incarnation: inc,
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	restarted := s.registered && st.Instance != s.instance
+	s.incarnation, s.registered, s.healthy, s.instance = inc, true, true, st.Instance
+	if restarted {
+		s.rooms = map[string]*roomTrack{} // the SFU lost its rooms
+	}
+	draining := s.draining
+	s.mu.Unlock()
+	s.log.Info("SFU registered", "incarnation", inc, "instance", st.Instance, "addresses", s.cfg.SFU.Addresses())
+	if draining {
+		// A re-registration makes the server active again: drain it again.
+		if _, err := s.q.Drain(rctx); err != nil {
+			return err
+		}
+		_ = s.cfg.SFU.SetAcceptNew(rctx, false)
+	}
+	return nil
+}
+
+// reconcile matches the cluster's placements on this server with the SFU's
+// rooms: it creates placed rooms on the SFU, releases ended ones, and
+// returns what the load report lists.
+func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []string, peers, tracks int64) {
+	byName := map[string]RoomStatus{}
+	byNum := map[uint64]RoomStatus{}
+	for _, r := range st.Rooms {
+		peers += r.Participants
+		tracks += r.Publishers
+		if r.Name != "" {
+			byName[r.Name] = r
+		}
+		if r.Number != 0 {
+			byNum[r.Number] = r
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*s.cfg.Interval+time.Second)
+	placed, err := s.h.Rooms(rctx, s.cfg.ID, true)
+	cancel()
+	if err != nil {
+		s.log.Debug("read placements", "err", err)
+		for _, r := range st.Rooms {
+			names = append(names, r.Name)
+		}
+		return nil, names, peers, tracks
+	}
+	now := time.Now()
+	seen := map[string]bool{}
+	for _, p := range placed {
+		ref := RoomRef{Name: p.Room, Number: roomNumber(p)}
+		seen[p.Room] = true
+		s.mu.Lock()
+		tr := s.rooms[p.Room]
+		if tr == nil || tr.allocID != p.AllocationID {
+			tr = &roomTrack{allocID: p.AllocationID, firstSeen: now}
+			s.rooms[p.Room] = tr
+		}
+		s.mu.Unlock()
+		rs, present := byName[p.Room]
+		if !present && ref.Number != 0 {
+			rs, present = byNum[ref.Number]
+		}
+		names = append(names, p.Room)
+		switch {
+		case present:
+			tr.seen = true
+			allocs = append(allocs, p.AllocationID)
+			if rs.Participants > 0 {
+				tr.joined, tr.emptySince = true, time.Time{}
+				continue
+			}
+			if tr.joined {
+				if tr.emptySince.IsZero() {
+					tr.emptySince = now
+				}
+				if now.Sub(tr.emptySince) >= s.cfg.RoomEmptyTimeout {
+					s.endRoom(ctx, ref, "empty since "+tr.emptySince.Format(time.RFC3339))
+				}
+				continue
+			}
+		case tr.seen:
+			s.endRoom(ctx, ref, "gone from the SFU")
+			continue
+		case !tr.created:
+			cctx, ccancel := context.WithTimeout(ctx, s.cfg.SFUTimeout+time.Second)
+			err := s.cfg.SFU.EnsureRoom(cctx, ref)
+			ccancel()
+			if err != nil {
+				s.log.Warn("create room on the SFU", "room", p.Room, "err", err)
+			} else {
+				tr.created = true
+				allocs = append(allocs, p.AllocationID)
+			}
+		}
+		if !tr.joined && now.Sub(tr.firstSeen) >= s.cfg.RoomIdleTimeout {
+			s.endRoom(ctx, ref, "nobody joined")
+		}
+	}
+	s.mu.Lock()
+	for name := range s.rooms {
+		if !seen[name] {
+			delete(s.rooms, name)
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range st.Rooms {
+		if r.Name != "" && !seen[r.Name] {
+			names = append(names, r.Name)
+		}
+	}
+	return allocs, names, peers, tracks
+}
+
+// roomNumber reads the room number the placement carries (urls.room).
+func roomNumber(p api.Room) uint64 {
+	switch v := p.URLs["room"].(type) {
+	case float64:
+		return uint64(v)
+	case string:
+		n, _ := strconv.ParseUint(v, 10, 64)
+		return n
+	}
+	return 0
+}
+
+// endRoom closes an ended room on the SFU and releases its placement.
+func (s *Sidecar) endRoom(ctx context.Context, r RoomRef, why string) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.cfg.SFU.CloseRoom(cctx, r); err != nil && !errors.Is(err, ErrUnsupported) {
+		s.log.Warn("close ended room on the SFU", "room", r.Name, "err", err)
+	}
+	if _, err := s.h.ReleaseRoom(cctx, r.Name); err != nil {
+		s.log.Warn("release ended room", "room", r.Name, "err", err)
+		return
+	}
+	s.mu.Lock()
+	delete(s.rooms, r.Name)
+	s.mu.Unlock()
+	s.log.Info("room ended; placement released", "room", r.Name, "why", why)
+}
+
+// startDrain begins carrying out a drain: the SFU refuses new sessions.
+func (s *Sidecar) startDrain(ctx context.Context) {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return
+	}
+	s.draining, s.drainStart = true, time.Now()
+	s.mu.Unlock()
+	s.log.Info("draining: the SFU takes no new sessions; waiting for its rooms to end", "timeout", s.cfg.DrainTimeout)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.cfg.SFU.SetAcceptNew(cctx, false); err != nil {
+		if errors.Is(err, ErrUnsupported) {
+			s.log.Info("the SFU cannot refuse new sessions; the cluster places no new rooms on it")
+		} else {
+			s.log.Warn("tell the SFU to refuse new sessions", "err", err)
+		}
+	}
+}
+
+// drainStep watches the server's state and finishes a drain once the
+// SFU's rooms are empty or the drain timed out.
+func (s *Sidecar) drainStep(ctx context.Context, st Status) (bool, error) {
+	s.mu.Lock()
+	draining, start, pollDue := s.draining, s.drainStart, time.Since(s.lastState) >= s.cfg.StatePoll
+	if pollDue {
+		s.lastState = time.Now()
+	}
+	s.mu.Unlock()
+	if !draining {
+		if !pollDue {
+			return false, nil
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		srv, err := s.serverState(sctx)
+		cancel()
+		switch {
+		case errors.Is(err, fsm.ErrNotFound) || err == nil && srv == "down":
+			// Marked down (reports lost on the way, say) or removed while
+			// the SFU answers: register again under a new incarnation.
+			s.log.Warn("the cluster lost this server; registering again", "state", srv, "err", err)
+			s.mu.Lock()
+			s.registered = false
+			s.mu.Unlock()
+		case err == nil && srv == "draining":
+			s.startDrain(ctx)
+		}
+		return false, nil
+	}
+	busy := int64(0)
+	for _, r := range st.Rooms {
+		busy += r.Participants
+	}
+	if busy > 0 && time.Since(start) < s.cfg.DrainTimeout {
+		return false, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rooms, err := s.h.Rooms(dctx, s.cfg.ID, false)
+	if err != nil {
+		s.log.Warn("drain: list rooms", "err", err)
+		return false, nil
+	}
+	for _, r := range rooms {
+		if _, err := s.h.ReleaseRoom(dctx, r.Room); err != nil {
+			s.log.Warn("drain: release room", "room", r.Room, "err", err)
+			return false, nil
+		}
+	}
+	if err := s.h.DeregisterServer(dctx, s.cfg.ID); err != nil {
+		s.log.Warn("drain: deregister", "err", err)
+		return false, nil
+	}
+	s.log.Info("drained and deregistered", "took", time.Since(start).Round(time.Millisecond))
+	return true, nil
+}
+
+// serverState is this server's state in the cluster (stale read).
+func (s *Sidecar) serverState(ctx context.Context) (string, error) {
+	v, err := s.h.Server(ctx, s.cfg.ID, true)
+	if err != nil {
+		return "", err
+	}
+	return v.State, nil
+}
