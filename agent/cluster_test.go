@@ -437,7 +437,7 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tt.status || !strings.Contains(string(body), `"code": "`+tt.code+`"`) || !strings.Contains(string(body), tt.contains) {
+			if resp.StatusCode != tt.status || !strings.Contains(strings.ReplaceAll(string(body), `": "`, `":"`), `"code":"`+tt.code+`"`) || !strings.Contains(string(body), tt.contains) {
 				t.Fatalf("got %d %s", resp.StatusCode, body)
 			}
 		})
