@@ -93,7 +93,7 @@ func newServerCmd() *cobra.Command {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tSTATE\tREGION\tUSED\tCAPACITY\tFREE")
 			for _, s := range ss {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\n", s.ID, s.State, s.Region, s.Used, s.Capacity, s.Free)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\n", esc(s.ID), s.State, esc(s.Region), s.Used, s.Capacity, s.Free)
 			}
 			return w.Flush()
 		},
