@@ -43,7 +43,7 @@ chaos:
 ## fuzz: run every fuzz target (decoders of network input) for FUZZTIME each.
 ## Seed corpora live in <pkg>/testdata/fuzz/<Target>/.
 FUZZTIME ?= 60s
-FUZZ_TARGETS := ./transport:FuzzDecodeDatagram ./transport:FuzzReadFrame ./transport:FuzzEncodeReport ./fsm:FuzzApply ./fsm:FuzzReadState ./media:FuzzCheckOffer ./acl:FuzzParseBearer
+FUZZ_TARGETS := ./transport:FuzzDecodeDatagram ./transport:FuzzReadFrame ./transport:FuzzEncodeReport ./fsm:FuzzApply ./fsm:FuzzReadState ./media:FuzzCheckOffer ./acl:FuzzParseBearer ./mediatoken:FuzzVerify
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \

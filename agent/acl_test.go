@@ -15,6 +15,7 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/mediatoken"
 	"github.com/switchyard/switchyard/pki"
 )
 
@@ -478,5 +479,60 @@ func TestInputCaps(t *testing.T) {
 	}
 	if !limited {
 		t.Fatal("1000 anonymous requests were never rate limited")
+	}
+}
+
+// TestMediaTokenMinting: allocators mint WHIP/WHEP tokens that verify with
+// the keys media credentials fetch; readers may not mint, allocators may
+// not read the keys.
+func TestMediaTokenMinting(t *testing.T) {
+	c, tc := aclCluster(t, 3)
+	ctx := ctxT(t, 60*time.Second)
+	boot, err := api.NewClient(c.Addrs()...).WithTLS(tc).ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := api.NewClient(c.Addrs()...).WithTLS(tc).WithToken(boot.Secret)
+	client := func(role string) *api.Client {
+		tok, err := op.ACLCreateToken(ctx, api.CreateTokenRequest{Role: role})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return api.NewClient(c.Addrs()...).WithTLS(tc).WithToken(tok.Secret)
+	}
+	alloc, reader, media := client("allocator"), client("reader"), client("media")
+	if _, err := reader.MintMediaToken(ctx, api.MintRequest{Room: "demo", Action: "publish"}); !isStatus(err, 403) {
+		t.Fatalf("reader minting: %v", err)
+	}
+	m, err := alloc.MintMediaToken(ctx, api.MintRequest{Room: "demo", Action: "publish", TTLMs: 60000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alloc.MediaKeys(ctx); !isStatus(err, 403) {
+		t.Fatalf("allocator reading media keys: %v", err)
+	}
+	keys, err := media.MediaKeys(ctx)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("media keys %v %v", keys, err)
+	}
+	kr := &mediatoken.Keyring{}
+	kr.Set(keys)
+	if _, err := kr.Check(m.Token, "demo", "publish", time.Now()); err != nil {
+		t.Fatalf("minted token does not verify: %v", err)
+	}
+	// Rotation keeps the old key for verification.
+	var out map[string]any
+	if err := op.RotateMediaKey(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err = media.MediaKeys(ctx); err != nil || len(keys) != 2 {
+		t.Fatalf("after rotation: %v %v", keys, err)
+	}
+	kr.Set(keys)
+	if _, err := kr.Check(m.Token, "demo", "publish", time.Now()); err != nil {
+		t.Fatalf("old token after rotation: %v", err)
+	}
+	if s, _ := kr.Signer(); s.ID == keys[0].ID {
+		t.Fatal("the newest key does not sign")
 	}
 }

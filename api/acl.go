@@ -151,6 +151,7 @@ func (s *Handler) registerACLRoutes() {
 	s.handle("POST /v1/acl/tokens", s.aclCreate, true)
 	s.handle("GET /v1/acl/tokens", s.aclList, false)
 	s.handle("DELETE /v1/acl/tokens/{id}", s.aclRevoke, true)
+	s.registerMediaTokenRoutes() // mediatoken.go
 }
 
 // routePerm is the authorization table of the HTTP API: the permission
@@ -165,8 +166,10 @@ func routePerm(pattern string) acl.Perm {
 		"GET /v1/allocations", "GET /v1/allocations/{id}", "GET /metrics", "GET /v1/policy",
 		"GET /v1/provisioning/intents", "POST /v1/policy/validate":
 		return acl.PermRead
-	case "POST /v1/allocations", "POST /v1/allocations/batch", "DELETE /v1/allocations/{id}":
+	case "POST /v1/allocations", "POST /v1/allocations/batch", "DELETE /v1/allocations/{id}", "POST /v1/media/tokens":
 		return acl.PermAllocate
+	case "GET /v1/media/keys":
+		return acl.PermServer
 	case "POST /v1/servers", "DELETE /v1/servers/{id}", "POST /v1/servers/{id}/drain":
 		return acl.PermServer
 	case "GET /v1/snapshot", "POST /v1/snapshot", "GET /v1/acl/tokens":
@@ -287,6 +290,15 @@ func (s *Handler) principal(r *http.Request) (acl.Principal, error) {
 	if err != nil {
 		return acl.Anonymous, err
 	}
+	if secret == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		// The dashboard's reads (an EventSource cannot set headers) carry
+		// the token in a same-site cookie; never accepted for writes.
+		if c, err := r.Cookie(TokenCookie); err == nil && c.Value != "" {
+			if secret, err = acl.ParseBearer("Bearer " + c.Value); err != nil {
+				return acl.Anonymous, err
+			}
+		}
+	}
 	if secret != "" {
 		return acl.Resolve(s.b.FSM(), secret, time.Now())
 	}
@@ -333,6 +345,9 @@ func (s *Handler) targetServer(r *http.Request, pattern string, p acl.Principal)
 	return ""
 }
 
+// TokenCookie is the cookie the dashboard keeps its token in (reads only).
+const TokenCookie = "switchyard_token"
+
 // maxJSONBody bounds JSON request bodies.
 const maxJSONBody = 1 << 20
 
@@ -340,7 +355,7 @@ const maxJSONBody = 1 << 20
 // so a restore can never change who holds credentials.
 func (s *Handler) keepACL(st *fsmpb.State) {
 	cur := s.b.FSM().Export()
-	st.AclBootstrapped, st.AclTokens = cur.GetAclBootstrapped(), cur.GetAclTokens()
+	st.AclBootstrapped, st.AclTokens, st.MediaKeys = cur.GetAclBootstrapped(), cur.GetAclTokens(), cur.GetMediaKeys()
 }
 
 func tokenFromPB(t *fsmpb.AclToken) ACLToken {

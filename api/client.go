@@ -20,6 +20,7 @@ import (
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/mediatoken"
 	"github.com/switchyard/switchyard/pki"
 )
 
@@ -48,9 +49,11 @@ type Client struct {
 
 	batch *batcher
 	rr    atomic.Uint32 // round-robin over addrs for batches
-	// token is sent as "Authorization: Bearer <token>" when set.
-	token  string
-	scheme string
+	// token is sent as "Authorization: Bearer <token>" when set; until
+	// WithToken is called, SWITCHYARD_TOKEN is read at each request.
+	token    string
+	tokenSet bool
+	scheme   string
 	// AttemptTimeout bounds one attempt (doubled for every round through
 	// all addresses); zero means DefaultAttemptTimeout. Clusters with
 	// other raft timing should use AttemptTimeoutFor.
@@ -77,12 +80,13 @@ func AttemptTimeoutFor(heartbeat, election time.Duration) time.Duration {
 var DefaultAttemptTimeout = AttemptTimeoutFor(cluster.DefaultHeartbeatTimeout, cluster.DefaultElectionTimeout)
 
 // NewClient returns a client for the given agent HTTP addresses (host:port).
-// It sends the token in SWITCHYARD_TOKEN, if set (see WithToken), and
+// It sends the token in SWITCHYARD_TOKEN (read at each request), if set
+// (see WithToken), and
 // speaks HTTPS, verifying the agents against the CA in the file
 // SWITCHYARD_CACERT names, if set (see WithTLS).
 func NewClient(addrs ...string) *Client {
 	c := &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true,
-		token: os.Getenv(TokenEnv), scheme: "http"}
+		scheme: "http"}
 	c.batch = &batcher{c: c, maxInflight: 4}
 	if f := os.Getenv(CACertEnv); f != "" {
 		if pem, err := os.ReadFile(f); err == nil {
@@ -103,7 +107,7 @@ const (
 
 // WithToken makes c send secret as its bearer token ("" sends none).
 func (c *Client) WithToken(secret string) *Client {
-	c.token = secret
+	c.token, c.tokenSet = secret, true
 	return c
 }
 
@@ -242,8 +246,12 @@ func (c *Client) once(ctx context.Context, addr, method, path string, body []byt
 	if err != nil {
 		return err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	tok := c.token
+	if !c.tokenSet {
+		tok = os.Getenv(TokenEnv)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -465,4 +473,21 @@ func (c *Client) ACLTokens(ctx context.Context) ([]ACLToken, error) {
 // ACLRevokeToken revokes a token by id.
 func (c *Client) ACLRevokeToken(ctx context.Context, id string) error {
 	return c.do(ctx, "DELETE", "/v1/acl/tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// MintMediaToken mints a WHIP/WHEP token for a room.
+func (c *Client) MintMediaToken(ctx context.Context, r MintRequest) (MintedToken, error) {
+	var t MintedToken
+	return t, c.do(ctx, "POST", "/v1/media/tokens", mustJSON(r), &t)
+}
+
+// MediaKeys fetches the media-token verification keys (media nodes).
+func (c *Client) MediaKeys(ctx context.Context) ([]mediatoken.Key, error) {
+	var k []mediatoken.Key
+	return k, c.do(ctx, "GET", "/v1/media/keys", nil, &k)
+}
+
+// RotateMediaKey adds a media-token signing key; out receives the answer.
+func (c *Client) RotateMediaKey(ctx context.Context, out any) error {
+	return c.do(ctx, "POST", "/v1/media/keys/rotate", nil, out)
 }

@@ -38,6 +38,7 @@ type aclState struct {
 	bootstrapped bool
 	tokens       map[string]*fsmpb.AclToken // id -> token
 	byHash       map[string]string          // secret hash -> id
+	mediaKeys    []*fsmpb.MediaKey          // oldest first, at most two
 }
 
 func (a *aclState) init() {
@@ -66,6 +67,23 @@ func (s *state) applyACL(now int64, c *fsmpb.Command) (handled bool, err error) 
 		return true, nil
 	case *fsmpb.Command_AclCreateToken:
 		return true, s.addToken(now, v.AclCreateToken)
+	case *fsmpb.Command_AddMediaKey:
+		k := v.AddMediaKey
+		if k.GetId() == "" || len(k.GetId()) > MaxTokenIDLen || len(k.GetSecret()) < 16 || len(k.GetSecret()) > 256 {
+			return true, errorf(ErrInvalid, "media key needs an id and a 16-256 byte secret")
+		}
+		for _, old := range s.acl.mediaKeys {
+			if old.Id == k.GetId() {
+				return true, errorf(ErrInvalid, "media key %q exists already", k.GetId())
+			}
+		}
+		c := proto.Clone(k).(*fsmpb.MediaKey)
+		c.CreatedAtUnixMs = now
+		s.acl.mediaKeys = append(s.acl.mediaKeys, c)
+		if len(s.acl.mediaKeys) > 2 {
+			s.acl.mediaKeys = s.acl.mediaKeys[len(s.acl.mediaKeys)-2:]
+		}
+		return true, nil
 	case *fsmpb.Command_AclRevokeToken:
 		t, ok := s.acl.tokens[v.AclRevokeToken]
 		if !ok {
@@ -130,6 +148,10 @@ func (s *state) exportACL(st *fsmpb.State) {
 		st.AclTokens = append(st.AclTokens, proto.Clone(t).(*fsmpb.AclToken))
 	}
 	slices.SortFunc(st.AclTokens, func(a, b *fsmpb.AclToken) int { return strings.Compare(a.Id, b.Id) })
+	st.MediaKeys = nil
+	for _, k := range s.acl.mediaKeys {
+		st.MediaKeys = append(st.MediaKeys, proto.Clone(k).(*fsmpb.MediaKey))
+	}
 }
 
 func (s *state) importACL(st *fsmpb.State) {
@@ -141,6 +163,20 @@ func (s *state) importACL(st *fsmpb.State) {
 		s.acl.tokens[c.Id] = c
 		s.acl.byHash[c.SecretHash] = c.Id
 	}
+	for _, k := range st.GetMediaKeys() {
+		s.acl.mediaKeys = append(s.acl.mediaKeys, proto.Clone(k).(*fsmpb.MediaKey))
+	}
+}
+
+// MediaKeys returns copies of the media-token signing keys, oldest first.
+func (f *FSM) MediaKeys() []*fsmpb.MediaKey {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*fsmpb.MediaKey, 0, len(f.s.acl.mediaKeys))
+	for _, k := range f.s.acl.mediaKeys {
+		out = append(out, proto.Clone(k).(*fsmpb.MediaKey))
+	}
+	return out
 }
 
 // ACLBootstrapped reports whether the first operator token exists.

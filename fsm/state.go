@@ -85,7 +85,7 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 		res.Room, err = s.placeRoom(now, v.PlaceRoom) // rooms.go
 	case *fsmpb.Command_ReleaseRoom:
 		res.Room, err = s.releaseRoom(now, v.ReleaseRoom)
-	case *fsmpb.Command_AclBootstrap, *fsmpb.Command_AclCreateToken, *fsmpb.Command_AclRevokeToken:
+	case *fsmpb.Command_AclBootstrap, *fsmpb.Command_AclCreateToken, *fsmpb.Command_AclRevokeToken, *fsmpb.Command_AddMediaKey:
 		_, err = s.applyACL(now, c) // acl.go
 	default:
 		err = s.applyExt(index, pos, now, c, res) // policy.go: intents; unknown commands fail there

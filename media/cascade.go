@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/switchyard/switchyard/mediatoken"
 )
 
 // redirectGrace is how long a redirected viewer counts against a cascade
@@ -202,6 +204,9 @@ func (n *Node) dialCascade(ctx context.Context, c *cascade, rm *room, tracks []*
 	}
 	req.Header.Set("Content-Type", "application/sdp")
 	req.Header.Set(AllocationHeader, c.alloc.ID)
+	if tok := n.mint(c.room, mediatoken.Publish, c.alloc.ID, time.Minute); tok != "" { // tokens.go
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := n.hc.Do(req)
 	if err != nil {
 		_ = pc.Close()

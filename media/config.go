@@ -1,6 +1,8 @@
 package media
 
 import (
+	"github.com/switchyard/switchyard/mediatoken"
+
 	"fmt"
 	"log/slog"
 	"net"
@@ -50,6 +52,10 @@ type Config struct {
 	// (to see an operator's drain). Default 2s; negative disables.
 	StatePoll time.Duration
 	Logger    *slog.Logger
+	// Tokens, when set, makes WHIP and WHEP require a token of the
+	// cluster's media keys scoped to the room and action (tokens.go); the
+	// node signs its own cascade and redirect tokens with it.
+	Tokens *mediatoken.Keyring
 }
 
 func (c *Config) setDefaults() error {

@@ -7,9 +7,14 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/switchyard/switchyard/mediatoken"
 )
 
 func (n *Node) handleWHEP(w http.ResponseWriter, r *http.Request) {
+	if _, ok := n.authorize(w, r, mediatoken.Play); !ok { // tokens.go
+		return
+	}
 	offer, err := readOffer(r)
 	if err != nil {
 		httpError(w, err)
@@ -20,7 +25,7 @@ func (n *Node) handleWHEP(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		httpError(w, err)
 	case redirect != "":
-		w.Header().Set("Location", redirect)
+		w.Header().Set("Location", n.withAccessToken(redirect, r.PathValue("room")))
 		w.WriteHeader(http.StatusTemporaryRedirect)
 	default:
 		answerSDP(w, id, answer)

@@ -6,6 +6,8 @@ import (
 	"net/http"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/switchyard/switchyard/mediatoken"
 )
 
 // AllocationHeader carries, on an origin's cascade WHIP request, the id of
@@ -13,12 +15,20 @@ import (
 const AllocationHeader = "X-Switchyard-Allocation"
 
 func (n *Node) handleWHIP(w http.ResponseWriter, r *http.Request) {
+	claims, ok := n.authorize(w, r, mediatoken.Publish) // tokens.go
+	if !ok {
+		return
+	}
+	allocID := r.Header.Get(AllocationHeader)
+	if n.cfg.Tokens != nil {
+		allocID = claims.Alloc // only a signed allocation id is believed
+	}
 	offer, err := readOffer(r)
 	if err != nil {
 		httpError(w, err)
 		return
 	}
-	s, answer, err := n.Publish(r.Context(), r.PathValue("room"), offer, r.Header.Get(AllocationHeader))
+	s, answer, err := n.Publish(r.Context(), r.PathValue("room"), offer, allocID)
 	if err != nil {
 		httpError(w, err)
 		return

@@ -128,7 +128,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 			HTTPAddr:        joins[i],
 			QUICAddr:        fmt.Sprintf("%s:%d", f.host, f.quicPort+i),
 			BootstrapExpect: f.nodes, Join: joins, Logger: log.With("node", id),
-		}, ACL: f.acl == "default-deny", HTTPS: f.acl == "default-deny"}
+		}, ACL: f.acl == "default-deny"}
 		if prov != nil {
 			cfg.Provisioner = prov
 		}
@@ -145,11 +145,10 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if f.acl == "default-deny" {
-		// The API is HTTPS (agents prove themselves to each other with
-		// their certificates); this process's clients, its media nodes and
-		// the media processes it starts trust the dev CA.
-		_ = os.Setenv(api.CACertEnv, filepath.Join(certDir, pki.CACertFile))
-		stopACL, err := devBootstrapACL(wctx, out, joins, filepath.Join(certDir, pki.CACertFile))
+		// Plain HTTP (dev): the agents, media nodes and provisioned media
+		// processes of this process prove themselves with the operator
+		// token, which devBootstrapACL exports as SWITCHYARD_TOKEN.
+		stopACL, err := devBootstrapACL(wctx, out, joins, filepath.Join(dir, "operator.token"))
 		if err != nil {
 			return err
 		}
@@ -162,7 +161,11 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 		return fmt.Errorf("dev cluster did not elect a leader: %w", err)
 	}
 	fmt.Fprintf(out, "leader: %s (cluster %s)\n", st.Leader, st.ClusterID)
-	fmt.Fprintf(out, "dashboard: http://%s/ui/ (every agent serves it)\n", joins[0])
+	dash := fmt.Sprintf("http://%s/ui/", joins[0])
+	if tok := os.Getenv(api.TokenEnv); f.acl == "default-deny" && tok != "" {
+		dash += "#token=" + tok // the page keeps it in a session cookie
+	}
+	fmt.Fprintf(out, "dashboard: %s (every agent serves it)\n", dash)
 	fmt.Fprintf(out, "try:  switchyard cluster status\n      switchyard server register --id m1 --capacity 10\n      switchyard alloc request --room demo --units 1 --request-id r1\n")
 	if _, err := devIdentity(ca, certDir, "loadgen"); err != nil {
 		return err
@@ -241,29 +244,33 @@ func waitForLeader(ctx context.Context, c *api.Client) (cluster.Status, error) {
 
 // devBootstrapACL bootstraps the dev cluster's ACLs, prints the operator
 // token, and leaves it where the CLI looks for it (one file per agent
-// address, removed by the returned stop). This process's media nodes (and
-// the media processes the local provisioner starts, which inherit the
-// environment) get a media token through SWITCHYARD_TOKEN.
-func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, caFile string) (stop func(), err error) {
+// address, removed by the returned stop) and in SWITCHYARD_TOKEN for this
+// process (its agents, media nodes and the media processes the local
+// provisioner starts).
+func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, keep string) (stop func(), err error) {
 	var boot api.ACLTokenSecret
 	for {
 		boot, err = api.NewClient(joins...).WithToken("").ACLBootstrap(ctx)
 		if err == nil {
+			// Kept in the data dir, so a restart with --data-dir finds it.
+			if err := os.WriteFile(keep, []byte(boot.Secret+"\n"), 0o600); err != nil {
+				return nil, fmt.Errorf("keep the operator token: %w", err)
+			}
 			break
 		}
 		if errors.Is(err, fsm.ErrACLBootstrapped) {
-			return nil, fmt.Errorf("ACLs of this dev cluster (--data-dir) were bootstrapped by an earlier run; use its token, or --acl off: %w", err)
+			b, rerr := os.ReadFile(keep)
+			if rerr != nil {
+				return nil, fmt.Errorf("ACLs of this dev cluster (--data-dir) were bootstrapped by an earlier run whose token is not in %s; use --acl off: %w", keep, err)
+			}
+			boot.Secret = strings.TrimSpace(string(b))
+			break
 		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("bootstrap ACLs: %w", err)
 		case <-time.After(100 * time.Millisecond):
 		}
-	}
-	op := api.NewClient(joins...).WithToken(boot.Secret)
-	media, err := op.ACLCreateToken(ctx, api.CreateTokenRequest{Role: "media", Description: "dev media nodes"})
-	if err != nil {
-		return nil, fmt.Errorf("dev media token: %w", err)
 	}
 	if err := os.MkdirAll(devTokenDir(), 0o700); err != nil {
 		return nil, err
@@ -275,7 +282,7 @@ func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, caFile 
 		}
 	}
 	for _, a := range joins {
-		for ext, content := range map[string]string{".token": boot.Secret, ".ca": caFile} {
+		for ext, content := range map[string]string{".token": boot.Secret} {
 			f := devTokenFile(a, ext)
 			_ = os.Remove(f)
 			if err := os.WriteFile(f, []byte(content+"\n"), 0o600); err != nil {
@@ -285,9 +292,10 @@ func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, caFile 
 			files = append(files, f)
 		}
 	}
-	if os.Getenv(api.TokenEnv) == "" {
-		_ = os.Setenv(api.TokenEnv, media.Secret)
-	}
-	fmt.Fprintf(out, "ACLs on, API over HTTPS. Operator token (the CLI finds it and the CA for this cluster;\nelsewhere: export SWITCHYARD_TOKEN=<token> SWITCHYARD_CACERT=%s):\n  %s\n", caFile, boot.Secret)
+	// Read by every api.Client of this process at each request (the
+	// agents' own calls to each other included) and inherited by the media
+	// processes the local provisioner starts.
+	_ = os.Setenv(api.TokenEnv, boot.Secret)
+	fmt.Fprintf(out, "ACLs on. Operator token (the CLI finds it for this cluster; elsewhere: export SWITCHYARD_TOKEN=<token>):\n  %s\n", boot.Secret)
 	return stop, nil
 }

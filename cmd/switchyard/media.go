@@ -24,6 +24,7 @@ type mediaFlags struct {
 	viewerCost, publisherCost                   int64
 	cascadeIdle, drainTimeout                   time.Duration
 	logLevel, logFormat                         string
+	requireToken                                bool
 }
 
 func newMediaCmd() *cobra.Command {
@@ -66,6 +67,7 @@ them. Without TLS flags the node talks HTTP and sends no load reports.`,
 	fl.Int64Var(&f.cascadeUnits, "cascade-units", 4, "units to allocate on a target when cascading a room")
 	fl.DurationVar(&f.cascadeIdle, "cascade-idle", 30*time.Second, "close a cascade (and release its allocation) after this long without viewers")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Minute, "on SIGTERM, wait at most this long for sessions to end")
+	fl.BoolVar(&f.requireToken, "require-token", false, "WHIP/WHEP need a token from 'switchyard token mint' (Authorization: Bearer, or ?access_token= on redirects); the signing keys are fetched from the cluster (needs a media credential: SWITCHYARD_TOKEN, or HTTPS with a media certificate)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return cmd
@@ -135,6 +137,11 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 		}
 		defer qc.Close()
 		cl = qc
+	}
+	if f.requireToken {
+		if cfg.Tokens, err = fetchMediaKeys(cmd.Context(), allocs, log); err != nil {
+			return err
+		}
 	}
 	n, err := media.New(cfg, cl)
 	if err != nil {

@@ -101,7 +101,7 @@ Start a dev cluster with 'switchyard dev' (or 'make run'), then try
 	}
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{cmd: c.CommandPath(), err: err} })
-	root.AddCommand(newAgentCmd(), newDevCmd(), newClusterCmd(), newOperatorCmd(), newSnapshotCmd(), newServerCmd(), newAllocCmd(), newPolicyCmd(), newTLSCmd(), newLoadgenCmd(), newMediaCmd(), newACLCmd())
+	root.AddCommand(newAgentCmd(), newDevCmd(), newClusterCmd(), newOperatorCmd(), newSnapshotCmd(), newServerCmd(), newAllocCmd(), newPolicyCmd(), newTLSCmd(), newLoadgenCmd(), newMediaCmd(), newACLCmd(), newTokenCmd())
 	root.AddCommand(newRoomCmd(), newSidecarCmd()) // room.go, sidecar.go
 	// Unknown subcommands and bad positional args are usage errors too.
 	for _, c := range allCommands(root) {

@@ -1578,6 +1578,7 @@ type Command struct {
 	//	*Command_AclBootstrap
 	//	*Command_AclCreateToken
 	//	*Command_AclRevokeToken
+	//	*Command_AddMediaKey
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1773,6 +1774,15 @@ func (x *Command) GetAclRevokeToken() string {
 	return ""
 }
 
+func (x *Command) GetAddMediaKey() *MediaKey {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_AddMediaKey); ok {
+			return x.AddMediaKey
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -1852,6 +1862,11 @@ type Command_AclRevokeToken struct {
 	AclRevokeToken string `protobuf:"bytes,32,opt,name=acl_revoke_token,json=aclRevokeToken,proto3,oneof"`
 }
 
+type Command_AddMediaKey struct {
+	// Adds a media-token signing key; the state keeps the two newest.
+	AddMediaKey *MediaKey `protobuf:"bytes,33,opt,name=add_media_key,json=addMediaKey,proto3,oneof"`
+}
+
 func (*Command_RegisterServer) isCommand_Cmd() {}
 
 func (*Command_DeregisterServer) isCommand_Cmd() {}
@@ -1885,6 +1900,8 @@ func (*Command_AclBootstrap) isCommand_Cmd() {}
 func (*Command_AclCreateToken) isCommand_Cmd() {}
 
 func (*Command_AclRevokeToken) isCommand_Cmd() {}
+
+func (*Command_AddMediaKey) isCommand_Cmd() {}
 
 // Envelope is one Raft log entry.
 type Envelope struct {
@@ -2076,8 +2093,10 @@ type State struct {
 	// ACL state (30-39): tokens sorted by id, secrets stored as hashes.
 	AclBootstrapped bool        `protobuf:"varint,30,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
 	AclTokens       []*AclToken `protobuf:"bytes,31,rep,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Media-token signing keys, oldest first (at most two).
+	MediaKeys     []*MediaKey `protobuf:"bytes,32,rep,name=media_keys,json=mediaKeys,proto3" json:"media_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -2194,6 +2213,74 @@ func (x *State) GetAclTokens() []*AclToken {
 	return nil
 }
 
+func (x *State) GetMediaKeys() []*MediaKey {
+	if x != nil {
+		return x.MediaKeys
+	}
+	return nil
+}
+
+// MediaKey signs the WHIP/WHEP tokens media nodes verify (HS256).
+type MediaKey struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Secret          []byte                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	CreatedAtUnixMs int64                  `protobuf:"varint,3,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MediaKey) Reset() {
+	*x = MediaKey{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MediaKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MediaKey) ProtoMessage() {}
+
+func (x *MediaKey) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MediaKey.ProtoReflect.Descriptor instead.
+func (*MediaKey) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MediaKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MediaKey) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *MediaKey) GetCreatedAtUnixMs() int64 {
+	if x != nil {
+		return x.CreatedAtUnixMs
+	}
+	return 0
+}
+
 // Room is an application room placed on one server (room placement: the
 // application's front door). The leader picks the server with the live
 // policy and commits an allocation for it first; PlaceRoom then points the
@@ -2225,7 +2312,7 @@ type Room struct {
 
 func (x *Room) Reset() {
 	*x = Room{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2324,7 @@ func (x *Room) String() string {
 func (*Room) ProtoMessage() {}
 
 func (x *Room) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2337,7 @@ func (x *Room) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Room.ProtoReflect.Descriptor instead.
 func (*Room) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Room) GetName() string {
@@ -2346,7 +2433,7 @@ type PlaceRoom struct {
 
 func (x *PlaceRoom) Reset() {
 	*x = PlaceRoom{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +2445,7 @@ func (x *PlaceRoom) String() string {
 func (*PlaceRoom) ProtoMessage() {}
 
 func (x *PlaceRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +2458,7 @@ func (x *PlaceRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceRoom.ProtoReflect.Descriptor instead.
 func (*PlaceRoom) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{21}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PlaceRoom) GetRoom() string {
@@ -2425,7 +2512,7 @@ type ReleaseRoom struct {
 
 func (x *ReleaseRoom) Reset() {
 	*x = ReleaseRoom{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2524,7 @@ func (x *ReleaseRoom) String() string {
 func (*ReleaseRoom) ProtoMessage() {}
 
 func (x *ReleaseRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2537,7 @@ func (x *ReleaseRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRoom.ProtoReflect.Descriptor instead.
 func (*ReleaseRoom) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{22}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReleaseRoom) GetRoom() string {
@@ -2480,7 +2567,7 @@ type AclToken struct {
 
 func (x *AclToken) Reset() {
 	*x = AclToken{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2579,7 @@ func (x *AclToken) String() string {
 func (*AclToken) ProtoMessage() {}
 
 func (x *AclToken) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2592,7 @@ func (x *AclToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AclToken.ProtoReflect.Descriptor instead.
 func (*AclToken) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{23}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AclToken) GetId() string {
@@ -2561,7 +2648,7 @@ type AclBootstrap struct {
 
 func (x *AclBootstrap) Reset() {
 	*x = AclBootstrap{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2660,7 @@ func (x *AclBootstrap) String() string {
 func (*AclBootstrap) ProtoMessage() {}
 
 func (x *AclBootstrap) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2673,7 @@ func (x *AclBootstrap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AclBootstrap.ProtoReflect.Descriptor instead.
 func (*AclBootstrap) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AclBootstrap) GetToken() *AclToken {
@@ -2717,7 +2804,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\aRelease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
 	"\x05Batch\x122\n" +
-	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xfa\a\n" +
+	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xb9\b\n" +
 	"\aCommand\x12H\n" +
 	"\x0fregister_server\x18\x01 \x01(\v2\x1d.switchyard.v1.RegisterServerH\x00R\x0eregisterServer\x12N\n" +
 	"\x11deregister_server\x18\x02 \x01(\v2\x1f.switchyard.v1.DeregisterServerH\x00R\x10deregisterServer\x12I\n" +
@@ -2739,7 +2826,8 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\frelease_room\x18\x15 \x01(\v2\x1a.switchyard.v1.ReleaseRoomH\x00R\vreleaseRoom\x12B\n" +
 	"\racl_bootstrap\x18\x1e \x01(\v2\x1b.switchyard.v1.AclBootstrapH\x00R\faclBootstrap\x12C\n" +
 	"\x10acl_create_token\x18\x1f \x01(\v2\x17.switchyard.v1.AclTokenH\x00R\x0eaclCreateToken\x12*\n" +
-	"\x10acl_revoke_token\x18  \x01(\tH\x00R\x0eaclRevokeTokenB\x05\n" +
+	"\x10acl_revoke_token\x18  \x01(\tH\x00R\x0eaclRevokeToken\x12=\n" +
+	"\radd_media_key\x18! \x01(\v2\x17.switchyard.v1.MediaKeyH\x00R\vaddMediaKeyB\x05\n" +
 	"\x03cmd\"\x9a\x01\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1e\n" +
@@ -2756,7 +2844,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"allocation\x12\x1c\n" +
 	"\tduplicate\x18\x04 \x01(\bR\tduplicate\x126\n" +
 	"\x06intent\x18\x05 \x01(\v2\x1e.switchyard.v1.ProvisionIntentR\x06intent\x12'\n" +
-	"\x04room\x18\x14 \x01(\v2\x13.switchyard.v1.RoomR\x04room\"\xa6\x04\n" +
+	"\x04room\x18\x14 \x01(\v2\x13.switchyard.v1.RoomR\x04room\"\xde\x04\n" +
 	"\x05State\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2771,7 +2859,13 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\x05rooms\x18\x14 \x03(\v2\x13.switchyard.v1.RoomR\x05rooms\x12)\n" +
 	"\x10acl_bootstrapped\x18\x1e \x01(\bR\x0faclBootstrapped\x126\n" +
 	"\n" +
-	"acl_tokens\x18\x1f \x03(\v2\x17.switchyard.v1.AclTokenR\taclTokens\"\xb1\x02\n" +
+	"acl_tokens\x18\x1f \x03(\v2\x17.switchyard.v1.AclTokenR\taclTokens\x126\n" +
+	"\n" +
+	"media_keys\x18  \x03(\v2\x17.switchyard.v1.MediaKeyR\tmediaKeys\"_\n" +
+	"\bMediaKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\x12+\n" +
+	"\x12created_at_unix_ms\x18\x03 \x01(\x03R\x0fcreatedAtUnixMs\"\xb1\x02\n" +
 	"\x04Room\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12\x10\n" +
@@ -2842,7 +2936,7 @@ func file_switchyard_v1_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(ServerState)(0),         // 0: switchyard.v1.ServerState
 	(AllocationState)(0),     // 1: switchyard.v1.AllocationState
@@ -2868,15 +2962,16 @@ var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(*Envelope)(nil),         // 21: switchyard.v1.Envelope
 	(*Result)(nil),           // 22: switchyard.v1.Result
 	(*State)(nil),            // 23: switchyard.v1.State
-	(*Room)(nil),             // 24: switchyard.v1.Room
-	(*PlaceRoom)(nil),        // 25: switchyard.v1.PlaceRoom
-	(*ReleaseRoom)(nil),      // 26: switchyard.v1.ReleaseRoom
-	(*AclToken)(nil),         // 27: switchyard.v1.AclToken
-	(*AclBootstrap)(nil),     // 28: switchyard.v1.AclBootstrap
-	nil,                      // 29: switchyard.v1.Server.LabelsEntry
+	(*MediaKey)(nil),         // 24: switchyard.v1.MediaKey
+	(*Room)(nil),             // 25: switchyard.v1.Room
+	(*PlaceRoom)(nil),        // 26: switchyard.v1.PlaceRoom
+	(*ReleaseRoom)(nil),      // 27: switchyard.v1.ReleaseRoom
+	(*AclToken)(nil),         // 28: switchyard.v1.AclToken
+	(*AclBootstrap)(nil),     // 29: switchyard.v1.AclBootstrap
+	nil,                      // 30: switchyard.v1.Server.LabelsEntry
 }
 var file_switchyard_v1_fsm_proto_depIdxs = []int32{
-	29, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
+	30, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
 	0,  // 1: switchyard.v1.Server.state:type_name -> switchyard.v1.ServerState
 	1,  // 2: switchyard.v1.Allocation.state:type_name -> switchyard.v1.AllocationState
 	7,  // 3: switchyard.v1.Policy.hard:type_name -> switchyard.v1.Limits
@@ -2900,27 +2995,29 @@ var file_switchyard_v1_fsm_proto_depIdxs = []int32{
 	13, // 21: switchyard.v1.Command.set_member:type_name -> switchyard.v1.Member
 	11, // 22: switchyard.v1.Command.create_intent:type_name -> switchyard.v1.ProvisionIntent
 	12, // 23: switchyard.v1.Command.update_intent:type_name -> switchyard.v1.UpdateIntent
-	25, // 24: switchyard.v1.Command.place_room:type_name -> switchyard.v1.PlaceRoom
-	26, // 25: switchyard.v1.Command.release_room:type_name -> switchyard.v1.ReleaseRoom
-	28, // 26: switchyard.v1.Command.acl_bootstrap:type_name -> switchyard.v1.AclBootstrap
-	27, // 27: switchyard.v1.Command.acl_create_token:type_name -> switchyard.v1.AclToken
-	19, // 28: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
-	5,  // 29: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
-	11, // 30: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
-	24, // 31: switchyard.v1.Result.room:type_name -> switchyard.v1.Room
-	4,  // 32: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
-	5,  // 33: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
-	6,  // 34: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
-	13, // 35: switchyard.v1.State.members:type_name -> switchyard.v1.Member
-	11, // 36: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
-	24, // 37: switchyard.v1.State.rooms:type_name -> switchyard.v1.Room
-	27, // 38: switchyard.v1.State.acl_tokens:type_name -> switchyard.v1.AclToken
-	27, // 39: switchyard.v1.AclBootstrap.token:type_name -> switchyard.v1.AclToken
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	26, // 24: switchyard.v1.Command.place_room:type_name -> switchyard.v1.PlaceRoom
+	27, // 25: switchyard.v1.Command.release_room:type_name -> switchyard.v1.ReleaseRoom
+	29, // 26: switchyard.v1.Command.acl_bootstrap:type_name -> switchyard.v1.AclBootstrap
+	28, // 27: switchyard.v1.Command.acl_create_token:type_name -> switchyard.v1.AclToken
+	24, // 28: switchyard.v1.Command.add_media_key:type_name -> switchyard.v1.MediaKey
+	19, // 29: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
+	5,  // 30: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
+	11, // 31: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
+	25, // 32: switchyard.v1.Result.room:type_name -> switchyard.v1.Room
+	4,  // 33: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
+	5,  // 34: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
+	6,  // 35: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
+	13, // 36: switchyard.v1.State.members:type_name -> switchyard.v1.Member
+	11, // 37: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
+	25, // 38: switchyard.v1.State.rooms:type_name -> switchyard.v1.Room
+	28, // 39: switchyard.v1.State.acl_tokens:type_name -> switchyard.v1.AclToken
+	24, // 40: switchyard.v1.State.media_keys:type_name -> switchyard.v1.MediaKey
+	28, // 41: switchyard.v1.AclBootstrap.token:type_name -> switchyard.v1.AclToken
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_fsm_proto_init() }
@@ -2946,6 +3043,7 @@ func file_switchyard_v1_fsm_proto_init() {
 		(*Command_AclBootstrap)(nil),
 		(*Command_AclCreateToken)(nil),
 		(*Command_AclRevokeToken)(nil),
+		(*Command_AddMediaKey)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2953,7 +3051,7 @@ func file_switchyard_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_fsm_proto_rawDesc), len(file_switchyard_v1_fsm_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
