@@ -165,7 +165,7 @@ type roomTrack struct {
 	allocID    string
 	firstSeen  time.Time
 	created    bool // EnsureRoom succeeded
-	seen       bool // the SFU listed it
+	seen       bool // the SFU listed it, or it was created
 	joined     bool // had participants
 	emptySince time.Time
 }
@@ -401,7 +401,9 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 			if err != nil {
 				s.log.Warn("create room on the SFU", "room", p.Room, "err", err)
 			} else {
-				tr.created = true
+				// Created (synchronously): from now on, a room the SFU
+				// does not list has ended.
+				tr.created, tr.seen = true, true
 				allocs = append(allocs, p.AllocationID)
 			}
 		}
