@@ -188,6 +188,7 @@ type Sidecar struct {
 	drainStart  time.Time
 	lastState   time.Time
 	reports     uint64
+	polls       uint64
 }
 
 // New builds a sidecar and starts its QUIC client (which connects in the
@@ -262,14 +263,21 @@ func (s *Sidecar) step(ctx context.Context) (bool, error) {
 	cancel()
 	if err != nil {
 		s.mu.Lock()
-		was := s.healthy
+		was, first := s.healthy, !s.registered && s.polls == 0
 		s.healthy = false
+		s.polls++
 		s.mu.Unlock()
-		if was {
+		switch {
+		case was:
 			s.log.Warn("SFU stopped answering; load reports stop until it is back", "err", err)
+		case first:
+			s.log.Warn("SFU not answering yet; not registering it", "err", err)
 		}
 		return false, nil
 	}
+	s.mu.Lock()
+	s.polls++
+	s.mu.Unlock()
 	if err := s.ensureRegistered(ctx, st); err != nil {
 		s.log.Warn("register", "err", err)
 		return false, nil
