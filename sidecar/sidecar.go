@@ -532,6 +532,9 @@ func (s *Sidecar) drainStep(ctx context.Context, st Status) (bool, error) {
 			s.log.Warn("drain: release room", "room", r.Room, "err", err)
 			return false, nil
 		}
+		// Best effort: the room's participants have left (or the drain
+		// timed out); remove it from the SFU too.
+		_ = s.cfg.SFU.CloseRoom(dctx, RoomRef{Name: r.Room, Number: roomNumber(r)})
 	}
 	if err := s.h.DeregisterServer(dctx, s.cfg.ID); err != nil {
 		s.log.Warn("drain: deregister", "err", err)
