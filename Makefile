@@ -43,7 +43,7 @@ chaos:
 ## fuzz: run every fuzz target (decoders of network input) for FUZZTIME each.
 ## Seed corpora live in <pkg>/testdata/fuzz/<Target>/.
 FUZZTIME ?= 60s
-FUZZ_TARGETS := ./transport:FuzzDecodeDatagram ./transport:FuzzReadFrame ./transport:FuzzEncodeReport ./fsm:FuzzApply ./fsm:FuzzReadState ./media:FuzzCheckOffer
+FUZZ_TARGETS := ./transport:FuzzDecodeDatagram ./transport:FuzzReadFrame ./transport:FuzzEncodeReport ./fsm:FuzzApply ./fsm:FuzzReadState ./media:FuzzCheckOffer ./acl:FuzzParseBearer
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \
@@ -68,6 +68,7 @@ generate:
 ## bench: throughput/latency and failover figures (see README "Benchmarks").
 bench:
 	$(GO) test -run '^$$' -bench 'Allocate' -benchtime 1x -count 3 -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench 'RequestPath' -benchtime 1x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'FailoverSIGKILL' -benchtime 12x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 -timeout 30m ./cluster/... ./placement/...
 	$(GO) test -run '^$$' -bench 'ScaleOut|CascadeHop' -benchtime 200x -count 3 -timeout 30m ./media/
@@ -80,6 +81,15 @@ bench:
 
 clean:
 	rm -rf bin
+
+## image: the container image ($(IMAGE)): the static binary on an empty
+## image (Dockerfile), built without any registry (classic builder, FROM
+## scratch). deploy/compose and deploy/k8s run it.
+.PHONY: image
+IMAGE ?= switchyard:latest
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/switchyard ./cmd/switchyard
+	DOCKER_BUILDKIT=0 docker build -q -f Dockerfile -t $(IMAGE) bin/image
 
 ## test-livekit: the LiveKit sidecar test (opt-in: builds livekit-server once, minutes).
 test-livekit:

@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,23 @@ type Config struct {
 	// QUIC tunes the QUIC listener; Start fills Addr, Identity, Backend,
 	// View, Registerer and Logger.
 	QUIC transport.ServerConfig
+	// ACL turns on authorization (default-deny): every API request needs a
+	// token (or an agent/media certificate over HTTPS) whose role allows
+	// it, from the first request on. See package acl.
+	ACL bool
+	// HTTPS serves the admin API over TLS with the TLS identity (client
+	// certificates optional; agents present theirs when they call each
+	// other). Needs TLS.
+	HTTPS bool
+	// Token is the ACL token this agent sends when it calls other agents
+	// (joins) over plain HTTP; over HTTPS its certificate speaks for it.
+	Token string
+	// RateLimit is the request rate (per second) each token may send to
+	// this agent while ACLs are on: 0 means api.DefaultTokenRate, negative
+	// no limit.
+	RateLimit float64
+	// MaxConns caps the admin API's open connections (0: DefaultMaxConns).
+	MaxConns int
 }
 
 // Agent is a running allocator process.
@@ -66,19 +84,40 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.HTTPAddr == "" {
 		return nil, fmt.Errorf("%w: http address is required (--http-addr)", cluster.ErrBadConfig)
 	}
+	if cfg.HTTPS && cfg.TLS == nil {
+		return nil, fmt.Errorf("%w: an HTTPS admin API needs the TLS identity (--tls-ca/--tls-cert/--tls-key)", cluster.ErrBadConfig)
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on http address %s: %w", cfg.HTTPAddr, err)
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	ln = newLimitListener(ln, cfg.MaxConns)
+	if cfg.HTTPS {
+		ln = tls.NewListener(ln, cfg.TLS.HTTPServerConfig())
+	}
 	if cfg.Peers == nil {
 		pc := api.NewClient()
 		pc.Retry = false
+		if cfg.Token != "" {
+			pc.WithToken(cfg.Token)
+		}
+		if cfg.HTTPS {
+			pc.WithTLS(cfg.TLS.ClientConfig())
+		}
 		cfg.Peers = pc
 	}
 	a := &Agent{log: log, ln: ln, done: make(chan error, 1)}
 	// The handler is swapped in once the node exists; until then probes get
 	// 503 so bootstrapping peers simply retry.
+	live := api.LiveHandler(cfg.ID) // the liveness probe answers from the start
 	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/health/live" {
+			live.ServeHTTP(w, r)
+			return
+		}
 		http.Error(w, `{"error":"starting","code":"no_leader","retryable":true}`, http.StatusServiceUnavailable)
 	})
 	ready := make(chan struct{})
@@ -92,6 +131,11 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 			}
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
+		// Bodies are capped at a few MiB; a minute is ample on any link and
+		// stops clients that trickle bytes from holding connections.
+		ReadTimeout:    time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
 	}
 	go func() {
 		err := a.http.Serve(ln)
@@ -104,7 +148,10 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a.Loads = loadview.New(nil)
 	cfg.Loads = a.Loads
 	if cfg.TLS != nil && cfg.RaftLayer == nil && !cfg.RaftPlainTCP {
-		layer, lerr := cluster.NewTLSStreamLayer(cfg.RaftAddr, cfg.TLS.ServerConfig(nil, cluster.RaftALPN), cfg.TLS.ClientConfig(cluster.RaftALPN))
+		// Raft accepts agent certificates only (a media node's certificate
+		// can never join or stand as a voter), in both directions.
+		layer, lerr := cluster.NewTLSStreamLayer(cfg.RaftAddr,
+			pki.RequireAgent(cfg.TLS.ServerConfig(nil, cluster.RaftALPN), nil), pki.RequireAgent(cfg.TLS.ClientConfig(cluster.RaftALPN), nil))
 		if lerr != nil {
 			_ = a.http.Close()
 			return nil, lerr
@@ -153,6 +200,13 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a.API = api.NewHandler(a.Node, log.With("node", cfg.ID), reg)
 	a.API.Decorate = a.Loads.Decorate
+	if cfg.ACL {
+		a.API.EnableACL()
+		a.API.SetRateLimits(cfg.RateLimit, 0)
+	}
+	if cfg.HTTPS {
+		a.API.SetForwardTLS(cfg.TLS.ClientConfig())
+	}
 	close(ready)
 	return a, nil
 }
@@ -163,6 +217,7 @@ func (a *Agent) HTTPAddr() string { return a.ln.Addr().String() }
 // Shutdown transfers leadership if this agent leads, then stops raft and
 // the HTTP server. Bounded by ctx.
 func (a *Agent) Shutdown(ctx context.Context) error {
+	a.API.SetShuttingDown() // readiness fails first, so balancers drain us
 	if a.QUIC != nil {
 		// First, so media nodes move to another agent at once.
 		_ = a.QUIC.Close()

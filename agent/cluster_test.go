@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -437,7 +438,9 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tt.status || !strings.Contains(string(body), `"code": "`+tt.code+`"`) || !strings.Contains(string(body), tt.contains) {
+			var e api.Error
+			_ = json.Unmarshal(body, &e)
+			if resp.StatusCode != tt.status || e.Code != tt.code || !strings.Contains(e.Error, tt.contains) {
 				t.Fatalf("got %d %s", resp.StatusCode, body)
 			}
 		})

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,12 +12,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/pki"
 )
 
 // Client talks to any agent(s). Retryable failures (no leader, leadership
@@ -24,16 +28,117 @@ import (
 // the configured addresses until the context ends; every write it sends is
 // idempotent (allocations carry request ids), so a retry never grants
 // twice.
+//
+// With more than one address, each attempt has its own deadline
+// (AttemptTimeout, doubling on every round through the addresses), so a
+// frozen agent (SIGSTOP, a hung VM)
+// costs one attempt, not the caller's whole timeout: the next attempt goes
+// to another agent, which forwards to the leader and fails over to a new
+// one by itself. The client starts with the agent that answered last.
 type Client struct {
 	addrs []string
 	hc    *http.Client
 	// Retry disables retries when false (used by bootstrap probes).
 	Retry bool
+	// Batch makes Allocate coalesce concurrent calls into batch requests
+	// (POST /v1/allocations/batch): for a client issuing many allocations
+	// at once it saves an HTTP exchange and a forward per allocation.
+	// Answers, errors and retries are those of single calls.
+	Batch bool
+
+	batch *batcher
+	rr    atomic.Uint32 // round-robin over addrs for batches
+	// token is sent as "Authorization: Bearer <token>" when set.
+	token  string
+	scheme string
+	// AttemptTimeout bounds one attempt (doubled for every round through
+	// all addresses); zero means DefaultAttemptTimeout. Clusters with
+	// other raft timing should use AttemptTimeoutFor.
+	AttemptTimeout time.Duration
+	// Attempts counts the attempts this client made (for tests and
+	// benchmarks).
+	Attempts atomic.Int64
+
+	next atomic.Int64 // index of the address to try first
 }
 
+// AttemptTimeoutFor returns the per-attempt deadline suited to a cluster
+// with the given raft heartbeat and election timeouts: two of an agent's
+// forward windows (cluster.ForwardTimeout), long enough for the agent
+// asked to fail a forwarded request over to a new leader once. Slower
+// answers only cost a retry with the same request id, and the deadline
+// doubles on every round through the addresses.
+func AttemptTimeoutFor(heartbeat, election time.Duration) time.Duration {
+	return 2 * cluster.ForwardTimeout(heartbeat, election)
+}
+
+// DefaultAttemptTimeout is AttemptTimeoutFor the agent's default raft
+// timing (1.1 s with 150 ms timeouts).
+var DefaultAttemptTimeout = AttemptTimeoutFor(cluster.DefaultHeartbeatTimeout, cluster.DefaultElectionTimeout)
+
 // NewClient returns a client for the given agent HTTP addresses (host:port).
+// It sends the token in SWITCHYARD_TOKEN, if set (see WithToken), and
+// speaks HTTPS, verifying the agents against the CA in the file
+// SWITCHYARD_CACERT names, if set (see WithTLS).
 func NewClient(addrs ...string) *Client {
-	return &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true}
+	c := &Client{addrs: addrs, hc: &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}, Retry: true,
+		token: os.Getenv(TokenEnv), scheme: "http"}
+	c.batch = &batcher{c: c, maxInflight: 4}
+	if f := os.Getenv(CACertEnv); f != "" {
+		if pem, err := os.ReadFile(f); err == nil {
+			if tc, err := pki.CAClientConfig(pem); err == nil {
+				c.WithTLS(tc)
+			}
+		}
+	}
+	return c
+}
+
+// Environment variables clients read: the token to send, and the CA file
+// that makes them speak HTTPS.
+const (
+	TokenEnv  = "SWITCHYARD_TOKEN"
+	CACertEnv = "SWITCHYARD_CACERT"
+)
+
+// WithToken makes c send secret as its bearer token ("" sends none).
+func (c *Client) WithToken(secret string) *Client {
+	c.token = secret
+	return c
+}
+
+// WithTLS makes c speak HTTPS with cfg (nil switches back to plain HTTP).
+func (c *Client) WithTLS(cfg *tls.Config) *Client {
+	tr := NewTransport()
+	tr.TLSClientConfig = cfg
+	c.hc = &http.Client{Timeout: c.hc.Timeout, Transport: tr}
+	c.scheme = "http"
+	if cfg != nil {
+		c.scheme = "https"
+	}
+	return c
+}
+
+// pick returns the next address, round-robin.
+func (c *Client) pick() string { return c.addrs[int(c.rr.Add(1))%len(c.addrs)] }
+
+// perAttempt reports whether attempts get their own deadline: only when
+// there is another agent to turn to, and not for bulk transfers
+// (snapshots), which may legitimately take long.
+func (c *Client) perAttempt(body []byte, out any) bool {
+	if _, bulk := out.(io.Writer); bulk || len(body) > 1<<20 {
+		return false
+	}
+	return len(c.addrs) > 1
+}
+
+// attemptTimeout is the deadline of the given attempt (0-based).
+func (c *Client) attemptTimeout(attempt int) time.Duration {
+	d := c.AttemptTimeout
+	if d <= 0 {
+		d = DefaultAttemptTimeout
+	}
+	return d << min(attempt/max(len(c.addrs), 1), 4)
 }
 
 // NewTransport returns an HTTP transport for agent-to-agent and client
@@ -93,15 +198,33 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	// 100 ms cap, with jitter so clients do not march in step).
 	backoff := 10 * time.Millisecond
 	var last error
+	first := int(c.next.Load())
 	for attempt := 0; ; attempt++ {
-		addr := c.addrs[attempt%len(c.addrs)]
-		last = c.once(ctx, addr, method, path, body, out)
-		if last == nil || !c.Retry || !IsRetryable(last) {
+		i := (first + attempt) % len(c.addrs)
+		addr := c.addrs[i]
+		c.Attempts.Add(1)
+		if !c.Retry {
+			return c.once(ctx, addr, method, path, body, out)
+		}
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if c.perAttempt(body, out) {
+			actx, cancel = context.WithTimeout(ctx, c.attemptTimeout(attempt))
+		}
+		last = c.once(actx, addr, method, path, body, out)
+		cancel()
+		if last == nil {
+			c.next.Store(int64(i))
+			return nil
+		}
+		if !IsRetryable(last) {
 			return last
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, len(c.addrs), attempt+1, ctx.Err())
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (gave up: %v)", last, ctx.Err())
+			return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, len(c.addrs), attempt+1, ctx.Err())
 		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		}
 		if backoff < 100*time.Millisecond {
@@ -115,9 +238,12 @@ func (c *Client) once(ctx context.Context, addr, method, path string, body []byt
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.scheme+"://"+addr+path, rd)
 	if err != nil {
 		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -242,6 +368,13 @@ func (c *Client) DeregisterServer(ctx context.Context, id string) error {
 // Allocate asks for an allocation. Retries reuse r.RequestID, so the
 // cluster grants it at most once.
 func (c *Client) Allocate(ctx context.Context, r AllocateRequest) (Allocation, error) {
+	if c.Batch && c.batch != nil && len(c.addrs) > 0 {
+		return c.batch.allocate(ctx, r)
+	}
+	return c.allocateOne(ctx, r)
+}
+
+func (c *Client) allocateOne(ctx context.Context, r AllocateRequest) (Allocation, error) {
 	var a Allocation
 	return a, c.do(ctx, "POST", "/v1/allocations", mustJSON(r), &a)
 }
@@ -309,4 +442,27 @@ func (c *Client) RestoreSnapshot(ctx context.Context, data []byte, adopt bool) (
 		p += "?adopt=true"
 	}
 	return r, c.do(ctx, "POST", p, data, &r)
+}
+
+// ACLBootstrap creates the first operator token (once per cluster).
+func (c *Client) ACLBootstrap(ctx context.Context) (ACLTokenSecret, error) {
+	var t ACLTokenSecret
+	return t, c.do(ctx, "POST", "/v1/acl/bootstrap", nil, &t)
+}
+
+// ACLCreateToken creates a token.
+func (c *Client) ACLCreateToken(ctx context.Context, r CreateTokenRequest) (ACLTokenSecret, error) {
+	var t ACLTokenSecret
+	return t, c.do(ctx, "POST", "/v1/acl/tokens", mustJSON(r), &t)
+}
+
+// ACLTokens lists tokens (without secrets).
+func (c *Client) ACLTokens(ctx context.Context) ([]ACLToken, error) {
+	var t []ACLToken
+	return t, c.do(ctx, "GET", "/v1/acl/tokens", nil, &t)
+}
+
+// ACLRevokeToken revokes a token by id.
+func (c *Client) ACLRevokeToken(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/acl/tokens/"+url.PathEscape(id), nil, nil)
 }

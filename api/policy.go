@@ -163,6 +163,10 @@ func (s *Handler) setPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pb := p.ToPB()
+	if err := fsm.CheckPolicyInput(pb); err != nil { // fsm/limits.go
+		s.fail(w, err)
+		return
+	}
 	if err := fsm.ValidatePolicy(pb); err != nil {
 		s.fail(w, err)
 		return

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +57,8 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	// Decorate, if set before serving, decorates GET /v1/servers entries.
 	Decorate ServerListDecorator
+	health   *health  // api/health.go
+	acl      aclState // acl.go
 }
 
 // forwardedHeader marks a request a follower forwarded, so it is never
@@ -92,10 +96,13 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 	s.handle("GET /v1/allocations/{id}", s.getAllocation, false)
 	s.handle("POST /v1/allocations", s.allocate, true)
 	s.handle("DELETE /v1/allocations/{id}", s.release, true)
+	s.handle("POST /v1/allocations/batch", s.allocateBatch, true) // api/batch.go
 	s.handle("GET /v1/snapshot", s.snapshot, true)
 	s.handle("POST /v1/snapshot", s.restore, true)
 	s.registerPolicyRoutes() // issue #6: api/policy.go
+	s.registerOpsRoutes()    // health, stats, overview, dashboard: api/health.go
 	s.registerRoomRoutes()   // api/rooms.go
+	s.registerACLRoutes()    // acl.go
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})
@@ -104,14 +111,20 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.guard(w, r) { // acl.go: browser protection, authentication, authorization
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // Handle adds a route (used by other packages to extend the API).
 func (s *Handler) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code   int
+	pretty bool // ?pretty: indent JSON for a human (the hot path stays compact)
 }
 
 func (r *statusRecorder) WriteHeader(c int) { r.code = c; r.ResponseWriter.WriteHeader(c) }
@@ -120,7 +133,7 @@ func (r *statusRecorder) WriteHeader(c int) { r.code = c; r.ResponseWriter.Write
 // run on the leader: a follower forwards them.
 func (s *Handler) handle(pattern string, fn http.HandlerFunc, leaderOnly bool) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w, code: 200}
+		rec := &statusRecorder{ResponseWriter: w, code: 200, pretty: r.URL.Query().Has("pretty")}
 		defer func() { s.requests.WithLabelValues(pattern, strconv.Itoa(rec.code)).Inc() }()
 		needLeader := leaderOnly || (r.Method == http.MethodGet && r.URL.Query().Get("stale") != "true" && pattern != "GET /v1/status" && pattern != "GET /v1/internal/info" && pattern != "GET /v1/members")
 		if needLeader && !s.b.IsLeader() {
@@ -137,10 +150,15 @@ func (s *Handler) handle(pattern string, fn http.HandlerFunc, leaderOnly bool) {
 	})
 }
 
-// forward relays r to the leader and copies its answer back.
+// forward relays r to the leader and copies its answer back. With a
+// backend that can fail over (cluster.Node.Forward), each attempt is
+// bounded by the raft timing and the request is re-sent, unchanged (same
+// request id), to a new leader when leadership moves or the leader goes
+// silent; the number of attempts is reported in forwardAttemptsHeader.
 func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 	lid, lm, ok := s.b.Leader()
-	if r.Header.Get(forwardedHeader) != "" || !ok || lm == nil || lm.HttpAddr == "" {
+	fw, canFailover := s.b.(leaderForwarder)
+	if r.Header.Get(forwardedHeader) != "" || (!canFailover && (!ok || lm == nil || lm.HttpAddr == "")) {
 		err := cluster.ErrNoLeader
 		if ok {
 			err = cluster.ErrNotLeader
@@ -153,33 +171,112 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, &Error{Error: "request body: " + err.Error(), Code: "invalid_argument"})
 		return
 	}
-	u := "http://" + lm.HttpAddr + r.URL.RequestURI()
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, u, bytes.NewReader(body))
+	if !canFailover {
+		ans, err := s.forwardTo(r.Context(), r, body, lid, lm)
+		if err != nil {
+			// The leader may have received it: report unknown, retryable.
+			writeError(w, http.StatusServiceUnavailable, &Error{Error: fmt.Sprintf("forward to leader %s: %v", lid, err), Code: "unknown_outcome", Retryable: true, Leader: lid})
+			return
+		}
+		ans.write(w, cluster.ForwardStats{Attempts: 1, Leaders: []string{lid}})
+		return
+	}
+	// Every write is idempotent (request ids, set semantics) except moving
+	// leadership: a second transfer could move it twice.
+	idempotent := r.URL.Path != "/v1/operator/transfer-leader"
+	var ans *forwardAnswer
+	st, err := fw.Forward(r.Context(), idempotent, func(ctx context.Context, lid string, m *fsmpb.Member) error {
+		a, err := s.forwardTo(ctx, r, body, lid, m)
+		if err != nil {
+			return err
+		}
+		if a.status == http.StatusServiceUnavailable {
+			var e Error
+			if json.Unmarshal(a.body, &e) == nil && (e.Code == "not_leader" || e.Code == "no_leader") {
+				return fmt.Errorf("%w: %s answered: %s", cluster.ErrNotLeader, lid, e.Error)
+			}
+		}
+		ans = a
+		return nil
+	})
+	w.Header().Set(forwardAttemptsHeader, strconv.Itoa(st.Attempts))
+	w.Header().Set(forwardLeadersHeader, strings.Join(st.Leaders, ","))
+	if st.Attempts > 1 {
+		s.log.Info("forwarded request failed over to another leader", "method", r.Method, "path", r.URL.Path, "attempts", st.Attempts, "leaders", st.Leaders, "err", err)
+	}
 	if err != nil {
 		s.fail(w, err)
 		return
+	}
+	ans.write(w, st)
+}
+
+// forwardAttemptsHeader tells how many times a follower sent the request to
+// a leader (more than one: it failed over); forwardLeadersHeader lists
+// the leader of each attempt, comma-separated.
+const (
+	forwardAttemptsHeader = "X-Switchyard-Forward-Attempts"
+	forwardLeadersHeader  = "X-Switchyard-Forward-Leaders"
+)
+
+// leaderForwarder is implemented by backends that bound forwarded
+// attempts and fail them over to a new leader (*cluster.Node).
+type leaderForwarder interface {
+	Forward(ctx context.Context, idempotent bool, send cluster.ForwardFunc) (cluster.ForwardStats, error)
+}
+
+// forwardAnswer is a leader's buffered answer to a forwarded request.
+type forwardAnswer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (a *forwardAnswer) write(w http.ResponseWriter, st cluster.ForwardStats) {
+	for k, v := range a.header {
+		w.Header()[k] = v
+	}
+	w.Header().Set(forwardAttemptsHeader, strconv.Itoa(st.Attempts))
+	w.Header().Set(forwardLeadersHeader, strings.Join(st.Leaders, ","))
+	w.WriteHeader(a.status)
+	_, _ = w.Write(a.body)
+}
+
+// forwardTo sends r (with body) to leader lid once and reads its answer.
+func (s *Handler) forwardTo(ctx context.Context, r *http.Request, body []byte, lid string, m *fsmpb.Member) (*forwardAnswer, error) {
+	if m == nil || m.GetHttpAddr() == "" {
+		return nil, fmt.Errorf("%w: leader %s has no known HTTP address", cluster.ErrNotLeader, lid)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, s.fwdScheme()+"://"+m.GetHttpAddr()+r.URL.RequestURI(), bytes.NewReader(body)) // acl.go: https when the API is
+	if err != nil {
+		return nil, err
 	}
 	req.Header = r.Header.Clone()
 	req.Header.Set(forwardedHeader, s.b.ID())
 	resp, err := s.fwd.Do(req)
 	if err != nil {
-		// The leader may have received it: report unknown, retryable.
-		writeError(w, http.StatusServiceUnavailable, &Error{Error: fmt.Sprintf("forward to leader %s: %v", lid, err), Code: "unknown_outcome", Retryable: true, Leader: lid})
-		return
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			// Never sent: safe to send anywhere.
+			return nil, fmt.Errorf("%w: leader %s: %v", cluster.ErrNotLeader, lid, err)
+		}
+		return nil, err
 	}
 	defer resp.Body.Close()
-	for k, v := range resp.Header {
-		w.Header()[k] = v
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("read leader %s's answer: %w", lid, err)
 	}
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, resp.Body)
+	return &forwardAnswer{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	if rec, ok := w.(*statusRecorder); ok && rec.pretty {
+		enc.SetIndent("", "  ")
+	}
 	_ = enc.Encode(v)
 }
 
@@ -206,6 +303,13 @@ type codedSentinel struct {
 
 // fail answers err with the right status, code and retry hint.
 func (s *Handler) fail(w http.ResponseWriter, err error) {
+	status, e := s.errorFor(err)
+	writeError(w, status, e)
+}
+
+// errorFor maps err to its HTTP status and wire error (one table for the
+// single and the batched endpoints).
+func (s *Handler) errorFor(err error) (int, *Error) {
 	e := &Error{Error: err.Error()}
 	lid, _, _ := s.b.Leader()
 	e.Leader = lid
@@ -232,7 +336,7 @@ func (s *Handler) fail(w http.ResponseWriter, err error) {
 		e.Code = "internal"
 		s.log.Error("request failed", "err", err)
 	}
-	writeError(w, status, e)
+	return status, e
 }
 
 // decode reads a JSON body into v, refusing unknown fields and trailing data.
@@ -327,10 +431,15 @@ func (s *Handler) registerServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	res, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: &fsmpb.Server{
+	in := &fsmpb.Server{
 		Id: req.ID, Addresses: req.Addresses, Region: req.Region, Zone: req.Zone, Labels: req.Labels,
 		CapacityUnits: req.Capacity, Incarnation: req.Incarnation,
-	}}}})
+	}
+	if err := fsm.CheckServerInput(in); err != nil { // fsm/limits.go
+		s.fail(w, err)
+		return
+	}
+	res, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: in}}})
 	_ = res
 	if err != nil {
 		s.fail(w, err)
@@ -384,25 +493,37 @@ func (s *Handler) allocate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	if req.TTLMs < 0 {
-		s.fail(w, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid))
-		return
-	}
-	a, dup, err := s.b.Allocate(r.Context(), cluster.AllocateRequest{
-		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
-		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
-	})
+	a, code, err := s.allocateOne(r.Context(), req)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
+	writeJSON(w, code, a)
+}
+
+// allocateOne validates and runs one allocation request: the rules the
+// single and the batched endpoints share. code is 201 for a new
+// allocation, 200 for a request id already answered.
+func (s *Handler) allocateOne(ctx context.Context, req AllocateRequest) (Allocation, int, error) {
+	if req.TTLMs < 0 {
+		return Allocation{}, 0, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
+	}
+	if err := fsm.CheckAllocateInput(req.RequestID, req.Room, req.Requester, req.Region, req.Server, req.TTLMs); err != nil { // fsm/limits.go
+		return Allocation{}, 0, err
+	}
+	a, dup, err := s.b.Allocate(ctx, cluster.AllocateRequest{
+		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
+		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
+	})
+	if err != nil {
+		return Allocation{}, 0, err
+	}
 	js := AllocationFromPB(a)
 	js.Duplicate = dup
-	code := http.StatusCreated
 	if dup {
-		code = http.StatusOK
+		return js, http.StatusOK, nil
 	}
-	writeJSON(w, code, js)
+	return js, http.StatusCreated, nil
 }
 
 func (s *Handler) release(w http.ResponseWriter, r *http.Request) {
@@ -436,6 +557,7 @@ func (s *Handler) restore(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	s.keepACL(st) // acl.go: a restore never changes credentials
 	if err := s.b.Restore(r.Context(), st, r.URL.Query().Get("adopt") == "true"); err != nil {
 		s.fail(w, err)
 		return

@@ -148,7 +148,7 @@ func TestChaos(t *testing.T) {
 // leader must wait a full failure-detection window first).
 func chaosLoadGen(t *testing.T, c campaign, bin string) {
 	ctx := context.Background()
-	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), QUIC: true})
+	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), QUIC: true, ACL: true})
 	var quic []string
 	for _, p := range pc.Nodes {
 		quic = append(quic, p.QUICAddr)
@@ -195,7 +195,7 @@ func chaosFaults(t *testing.T, c campaign, bin string) {
 	} else {
 		nemeses = append(nemeses, ClockOffset{Offset: 240 * time.Hour})
 	}
-	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), NodeArgs: ClockFileArgs})
+	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), NodeArgs: ClockFileArgs, ACL: true})
 	target := &ProcTarget{C: pc}
 	sum, err := Run(ctx, Config{
 		Name: "faults", Target: target, Clients: 8, Rounds: len(nemeses), ClientRate: 0,
@@ -226,7 +226,7 @@ func chaosProcesses(t *testing.T, c campaign, bin string) {
 			if sc.full && c.mode != "full" {
 				t.Skip("full campaign only")
 			}
-			pc := proccluster.NewWithOptions(t, bin, sc.nodes, proccluster.Options{Args: agentArgs()})
+			pc := proccluster.NewWithOptions(t, bin, sc.nodes, proccluster.Options{Args: agentArgs(), ACL: true})
 			target := &ProcTarget{C: pc}
 			sum, err := Run(context.Background(), Config{
 				Name: sc.name, Target: target, Clients: 8, Steady: c.steady / 2, Duration: c.duration,
@@ -310,7 +310,7 @@ func chaosNetNS(t *testing.T, c campaign, bin string) {
 				}
 			})
 			pc := proccluster.NewWithOptions(t, bin, sc.nodes, proccluster.Options{
-				Args: agentArgs(), Host: nn.Host,
+				Args: agentArgs(), Host: nn.Host, ACL: true,
 				Prefix: func(p *proccluster.Proc) []string {
 					i, _ := nn.index(p.ID)
 					return nn.Exec(i)

@@ -289,4 +289,11 @@ func TestLeaderKillUnavailability(t *testing.T) {
 	if u.Kills != 3 || u.NoAck != 1 || len(u.SamplesMs) != 2 || u.SamplesMs[0] != 300 || u.SamplesMs[1] != 200 || u.MaxMs != 300 {
 		t.Fatalf("got %+v", u)
 	}
+	// Freezes are measured the same way, each until the next freeze: no
+	// allocation was invoked between the first freeze and the second.
+	faults = []Fault{{Kind: "pause-leader", At: 150 * ms}, {Kind: "kill-leader", At: 160 * ms}, {Kind: "pause-leader", At: 900 * ms}}
+	z := LeaderFreezeUnavailability(ops, faults)
+	if z.Kills != 2 || z.NoAck != 1 || len(z.SamplesMs) != 1 || z.SamplesMs[0] != 300 {
+		t.Fatalf("freezes: got %+v", z)
+	}
 }

@@ -298,6 +298,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	faults := h.Faults()
 	sum.Ops, sum.OpsByKnd = countOps(ops)
 	sum.Failover = LeaderKillUnavailability(ops, faults)
+	sum.Freeze = LeaderFreezeUnavailability(ops, faults)
 	dir := filepath.Join(cfg.OutDir, cfg.Name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return sum, fmt.Errorf("out dir: %w", err)

@@ -20,9 +20,11 @@ type OpCounts struct {
 	Unknown      int `json:"unknown"`
 }
 
-// Unavailability summarizes the time from each leader kill to the first
-// acknowledged allocation invoked after it.
+// Unavailability summarizes the time from each leader kill (or freeze) to
+// the first acknowledged allocation invoked after it.
 type Unavailability struct {
+	// Kills counts the faults measured (leader kills, or leader freezes in
+	// the freeze summary).
 	Kills int     `json:"kills"`
 	P50Ms float64 `json:"p50_ms"`
 	P99Ms float64 `json:"p99_ms"`
@@ -54,12 +56,16 @@ type Summary struct {
 	// agent flags, seed).
 	Settings map[string]string `json:"settings"`
 
-	Ops      OpCounts              `json:"operations"`
-	OpsByKnd map[Kind]OpCounts     `json:"operations_by_kind"`
-	Faults   map[string]int        `json:"faults"`
-	Failover Unavailability        `json:"unavailability_per_leader_kill"`
-	Elect    Elections             `json:"elections"`
-	Lin      LinearizabilityResult `json:"linearizability"`
+	Ops      OpCounts          `json:"operations"`
+	OpsByKnd map[Kind]OpCounts `json:"operations_by_kind"`
+	Faults   map[string]int    `json:"faults"`
+	Failover Unavailability    `json:"unavailability_per_leader_kill"`
+	// Freeze is the same measure for every leader freeze (SIGSTOP of the
+	// leader: "pause-leader"), where nothing refuses connections and the
+	// cluster relies on raft's timers and on forwarding failover.
+	Freeze Unavailability        `json:"unavailability_per_leader_freeze"`
+	Elect  Elections             `json:"elections"`
+	Lin    LinearizabilityResult `json:"linearizability"`
 
 	// Violations counts violations by invariant (every invariant is
 	// listed, 0 when it held); Details lists up to 100 of them.
@@ -131,6 +137,18 @@ func percentile(xs []float64, p float64) float64 {
 // other faults were injected meanwhile. A kill with no such allocation
 // before the next leader kill counts as NoAck.
 func LeaderKillUnavailability(ops []Op, faults []Fault) Unavailability {
+	return faultUnavailability(ops, faults, "kill-leader")
+}
+
+// LeaderFreezeUnavailability is LeaderKillUnavailability for leader
+// freezes ("pause-leader" faults; each measured until the next one).
+func LeaderFreezeUnavailability(ops []Op, faults []Fault) Unavailability {
+	return faultUnavailability(ops, faults, "pause-leader")
+}
+
+// faultUnavailability measures every fault of the given kind (see
+// LeaderKillUnavailability).
+func faultUnavailability(ops []Op, faults []Fault, kind string) Unavailability {
 	var u Unavailability
 	var acks []Op
 	for _, op := range ops {
@@ -140,13 +158,13 @@ func LeaderKillUnavailability(ops []Op, faults []Fault) Unavailability {
 	}
 	sort.Slice(acks, func(i, j int) bool { return acks[i].Call < acks[j].Call })
 	for i, f := range faults {
-		if f.Kind != "kill-leader" {
+		if f.Kind != kind {
 			continue
 		}
 		u.Kills++
 		until := int64(math.MaxInt64)
 		for _, g := range faults[i+1:] {
-			if g.Kind == "kill-leader" {
+			if g.Kind == kind {
 				until = g.At
 				break
 			}
@@ -189,6 +207,9 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintln(w)
 	f := s.Failover
 	fmt.Fprintf(w, "unavailability per leader kill: kills=%d p50=%.0fms p99=%.0fms max=%.0fms no-ack=%d\n", f.Kills, f.P50Ms, f.P99Ms, f.MaxMs, f.NoAck)
+	if z := s.Freeze; z.Kills > 0 {
+		fmt.Fprintf(w, "unavailability per leader freeze: freezes=%d p50=%.0fms p99=%.0fms max=%.0fms no-ack=%d\n", z.Kills, z.P50Ms, z.P99Ms, z.MaxMs, z.NoAck)
+	}
 	fmt.Fprintf(w, "elections: term %d -> %d; steady %.0fs: %d elections, %d acknowledged\n", s.Elect.FirstTerm, s.Elect.LastTerm, s.Elect.SteadySeconds, s.Elect.SteadyElections, s.Elect.SteadyOps)
 	fmt.Fprintf(w, "linearizability: %s over %d ops / %d request ids", s.Lin.Result, s.Lin.Operations, s.Lin.Keys)
 	if s.Lin.Visualization != "" {

@@ -72,11 +72,15 @@ type Config struct {
 
 // LAN defaults: measured on this project's 2-core machines, 150 ms
 // heartbeat/election timeouts elect a new leader in 0.2–0.6 s with no
-// spurious elections at full load (see ../shared/design.md).
+// spurious elections at full load (see ../shared/design.md). The leader
+// lease equals the heartbeat timeout (raft allows no more): a shorter
+// lease makes a leader whose heartbeat answers are merely late (a starved
+// scheduler) step down before any follower would have given up on it,
+// which turns a hiccup into an election (failover.go).
 const (
 	DefaultHeartbeatTimeout   = 150 * time.Millisecond
 	DefaultElectionTimeout    = 150 * time.Millisecond
-	DefaultLeaderLeaseTimeout = 100 * time.Millisecond
+	DefaultLeaderLeaseTimeout = DefaultHeartbeatTimeout
 	DefaultCommitTimeout      = 10 * time.Millisecond
 	DefaultSnapshotThreshold  = 4096
 	DefaultSnapshotInterval   = 30 * time.Second

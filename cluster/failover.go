@@ -72,6 +72,7 @@ func (n *Node) deadLeaderLoop() {
 		termAt     time.Time //
 		probedAt   time.Time // last probe of the silent leader's port
 		acted      bool      // left the election to another or kicked this silence
+		ledTerm    uint64    // the term this node led in, while it leads
 	)
 	for {
 		select {
@@ -82,7 +83,16 @@ func (n *Node) deadLeaderLoop() {
 		if cur := n.raft.CurrentTerm(); cur != term {
 			term, termAt = cur, time.Now()
 		}
-		if n.raft.State() != raft.Follower {
+		state := n.raft.State()
+		if state == raft.Leader {
+			ledTerm = term
+			continue
+		}
+		if ledTerm != 0 {
+			n.reclaimAfterStepDown(ledTerm)
+			ledTerm = 0
+		}
+		if state != raft.Follower {
 			continue
 		}
 		if addr, id := n.raft.LeaderWithID(); addr != "" {
@@ -221,4 +231,63 @@ func refused(ctx context.Context, addr string) bool {
 		return false
 	}
 	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// Reclaiming leadership after a lease step-down.
+//
+// A raft leader steps down when it has not heard from a quorum for its
+// lease (LeaderLeaseTimeout). On a starved machine (a loaded CI host, the
+// race detector) that happens to a healthy leader: a heartbeat round trip
+// needs four goroutine wake-ups, each of which was measured to take up to
+// ~380 ms there, so the leader's view of its followers ages past the lease
+// while the followers still hear it and keep it as their leader. Left to
+// raft, the step-down silences the leader, so every follower's heartbeat
+// timeout now starts from the same instant: they campaign together, the
+// deposed leader (whose log is the newest, it was just appending) refuses
+// their pre-votes, the other two split their votes, and each failed round
+// costs an election timeout. The in-process cluster went 12–14 s without
+// a leader that way.
+//
+// The deposed leader is the one node every other voter will vote for: it
+// is the leader they still follow (raft grants a vote to the known leader)
+// and no log is newer than its own. So right after a lease step-down, if
+// nothing has happened since (same term, no other leader, still a
+// follower), it starts an election at once with the same TimeoutNow fast
+// failover uses. One round trip later it leads again. Votes still check
+// term and log, so safety is raft's; a leader cut off by a real partition
+// only spends one term on a vote nobody receives, then waits for raft's
+// timers with pre-vote like any follower.
+
+// reclaimAfterStepDown runs (from deadLeaderLoop, within a poll interval)
+// when this node stopped leading; ledTerm is the term it led in. It starts
+// an election at once when that was a lease step-down (see above).
+func (n *Node) reclaimAfterStepDown(ledTerm uint64) {
+	// Look twice, a poll interval apart: raft sets the follower state a
+	// moment before the newer term that deposed it.
+	for look := 0; look < 2; look++ {
+		if look > 0 {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(fastFailoverPoll):
+			}
+		}
+		if n.ctx.Err() != nil || n.raft.CurrentTerm() != ledTerm || n.raft.State() != raft.Follower {
+			return // shutting down, a newer term, or our own candidacy: raft is electing already
+		}
+		if addr, _ := n.raft.LeaderWithID(); addr != "" {
+			return
+		}
+	}
+	voters := n.voters()
+	if len(voters) < 2 || !slices.ContainsFunc(voters, func(s raft.Server) bool { return string(s.ID) == n.cfg.ID }) {
+		return
+	}
+	if err := n.kickElection(); err != nil {
+		n.log.Warn("could not start an election after a lease step-down", "err", err)
+		return
+	}
+	n.m.reclaims.Inc()
+	n.log.Info("stepped down because the lease ran out (no quorum heard within it) and no other leader took over: starting an election at once",
+		"term", ledTerm, "lease", n.cfg.LeaderLeaseTimeout)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/internal/ports"
+	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
 // A minimal in-process cluster for the policy and provisioning tests: real
@@ -63,8 +64,8 @@ func newPClusterTB(t testing.TB, n int, mutate func(i int, c *cluster.Config)) *
 		id := fmt.Sprintf("n%d", i+1)
 		cfg := cluster.Config{ID: id, DataDir: filepath.Join(t.TempDir(), id), RaftAddr: pfreeAddr(t), HTTPAddr: pfreeAddr(t),
 			BootstrapExpect: n, Logger: plogger().With("node", id),
-			// Relaxed timing for a loaded test machine (see testcluster.New).
-			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 400 * time.Millisecond}
+			// The relaxed timing of every test cluster (see testcluster.New).
+			HeartbeatTimeout: testcluster.TestHeartbeat, ElectionTimeout: testcluster.TestElection, LeaderLeaseTimeout: testcluster.TestLease}
 		joins = append(joins, cfg.HTTPAddr)
 		pc.nodes = append(pc.nodes, &pnode{id: id, cfg: cfg})
 	}
@@ -143,7 +144,11 @@ func (pc *pcluster) client() *api.Client {
 	for _, nd := range pc.running() {
 		addrs = append(addrs, nd.cfg.HTTPAddr)
 	}
-	return api.NewClient(addrs...)
+	cl := api.NewClient(addrs...)
+	// Attempts get the deadline the test timing calls for, not the
+	// production one: a loaded machine answers slowly without any fault.
+	cl.AttemptTimeout = api.AttemptTimeoutFor(testcluster.TestHeartbeat, testcluster.TestElection)
+	return cl
 }
 
 // leader waits for a ready leader that every running node knows.

@@ -14,6 +14,13 @@ type metrics struct {
 	guardedStamps prometheus.Counter
 	// failover.go
 	fastFailovers prometheus.Counter
+	// provision.go: one per pass of the provisioner's loop, so a test (or an
+	// operator) can tell that the leader looked again without waiting a
+	// fixed time.
+	provisionerPasses prometheus.Counter
+	// reclaims counts elections started at once by a leader that had
+	// stepped down because its lease ran out (failover.go).
+	reclaims prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -40,9 +47,17 @@ func newMetrics() *metrics {
 			Name: "switchyard_clock_offset_seconds",
 			Help: "This node's wall clock minus the time the leader stamps into the log (minimum over recent entries; positive: ahead).",
 		}),
+		provisionerPasses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_provisioner_passes_total",
+			Help: "Passes of the leader's provisioning loop (attach, claim, answer, retire).",
+		}),
 		fastFailovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_fast_failovers_total",
 			Help: "Elections this node started early because the silent leader's raft port refused connections (its process was gone).",
+		}),
+		reclaims: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_lease_reclaims_total",
+			Help: "Elections this node started at once after stepping down as leader because its lease ran out (no other node had taken over).",
 		}),
 		guardedStamps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_clock_guarded_stamps_total",
@@ -58,7 +73,7 @@ func (n *Node) Collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	return []prometheus.Collector{
-		n.m.allocations, n.m.entryCmds, n.m.commit, n.m.leaderships, n.m.clockOffset, n.m.guardedStamps, n.m.fastFailovers,
+		n.m.allocations, n.m.entryCmds, n.m.commit, n.m.leaderships, n.m.clockOffset, n.m.guardedStamps, n.m.fastFailovers, n.m.provisionerPasses, n.m.reclaims,
 		gauge("switchyard_raft_term", "Current raft term.", func() float64 { return float64(n.raft.CurrentTerm()) }),
 		gauge("switchyard_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) }),
 		gauge("switchyard_raft_applied_index", "Index of the last entry applied to the FSM.", func() float64 { return float64(n.raft.AppliedIndex()) }),

@@ -80,6 +80,11 @@ type Node struct {
 	// clock is the log-time guard (clock.go).
 	clock *logClock
 
+	// leaderCh is closed and replaced on every raft leader observation
+	// (LeaderChange, forward.go).
+	leaderChMu sync.Mutex
+	leaderCh   chan struct{}
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 	noTransfer   atomic.Bool
@@ -122,7 +127,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), fsm: fsm.New(), m: newMetrics()}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), fsm: fsm.New(), m: newMetrics(), leaderCh: make(chan struct{})}
 	n.clock = newLogClock(cfg.WallClock, cfg.ClockTolerance, n.log, n.m)
 	n.fsm.SetOnApply(func(_ uint64, stamp int64) { n.clock.observe(stamp) })
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -190,7 +195,8 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go n.watchLeader()
 	if !cfg.DisableFastFailover {
 		n.wg.Add(1)
 		go n.deadLeaderLoop()
@@ -322,6 +328,9 @@ type Status struct {
 	// ahead); absent before any entry was applied. Beyond the clock
 	// tolerance it is logged, and a leader stamps the log's time instead.
 	ClockOffsetMs *int64 `json:"clock_offset_ms,omitempty"`
+	// ForwardTimeoutMs is how long this node gives one forwarded attempt
+	// before it fails the request over to a new leader (forward.go).
+	ForwardTimeoutMs int64 `json:"forward_timeout_ms"`
 }
 
 // Status reports this node's raft state and membership.
@@ -332,6 +341,7 @@ func (n *Node) Status() Status {
 		ID: n.cfg.ID, State: n.raft.State().String(), Leader: lid, ClusterID: n.fsm.ClusterID(),
 		Term: n.raft.CurrentTerm(), LastIndex: n.raft.LastIndex(), CommitIndex: n.raft.CommitIndex(),
 		AppliedIndex: applied, StateHash: hash, Members: n.Members(),
+		ForwardTimeoutMs: n.ForwardTimeout().Milliseconds(),
 	}
 	if lm != nil {
 		st.LeaderHTTP = lm.HttpAddr

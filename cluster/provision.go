@@ -235,6 +235,7 @@ func (pv *provisioner) loop() {
 		pv.advance()
 		pv.answer()
 		pv.retire()
+		ls.n.m.provisionerPasses.Inc()
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
@@ -104,8 +106,8 @@ cat > %s`, calls, stdin))
 	if newLeader == leader {
 		t.Fatal("no new leader")
 	}
-	// Give the new leader time to act wrongly (it polls every 100 ms).
-	time.Sleep(500 * time.Millisecond)
+	// Give the new leader's provisioner several passes to act wrongly.
+	waitPasses(t, newLeader, 5)
 	// The media node the provider started comes up and registers.
 	cl = pc.client()
 	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: intent.ServerID, Capacity: 10}); err != nil {
@@ -255,9 +257,42 @@ func TestRetireIdleProvisionedServers(t *testing.T) {
 		}
 		return nil
 	})
-	// min_pool holds: the last one stays however long it idles.
-	time.Sleep(700 * time.Millisecond)
+	// min_pool holds: the last one stays however many passes it idles.
+	waitPasses(t, pc.leader(10*time.Second), 8)
 	if got := lines(calls); len(got) != 3 {
 		t.Fatalf("provider calls after the pool minimum: %q", got)
 	}
+}
+
+// provisionerPasses reads nd's switchyard_provisioner_passes_total.
+func provisionerPasses(t *testing.T, nd *pnode) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	for _, c := range nd.node.Collectors() {
+		reg.MustRegister(c)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "switchyard_provisioner_passes_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("switchyard_provisioner_passes_total not exported")
+	return 0
+}
+
+// waitPasses waits until nd's provisioner has run n more passes, so an
+// assertion that something did not happen has given it n chances to.
+func waitPasses(t *testing.T, nd *pnode, n float64) {
+	t.Helper()
+	start := provisionerPasses(t, nd)
+	peventually(t, 30*time.Second, func() error {
+		if got := provisionerPasses(t, nd); got < start+n {
+			return fmt.Errorf("provisioner passes %v, want %v", got-start, n)
+		}
+		return nil
+	})
 }

@@ -33,6 +33,9 @@ var (
 	// ErrVersionMismatch means a conditional change (policy if_version,
 	// intent if_state) found the state moved on; read again and retry.
 	ErrVersionMismatch = errors.New("version mismatch")
+	// ErrACLBootstrapped means ACLs were bootstrapped before; a second
+	// bootstrap is refused.
+	ErrACLBootstrapped = errors.New("ACLs already bootstrapped")
 )
 
 // codeTable lists every sentinel with its wire code. A function, not a
@@ -48,6 +51,7 @@ func codeTable() []codedSentinel {
 		{"unsupported_version", ErrUnsupportedVersion},
 		{"cluster_mismatch", ErrClusterMismatch},
 		{"version_mismatch", ErrVersionMismatch},
+		{"acl_bootstrapped", ErrACLBootstrapped},
 	}
 }
 

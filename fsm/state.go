@@ -32,6 +32,7 @@ type state struct {
 	intents     map[string]*fsmpb.ProvisionIntent // issue #6, see policy.go
 	rooms       map[string]*fsmpb.Room            // rooms.go; nil until the first room
 	roomNums    map[uint64]bool                   // numbers the rooms hold
+	acl         aclState                          // acl.go
 	applied     uint64
 	lastTime    int64
 	// Origin and sequence of the last applied entry (see Envelope.origin).
@@ -84,6 +85,8 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 		res.Room, err = s.placeRoom(now, v.PlaceRoom) // rooms.go
 	case *fsmpb.Command_ReleaseRoom:
 		res.Room, err = s.releaseRoom(now, v.ReleaseRoom)
+	case *fsmpb.Command_AclBootstrap, *fsmpb.Command_AclCreateToken, *fsmpb.Command_AclRevokeToken:
+		_, err = s.applyACL(now, c) // acl.go
 	default:
 		err = s.applyExt(index, pos, now, c, res) // policy.go: intents; unknown commands fail there
 	}
@@ -294,6 +297,8 @@ func (s *state) export() *fsmpb.State {
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
 	s.exportExt(st)   // policy.go
 	s.exportRooms(st) // rooms.go
+	s.exportExt(st)   // policy.go
+	s.exportACL(st)   // acl.go
 	return st
 }
 
@@ -321,6 +326,8 @@ func importState(st *fsmpb.State) (*state, error) {
 	}
 	s.importExt(st)   // policy.go
 	s.importRooms(st) // rooms.go
+	s.importExt(st)   // policy.go
+	s.importACL(st)   // acl.go
 	return s, nil
 }
 

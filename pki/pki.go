@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -96,6 +97,15 @@ func NewCA(name string) (*CA, error) {
 // become IP SANs, anything else DNS SANs. "localhost", 127.0.0.1 and ::1
 // are always included so loopback setups work out of the box.
 func (ca *CA) Issue(name string, hosts []string) (certPEM, keyPEM []byte, err error) {
+	return ca.IssueRole(name, RoleAgent, hosts)
+}
+
+// IssueRole is Issue for a certificate of role (agent or media), named in
+// its URI SAN spiffe://switchyard/<role>/<name> (see roles.go).
+func (ca *CA) IssueRole(name, role string, hosts []string) (certPEM, keyPEM []byte, err error) {
+	if !ValidRole(role) {
+		return nil, nil, fmt.Errorf("certificate role %q: want agent or media", role)
+	}
 	if name == "" {
 		return nil, nil, errors.New("certificate name is required")
 	}
@@ -117,6 +127,7 @@ func (ca *CA) Issue(name string, hosts []string) (certPEM, keyPEM []byte, err er
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{name, "localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		URIs:         []*url.URL{identityURI(role, name)},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -157,7 +168,12 @@ func (ca *CA) WriteCA(dir string) error {
 // IssueFiles issues a certificate for name and writes NAME.pem and
 // NAME-key.pem (0600) into dir. It returns the two paths.
 func (ca *CA) IssueFiles(name string, hosts []string, dir string) (certFile, keyFile string, err error) {
-	certPEM, keyPEM, err := ca.Issue(name, hosts)
+	return ca.IssueRoleFiles(name, RoleAgent, hosts, dir)
+}
+
+// IssueRoleFiles is IssueFiles for a certificate of role.
+func (ca *CA) IssueRoleFiles(name, role string, hosts []string, dir string) (certFile, keyFile string, err error) {
+	certPEM, keyPEM, err := ca.IssueRole(name, role, hosts)
 	if err != nil {
 		return "", "", err
 	}

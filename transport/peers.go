@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/loadview"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
@@ -29,9 +31,10 @@ func newPeers(s *Server) *peers { return &peers{s: s, conns: map[string]*quic.Co
 // than a fraction of the failure-detection window.
 const dialTimeout = time.Second
 
-// conn returns a live connection to addr, dialling one if needed. The
-// dial is abandoned as soon as addr stops being the leader's address.
-func (p *peers) conn(ctx context.Context, addr string) (*quic.Conn, error) {
+// conn returns a live connection to addr, dialling one if needed. With
+// followLeader, the dial is abandoned as soon as addr stops being the
+// leader's address.
+func (p *peers) conn(ctx context.Context, addr string, followLeader bool) (*quic.Conn, error) {
 	p.mu.Lock()
 	if c, ok := p.conns[addr]; ok {
 		if c.Context().Err() == nil {
@@ -48,6 +51,9 @@ func (p *peers) conn(ctx context.Context, addr string) (*quic.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	go func() {
+		if !followLeader {
+			return
+		}
 		t := time.NewTicker(25 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -113,17 +119,56 @@ func (p *peers) leaderAddr() (string, error) {
 
 // relay sends req to the leader and returns its answer. A transport
 // failure after the request may have been sent is reported as an unknown
-// outcome (retryable: every request is idempotent).
+// outcome (retryable: every request is idempotent). With a backend that
+// can fail over (cluster.Node.Forward), each attempt is bounded by the raft
+// timing and the request is re-sent to a new leader when leadership moves
+// or the leader goes silent, as the HTTP API does.
 func (p *peers) relay(ctx context.Context, req *transportpb.Request) (*transportpb.Response, error) {
-	addr, err := p.leaderAddr()
+	fwd := &transportpb.Request{Version: req.GetVersion(), Body: req.GetBody(), ForwardedBy: p.s.cfg.Backend.ID()}
+	fw, ok := p.s.cfg.Backend.(leaderForwarder)
+	if !ok {
+		addr, err := p.leaderAddr()
+		if err != nil {
+			return nil, err
+		}
+		return p.relayTo(ctx, addr, fwd)
+	}
+	var resp *transportpb.Response
+	st, err := fw.Forward(ctx, true, func(ctx context.Context, lid string, m *fsmpb.Member) error {
+		if m.GetQuicAddr() == "" {
+			return fmt.Errorf("%w: leader %s has no known QUIC address", cluster.ErrNotLeader, lid)
+		}
+		r, err := p.relayTo(ctx, m.GetQuicAddr(), fwd)
+		if err != nil {
+			return err
+		}
+		if c := r.GetErrorCode(); c == "not_leader" || c == "no_leader" {
+			return fmt.Errorf("%w: %s answered: %s", cluster.ErrNotLeader, lid, r.GetErrorMessage())
+		}
+		resp = r
+		return nil
+	})
+	if st.Attempts > 1 {
+		p.s.log.Info("relayed request failed over to another leader", "op", opName(req), "attempts", st.Attempts, "leaders", st.Leaders, "err", err)
+	}
 	if err != nil {
 		return nil, err
 	}
-	c, err := p.conn(ctx, addr)
+	return resp, nil
+}
+
+// leaderForwarder is implemented by backends that bound forwarded
+// attempts and fail them over to a new leader (*cluster.Node).
+type leaderForwarder interface {
+	Forward(ctx context.Context, idempotent bool, send cluster.ForwardFunc) (cluster.ForwardStats, error)
+}
+
+// relayTo sends fwd to the agent at addr once and returns its answer.
+func (p *peers) relayTo(ctx context.Context, addr string, fwd *transportpb.Request) (*transportpb.Response, error) {
+	c, err := p.conn(ctx, addr, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", cluster.ErrNotLeader, err)
 	}
-	fwd := &transportpb.Request{Version: req.GetVersion(), Body: req.GetBody(), ForwardedBy: p.s.cfg.Backend.ID()}
 	resp, err := roundTrip(ctx, c, fwd, p.s.cfg.HandlerTimeout)
 	if err != nil {
 		if c.Context().Err() != nil {
@@ -164,19 +209,27 @@ func roundTrip(ctx context.Context, c *quic.Conn, req *transportpb.Request, time
 	return resp, nil
 }
 
-// forwarder coalesces the reports a follower receives (latest per server)
-// and sends them to the leader every ForwardInterval, packed into
-// ReportBatch frames on one long-lived unidirectional stream.
+// forwarder coalesces the reports this agent receives from its media
+// nodes (latest per server) and shares them every ForwardInterval with
+// every other agent of the cluster, packed into ReportBatch frames on one
+// long-lived unidirectional stream per agent. So every agent, not only the
+// leader, holds the whole fleet's latest reports, and a new leader places
+// on fresh load from its first decision instead of waiting for reports to
+// find it. Forwarded reports are never forwarded again.
 type forwarder struct {
 	s       *Server
 	mu      sync.Mutex
 	pending map[string]pendingReport
 	// kick wakes run when pending goes from empty to non-empty.
 	kick chan struct{}
-	// owned by run
-	addr   string
-	stream *quic.SendStream
+	// owned by run: the report stream to each agent, by QUIC address
+	out map[string]*reportStream
+}
+
+// reportStream is the stream of forwarded reports to one agent.
+type reportStream struct {
 	conn   *quic.Conn
+	stream *quic.SendStream
 }
 
 type pendingReport struct {
@@ -188,14 +241,11 @@ type pendingReport struct {
 const forwardWriteTimeout = 200 * time.Millisecond
 
 func newForwarder(s *Server) *forwarder {
-	return &forwarder{s: s, pending: map[string]pendingReport{}, kick: make(chan struct{}, 1)}
+	return &forwarder{s: s, pending: map[string]pendingReport{}, kick: make(chan struct{}, 1), out: map[string]*reportStream{}}
 }
 
-// add queues r for the leader unless this agent leads.
+// add queues r for the other agents.
 func (f *forwarder) add(r *transportpb.LoadReport, got time.Time) {
-	if f.s.cfg.Backend.IsLeader() {
-		return
-	}
 	f.mu.Lock()
 	first := len(f.pending) == 0
 	if cur, ok := f.pending[r.GetServerId()]; !ok || loadview.Newer(r, cur.r) {
@@ -218,7 +268,7 @@ func (f *forwarder) run() {
 	defer f.s.wg.Done()
 	prune := time.NewTicker(max(f.s.cfg.ViewRetention/10, time.Second))
 	defer prune.Stop()
-	defer f.reset()
+	defer f.resetAll()
 	var last time.Time
 	for {
 		select {
@@ -256,46 +306,41 @@ func (f *forwarder) take() map[string]pendingReport {
 	return p
 }
 
+// targets lists the QUIC addresses of every other agent, the leader first.
+func (f *forwarder) targets() []string {
+	self := f.s.cfg.Backend.ID()
+	lead, _ := f.s.peers.leaderAddr()
+	out := []string{}
+	if lead != "" {
+		out = append(out, lead)
+	}
+	for _, m := range f.s.cfg.Backend.FSM().Members() {
+		if a := m.GetQuicAddr(); m.GetId() != self && a != "" && a != lead {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func (f *forwarder) flush() {
 	batch := f.take()
 	if batch == nil {
 		return
 	}
 	dropped := f.s.m.Forwarded.WithLabelValues("dropped")
-	if f.s.cfg.Backend.IsLeader() {
-		return // already in our own view
+	targets := f.targets()
+	for addr, rs := range f.out {
+		if !slices.Contains(targets, addr) {
+			f.reset(addr, rs) // no longer a member
+		}
 	}
-	addr, err := f.s.peers.leaderAddr()
-	if err != nil {
-		dropped.Add(float64(len(batch)))
-		return
-	}
-	if err := f.ensureStream(addr); err != nil {
-		f.s.log.Debug("cannot forward reports to leader", "leader", addr, "err", err)
+	if len(targets) == 0 {
 		dropped.Add(float64(len(batch)))
 		return
 	}
 	now := time.Now()
-	msg := &transportpb.ReportBatch{FromNode: f.s.cfg.Backend.ID(), Reports: make([]*transportpb.ForwardedReport, 0, min(len(batch), forwardChunk))}
-	send := func() error {
-		if len(msg.Reports) == 0 {
-			return nil
-		}
-		// A paused or dying leader stops acknowledging, and a quic-go
-		// stream write then blocks: give up quickly and drop the batch
-		// (reports are ephemeral; the next ones go to whoever leads then).
-		// A long wait here starved the new leader's view for a whole
-		// failure-detection window after a leader change.
-		_ = f.stream.SetWriteDeadline(time.Now().Add(forwardWriteTimeout))
-		err := WriteFrame(f.stream, msg)
-		if err == nil {
-			f.s.m.Forwarded.WithLabelValues("sent").Add(float64(len(msg.Reports)))
-		} else {
-			dropped.Add(float64(len(msg.Reports)))
-		}
-		msg.Reports = msg.Reports[:0]
-		return err
-	}
+	var frames []*transportpb.ReportBatch
+	msg := &transportpb.ReportBatch{FromNode: f.s.cfg.Backend.ID()}
 	for _, p := range batch {
 		age := now.Sub(p.got).Milliseconds()
 		if age < 0 {
@@ -303,52 +348,96 @@ func (f *forwarder) flush() {
 		}
 		msg.Reports = append(msg.Reports, &transportpb.ForwardedReport{Report: p.r, AgeMs: uint32(age)})
 		if len(msg.Reports) >= forwardChunk {
-			if err := send(); err != nil {
-				f.fail()
-				return
-			}
+			frames = append(frames, msg)
+			msg = &transportpb.ReportBatch{FromNode: f.s.cfg.Backend.ID()}
 		}
 	}
-	if err := send(); err != nil {
-		f.s.log.Debug("forward reports to leader failed", "leader", addr, "err", err)
-		f.fail()
+	if len(msg.Reports) > 0 {
+		frames = append(frames, msg)
+	}
+	// One goroutine per agent: a paused agent must not hold up the others
+	// (each write gives up after forwardWriteTimeout).
+	streams := make([]*reportStream, len(targets))
+	var wg sync.WaitGroup
+	for i, addr := range targets {
+		rs := f.out[addr]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			streams[i] = f.sendTo(addr, rs, frames, len(batch))
+		}()
+	}
+	wg.Wait()
+	for i, addr := range targets {
+		if streams[i] == nil {
+			delete(f.out, addr)
+		} else {
+			f.out[addr] = streams[i]
+		}
 	}
 }
 
-// fail drops the stream and its connection after a failed write: the peer
-// may be a dead process whose connection still looks open (until its idle
-// timeout), and the next flush must dial afresh rather than reuse it.
-func (f *forwarder) fail() {
-	addr, c := f.addr, f.conn
-	f.reset()
-	if c != nil {
-		f.s.peers.drop(addr, c)
+// sendTo writes frames to the agent at addr on rs (opening a stream when
+// rs is nil or dead) and returns the stream to keep, or nil after a
+// failure. It runs beside the sends to other agents, so it leaves f.out
+// to flush. After a failure (the connection is dropped: the peer may be a dead process whose
+// connection still looks open until its idle timeout, and the next flush
+// must dial afresh rather than reuse it).
+func (f *forwarder) sendTo(addr string, rs *reportStream, frames []*transportpb.ReportBatch, n int) *reportStream {
+	dropped := f.s.m.Forwarded.WithLabelValues("dropped")
+	if rs == nil || rs.conn.Context().Err() != nil {
+		if rs != nil {
+			rs.stream.CancelWrite(0)
+		}
+		var err error
+		if rs, err = f.open(addr); err != nil {
+			f.s.log.Debug("cannot forward reports", "agent", addr, "err", err)
+			dropped.Add(float64(n))
+			return nil
+		}
 	}
+	for i, msg := range frames {
+		// A paused or dying agent stops acknowledging, and a quic-go
+		// stream write then blocks: give up quickly and drop the batch
+		// (reports are ephemeral; the next ones follow).
+		_ = rs.stream.SetWriteDeadline(time.Now().Add(forwardWriteTimeout))
+		if err := WriteFrame(rs.stream, msg); err != nil {
+			f.s.log.Debug("forward reports failed", "agent", addr, "err", err)
+			for _, m := range frames[i:] {
+				dropped.Add(float64(len(m.Reports)))
+			}
+			rs.stream.CancelWrite(0)
+			f.s.peers.drop(addr, rs.conn)
+			return nil
+		}
+		f.s.m.Forwarded.WithLabelValues("sent").Add(float64(len(msg.Reports)))
+	}
+	return rs
 }
 
-func (f *forwarder) ensureStream(addr string) error {
-	if f.stream != nil && f.addr == addr && f.conn.Context().Err() == nil {
-		return nil
-	}
-	f.reset()
+func (f *forwarder) open(addr string) (*reportStream, error) {
 	ctx, cancel := context.WithTimeout(f.s.ctx, 2*dialTimeout)
 	defer cancel()
-	c, err := f.s.peers.conn(ctx, addr)
+	c, err := f.s.peers.conn(ctx, addr, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st, err := c.OpenUniStreamSync(ctx)
 	if err != nil {
 		f.s.peers.drop(addr, c)
-		return fmt.Errorf("open report stream: %w", err)
+		return nil, fmt.Errorf("open report stream: %w", err)
 	}
-	f.addr, f.conn, f.stream = addr, c, st
-	return nil
+	return &reportStream{conn: c, stream: st}, nil
 }
 
-func (f *forwarder) reset() {
-	if f.stream != nil {
-		f.stream.CancelWrite(0)
+// reset ends the stream to addr (run's goroutine only).
+func (f *forwarder) reset(addr string, rs *reportStream) {
+	rs.stream.CancelWrite(0)
+	delete(f.out, addr)
+}
+
+func (f *forwarder) resetAll() {
+	for addr, rs := range f.out {
+		f.reset(addr, rs)
 	}
-	f.addr, f.conn, f.stream = "", nil, nil
 }

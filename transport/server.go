@@ -151,6 +151,7 @@ type peerConn struct {
 	conn    *quic.Conn
 	name    string // client certificate CommonName
 	limiter *rate.Limiter
+	id      pki.CertIdentity // role and name the certificate carries (auth.go)
 }
 
 // NewServer binds the UDP address and starts serving. Close stops it.
@@ -245,7 +246,7 @@ func (s *Server) acceptLoop() {
 		if err != nil {
 			return
 		}
-		pc := &peerConn{conn: conn, name: pki.PeerName(conn.ConnectionState().TLS)}
+		pc := &peerConn{conn: conn, name: pki.PeerName(conn.ConnectionState().TLS), id: peerIdentity(conn.ConnectionState().TLS)}
 		if s.cfg.DatagramRate > 0 {
 			pc.limiter = rate.NewLimiter(rate.Limit(s.cfg.DatagramRate), s.cfg.DatagramBurst)
 		}
@@ -452,6 +453,9 @@ func (s *Server) dispatch(ctx context.Context, pc *peerConn, req *transportpb.Re
 	if op == "unknown" {
 		return op, s.errResponse(fmt.Errorf("%w: request has no known body", fsm.ErrInvalid))
 	}
+	if err := authorize(pc, req); err != nil { // auth.go: the acl package's check
+		return op, s.errResponse(err)
+	}
 	if r := req.GetRegister(); r != nil && req.GetForwardedBy() == "" {
 		// A media node that failed over re-registers the incarnation the
 		// registry already holds: accept its reports on this connection at
@@ -495,6 +499,9 @@ func (s *Server) handle(ctx context.Context, pc *peerConn, req *transportpb.Requ
 		}
 		in := &fsmpb.Server{Id: srv.GetId(), Addresses: srv.GetAddresses(), Region: srv.GetRegion(), Zone: srv.GetZone(),
 			Labels: srv.GetLabels(), CapacityUnits: srv.GetCapacityUnits(), Incarnation: srv.GetIncarnation()}
+		if err := fsm.CheckServerInput(in); err != nil { // fsm/limits.go
+			return nil, err
+		}
 		if _, err := b.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: in}}}); err != nil {
 			return nil, err
 		}
@@ -507,6 +514,9 @@ func (s *Server) handle(ctx context.Context, pc *peerConn, req *transportpb.Requ
 		a := body.Allocate
 		if a.GetTtlMs() < 0 {
 			return nil, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
+		}
+		if err := fsm.CheckAllocateInput(a.GetRequestId(), a.GetRoom(), a.GetRequester(), a.GetRegion(), a.GetServer(), a.GetTtlMs()); err != nil { // fsm/limits.go
+			return nil, err
 		}
 		al, dup, err := b.Allocate(ctx, cluster.AllocateRequest{RequestID: a.GetRequestId(), Room: a.GetRoom(), Units: a.GetUnits(),
 			Requester: a.GetRequester(), Region: a.GetRegion(), Server: a.GetServer(), TTL: time.Duration(a.GetTtlMs()) * time.Millisecond})
@@ -570,6 +580,10 @@ func clusterErr(code string) error {
 func (s *Server) errResponse(err error) *transportpb.Response {
 	lid, _, _ := s.cfg.Backend.Leader()
 	r := &transportpb.Response{ErrorMessage: err.Error(), Leader: lid}
+	if c := aclCode(err); c != "" { // auth.go
+		r.ErrorCode = c
+		return r
+	}
 	if c := fsm.Code(err); c != "" {
 		r.ErrorCode = c
 		return r
@@ -596,7 +610,7 @@ func (s *Server) uniStreamLoop(pc *peerConn) {
 		if err != nil {
 			return
 		}
-		if _, ok := s.cfg.Backend.FSM().Member(pc.name); !ok {
+		if _, ok := s.cfg.Backend.FSM().Member(pc.name); !ok || !pc.id.IsAgent() {
 			s.m.StreamErrors.WithLabelValues("refused").Inc()
 			st.CancelRead(codeRefused)
 			continue

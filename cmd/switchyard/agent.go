@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/switchyard/switchyard/agent"
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/loadview"
 )
@@ -30,6 +32,10 @@ type agentFlags struct {
 	fastFailover                              bool
 	faultClockFile                            string
 	prov                                      provisionerFlags // issue #6: provisionflags.go
+	acl                                       string
+	httpPlain                                 bool
+	token                                     string
+	rateLimit                                 float64
 }
 
 func newAgentCmd() *cobra.Command {
@@ -76,6 +82,10 @@ hands leadership to another node before exiting.`,
 	fl.StringVar(&f.faultClockFile, "fault-clock-file", "", "fault injection for tests: a file holding a duration (240h, -90s) added to this agent's wall clock, re-read every 100 ms")
 	_ = fl.MarkHidden("fault-clock-file")
 	f.tls.register(cmd)
+	fl.StringVar(&f.acl, "acl", "off", "default-deny: every API request needs a token (or an agent/media certificate over HTTPS) whose role allows it, from the first request on ('switchyard acl bootstrap' makes the first); off: anyone who reaches --http-addr controls the cluster")
+	fl.Float64Var(&f.rateLimit, "rate-limit", api.DefaultTokenRate, "requests per second each token may send to this agent while ACLs are on (bursts of twice that); anonymous clients get 100/s per address; negative: no limit")
+	fl.BoolVar(&f.httpPlain, "http-plain", false, "serve the admin API over plain HTTP even though the TLS flags are given (by default it is HTTPS with the agent's certificate)")
+	fl.StringVar(&f.token, "token", os.Getenv(api.TokenEnv), "ACL token this agent sends when it joins a cluster over plain HTTP (env SWITCHYARD_TOKEN); over HTTPS its certificate is enough")
 	return cmd
 }
 
@@ -128,7 +138,18 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 	if window == 0 {
 		window = -1 // disabled
 	}
-	return agent.Config{TLS: id, FailureWindow: window, Config: cluster.Config{
+	switch f.acl {
+	case "default-deny", "off":
+	default:
+		return agent.Config{}, usagef(cmd, "--acl %q: want default-deny or off", f.acl)
+	}
+	if f.acl == "off" {
+		log.Warn("ACLs are off (--acl off): anyone who can reach the HTTP API controls the cluster")
+	}
+	if f.acl == "default-deny" && (id == nil || f.httpPlain) && f.token == "" {
+		log.Warn("ACLs are on but this agent has no certificate on its API calls (no TLS flags, or --http-plain) and no --token: it cannot join or record its member entry through another agent")
+	}
+	return agent.Config{TLS: id, FailureWindow: window, ACL: f.acl == "default-deny", HTTPS: id != nil && !f.httpPlain, Token: f.token, RateLimit: f.rateLimit, Config: cluster.Config{
 		ID: f.id, DataDir: f.dataDir, RaftAddr: f.raftAddr, HTTPAddr: f.httpAddr, QUICAddr: f.quicAddr,
 		BootstrapExpect: f.bootstrapExpect, Join: joins,
 		HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election, LeaderLeaseTimeout: f.lease, CommitTimeout: f.commit,

@@ -15,7 +15,7 @@ func newAllocCmd() *cobra.Command {
 
 	rf := &clientFlags{}
 	var req api.AllocateRequest
-	var ttl time.Duration
+	var ttl, attempt time.Duration
 	request := &cobra.Command{
 		Use:   "request",
 		Short: "Allocate units for a room on the server the policy picks",
@@ -37,11 +37,15 @@ says which capacity was missing.`,
 				return usagef(cmd, "--ttl must not be negative")
 			}
 			req.TTLMs = ttl.Milliseconds()
+			if attempt <= 0 {
+				return usagef(cmd, "--attempt-timeout must be positive")
+			}
 			c, ctx, cancel, err := rf.client(cmd)
 			if err != nil {
 				return err
 			}
 			defer cancel()
+			c.AttemptTimeout = attempt
 			a, err := c.Allocate(ctx, req)
 			if err != nil {
 				return fmt.Errorf("allocation refused: %w", err)
@@ -65,6 +69,8 @@ says which capacity was missing.`,
 	request.Flags().StringVar(&req.Region, "region", "", "preferred region")
 	request.Flags().StringVar(&req.Server, "server", "", "pin to this server")
 	request.Flags().DurationVar(&ttl, "ttl", 0, "expire the allocation after this long (0: never)")
+	request.Flags().DurationVar(&attempt, "attempt-timeout", api.DefaultAttemptTimeout,
+		"with several --addr, give up on one agent after this long (doubling each round) and ask the next; suits the default raft timing, use 2×(2×heartbeat+election+100ms) for other raft timing")
 
 	relf := &clientFlags{}
 	release := &cobra.Command{
@@ -92,10 +98,17 @@ says which capacity was missing.`,
 
 	lf := &clientFlags{}
 	var opts api.AllocationListOptions
+	var watch bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List allocations",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch { // watch.go
+				return runWatch(cmd, lf, "allocations", func(ev api.WatchEvent, inCopy bool) bool {
+					a := ev.Allocation
+					return (opts.Room == "" || a.Room == opts.Room) && (opts.Server == "" || a.Server == opts.Server) && (!inCopy || !opts.ActiveOnly || a.State == "active")
+				})
+			}
 			c, ctx, cancel, err := lf.client(cmd)
 			if err != nil {
 				return err
@@ -111,7 +124,7 @@ says which capacity was missing.`,
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tREQUEST\tROOM\tSERVER\tUNITS\tSTATE\tCREATED")
 			for _, a := range as {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", a.ID, a.RequestID, a.Room, a.Server, a.Units, a.State, time.UnixMilli(a.CreatedAtUnixMs).UTC().Format(time.RFC3339))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(a.ID), esc(a.RequestID), esc(a.Room), esc(a.Server), a.Units, a.State, time.UnixMilli(a.CreatedAtUnixMs).UTC().Format(time.RFC3339))
 			}
 			return w.Flush()
 		},
@@ -121,6 +134,7 @@ says which capacity was missing.`,
 	list.Flags().StringVar(&opts.Server, "server", "", "only this server")
 	list.Flags().BoolVar(&opts.ActiveOnly, "active", false, "only active allocations")
 	list.Flags().BoolVar(&opts.Stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
+	list.Flags().BoolVar(&watch, "watch", false, watchHelp+" (--active filters the initial list only)")
 	cmd.AddCommand(request, release, list)
 	return cmd
 }

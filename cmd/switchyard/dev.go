@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/pki"
 	"github.com/switchyard/switchyard/provision"
 )
@@ -25,6 +28,7 @@ type devFlags struct {
 	dataDir, logLevel, logFormat string
 	keep                         bool
 	provisioner                  string // issue #6
+	acl                          string
 }
 
 func newDevCmd() *cobra.Command {
@@ -49,6 +53,7 @@ terminal 'switchyard cluster status' just works.`,
 	fl.StringVar(&f.logLevel, "log-level", "error", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fl.StringVar(&f.provisioner, "provisioner", "local", "when no media server fits: local (start a 'switchyard media' process) or none")
+	fl.StringVar(&f.acl, "acl", "default-deny", "default-deny: bootstrap ACLs and print the operator token (the CLI finds it for this cluster by itself); off: no authentication")
 	return cmd
 }
 
@@ -60,6 +65,9 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 		if p < 1 || p+f.nodes > 65535 {
 			return usagef(cmd, "port %d out of range", p)
 		}
+	}
+	if f.acl != "default-deny" && f.acl != "off" {
+		return usagef(cmd, "--acl %q: want default-deny or off", f.acl)
 	}
 	log, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
@@ -120,7 +128,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 			HTTPAddr:        joins[i],
 			QUICAddr:        fmt.Sprintf("%s:%d", f.host, f.quicPort+i),
 			BootstrapExpect: f.nodes, Join: joins, Logger: log.With("node", id),
-		}}
+		}, ACL: f.acl == "default-deny", HTTPS: f.acl == "default-deny"}
 		if prov != nil {
 			cfg.Provisioner = prov
 		}
@@ -136,11 +144,25 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if f.acl == "default-deny" {
+		// The API is HTTPS (agents prove themselves to each other with
+		// their certificates); this process's clients, its media nodes and
+		// the media processes it starts trust the dev CA.
+		_ = os.Setenv(api.CACertEnv, filepath.Join(certDir, pki.CACertFile))
+		stopACL, err := devBootstrapACL(wctx, out, joins, filepath.Join(certDir, pki.CACertFile))
+		if err != nil {
+			return err
+		}
+		defer stopACL()
+	} else {
+		fmt.Fprintln(out, "ACLs are off (--acl off): anyone who reaches the HTTP ports controls this cluster")
+	}
 	st, err := waitForLeader(wctx, api.NewClient(joins...))
 	if err != nil {
 		return fmt.Errorf("dev cluster did not elect a leader: %w", err)
 	}
 	fmt.Fprintf(out, "leader: %s (cluster %s)\n", st.Leader, st.ClusterID)
+	fmt.Fprintf(out, "dashboard: http://%s/ui/ (every agent serves it)\n", joins[0])
 	fmt.Fprintf(out, "try:  switchyard cluster status\n      switchyard server register --id m1 --capacity 10\n      switchyard alloc request --room demo --units 1 --request-id r1\n")
 	if _, err := devIdentity(ca, certDir, "loadgen"); err != nil {
 		return err
@@ -148,7 +170,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	fmt.Fprintf(out, "      switchyard loadgen --allocators %s --servers 100 --duration 10s \\\n        --tls-ca %s --tls-cert %s --tls-key %s\n",
 		devQUICAddrs(f), filepath.Join(certDir, pki.CACertFile), filepath.Join(certDir, "loadgen.pem"), filepath.Join(certDir, "loadgen-key.pem"))
 	stopMedia, err := startDevMedia(ctx, out, log, f.host, joins, strings.Split(devQUICAddrs(f), ","),
-		func(name string) (*pki.Identity, error) { return devIdentity(ca, certDir, name) })
+		func(name string) (*pki.Identity, error) { return devRoleIdentity(ca, certDir, name, pki.RoleMedia) })
 	if err != nil {
 		return fmt.Errorf("dev media nodes: %w", err)
 	}
@@ -174,11 +196,16 @@ func devCA(dir string) (*pki.CA, error) {
 	return ca, nil
 }
 
-// devIdentity issues (or reuses) the certificate name in dir.
+// devIdentity issues (or reuses) the agent certificate name in dir.
 func devIdentity(ca *pki.CA, dir, name string) (*pki.Identity, error) {
+	return devRoleIdentity(ca, dir, name, pki.RoleAgent)
+}
+
+// devRoleIdentity issues (or reuses) the certificate name of role in dir.
+func devRoleIdentity(ca *pki.CA, dir, name, role string) (*pki.Identity, error) {
 	cf, kf := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
 	if _, err := os.Stat(cf); err != nil {
-		if cf, kf, err = ca.IssueFiles(name, nil, dir); err != nil {
+		if cf, kf, err = ca.IssueRoleFiles(name, role, nil, dir); err != nil {
 			return nil, err
 		}
 	}
@@ -210,4 +237,57 @@ func waitForLeader(ctx context.Context, c *api.Client) (cluster.Status, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// devBootstrapACL bootstraps the dev cluster's ACLs, prints the operator
+// token, and leaves it where the CLI looks for it (one file per agent
+// address, removed by the returned stop). This process's media nodes (and
+// the media processes the local provisioner starts, which inherit the
+// environment) get a media token through SWITCHYARD_TOKEN.
+func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, caFile string) (stop func(), err error) {
+	var boot api.ACLTokenSecret
+	for {
+		boot, err = api.NewClient(joins...).WithToken("").ACLBootstrap(ctx)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, fsm.ErrACLBootstrapped) {
+			return nil, fmt.Errorf("ACLs of this dev cluster (--data-dir) were bootstrapped by an earlier run; use its token, or --acl off: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("bootstrap ACLs: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	op := api.NewClient(joins...).WithToken(boot.Secret)
+	media, err := op.ACLCreateToken(ctx, api.CreateTokenRequest{Role: "media", Description: "dev media nodes"})
+	if err != nil {
+		return nil, fmt.Errorf("dev media token: %w", err)
+	}
+	if err := os.MkdirAll(devTokenDir(), 0o700); err != nil {
+		return nil, err
+	}
+	var files []string
+	stop = func() {
+		for _, f := range files {
+			_ = os.Remove(f)
+		}
+	}
+	for _, a := range joins {
+		for ext, content := range map[string]string{".token": boot.Secret, ".ca": caFile} {
+			f := devTokenFile(a, ext)
+			_ = os.Remove(f)
+			if err := os.WriteFile(f, []byte(content+"\n"), 0o600); err != nil {
+				stop()
+				return nil, fmt.Errorf("write dev token: %w", err)
+			}
+			files = append(files, f)
+		}
+	}
+	if os.Getenv(api.TokenEnv) == "" {
+		_ = os.Setenv(api.TokenEnv, media.Secret)
+	}
+	fmt.Fprintf(out, "ACLs on, API over HTTPS. Operator token (the CLI finds it and the CA for this cluster;\nelsewhere: export SWITCHYARD_TOKEN=<token> SWITCHYARD_CACERT=%s):\n  %s\n", caFile, boot.Secret)
+	return stop, nil
 }

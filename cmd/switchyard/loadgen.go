@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/transport"
 )
 
@@ -32,7 +33,9 @@ func newLoadgenCmd() *cobra.Command {
 		Use:   "loadgen",
 		Short: "Simulate media servers: register, report load over QUIC, optionally allocate",
 		Long: `Simulate --servers media servers. Each one connects to one of --allocators
-(spread round-robin, failing over to the others), registers with a fresh
+(spread round-robin, failing over to the others; an agent's QUIC address,
+or its HTTP API address, which is resolved to the QUIC address the agent
+advertises in the member table), registers with a fresh
 incarnation, and sends a load report every --interval for --duration. With
 --alloc-rate, allocations are requested (and released) at that rate in total.
 Prints a summary at the end.
@@ -43,7 +46,7 @@ Prints a summary at the end.
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLoadgen(cmd, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.allocators, "allocators", "", "comma-separated QUIC addresses of allocator agents (required)")
+	fl.StringVar(&f.allocators, "allocators", "", "comma-separated addresses of allocator agents, QUIC or HTTP API (an agent's HTTP address is resolved to its QUIC address; required)")
 	fl.IntVar(&f.servers, "servers", 10, "number of simulated media servers")
 	fl.DurationVar(&f.interval, "interval", 500*time.Millisecond, "load report interval per server")
 	fl.DurationVar(&f.duration, "duration", 10*time.Second, "how long to report")
@@ -97,6 +100,9 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 		return usagef(cmd, "%v", err)
 	}
 	ctx := cmd.Context()
+	if addrs, err = resolveQUICAddrs(ctx, addrs); err != nil {
+		return err
+	}
 	var st loadgenStats
 	clients := make([]*transport.Client, f.servers)
 	defer func() {
@@ -245,4 +251,39 @@ func allocLoop(ctx context.Context, clients []*transport.Client, rate float64, r
 			}
 		}()
 	}
+}
+
+// resolveQUICAddrs maps each agent address to a QUIC address: an address
+// that answers the HTTP API is replaced by the QUIC address that agent
+// advertises in the member table; any other is taken as a QUIC address
+// already (a QUIC port is UDP, so the probe's TCP connect is refused at
+// once).
+func resolveQUICAddrs(ctx context.Context, addrs []string) ([]string, error) {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		cl := api.NewClient(a)
+		cl.Retry = false
+		st, err := cl.Status(pctx)
+		if err != nil {
+			cancel()
+			continue
+		}
+		ms, err := cl.Members(pctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("--allocators: read the member table from %s: %w", a, err)
+		}
+		out[i] = ""
+		for _, m := range ms {
+			if m.ID == st.ID {
+				out[i] = m.QUICAddr
+			}
+		}
+		if out[i] == "" {
+			return nil, fmt.Errorf("--allocators: agent %s (%s) advertises no QUIC address (start it with --quic-addr and TLS flags)", st.ID, a)
+		}
+	}
+	return out, nil
 }

@@ -38,6 +38,7 @@ type clientFlags struct {
 	addr    string
 	timeout time.Duration
 	json    bool
+	auth    authFlags // acl.go
 }
 
 func (f *clientFlags) register(cmd *cobra.Command, withJSON bool) {
@@ -47,6 +48,7 @@ func (f *clientFlags) register(cmd *cobra.Command, withJSON bool) {
 	}
 	cmd.Flags().StringVar(&f.addr, "addr", def, "HTTP address(es) of any agent, comma-separated (env SWITCHYARD_ADDR)")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 15*time.Second, "give up (retries included) after this long")
+	f.auth.register(cmd) // acl.go: --token, --tls-ca
 	if withJSON {
 		cmd.Flags().BoolVar(&f.json, "json", false, "print JSON (snake_case keys)")
 	}
@@ -70,8 +72,12 @@ func (f *clientFlags) client(cmd *cobra.Command) (*api.Client, context.Context, 
 	if f.timeout <= 0 {
 		return nil, nil, nil, usagef(cmd, "--timeout must be positive")
 	}
+	c := api.NewClient(addrs...)
+	if err := f.auth.apply(cmd, c, addrs); err != nil {
+		return nil, nil, nil, err
+	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-	return api.NewClient(addrs...), ctx, cancel, nil
+	return c, ctx, cancel, nil
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -95,7 +101,7 @@ Start a dev cluster with 'switchyard dev' (or 'make run'), then try
 	}
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{cmd: c.CommandPath(), err: err} })
-	root.AddCommand(newAgentCmd(), newDevCmd(), newClusterCmd(), newOperatorCmd(), newSnapshotCmd(), newServerCmd(), newAllocCmd(), newPolicyCmd(), newTLSCmd(), newLoadgenCmd(), newMediaCmd())
+	root.AddCommand(newAgentCmd(), newDevCmd(), newClusterCmd(), newOperatorCmd(), newSnapshotCmd(), newServerCmd(), newAllocCmd(), newPolicyCmd(), newTLSCmd(), newLoadgenCmd(), newMediaCmd(), newACLCmd())
 	root.AddCommand(newRoomCmd(), newSidecarCmd()) // room.go, sidecar.go
 	// Unknown subcommands and bad positional args are usage errors too.
 	for _, c := range allCommands(root) {

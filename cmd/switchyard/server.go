@@ -66,11 +66,14 @@ func newServerCmd() *cobra.Command {
 	register.Flags().StringVar(&labels, "labels", "", "comma-separated key=value labels")
 
 	lf := &clientFlags{}
-	var stale bool
+	var stale, watch bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List media servers",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch { // watch.go
+				return runWatch(cmd, lf, "servers", nil)
+			}
 			c, ctx, cancel, err := lf.client(cmd)
 			if err != nil {
 				return err
@@ -90,13 +93,14 @@ func newServerCmd() *cobra.Command {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tSTATE\tREGION\tUSED\tCAPACITY\tFREE")
 			for _, s := range ss {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\n", s.ID, s.State, s.Region, s.Used, s.Capacity, s.Free)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\n", esc(s.ID), s.State, esc(s.Region), s.Used, s.Capacity, s.Free)
 			}
 			return w.Flush()
 		},
 	}
 	lf.register(list, true)
 	list.Flags().BoolVar(&stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
+	list.Flags().BoolVar(&watch, "watch", false, watchHelp)
 
 	idCmd := func(use, short string, run func(c *api.Client, cmd *cobra.Command, id string, f *clientFlags) error) *cobra.Command {
 		f := &clientFlags{}

@@ -50,7 +50,7 @@ load reports only from a peer whose certificate names a cluster member.`,
 	ca.AddCommand(caCreate)
 
 	cert := &cobra.Command{Use: "cert", Short: "Issue certificates"}
-	var caDir, name, out, hosts string
+	var caDir, name, out, hosts, role string
 	certCreate := &cobra.Command{
 		Use:   "create",
 		Short: "Issue a certificate: writes NAME.pem and NAME-key.pem into --out",
@@ -71,7 +71,10 @@ load reports only from a peer whose certificate names a cluster member.`,
 					hs = append(hs, h)
 				}
 			}
-			cf, kf, err := c.IssueFiles(name, hs, out)
+			if !pki.ValidRole(role) {
+				return usagef(cmd, "--role %q: want agent or media", role)
+			}
+			cf, kf, err := c.IssueRoleFiles(name, role, hs, out)
 			if err != nil {
 				return err
 			}
@@ -83,8 +86,10 @@ load reports only from a peer whose certificate names a cluster member.`,
 	certCreate.Flags().StringVar(&name, "name", "", "certificate name: the agent id, or the media node / tool name (required)")
 	certCreate.Flags().StringVar(&out, "out", "", "directory to write NAME.pem and NAME-key.pem into (required)")
 	certCreate.Flags().StringVar(&hosts, "hosts", "", "extra comma-separated DNS names / IPs for the certificate")
+	certCreate.Flags().StringVar(&role, "role", pki.RoleAgent, "agent (raft, agent-to-agent, any media server id) or media (a media node: it may act only as the server id --name); written as the URI SAN spiffe://switchyard/<role>/<name>")
 	cert.AddCommand(certCreate)
 	cmd.AddCommand(ca, cert)
+	cmd.AddCommand(newTLSInitCmd()) // tlsinit.go
 	return cmd
 }
 

@@ -58,7 +58,10 @@ func TestTLSCommandsAndLoadgen(t *testing.T) {
 		}
 		cfg.FailureWindow = -1
 	}})
-	out, e, code := run(t, bin, "loadgen", "--allocators", strings.Join(c.QUICAddrs(), ","), "--servers", "30",
+	// --allocators takes either kind of address: the first agent by its
+	// HTTP API address (resolved to its QUIC address), the others by QUIC.
+	mixed := append([]string{c.Addrs()[0]}, c.QUICAddrs()[1:]...)
+	out, e, code := run(t, bin, "loadgen", "--allocators", strings.Join(mixed, ","), "--servers", "30",
 		"--interval", "100ms", "--duration", "2s", "--alloc-rate", "20", "--id-prefix", "lg-",
 		"--tls-ca", filepath.Join(dir, "ca.pem"), "--tls-cert", filepath.Join(dir, "lg.pem"), "--tls-key", filepath.Join(dir, "lg-key.pem"))
 	if code != 0 {

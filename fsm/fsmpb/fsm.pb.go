@@ -1575,6 +1575,9 @@ type Command struct {
 	//	*Command_UpdateIntent
 	//	*Command_PlaceRoom
 	//	*Command_ReleaseRoom
+	//	*Command_AclBootstrap
+	//	*Command_AclCreateToken
+	//	*Command_AclRevokeToken
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1743,6 +1746,33 @@ func (x *Command) GetReleaseRoom() *ReleaseRoom {
 	return nil
 }
 
+func (x *Command) GetAclBootstrap() *AclBootstrap {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_AclBootstrap); ok {
+			return x.AclBootstrap
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAclCreateToken() *AclToken {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_AclCreateToken); ok {
+			return x.AclCreateToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAclRevokeToken() string {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_AclRevokeToken); ok {
+			return x.AclRevokeToken
+		}
+	}
+	return ""
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -1808,6 +1838,20 @@ type Command_ReleaseRoom struct {
 	ReleaseRoom *ReleaseRoom `protobuf:"bytes,21,opt,name=release_room,json=releaseRoom,proto3,oneof"`
 }
 
+type Command_AclBootstrap struct {
+	// ACL commands (30-39). Secrets never enter the log: commands carry
+	// the SHA-256 of a token's secret only.
+	AclBootstrap *AclBootstrap `protobuf:"bytes,30,opt,name=acl_bootstrap,json=aclBootstrap,proto3,oneof"`
+}
+
+type Command_AclCreateToken struct {
+	AclCreateToken *AclToken `protobuf:"bytes,31,opt,name=acl_create_token,json=aclCreateToken,proto3,oneof"`
+}
+
+type Command_AclRevokeToken struct {
+	AclRevokeToken string `protobuf:"bytes,32,opt,name=acl_revoke_token,json=aclRevokeToken,proto3,oneof"`
+}
+
 func (*Command_RegisterServer) isCommand_Cmd() {}
 
 func (*Command_DeregisterServer) isCommand_Cmd() {}
@@ -1835,6 +1879,12 @@ func (*Command_UpdateIntent) isCommand_Cmd() {}
 func (*Command_PlaceRoom) isCommand_Cmd() {}
 
 func (*Command_ReleaseRoom) isCommand_Cmd() {}
+
+func (*Command_AclBootstrap) isCommand_Cmd() {}
+
+func (*Command_AclCreateToken) isCommand_Cmd() {}
+
+func (*Command_AclRevokeToken) isCommand_Cmd() {}
 
 // Envelope is one Raft log entry.
 type Envelope struct {
@@ -2023,8 +2073,11 @@ type State struct {
 	LastTimeUnixMs int64                  `protobuf:"varint,8,opt,name=last_time_unix_ms,json=lastTimeUnixMs,proto3" json:"last_time_unix_ms,omitempty"`
 	Intents        []*ProvisionIntent     `protobuf:"bytes,9,rep,name=intents,proto3" json:"intents,omitempty"`
 	Rooms          []*Room                `protobuf:"bytes,20,rep,name=rooms,proto3" json:"rooms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// ACL state (30-39): tokens sorted by id, secrets stored as hashes.
+	AclBootstrapped bool        `protobuf:"varint,30,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
+	AclTokens       []*AclToken `protobuf:"bytes,31,rep,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -2123,6 +2176,20 @@ func (x *State) GetIntents() []*ProvisionIntent {
 func (x *State) GetRooms() []*Room {
 	if x != nil {
 		return x.Rooms
+	}
+	return nil
+}
+
+func (x *State) GetAclBootstrapped() bool {
+	if x != nil {
+		return x.AclBootstrapped
+	}
+	return false
+}
+
+func (x *State) GetAclTokens() []*AclToken {
+	if x != nil {
+		return x.AclTokens
 	}
 	return nil
 }
@@ -2393,6 +2460,142 @@ func (x *ReleaseRoom) GetRoom() string {
 	return ""
 }
 
+// AclToken is an API token. The secret itself is shown once, when the token
+// is created; the state keeps only its SHA-256.
+type AclToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Hex SHA-256 of the secret.
+	SecretHash string `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	// operator, allocator, reader or media.
+	Role        string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Description string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	// Set by Apply from the entry's time.
+	CreatedAtUnixMs int64 `protobuf:"varint,5,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
+	// Zero means no expiry.
+	ExpiresAtUnixMs int64 `protobuf:"varint,6,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AclToken) Reset() {
+	*x = AclToken{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AclToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AclToken) ProtoMessage() {}
+
+func (x *AclToken) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AclToken.ProtoReflect.Descriptor instead.
+func (*AclToken) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AclToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AclToken) GetSecretHash() string {
+	if x != nil {
+		return x.SecretHash
+	}
+	return ""
+}
+
+func (x *AclToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AclToken) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *AclToken) GetCreatedAtUnixMs() int64 {
+	if x != nil {
+		return x.CreatedAtUnixMs
+	}
+	return 0
+}
+
+func (x *AclToken) GetExpiresAtUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixMs
+	}
+	return 0
+}
+
+// AclBootstrap creates the first operator token; only the first one takes
+// effect, every later one is refused.
+type AclBootstrap struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *AclToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AclBootstrap) Reset() {
+	*x = AclBootstrap{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AclBootstrap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AclBootstrap) ProtoMessage() {}
+
+func (x *AclBootstrap) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AclBootstrap.ProtoReflect.Descriptor instead.
+func (*AclBootstrap) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *AclBootstrap) GetToken() *AclToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 var File_switchyard_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_switchyard_v1_fsm_proto_rawDesc = "" +
@@ -2514,7 +2717,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\aRelease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
 	"\x05Batch\x122\n" +
-	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xc5\x06\n" +
+	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xfa\a\n" +
 	"\aCommand\x12H\n" +
 	"\x0fregister_server\x18\x01 \x01(\v2\x1d.switchyard.v1.RegisterServerH\x00R\x0eregisterServer\x12N\n" +
 	"\x11deregister_server\x18\x02 \x01(\v2\x1f.switchyard.v1.DeregisterServerH\x00R\x10deregisterServer\x12I\n" +
@@ -2533,7 +2736,10 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\rupdate_intent\x18\f \x01(\v2\x1b.switchyard.v1.UpdateIntentH\x00R\fupdateIntent\x129\n" +
 	"\n" +
 	"place_room\x18\x14 \x01(\v2\x18.switchyard.v1.PlaceRoomH\x00R\tplaceRoom\x12?\n" +
-	"\frelease_room\x18\x15 \x01(\v2\x1a.switchyard.v1.ReleaseRoomH\x00R\vreleaseRoomB\x05\n" +
+	"\frelease_room\x18\x15 \x01(\v2\x1a.switchyard.v1.ReleaseRoomH\x00R\vreleaseRoom\x12B\n" +
+	"\racl_bootstrap\x18\x1e \x01(\v2\x1b.switchyard.v1.AclBootstrapH\x00R\faclBootstrap\x12C\n" +
+	"\x10acl_create_token\x18\x1f \x01(\v2\x17.switchyard.v1.AclTokenH\x00R\x0eaclCreateToken\x12*\n" +
+	"\x10acl_revoke_token\x18  \x01(\tH\x00R\x0eaclRevokeTokenB\x05\n" +
 	"\x03cmd\"\x9a\x01\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1e\n" +
@@ -2550,7 +2756,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"allocation\x12\x1c\n" +
 	"\tduplicate\x18\x04 \x01(\bR\tduplicate\x126\n" +
 	"\x06intent\x18\x05 \x01(\v2\x1e.switchyard.v1.ProvisionIntentR\x06intent\x12'\n" +
-	"\x04room\x18\x14 \x01(\v2\x13.switchyard.v1.RoomR\x04room\"\xc3\x03\n" +
+	"\x04room\x18\x14 \x01(\v2\x13.switchyard.v1.RoomR\x04room\"\xa6\x04\n" +
 	"\x05State\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2562,7 +2768,10 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12)\n" +
 	"\x11last_time_unix_ms\x18\b \x01(\x03R\x0elastTimeUnixMs\x128\n" +
 	"\aintents\x18\t \x03(\v2\x1e.switchyard.v1.ProvisionIntentR\aintents\x12)\n" +
-	"\x05rooms\x18\x14 \x03(\v2\x13.switchyard.v1.RoomR\x05rooms\"\xb1\x02\n" +
+	"\x05rooms\x18\x14 \x03(\v2\x13.switchyard.v1.RoomR\x05rooms\x12)\n" +
+	"\x10acl_bootstrapped\x18\x1e \x01(\bR\x0faclBootstrapped\x126\n" +
+	"\n" +
+	"acl_tokens\x18\x1f \x03(\v2\x17.switchyard.v1.AclTokenR\taclTokens\"\xb1\x02\n" +
 	"\x04Room\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12\x10\n" +
@@ -2587,7 +2796,17 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\rif_generation\x18\x05 \x01(\x04R\fifGeneration\x12\x16\n" +
 	"\x06region\x18\x06 \x01(\tR\x06region\"!\n" +
 	"\vReleaseRoom\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room*v\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"\xcb\x01\n" +
+	"\bAclToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\tR\n" +
+	"secretHash\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12+\n" +
+	"\x12created_at_unix_ms\x18\x05 \x01(\x03R\x0fcreatedAtUnixMs\x12+\n" +
+	"\x12expires_at_unix_ms\x18\x06 \x01(\x03R\x0fexpiresAtUnixMs\"=\n" +
+	"\fAclBootstrap\x12-\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.switchyard.v1.AclTokenR\x05token*v\n" +
 	"\vServerState\x12\x1c\n" +
 	"\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13SERVER_STATE_ACTIVE\x10\x01\x12\x19\n" +
@@ -2623,7 +2842,7 @@ func file_switchyard_v1_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(ServerState)(0),         // 0: switchyard.v1.ServerState
 	(AllocationState)(0),     // 1: switchyard.v1.AllocationState
@@ -2652,10 +2871,12 @@ var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(*Room)(nil),             // 24: switchyard.v1.Room
 	(*PlaceRoom)(nil),        // 25: switchyard.v1.PlaceRoom
 	(*ReleaseRoom)(nil),      // 26: switchyard.v1.ReleaseRoom
-	nil,                      // 27: switchyard.v1.Server.LabelsEntry
+	(*AclToken)(nil),         // 27: switchyard.v1.AclToken
+	(*AclBootstrap)(nil),     // 28: switchyard.v1.AclBootstrap
+	nil,                      // 29: switchyard.v1.Server.LabelsEntry
 }
 var file_switchyard_v1_fsm_proto_depIdxs = []int32{
-	27, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
+	29, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
 	0,  // 1: switchyard.v1.Server.state:type_name -> switchyard.v1.ServerState
 	1,  // 2: switchyard.v1.Allocation.state:type_name -> switchyard.v1.AllocationState
 	7,  // 3: switchyard.v1.Policy.hard:type_name -> switchyard.v1.Limits
@@ -2681,21 +2902,25 @@ var file_switchyard_v1_fsm_proto_depIdxs = []int32{
 	12, // 23: switchyard.v1.Command.update_intent:type_name -> switchyard.v1.UpdateIntent
 	25, // 24: switchyard.v1.Command.place_room:type_name -> switchyard.v1.PlaceRoom
 	26, // 25: switchyard.v1.Command.release_room:type_name -> switchyard.v1.ReleaseRoom
-	19, // 26: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
-	5,  // 27: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
-	11, // 28: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
-	24, // 29: switchyard.v1.Result.room:type_name -> switchyard.v1.Room
-	4,  // 30: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
-	5,  // 31: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
-	6,  // 32: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
-	13, // 33: switchyard.v1.State.members:type_name -> switchyard.v1.Member
-	11, // 34: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
-	24, // 35: switchyard.v1.State.rooms:type_name -> switchyard.v1.Room
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	28, // 26: switchyard.v1.Command.acl_bootstrap:type_name -> switchyard.v1.AclBootstrap
+	27, // 27: switchyard.v1.Command.acl_create_token:type_name -> switchyard.v1.AclToken
+	19, // 28: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
+	5,  // 29: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
+	11, // 30: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
+	24, // 31: switchyard.v1.Result.room:type_name -> switchyard.v1.Room
+	4,  // 32: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
+	5,  // 33: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
+	6,  // 34: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
+	13, // 35: switchyard.v1.State.members:type_name -> switchyard.v1.Member
+	11, // 36: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
+	24, // 37: switchyard.v1.State.rooms:type_name -> switchyard.v1.Room
+	27, // 38: switchyard.v1.State.acl_tokens:type_name -> switchyard.v1.AclToken
+	27, // 39: switchyard.v1.AclBootstrap.token:type_name -> switchyard.v1.AclToken
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_fsm_proto_init() }
@@ -2718,6 +2943,9 @@ func file_switchyard_v1_fsm_proto_init() {
 		(*Command_UpdateIntent)(nil),
 		(*Command_PlaceRoom)(nil),
 		(*Command_ReleaseRoom)(nil),
+		(*Command_AclBootstrap)(nil),
+		(*Command_AclCreateToken)(nil),
+		(*Command_AclRevokeToken)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2725,7 +2953,7 @@ func file_switchyard_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_fsm_proto_rawDesc), len(file_switchyard_v1_fsm_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -6,6 +6,7 @@ package proccluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/internal/ports"
+	"github.com/switchyard/switchyard/pki"
 )
 
 // Proc is one agent process.
@@ -56,7 +58,7 @@ type Cluster struct {
 	Args  []string // extra agent flags for every node
 	Nodes []*Proc
 	// CertDir holds the cluster CA (ca.pem, ca-key.pem) and one certificate
-	// per node when the cluster was made with Options.QUIC; tools such as
+	// per node when the cluster was made with Options.QUIC, ACL or HTTPS; tools such as
 	// `switchyard loadgen` can issue their own certificates from it.
 	CertDir string
 	// Prefix, when set, is prepended to every agent command line (for
@@ -65,6 +67,22 @@ type Cluster struct {
 	Prefix func(p *Proc) []string
 	// NodeArgs, when set, adds flags of node p's own.
 	NodeArgs func(c *Cluster, p *Proc) []string
+	// Token is the operator token when the cluster was made with
+	// Options.ACL.
+	Token string
+	// ClientTLS trusts the cluster CA when the API is HTTPS (Options.HTTPS).
+	ClientTLS *tls.Config
+	https     bool
+}
+
+// Client returns an API client for every node, speaking HTTPS when the
+// cluster does (no token unless SWITCHYARD_TOKEN is set).
+func (c *Cluster) Client() *api.Client {
+	cl := api.NewClient(c.Addrs()...)
+	if c.ClientTLS != nil {
+		cl.WithTLS(c.ClientTLS)
+	}
+	return cl
 }
 
 // Options configures NewWithOptions. The zero value starts the cluster New
@@ -86,6 +104,16 @@ type Options struct {
 	NodeArgs func(c *Cluster, p *Proc) []string
 	// LeaderTimeout bounds the wait for the first leader (default 30 s).
 	LeaderTimeout time.Duration
+	// ACL starts the agents with --acl default-deny (and no rate limit),
+	// bootstraps the ACLs, keeps the operator token in Cluster.Token and
+	// exports it as SWITCHYARD_TOKEN for the rest of the test (t.Setenv:
+	// every api.Client the test builds, and every process it starts, then
+	// sends it). Not for parallel tests.
+	ACL bool
+	// HTTPS (with QUIC, which makes the certificates) serves the agents'
+	// API over HTTPS; the harness's clients verify it with the CA
+	// (Cluster.ClientTLS).
+	HTTPS bool
 }
 
 // BuildBinary compiles ./cmd/switchyard into a temp dir and returns its path.
@@ -119,6 +147,9 @@ func New(t testing.TB, bin string, n int, args ...string) *Cluster {
 func NewWithOptions(t testing.TB, bin string, n int, o Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, Bin: bin, Dir: t.TempDir(), Args: o.Args, Prefix: o.Prefix, NodeArgs: o.NodeArgs}
+	if o.ACL {
+		c.Args = append([]string{"--acl", "default-deny", "--rate-limit", "-1"}, c.Args...)
+	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
 		p := &Proc{ID: id, DataDir: filepath.Join(c.Dir, id), LogPath: filepath.Join(c.Dir, id+".log")}
@@ -136,10 +167,27 @@ func NewWithOptions(t testing.TB, bin string, n int, o Options) *Cluster {
 		}
 		c.Nodes = append(c.Nodes, p)
 	}
-	if o.QUIC {
+	if o.QUIC || o.ACL || o.HTTPS {
 		c.CertDir = filepath.Join(c.Dir, "certs")
 		if err := c.makeCerts(); err != nil {
 			t.Fatal(err)
+		}
+		// With ACLs on, agents prove themselves to each other with their
+		// certificates, so the API is HTTPS.
+		if o.HTTPS || o.ACL {
+			caPEM, err := os.ReadFile(filepath.Join(c.CertDir, "ca.pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ClientTLS, err = pki.CAClientConfig(caPEM); err != nil {
+				t.Fatal(err)
+			}
+			c.https = true
+			if o.ACL {
+				// Every api.Client the test builds (and every process it
+				// starts) then speaks HTTPS to the cluster.
+				t.Setenv(api.CACertEnv, filepath.Join(c.CertDir, "ca.pem"))
+			}
 		}
 	}
 	for _, p := range c.Nodes {
@@ -152,6 +200,15 @@ func NewWithOptions(t testing.TB, bin string, n int, o Options) *Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
+	if o.ACL {
+		// Bootstrap is open to anyone (once) and waits for a leader.
+		boot, err := c.Client().WithToken("").ACLBootstrap(ctx)
+		if err != nil {
+			t.Fatalf("bootstrap ACLs: %v\n%s", err, c.Logs())
+		}
+		c.Token = boot.Secret
+		t.Setenv(api.TokenEnv, boot.Secret)
+	}
 	if _, err := c.WaitLeader(ctx); err != nil {
 		t.Fatalf("no leader: %v\n%s", err, c.Logs())
 	}
@@ -180,7 +237,7 @@ func (c *Cluster) makeCerts() error {
 		return err
 	}
 	for _, p := range c.Nodes {
-		host, _, _ := net.SplitHostPort(p.QUICAddr)
+		host, _, _ := net.SplitHostPort(p.RaftAddr)
 		if err := run("tls", "cert", "create", "--ca-dir", c.CertDir, "--name", p.ID, "--out", c.CertDir, "--hosts", host); err != nil {
 			return err
 		}
@@ -205,9 +262,12 @@ func (c *Cluster) StartDir(p *Proc, dataDir string) error {
 		"--join", strings.Join(c.Addrs(), ","), "--log-level", "info"}
 	if p.QUICAddr != "" {
 		args = append(args, "--quic-addr", p.QUICAddr)
-		if c.CertDir != "" {
-			args = append(args, "--tls-ca", filepath.Join(c.CertDir, "ca.pem"),
-				"--tls-cert", filepath.Join(c.CertDir, p.ID+".pem"), "--tls-key", filepath.Join(c.CertDir, p.ID+"-key.pem"))
+	}
+	if c.CertDir != "" {
+		args = append(args, "--tls-ca", filepath.Join(c.CertDir, "ca.pem"),
+			"--tls-cert", filepath.Join(c.CertDir, p.ID+".pem"), "--tls-key", filepath.Join(c.CertDir, p.ID+"-key.pem"))
+		if !c.https {
+			args = append(args, "--http-plain") // the harness's clients speak plain HTTP
 		}
 	}
 	args = append(args, c.Args...)
@@ -309,6 +369,9 @@ func (c *Cluster) Status(ctx context.Context, p *Proc) (st struct {
 	AppliedIndex                            uint64
 }, err error) {
 	cl := api.NewClient(p.HTTPAddr)
+	if c.ClientTLS != nil {
+		cl.WithTLS(c.ClientTLS)
+	}
 	cl.Retry = false
 	s, err := cl.Status(ctx)
 	st.ID, st.Leader, st.State, st.ClusterID, st.StateHash, st.AppliedIndex = s.ID, s.Leader, s.State, s.ClusterID, s.StateHash, s.AppliedIndex

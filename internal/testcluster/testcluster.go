@@ -20,10 +20,20 @@ import (
 	"github.com/switchyard/switchyard/pki"
 )
 
-// Raft timing of test clusters (see New).
+// Raft timing of test clusters (see New). Under the race detector on a
+// loaded 2-core machine a goroutine's wake-up was measured to lag by up to
+// ~400 ms, and a heartbeat round trip takes four: with a 500 ms heartbeat
+// timeout and a 400 ms lease, leaders stepped down every few seconds and
+// elections (whose vote round trips took longer than the election
+// timeout) were abandoned and restarted for 12–20 s. A 1 s heartbeat
+// timeout, a lease as long (a leader gives up no sooner than its
+// followers would) and an election timeout of twice that keep a leader
+// there; failover of a stopped node does not wait for these timers (fast
+// failover sees the closed port).
 const (
-	TestHeartbeat = 500 * time.Millisecond
-	TestLease     = 400 * time.Millisecond
+	TestHeartbeat = 1000 * time.Millisecond
+	TestLease     = TestHeartbeat
+	TestElection  = 2 * TestHeartbeat
 )
 
 // Node is one agent of a test cluster and how to restart it.
@@ -91,10 +101,10 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 			BootstrapExpect: n,
 			// Relaxed raft timing: these clusters run in one process under
 			// the race detector, beside other test packages, on 2 cores. The
-			// LAN defaults (150 ms, 100 ms lease) then see a starved leader
-			// step down again and again; tests assert behaviour, not speed
-			// (bench/ and the chaos suite measure with the defaults).
-			HeartbeatTimeout: TestHeartbeat, ElectionTimeout: TestHeartbeat, LeaderLeaseTimeout: TestLease,
+			// LAN defaults (150 ms) then see a starved leader step down
+			// again and again; tests assert behaviour, not speed (bench/ and
+			// the chaos suite measure with the defaults).
+			HeartbeatTimeout: TestHeartbeat, ElectionTimeout: TestElection, LeaderLeaseTimeout: TestLease,
 			Logger: Logger(t),
 		}, TLS: c.Identity(id), RaftPlainTCP: plain}
 		joins = append(joins, cfg.HTTPAddr)
@@ -205,8 +215,13 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-// Client returns an API client over every running node.
-func (c *Cluster) Client() *api.Client { return api.NewClient(c.Addrs()...) }
+// Client returns an API client over every running node, with attempt
+// deadlines suited to the test clusters' raft timing.
+func (c *Cluster) Client() *api.Client {
+	cl := api.NewClient(c.Addrs()...)
+	cl.AttemptTimeout = api.AttemptTimeoutFor(TestHeartbeat, TestElection)
+	return cl
+}
 
 // Leader waits for a ready leader among running nodes that every running
 // node agrees on, and returns it.

@@ -1,0 +1,482 @@
+package agent_test
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/agent"
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/pki"
+)
+
+// aclCluster starts n agents with ACLs on, the API over HTTPS and raft over
+// mutual TLS, and returns the cluster and a TLS config trusting its CA.
+func aclCluster(t *testing.T, n int) (*testcluster.Cluster, *tls.Config) {
+	t.Helper()
+	c := testcluster.New(t, n, testcluster.Options{RaftTLS: true, Mutate: func(_ int, cfg *agent.Config) {
+		cfg.ACL, cfg.HTTPS = true, true
+	}})
+	tc, err := pki.CAClientConfig(c.CA.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, tc
+}
+
+// rawDo sends one request and returns the status and body.
+func rawDo(t *testing.T, hc *http.Client, method, url, token, ctype, body string, hdr ...string) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", token)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func httpsClient(tc *tls.Config) *http.Client {
+	tr := api.NewTransport()
+	tr.TLSClientConfig = tc
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+}
+
+// TestACLRoutesByCredential runs every route with no token, a malformed,
+// unknown and revoked token, and each role, and checks the status code and
+// that refused requests change nothing.
+func TestACLRoutesByCredential(t *testing.T) {
+	c, tc := aclCluster(t, 3)
+	ctx := ctxT(t, 60*time.Second)
+	f := c.Followers()[0]
+	anon := api.NewClient(f.Cfg.HTTPAddr).WithTLS(tc).WithToken("")
+	// Anonymous writes are refused from the first request on.
+	if _, err := anon.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 10}); !isStatus(err, 401) {
+		t.Fatalf("anonymous register before bootstrap: %v", err)
+	}
+	boot, err := anon.ACLBootstrap(ctx)
+	if err != nil || boot.Role != "operator" || boot.Secret == "" {
+		t.Fatalf("bootstrap: %+v %v", boot, err)
+	}
+	if _, err := anon.ACLBootstrap(ctx); !isStatus(err, 409) {
+		t.Fatalf("second bootstrap: %v", err)
+	}
+	op := api.NewClient(c.Addrs()...).WithTLS(tc).WithToken(boot.Secret)
+	mustRegisterC(t, op, "m1", 100)
+	tokens := map[string]string{"operator": boot.Secret}
+	for _, role := range []string{"allocator", "reader", "media", "revoked"} {
+		r := role
+		if r == "revoked" {
+			r = "allocator"
+		}
+		tok, err := op.ACLCreateToken(ctx, api.CreateTokenRequest{Role: r, Description: role + " test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[role] = tok.Secret
+		if role == "revoked" {
+			if err := op.ACLRevokeToken(ctx, tok.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	list, err := op.ACLTokens(ctx)
+	if err != nil || len(list) != 4 {
+		t.Fatalf("token list %+v %v", list, err)
+	}
+	// Secrets never appear in the replicated state.
+	for _, nd := range c.Running() {
+		st := nd.Agent.Node.FSM().Export()
+		if s := st.String(); strings.Contains(s, boot.Secret) || strings.Contains(s, tokens["reader"]) {
+			t.Fatalf("%s: a secret is stored in clear", nd.ID)
+		}
+	}
+	type route struct {
+		method, path, body string
+		need               string // read, allocate, server, operator
+	}
+	routes := []route{
+		{"GET", "/v1/status", "", "read"},
+		{"GET", "/v1/members", "", "read"},
+		{"GET", "/v1/servers", "", "read"},
+		{"GET", "/v1/servers/m1", "", "read"},
+		{"GET", "/v1/allocations", "", "read"},
+		{"GET", "/v1/policy", "", "read"},
+		{"GET", "/metrics", "", "read"},
+		{"POST", "/v1/allocations", `{"request_id":"x-%s","room":"r","units":1}`, "allocate"},
+		{"DELETE", "/v1/allocations/nope", "", "allocate"},
+		{"POST", "/v1/servers", `{"id":"m-%s","capacity":1}`, "server"},
+		{"POST", "/v1/servers/nope/drain", "", "server"},
+		{"DELETE", "/v1/servers/nope", "", "server"},
+		{"POST", "/v1/members", `{"id":"evil-%s","raft_addr":"127.0.0.1:1"}`, "operator"},
+		{"DELETE", "/v1/members/nope", "", "operator"},
+		{"POST", "/v1/operator/transfer-leader", `{"id":"nope"}`, "operator"},
+		{"GET", "/v1/snapshot", "", "operator"},
+		{"POST", "/v1/snapshot", `junk`, "operator"},
+		{"PUT", "/v1/policy", `{"strategy":"nope-%s"}`, "operator"},
+		{"GET", "/v1/acl/tokens", "", "operator"},
+		{"POST", "/v1/acl/tokens", `{"role":"operator"}`, "operator"},
+		{"DELETE", "/v1/acl/tokens/nope", "", "operator"},
+	}
+	allowed := map[string][]string{
+		"operator":  {"read", "allocate", "server", "operator"},
+		"allocator": {"read", "allocate"},
+		"reader":    {"read"},
+		"media":     {"read", "allocate", "server"},
+	}
+	creds := []struct{ name, header string }{
+		{"none", ""}, {"malformed", "Basic abc"}, {"unknown", "Bearer sy_0000"}, {"huge", "Bearer " + strings.Repeat("a", 10000)},
+		{"revoked", "Bearer " + tokens["revoked"]},
+		{"reader", "Bearer " + tokens["reader"]}, {"allocator", "Bearer " + tokens["allocator"]},
+		{"media", "Bearer " + tokens["media"]}, {"operator", "Bearer " + tokens["operator"]},
+	}
+	hc := httpsClient(tc)
+	leader := c.WaitLeader(10 * time.Second)
+	// Refused requests first: the state must not move.
+	before := leader.Agent.Node.FSM().Hash()
+	for _, cr := range creds {
+		for _, rt := range routes {
+			ok := false
+			for _, p := range allowed[cr.name] {
+				ok = ok || p == rt.need
+			}
+			if ok {
+				continue
+			}
+			want := 401
+			if _, isRole := allowed[cr.name]; isRole {
+				want = 403
+			}
+			body := rt.body
+			if strings.Contains(body, "%s") {
+				body = fmt.Sprintf(body, cr.name)
+			}
+			ctype := ""
+			if body != "" {
+				ctype = "application/json"
+			}
+			for _, nd := range c.Running() {
+				code, msg := rawDo(t, hc, rt.method, "https://"+nd.Cfg.HTTPAddr+rt.path, cr.header, ctype, body)
+				if code != want {
+					t.Errorf("%s %s as %s via %s: %d %s, want %d", rt.method, rt.path, cr.name, nd.ID, code, msg, want)
+				}
+			}
+		}
+	}
+	c.WaitConverged(20 * time.Second)
+	if after := leader.Agent.Node.FSM().Hash(); after != before {
+		t.Fatal("refused requests changed the state")
+	}
+	// Allowed requests pass authorization (they may still fail validation).
+	for _, cr := range creds {
+		for _, rt := range routes {
+			ok := false
+			for _, p := range allowed[cr.name] {
+				ok = ok || p == rt.need
+			}
+			if !ok {
+				continue
+			}
+			body := rt.body
+			if strings.Contains(body, "%s") {
+				body = fmt.Sprintf(body, cr.name)
+			}
+			ctype := ""
+			if body != "" {
+				ctype = "application/json"
+			}
+			code, msg := rawDo(t, hc, rt.method, "https://"+f.Cfg.HTTPAddr+rt.path, cr.header, ctype, body)
+			if code == 401 || code == 403 {
+				t.Errorf("%s %s as %s: %d %s, want it authorized", rt.method, rt.path, cr.name, code, msg)
+			}
+		}
+	}
+	// Refusals are counted.
+	code, metrics := rawDo(t, hc, "GET", "https://"+f.Cfg.HTTPAddr+"/metrics", "Bearer "+tokens["reader"], "", "")
+	if code != 200 || metricValue(metrics, `switchyard_http_refused_total{reason="unauthenticated"}`) <= 0 ||
+		metricValue(metrics, `switchyard_http_refused_total{reason="permission_denied"}`) <= 0 {
+		t.Fatalf("refusal metrics missing: %d", code)
+	}
+}
+
+func isStatus(err error, status int) bool {
+	var ae *api.APIError
+	return errors.As(err, &ae) && ae.Status == status
+}
+
+func mustRegisterC(t *testing.T, c *api.Client, id string, capacity int64) {
+	t.Helper()
+	if _, err := c.RegisterServer(ctxT(t, 20*time.Second), api.RegisterServerRequest{ID: id, Capacity: capacity}); err != nil {
+		t.Fatalf("register %s: %v", id, err)
+	}
+}
+
+// TestACLAttacks replays the attacks an anonymous client or a stolen media
+// certificate could mount.
+func TestACLAttacks(t *testing.T) {
+	c, tc := aclCluster(t, 3)
+	ctx := ctxT(t, 60*time.Second)
+	hc := httpsClient(tc)
+	f := c.Followers()[0]
+	base := "https://" + f.Cfg.HTTPAddr
+	boot, err := api.NewClient(f.Cfg.HTTPAddr).WithTLS(tc).ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := api.NewClient(c.Addrs()...).WithTLS(tc).WithToken(boot.Secret)
+	mustRegisterC(t, op, "m1", 10)
+	mustRegisterC(t, op, "m2", 10)
+	snap := &strings.Builder{}
+	if err := op.SaveSnapshot(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := rawDo(t, hc, "POST", base+"/v1/snapshot", "", "application/x-protobuf", snap.String()); code != 401 {
+		t.Fatalf("anonymous snapshot restore: %d %s", code, msg)
+	}
+	// A browser page: text/plain and cross-origin writes are refused even
+	// with a valid token.
+	if code, msg := rawDo(t, hc, "POST", base+"/v1/servers", "Bearer "+boot.Secret, "text/plain", `{"id":"m1","capacity":1}`); code != 415 {
+		t.Fatalf("text/plain POST: %d %s", code, msg)
+	}
+	if code, msg := rawDo(t, hc, "POST", base+"/v1/servers/m1/drain", "Bearer "+boot.Secret, "", "", "Origin", "https://evil.example"); code != 403 {
+		t.Fatalf("cross-origin drain: %d %s", code, msg)
+	}
+	// A media certificate: may register itself only, may not join raft or
+	// move leadership.
+	mc, mk, err := c.CA.IssueRole("m1", pki.RoleMedia, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid, err := pki.NewIdentity(c.CA.CertPEM, mc, mk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcfg := mid.ClientConfig()
+	mediaHC := httpsClient(mcfg)
+	if code, msg := rawDo(t, mediaHC, "POST", base+"/v1/servers", "", "application/json", `{"id":"m2","capacity":1,"addresses":["http://evil"]}`); code != 403 {
+		t.Fatalf("m1 certificate registering m2: %d %s", code, msg)
+	}
+	if code, msg := rawDo(t, mediaHC, "POST", base+"/v1/servers/m2/drain", "", "", ""); code != 403 {
+		t.Fatalf("m1 certificate draining m2: %d %s", code, msg)
+	}
+	if code, msg := rawDo(t, mediaHC, "POST", base+"/v1/servers", "", "application/json", `{"id":"m1","capacity":5}`); code != 200 {
+		t.Fatalf("m1 certificate registering m1: %d %s", code, msg)
+	}
+	if code, msg := rawDo(t, mediaHC, "POST", base+"/v1/members", "", "application/json", `{"id":"evil","raft_addr":"127.0.0.1:1"}`); code != 403 {
+		t.Fatalf("media certificate adding a voter: %d %s", code, msg)
+	}
+	if code, msg := rawDo(t, mediaHC, "POST", base+"/v1/operator/transfer-leader", "", "application/json", `{"id":"n1"}`); code != 403 {
+		t.Fatalf("media certificate moving leadership: %d %s", code, msg)
+	}
+	// Raft itself refuses the media certificate's handshake.
+	conn, err := tls.Dial("tcp", f.Cfg.RaftAddr, mid.ClientConfig(cluster.RaftALPN))
+	if err == nil {
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil {
+		t.Fatal("raft accepted a media certificate")
+	}
+	if s, _ := c.WaitLeader(10 * time.Second).Agent.Node.FSM().Server("m2"); s == nil || len(s.Addresses) != 0 || s.State != 1 {
+		t.Fatalf("m2 was changed: %+v", s)
+	}
+	if n := len(c.WaitLeader(10 * time.Second).Agent.Node.Status().Members); n != 3 {
+		t.Fatalf("%d members", n)
+	}
+}
+
+// TestACLBootstrapRace bootstraps from every node at once: exactly one wins.
+func TestACLBootstrapRace(t *testing.T) {
+	c, tc := aclCluster(t, 3)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins, refused := 0, 0
+	for _, nd := range c.Running() {
+		for i := 0; i < 2; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := api.NewClient(nd.Cfg.HTTPAddr).WithTLS(tc).ACLBootstrap(ctxT(t, 30*time.Second))
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					wins++
+				case isStatus(err, 409):
+					refused++
+				default:
+					t.Errorf("bootstrap via %s: %v", nd.ID, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if wins != 1 || refused != 5 {
+		t.Fatalf("%d bootstraps won, %d refused", wins, refused)
+	}
+}
+
+// TestACLRevokeUnderLoad revokes a token while clients use it through every
+// node: once the revocation is acknowledged, no request with it succeeds.
+func TestACLRevokeUnderLoad(t *testing.T) {
+	c, tc := aclCluster(t, 3)
+	ctx := ctxT(t, 60*time.Second)
+	boot, err := api.NewClient(c.Addrs()...).WithTLS(tc).ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := api.NewClient(c.Addrs()...).WithTLS(tc).WithToken(boot.Secret)
+	mustRegisterC(t, op, "m1", 1000000)
+	tok, err := op.ACLCreateToken(ctx, api.CreateTokenRequest{Role: "allocator", Description: "load"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revokedAt time.Time
+	var mu sync.Mutex
+	var acceptedAfter, before, triedAfter int
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := api.NewClient(c.Nodes[w%3].Cfg.HTTPAddr).WithTLS(tc).WithToken(tok.Secret)
+			cl.Retry = false
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent := time.Now()
+				_, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("w%d-%d", w, i), Room: "r", Units: 1})
+				mu.Lock()
+				if !revokedAt.IsZero() && sent.After(revokedAt) {
+					triedAfter++
+				}
+				if err == nil {
+					if !revokedAt.IsZero() && sent.After(revokedAt) {
+						acceptedAfter++
+					} else {
+						before++
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if before < 20 {
+			return fmt.Errorf("%d allocations so far", before)
+		}
+		return nil
+	})
+	if err := op.ACLRevokeToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	revokedAt = time.Now()
+	mu.Unlock()
+	// Keep the load running well past the revocation.
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if triedAfter < 60 {
+			return fmt.Errorf("%d requests after the revocation so far", triedAfter)
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	if acceptedAfter != 0 {
+		t.Fatalf("%d requests accepted after the revocation was acknowledged", acceptedAfter)
+	}
+}
+
+// TestInputCaps sends what an attacker sent before the caps: every one is
+// refused with a clear error and changes nothing.
+func TestInputCaps(t *testing.T) {
+	c, tc := aclCluster(t, 3)
+	ctx := ctxT(t, 60*time.Second)
+	boot, err := api.NewClient(c.Addrs()...).WithTLS(tc).ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := api.NewClient(c.Addrs()...).WithTLS(tc).WithToken(boot.Secret)
+	mustRegisterC(t, op, "m1", 100)
+	hc := httpsClient(tc)
+	f := c.Followers()[0]
+	base := "https://" + f.Cfg.HTTPAddr
+	auth := "Bearer " + boot.Secret
+	leader := c.WaitLeader(10 * time.Second)
+	before := leader.Agent.Node.FSM().Hash()
+	cases := []struct {
+		name, method, path, body string
+		want                     int
+	}{
+		{"500 KB room", "POST", "/v1/allocations", `{"request_id":"a","room":"` + strings.Repeat("r", 500<<10) + `","units":1}`, 400},
+		{"room with escape", "POST", "/v1/allocations", `{"request_id":"a","room":"\u001b[2J","units":1}`, 400},
+		{"ttl overflow", "POST", "/v1/allocations", `{"request_id":"a","room":"r","units":1,"ttl_ms":18446744073719}`, 400},
+		{"huge id", "POST", "/v1/servers", `{"id":"` + strings.Repeat("m", 1000) + `","capacity":1}`, 400},
+		{"retention", "PUT", "/v1/policy", `{"strategy":"least-loaded","tombstone_retention_ms":9000000000000000}`, 400},
+		{"2 MiB body", "POST", "/v1/servers", `{"id":"m2","capacity":1,"labels":{"x":"` + strings.Repeat("x", 2<<20) + `"}}`, 413},
+	}
+	for _, tc := range cases {
+		code, msg := rawDo(t, hc, tc.method, base+tc.path, auth, "application/json", tc.body)
+		if code != tc.want {
+			t.Errorf("%s: %d %.300s, want %d", tc.name, code, msg, tc.want)
+		}
+	}
+	c.WaitConverged(20 * time.Second)
+	if leader.Agent.Node.FSM().Hash() != before {
+		t.Fatal("refused input changed the state")
+	}
+	// Anonymous clients are rate limited per address (429, Retry-After).
+	limited := false
+	for i := 0; i < 1000 && !limited; i++ {
+		req, _ := http.NewRequest("GET", base+"/v1/status", nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 429 {
+			limited = resp.Header.Get("Retry-After") != ""
+			if !limited {
+				t.Fatal("429 without Retry-After")
+			}
+		}
+	}
+	if !limited {
+		t.Fatal("1000 anonymous requests were never rate limited")
+	}
+}

@@ -1,0 +1,96 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+func register(id string, capacity int64) *fsmpb.Command {
+	return &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: &fsmpb.Server{Id: id, CapacityUnits: capacity}}}}
+}
+
+func deregister(id string) *fsmpb.Command {
+	return &fsmpb.Command{Cmd: &fsmpb.Command_DeregisterServer{DeregisterServer: &fsmpb.DeregisterServer{Id: id}}}
+}
+
+// hubAt returns a hub over f with its copy taken now, without the polling
+// goroutine: the test drives advance itself.
+func hubAt(f *fsm.FSM, retain, subBuf int) *watchHub {
+	h := &watchHub{f: f, retain: retain, subBuf: subBuf, subs: map[*watchSub]struct{}{}, running: true}
+	h.load(f.Export())
+	return h
+}
+
+func apply(t *testing.T, f *fsm.FSM, h *watchHub, index uint64, cmds ...*fsmpb.Command) {
+	t.Helper()
+	for _, r := range f.ApplyEnvelope(index, &fsmpb.Envelope{Version: fsm.EnvelopeVersion, NowUnixMs: int64(index), Batch: &fsmpb.Batch{Commands: cmds}}) {
+		if err := fsm.ResultError(r); err != nil {
+			t.Fatalf("apply at %d: %v", index, err)
+		}
+	}
+	h.mu.Lock()
+	h.advance(f.Export())
+	h.mu.Unlock()
+}
+
+// TestWatchHubDiffsResumesCompactsAndCutsOffSlowWatchers: ticks carry
+// exactly the changed objects; a resume gets the ticks after its index and
+// nothing else; an index older than the history is refused; a watcher
+// that does not read is cut off while another keeps receiving.
+func TestWatchHubDiffsResumesCompactsAndCutsOffSlowWatchers(t *testing.T) {
+	f := fsm.New()
+	h := hubAt(f, 12, 3)
+	apply(t, f, h, 1, register("m1", 4), register("m2", 4))
+	apply(t, f, h, 2, register("m1", 8))
+	apply(t, f, h, 3, deregister("m2"))
+	want := map[uint64]string{1: "m1 upsert,m2 upsert", 2: "m1 upsert", 3: "m2 delete"}
+	for _, tk := range h.ticks {
+		got := ""
+		for _, ev := range tk.events {
+			if ev.Kind == WatchServer {
+				if got != "" {
+					got += ","
+				}
+				got += ev.ID + " " + ev.Op
+			}
+		}
+		if got != want[tk.index] || tk.events[len(tk.events)-1].Kind != WatchSynced {
+			t.Fatalf("tick %d: %q, want %q (events %+v)", tk.index, got, want[tk.index], tk.events)
+		}
+	}
+
+	since := uint64(1)
+	_, backlog, err := h.subscribe(&since)
+	if err != nil || len(backlog) != 2 || backlog[0].index != 2 || backlog[1].index != 3 {
+		t.Fatalf("resume after 1: %v %+v", err, backlog)
+	}
+	slow, _, _ := h.subscribe(nil)
+	fast, copyTick, _ := h.subscribe(nil)
+	if evs := copyTick[0].events; evs[0].Kind != WatchReset || evs[1].ID != "m1" || evs[1].Server.Capacity != 8 || evs[len(evs)-1].Index != 3 {
+		t.Fatalf("copy: %+v", evs)
+	}
+	for i := uint64(4); i < 12; i++ {
+		apply(t, f, h, i, register(fmt.Sprintf("s%d", i), 1))
+		for len(fast.ch) > 0 {
+			<-fast.ch
+		}
+	}
+	if _, open := <-slow.ch; open && !slow.dropped {
+		t.Fatal("a watcher that never read was not cut off")
+	}
+	if fast.dropped {
+		t.Fatal("a reading watcher was cut off")
+	}
+	// Retention (12 events) has dropped the early ticks.
+	if h.base <= 1 {
+		t.Fatalf("history base %d after %d ticks", h.base, len(h.ticks))
+	}
+	old := uint64(1)
+	if _, _, err := h.subscribe(&old); !errors.Is(err, errCompacted) {
+		t.Fatalf("resume before the history: %v", err)
+	}
+}

@@ -1,0 +1,174 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/internal/proccluster"
+)
+
+// TestFrozenLeaderCostsOneElection freezes (SIGSTOP) the leader of a
+// 3-process cluster running the default raft timing and allocates through
+// a follower: the follower must fail the forwarded request over to the new
+// leader (same request id) instead of leaving it parked on the frozen one,
+// so the allocation is acknowledged well within a 15 s client timeout.
+// Then the SDK, given the frozen agent first, must move on to another
+// agent after one attempt. Latencies are logged, not asserted.
+// SWITCHYARD_FREEZE_ROUNDS repeats the freeze (default 1) for figures.
+func TestFrozenLeaderCostsOneElection(t *testing.T) {
+	rounds := 1
+	if v, err := strconv.Atoi(os.Getenv("SWITCHYARD_FREEZE_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	bin := proccluster.BuildBinary(t)
+	c := proccluster.New(t, bin, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rounds)*60*time.Second+60*time.Second)
+	defer cancel()
+	all := api.NewClient(c.Addrs()...)
+	if _, err := all.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 1 << 30}); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	var viaFollower, viaSDK []time.Duration
+	granted := 0
+	for round := 0; round < rounds; round++ {
+		// Through a follower, raw HTTP: one request, the follower fails over.
+		leader := waitLeader(ctx, t, c)
+		follower := otherThan(c, leader)
+		freeze(t, c, leader)
+		start := time.Now()
+		// A client's retries (same request id) of retryable answers
+		// (no leader yet) go to the same follower, within a 15 s timeout:
+		// a request parked on the frozen leader would use all of it.
+		pctx, pcancel := context.WithTimeout(ctx, 15*time.Second)
+		var (
+			code  int
+			hdr   http.Header
+			body  string
+			tries int
+		)
+		for {
+			tries++
+			code, hdr, body = post(pctx, t, follower.HTTPAddr, api.AllocateRequest{RequestID: fmt.Sprintf("freeze-%d", round), Room: "r", Units: 1})
+			if code != http.StatusServiceUnavailable || pctx.Err() != nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		pcancel()
+		lat := time.Since(start)
+		thaw(c, leader)
+		if code != http.StatusCreated {
+			t.Fatalf("round %d: allocation through follower %s with leader %s frozen: HTTP %d %s\n%s", round, follower.ID, leader.ID, code, body, c.Logs())
+		}
+		granted++
+		leaders := strings.Split(hdr.Get("X-Switchyard-Forward-Leaders"), ",")
+		attempts, _ := strconv.Atoi(hdr.Get("X-Switchyard-Forward-Attempts"))
+		if leaders[0] == leader.ID && (attempts < 2 || leaders[len(leaders)-1] == leader.ID) {
+			t.Fatalf("round %d: forwarded to frozen %s and answered without failing over (attempts %d, leaders %v)", round, leader.ID, attempts, leaders)
+		}
+		viaFollower = append(viaFollower, lat)
+		t.Logf("round %d: leader %s frozen; acknowledged through follower %s after %v (%d client request(s); last one forwarded %d time(s), leaders %v)", round, leader.ID, follower.ID, lat.Round(time.Millisecond), tries, attempts, leaders)
+
+		// The SDK, frozen agent first: one attempt there, then the others.
+		leader = waitLeader(ctx, t, c)
+		addrs := []string{leader.HTTPAddr}
+		for _, p := range c.Nodes {
+			if p != leader {
+				addrs = append(addrs, p.HTTPAddr)
+			}
+		}
+		cl := api.NewClient(addrs...)
+		freeze(t, c, leader)
+		cctx, ccancel := context.WithTimeout(ctx, 15*time.Second)
+		start = time.Now()
+		_, err := cl.Allocate(cctx, api.AllocateRequest{RequestID: fmt.Sprintf("freeze-sdk-%d", round), Room: "r", Units: 1})
+		lat = time.Since(start)
+		ccancel()
+		thaw(c, leader)
+		if err != nil {
+			t.Fatalf("round %d: SDK allocation with %s (first address) frozen: %v\n%s", round, leader.ID, err, c.Logs())
+		}
+		granted++
+		if n := cl.Attempts.Load(); n < 2 {
+			t.Fatalf("round %d: the SDK made %d attempt(s); the first went to the frozen agent and cannot have answered", round, n)
+		}
+		viaSDK = append(viaSDK, lat)
+		t.Logf("round %d: leader %s frozen; SDK acknowledged after %v in %d attempts", round, leader.ID, lat.Round(time.Millisecond), cl.Attempts.Load())
+	}
+	t.Logf("frozen leader -> ack through a follower: median %v of %d; SDK with the frozen agent first: median %v", median(viaFollower), len(viaFollower), median(viaSDK))
+
+	// Each request id was granted once, on every replica.
+	waitLeader(ctx, t, c)
+	for _, p := range c.Nodes {
+		cl := api.NewClient(p.HTTPAddr)
+		for {
+			s, err := cl.Servers(ctx, true)
+			if err == nil && len(s) == 1 && s[0].Used == int64(granted) {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s: servers %+v (err %v), want %d units used", p.ID, s, err, granted)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+func waitLeader(ctx context.Context, t *testing.T, c *proccluster.Cluster) *proccluster.Proc {
+	t.Helper()
+	l, err := c.WaitLeader(ctx)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, c.Logs())
+	}
+	return l
+}
+
+func otherThan(c *proccluster.Cluster, p *proccluster.Proc) *proccluster.Proc {
+	i := slices.IndexFunc(c.Nodes, func(q *proccluster.Proc) bool { return q != p })
+	return c.Nodes[i]
+}
+
+func freeze(t *testing.T, c *proccluster.Cluster, p *proccluster.Proc) {
+	c.Signal(p, syscall.SIGSTOP)
+	t.Cleanup(func() { c.Signal(p, syscall.SIGCONT) })
+}
+
+func thaw(c *proccluster.Cluster, p *proccluster.Proc) { c.Signal(p, syscall.SIGCONT) }
+
+// post sends one allocation to addr (no client retries) and returns the
+// status, headers and body.
+func post(ctx context.Context, t *testing.T, addr string, r api.AllocateRequest) (int, http.Header, string) {
+	t.Helper()
+	b, _ := json.Marshal(r)
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/v1/allocations", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST to %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(body)
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2].Round(time.Millisecond)
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/internal/testcluster"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startCLI runs the CLI in-process until the returned stop is called.
+func startCLI(t *testing.T, args ...string) (*syncBuffer, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(out)
+	root.SetErr(out)
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	return out, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("the CLI did not stop")
+		}
+	}
+}
+
+// TestListWatch: `alloc list --watch --json` prints the current list and
+// then each allocation as it is granted and released; `server list
+// --watch` prints servers and their changes as text. Interrupting ends
+// them without an error.
+func TestListWatch(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := c.Client()
+	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "before", Room: "r", Units: 1}); err != nil {
+		t.Fatal(err)
+	}
+	addrs := strings.Join(c.Addrs(), ",")
+	aout, astop := startCLI(t, "alloc", "list", "--watch", "--json", "--room", "r", "--addr", addrs)
+	sout, sstop := startCLI(t, "server", "list", "--watch", "--addr", addrs)
+	wait := func(b *syncBuffer, want ...string) {
+		t.Helper()
+		testcluster.Eventually(t, 30*time.Second, func() error {
+			s := b.String()
+			for _, w := range want {
+				if !strings.Contains(s, w) {
+					return fmt.Errorf("output lacks %q:\n%s", w, s)
+				}
+			}
+			return nil
+		})
+	}
+	wait(aout, `"kind":"reset"`, `"request_id":"before"`, `"kind":"synced"`)
+	wait(sout, "# full list at index", "upsert\tm1\tstate=active used=", "# the list above is complete")
+	a, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "after", Room: "r", Units: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "elsewhere", Room: "other", Units: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Release(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	wait(aout, `"request_id":"after"`, `"state":"released"`)
+	// Changes applied close together may come as one (the latest state).
+	wait(sout, "used=2 capacity=10 free=8")
+	if err := astop(); err != nil {
+		t.Fatalf("alloc list --watch: %v", err)
+	}
+	if err := sstop(); err != nil {
+		t.Fatalf("server list --watch: %v", err)
+	}
+	if strings.Contains(aout.String(), `"request_id":"elsewhere"`) {
+		t.Fatalf("--room r printed another room's allocation:\n%s", aout.String())
+	}
+}

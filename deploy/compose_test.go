@@ -1,0 +1,279 @@
+package deploy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/internal/ports"
+	"github.com/switchyard/switchyard/internal/testcluster"
+)
+
+// composeProject names this run's compose project (and image): the pid
+// lets a later run remove what a crashed one left behind.
+var composePrefix = regexp.MustCompile(`^sycompose([0-9]+)x`)
+
+// composeEnv runs docker-compose for project p on deploy/compose.
+type composeEnv struct {
+	t       *testing.T
+	project string
+	env     []string
+}
+
+func (c *composeEnv) run(ctx context.Context, args ...string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, "docker-compose", append([]string{"-p", c.project, "-f", filepath.Join("compose", "docker-compose.yml")}, args...)...)
+	cmd.Env = append(os.Environ(), c.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("docker-compose %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+func dockerCmd(ctx context.Context, args ...string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, "docker", args...)
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0") // the classic builder needs nothing from a registry for FROM scratch
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("docker %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// removeProject removes every container, network and volume of a compose
+// project by its label, whatever state docker-compose left them in.
+func removeProject(ctx context.Context, project string) error {
+	var errs []error
+	label := "label=com.docker.compose.project=" + project
+	for _, q := range []struct{ list, rm []string }{
+		{[]string{"ps", "-aq", "--filter", label}, []string{"rm", "-f", "-v"}},
+		{[]string{"network", "ls", "-q", "--filter", label}, []string{"network", "rm"}},
+		{[]string{"volume", "ls", "-q", "--filter", label}, []string{"volume", "rm", "-f"}},
+	} {
+		out, err := dockerCmd(ctx, q.list...)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ids := strings.Fields(out); len(ids) > 0 {
+			if _, err := dockerCmd(ctx, append(q.rm, ids...)...); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cleanStaleCompose removes projects and images of earlier runs whose
+// process is gone.
+func cleanStaleCompose(ctx context.Context, t *testing.T) {
+	dead := func(name string) bool {
+		m := composePrefix.FindStringSubmatch(name)
+		if m == nil {
+			return false
+		}
+		pid, _ := strconv.Atoi(m[1])
+		return syscall.Kill(pid, 0) != nil
+	}
+	out, err := dockerCmd(ctx, "ps", "-a", "--format", `{{.Label "com.docker.compose.project"}}`)
+	if err == nil {
+		for _, p := range strings.Fields(out) {
+			if dead(p) {
+				t.Logf("removing stale compose project %s: %v", p, removeProject(ctx, p))
+			}
+		}
+	}
+	out, err = dockerCmd(ctx, "volume", "ls", "--format", `{{.Name}}`)
+	if err == nil {
+		for _, v := range strings.Fields(out) {
+			if dead(v) {
+				_, _ = dockerCmd(ctx, "volume", "rm", "-f", v)
+			}
+		}
+	}
+	out, err = dockerCmd(ctx, "images", "--format", "{{.Repository}}:{{.Tag}}")
+	if err == nil {
+		for _, img := range strings.Fields(out) {
+			if dead(img) {
+				_, _ = dockerCmd(ctx, "rmi", "-f", img)
+			}
+		}
+	}
+}
+
+// needDocker skips (or fails under CI=true) without docker-compose and a
+// working Docker engine.
+func needDocker(t *testing.T) {
+	t.Helper()
+	need(t, "docker-compose", "docker-compose")
+	need(t, "docker", "docker.io")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := dockerCmd(ctx, "info"); err != nil {
+		msg := fmt.Sprintf("docker engine not usable (.ci/setup-chaos.sh starts dockerd): %v", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
+
+func hostPort(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// TestComposeFailover brings deploy/compose up from the FROM-scratch image
+// (built here from the static binary and the project's Dockerfile), waits
+// for a leader and both media nodes, allocates, kills the leader's
+// container, allocates again through the survivors, checks the first
+// allocation survived, and tears everything down (also on failure).
+func TestComposeFailover(t *testing.T) {
+	needDocker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cleanStaleCompose(ctx, t)
+
+	project := fmt.Sprintf("sycompose%dx%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	image := project + "img:latest"
+	t0 := time.Now()
+	bin := switchyardBinary(t)
+	t.Logf("binary built in %v", time.Since(t0).Round(time.Millisecond))
+	bctx := t.TempDir()
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	df, err := os.ReadFile(filepath.Join("..", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bctx, "switchyard"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bctx, "Dockerfile"), df, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t0 = time.Now()
+	if _, err := dockerCmd(ctx, "build", "-q", "-t", image, bctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("image %s built in %v", image, time.Since(t0).Round(time.Millisecond))
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, _ = dockerCmd(cctx, "rmi", "-f", image)
+	})
+
+	httpAddr := map[string]string{}
+	env := []string{"SWITCHYARD_IMAGE=" + image}
+	for _, n := range []string{"N1", "N2", "N3"} {
+		httpAddr[strings.ToLower(n)] = ports.Free(t, "tcp")
+		env = append(env, "SWITCHYARD_"+n+"_HTTP="+hostPort(httpAddr[strings.ToLower(n)]),
+			"SWITCHYARD_"+n+"_QUIC="+hostPort(ports.Free(t, "udp")))
+	}
+	for _, m := range []string{"M1", "M2"} {
+		env = append(env, "SWITCHYARD_"+m+"_HTTP="+hostPort(ports.Free(t, "tcp")))
+	}
+	ce := &composeEnv{t: t, project: project, env: env}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if t.Failed() {
+			out, _ := ce.run(cctx, "logs", "--no-color", "--tail", "40")
+			t.Logf("compose logs:\n%s", out)
+		}
+		t0 := time.Now()
+		if out, err := ce.run(cctx, "down", "-v", "--remove-orphans", "-t", "3"); err != nil {
+			t.Logf("compose down: %v\n%s", err, out)
+		}
+		t.Logf("compose down took %v", time.Since(t0).Round(time.Millisecond))
+		if err := removeProject(cctx, project); err != nil {
+			t.Logf("remove project %s: %v", project, err)
+		}
+	})
+
+	start := time.Now()
+	if _, err := ce.run(ctx, "up", "-d", "--no-build"); err != nil {
+		t.Fatal(err)
+	}
+	all := api.NewClient(httpAddr["n1"], httpAddr["n2"], httpAddr["n3"])
+	testcluster.Eventually(t, 90*time.Second, func() error {
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		defer scancel()
+		st, err := all.Status(sctx)
+		if err != nil || st.Leader == "" || len(st.Members) != 3 {
+			return fmt.Errorf("status %+v: %v", st, err)
+		}
+		servers, err := all.Servers(sctx, false)
+		if err != nil {
+			return err
+		}
+		active := 0
+		for _, s := range servers {
+			if s.State == "active" {
+				active++
+			}
+		}
+		if active != 2 {
+			return fmt.Errorf("%d active media servers: %+v", active, servers)
+		}
+		return nil
+	})
+	a1, err := all.Allocate(ctx, api.AllocateRequest{RequestID: "compose-1", Room: "demo", Units: 2})
+	if err != nil {
+		t.Fatalf("allocate: %v", err)
+	}
+	t.Logf("compose up → first allocation (on %s): %v", a1.Server, time.Since(start).Round(time.Millisecond))
+
+	st, err := all.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := st.Leader
+	kstart := time.Now()
+	if _, err := ce.run(ctx, "kill", leader); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	t.Logf("docker-compose kill %s took %v", leader, killed.Sub(kstart).Round(time.Millisecond))
+	var survivors []string
+	for id, a := range httpAddr {
+		if id != leader {
+			survivors = append(survivors, a)
+		}
+	}
+	rest := api.NewClient(survivors...)
+	var a2 api.Allocation
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		defer acancel()
+		var err error
+		a2, err = rest.Allocate(actx, api.AllocateRequest{RequestID: "compose-2", Room: "demo-2", Units: 2})
+		return err
+	})
+	t.Logf("leader %s's container killed → next allocation (on %s): %v", leader, a2.Server, time.Since(killed).Round(time.Millisecond))
+	st2, err := rest.Status(ctx)
+	if err != nil || st2.Leader == "" || st2.Leader == leader {
+		t.Fatalf("after killing %s: status %+v %v", leader, st2, err)
+	}
+	got, err := rest.Allocations(ctx, api.AllocationListOptions{Room: "demo"})
+	if err != nil || len(got) != 1 || got[0].ID != a1.ID || got[0].State != "active" {
+		t.Fatalf("the allocation made before the kill: %+v %v", got, err)
+	}
+}

@@ -1,0 +1,182 @@
+package fsm
+
+import (
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+// ACL roles a token may carry (see package acl for what each may do).
+const (
+	RoleOperator  = "operator"
+	RoleAllocator = "allocator"
+	RoleReader    = "reader"
+	RoleMedia     = "media"
+)
+
+// ValidRole reports whether r is one of the ACL roles.
+func ValidRole(r string) bool {
+	switch r {
+	case RoleOperator, RoleAllocator, RoleReader, RoleMedia:
+		return true
+	}
+	return false
+}
+
+// Limits of ACL token fields, checked in Apply (and before proposing).
+const (
+	MaxTokenIDLen          = 64
+	MaxTokenDescriptionLen = 256
+	tokenHashLen           = 64 // hex SHA-256
+)
+
+// aclState is the ACL part of the replicated state.
+type aclState struct {
+	bootstrapped bool
+	tokens       map[string]*fsmpb.AclToken // id -> token
+	byHash       map[string]string          // secret hash -> id
+}
+
+func (a *aclState) init() {
+	if a.tokens == nil {
+		a.tokens = map[string]*fsmpb.AclToken{}
+		a.byHash = map[string]string{}
+	}
+}
+
+// applyACL runs the ACL commands. handled is false for any other command.
+func (s *state) applyACL(now int64, c *fsmpb.Command) (handled bool, err error) {
+	s.acl.init()
+	switch v := c.GetCmd().(type) {
+	case *fsmpb.Command_AclBootstrap:
+		if s.acl.bootstrapped {
+			return true, errorf(ErrACLBootstrapped, "ACLs were bootstrapped already; use an operator token to create more")
+		}
+		t := v.AclBootstrap.GetToken()
+		if t.GetRole() != RoleOperator {
+			return true, errorf(ErrInvalid, "the bootstrap token must have role %s", RoleOperator)
+		}
+		if err := s.addToken(now, t); err != nil {
+			return true, err
+		}
+		s.acl.bootstrapped = true
+		return true, nil
+	case *fsmpb.Command_AclCreateToken:
+		return true, s.addToken(now, v.AclCreateToken)
+	case *fsmpb.Command_AclRevokeToken:
+		t, ok := s.acl.tokens[v.AclRevokeToken]
+		if !ok {
+			return true, errorf(ErrNotFound, "ACL token %q does not exist", v.AclRevokeToken)
+		}
+		delete(s.acl.byHash, t.SecretHash)
+		delete(s.acl.tokens, t.Id)
+		return true, nil
+	}
+	return false, nil
+}
+
+// ValidateToken checks a token's fields (the secret hash, not a secret).
+func ValidateToken(t *fsmpb.AclToken) error {
+	switch {
+	case t == nil:
+		return errorf(ErrInvalid, "token is required")
+	case t.GetId() == "" || len(t.GetId()) > MaxTokenIDLen || !printableASCII(t.GetId()):
+		return errorf(ErrInvalid, "token id must be 1-%d printable ASCII characters", MaxTokenIDLen)
+	case len(t.GetSecretHash()) != tokenHashLen:
+		return errorf(ErrInvalid, "token secret hash must be %d hex digits", tokenHashLen)
+	case !ValidRole(t.GetRole()):
+		return errorf(ErrInvalid, "role %q: want operator, allocator, reader or media", t.GetRole())
+	case len(t.GetDescription()) > MaxTokenDescriptionLen:
+		return errorf(ErrInvalid, "description longer than %d bytes", MaxTokenDescriptionLen)
+	case t.GetExpiresAtUnixMs() < 0:
+		return errorf(ErrInvalid, "expiry must not be negative")
+	}
+	return nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *state) addToken(now int64, in *fsmpb.AclToken) error {
+	if err := ValidateToken(in); err != nil {
+		return err
+	}
+	if _, ok := s.acl.tokens[in.GetId()]; ok {
+		return errorf(ErrInvalid, "ACL token id %q exists already", in.GetId())
+	}
+	if _, ok := s.acl.byHash[in.GetSecretHash()]; ok {
+		return errorf(ErrInvalid, "ACL token secret reused")
+	}
+	t := proto.Clone(in).(*fsmpb.AclToken)
+	t.CreatedAtUnixMs = now
+	s.acl.tokens[t.Id] = t
+	s.acl.byHash[t.SecretHash] = t.Id
+	return nil
+}
+
+func (s *state) exportACL(st *fsmpb.State) {
+	st.AclBootstrapped = s.acl.bootstrapped
+	st.AclTokens = nil
+	for _, t := range s.acl.tokens {
+		st.AclTokens = append(st.AclTokens, proto.Clone(t).(*fsmpb.AclToken))
+	}
+	slices.SortFunc(st.AclTokens, func(a, b *fsmpb.AclToken) int { return strings.Compare(a.Id, b.Id) })
+}
+
+func (s *state) importACL(st *fsmpb.State) {
+	s.acl = aclState{}
+	s.acl.init()
+	s.acl.bootstrapped = st.GetAclBootstrapped()
+	for _, t := range st.GetAclTokens() {
+		c := proto.Clone(t).(*fsmpb.AclToken)
+		s.acl.tokens[c.Id] = c
+		s.acl.byHash[c.SecretHash] = c.Id
+	}
+}
+
+// ACLBootstrapped reports whether the first operator token exists.
+func (f *FSM) ACLBootstrapped() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.acl.bootstrapped
+}
+
+// ACLTokenByHash returns a copy of the token whose secret hashes to hash.
+func (f *FSM) ACLTokenByHash(hash string) (*fsmpb.AclToken, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	id, ok := f.s.acl.byHash[hash]
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(f.s.acl.tokens[id]).(*fsmpb.AclToken), true
+}
+
+// ACLToken returns a copy of the token with this id.
+func (f *FSM) ACLToken(id string) (*fsmpb.AclToken, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.s.acl.tokens[id]
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(t).(*fsmpb.AclToken), true
+}
+
+// ACLTokens returns copies of every token, sorted by id.
+func (f *FSM) ACLTokens() []*fsmpb.AclToken {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := &fsmpb.State{}
+	f.s.exportACL(st)
+	return st.AclTokens
+}

@@ -1,0 +1,406 @@
+// Switchyard dashboard: polls this agent's JSON API and renders it. Plain
+// JavaScript, no dependencies. Every value is written with textContent, so
+// nothing from the API is ever interpreted as markup.
+"use strict";
+
+const PAGE = 50;        // servers per page
+const ROOM_PAGE = 25;   // rooms per page
+const FETCH_TIMEOUT_MS = 4000;
+
+const st = {
+  overview: null, servers: [], serversStale: false, allocs: [], policy: null, intents: [],
+  errors: {}, prev: null, allocRate: null, refuseRate: null,
+  page: 0, roomPage: 0, filter: "", stateFilter: "", sort: "id", updated: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("data-")) e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(k == null ? "" : String(k)));
+  return e;
+}
+
+function bar(frac, label) {
+  const f = Math.max(0, Math.min(1, Number.isFinite(frac) ? frac : 0));
+  const i = el("i", { class: f >= 0.9 ? "hot" : f >= 0.7 ? "warm" : "" });
+  i.style.width = (f * 100).toFixed(1) + "%";
+  const b = el("span", { class: "bar", title: label || (f * 100).toFixed(0) + "%" }, i);
+  return b;
+}
+
+function fmtAge(ms) {
+  if (ms == null) return "–";
+  if (ms < 1000) return ms + " ms";
+  if (ms < 120000) return (ms / 1000).toFixed(1) + " s";
+  return Math.round(ms / 60000) + " min";
+}
+
+function fmtTime(unixMs) {
+  if (!unixMs) return "";
+  return new Date(unixMs).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+function fmtRate(r) { return r == null ? "–" : r < 10 ? r.toFixed(1) : Math.round(r).toString(); }
+
+async function getJSON(path) {
+  const ctl = new AbortController();
+  const t = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
+  try {
+    const r = await fetch(path, { cache: "no-store", signal: ctl.signal });
+    let body = null;
+    try { body = await r.json(); } catch (_) { /* not JSON */ }
+    if (!r.ok) {
+      const e = new Error((body && body.error) || ("HTTP " + r.status));
+      e.status = r.status; e.code = body && body.code;
+      throw e;
+    }
+    return body;
+  } finally { clearTimeout(t); }
+}
+
+// Linearizable read through the leader; when there is none (503), this
+// agent's local replica instead, marked stale.
+async function getLeaderOrLocal(path) {
+  try {
+    return { data: await getJSON(path), stale: false };
+  } catch (e) {
+    if (e.status !== 503 && e.name !== "AbortError") throw e;
+    const sep = path.includes("?") ? "&" : "?";
+    return { data: await getJSON(path + sep + "stale=true"), stale: true };
+  }
+}
+
+// poll runs fn every ms, never two at once, recording errors under name.
+function poll(name, ms, fn) {
+  let busy = false;
+  const tick = async () => {
+    if (busy) return;
+    busy = true;
+    try { await fn(); delete st.errors[name]; } catch (e) { st.errors[name] = e.message || String(e); }
+    finally { busy = false; render(); }
+  };
+  tick();
+  setInterval(tick, ms);
+}
+
+function sumCounters(ov) {
+  let ok = 0, refused = 0, n = 0;
+  for (const m of ov.members) {
+    if (!m.stats) continue;
+    n++;
+    const a = m.stats.allocations || {};
+    ok += (a.granted || 0) + (a.duplicate || 0);
+    refused += a.refused || 0;
+  }
+  return { ok, refused, n, t: ov.unix_ms };
+}
+
+async function pollOverview() {
+  const ov = await getJSON("/v1/overview");
+  const c = sumCounters(ov);
+  if (st.prev && st.prev.n === c.n && c.t > st.prev.t) {
+    const dt = (c.t - st.prev.t) / 1000;
+    const dOk = c.ok - st.prev.ok, dRef = c.refused - st.prev.refused;
+    // A restarted member resets its counters: skip that interval.
+    if (dOk >= 0 && dRef >= 0) { st.allocRate = dOk / dt; st.refuseRate = dRef / dt; }
+  }
+  st.prev = c;
+  st.overview = ov;
+  st.updated = Date.now();
+}
+
+async function pollServers() {
+  const r = await getLeaderOrLocal("/v1/servers");
+  st.servers = r.data || [];
+  st.serversStale = r.stale;
+}
+
+async function pollAllocs() {
+  const r = await getLeaderOrLocal("/v1/allocations?active=true");
+  st.allocs = r.data || [];
+}
+
+async function pollPolicy() {
+  const p = await getLeaderOrLocal("/v1/policy");
+  st.policy = p.data;
+  const i = await getLeaderOrLocal("/v1/provisioning/intents");
+  st.intents = i.data || [];
+}
+
+function selfStats() {
+  const ov = st.overview;
+  if (!ov) return null;
+  const me = ov.members.find((m) => m.id === ov.node);
+  return me && me.stats ? me.stats.status : null;
+}
+
+function render() {
+  renderHeader();
+  renderMembers();
+  renderTiles();
+  renderServers();
+  renderRooms();
+  renderPolicy();
+}
+
+function renderHeader() {
+  const ov = st.overview;
+  if (!ov) return;
+  $("node").textContent = ov.node;
+  $("leader").textContent = ov.leader || "none";
+  const me = selfStats();
+  $("term").textContent = me ? me.term : "–";
+  $("updated").textContent = "updated " + new Date(st.updated).toLocaleTimeString() +
+    (st.watchIndex != null ? " · live from index " + st.watchIndex : "");
+  const nl = $("no-leader");
+  if (!ov.leader) {
+    nl.hidden = false;
+    nl.textContent = "Agent " + ov.node + " has no leader: the cluster cannot allocate or change anything through it right now. " +
+      "Showing this agent's local replica, which may be out of date.";
+  } else {
+    nl.hidden = true;
+  }
+  const errs = Object.entries(st.errors);
+  const eb = $("errors");
+  eb.hidden = errs.length === 0;
+  eb.textContent = errs.map(([k, v]) => k + ": " + v).join(" · ");
+}
+
+function renderMembers() {
+  const ov = st.overview;
+  if (!ov) return;
+  const tb = $("members").tBodies[0];
+  tb.replaceChildren(...ov.members.map((m) => {
+    const s = m.stats && m.stats.status;
+    const lag = s ? Math.max(0, s.commit_index - s.applied_index) : null;
+    const tr = el("tr", { "data-member": m.id, class: (m.leader ? "leader " : "") + (m.reachable ? "" : "unreachable") },
+      el("td", { class: "id" }, m.id),
+      el("td", { class: "role" }, m.leader ? "leader" : m.suffrage.toLowerCase()),
+      el("td", { class: "state" }, s ? s.state : (m.error ? "unreachable: " + m.error : "unreachable")),
+      el("td", { class: "n term" }, s ? s.term : "–"),
+      el("td", { class: "n last" }, s ? s.last_index : "–"),
+      el("td", { class: "n commit" }, s ? s.commit_index : "–"),
+      el("td", { class: "n applied" }, s ? s.applied_index : "–"),
+      el("td", { class: "n lag" }, lag == null ? "–" : lag),
+      el("td", { class: "n clock" }, s && s.clock_offset_ms != null ? s.clock_offset_ms + " ms" : "–"),
+      el("td", { class: "http" }, m.http_addr || ""));
+    return tr;
+  }));
+}
+
+function renderTiles() {
+  let cap = 0, used = 0;
+  const states = { active: 0, draining: 0, down: 0 };
+  for (const s of st.servers) {
+    cap += s.capacity; used += s.used;
+    states[s.state] = (states[s.state] || 0) + 1;
+  }
+  $("servers-count").textContent = st.servers.length;
+  $("servers-states").textContent = Object.entries(states).map(([k, v]) => v + " " + k).join(", ") + (st.serversStale ? " (local replica)" : "");
+  $("used-total").textContent = used;
+  $("capacity-total").textContent = cap;
+  const ub = $("used-bar");
+  ub.style.width = (cap ? Math.min(100, 100 * used / cap) : 0).toFixed(1) + "%";
+  $("alloc-active").textContent = st.allocs.length;
+  $("rooms-count").textContent = new Set(st.allocs.map((a) => a.room)).size;
+  $("alloc-rate").textContent = fmtRate(st.allocRate);
+  $("refuse-rate").textContent = fmtRate(st.refuseRate);
+  const p = st.policy;
+  if (p) {
+    $("policy-strategy").textContent = p.strategy || "least-loaded";
+    $("policy-version").textContent = p.version;
+    $("policy-when").textContent = p.applied_at_unix_ms ? "since " + fmtTime(p.applied_at_unix_ms) + " (index " + p.applied_at_index + ")" : "(default)";
+  }
+  const open = st.intents.filter((i) => i.state === "pending" || i.state === "started").length;
+  $("intents-open").textContent = open + " open";
+  $("intents-count").textContent = st.intents.length;
+  $("intents-failed").textContent = st.intents.filter((i) => i.state === "failed").length;
+}
+
+function filteredServers() {
+  const q = st.filter.trim().toLowerCase();
+  let list = st.servers.filter((s) =>
+    (!st.stateFilter || s.state === st.stateFilter) &&
+    (!q || [s.id, s.region, s.zone, s.state].some((v) => (v || "").toLowerCase().includes(q))));
+  const cpu = (s) => (s.load ? s.load.cpu : -1);
+  const age = (s) => (s.load_age_ms == null ? Infinity : s.load_age_ms);
+  const by = {
+    id: (a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }),
+    used: (a, b) => b.used - a.used || by.id(a, b),
+    cpu: (a, b) => cpu(b) - cpu(a) || by.id(a, b),
+    age: (a, b) => age(b) - age(a) || by.id(a, b),
+  };
+  return list.sort(by[st.sort] || by.id);
+}
+
+function renderServers() {
+  const list = filteredServers();
+  // Regions: one summary line each, whatever the page.
+  const regions = new Map();
+  for (const s of list) {
+    const k = s.region || "(none)";
+    const r = regions.get(k) || { n: 0, active: 0, down: 0, used: 0, cap: 0 };
+    r.n++; r.used += s.used; r.cap += s.capacity;
+    if (s.state === "active") r.active++;
+    if (s.state === "down") r.down++;
+    regions.set(k, r);
+  }
+  $("regions").tBodies[0].replaceChildren(...[...regions.entries()].sort().map(([k, r]) =>
+    el("tr", { "data-region": k },
+      el("td", {}, k), el("td", { class: "n" }, r.n), el("td", { class: "n" }, r.active), el("td", { class: "n" }, r.down),
+      el("td", { class: "n" }, r.used), el("td", { class: "n" }, r.cap),
+      el("td", {}, bar(r.cap ? r.used / r.cap : 0)))));
+  const pages = Math.max(1, Math.ceil(list.length / PAGE));
+  st.page = Math.min(st.page, pages - 1);
+  const rows = list.slice(st.page * PAGE, (st.page + 1) * PAGE);
+  $("page").textContent = "page " + (st.page + 1) + " / " + pages;
+  $("servers-shown").textContent = rows.length ? "showing " + (st.page * PAGE + 1) + "–" + (st.page * PAGE + rows.length) + " of " + list.length : "no servers";
+  $("servers").tBodies[0].replaceChildren(...rows.map((s) => {
+    const l = s.load;
+    return el("tr", { "data-server": s.id },
+      el("td", { class: "id" }, s.id),
+      el("td", { class: "region" }, s.region || ""),
+      el("td", { class: "zone" }, s.zone || ""),
+      el("td", { class: "state state-" + s.state }, s.state),
+      el("td", { class: "n capacity" }, s.capacity),
+      el("td", { class: "n used" }, s.used),
+      el("td", { class: "n free" }, s.free),
+      el("td", {}, bar(s.capacity ? s.used / s.capacity : 0, s.used + " / " + s.capacity + " units")),
+      el("td", {}, l ? bar(l.cpu, "cpu " + (l.cpu * 100).toFixed(0) + "%") : "–"),
+      el("td", { class: "n peers" }, l ? l.peers : "–"),
+      el("td", { class: "n age" }, fmtAge(s.load_age_ms)));
+  }));
+}
+
+function renderRooms() {
+  const rooms = new Map();
+  for (const a of st.allocs) {
+    const r = rooms.get(a.room) || { units: 0, servers: new Map(), edges: [] };
+    r.units += a.units;
+    r.servers.set(a.server, (r.servers.get(a.server) || 0) + a.units);
+    if (a.requester && a.requester !== a.server) r.edges.push([a.requester, a.server, a.units]);
+    rooms.set(a.room, r);
+  }
+  const names = [...rooms.keys()].sort();
+  const pages = Math.max(1, Math.ceil(names.length / ROOM_PAGE));
+  st.roomPage = Math.min(st.roomPage, pages - 1);
+  $("rpage").textContent = names.length + " rooms · page " + (st.roomPage + 1) + " / " + pages;
+  $("rooms").replaceChildren(...names.slice(st.roomPage * ROOM_PAGE, (st.roomPage + 1) * ROOM_PAGE).map((name) => {
+    const r = rooms.get(name);
+    const fed = new Set(r.edges.map((e) => e[1]));
+    const kids = [];
+    for (const [srv, units] of r.servers) {
+      if (fed.has(srv)) continue; // shown under the server feeding it
+      kids.push(serverNode(srv, units, r));
+    }
+    return el("li", { "data-room": name }, el("b", {}, name), " · " + r.units + " units on " + r.servers.size + " server(s)",
+      el("ul", {}, ...kids));
+  }));
+}
+
+function serverNode(srv, units, r, seen) {
+  seen = seen || new Set();
+  seen.add(srv);
+  const li = el("li", { "data-server": srv }, srv + " (" + units + " units)");
+  const out = r.edges.filter((e) => e[0] === srv && !seen.has(e[1]));
+  if (out.length) {
+    li.append(el("ul", {}, ...out.map((e) => {
+      const n = serverNode(e[1], r.servers.get(e[1]) || e[2], r, seen);
+      n.prepend(el("span", { class: "edge" }, "→ cascade "));
+      return n;
+    })));
+  }
+  return li;
+}
+
+function renderPolicy() {
+  const p = st.policy;
+  if (p) $("policy").textContent = JSON.stringify(p, null, 2);
+  const tb = $("intents").tBodies[0];
+  const list = [...st.intents].sort((a, b) => b.updated_at_unix_ms - a.updated_at_unix_ms).slice(0, 100);
+  tb.replaceChildren(...list.map((i) => el("tr", { "data-intent": i.id },
+    el("td", {}, i.id), el("td", {}, i.kind), el("td", { class: "state" }, i.state), el("td", {}, i.server_id),
+    el("td", { class: "n" }, i.units || ""), el("td", {}, fmtTime(i.updated_at_unix_ms)), el("td", {}, i.error || ""))));
+}
+
+function wire() {
+  $("filter").addEventListener("input", (e) => { st.filter = e.target.value; st.page = 0; renderServers(); });
+  $("state-filter").addEventListener("change", (e) => { st.stateFilter = e.target.value; st.page = 0; renderServers(); });
+  $("sort").addEventListener("change", (e) => { st.sort = e.target.value; renderServers(); });
+  $("prev").addEventListener("click", () => { st.page = Math.max(0, st.page - 1); renderServers(); });
+  $("next").addEventListener("click", () => { st.page++; renderServers(); });
+  $("rprev").addEventListener("click", () => { st.roomPage = Math.max(0, st.roomPage - 1); renderRooms(); });
+  $("rnext").addEventListener("click", () => { st.roomPage++; renderRooms(); });
+}
+
+// For tests and curious operators: the last data the page rendered.
+window.switchyardDashboard = st;
+
+// Allocations, intents and the policy follow this agent's change stream
+// (GET /v1/watch as Server-Sent Events): a full copy first, then every
+// change, applied to a local mirror that is shown at each "synced" mark.
+// The browser resumes a dropped stream itself (Last-Event-ID); when the
+// agent no longer remembers that index (410) or ends the stream, a fresh
+// one starts from a full copy.
+function startWatch() {
+  let live = { allocs: new Map(), intents: new Map(), policy: null };
+  let pending = null; // the copy being received after a reset
+  let since = null;
+  const open = () => {
+    const es = new EventSource("/v1/watch?kinds=allocations,intents,policy" + (since == null ? "" : "&since=" + since));
+    const target = () => pending || live;
+    const upsert = (field, key) => (e) => {
+      const ev = JSON.parse(e.data);
+      const m = target()[field];
+      if (ev.op === "delete") m.delete(ev.id); else m.set(ev.id, ev[key]);
+    };
+    es.addEventListener("reset", () => { pending = { allocs: new Map(), intents: new Map(), policy: null }; });
+    es.addEventListener("allocation", upsert("allocs", "allocation"));
+    es.addEventListener("intent", upsert("intents", "intent"));
+    es.addEventListener("policy", (e) => { target().policy = JSON.parse(e.data).policy; });
+    es.addEventListener("synced", (e) => {
+      if (pending) { live = pending; pending = null; }
+      since = JSON.parse(e.data).index;
+      st.watchIndex = since;
+      st.allocs = [...live.allocs.values()].filter((a) => a.state === "active");
+      st.intents = [...live.intents.values()];
+      if (live.policy) st.policy = live.policy;
+      delete st.errors.watch;
+      render();
+    });
+    es.addEventListener("error", (e) => {
+      if (e.data) { // the agent ended the stream (slow_consumer, shutdown): resume
+        const ev = JSON.parse(e.data);
+        st.errors.watch = "watch: " + ev.code;
+        es.close();
+        pending = null;
+        setTimeout(open, 500);
+        return;
+      }
+      if (es.readyState === EventSource.CLOSED) { // refused, e.g. 410 compacted: start over
+        st.errors.watch = "watch: stream refused; starting over";
+        since = null;
+        pending = null;
+        setTimeout(open, 2000);
+      }
+      render();
+    });
+  };
+  open();
+}
+
+wire();
+poll("overview", 1000, pollOverview);
+poll("servers", 2000, pollServers);
+if (typeof EventSource === "function") {
+  startWatch();
+} else {
+  poll("allocations", 3000, pollAllocs);
+  poll("policy", 3000, pollPolicy);
+}

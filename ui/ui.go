@@ -1,0 +1,34 @@
+// Package ui is the live dashboard every agent serves at /ui/: a page, a
+// script and a style sheet embedded in the binary (plain JavaScript, no
+// outside code, nothing fetched from elsewhere) that read the agent's own
+// JSON API: they poll /v1/overview (every member's status and counters)
+// and /v1/servers (with load), and follow /v1/watch (allocations, intents,
+// the policy) as Server-Sent Events. When the agent knows no leader the
+// page says so and shows the agent's local replica (?stale=true).
+package ui
+
+import (
+	"embed"
+	"io/fs"
+	"net/http"
+)
+
+//go:embed static
+var files embed.FS
+
+// Handler serves the dashboard's files; mount it with the /ui prefix
+// stripped.
+func Handler() http.Handler {
+	sub, err := fs.Sub(files, "static")
+	if err != nil {
+		panic(err) // the embedded tree always has static/
+	}
+	fsrv := http.FileServerFS(sub)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "no-cache")
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		fsrv.ServeHTTP(w, r)
+	})
+}
