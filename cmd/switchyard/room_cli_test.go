@@ -18,6 +18,7 @@ import (
 	"github.com/switchyard/switchyard/internal/janustest"
 	"github.com/switchyard/switchyard/internal/proccluster"
 	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/sidecar"
 )
 
 // TestRoomCLI drives `switchyard room` against a process cluster (the
@@ -103,13 +104,19 @@ func TestRoomCLI(t *testing.T) {
 			}
 			return nil
 		})
-		out, e, code := run(t, bin, "room", "place", "--room", "talk", "--sfu", "janus", "--json", addr)
+		out, e, code := run(t, bin, "room", "place", "--room", "talk", "--sfu", "janus", "--wait-ready", "20s", "--json", addr)
 		if code != 0 {
 			t.Fatalf("place on janus: %d %s", code, e)
 		}
 		var r api.Room
 		if err := json.Unmarshal([]byte(out), &r); err != nil || r.Server != "j1" || r.SFU != fsm.SFUJanus || r.URLs["url"] != j.URL() || r.URLs["room"] == nil {
 			t.Fatalf("janus placement: %s %v", out, err)
+		}
+		// --wait-ready returned: the VideoRoom exists on Janus.
+		jc, _ := sidecar.NewJanus(sidecar.JanusConfig{URL: j.URL()})
+		st, err := jc.Poll(ctx)
+		if err != nil || len(st.Rooms) != 1 || st.Rooms[0].Name != "talk" || float64(st.Rooms[0].Number) != r.URLs["room"] {
+			t.Fatalf("janus rooms after --wait-ready: %+v %v", st, err)
 		}
 		// SIGTERM drains: the room is released, j1 deregistered, exit 0.
 		if err := sc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
