@@ -27,7 +27,7 @@ type devFlags struct {
 	raftPort, httpPort, quicPort int
 	dataDir, logLevel, logFormat string
 	keep                         bool
-	provisioner                  string // issue #6
+	provisioner                  string
 	acl                          string
 }
 
@@ -103,7 +103,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 		}
 		wg.Wait()
 	}()
-	// Issue #6: the leader provisions media nodes as local processes.
+	// The leader provisions media nodes as local processes.
 	var prov *provision.Local
 	switch f.provisioner {
 	case "local":
