@@ -32,8 +32,8 @@ type AllocateRequest struct {
 	SFU string
 }
 
-// LoadSource supplies the leader's soft view of media-server load (issue #3
-// implements it from QUIC load reports). It must be cheap and must not
+// LoadSource supplies the leader's soft view of media-server load (the
+// agent implements it from QUIC load reports). It must be cheap and must not
 // block: it is called from the decision loop once per server per batch.
 type LoadSource interface {
 	// Load returns the latest load of server id, or ok=false without one.
@@ -94,14 +94,14 @@ type leaderState struct {
 	// Owned by the decision loop.
 	seq      uint64
 	inflight []inflightBatch
-	pc       policyCache // issue #6: compiled policy (provision.go)
+	pc       policyCache // compiled policy (provision.go)
 	pix      leaderIndex // placement index (index.go)
 	// staged is a policy proposed in batch stagedSeq and not yet applied.
 	staged    *placement.Policy
 	stagedSeq uint64
 
 	// prov parks requests no server fits while a server is provisioned
-	// (issue #6, provision.go); nil without a provisioner.
+	// (provision.go); nil without a provisioner.
 	prov *provisioner
 
 	mu      sync.Mutex
@@ -111,7 +111,7 @@ type leaderState struct {
 type inflightBatch struct {
 	seq      uint64
 	reserved map[string]int64
-	rooms    map[string]map[string]int64 // issue #6: room -> server -> units placed
+	rooms    map[string]map[string]int64 // room -> server -> units placed
 }
 
 const maxInflight = 32
@@ -128,7 +128,7 @@ func newLeaderState(n *Node) *leaderState {
 	}
 	ls.ctx, ls.cancel = context.WithCancel(n.ctx)
 	if n.cfg.Provisioner != nil {
-		ls.prov = newProvisioner(ls, n.cfg.Provisioner) // issue #6
+		ls.prov = newProvisioner(ls, n.cfg.Provisioner)
 	}
 	return ls
 }
@@ -202,7 +202,7 @@ func (n *Node) establish(ls *leaderState) error {
 	ls.wg.Add(2)
 	go ls.run()
 	go ls.housekeeping()
-	if ls.prov != nil { // issue #6: provisioning and retirement
+	if ls.prov != nil { // provisioning and retirement
 		ls.wg.Add(1)
 		go ls.prov.loop()
 	}
@@ -357,7 +357,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	// Bring the placement index up to date with what the FSM applied (and
 	// drop our in-flight batches it has applied); index.go.
 	applied := ls.sync()
-	// Issue #6: the whole committed policy, read from the FSM every batch,
+	// The whole committed policy, read from the FSM every batch,
 	// so a policy change is in force from the next decision on.
 	pol := ls.currentPolicy(applied)
 	staged := false
@@ -373,7 +373,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	reserved := map[string]int64{}
 	for _, o := range batch {
 		if o.alloc == nil {
-			// Issue #6: a policy change is in force for every decision
+			// A policy change is in force for every decision
 			// after it, even before its entry is applied (provision.go).
 			if sp := o.cmd.GetSetPolicy(); sp != nil {
 				np, ok := ls.stagePolicy(o, sp)
@@ -410,7 +410,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		ls.mu.Unlock()
 		id, err := ls.pick(pol, r) // rooms.go: an SFU kind narrows the choice
 		if err != nil {
-			if ls.parkForProvisioning(o, err) { // issue #6: wait for a new server
+			if ls.parkForProvisioning(o, err) { // wait for a new server
 				continue
 			}
 			n.m.allocations.WithLabelValues("refused").Inc()
@@ -434,7 +434,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	}
 	ls.seq++
 	if staged {
-		ls.stagedSeq = ls.seq // issue #6
+		ls.stagedSeq = ls.seq
 	}
 	data, err := fsm.EncodeFrom(ls.origin, ls.seq, ls.n.clock.now(), cmds...)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/switchyard/switchyard/provision"
 )
 
-// This file is the leader side of issue #6: the policy the decision loop
+// This file is the leader side of placement policy and provisioning: the policy the decision loop
 // places with, and provisioning / retirement.
 //
 // Policy. The decision loop reads the committed policy from the FSM at the

@@ -29,7 +29,7 @@ type state struct {
 	byRequest   map[string]string // request id -> allocation id
 	members     map[string]*fsmpb.Member
 	policy      *fsmpb.Policy
-	intents     map[string]*fsmpb.ProvisionIntent // issue #6, see policy.go
+	intents     map[string]*fsmpb.ProvisionIntent // see policy.go
 	rooms       map[string]*fsmpb.Room            // rooms.go; nil until the first room
 	roomNums    map[uint64]bool                   // numbers the rooms hold
 	acl         aclState                          // acl.go

@@ -54,7 +54,7 @@ type Candidate struct {
 	Active   bool
 	// State is the server state's name, for error messages.
 	State string
-	// Load is the server's last reported load (soft state, issue #3); nil
+	// Load is the server's last reported load (soft state); nil
 	// when the leader has no report for it yet (e.g. just after an
 	// election), in which case only registry data is used.
 	Load *Load
