@@ -311,7 +311,7 @@ func (s *Handler) overview(w http.ResponseWriter, r *http.Request) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(r.Context(), overviewTimeout)
 			defer cancel()
-			st, err := s.fetchStats(ctx, m.HTTPAddr)
+			st, err := s.fetchStats(ctx, r, m.HTTPAddr)
 			if err != nil {
 				mo.Error = err.Error()
 				return
@@ -324,10 +324,17 @@ func (s *Handler) overview(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, ov)
 }
 
-func (s *Handler) fetchStats(ctx context.Context, addr string) (*NodeStats, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/stats", nil)
+func (s *Handler) fetchStats(ctx context.Context, in *http.Request, addr string) (*NodeStats, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.fwdScheme()+"://"+addr+"/v1/stats", nil) // https when the API is (acl.go)
 	if err != nil {
 		return nil, err
+	}
+	// The caller's credentials (token or the dashboard's cookie) read the
+	// peers' stats too; over HTTPS this agent's certificate also speaks for it.
+	for _, h := range []string{"Authorization", "Cookie"} {
+		if v := in.Header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
 	}
 	resp, err := s.fwd.Do(req)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -99,9 +100,16 @@ func (c *Client) watchOnce(ctx context.Context, hc *http.Client, addr string, o 
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := http.NewRequestWithContext(sctx, http.MethodGet, "http://"+addr+"/v1/watch?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(sctx, http.MethodGet, c.scheme+"://"+addr+"/v1/watch?"+q.Encode(), nil)
 	if err != nil {
 		return false, err
+	}
+	tok := c.token
+	if !c.tokenSet {
+		tok = os.Getenv(TokenEnv)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/internal/ports"
 	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/pki"
 )
 
 // composeProject names this run's compose project (and image): the pid
@@ -182,8 +184,9 @@ func TestComposeFailover(t *testing.T) {
 
 	httpAddr := map[string]string{}
 	// pickPorts chooses free host ports for every published port.
+	certs := filepath.Join(t.TempDir(), "certs") // removed after compose down (cleanups run last-in first-out)
 	pickPorts := func() []string {
-		env := []string{"SWITCHYARD_IMAGE=" + image}
+		env := []string{"SWITCHYARD_IMAGE=" + image, "SWITCHYARD_CERTS=" + certs}
 		for _, n := range []string{"N1", "N2", "N3"} {
 			httpAddr[strings.ToLower(n)] = ports.Free(t, "tcp")
 			env = append(env, "SWITCHYARD_"+n+"_HTTP="+hostPort(httpAddr[strings.ToLower(n)]),
@@ -229,7 +232,18 @@ func TestComposeFailover(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	all := api.NewClient(httpAddr["n1"], httpAddr["n2"], httpAddr["n3"])
+	// The agents serve their API over HTTPS (they have TLS flags); the
+	// init container wrote the CA.
+	var tlsConf *tls.Config
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		pem, err := os.ReadFile(filepath.Join(certs, "ca.pem"))
+		if err != nil {
+			return err
+		}
+		tlsConf, err = pki.CAClientConfig(pem)
+		return err
+	})
+	all := api.NewClient(httpAddr["n1"], httpAddr["n2"], httpAddr["n3"]).WithTLS(tlsConf)
 	testcluster.Eventually(t, 90*time.Second, func() error {
 		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
 		defer scancel()
@@ -275,7 +289,7 @@ func TestComposeFailover(t *testing.T) {
 			survivors = append(survivors, a)
 		}
 	}
-	rest := api.NewClient(survivors...)
+	rest := api.NewClient(survivors...).WithTLS(tlsConf)
 	var a2 api.Allocation
 	testcluster.Eventually(t, 60*time.Second, func() error {
 		actx, acancel := context.WithTimeout(ctx, 10*time.Second)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchyard/switchyard/internal/ports"
 	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/pki"
 )
 
 // k8sObject is the part of a manifest the checks read.
@@ -55,8 +56,9 @@ type k8sPort struct {
 
 type k8sProbe struct {
 	HTTPGet *struct {
-		Path string `yaml:"path"`
-		Port any    `yaml:"port"`
+		Path   string `yaml:"path"`
+		Port   any    `yaml:"port"`
+		Scheme string `yaml:"scheme"`
 	} `yaml:"httpGet"`
 	TCPSocket *struct {
 		Port any `yaml:"port"`
@@ -289,6 +291,14 @@ func TestK8sManifests(t *testing.T) {
 	if ac.ReadinessProbe == nil || ac.ReadinessProbe.HTTPGet == nil || ac.ReadinessProbe.HTTPGet.Path != "/v1/health/ready" {
 		t.Errorf("agent readiness probe must be GET /v1/health/ready: %+v", ac.ReadinessProbe)
 	}
+	// With the TLS flags the agent's API is HTTPS unless --http-plain.
+	if _, plain := av["http-plain"]; !plain {
+		for name, p := range map[string]*k8sProbe{"liveness": ac.LivenessProbe, "readiness": ac.ReadinessProbe} {
+			if p != nil && p.HTTPGet != nil && p.HTTPGet.Scheme != "HTTPS" {
+				t.Errorf("agent %s probe scheme %q: the API is HTTPS with the TLS flags", name, p.HTTPGet.Scheme)
+			}
+		}
+	}
 	if av["bootstrap-expect"] != strconv.Itoa(*sts.Spec.Replicas) {
 		t.Errorf("--bootstrap-expect=%s with %d replicas", av["bootstrap-expect"], *sts.Spec.Replicas)
 	}
@@ -403,19 +413,27 @@ func TestK8sManifests(t *testing.T) {
 			t.Logf("agent log:\n%s", logs.String())
 		}
 	}()
+	pem, err := os.ReadFile(filepath.Join(certs, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := pki.CAClientConfig(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	testcluster.Eventually(t, 30*time.Second, func() error {
-		if code, err := httpStatus("http://" + httpAddr + "/v1/health/live"); err != nil || code != 200 {
+		if code, err := httpStatus(hc, "https://"+httpAddr+"/v1/health/live"); err != nil || code != 200 {
 			return fmt.Errorf("live: %d %v", code, err)
 		}
-		if code, err := httpStatus("http://" + httpAddr + "/v1/health/ready"); err != nil || code != 503 {
+		if code, err := httpStatus(hc, "https://"+httpAddr+"/v1/health/ready"); err != nil || code != 503 {
 			return fmt.Errorf("ready without peers: %d %v", code, err)
 		}
 		return nil
 	})
 }
 
-func httpStatus(url string) (int, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
+func httpStatus(c *http.Client, url string) (int, error) {
 	resp, err := c.Get(url)
 	if err != nil {
 		return 0, err
