@@ -290,15 +290,6 @@ func (s *Handler) principal(r *http.Request) (acl.Principal, error) {
 	if err != nil {
 		return acl.Anonymous, err
 	}
-	if secret == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		// The dashboard's reads (an EventSource cannot set headers) carry
-		// the token in a same-site cookie; never accepted for writes.
-		if c, err := r.Cookie(TokenCookie); err == nil && c.Value != "" {
-			if secret, err = acl.ParseBearer("Bearer " + c.Value); err != nil {
-				return acl.Anonymous, err
-			}
-		}
-	}
 	if secret != "" {
 		return acl.Resolve(s.b.FSM(), secret, time.Now())
 	}
@@ -344,9 +335,6 @@ func (s *Handler) targetServer(r *http.Request, pattern string, p acl.Principal)
 	}
 	return ""
 }
-
-// TokenCookie is the cookie the dashboard keeps its token in (reads only).
-const TokenCookie = "switchyard_token"
 
 // maxJSONBody bounds JSON request bodies.
 const maxJSONBody = 1 << 20

@@ -163,7 +163,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	fmt.Fprintf(out, "leader: %s (cluster %s)\n", st.Leader, st.ClusterID)
 	dash := fmt.Sprintf("http://%s/ui/", joins[0])
 	if tok := os.Getenv(api.TokenEnv); f.acl == "default-deny" && tok != "" {
-		dash += "#token=" + tok // the page keeps it in a session cookie
+		dash += "#token=" + tok // the page keeps it in this tab's session storage (ui/static/auth.js)
 	}
 	fmt.Fprintf(out, "dashboard: %s (every agent serves it)\n", dash)
 	fmt.Fprintf(out, "try:  switchyard cluster status\n      switchyard server register --id m1 --capacity 10\n      switchyard alloc request --room demo --units 1 --request-id r1\n")

@@ -3,17 +3,6 @@
 // nothing from the API is ever interpreted as markup.
 "use strict";
 
-// With ACLs on, open the page as /ui/#token=<secret> (switchyard dev prints
-// that link): the token moves into a same-site session cookie the agent
-// accepts for reads (fetch and EventSource alike) and leaves the address bar.
-(function keepToken() {
-  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (!m) return;
-  const secure = location.protocol === "https:" ? "; Secure" : "";
-  document.cookie = "switchyard_token=" + encodeURIComponent(decodeURIComponent(m[1])) + "; path=/; SameSite=Strict" + secure;
-  history.replaceState(null, "", location.pathname + location.search);
-})();
-
 const PAGE = 50;        // servers per page
 const ROOM_PAGE = 25;   // rooms per page
 const FETCH_TIMEOUT_MS = 4000;
