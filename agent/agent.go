@@ -1,5 +1,5 @@
 // Package agent assembles one allocator process: the raft node (cluster),
-// the HTTP admin API (api) and, from issue #3 on, the QUIC listener for media
+// the HTTP admin API (api) and the QUIC listener for media
 // nodes. `switchyard agent`, `switchyard dev` and the multi-node tests all
 // start agents through Start, so they exercise the same wiring.
 package agent

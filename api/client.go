@@ -455,7 +455,34 @@ func (c *Client) RestoreSnapshot(ctx context.Context, data []byte, adopt bool) (
 // ACLBootstrap creates the first operator token (once per cluster).
 func (c *Client) ACLBootstrap(ctx context.Context) (ACLTokenSecret, error) {
 	var t ACLTokenSecret
-	return t, c.do(ctx, "POST", "/v1/acl/bootstrap", nil, &t)
+	return t, c.doNotResent(ctx, "POST", "/v1/acl/bootstrap", nil, &t)
+}
+
+// doNotResent sends a write that must not be sent twice (bootstrapping
+// ACLs answers its secret once: a resent bootstrap that the first one beat
+// would be refused and the secret lost). It waits for the answer without a
+// per-attempt deadline and tries again, on the next address, only when the
+// request certainly changed nothing: the connection was refused, or an
+// agent answered that there is no leader to run it.
+func (c *Client) doNotResent(ctx context.Context, method, path string, body []byte, out any) error {
+	if len(c.addrs) == 0 {
+		return errors.New("no agent address given (--addr)")
+	}
+	for attempt := 0; ; attempt++ {
+		err := c.once(ctx, c.addrs[attempt%len(c.addrs)], method, path, body, out)
+		var ae *APIError
+		var op *net.OpError
+		unsent := (errors.As(err, &ae) && (ae.Body.Code == "not_leader" || ae.Body.Code == "no_leader")) ||
+			(errors.As(err, &op) && op.Op == "dial")
+		if err == nil || !unsent || !c.Retry {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // ACLCreateToken creates a token.

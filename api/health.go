@@ -215,8 +215,14 @@ func (s *Handler) readiness(maxLag uint64) Readiness {
 	if !rd.Member {
 		rd.Reasons = append(rd.Reasons, "not a member of the raft configuration (yet)")
 	}
-	if st.Leader == "" {
+	switch {
+	case st.Leader == "":
 		rd.Reasons = append(rd.Reasons, "no known leader")
+	case st.State == "Candidate":
+		// raft can keep the last leader's id while it campaigns.
+		rd.Reasons = append(rd.Reasons, "no known leader: an election is under way (raft state Candidate)")
+	case st.Leader == st.ID && !s.b.IsLeader():
+		rd.Reasons = append(rd.Reasons, "elected leader, not ready to serve yet")
 	}
 	if rd.Lag > maxLag {
 		rd.Reasons = append(rd.Reasons, fmt.Sprintf("applied index %d is %d entries behind commit index %d (max %d)", st.AppliedIndex, rd.Lag, st.CommitIndex, maxLag))
@@ -281,6 +287,9 @@ func counterSum(mf *dto.MetricFamily) float64 {
 // page at most that long and is shown as unreachable.
 func (s *Handler) overview(w http.ResponseWriter, r *http.Request) {
 	lid, _, _ := s.b.Leader()
+	if s.b.Status().State == "Candidate" {
+		lid = "" // raft can keep the last leader's id while it campaigns
+	}
 	ov := Overview{Node: s.b.ID(), Leader: lid, Members: []MemberOverview{}, UnixMs: time.Now().UnixMilli()}
 	members := s.b.Members()
 	ov.Members = make([]MemberOverview, len(members))

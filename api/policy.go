@@ -9,7 +9,7 @@ import (
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
 
-// Issue #6: the placement policy and provisioning intents over HTTP.
+// The placement policy and provisioning intents over HTTP.
 //
 //	GET  /v1/policy                 the committed policy (leader; ?stale=true: local replica)
 //	PUT  /v1/policy                 replace it (validated, then committed through raft)

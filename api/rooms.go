@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/switchyard/switchyard/cluster"
@@ -340,4 +342,36 @@ func (c *Client) ReleaseRoom(ctx context.Context, room string) (ReleaseRoomResul
 func (c *Client) Server(ctx context.Context, id string, stale bool) (Server, error) {
 	var out Server
 	return out, c.do(ctx, "GET", "/v1/servers/"+url.PathEscape(id)+staleQuery(stale), nil, &out)
+}
+
+// ErrRoomNotReady means a placed room was not reported by its server
+// before the caller gave up.
+var ErrRoomNotReady = errors.New("room not ready on its server")
+
+// WaitRoomReady waits until the room's server reports hosting its
+// placement (the sidecar of a Janus or LiveKit server lists a room's
+// allocation once the room exists on the SFU). Rooms on Switchyard's own
+// media node are ready at once. It polls until ctx ends.
+func (c *Client) WaitRoomReady(ctx context.Context, r Room) error {
+	if r.SFU == fsm.SFUSwitchyard || r.Server == "" {
+		return nil
+	}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var s struct {
+			Load *struct {
+				AllocationIDs []string `json:"allocation_ids"`
+			} `json:"load"`
+		}
+		err := c.do(ctx, "GET", "/v1/servers/"+url.PathEscape(r.Server), nil, &s)
+		if err == nil && s.Load != nil && slices.Contains(s.Load.AllocationIDs, r.AllocationID) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: room %s on %s (allocation %s): %w", ErrRoomNotReady, r.Room, r.Server, r.AllocationID, ctx.Err())
+		case <-t.C:
+		}
+	}
 }

@@ -166,3 +166,30 @@ func TestRoomPlacement(t *testing.T) {
 	}
 	c.WaitConverged(30 * time.Second)
 }
+
+// Rooms spread under least-loaded and pack under bin-pack: placement uses
+// the live policy.
+func TestRoomPlacementFollowsPolicy(t *testing.T) {
+	c := testcluster.New(t, 1)
+	c.WaitLeader(30 * time.Second)
+	cl := c.Client()
+	ctx := ctxFor(t, 60*time.Second)
+	for _, id := range []string{"a", "b"} {
+		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: id, Capacity: 10, Addresses: []string{"http://" + id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s1, err1 := cl.PlaceRoom(ctx, "s1", api.PlaceRoomRequest{Units: 2})
+	s2, err2 := cl.PlaceRoom(ctx, "s2", api.PlaceRoomRequest{Units: 2})
+	if err1 != nil || err2 != nil || s1.Server == s2.Server {
+		t.Fatalf("least-loaded: %+v %+v %v %v", s1, s2, err1, err2)
+	}
+	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "bin-pack"}); err != nil {
+		t.Fatal(err)
+	}
+	p1, err1 := cl.PlaceRoom(ctx, "p1", api.PlaceRoomRequest{Units: 2})
+	p2, err2 := cl.PlaceRoom(ctx, "p2", api.PlaceRoomRequest{Units: 2})
+	if err1 != nil || err2 != nil || p1.Server != p2.Server {
+		t.Fatalf("bin-pack: %+v %+v %v %v", p1, p2, err1, err2)
+	}
+}

@@ -42,8 +42,8 @@ type Backend interface {
 	Restore(ctx context.Context, st *fsmpb.State, adopt bool) error
 }
 
-// ServerListDecorator, when set, may add soft-state fields (e.g. the load
-// view of issue #3) to server list entries. It returns the JSON value to
+// ServerListDecorator, when set, may add soft-state fields (e.g. the
+// reported load) to server list entries. It returns the JSON value to
 // emit for s.
 type ServerListDecorator func(s Server) any
 
@@ -99,7 +99,7 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 	s.handle("POST /v1/allocations/batch", s.allocateBatch, true) // api/batch.go
 	s.handle("GET /v1/snapshot", s.snapshot, true)
 	s.handle("POST /v1/snapshot", s.restore, true)
-	s.registerPolicyRoutes() // issue #6: api/policy.go
+	s.registerPolicyRoutes() // api/policy.go
 	s.registerOpsRoutes()    // health, stats, overview, dashboard: api/health.go
 	s.registerRoomRoutes()   // api/rooms.go
 	s.registerACLRoutes()    // acl.go
@@ -182,8 +182,10 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Every write is idempotent (request ids, set semantics) except moving
-	// leadership: a second transfer could move it twice.
-	idempotent := r.URL.Path != "/v1/operator/transfer-leader"
+	// leadership (a second transfer could move it twice) and minting ACL
+	// tokens (a resent bootstrap would be refused and its secret lost; a
+	// resent create would mint a second token).
+	idempotent := r.URL.Path != "/v1/operator/transfer-leader" && r.URL.Path != "/v1/acl/bootstrap" && r.URL.Path != "/v1/acl/tokens"
 	var ans *forwardAnswer
 	st, err := fw.Forward(r.Context(), idempotent, func(ctx context.Context, lid string, m *fsmpb.Member) error {
 		a, err := s.forwardTo(ctx, r, body, lid, m)

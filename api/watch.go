@@ -44,6 +44,7 @@ const (
 	WatchAllocation = "allocation" // an allocation changed
 	WatchPolicy     = "policy"     // the placement policy changed
 	WatchIntent     = "intent"     // a provisioning intent changed
+	WatchRoom       = "room"       // a placed room changed (api/rooms.go)
 	WatchHeartbeat  = "heartbeat"  // nothing changed; index is the last synced one
 	WatchError      = "error"      // the stream ends; resume from the last synced index
 )
@@ -59,12 +60,13 @@ type WatchEvent struct {
 	Allocation *Allocation `json:"allocation,omitempty"`
 	Policy     *Policy     `json:"policy,omitempty"`
 	Intent     *Intent     `json:"intent,omitempty"`
+	Room       *Room       `json:"room,omitempty"`
 	Code       string      `json:"code,omitempty"`
 	Error      string      `json:"error,omitempty"`
 }
 
 // Watch kinds accepted by ?kinds= (comma-separated; default all).
-var watchKinds = map[string]string{"servers": WatchServer, "allocations": WatchAllocation, "policy": WatchPolicy, "intents": WatchIntent}
+var watchKinds = map[string]string{"servers": WatchServer, "allocations": WatchAllocation, "policy": WatchPolicy, "intents": WatchIntent, "rooms": WatchRoom}
 
 const (
 	watchPoll          = 50 * time.Millisecond
@@ -93,6 +95,8 @@ type watchSub struct {
 // handler.
 type watchHub struct {
 	f *fsm.FSM
+	// done ends the hub (the agent is shutting down).
+	done <-chan struct{}
 	// retain and subBuf default to watchRetainEvents and
 	// watchSubscriberBuf (tests shrink them).
 	retain, subBuf int
@@ -108,6 +112,7 @@ type watchHub struct {
 	servers map[string]*fsmpb.Server
 	allocs  map[string]*fsmpb.Allocation
 	intents map[string]*fsmpb.ProvisionIntent
+	rooms   map[string]*fsmpb.Room
 	policy  *fsmpb.Policy
 }
 
@@ -172,6 +177,10 @@ func (h *watchHub) load(st *fsmpb.State) {
 	for _, v := range st.GetIntents() {
 		h.intents[v.GetId()] = v
 	}
+	h.rooms = map[string]*fsmpb.Room{}
+	for _, v := range st.GetRooms() {
+		h.rooms[v.GetName()] = v
+	}
 	h.policy = st.GetPolicy()
 	h.base, h.last, h.ticks, h.nEvents = st.GetAppliedIndex(), st.GetAppliedIndex(), nil, 0
 }
@@ -189,6 +198,9 @@ func (h *watchHub) copyTick() *watchTick {
 	}
 	for _, id := range sortedKeys(h.intents) {
 		t.events = append(t.events, intentEvent(h.last, "upsert", h.intents[id]))
+	}
+	for _, id := range sortedKeys(h.rooms) {
+		t.events = append(t.events, roomEvent(h.last, "upsert", h.rooms[id], h.servers))
 	}
 	if h.policy != nil {
 		p := PolicyFromPB(h.policy)
@@ -217,6 +229,11 @@ func allocEvent(idx uint64, op string, v *fsmpb.Allocation) WatchEvent {
 	return WatchEvent{Index: idx, Kind: WatchAllocation, Op: op, ID: v.GetId(), Allocation: &a}
 }
 
+func roomEvent(idx uint64, op string, v *fsmpb.Room, servers map[string]*fsmpb.Server) WatchEvent {
+	r := RoomFromPB(v, servers[v.GetServer()])
+	return WatchEvent{Index: idx, Kind: WatchRoom, Op: op, ID: v.GetName(), Room: &r}
+}
+
 func intentEvent(idx uint64, op string, v *fsmpb.ProvisionIntent) WatchEvent {
 	it := IntentFromPB(v)
 	return WatchEvent{Index: idx, Kind: WatchIntent, Op: op, ID: v.GetId(), Intent: &it}
@@ -227,11 +244,17 @@ func intentEvent(idx uint64, op string, v *fsmpb.ProvisionIntent) WatchEvent {
 func (h *watchHub) run() {
 	t := time.NewTicker(watchPoll)
 	defer t.Stop()
-	for range t.C {
+	for {
+		stop := false
+		select {
+		case <-h.done:
+			stop = true
+		case <-t.C:
+		}
 		h.mu.Lock()
-		if len(h.subs) == 0 && time.Since(h.idleAt) > watchHubIdle {
+		if stop || (len(h.subs) == 0 && time.Since(h.idleAt) > watchHubIdle) {
 			h.running = false
-			h.ticks, h.servers, h.allocs, h.intents, h.policy = nil, nil, nil, nil, nil
+			h.ticks, h.servers, h.allocs, h.intents, h.rooms, h.policy = nil, nil, nil, nil, nil, nil
 			h.mu.Unlock()
 			return
 		}
@@ -297,6 +320,20 @@ func (h *watchHub) advance(st *fsmpb.State) {
 			delete(h.intents, id)
 		}
 	}
+	clear(seen)
+	for _, v := range st.GetRooms() {
+		seen[v.GetName()] = true
+		if old, ok := h.rooms[v.GetName()]; !ok || !proto.Equal(old, v) {
+			tk.events = append(tk.events, roomEvent(idx, "upsert", v, h.servers))
+			h.rooms[v.GetName()] = v
+		}
+	}
+	for _, id := range sortedKeys(h.rooms) {
+		if !seen[id] {
+			tk.events = append(tk.events, roomEvent(idx, "delete", h.rooms[id], h.servers))
+			delete(h.rooms, id)
+		}
+	}
 	if !proto.Equal(h.policy, st.GetPolicy()) {
 		h.policy = st.GetPolicy()
 		p := PolicyFromPB(h.policy)
@@ -353,7 +390,7 @@ func (s *Handler) watch(w http.ResponseWriter, r *http.Request) {
 		for _, k := range strings.Split(v, ",") {
 			kind, ok := watchKinds[strings.TrimSpace(k)]
 			if !ok {
-				s.fail(w, fmt.Errorf("%w: unknown kind %q in kinds (want servers, allocations, policy, intents)", fsm.ErrInvalid, k))
+				s.fail(w, fmt.Errorf("%w: unknown kind %q in kinds (want servers, allocations, policy, intents, rooms)", fsm.ErrInvalid, k))
 				return
 			}
 			kinds[kind] = true
@@ -449,7 +486,7 @@ func (s *Handler) watch(w http.ResponseWriter, r *http.Request) {
 
 // watchHub returns the handler's hub, creating it on first use.
 func (s *Handler) watchHub() *watchHub {
-	s.health.hubOnce.Do(func() { s.health.hub = &watchHub{f: s.b.FSM()} })
+	s.health.hubOnce.Do(func() { s.health.hub = &watchHub{f: s.b.FSM(), done: s.health.shutdown} })
 	return s.health.hub
 }
 

@@ -26,6 +26,7 @@ type mirror struct {
 	policy uint64
 	log    []api.WatchEvent
 	seen   map[string]time.Time // allocation id -> when its first event arrived
+	rooms  map[string]api.Room
 }
 
 func (m *mirror) apply(ev api.WatchEvent) error {
@@ -35,7 +36,7 @@ func (m *mirror) apply(ev api.WatchEvent) error {
 	switch ev.Kind {
 	case api.WatchReset:
 		m.resets++
-		m.srv, m.alloc = map[string]api.Server{}, map[string]api.Allocation{}
+		m.srv, m.alloc, m.rooms = map[string]api.Server{}, map[string]api.Allocation{}, map[string]api.Room{}
 	case api.WatchSynced:
 		m.synced = ev.Index
 	case api.WatchServer:
@@ -55,6 +56,12 @@ func (m *mirror) apply(ev api.WatchEvent) error {
 		}
 	case api.WatchPolicy:
 		m.policy = ev.Policy.Version
+	case api.WatchRoom:
+		if ev.Op == "delete" {
+			delete(m.rooms, ev.ID)
+		} else {
+			m.rooms[ev.ID] = *ev.Room
+		}
 	}
 	return nil
 }
@@ -179,6 +186,18 @@ func TestWatch(t *testing.T) {
 	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m2", Capacity: 10}); err != nil {
 		t.Fatal(err)
 	}
+	placed, err := cl.PlaceRoom(ctx, "placed", api.PlaceRoomRequest{Units: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if r := m.rooms["placed"]; r.Server != placed.Server || r.AllocationID != placed.AllocationID {
+			return fmt.Errorf("watched room %+v, placed %+v", r, placed)
+		}
+		return nil
+	})
 	testcluster.Eventually(t, 30*time.Second, func() error { return m.matches(ctx, cl) })
 	m.mu.Lock()
 	mid := m.synced

@@ -1,4 +1,4 @@
-// Package bench holds the cluster core's benchmarks (issue #2): allocation
+// Package bench holds the cluster core's benchmarks: allocation
 // throughput and latency at 1, 16 and 256 concurrent clients against a
 // 3-node cluster, and failover time after SIGKILL of the leader process.
 // Run with `make bench`; the figures are printed as custom metrics.

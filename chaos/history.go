@@ -1,4 +1,4 @@
-// Package chaos is Switchyard's Jepsen-style chaos suite (issue #5): it runs
+// Package chaos is Switchyard's Jepsen-style chaos suite: it runs
 // real allocator agents (OS processes, optionally each in its own network
 // namespace), drives allocation clients with idempotent request ids against
 // every node, injects faults on a schedule (SIGKILL, SIGSTOP, partitions,

@@ -14,7 +14,7 @@ import (
 	"github.com/switchyard/switchyard/api"
 )
 
-// LoadGen runs `switchyard loadgen` (issue #3) during a chaos run: Servers
+// LoadGen runs `switchyard loadgen` during a chaos run: Servers
 // simulated media servers register over QUIC (mutual TLS, certificate
 // issued from the cluster's CA) and report load every Interval, failing
 // over between allocators. The runner then checks that no server was

@@ -55,7 +55,7 @@ type Config struct {
 	// Loads, when set, supplies the soft load view the leader scores with.
 	Loads LoadSource
 	// Provisioner, when set, lets the leader start a media server when no
-	// server fits a request and retire idle provisioned ones (issue #6; see
+	// server fits a request and retire idle provisioned ones (see
 	// provision.go). Nil disables both.
 	Provisioner provision.Provider
 	// WallClock is this node's wall clock; nil means time.Now. Chaos tests

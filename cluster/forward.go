@@ -84,7 +84,7 @@ func (n *Node) Forward(ctx context.Context, idempotent bool, send ForwardFunc) (
 			// its addresses are not known yet: wait for news. A request that
 			// ends up "forwarded" to this node, once it leads, is served by
 			// its own handler.
-			if err := n.awaitLeader(ctx, change, 2*window, ""); err != nil {
+			if err := n.awaitLeader(ctx, change, 2*window, "", false); err != nil {
 				if lid == n.cfg.ID {
 					return st, fmt.Errorf("%w: this node was elected and is not ready yet: %v", ErrNotLeader, err)
 				}
@@ -112,7 +112,7 @@ func (n *Node) Forward(ctx context.Context, idempotent bool, send ForwardFunc) (
 			// node a moment to take over; the same leader may only not be
 			// ready yet (attempts are bounded).
 			if !moved {
-				_ = n.awaitLeader(ctx, change, window/4, lid)
+				_ = n.awaitLeader(ctx, change, window/4, lid, false)
 			}
 			continue
 		}
@@ -121,7 +121,7 @@ func (n *Node) Forward(ctx context.Context, idempotent bool, send ForwardFunc) (
 			return st, fmt.Errorf("%w: forward to leader %s: %v", ErrUnknownOutcome, lid, err)
 		}
 		if !moved {
-			if werr := n.awaitLeader(ctx, change, 2*window, lid); werr != nil {
+			if werr := n.awaitLeader(ctx, change, 2*window, lid, true); werr != nil {
 				return st, fmt.Errorf("%w: leader %s did not answer within %v and no other leader was elected: %v", ErrUnknownOutcome, lid, 3*window, err)
 			}
 		}
@@ -168,9 +168,10 @@ func (n *Node) forwardOnce(ctx context.Context, change <-chan struct{}, window, 
 }
 
 // awaitLeader waits up to d for a leader this node can forward to (known
-// addresses, not this node) other than prev; change (taken before prev was
-// read) wakes it at once on a leader observation.
-func (n *Node) awaitLeader(ctx context.Context, change <-chan struct{}, d time.Duration, prev string) error {
+// addresses, not this node) other than prev, or, with backOK, for prev to
+// be heard from again; change (taken before prev was read) wakes it at once on a leader
+// observation.
+func (n *Node) awaitLeader(ctx context.Context, change <-chan struct{}, d time.Duration, prev string, backOK bool) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	poll := time.NewTicker(25 * time.Millisecond)
@@ -185,8 +186,9 @@ func (n *Node) awaitLeader(ctx context.Context, change <-chan struct{}, d time.D
 			change = n.LeaderChange()
 		case <-poll.C:
 		}
-		if lid, m, ok := n.Leader(); ok && lid != prev && n.usable(lid, m) {
-			return nil
+		lid, m, ok := n.Leader()
+		if ok && n.usable(lid, m) && (lid != prev || (backOK && time.Since(n.raft.LastContact()) < n.cfg.HeartbeatTimeout/2)) {
+			return nil // a new leader, or the silent one talks again (a pause it survived)
 		}
 	}
 }

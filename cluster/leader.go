@@ -32,8 +32,8 @@ type AllocateRequest struct {
 	SFU string
 }
 
-// LoadSource supplies the leader's soft view of media-server load (issue #3
-// implements it from QUIC load reports). It must be cheap and must not
+// LoadSource supplies the leader's soft view of media-server load (the
+// agent implements it from QUIC load reports). It must be cheap and must not
 // block: it is called from the decision loop once per server per batch.
 type LoadSource interface {
 	// Load returns the latest load of server id, or ok=false without one.
@@ -94,13 +94,14 @@ type leaderState struct {
 	// Owned by the decision loop.
 	seq      uint64
 	inflight []inflightBatch
-	pc       policyCache // issue #6: compiled policy (provision.go)
+	pc       policyCache // compiled policy (provision.go)
+	pix      leaderIndex // placement index (index.go)
 	// staged is a policy proposed in batch stagedSeq and not yet applied.
 	staged    *placement.Policy
 	stagedSeq uint64
 
 	// prov parks requests no server fits while a server is provisioned
-	// (issue #6, provision.go); nil without a provisioner.
+	// (provision.go); nil without a provisioner.
 	prov *provisioner
 
 	mu      sync.Mutex
@@ -110,7 +111,7 @@ type leaderState struct {
 type inflightBatch struct {
 	seq      uint64
 	reserved map[string]int64
-	rooms    map[string]map[string]int64 // issue #6: room -> server -> units placed
+	rooms    map[string]map[string]int64 // room -> server -> units placed
 }
 
 const maxInflight = 32
@@ -127,7 +128,7 @@ func newLeaderState(n *Node) *leaderState {
 	}
 	ls.ctx, ls.cancel = context.WithCancel(n.ctx)
 	if n.cfg.Provisioner != nil {
-		ls.prov = newProvisioner(ls, n.cfg.Provisioner) // issue #6
+		ls.prov = newProvisioner(ls, n.cfg.Provisioner)
 	}
 	return ls
 }
@@ -201,7 +202,7 @@ func (n *Node) establish(ls *leaderState) error {
 	ls.wg.Add(2)
 	go ls.run()
 	go ls.housekeeping()
-	if ls.prov != nil { // issue #6: provisioning and retirement
+	if ls.prov != nil { // provisioning and retirement
 		ls.wg.Add(1)
 		go ls.prov.loop()
 	}
@@ -346,19 +347,6 @@ func (ls *leaderState) failQueued() {
 
 func (ls *leaderState) decideAndPropose(batch []*op) {
 	n := ls.n
-	servers, applied := n.fsm.View(ls.origin)
-	// Drop in-flight batches the FSM has applied.
-	k := 0
-	for _, b := range ls.inflight {
-		if b.seq > applied {
-			ls.inflight[k] = b
-			k++
-		}
-	}
-	ls.inflight = ls.inflight[:k]
-
-	var cands []placement.Candidate
-	index := map[string]int{}
 	needView := false
 	for _, o := range batch {
 		if o.alloc != nil {
@@ -366,37 +354,17 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			break
 		}
 	}
-	if needView {
-		cands = make([]placement.Candidate, len(servers))
-		for i, s := range servers {
-			cands[i] = placement.Candidate{ID: s.ID, Region: s.Region, Zone: s.Zone, Capacity: s.Capacity, Used: s.Used,
-				Active: s.State == fsmpb.ServerState_SERVER_STATE_ACTIVE, State: fsm.StateName(s.State)}
-			if n.cfg.Loads != nil {
-				if l, ok := n.cfg.Loads.Load(s.ID); ok {
-					cands[i].Load = &l
-				}
-			}
-			index[s.ID] = i
-		}
-		for _, b := range ls.inflight {
-			for id, u := range b.reserved {
-				if i, ok := index[id]; ok {
-					cands[i].Used += u
-					cands[i].InFlight += u
-				}
-			}
-		}
-	}
-	// Issue #6: the whole committed policy, read from the FSM every batch,
+	// Bring the placement index up to date with what the FSM applied (and
+	// drop our in-flight batches it has applied); index.go.
+	applied := ls.sync()
+	// The whole committed policy, read from the FSM every batch,
 	// so a policy change is in force from the next decision on.
 	pol := ls.currentPolicy(applied)
 	staged := false
-	var hosting, batchRooms map[string]map[string]int64
+	var batchRooms map[string]map[string]int64
 	if needView {
-		hosting = ls.batchHosting(pol) // committed + in flight (provision.go)
-		if hosting != nil {
-			batchRooms = map[string]map[string]int64{}
-		}
+		ls.pix.setPolicy(pol)
+		batchRooms = map[string]map[string]int64{}
 	}
 
 	cmds := make([]*fsmpb.Command, 0, len(batch))
@@ -405,7 +373,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	reserved := map[string]int64{}
 	for _, o := range batch {
 		if o.alloc == nil {
-			// Issue #6: a policy change is in force for every decision
+			// A policy change is in force for every decision
 			// after it, even before its entry is applied (provision.go).
 			if sp := o.cmd.GetSetPolicy(); sp != nil {
 				np, ok := ls.stagePolicy(o, sp)
@@ -413,6 +381,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 					continue
 				}
 				pol, staged = np, true
+				ls.pix.setPolicy(pol)
 			}
 			cmds = append(cmds, o.cmd)
 			dones = append(dones, o.done)
@@ -439,18 +408,16 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			continue
 		}
 		ls.mu.Unlock()
-		id, err := pol.Pick(ls.sfuCandidates(cands, r), ls.placementRequest(r, hosting))
+		id, err := ls.pick(pol, r) // rooms.go: an SFU kind narrows the choice
 		if err != nil {
-			if ls.parkForProvisioning(o, err) { // issue #6: wait for a new server
+			if ls.parkForProvisioning(o, err) { // wait for a new server
 				continue
 			}
 			n.m.allocations.WithLabelValues("refused").Inc()
 			o.done <- opResult{res: &fsmpb.Result{ErrorCode: fsm.Code(err), ErrorMessage: err.Error()}}
 			continue
 		}
-		cands[index[id]].Used += r.Units
-		cands[index[id]].InFlight += r.Units
-		noteHosting(hosting, r.Room, id, r.Units)
+		ls.pix.reserve(id, r.Room, r.Units)
 		noteHosting(batchRooms, r.Room, id, r.Units)
 		reserved[id] += r.Units
 		ls.mu.Lock()
@@ -467,10 +434,11 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	}
 	ls.seq++
 	if staged {
-		ls.stagedSeq = ls.seq // issue #6
+		ls.stagedSeq = ls.seq
 	}
 	data, err := fsm.EncodeFrom(ls.origin, ls.seq, ls.n.clock.now(), cmds...)
 	if err != nil {
+		ls.pix.unreserve(reserved, batchRooms)
 		ls.finish(dones, reqIDs, nil, fmt.Errorf("encode entry: %w", err))
 		return
 	}

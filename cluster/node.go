@@ -71,7 +71,7 @@ type Node struct {
 	// leader is non-nil while this node is the leader and has passed its
 	// barrier, i.e. while it may decide.
 	leader atomic.Pointer[leaderState]
-	// leaderHooks run on the leader once it is ready (issue #3 uses it to
+	// leaderHooks run on the leader once it is ready (the agent uses it to
 	// start failure detection). Set before Open returns, never changed.
 	hooksMu     sync.Mutex
 	leaderHooks []func(ctx context.Context)

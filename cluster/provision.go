@@ -15,7 +15,7 @@ import (
 	"github.com/switchyard/switchyard/provision"
 )
 
-// This file is the leader side of issue #6: the policy the decision loop
+// This file is the leader side of placement policy and provisioning: the policy the decision loop
 // places with, and provisioning / retirement.
 //
 // Policy. The decision loop reads the committed policy from the FSM at the
@@ -102,36 +102,20 @@ func (ls *leaderState) stagePolicy(o *op, sp *fsmpb.Policy) (*placement.Policy, 
 	return np, true
 }
 
-// batchHosting reads room hosting from the FSM when the policy uses it,
-// plus the rooms placed by our batches still in flight, so a burst for one
-// room stays together under room-affinity.
-func (ls *leaderState) batchHosting(pol *placement.Policy) map[string]map[string]int64 {
-	if pol.Spec().GetStrategy() != policyspec.RoomAffinity && pol.Spec().GetExpr() == "" {
-		return nil
-	}
-	h := ls.n.fsm.RoomHosting()
-	for _, b := range ls.inflight {
-		for room, m := range b.rooms {
-			for srv, u := range m {
-				noteHosting(h, room, srv, u)
-			}
-		}
-	}
-	return h
-}
-
 // placementRequest builds the placement request for r: the requester's
 // region and zone come from its registry entry when the request names
-// none, and Hosting from the batch's room view.
-func (ls *leaderState) placementRequest(r *AllocateRequest, hosting map[string]map[string]int64) placement.Request {
+// none, and Hosting, when the policy reads it, from the room's committed
+// allocations plus the decisions still in flight (so a burst for one room
+// stays together under room-affinity).
+func (ls *leaderState) placementRequest(r *AllocateRequest) placement.Request {
 	pr := placement.Request{ID: r.RequestID, Room: r.Room, Units: r.Units, Region: r.Region, Requester: r.Requester, Server: r.Server}
 	if r.Requester != "" {
 		if reg, zone, ok := ls.n.fsm.ServerDetails(r.Requester); ok && (pr.Region == "" || pr.Region == reg) {
 			pr.Region, pr.Zone = reg, zone
 		}
 	}
-	if hosting != nil {
-		pr.Hosting = hosting[r.Room]
+	if ls.pix.needsHosting() {
+		pr.Hosting = ls.hostingOf(r.Room)
 	}
 	return pr
 }

@@ -4,20 +4,21 @@ import (
 	"github.com/switchyard/switchyard/placement"
 )
 
-// sfuCandidates returns the candidates a request may be placed on: all of
-// them, or (when the request names an SFU kind) a copy holding only the
-// servers of that kind. Placement reads the copy; reservations still go to
-// the full working view by id.
-func (ls *leaderState) sfuCandidates(cands []placement.Candidate, r *AllocateRequest) []placement.Candidate {
+// pick places r: through the placement index, or, when the request names
+// an SFU kind, with the policy over the servers of that kind (read from
+// the index; this costs a pass over the fleet, so room placements that name
+// a kind do not yet scale like the other requests).
+func (ls *leaderState) pick(pol *placement.Policy, r *AllocateRequest) (string, error) {
 	if r.SFU == "" {
-		return cands
+		return ls.pix.ix.Pick(ls.placementRequest(r))
 	}
 	kinds := ls.n.fsm.ServerSFUs()
-	out := make([]placement.Candidate, 0, len(cands))
-	for _, c := range cands {
+	all := ls.pix.ix.Candidates()
+	out := make([]placement.Candidate, 0, len(all))
+	for _, c := range all {
 		if kinds[c.ID] == r.SFU {
 			out = append(out, c)
 		}
 	}
-	return out
+	return pol.Pick(out, ls.placementRequest(r))
 }

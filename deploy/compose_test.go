@@ -181,15 +181,20 @@ func TestComposeFailover(t *testing.T) {
 	})
 
 	httpAddr := map[string]string{}
-	env := []string{"SWITCHYARD_IMAGE=" + image}
-	for _, n := range []string{"N1", "N2", "N3"} {
-		httpAddr[strings.ToLower(n)] = ports.Free(t, "tcp")
-		env = append(env, "SWITCHYARD_"+n+"_HTTP="+hostPort(httpAddr[strings.ToLower(n)]),
-			"SWITCHYARD_"+n+"_QUIC="+hostPort(ports.Free(t, "udp")))
+	// pickPorts chooses free host ports for every published port.
+	pickPorts := func() []string {
+		env := []string{"SWITCHYARD_IMAGE=" + image}
+		for _, n := range []string{"N1", "N2", "N3"} {
+			httpAddr[strings.ToLower(n)] = ports.Free(t, "tcp")
+			env = append(env, "SWITCHYARD_"+n+"_HTTP="+hostPort(httpAddr[strings.ToLower(n)]),
+				"SWITCHYARD_"+n+"_QUIC="+hostPort(ports.Free(t, "udp")))
+		}
+		for _, m := range []string{"M1", "M2"} {
+			env = append(env, "SWITCHYARD_"+m+"_HTTP="+hostPort(ports.Free(t, "tcp")))
+		}
+		return env
 	}
-	for _, m := range []string{"M1", "M2"} {
-		env = append(env, "SWITCHYARD_"+m+"_HTTP="+hostPort(ports.Free(t, "tcp")))
-	}
+	env := pickPorts()
 	ce := &composeEnv{t: t, project: project, env: env}
 	t.Cleanup(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -209,7 +214,19 @@ func TestComposeFailover(t *testing.T) {
 	})
 
 	start := time.Now()
-	if _, err := ce.run(ctx, "up", "-d", "--no-build"); err != nil {
+	for try := 1; ; try++ {
+		out, err := ce.run(ctx, "up", "-d", "--no-build")
+		if err == nil {
+			break
+		}
+		// A host port taken between our probe and Docker's bind: pick
+		// others and try again.
+		if try < 3 && (strings.Contains(out, "already allocated") || strings.Contains(out, "address already in use")) {
+			t.Logf("compose up, try %d: a host port was taken; retrying with others", try)
+			_, _ = ce.run(ctx, "down", "-v", "--remove-orphans", "-t", "1")
+			ce.env = pickPorts()
+			continue
+		}
 		t.Fatal(err)
 	}
 	all := api.NewClient(httpAddr["n1"], httpAddr["n2"], httpAddr["n3"])

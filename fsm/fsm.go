@@ -43,10 +43,16 @@ type FSM struct {
 	// and the leader's time stamped into it (as written, before clamping),
 	// outside the lock. The cluster's clock guard observes the stamps.
 	onApply func(index uint64, stampMs int64)
+	// feed lists changed servers for the leader (scale.go); guarded by mu.
+	feed *changeFeed
 }
 
 // New returns an empty FSM.
-func New() *FSM { return &FSM{s: newState()} }
+func New() *FSM {
+	f := &FSM{s: newState(), feed: &changeFeed{}}
+	f.s.feed = f.feed
+	return f
+}
 
 // SetOnApply registers fn to run after every applied entry. It must be set
 // before the FSM is handed to raft.
@@ -138,6 +144,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.mu.Lock()
+	s.feed = f.feed
+	f.feed.epoch++ // scale.go: readers start over
 	f.s = s
 	f.gen++
 	f.mu.Unlock()
@@ -348,6 +356,8 @@ type ServerUse struct {
 	Capacity int64
 	Used     int64
 	State    fsmpb.ServerState
+	// Labels is shared with the state (do not modify); set by ServerChanges.
+	Labels map[string]string
 }
 
 // View returns, atomically, every server's capacity and committed use and

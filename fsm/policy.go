@@ -11,7 +11,7 @@ import (
 	"github.com/switchyard/switchyard/placement/policyspec"
 )
 
-// This file holds the replicated side of issue #6: the placement policy
+// This file holds the replicated side of placement policy and provisioning: the policy
 // (validated here, in Apply, as well as before it is proposed, so a bad
 // policy can never be applied on any replica) and provisioning intents.
 // Everything is deterministic: time is the envelope's, ids derive from the

@@ -29,7 +29,7 @@ type state struct {
 	byRequest   map[string]string // request id -> allocation id
 	members     map[string]*fsmpb.Member
 	policy      *fsmpb.Policy
-	intents     map[string]*fsmpb.ProvisionIntent // issue #6, see policy.go
+	intents     map[string]*fsmpb.ProvisionIntent // see policy.go
 	rooms       map[string]*fsmpb.Room            // rooms.go; nil until the first room
 	roomNums    map[uint64]bool                   // numbers the rooms hold
 	acl         aclState                          // acl.go
@@ -38,6 +38,11 @@ type state struct {
 	// Origin and sequence of the last applied entry (see Envelope.origin).
 	lastOrigin string
 	lastSeq    uint64
+	// Derived, not replicated (scale.go): the change feed and the
+	// active-allocation indexes.
+	feed      *changeFeed
+	activeOn  map[string]map[string]*fsmpb.Allocation
+	roomUnits map[string]map[string]int64
 }
 
 func newState() *state {
@@ -125,6 +130,7 @@ func (s *state) registerServer(now int64, in *fsmpb.Server) error {
 		cur.StateChangedAtUnixMs = now
 	}
 	s.serverRegistered(now, cur) // policy.go: completes its provisioning intent
+	s.touch(cur.Id)              // scale.go
 	return nil
 }
 
@@ -138,6 +144,7 @@ func (s *state) deregisterServer(d *fsmpb.DeregisterServer) error {
 	}
 	s.vacateRooms(0, srv.Id) // rooms.go
 	delete(s.servers, srv.Id)
+	s.touch(srv.Id) // scale.go
 	return nil
 }
 
@@ -157,6 +164,7 @@ func (s *state) setServerState(now int64, c *fsmpb.SetServerState) error {
 	if srv.State != c.GetState() {
 		srv.State = c.GetState()
 		srv.StateChangedAtUnixMs = now
+		s.touch(srv.Id) // scale.go
 	}
 	if srv.State == fsmpb.ServerState_SERVER_STATE_DOWN {
 		s.vacateRooms(now, srv.Id) // rooms.go
@@ -206,6 +214,8 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 	srv.UsedUnits += a.Units
 	s.allocations[a.Id] = a
 	s.byRequest[a.RequestId] = a.Id
+	s.indexAlloc(a, true) // scale.go
+	s.touch(srv.Id)
 	return proto.Clone(a).(*fsmpb.Allocation), false, nil
 }
 
@@ -248,8 +258,10 @@ func (s *state) end(a *fsmpb.Allocation, now int64, final fsmpb.AllocationState)
 	}
 	a.State = final
 	a.EndedAtUnixMs = now
+	s.indexAlloc(a, false) // scale.go
 	if srv, ok := s.servers[a.Server]; ok {
 		srv.UsedUnits -= a.Units
+		s.touch(srv.Id)
 	}
 }
 
@@ -318,8 +330,12 @@ func importState(st *fsmpb.State) (*state, error) {
 		s.servers[v.Id] = proto.Clone(v).(*fsmpb.Server)
 	}
 	for _, v := range st.GetAllocations() {
-		s.allocations[v.Id] = proto.Clone(v).(*fsmpb.Allocation)
+		a := proto.Clone(v).(*fsmpb.Allocation)
+		s.allocations[v.Id] = a
 		s.byRequest[v.RequestId] = v.Id
+		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+			s.indexAlloc(a, true) // scale.go
+		}
 	}
 	for _, v := range st.GetMembers() {
 		s.members[v.Id] = proto.Clone(v).(*fsmpb.Member)

@@ -10,12 +10,12 @@
 package loadview
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/switchyard/switchyard/api"
-	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/placement"
 	"github.com/switchyard/switchyard/transport/transportpb"
@@ -24,8 +24,9 @@ import (
 // Registry is the replicated state the view reads to compute unmaterialized
 // reservations. *fsm.FSM implements it.
 type Registry interface {
-	Allocations(flt fsm.AllocationFilter) []*fsmpb.Allocation
-	AppliedIndex() uint64
+	// ActiveAllocationsOn calls fn for each active allocation on server
+	// (O(allocations on it), under the registry's lock: fn only copies).
+	ActiveAllocationsOn(server string, fn func(a *fsmpb.Allocation))
 }
 
 // TruncatedGrace is how old (by the leader's clock) an allocation must be
@@ -49,23 +50,16 @@ type View struct {
 	reg atomic.Pointer[registryBox]
 
 	mu sync.RWMutex
-	m  map[string]*Entry
-
-	// cache of active allocations per server, rebuilt when the registry's
-	// applied index moves.
-	cacheMu    sync.Mutex
-	cacheIndex uint64
-	cacheAt    time.Time
-	cacheValid bool
-	byServer   map[string][]allocRef
+	m  map[string]Entry
+	// changes is a ring of the ids of servers whose entry changed (the
+	// decision loop's LoadChanges feed); changed counts them all.
+	changes [changeRing]string
+	changed uint64
 }
 
-// CacheRefresh is the most often the per-server allocation index behind
-// Load.Unmaterialized is rebuilt (one pass over the registry's active
-// allocations). Allocations committed since the last rebuild are not yet
-// counted as unmaterialized; the decision loop counts in-flight
-// reservations itself, so this only delays the herding guard by as much.
-const CacheRefresh = 50 * time.Millisecond
+// changeRing is how many load changes LoadChanges remembers: a reader that
+// falls further behind re-reads every server.
+const changeRing = 1 << 16
 
 type registryBox struct{ r Registry }
 
@@ -80,7 +74,7 @@ func New(now func() time.Time) *View {
 	if now == nil {
 		now = time.Now
 	}
-	return &View{now: now, m: map[string]*Entry{}}
+	return &View{now: now, m: map[string]Entry{}}
 }
 
 // Attach sets the registry used to compute Load.Unmaterialized. Before it
@@ -102,8 +96,34 @@ func (v *View) Offer(r *transportpb.LoadReport, t time.Time) bool {
 	if ok && !Newer(r, cur.Report) {
 		return false
 	}
-	v.m[id] = &Entry{Report: r, Received: t}
+	v.m[id] = Entry{Report: r, Received: t}
+	v.noteLocked(id)
 	return true
+}
+
+func (v *View) noteLocked(id string) {
+	v.changes[v.changed%changeRing] = id
+	v.changed++
+}
+
+// LoadChanges implements cluster.LoadFeed: the servers whose entry changed
+// (a newer report, or forgotten) since cursor cur, the new cursor, and
+// full when cur is too old to tell (every server must be re-read).
+func (v *View) LoadChanges(cur uint64) (ids []string, next uint64, full bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if cur > v.changed || v.changed-cur > changeRing {
+		return nil, v.changed, true
+	}
+	seen := make(map[string]struct{}, v.changed-cur)
+	for p := cur; p < v.changed; p++ {
+		id := v.changes[p%changeRing]
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			ids = append(ids, id)
+		}
+	}
+	return ids, v.changed, false
 }
 
 // Newer reports whether a supersedes b (b may be nil).
@@ -125,7 +145,7 @@ func (v *View) Get(id string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return *e, true
+	return e, true
 }
 
 // Len is the number of servers in the view.
@@ -139,6 +159,7 @@ func (v *View) Len() int {
 func (v *View) Forget(id string) {
 	v.mu.Lock()
 	delete(v.m, id)
+	v.noteLocked(id)
 	v.mu.Unlock()
 }
 
@@ -150,6 +171,7 @@ func (v *View) Prune(cutoff time.Time) int {
 	for id, e := range v.m {
 		if e.Received.Before(cutoff) {
 			delete(v.m, id)
+			v.noteLocked(id)
 			n++
 		}
 	}
@@ -180,18 +202,29 @@ func (v *View) unmaterialized(id string, r *transportpb.LoadReport, received tim
 	if box == nil {
 		return 0
 	}
-	refs := v.activeAllocs(box.r, id)
+	var refs []allocRef
+	box.r.ActiveAllocationsOn(id, func(a *fsmpb.Allocation) {
+		refs = append(refs, allocRef{id: a.Id, units: a.Units, created: a.CreatedAtUnixMs})
+	})
 	if len(refs) == 0 {
 		return 0
 	}
-	hosted := make(map[string]struct{}, len(r.GetAllocationIds()))
-	for _, a := range r.GetAllocationIds() {
-		hosted[a] = struct{}{}
+	ids := r.GetAllocationIds()
+	var hosted map[string]struct{}
+	if len(ids) > 16 {
+		hosted = make(map[string]struct{}, len(ids))
+		for _, a := range ids {
+			hosted[a] = struct{}{}
+		}
 	}
 	graceCut := received.Add(-TruncatedGrace).UnixMilli()
 	var n int64
 	for _, a := range refs {
-		if _, ok := hosted[a.id]; ok {
+		if hosted != nil {
+			if _, ok := hosted[a.id]; ok {
+				continue
+			}
+		} else if slices.Contains(ids, a.id) {
 			continue
 		}
 		if r.GetTruncated() && a.created < graceCut {
@@ -200,24 +233,6 @@ func (v *View) unmaterialized(id string, r *transportpb.LoadReport, received tim
 		n += a.units
 	}
 	return n
-}
-
-// activeAllocs returns the active allocations on server id, from a cache
-// rebuilt once per applied index (one pass over the registry, not one per
-// server).
-func (v *View) activeAllocs(r Registry, id string) []allocRef {
-	v.cacheMu.Lock()
-	defer v.cacheMu.Unlock()
-	idx := r.AppliedIndex()
-	now := v.now()
-	if !v.cacheValid || (idx != v.cacheIndex && now.Sub(v.cacheAt) >= CacheRefresh) {
-		m := map[string][]allocRef{}
-		for _, a := range r.Allocations(fsm.AllocationFilter{ActiveOnly: true}) {
-			m[a.Server] = append(m[a.Server], allocRef{id: a.Id, units: a.Units, created: a.CreatedAtUnixMs})
-		}
-		v.byServer, v.cacheIndex, v.cacheAt, v.cacheValid = m, idx, now, true
-	}
-	return v.byServer[id]
 }
 
 // LoadJSON is the JSON form of a load report in `GET /v1/servers`.

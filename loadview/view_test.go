@@ -6,19 +6,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/loadview"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
 
 type fakeRegistry struct {
-	index  uint64
 	allocs []*fsmpb.Allocation
 }
 
-func (f *fakeRegistry) Allocations(flt fsm.AllocationFilter) []*fsmpb.Allocation { return f.allocs }
-func (f *fakeRegistry) AppliedIndex() uint64                                     { return f.index }
+func (f *fakeRegistry) ActiveAllocationsOn(server string, fn func(a *fsmpb.Allocation)) {
+	for _, a := range f.allocs {
+		if a.Server == server {
+			fn(a)
+		}
+	}
+}
 
 func rep(id string, inc, seq uint64, allocs ...string) *transportpb.LoadReport {
 	return &transportpb.LoadReport{ServerId: id, Incarnation: inc, Seq: seq, AllocationIds: allocs}
@@ -53,7 +56,7 @@ func TestOfferOrdering(t *testing.T) {
 func TestUnmaterialized(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { return now }
-	reg := &fakeRegistry{index: 1, allocs: []*fsmpb.Allocation{
+	reg := &fakeRegistry{allocs: []*fsmpb.Allocation{
 		{Id: "a1", Server: "m1", Units: 2, CreatedAtUnixMs: now.Add(-time.Minute).UnixMilli()},
 		{Id: "a2", Server: "m1", Units: 3, CreatedAtUnixMs: now.UnixMilli()},
 		{Id: "a3", Server: "m2", Units: 5, CreatedAtUnixMs: now.UnixMilli()},
@@ -81,15 +84,40 @@ func TestUnmaterialized(t *testing.T) {
 			t.Fatalf("%s: unmaterialized %d, want %d", tc.name, l.Unmaterialized, tc.want)
 		}
 	}
-	// The cache follows the registry (at most every CacheRefresh).
-	reg.allocs, reg.index = reg.allocs[2:], 2
-	now = now.Add(loadview.CacheRefresh)
+	// The view follows the registry at once.
+	reg.allocs = reg.allocs[2:]
 	if l, _ := v.Load("m1"); l.Unmaterialized != 0 {
 		t.Fatalf("after release: %d", l.Unmaterialized)
 	}
 	now = now.Add(1500 * time.Millisecond)
-	if l, _ := v.Load("m1"); l.AgeMs != 1500+loadview.CacheRefresh.Milliseconds() {
+	if l, _ := v.Load("m1"); l.AgeMs != 1500 {
 		t.Fatalf("age %d", l.AgeMs)
+	}
+}
+
+// LoadChanges lists each server whose entry changed once, and says when a
+// reader is too far behind to be told.
+func TestLoadChanges(t *testing.T) {
+	v := loadview.New(nil)
+	now := time.Now()
+	_, cur, _ := v.LoadChanges(0)
+	v.Offer(rep("m1", 1, 1), now)
+	v.Offer(rep("m1", 1, 2), now)
+	v.Offer(rep("m2", 1, 1), now)
+	v.Offer(rep("m2", 1, 1), now) // not newer: no change
+	ids, cur, full := v.LoadChanges(cur)
+	if full || len(ids) != 2 || ids[0] != "m1" || ids[1] != "m2" {
+		t.Fatalf("changes %v full %v", ids, full)
+	}
+	v.Forget("m1")
+	if ids, _, _ := v.LoadChanges(cur); len(ids) != 1 || ids[0] != "m1" {
+		t.Fatalf("after forget: %v", ids)
+	}
+	for i := range 1<<16 + 1 {
+		v.Offer(rep("m3", 1, uint64(i+1)), now)
+	}
+	if _, _, full := v.LoadChanges(cur); !full {
+		t.Fatal("a reader 65,537 changes behind must re-read everything")
 	}
 }
 

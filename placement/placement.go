@@ -54,7 +54,7 @@ type Candidate struct {
 	Active   bool
 	// State is the server state's name, for error messages.
 	State string
-	// Load is the server's last reported load (soft state, issue #3); nil
+	// Load is the server's last reported load (soft state); nil
 	// when the leader has no report for it yet (e.g. just after an
 	// election), in which case only registry data is used.
 	Load *Load
@@ -231,8 +231,13 @@ func (p *Policy) Pick(cands []Candidate, req Request) (string, error) {
 			return "", err
 		}
 	}
+	return p.choose(pool, req).ID, nil
+}
+
+// choose applies the strategy's own order to a non-empty pool.
+func (p *Policy) choose(pool []*Candidate, req Request) *Candidate {
 	if p.spec.GetStrategy() == policyspec.TwoChoice {
-		return p.twoChoice(pool, req).ID, nil
+		return p.twoChoice(pool, req)
 	}
 	best := pool[0]
 	for _, c := range pool[1:] {
@@ -240,7 +245,7 @@ func (p *Policy) Pick(cands []Candidate, req Request) (string, error) {
 			best = c
 		}
 	}
-	return best.ID, nil
+	return best
 }
 
 // hardViolation says why c cannot take req under the hard limits ("" when
@@ -277,22 +282,33 @@ func (p *Policy) hardViolation(c *Candidate, req Request) string {
 func (p *Policy) projected(c *Candidate, extra int64) (cpu, egress float64) {
 	l := c.Load
 	pending := max(l.Unmaterialized+c.InFlight, 0) + extra
-	reflected := c.Used - c.InFlight - l.Unmaterialized
-	cpuPer, egPer := 1/float64(max(c.Capacity, 1)), p.egressRef/float64(max(c.Capacity, 1))
-	if reflected > 0 {
-		cpuPer, egPer = l.CPU/float64(reflected), float64(l.EgressBps)/float64(reflected)
-	}
+	cpuPer, egPer := p.perUnit(c)
 	return l.CPU + float64(pending)*cpuPer, float64(l.EgressBps) + float64(pending)*egPer
 }
 
+// perUnit is the cpu and egress one unit on c is projected to cost (see
+// projected). c.Load must not be nil.
+func (p *Policy) perUnit(c *Candidate) (cpu, egress float64) {
+	l := c.Load
+	reflected := c.Used - c.InFlight - l.Unmaterialized
+	if reflected > 0 {
+		return l.CPU / float64(reflected), float64(l.EgressBps) / float64(reflected)
+	}
+	return 1 / float64(max(c.Capacity, 1)), p.egressRef / float64(max(c.Capacity, 1))
+}
+
 // softOK reports whether c stays within every soft limit after taking req.
-func (p *Policy) softOK(c *Candidate, req Request) bool {
+func (p *Policy) softOK(c *Candidate, req Request) bool { return p.softOKUnits(c, req.Units) }
+
+// softOKUnits reports whether c stays within every soft limit after taking
+// units more.
+func (p *Policy) softOKUnits(c *Candidate, units int64) bool {
 	soft := p.spec.GetSoft()
-	if u := soft.GetUnits(); u > 0 && c.Used+req.Units > policyspec.UnitLimit(c.Capacity, u) {
+	if u := soft.GetUnits(); u > 0 && c.Used+units > policyspec.UnitLimit(c.Capacity, u) {
 		return false
 	}
 	if c.Load != nil {
-		cpu, egress := p.projected(c, req.Units)
+		cpu, egress := p.projected(c, units)
 		if s := soft.GetCpu(); s > 0 && cpu > s {
 			return false
 		}
@@ -305,13 +321,31 @@ func (p *Policy) softOK(c *Candidate, req Request) bool {
 
 // loadScore is the weighted load of c after placing req: lower is emptier.
 func (p *Policy) loadScore(c *Candidate, req Request) float64 {
-	s := p.wu * float64(c.Used+req.Units) / float64(max(c.Capacity, 1))
-	if c.Load != nil {
-		cpu, egress := p.projected(c, req.Units)
-		s += p.wc*cpu + p.we*egress/p.egressRef
-	}
-	return s
+	a, b := p.scoreAB(c)
+	return score(a, b, req.Units)
 }
+
+// scoreAB splits c's weighted load into the part that does not depend on
+// the request (a: the load as it stands, reservations included) and the
+// cost of one more unit (b), so that the load after placing u units is
+// score(a, b, u). The weighted load is linear in u (projected spreads each
+// unit evenly), and computing it this way in both the scan and the index
+// keeps their floating-point results bit-identical.
+func (p *Policy) scoreAB(c *Candidate) (a, b float64) {
+	capf := float64(max(c.Capacity, 1))
+	a, b = p.wu*float64(c.Used)/capf, p.wu/capf
+	if c.Load != nil {
+		cpu0, eg0 := p.projected(c, 0)
+		cpuPer, egPer := p.perUnit(c)
+		a += p.wc*cpu0 + p.we*eg0/p.egressRef
+		b += p.wc*cpuPer + p.we*egPer/p.egressRef
+	}
+	return a, b
+}
+
+// score is a + b·u, rounded step by step (never fused), so that it is
+// monotone in a and b for the index's bounds.
+func score(a, b float64, u int64) float64 { return a + float64(b*float64(u)) }
 
 // roomUnits is the units of req.Room on c, and whether c hosts the room.
 func roomUnits(c *Candidate, req Request) (int64, bool) {
@@ -426,6 +460,13 @@ func (p *Policy) twoChoice(pool []*Candidate, req Request) *Candidate {
 	}
 	sorted := slices.Clone(pool)
 	slices.SortFunc(sorted, func(a, b *Candidate) int { return strings.Compare(a.ID, b.ID) })
+	i, j := twoChoiceDraw(req, len(sorted))
+	return p.lessLoaded(sorted[i], sorted[j], req)
+}
+
+// twoChoiceDraw draws two distinct positions below n (n >= 2) from a
+// generator seeded by the request.
+func twoChoiceDraw(req Request, n int) (i, j int) {
 	h := fnv.New64a()
 	if req.ID != "" {
 		h.Write([]byte(req.ID))
@@ -434,12 +475,17 @@ func (p *Policy) twoChoice(pool []*Candidate, req Request) *Candidate {
 	}
 	seed := h.Sum64()
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	i := r.IntN(len(sorted))
-	j := r.IntN(len(sorted) - 1)
+	i = r.IntN(n)
+	j = r.IntN(n - 1)
 	if j >= i {
 		j++
 	}
-	a, b := sorted[i], sorted[j]
+	return i, j
+}
+
+// lessLoaded returns the less loaded of a and b (two-choice's comparison;
+// ties on id).
+func (p *Policy) lessLoaded(a, b *Candidate, req Request) *Candidate {
 	if p.loadScore(b, req) < p.loadScore(a, req) || p.loadScore(b, req) == p.loadScore(a, req) && b.ID < a.ID {
 		return b
 	}
@@ -472,8 +518,11 @@ func (p *Policy) Env(c *Candidate, req Request) policyspec.Env {
 func (p *Policy) bestByExpr(pool []*Candidate, req Request) ([]*Candidate, error) {
 	var best []*Candidate
 	var top float64
+	var v vm.VM
+	var env policyspec.Env
 	for _, c := range pool {
-		s, err := policyspec.RunExpr(p.prog, p.Env(c, req))
+		env = p.Env(c, req)
+		s, err := policyspec.RunExprVM(&v, p.prog, &env)
 		if err != nil {
 			s = math.Inf(-1)
 		}

@@ -76,6 +76,34 @@ func (c *janusClient) message(handle uint64, body map[string]any, jsep *webrtc.S
 	c.post(fmt.Sprintf("%s/%d", c.session, handle), req)
 }
 
+// coreEvent waits for a Janus core event (e.g. "webrtcup") of handle.
+func (c *janusClient) coreEvent(handle uint64, kind string) {
+	c.t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := c.hc.Get(c.session + "?maxev=1")
+		if err != nil {
+			c.t.Fatalf("janus events: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var evs []janusEvent
+		if err := json.Unmarshal(body, &evs); err != nil {
+			var ev janusEvent
+			if json.Unmarshal(body, &ev) != nil {
+				c.t.Fatalf("janus events: %s", body)
+			}
+			evs = []janusEvent{ev}
+		}
+		for _, ev := range evs {
+			if ev.Sender == handle && ev.Janus == kind {
+				return
+			}
+		}
+	}
+	c.t.Fatalf("no %q event from janus handle %d", kind, handle)
+}
+
 // event waits for the next plugin event of handle whose data has key.
 func (c *janusClient) event(handle uint64, key string) janusEvent {
 	c.t.Helper()
@@ -174,6 +202,8 @@ func janusMedia(t *testing.T, room api.Room) func() {
 		cancel()
 		t.Fatal("the Janus publisher's connection did not come up within 30s")
 	}
+	// Janus offers the feed to subscribers once its side is up too.
+	pubc.coreEvent(ph, "webrtcup")
 
 	// Subscriber.
 	subc := newJanusClient(t, base)

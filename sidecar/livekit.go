@@ -117,6 +117,10 @@ func (l *LiveKit) twirp(ctx context.Context, method string, in, out any) error {
 			Msg  string `json:"msg"`
 		}
 		if json.Unmarshal(b, &te) != nil || te.Code == "" {
+			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+				// LiveKit refuses a bad token in plain text.
+				return &twirpError{code: "unauthenticated", err: fmt.Errorf("%w: livekit %s: HTTP %d (wrong API key or secret?)", ErrRefused, method, resp.StatusCode)}
+			}
 			return fmt.Errorf("%w: livekit %s answered HTTP %d %q", ErrBadAnswer, method, resp.StatusCode, truncate(b))
 		}
 		return &twirpError{code: te.Code, err: fmt.Errorf("%w: livekit %s: %s: %s", ErrRefused, method, te.Code, te.Msg)}

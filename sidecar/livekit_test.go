@@ -123,7 +123,8 @@ func TestLiveKitSidecar(t *testing.T) {
 	}
 	testcluster.Eventually(t, 30*time.Second, func() error {
 		if _, err := cl.Room(ctx, "r2"); !errors.Is(err, fsm.ErrNotFound) {
-			return fmt.Errorf("r2 still placed: %v", err)
+			names, lerr := liveKitRooms(ctx, procs[r2.Server])
+			return fmt.Errorf("r2 still placed: %v (%s has rooms %v %v)", err, r2.Server, names, lerr)
 		}
 		return nil
 	})

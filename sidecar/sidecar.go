@@ -165,7 +165,7 @@ type roomTrack struct {
 	allocID    string
 	firstSeen  time.Time
 	created    bool // EnsureRoom succeeded
-	seen       bool // the SFU listed it
+	seen       bool // the SFU listed it, or it was created
 	joined     bool // had participants
 	emptySince time.Time
 }
@@ -188,6 +188,7 @@ type Sidecar struct {
 	drainStart  time.Time
 	lastState   time.Time
 	reports     uint64
+	polls       uint64
 }
 
 // New builds a sidecar and starts its QUIC client (which connects in the
@@ -262,14 +263,21 @@ func (s *Sidecar) step(ctx context.Context) (bool, error) {
 	cancel()
 	if err != nil {
 		s.mu.Lock()
-		was := s.healthy
+		was, first := s.healthy, !s.registered && s.polls == 0
 		s.healthy = false
+		s.polls++
 		s.mu.Unlock()
-		if was {
+		switch {
+		case was:
 			s.log.Warn("SFU stopped answering; load reports stop until it is back", "err", err)
+		case first:
+			s.log.Warn("SFU not answering yet; not registering it", "err", err)
 		}
 		return false, nil
 	}
+	s.mu.Lock()
+	s.polls++
+	s.mu.Unlock()
 	if err := s.ensureRegistered(ctx, st); err != nil {
 		s.log.Warn("register", "err", err)
 		return false, nil
@@ -401,7 +409,9 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 			if err != nil {
 				s.log.Warn("create room on the SFU", "room", p.Room, "err", err)
 			} else {
-				tr.created = true
+				// Created (synchronously): from now on, a room the SFU
+				// does not list has ended.
+				tr.created, tr.seen = true, true
 				allocs = append(allocs, p.AllocationID)
 			}
 		}
@@ -522,6 +532,9 @@ func (s *Sidecar) drainStep(ctx context.Context, st Status) (bool, error) {
 			s.log.Warn("drain: release room", "room", r.Room, "err", err)
 			return false, nil
 		}
+		// Best effort: the room's participants have left (or the drain
+		// timed out); remove it from the SFU too.
+		_ = s.cfg.SFU.CloseRoom(dctx, RoomRef{Name: r.Room, Number: roomNumber(r)})
 	}
 	if err := s.h.DeregisterServer(dctx, s.cfg.ID); err != nil {
 		s.log.Warn("drain: deregister", "err", err)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -226,8 +227,10 @@ type forwarder struct {
 	out map[string]*reportStream
 }
 
-// reportStream is the stream of forwarded reports to one agent.
+// reportStream is the stream of forwarded reports to one agent. At most
+// one send runs per agent (busy); while it runs it owns conn and stream.
 type reportStream struct {
+	busy   atomic.Bool
 	conn   *quic.Conn
 	stream *quic.SendStream
 }
@@ -330,8 +333,9 @@ func (f *forwarder) flush() {
 	dropped := f.s.m.Forwarded.WithLabelValues("dropped")
 	targets := f.targets()
 	for addr, rs := range f.out {
-		if !slices.Contains(targets, addr) {
-			f.reset(addr, rs) // no longer a member
+		if !slices.Contains(targets, addr) && rs.busy.CompareAndSwap(false, true) {
+			rs.close() // no longer a member
+			delete(f.out, addr)
 		}
 	}
 	if len(targets) == 0 {
@@ -355,46 +359,46 @@ func (f *forwarder) flush() {
 	if len(msg.Reports) > 0 {
 		frames = append(frames, msg)
 	}
-	// One goroutine per agent: a paused agent must not hold up the others
-	// (each write gives up after forwardWriteTimeout).
-	streams := make([]*reportStream, len(targets))
-	var wg sync.WaitGroup
-	for i, addr := range targets {
+	// Each agent is sent to on its own goroutine and nobody waits for it:
+	// a dead or paused agent (a dial that times out, writes that block
+	// until forwardWriteTimeout) must not delay the reports to the others.
+	// An agent whose previous send still runs misses this batch; the next
+	// carries newer reports anyway.
+	for _, addr := range targets {
 		rs := f.out[addr]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			streams[i] = f.sendTo(addr, rs, frames, len(batch))
-		}()
-	}
-	wg.Wait()
-	for i, addr := range targets {
-		if streams[i] == nil {
-			delete(f.out, addr)
-		} else {
-			f.out[addr] = streams[i]
+		if rs == nil {
+			rs = &reportStream{}
+			f.out[addr] = rs
 		}
+		if !rs.busy.CompareAndSwap(false, true) {
+			dropped.Add(float64(len(batch)))
+			continue
+		}
+		f.s.wg.Add(1)
+		go func() {
+			defer f.s.wg.Done()
+			defer rs.busy.Store(false)
+			f.sendTo(addr, rs, frames, len(batch))
+		}()
 	}
 }
 
-// sendTo writes frames to the agent at addr on rs (opening a stream when
-// rs is nil or dead) and returns the stream to keep, or nil after a
-// failure. It runs beside the sends to other agents, so it leaves f.out
-// to flush. After a failure (the connection is dropped: the peer may be a dead process whose
-// connection still looks open until its idle timeout, and the next flush
-// must dial afresh rather than reuse it).
-func (f *forwarder) sendTo(addr string, rs *reportStream, frames []*transportpb.ReportBatch, n int) *reportStream {
+// sendTo writes frames to the agent at addr on rs, opening a stream when
+// there is none or its connection died. After a failure the stream and the
+// connection are dropped: the peer may be a dead process whose connection
+// still looks open until its idle timeout, and the next send must dial
+// afresh rather than reuse it.
+func (f *forwarder) sendTo(addr string, rs *reportStream, frames []*transportpb.ReportBatch, n int) {
 	dropped := f.s.m.Forwarded.WithLabelValues("dropped")
-	if rs == nil || rs.conn.Context().Err() != nil {
-		if rs != nil {
-			rs.stream.CancelWrite(0)
-		}
-		var err error
-		if rs, err = f.open(addr); err != nil {
+	if rs.stream == nil || rs.conn.Context().Err() != nil {
+		rs.close()
+		c, st, err := f.open(addr)
+		if err != nil {
 			f.s.log.Debug("cannot forward reports", "agent", addr, "err", err)
 			dropped.Add(float64(n))
-			return nil
+			return
 		}
+		rs.conn, rs.stream = c, st
 	}
 	for i, msg := range frames {
 		// A paused or dying agent stops acknowledging, and a quic-go
@@ -406,38 +410,45 @@ func (f *forwarder) sendTo(addr string, rs *reportStream, frames []*transportpb.
 			for _, m := range frames[i:] {
 				dropped.Add(float64(len(m.Reports)))
 			}
-			rs.stream.CancelWrite(0)
-			f.s.peers.drop(addr, rs.conn)
-			return nil
+			c := rs.conn
+			rs.close()
+			f.s.peers.drop(addr, c)
+			return
 		}
 		f.s.m.Forwarded.WithLabelValues("sent").Add(float64(len(msg.Reports)))
 	}
-	return rs
 }
 
-func (f *forwarder) open(addr string) (*reportStream, error) {
+// close ends the stream (the caller holds busy).
+func (rs *reportStream) close() {
+	if rs.stream != nil {
+		rs.stream.CancelWrite(0)
+	}
+	rs.conn, rs.stream = nil, nil
+}
+
+func (f *forwarder) open(addr string) (*quic.Conn, *quic.SendStream, error) {
 	ctx, cancel := context.WithTimeout(f.s.ctx, 2*dialTimeout)
 	defer cancel()
 	c, err := f.s.peers.conn(ctx, addr, false)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := c.OpenUniStreamSync(ctx)
 	if err != nil {
 		f.s.peers.drop(addr, c)
-		return nil, fmt.Errorf("open report stream: %w", err)
+		return nil, nil, fmt.Errorf("open report stream: %w", err)
 	}
-	return &reportStream{conn: c, stream: st}, nil
+	return c, st, nil
 }
 
-// reset ends the stream to addr (run's goroutine only).
-func (f *forwarder) reset(addr string, rs *reportStream) {
-	rs.stream.CancelWrite(0)
-	delete(f.out, addr)
-}
-
+// resetAll ends every idle stream (run's goroutine, at shutdown; sends
+// still running end by their own deadlines).
 func (f *forwarder) resetAll() {
 	for addr, rs := range f.out {
-		f.reset(addr, rs)
+		if rs.busy.CompareAndSwap(false, true) {
+			rs.close()
+		}
+		delete(f.out, addr)
 	}
 }

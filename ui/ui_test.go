@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -151,6 +152,10 @@ func TestDashboardChromium(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cascade allocation: %v", err)
 	}
+	placed, err := cl.PlaceRoom(ctx0, "placed-room", api.PlaceRoomRequest{Units: 1})
+	if err != nil {
+		t.Fatalf("place a room: %v", err)
+	}
 
 	f := c.Followers()[0]
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
@@ -247,6 +252,13 @@ func TestDashboardChromium(t *testing.T) {
 	if got, _ := text(ctx, "#rooms li[data-room='room-0']"); got == "" || casc.Server == "m0001" {
 		t.Fatalf("cascade room on the page: %q (cascade allocation %+v)", got, casc)
 	}
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		got, _ := text(ctx, "#rooms li[data-room='placed-room']")
+		if want := "placed on " + placed.Server + " (" + placed.SFU + ")"; !strings.Contains(got, want) {
+			return fmt.Errorf("placed room on the page: %q, want %q", got, want)
+		}
+		return nil
+	})
 	screenshot(t, ctx, "dashboard.png")
 
 	// Update latency: a new allocation committed → shown.
@@ -256,7 +268,7 @@ func TestDashboardChromium(t *testing.T) {
 	}
 	committed := time.Since(t1)
 	testcluster.Eventually(t, 30*time.Second, func() error {
-		if got, _ := text(ctx, "#rooms-count"); got != "11" {
+		if got, _ := text(ctx, "#rooms-count"); got != "12" {
 			return fmt.Errorf("rooms on the page: %q", got)
 		}
 		return nil

@@ -31,7 +31,7 @@ type agentFlags struct {
 	clockTolerance                            time.Duration
 	fastFailover                              bool
 	faultClockFile                            string
-	prov                                      provisionerFlags // issue #6: provisionflags.go
+	prov                                      provisionerFlags // provisionflags.go
 	acl                                       string
 	httpPlain                                 bool
 	token                                     string
@@ -58,7 +58,7 @@ hands leadership to another node before exiting.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.id, "id", "", "this node's unique id (required)")
-	f.prov.register(cmd) // issue #6
+	f.prov.register(cmd)
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the raft log, stable store and snapshots (required)")
 	fl.StringVar(&f.raftAddr, "raft-addr", "", "host:port for raft traffic, reachable by the other agents (required)")
 	fl.StringVar(&f.httpAddr, "http-addr", "", "host:port for the HTTP admin API (required)")
@@ -164,7 +164,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Provisioner, err = f.prov.provider(cmd); err != nil { // issue #6
+	if cfg.Provisioner, err = f.prov.provider(cmd); err != nil {
 		return err
 	}
 	if f.faultClockFile != "" {

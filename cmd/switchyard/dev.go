@@ -27,7 +27,7 @@ type devFlags struct {
 	raftPort, httpPort, quicPort int
 	dataDir, logLevel, logFormat string
 	keep                         bool
-	provisioner                  string // issue #6
+	provisioner                  string
 	acl                          string
 }
 
@@ -103,7 +103,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 		}
 		wg.Wait()
 	}()
-	// Issue #6: the leader provisions media nodes as local processes.
+	// The leader provisions media nodes as local processes.
 	var prov *provision.Local
 	switch f.provisioner {
 	case "local":
@@ -162,8 +162,13 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	}
 	fmt.Fprintf(out, "leader: %s (cluster %s)\n", st.Leader, st.ClusterID)
 	dash := fmt.Sprintf("http://%s/ui/", joins[0])
-	if tok := os.Getenv(api.TokenEnv); f.acl == "default-deny" && tok != "" {
-		dash += "#token=" + tok // the page keeps it in this tab's session storage (ui/static/auth.js)
+	if f.acl == "default-deny" {
+		// The page gets a token that may only read (ui/static/auth.js).
+		rd, err := api.NewClient(joins...).ACLCreateToken(wctx, api.CreateTokenRequest{Role: "reader", Description: "dev dashboard"})
+		if err != nil {
+			return fmt.Errorf("dev dashboard token: %w", err)
+		}
+		dash += "#token=" + rd.Secret
 	}
 	fmt.Fprintf(out, "dashboard: %s (every agent serves it)\n", dash)
 	fmt.Fprintf(out, "try:  switchyard cluster status\n      switchyard server register --id m1 --capacity 10\n      switchyard alloc request --room demo --units 1 --request-id r1\n")

@@ -10,7 +10,7 @@ import (
 )
 
 // provisionerFlags choose how an agent, when it leads, starts media servers
-// that no existing server can replace (issue #6). The provisioning
+// that no existing server can replace. The provisioning
 // parameters (expected capacity, timeout, retirement) are part of the
 // replicated policy ('switchyard policy set'); these flags only say how.
 type provisionerFlags struct {

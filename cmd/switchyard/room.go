@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ func newRoomCmd() *cobra.Command {
 	pf := &clientFlags{}
 	var room string
 	var req api.PlaceRoomRequest
+	var waitReady time.Duration
 	place := &cobra.Command{
 		Use:   "place",
 		Short: "Pick a server for a room (sticky: the same answer while its server is alive and not draining)",
@@ -49,6 +51,14 @@ again and the answer says moved: true.
 			if err != nil {
 				return fmt.Errorf("placement refused: %w", err)
 			}
+			if waitReady > 0 {
+				wctx, wcancel := context.WithTimeout(cmd.Context(), waitReady)
+				err := c.WaitRoomReady(wctx, r)
+				wcancel()
+				if err != nil {
+					return err
+				}
+			}
 			if pf.json {
 				return printJSON(cmd.OutOrStdout(), r)
 			}
@@ -67,6 +77,7 @@ again and the answer says moved: true.
 	place.Flags().StringVar(&room, "room", "", "room name (required)")
 	place.Flags().Int64Var(&req.Units, "units", 1, "units to allocate for the room (> 0)")
 	place.Flags().StringVar(&req.Region, "region", "", "preferred region")
+	place.Flags().DurationVar(&waitReady, "wait-ready", 0, "also wait (up to this long) until the room's server reports the room (a Janus/LiveKit sidecar: the room exists on the SFU); 0: do not wait")
 	place.Flags().StringVar(&req.SFU, "sfu", "", "only servers of this SFU kind: "+strings.Join(fsm.SFUKinds(), ", ")+" (default any)")
 
 	lf := &clientFlags{}

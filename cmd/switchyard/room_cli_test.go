@@ -18,6 +18,7 @@ import (
 	"github.com/switchyard/switchyard/internal/janustest"
 	"github.com/switchyard/switchyard/internal/proccluster"
 	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/sidecar"
 )
 
 // TestRoomCLI drives `switchyard room` against a process cluster (the
@@ -96,20 +97,26 @@ func TestRoomCLI(t *testing.T) {
 		testcluster.Eventually(t, 60*time.Second, func() error {
 			s, err := cl.Server(ctx, "j1", false)
 			if err != nil {
-				return fmt.Errorf("%w\nsidecar: %s", err, sc.stderr)
+				return err
 			}
 			if s.State != "active" {
 				return fmt.Errorf("j1 is %s", s.State)
 			}
 			return nil
 		})
-		out, e, code := run(t, bin, "room", "place", "--room", "talk", "--sfu", "janus", "--json", addr)
+		out, e, code := run(t, bin, "room", "place", "--room", "talk", "--sfu", "janus", "--wait-ready", "20s", "--json", addr)
 		if code != 0 {
-			t.Fatalf("place on janus: %d %s\n%s", code, e, sc.stderr)
+			t.Fatalf("place on janus: %d %s", code, e)
 		}
 		var r api.Room
 		if err := json.Unmarshal([]byte(out), &r); err != nil || r.Server != "j1" || r.SFU != fsm.SFUJanus || r.URLs["url"] != j.URL() || r.URLs["room"] == nil {
 			t.Fatalf("janus placement: %s %v", out, err)
+		}
+		// --wait-ready returned: the VideoRoom exists on Janus.
+		jc, _ := sidecar.NewJanus(sidecar.JanusConfig{URL: j.URL()})
+		st, err := jc.Poll(ctx)
+		if err != nil || len(st.Rooms) != 1 || st.Rooms[0].Name != "talk" || float64(st.Rooms[0].Number) != r.URLs["room"] {
+			t.Fatalf("janus rooms after --wait-ready: %+v %v", st, err)
 		}
 		// SIGTERM drains: the room is released, j1 deregistered, exit 0.
 		if err := sc.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -66,10 +66,10 @@ func newServerCmd() *cobra.Command {
 	register.Flags().StringVar(&labels, "labels", "", "comma-separated key=value labels")
 
 	lf := &clientFlags{}
-	var stale, watch bool
+	var stale, watch, summaryOnly bool
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List media servers",
+		Short: "List media servers (a summary by state and region first)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if watch { // watch.go
 				return runWatch(cmd, lf, "servers", nil)
@@ -79,6 +79,17 @@ func newServerCmd() *cobra.Command {
 				return err
 			}
 			defer cancel()
+			if summaryOnly {
+				ss, err := c.Servers(ctx, stale)
+				if err != nil {
+					return err
+				}
+				sum := summarizeServers(ss)
+				if lf.json {
+					return printJSON(cmd.OutOrStdout(), sum)
+				}
+				return sum.print(cmd.OutOrStdout())
+			}
 			if lf.json {
 				raw, err := c.ServersRaw(ctx, stale)
 				if err != nil {
@@ -90,6 +101,10 @@ func newServerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := summarizeServers(ss).print(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tSTATE\tREGION\tUSED\tCAPACITY\tFREE")
 			for _, s := range ss {
@@ -101,6 +116,7 @@ func newServerCmd() *cobra.Command {
 	lf.register(list, true)
 	list.Flags().BoolVar(&stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
 	list.Flags().BoolVar(&watch, "watch", false, watchHelp)
+	list.Flags().BoolVar(&summaryOnly, "summary", false, "print only the counts by state and region (with --json: the summary object)")
 
 	idCmd := func(use, short string, run func(c *api.Client, cmd *cobra.Command, id string, f *clientFlags) error) *cobra.Command {
 		f := &clientFlags{}

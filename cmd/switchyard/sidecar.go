@@ -143,6 +143,12 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 		if err != nil {
 			return usagef(cmd, "%v", err)
 		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = l.Poll(cctx)
+		cancel()
+		if errors.Is(err, sidecar.ErrRefused) || errors.Is(err, sidecar.ErrBadAnswer) {
+			return fmt.Errorf("livekit RoomService at %s: %w", f.livekitURL, err)
+		}
 		sfu, where = l, f.livekitURL
 	}
 	quic := splitList(f.quicAllocators)

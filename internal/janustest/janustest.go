@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -125,7 +124,6 @@ func (j *Proc) Start() {
 	}
 	j.cmd = exec.Command(j.bin, "-F", filepath.Join(j.dir, "conf"), "-C", filepath.Join(j.dir, "conf", "janus.jcfg"), "-o")
 	j.cmd.Stdout, j.cmd.Stderr = logf, logf
-	j.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := j.cmd.Start(); err != nil {
 		j.t.Fatal(err)
 	}

@@ -145,7 +145,15 @@ func isNumber(k reflect.Kind) bool {
 
 // RunExpr evaluates a compiled expression and returns its score.
 func RunExpr(prog *vm.Program, env Env) (float64, error) {
-	out, err := expr.Run(prog, env)
+	var v vm.VM
+	return RunExprVM(&v, prog, &env)
+}
+
+// RunExprVM is RunExpr on a VM the caller reuses across evaluations (a
+// VM is not safe for concurrent use), with the environment passed by
+// pointer: scoring many servers this way allocates far less.
+func RunExprVM(v *vm.VM, prog *vm.Program, env *Env) (float64, error) {
+	out, err := v.Run(prog, env)
 	if err != nil {
 		return 0, fmt.Errorf("scoring expression: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 	"strings"
 
 	"github.com/switchyard/switchyard/fsm"
@@ -146,8 +147,25 @@ type Options struct {
 }
 
 type srv struct {
-	c    placement.Candidate
-	load *placement.Load
+	c     placement.Candidate
+	load  *placement.Load     // last load event (nil: none)
+	rooms map[string]struct{} // rooms it holds allocations of
+}
+
+// candidate is s as placement sees it: its load, when it reported one,
+// lists the rooms it holds allocations of.
+func (s *srv) candidate() placement.Candidate {
+	c := s.c
+	if s.load != nil {
+		l := *s.load
+		l.Rooms = make([]string, 0, len(s.rooms))
+		for r := range s.rooms {
+			l.Rooms = append(l.Rooms, r)
+		}
+		slices.Sort(l.Rooms)
+		c.Load = &l
+	}
+	return c
 }
 
 type alloc struct {
@@ -155,34 +173,48 @@ type alloc struct {
 	units        int64
 }
 
-// Run replays events against one policy.
+// Run replays events against one policy. It places through a
+// placement.Index (the leader's), so a replay costs about O(log N) per
+// request and fleets of 100,000 servers replay in seconds.
 func Run(name string, pol *placement.Policy, events []Event, opt Options) (Result, error) {
 	over := opt.Overload
 	if over <= 0 {
 		over = 0.9
 	}
 	res := Result{Policy: name}
+	ix := placement.NewIndex(pol)
 	servers := map[string]*srv{}
-	var order []string
 	allocs := map[string]alloc{}
 	rooms := map[string]map[string]int64{} // room -> server -> units
 	peakSpan := map[string]int{}
 	touched := map[string]bool{}
 	var demand, maxCap int64
+	busy := 0 // servers holding units
+	setUsed := func(s *srv, used int64) {
+		if (s.c.Used > 0) != (used > 0) {
+			if used > 0 {
+				busy++
+			} else {
+				busy--
+			}
+		}
+		s.c.Used = used
+	}
 	for _, ev := range events {
 		switch ev.Op {
 		case "server":
 			s, ok := servers[ev.ID]
 			if !ok {
-				s = &srv{}
+				s = &srv{rooms: map[string]struct{}{}}
 				servers[ev.ID] = s
-				order = append(order, ev.ID)
 			}
 			s.c.ID, s.c.Region, s.c.Zone, s.c.Capacity, s.c.Active, s.c.State = ev.ID, ev.Region, ev.Zone, ev.Capacity, true, "active"
 			maxCap = max(maxCap, ev.Capacity)
+			ix.Upsert(s.candidate())
 		case "drain":
 			if s, ok := servers[ev.ID]; ok {
 				s.c.Active, s.c.State = false, "draining"
+				ix.Upsert(s.candidate())
 			}
 		case "load":
 			s, ok := servers[ev.ID]
@@ -190,37 +222,25 @@ func Run(name string, pol *placement.Policy, events []Event, opt Options) (Resul
 				return res, fmt.Errorf("%w: load for unknown server %q at %d ms", ErrTrace, ev.ID, ev.TMs)
 			}
 			s.load = &placement.Load{CPU: ev.CPU, EgressBps: ev.EgressBps, IngressBps: ev.IngressBps, Peers: ev.Peers}
+			ix.Upsert(s.candidate())
 		case "release":
 			a, ok := allocs[ev.RequestID]
 			if !ok {
 				continue // refused earlier, or never placed
 			}
 			delete(allocs, ev.RequestID)
-			servers[a.server].c.Used -= a.units
+			s := servers[a.server]
+			setUsed(s, s.c.Used-a.units)
 			demand -= a.units
 			rooms[a.room][a.server] -= a.units
 			if rooms[a.room][a.server] <= 0 {
 				delete(rooms[a.room], a.server)
+				delete(s.rooms, a.room)
 			}
+			ix.Upsert(s.candidate())
 		case "alloc":
 			if _, dup := allocs[ev.RequestID]; dup {
 				continue
-			}
-			cands := make([]placement.Candidate, 0, len(order))
-			for _, id := range order {
-				s := servers[id]
-				c := s.c
-				if s.load != nil {
-					l := *s.load
-					l.Rooms = nil
-					for room, m := range rooms {
-						if m[id] > 0 {
-							l.Rooms = append(l.Rooms, room)
-						}
-					}
-					c.Load = &l
-				}
-				cands = append(cands, c)
 			}
 			region, zone := ev.Region, ev.Zone
 			if rq, ok := servers[ev.Requester]; ok && region == "" {
@@ -229,7 +249,7 @@ func Run(name string, pol *placement.Policy, events []Event, opt Options) (Resul
 			// A trace's requester only locates the viewer (region/zone); it
 			// is not a full origin asking to spill, so it is not passed on
 			// (the live cluster never places on the requester itself).
-			id, err := pol.Pick(cands, placement.Request{ID: ev.RequestID, Room: ev.Room, Units: ev.Units, Region: region, Zone: zone,
+			id, err := ix.Pick(placement.Request{ID: ev.RequestID, Room: ev.Room, Units: ev.Units, Region: region, Zone: zone,
 				Hosting: maps.Clone(rooms[ev.Room])})
 			if err != nil {
 				if errors.Is(err, fsm.ErrCapacity) || errors.Is(err, fsm.ErrServerNotActive) {
@@ -239,7 +259,7 @@ func Run(name string, pol *placement.Policy, events []Event, opt Options) (Resul
 				return res, fmt.Errorf("policy %s at %d ms: %w", name, ev.TMs, err)
 			}
 			s := servers[id]
-			s.c.Used += ev.Units
+			setUsed(s, s.c.Used+ev.Units)
 			demand += ev.Units
 			res.Placed++
 			touched[id] = true
@@ -248,6 +268,8 @@ func Run(name string, pol *placement.Policy, events []Event, opt Options) (Resul
 				rooms[ev.Room] = map[string]int64{}
 			}
 			rooms[ev.Room][id] += ev.Units
+			s.rooms[ev.Room] = struct{}{}
+			ix.Upsert(s.candidate())
 			peakSpan[ev.Room] = max(peakSpan[ev.Room], len(rooms[ev.Room]))
 			u := float64(s.c.Used) / float64(s.c.Capacity)
 			res.PeakUtilization = max(res.PeakUtilization, u)
@@ -257,12 +279,6 @@ func Run(name string, pol *placement.Policy, events []Event, opt Options) (Resul
 			if demand > res.PeakDemand {
 				res.PeakDemand = demand
 				res.LowerBound = int((demand + maxCap - 1) / maxCap)
-			}
-			var busy int
-			for _, sid := range order {
-				if servers[sid].c.Used > 0 {
-					busy++
-				}
 			}
 			res.PeakServers = max(res.PeakServers, busy)
 		}

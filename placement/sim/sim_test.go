@@ -99,3 +99,42 @@ func TestReadRefusesBadTraces(t *testing.T) {
 		})
 	}
 }
+
+// fleetTrace is a synthetic trace: n servers in three regions with load
+// reports, then allocs requests (rooms of up to 40 units) and a release
+// for every other one.
+func fleetTrace(n, allocs int) []sim.Event {
+	var evs []sim.Event
+	regions := []string{"eu", "us", "ap"}
+	for i := range n {
+		id := fmt.Sprintf("s%06d", i)
+		evs = append(evs, sim.Event{Op: "server", ID: id, Capacity: 100, Region: regions[i%3], Zone: "a"},
+			sim.Event{Op: "load", ID: id, CPU: float64(i%10) / 20, EgressBps: int64(i%7) * 1e7})
+	}
+	for i := range allocs {
+		evs = append(evs, sim.Event{TMs: int64(i), Op: "alloc", RequestID: fmt.Sprintf("r%d", i), Room: fmt.Sprintf("room-%d", i/40),
+			Units: 1, Region: regions[i%3]})
+		if i%2 == 1 {
+			evs = append(evs, sim.Event{TMs: int64(i), Op: "release", RequestID: fmt.Sprintf("r%d", i-1)})
+		}
+	}
+	return evs
+}
+
+// BenchmarkSimulate100k replays 20,000 requests on 100,000 servers per
+// strategy (what `policy simulate` does with such a trace) and reports the
+// replay time per request.
+func BenchmarkSimulate100k(b *testing.B) {
+	evs := fleetTrace(100_000, 20_000)
+	for _, s := range policyspec.Strategies() {
+		b.Run(s, func(b *testing.B) {
+			pol := placement.MustCompile(&fsmpb.Policy{Strategy: s})
+			for b.Loop() {
+				r, err := sim.Run(s, pol, evs, sim.Options{})
+				if err != nil || r.Placed != 20_000 {
+					b.Fatalf("%+v %v", r, err)
+				}
+			}
+		})
+	}
+}

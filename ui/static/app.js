@@ -9,7 +9,7 @@ const FETCH_TIMEOUT_MS = 4000;
 
 const st = {
   overview: null, servers: [], serversStale: false, allocs: [], policy: null, intents: [],
-  errors: {}, prev: null, allocRate: null, refuseRate: null,
+  errors: {}, prev: null, placed: null, allocRate: null, refuseRate: null,
   page: 0, roomPage: 0, filter: "", stateFilter: "", sort: "id", updated: null,
 };
 
@@ -299,7 +299,9 @@ function renderRooms() {
       if (fed.has(srv)) continue; // shown under the server feeding it
       kids.push(serverNode(srv, units, r));
     }
-    return el("li", { "data-room": name }, el("b", {}, name), " · " + r.units + " units on " + r.servers.size + " server(s)",
+    const p = st.placed && st.placed.get(name);
+    const placed = p ? " · placed on " + (p.server || "(server lost)") + " (" + p.sfu + ")" + (p.moved ? ", moved" : "") : "";
+    return el("li", { "data-room": name }, el("b", {}, name), " · " + r.units + " units on " + r.servers.size + " server(s)" + placed,
       el("ul", {}, ...kids));
   }));
 }
@@ -349,20 +351,21 @@ window.switchyardDashboard = st;
 // agent no longer remembers that index (410) or ends the stream, a fresh
 // one starts from a full copy.
 function startWatch() {
-  let live = { allocs: new Map(), intents: new Map(), policy: null };
+  let live = { allocs: new Map(), intents: new Map(), rooms: new Map(), policy: null };
   let pending = null; // the copy being received after a reset
   let since = null;
   const open = () => {
-    const es = new EventSource("/v1/watch?kinds=allocations,intents,policy" + (since == null ? "" : "&since=" + since));
+    const es = new EventSource("/v1/watch?kinds=allocations,intents,policy,rooms" + (since == null ? "" : "&since=" + since));
     const target = () => pending || live;
     const upsert = (field, key) => (e) => {
       const ev = JSON.parse(e.data);
       const m = target()[field];
       if (ev.op === "delete") m.delete(ev.id); else m.set(ev.id, ev[key]);
     };
-    es.addEventListener("reset", () => { pending = { allocs: new Map(), intents: new Map(), policy: null }; });
+    es.addEventListener("reset", () => { pending = { allocs: new Map(), intents: new Map(), rooms: new Map(), policy: null }; });
     es.addEventListener("allocation", upsert("allocs", "allocation"));
     es.addEventListener("intent", upsert("intents", "intent"));
+    es.addEventListener("room", upsert("rooms", "room"));
     es.addEventListener("policy", (e) => { target().policy = JSON.parse(e.data).policy; });
     es.addEventListener("synced", (e) => {
       if (pending) { live = pending; pending = null; }
@@ -370,6 +373,7 @@ function startWatch() {
       st.watchIndex = since;
       st.allocs = [...live.allocs.values()].filter((a) => a.state === "active");
       st.intents = [...live.intents.values()];
+      st.placed = live.rooms;
       if (live.policy) st.policy = live.policy;
       delete st.errors.watch;
       render();
