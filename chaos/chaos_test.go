@@ -195,7 +195,7 @@ func chaosFaults(t *testing.T, c campaign, bin string) {
 	} else {
 		nemeses = append(nemeses, ClockOffset{Offset: 240 * time.Hour})
 	}
-	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), NodeArgs: ClockFileArgs, ACL: true})
+	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), NodeArgs: ClockFileArgs})
 	target := &ProcTarget{C: pc}
 	sum, err := Run(ctx, Config{
 		Name: "faults", Target: target, Clients: 8, Rounds: len(nemeses), ClientRate: 0,
