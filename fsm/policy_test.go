@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"bytes"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -104,6 +105,22 @@ func TestIntentLifecycle(t *testing.T) {
 	res = polApply(t, f, 2, intentCmd(&fsmpb.ProvisionIntent{Kind: fsmpb.IntentKind_INTENT_KIND_PROVISION, Units: 1, RequestIds: []string{"q1"}}))
 	if err := fsm.ResultError(res[0]); !errors.Is(err, fsm.ErrInvalid) {
 		t.Fatalf("second intent for q1: %v", err)
+	}
+	// The state holds it once, and a copy restored from it hashes the same.
+	if st := f.Export(); len(st.GetIntents()) != 1 {
+		t.Fatalf("exported state holds %d intents, want 1", len(st.GetIntents()))
+	} else {
+		var buf bytes.Buffer
+		if err := fsm.WriteState(&buf, st); err != nil {
+			t.Fatal(err)
+		}
+		g := fsm.New()
+		if err := g.Restore(io.NopCloser(&buf)); err != nil {
+			t.Fatal(err)
+		}
+		if len(g.Export().GetIntents()) != 1 || g.Hash() != f.Hash() {
+			t.Fatalf("restored copy: %d intents, hash %s vs %s", len(g.Export().GetIntents()), g.Hash(), f.Hash())
+		}
 	}
 	// Claims: exactly one of two racing claims wins.
 	claim := updateCmd(&fsmpb.UpdateIntent{Id: "p-1-0", State: fsmpb.IntentState_INTENT_STATE_STARTED, IfState: fsmpb.IntentState_INTENT_STATE_PENDING, Owner: "n1/x"})

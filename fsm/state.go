@@ -309,7 +309,6 @@ func (s *state) export() *fsmpb.State {
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
 	s.exportExt(st)   // policy.go
 	s.exportRooms(st) // rooms.go
-	s.exportExt(st)   // policy.go
 	s.exportACL(st)   // acl.go
 	return st
 }
@@ -342,7 +341,6 @@ func importState(st *fsmpb.State) (*state, error) {
 	}
 	s.importExt(st)   // policy.go
 	s.importRooms(st) // rooms.go
-	s.importExt(st)   // policy.go
 	s.importACL(st)   // acl.go
 	return s, nil
 }
