@@ -127,13 +127,33 @@ func TestFrozenLeaderCostsOneElection(t *testing.T) {
 	}
 }
 
+// waitLeader waits for an agreed leader and for every node to have
+// applied the same index (a node thawed a moment ago has caught up), so
+// that each freeze is a single fault.
 func waitLeader(ctx context.Context, t *testing.T, c *proccluster.Cluster) *proccluster.Proc {
 	t.Helper()
-	l, err := c.WaitLeader(ctx)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, c.Logs())
+	for {
+		l, err := c.WaitLeader(ctx)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, c.Logs())
+		}
+		same := true
+		var idx uint64
+		for i, p := range c.Nodes {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			st, err := c.Status(sctx, p)
+			cancel()
+			if err != nil || (i > 0 && st.AppliedIndex != idx) {
+				same = false
+				break
+			}
+			idx = st.AppliedIndex
+		}
+		if same {
+			return l
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return l
 }
 
 func otherThan(c *proccluster.Cluster, p *proccluster.Proc) *proccluster.Proc {

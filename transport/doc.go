@@ -55,13 +55,10 @@
 // never relayed twice; each attempt is bounded by the raft timing and
 // fails over to a new leader (cluster.Node.Forward).
 //
-// Report sharing: every agent keeps the latest report per server its
-// media nodes sent and every ForwardInterval sends them to every other
-// agent (the leader first) as ReportBatch frames on one long-lived
-// unidirectional stream per agent, each on its own goroutine, so a new
-// leader already holds the fleet's load. Shared reports are never shared
-// again. Only peers whose certificate names a cluster member may open such
-// streams.
+// Report forwarding: a follower keeps the latest report per server it
+// received and every ForwardInterval sends them to the leader as
+// ReportBatch frames on one long-lived unidirectional stream. Only peers
+// whose certificate names a cluster member may open such streams.
 //
 // # Security
 //

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -32,10 +30,9 @@ func newPeers(s *Server) *peers { return &peers{s: s, conns: map[string]*quic.Co
 // than a fraction of the failure-detection window.
 const dialTimeout = time.Second
 
-// conn returns a live connection to addr, dialling one if needed. With
-// followLeader, the dial is abandoned as soon as addr stops being the
-// leader's address.
-func (p *peers) conn(ctx context.Context, addr string, followLeader bool) (*quic.Conn, error) {
+// conn returns a live connection to addr, dialling one if needed. The
+// dial is abandoned as soon as addr stops being the leader's address.
+func (p *peers) conn(ctx context.Context, addr string) (*quic.Conn, error) {
 	p.mu.Lock()
 	if c, ok := p.conns[addr]; ok {
 		if c.Context().Err() == nil {
@@ -52,9 +49,6 @@ func (p *peers) conn(ctx context.Context, addr string, followLeader bool) (*quic
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	go func() {
-		if !followLeader {
-			return
-		}
 		t := time.NewTicker(25 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -166,7 +160,7 @@ type leaderForwarder interface {
 
 // relayTo sends fwd to the agent at addr once and returns its answer.
 func (p *peers) relayTo(ctx context.Context, addr string, fwd *transportpb.Request) (*transportpb.Response, error) {
-	c, err := p.conn(ctx, addr, true)
+	c, err := p.conn(ctx, addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", cluster.ErrNotLeader, err)
 	}
@@ -210,29 +204,19 @@ func roundTrip(ctx context.Context, c *quic.Conn, req *transportpb.Request, time
 	return resp, nil
 }
 
-// forwarder coalesces the reports this agent receives from its media
-// nodes (latest per server) and shares them every ForwardInterval with
-// every other agent of the cluster, packed into ReportBatch frames on one
-// long-lived unidirectional stream per agent. So every agent, not only the
-// leader, holds the whole fleet's latest reports, and a new leader places
-// on fresh load from its first decision instead of waiting for reports to
-// find it. Forwarded reports are never forwarded again.
+// forwarder coalesces the reports a follower receives (latest per server)
+// and sends them to the leader every ForwardInterval, packed into
+// ReportBatch frames on one long-lived unidirectional stream.
 type forwarder struct {
 	s       *Server
 	mu      sync.Mutex
 	pending map[string]pendingReport
 	// kick wakes run when pending goes from empty to non-empty.
 	kick chan struct{}
-	// owned by run: the report stream to each agent, by QUIC address
-	out map[string]*reportStream
-}
-
-// reportStream is the stream of forwarded reports to one agent. At most
-// one send runs per agent (busy); while it runs it owns conn and stream.
-type reportStream struct {
-	busy   atomic.Bool
-	conn   *quic.Conn
+	// owned by run
+	addr   string
 	stream *quic.SendStream
+	conn   *quic.Conn
 }
 
 type pendingReport struct {
@@ -244,11 +228,14 @@ type pendingReport struct {
 const forwardWriteTimeout = 200 * time.Millisecond
 
 func newForwarder(s *Server) *forwarder {
-	return &forwarder{s: s, pending: map[string]pendingReport{}, kick: make(chan struct{}, 1), out: map[string]*reportStream{}}
+	return &forwarder{s: s, pending: map[string]pendingReport{}, kick: make(chan struct{}, 1)}
 }
 
-// add queues r for the other agents.
+// add queues r for the leader unless this agent leads.
 func (f *forwarder) add(r *transportpb.LoadReport, got time.Time) {
+	if f.s.cfg.Backend.IsLeader() {
+		return
+	}
 	f.mu.Lock()
 	first := len(f.pending) == 0
 	if cur, ok := f.pending[r.GetServerId()]; !ok || loadview.Newer(r, cur.r) {
@@ -271,7 +258,7 @@ func (f *forwarder) run() {
 	defer f.s.wg.Done()
 	prune := time.NewTicker(max(f.s.cfg.ViewRetention/10, time.Second))
 	defer prune.Stop()
-	defer f.resetAll()
+	defer f.reset()
 	var last time.Time
 	for {
 		select {
@@ -309,42 +296,46 @@ func (f *forwarder) take() map[string]pendingReport {
 	return p
 }
 
-// targets lists the QUIC addresses of every other agent, the leader first.
-func (f *forwarder) targets() []string {
-	self := f.s.cfg.Backend.ID()
-	lead, _ := f.s.peers.leaderAddr()
-	out := []string{}
-	if lead != "" {
-		out = append(out, lead)
-	}
-	for _, m := range f.s.cfg.Backend.FSM().Members() {
-		if a := m.GetQuicAddr(); m.GetId() != self && a != "" && a != lead {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 func (f *forwarder) flush() {
 	batch := f.take()
 	if batch == nil {
 		return
 	}
 	dropped := f.s.m.Forwarded.WithLabelValues("dropped")
-	targets := f.targets()
-	for addr, rs := range f.out {
-		if !slices.Contains(targets, addr) && rs.busy.CompareAndSwap(false, true) {
-			rs.close() // no longer a member
-			delete(f.out, addr)
-		}
+	if f.s.cfg.Backend.IsLeader() {
+		return // already in our own view
 	}
-	if len(targets) == 0 {
+	addr, err := f.s.peers.leaderAddr()
+	if err != nil {
+		dropped.Add(float64(len(batch)))
+		return
+	}
+	if err := f.ensureStream(addr); err != nil {
+		f.s.log.Debug("cannot forward reports to leader", "leader", addr, "err", err)
 		dropped.Add(float64(len(batch)))
 		return
 	}
 	now := time.Now()
-	var frames []*transportpb.ReportBatch
-	msg := &transportpb.ReportBatch{FromNode: f.s.cfg.Backend.ID()}
+	msg := &transportpb.ReportBatch{FromNode: f.s.cfg.Backend.ID(), Reports: make([]*transportpb.ForwardedReport, 0, min(len(batch), forwardChunk))}
+	send := func() error {
+		if len(msg.Reports) == 0 {
+			return nil
+		}
+		// A paused or dying leader stops acknowledging, and a quic-go
+		// stream write then blocks: give up quickly and drop the batch
+		// (reports are ephemeral; the next ones go to whoever leads then).
+		// A long wait here starved the new leader's view for a whole
+		// failure-detection window after a leader change.
+		_ = f.stream.SetWriteDeadline(time.Now().Add(forwardWriteTimeout))
+		err := WriteFrame(f.stream, msg)
+		if err == nil {
+			f.s.m.Forwarded.WithLabelValues("sent").Add(float64(len(msg.Reports)))
+		} else {
+			dropped.Add(float64(len(msg.Reports)))
+		}
+		msg.Reports = msg.Reports[:0]
+		return err
+	}
 	for _, p := range batch {
 		age := now.Sub(p.got).Milliseconds()
 		if age < 0 {
@@ -352,103 +343,52 @@ func (f *forwarder) flush() {
 		}
 		msg.Reports = append(msg.Reports, &transportpb.ForwardedReport{Report: p.r, AgeMs: uint32(age)})
 		if len(msg.Reports) >= forwardChunk {
-			frames = append(frames, msg)
-			msg = &transportpb.ReportBatch{FromNode: f.s.cfg.Backend.ID()}
-		}
-	}
-	if len(msg.Reports) > 0 {
-		frames = append(frames, msg)
-	}
-	// Each agent is sent to on its own goroutine and nobody waits for it:
-	// a dead or paused agent (a dial that times out, writes that block
-	// until forwardWriteTimeout) must not delay the reports to the others.
-	// An agent whose previous send still runs misses this batch; the next
-	// carries newer reports anyway.
-	for _, addr := range targets {
-		rs := f.out[addr]
-		if rs == nil {
-			rs = &reportStream{}
-			f.out[addr] = rs
-		}
-		if !rs.busy.CompareAndSwap(false, true) {
-			dropped.Add(float64(len(batch)))
-			continue
-		}
-		f.s.wg.Add(1)
-		go func() {
-			defer f.s.wg.Done()
-			defer rs.busy.Store(false)
-			f.sendTo(addr, rs, frames, len(batch))
-		}()
-	}
-}
-
-// sendTo writes frames to the agent at addr on rs, opening a stream when
-// there is none or its connection died. After a failure the stream and the
-// connection are dropped: the peer may be a dead process whose connection
-// still looks open until its idle timeout, and the next send must dial
-// afresh rather than reuse it.
-func (f *forwarder) sendTo(addr string, rs *reportStream, frames []*transportpb.ReportBatch, n int) {
-	dropped := f.s.m.Forwarded.WithLabelValues("dropped")
-	if rs.stream == nil || rs.conn.Context().Err() != nil {
-		rs.close()
-		c, st, err := f.open(addr)
-		if err != nil {
-			f.s.log.Debug("cannot forward reports", "agent", addr, "err", err)
-			dropped.Add(float64(n))
-			return
-		}
-		rs.conn, rs.stream = c, st
-	}
-	for i, msg := range frames {
-		// A paused or dying agent stops acknowledging, and a quic-go
-		// stream write then blocks: give up quickly and drop the batch
-		// (reports are ephemeral; the next ones follow).
-		_ = rs.stream.SetWriteDeadline(time.Now().Add(forwardWriteTimeout))
-		if err := WriteFrame(rs.stream, msg); err != nil {
-			f.s.log.Debug("forward reports failed", "agent", addr, "err", err)
-			for _, m := range frames[i:] {
-				dropped.Add(float64(len(m.Reports)))
+			if err := send(); err != nil {
+				f.fail()
+				return
 			}
-			c := rs.conn
-			rs.close()
-			f.s.peers.drop(addr, c)
-			return
 		}
-		f.s.m.Forwarded.WithLabelValues("sent").Add(float64(len(msg.Reports)))
+	}
+	if err := send(); err != nil {
+		f.s.log.Debug("forward reports to leader failed", "leader", addr, "err", err)
+		f.fail()
 	}
 }
 
-// close ends the stream (the caller holds busy).
-func (rs *reportStream) close() {
-	if rs.stream != nil {
-		rs.stream.CancelWrite(0)
+// fail drops the stream and its connection after a failed write: the peer
+// may be a dead process whose connection still looks open (until its idle
+// timeout), and the next flush must dial afresh rather than reuse it.
+func (f *forwarder) fail() {
+	addr, c := f.addr, f.conn
+	f.reset()
+	if c != nil {
+		f.s.peers.drop(addr, c)
 	}
-	rs.conn, rs.stream = nil, nil
 }
 
-func (f *forwarder) open(addr string) (*quic.Conn, *quic.SendStream, error) {
+func (f *forwarder) ensureStream(addr string) error {
+	if f.stream != nil && f.addr == addr && f.conn.Context().Err() == nil {
+		return nil
+	}
+	f.reset()
 	ctx, cancel := context.WithTimeout(f.s.ctx, 2*dialTimeout)
 	defer cancel()
-	c, err := f.s.peers.conn(ctx, addr, false)
+	c, err := f.s.peers.conn(ctx, addr)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	st, err := c.OpenUniStreamSync(ctx)
 	if err != nil {
 		f.s.peers.drop(addr, c)
-		return nil, nil, fmt.Errorf("open report stream: %w", err)
+		return fmt.Errorf("open report stream: %w", err)
 	}
-	return c, st, nil
+	f.addr, f.conn, f.stream = addr, c, st
+	return nil
 }
 
-// resetAll ends every idle stream (run's goroutine, at shutdown; sends
-// still running end by their own deadlines).
-func (f *forwarder) resetAll() {
-	for addr, rs := range f.out {
-		if rs.busy.CompareAndSwap(false, true) {
-			rs.close()
-		}
-		delete(f.out, addr)
+func (f *forwarder) reset() {
+	if f.stream != nil {
+		f.stream.CancelWrite(0)
 	}
+	f.addr, f.conn, f.stream = "", nil, nil
 }
