@@ -177,7 +177,7 @@ func routePerm(pattern string) acl.Perm {
 	}
 	method, path, _ := strings.Cut(pattern, " ")
 	switch {
-	case (method == http.MethodGet || method == http.MethodHead) && (strings.HasPrefix(path, "/v1/health") || path == "/healthz" || path == "/readyz" || path == "/livez"):
+	case (method == http.MethodGet || method == http.MethodHead) && (strings.HasPrefix(path, "/v1/health/") || path == "/healthz" || path == "/readyz" || path == "/livez"):
 		return acl.PermNone // load balancer and Kubernetes probes stay open
 	case strings.HasPrefix(path, "/v1/rooms"):
 		if method == http.MethodGet {
@@ -185,7 +185,7 @@ func routePerm(pattern string) acl.Perm {
 		}
 		return acl.PermAllocate // the allocator role places rooms
 	case method == http.MethodGet || method == http.MethodHead:
-		if path == "/" || path == "" || strings.HasPrefix(path, "/ui") {
+		if path == "/" || path == "/{$}" || path == "" || path == "/ui" || strings.HasPrefix(path, "/ui/") {
 			return acl.PermNone // static UI assets; their API calls carry a token
 		}
 		return acl.PermRead
@@ -313,7 +313,9 @@ func (s *Handler) targetServer(r *http.Request, pattern string, p acl.Principal)
 		return ""
 	}
 	if pattern == "DELETE /v1/servers/{id}" || pattern == "POST /v1/servers/{id}/drain" {
-		if parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/"); len(parts) >= 3 {
+		// The escaped path, unescaped once: r.URL.Path is unescaped already,
+		// and unescaping it again would let "m1%2Fx" pass as m1's.
+		if parts := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/"); len(parts) >= 3 {
 			id, err := url.PathUnescape(parts[2])
 			if err == nil {
 				return id

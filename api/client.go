@@ -516,5 +516,5 @@ func (c *Client) MediaKeys(ctx context.Context) ([]mediatoken.Key, error) {
 
 // RotateMediaKey adds a media-token signing key; out receives the answer.
 func (c *Client) RotateMediaKey(ctx context.Context, out any) error {
-	return c.do(ctx, "POST", "/v1/media/keys/rotate", nil, out)
+	return c.doNotResent(ctx, "POST", "/v1/media/keys/rotate", nil, out)
 }

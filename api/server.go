@@ -183,9 +183,11 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	// Every write is idempotent (request ids, set semantics) except moving
 	// leadership (a second transfer could move it twice) and minting ACL
-	// tokens (a resent bootstrap would be refused and its secret lost; a
-	// resent create would mint a second token).
-	idempotent := r.URL.Path != "/v1/operator/transfer-leader" && r.URL.Path != "/v1/acl/bootstrap" && r.URL.Path != "/v1/acl/tokens"
+	// tokens or media keys (a resent bootstrap would be refused and its
+	// secret lost; a resent create would mint a second token; a resent
+	// rotation would evict the key tokens in use are signed with).
+	idempotent := r.URL.Path != "/v1/operator/transfer-leader" && r.URL.Path != "/v1/acl/bootstrap" && r.URL.Path != "/v1/acl/tokens" &&
+		r.URL.Path != "/v1/media/keys/rotate"
 	var ans *forwardAnswer
 	st, err := fw.Forward(r.Context(), idempotent, func(ctx context.Context, lid string, m *fsmpb.Member) error {
 		a, err := s.forwardTo(ctx, r, body, lid, m)

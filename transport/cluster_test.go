@@ -159,7 +159,9 @@ func TestClientFailover(t *testing.T) {
 // to followers: the new leader refills its view from forwarded reports and
 // marks nobody down.
 func TestLeaderChangeNoFalseDown(t *testing.T) {
-	const window = 1500 * time.Millisecond
+	// Well above an election with the test timing (1 s heartbeat, 2 s
+	// election) on a loaded machine: a false "down" here is the bug.
+	const window = 5 * time.Second
 	c := newCluster(t, 3, window, nil)
 	leader := leaderNode(t, c)
 	var reps []*reporter

@@ -255,34 +255,45 @@ func allocLoop(ctx context.Context, clients []*transport.Client, rate float64, r
 
 // resolveQUICAddrs maps each agent address to a QUIC address: an address
 // that answers the HTTP API is replaced by the QUIC address that agent
-// advertises in the member table; any other is taken as a QUIC address
-// already (a QUIC port is UDP, so the probe's TCP connect is refused at
-// once).
+// advertises in the member table (waiting up to 30 s for a starting agent
+// to record it); any other is taken as a QUIC address already (a QUIC port
+// is UDP, so the probe's TCP connect is refused at once).
 func resolveQUICAddrs(ctx context.Context, addrs []string) ([]string, error) {
 	out := make([]string, len(addrs))
 	for i, a := range addrs {
 		out[i] = a
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		cl := api.NewClient(a)
 		cl.Retry = false
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		st, err := cl.Status(pctx)
-		if err != nil {
-			cancel()
-			continue
-		}
-		ms, err := cl.Members(pctx)
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("--allocators: read the member table from %s: %w", a, err)
+			continue
 		}
-		out[i] = ""
-		for _, m := range ms {
-			if m.ID == st.ID {
-				out[i] = m.QUICAddr
+		deadline := time.Now().Add(30 * time.Second)
+		for out[i] = ""; out[i] == ""; {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ms, err := cl.Members(pctx)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("--allocators: read the member table from %s: %w", a, err)
 			}
-		}
-		if out[i] == "" {
-			return nil, fmt.Errorf("--allocators: agent %s (%s) advertises no QUIC address (start it with --quic-addr and TLS flags)", st.ID, a)
+			for _, m := range ms {
+				if m.ID == st.ID {
+					out[i] = m.QUICAddr
+				}
+			}
+			if out[i] != "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("--allocators: agent %s (%s) advertises no QUIC address (start it with --quic-addr and TLS flags)", st.ID, a)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
 	}
 	return out, nil

@@ -7,8 +7,11 @@ package proccluster
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,8 +204,18 @@ func NewWithOptions(t testing.TB, bin string, n int, o Options) *Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if o.ACL {
-		// Bootstrap is open to anyone (once) and waits for a leader.
-		boot, err := c.Client().WithToken("").ACLBootstrap(ctx)
+		// Bootstrap is open to anyone, answers its secret once and is not
+		// resent: send it to a leader every node agrees on, so no election
+		// can leave its outcome unknown.
+		leader, err := c.agreedLeader(ctx)
+		if err != nil {
+			t.Fatalf("no leader: %v\n%s", err, c.Logs())
+		}
+		cl := api.NewClient(leader.HTTPAddr)
+		if c.ClientTLS != nil {
+			cl.WithTLS(c.ClientTLS)
+		}
+		boot, err := cl.WithToken("").ACLBootstrap(ctx)
 		if err != nil {
 			t.Fatalf("bootstrap ACLs: %v\n%s", err, c.Logs())
 		}
@@ -213,6 +226,52 @@ func NewWithOptions(t testing.TB, bin string, n int, o Options) *Cluster {
 		t.Fatalf("no leader: %v\n%s", err, c.Logs())
 	}
 	return c
+}
+
+// agreedLeader waits until every node answers GET /v1/health/ready (open
+// to anyone, ACLs or not) naming the same leader, and returns it.
+func (c *Cluster) agreedLeader(ctx context.Context) (*Proc, error) {
+	tr := api.NewTransport()
+	tr.TLSClientConfig = c.ClientTLS
+	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	scheme := "http"
+	if c.ClientTLS != nil {
+		scheme = "https"
+	}
+	last := errors.New("not polled yet")
+	for {
+		leader := ""
+		ok := true
+		for _, p := range c.Nodes {
+			var rd api.Readiness
+			resp, err := hc.Get(scheme + "://" + p.HTTPAddr + "/v1/health/ready")
+			if err == nil {
+				err = json.NewDecoder(resp.Body).Decode(&rd)
+				resp.Body.Close()
+			}
+			switch {
+			case err != nil:
+				ok, last = false, err
+			case !rd.Ready || rd.Leader == "" || (leader != "" && rd.Leader != leader):
+				ok, last = false, fmt.Errorf("%s: ready %v, leader %q (others: %q), %v", p.ID, rd.Ready, rd.Leader, leader, rd.Reasons)
+			default:
+				leader = rd.Leader
+			}
+		}
+		if ok {
+			for _, p := range c.Nodes {
+				if p.ID == leader {
+					return p, nil
+				}
+			}
+			last = fmt.Errorf("leader %q is not one of this cluster's nodes", leader)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Addrs lists every node's HTTP address (running or not).
