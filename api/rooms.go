@@ -263,8 +263,13 @@ func (s *Handler) anySFU(kind string) bool {
 }
 
 func (s *Handler) listRooms(w http.ResponseWriter, r *http.Request) {
+	rooms, err := page(w, r, s.b.FSM().Rooms(r.URL.Query().Get("server")), (*fsmpb.Room).GetName)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	out := []Room{}
-	for _, v := range s.b.FSM().Rooms(r.URL.Query().Get("server")) {
+	for _, v := range rooms {
 		out = append(out, s.roomJSON(v))
 	}
 	writeJSON(w, 200, out)

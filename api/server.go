@@ -403,8 +403,13 @@ func (s *Handler) transfer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Handler) listServers(w http.ResponseWriter, r *http.Request) {
+	servers, err := page(w, r, s.b.FSM().Servers(), (*fsmpb.Server).GetId)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	out := []any{}
-	for _, v := range s.b.FSM().Servers() {
+	for _, v := range servers {
 		js := ServerFromPB(v)
 		if s.Decorate != nil {
 			out = append(out, s.Decorate(js))
@@ -475,8 +480,13 @@ func (s *Handler) drainServer(w http.ResponseWriter, r *http.Request) {
 func (s *Handler) listAllocations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	flt := fsm.AllocationFilter{Room: q.Get("room"), Server: q.Get("server"), ActiveOnly: q.Get("active") == "true"}
+	allocs, err := page(w, r, s.b.FSM().Allocations(flt), (*fsmpb.Allocation).GetId)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	out := []Allocation{}
-	for _, a := range s.b.FSM().Allocations(flt) {
+	for _, a := range allocs {
 		out = append(out, AllocationFromPB(a))
 	}
 	writeJSON(w, 200, out)
