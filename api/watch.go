@@ -270,6 +270,29 @@ func (h *watchHub) run() {
 	}
 }
 
+// diffInto brings have (the hub's copy of one collection, by key) up to
+// cur (the same collection in a new state): it appends an upsert event for
+// every new or changed item and a delete event for every item gone (in key
+// order), and returns events.
+func diffInto[V proto.Message](events []WatchEvent, have map[string]V, cur []V, key func(V) string, event func(op string, v V) WatchEvent) []WatchEvent {
+	seen := make(map[string]bool, len(cur))
+	for _, v := range cur {
+		k := key(v)
+		seen[k] = true
+		if old, ok := have[k]; !ok || !proto.Equal(old, v) {
+			events = append(events, event("upsert", v))
+			have[k] = v
+		}
+	}
+	for _, k := range sortedKeys(have) {
+		if !seen[k] {
+			events = append(events, event("delete", have[k]))
+			delete(have, k)
+		}
+	}
+	return events
+}
+
 // advance diffs st against the current copy, records the tick and hands
 // it to every watcher. Called with h.mu held.
 func (h *watchHub) advance(st *fsmpb.State) {
@@ -278,62 +301,15 @@ func (h *watchHub) advance(st *fsmpb.State) {
 		return
 	}
 	tk := &watchTick{index: idx}
-	seen := map[string]bool{}
-	for _, v := range st.GetServers() {
-		seen[v.GetId()] = true
-		if old, ok := h.servers[v.GetId()]; !ok || !proto.Equal(old, v) {
-			tk.events = append(tk.events, serverEvent(idx, "upsert", v))
-			h.servers[v.GetId()] = v
-		}
-	}
-	for _, id := range sortedKeys(h.servers) {
-		if !seen[id] {
-			tk.events = append(tk.events, serverEvent(idx, "delete", h.servers[id]))
-			delete(h.servers, id)
-		}
-	}
-	clear(seen)
-	for _, v := range st.GetAllocations() {
-		seen[v.GetId()] = true
-		if old, ok := h.allocs[v.GetId()]; !ok || !proto.Equal(old, v) {
-			tk.events = append(tk.events, allocEvent(idx, "upsert", v))
-			h.allocs[v.GetId()] = v
-		}
-	}
-	for _, id := range sortedKeys(h.allocs) {
-		if !seen[id] {
-			tk.events = append(tk.events, allocEvent(idx, "delete", h.allocs[id]))
-			delete(h.allocs, id)
-		}
-	}
-	clear(seen)
-	for _, v := range st.GetIntents() {
-		seen[v.GetId()] = true
-		if old, ok := h.intents[v.GetId()]; !ok || !proto.Equal(old, v) {
-			tk.events = append(tk.events, intentEvent(idx, "upsert", v))
-			h.intents[v.GetId()] = v
-		}
-	}
-	for _, id := range sortedKeys(h.intents) {
-		if !seen[id] {
-			tk.events = append(tk.events, intentEvent(idx, "delete", h.intents[id]))
-			delete(h.intents, id)
-		}
-	}
-	clear(seen)
-	for _, v := range st.GetRooms() {
-		seen[v.GetName()] = true
-		if old, ok := h.rooms[v.GetName()]; !ok || !proto.Equal(old, v) {
-			tk.events = append(tk.events, roomEvent(idx, "upsert", v, h.servers))
-			h.rooms[v.GetName()] = v
-		}
-	}
-	for _, id := range sortedKeys(h.rooms) {
-		if !seen[id] {
-			tk.events = append(tk.events, roomEvent(idx, "delete", h.rooms[id], h.servers))
-			delete(h.rooms, id)
-		}
-	}
+	tk.events = diffInto(tk.events, h.servers, st.GetServers(), (*fsmpb.Server).GetId,
+		func(op string, v *fsmpb.Server) WatchEvent { return serverEvent(idx, op, v) })
+	tk.events = diffInto(tk.events, h.allocs, st.GetAllocations(), (*fsmpb.Allocation).GetId,
+		func(op string, v *fsmpb.Allocation) WatchEvent { return allocEvent(idx, op, v) })
+	tk.events = diffInto(tk.events, h.intents, st.GetIntents(), (*fsmpb.ProvisionIntent).GetId,
+		func(op string, v *fsmpb.ProvisionIntent) WatchEvent { return intentEvent(idx, op, v) })
+	// After the servers: a room's event names its server's current record.
+	tk.events = diffInto(tk.events, h.rooms, st.GetRooms(), (*fsmpb.Room).GetName,
+		func(op string, v *fsmpb.Room) WatchEvent { return roomEvent(idx, op, v, h.servers) })
 	if !proto.Equal(h.policy, st.GetPolicy()) {
 		h.policy = st.GetPolicy()
 		p := PolicyFromPB(h.policy)
