@@ -4,18 +4,14 @@
 package janustest
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/switchyard/switchyard/internal/ports"
+	"github.com/switchyard/switchyard/internal/progtest"
 )
 
 // janusLibs are where Debian's janus package installs its plugins.
@@ -45,30 +41,20 @@ func Need(t *testing.T) (string, string) {
 
 // Proc is one Janus process.
 type Proc struct {
-	t        *testing.T
-	bin, lib string
-	dir      string
+	t   *testing.T
+	dir string
 	// Port and AdminPort are the HTTP API's and the admin API's ports;
 	// Secret is the admin secret.
 	Port, AdminPort int
 	Secret          string
-	rtp             string
-	cmd             *exec.Cmd
-	done            chan struct{}
-}
-
-func freePort(t *testing.T) int {
-	_, p, _ := net.SplitHostPort(ports.Free(t, "tcp"))
-	var n int
-	_, _ = fmt.Sscan(p, &n)
-	return n
+	*progtest.Proc  // Kill, Pid, Log
 }
 
 // New starts a Janus (bin and lib from Need) with RTP ports in rtp
 // ("min-max") and waits until its API answers; it is killed when the test
 // ends.
 func New(t *testing.T, bin, lib, rtp string) *Proc {
-	j := &Proc{t: t, bin: bin, lib: lib, dir: t.TempDir(), Port: freePort(t), AdminPort: freePort(t), rtp: rtp, Secret: "admin-secret"}
+	j := &Proc{t: t, dir: t.TempDir(), Port: progtest.FreePort(t, "tcp"), AdminPort: progtest.FreePort(t, "tcp"), Secret: "admin-secret"}
 	for _, d := range []string{"conf", "plugins", "transports", "empty"} {
 		if err := os.MkdirAll(filepath.Join(j.dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -104,6 +90,8 @@ admin: { admin_base_path = "/admin" admin_http = true admin_port = %d admin_ip =
 			t.Fatal(err)
 		}
 	}
+	j.Proc = progtest.New(t, "janus", filepath.Join(j.dir, "janus.log"), bin,
+		"-F", filepath.Join(j.dir, "conf"), "-C", filepath.Join(j.dir, "conf", "janus.jcfg"), "-o")
 	j.Start()
 	t.Cleanup(j.Kill)
 	return j
@@ -118,56 +106,5 @@ func (j *Proc) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d/admin
 // Start (re)starts the process and waits until its API answers.
 func (j *Proc) Start() {
 	j.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(j.dir, "janus.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		j.t.Fatal(err)
-	}
-	j.cmd = exec.Command(j.bin, "-F", filepath.Join(j.dir, "conf"), "-C", filepath.Join(j.dir, "conf", "janus.jcfg"), "-o")
-	j.cmd.Stdout, j.cmd.Stderr = logf, logf
-	if err := j.cmd.Start(); err != nil {
-		j.t.Fatal(err)
-	}
-	j.done = make(chan struct{})
-	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); logf.Close(); close(done) }(j.cmd, j.done)
-	// Ready when the HTTP API answers.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, j.URL()+"/info", nil)
-		resp, err := http.DefaultClient.Do(req)
-		cancel()
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			j.t.Fatalf("janus did not answer within 30s: %v\n%s", err, j.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Kill kills the process (SIGKILL) and waits for it.
-func (j *Proc) Kill() {
-	if j.cmd == nil || j.cmd.Process == nil {
-		return
-	}
-	_ = j.cmd.Process.Kill()
-	<-j.done
-	j.cmd = nil
-}
-
-// Pid is the running process's id.
-func (j *Proc) Pid() int { return j.cmd.Process.Pid }
-
-// Log returns the tail of the process's log.
-func (j *Proc) Log() string {
-	b, _ := os.ReadFile(filepath.Join(j.dir, "janus.log"))
-	s := string(b)
-	if len(s) > 3000 {
-		s = s[len(s)-3000:]
-	}
-	return strings.TrimSpace(s)
+	j.Proc.Start(j.URL()+"/info", true, 30*time.Second)
 }

@@ -7,18 +7,13 @@
 package livekittest
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/switchyard/switchyard/internal/ports"
+	"github.com/switchyard/switchyard/internal/progtest"
 )
 
 // Version is the livekit-server release the tests run.
@@ -61,25 +56,16 @@ func Need(t *testing.T) string {
 
 // Proc is one livekit-server process.
 type Proc struct {
-	t    *testing.T
-	bin  string
-	dir  string
-	Port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func freePort(t *testing.T, network string) int {
-	_, p, _ := net.SplitHostPort(ports.Free(t, network))
-	var n int
-	_, _ = fmt.Sscan(p, &n)
-	return n
+	t              *testing.T
+	dir            string
+	Port           int
+	*progtest.Proc // Kill, Pid, Log
 }
 
 // New starts a server with UDP media ports in [udpLo, udpHi] and waits
 // until it answers; it is killed when the test ends.
 func New(t *testing.T, bin string, udpLo, udpHi int) *Proc {
-	p := &Proc{t: t, bin: bin, dir: t.TempDir(), Port: freePort(t, "tcp")}
+	p := &Proc{t: t, dir: t.TempDir(), Port: progtest.FreePort(t, "tcp")}
 	cfg := fmt.Sprintf(`port: %d
 bind_addresses: ["127.0.0.1"]
 rtc:
@@ -92,10 +78,11 @@ keys:
   %s: %s
 logging:
   level: warn
-`, p.Port, freePort(t, "tcp"), udpLo, udpHi, APIKey, APISecret)
+`, p.Port, progtest.FreePort(t, "tcp"), udpLo, udpHi, APIKey, APISecret)
 	if err := os.WriteFile(filepath.Join(p.dir, "livekit.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	p.Proc = progtest.New(t, "livekit-server", filepath.Join(p.dir, "livekit.log"), bin, "--config", filepath.Join(p.dir, "livekit.yaml"))
 	p.Start()
 	t.Cleanup(p.Kill)
 	return p
@@ -107,58 +94,5 @@ func (p *Proc) URL() string { return fmt.Sprintf("ws://127.0.0.1:%d", p.Port) }
 // Start (re)starts the process and waits until it answers HTTP.
 func (p *Proc) Start() {
 	p.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(p.dir, "livekit.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.cmd = exec.Command(p.bin, "--config", filepath.Join(p.dir, "livekit.yaml"))
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.done = make(chan struct{})
-	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); logf.Close(); close(done) }(p.cmd, p.done)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", p.Port), nil)
-		resp, err := http.DefaultClient.Do(req)
-		cancel()
-		if err == nil {
-			resp.Body.Close()
-			return
-		}
-		select {
-		case <-p.done:
-			p.t.Fatalf("livekit-server exited: %s", p.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("livekit-server did not answer within 60s: %v\n%s", err, p.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Kill kills the process (SIGKILL) and waits for it.
-func (p *Proc) Kill() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
-	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
-	p.cmd = nil
-}
-
-// Pid is the running process's id.
-func (p *Proc) Pid() int { return p.cmd.Process.Pid }
-
-// Log returns the tail of the process's log.
-func (p *Proc) Log() string {
-	b, _ := os.ReadFile(filepath.Join(p.dir, "livekit.log"))
-	s := string(b)
-	if len(s) > 3000 {
-		s = s[len(s)-3000:]
-	}
-	return strings.TrimSpace(s)
+	p.Proc.Start(fmt.Sprintf("http://127.0.0.1:%d/", p.Port), false, 60*time.Second)
 }
