@@ -27,9 +27,16 @@ func startSidecar(t *testing.T, c *testcluster.Cluster, id string, j *janustest.
 	if err != nil {
 		t.Fatal(err)
 	}
+	return runSidecar(t, c, id, a, j.Pid())
+}
+
+// runSidecar runs a sidecar for adapter a (the SFU's process pid) against
+// c until the test ends.
+func runSidecar(t *testing.T, c *testcluster.Cluster, id string, a sidecar.SFU, pid int) *sidecarRun {
+	t.Helper()
 	sc, err := sidecar.New(sidecar.Config{
 		ID: id, Capacity: 10, SFU: a, QUICAddrs: c.QUICAddrs(), TLS: c.Identity(id).ClientConfig(transport.ALPN),
-		HTTPAddrs: c.Addrs(), RoomEmptyTimeout: time.Second, PID: j.Pid(), Logger: testcluster.Logger(t),
+		HTTPAddrs: c.Addrs(), RoomEmptyTimeout: time.Second, PID: pid, Logger: testcluster.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"github.com/switchyard/switchyard/internal/livekittest"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/sidecar"
-	"github.com/switchyard/switchyard/transport"
 )
 
 func startLiveKitSidecar(t *testing.T, c *testcluster.Cluster, id string, p *livekittest.Proc) *sidecarRun {
@@ -22,18 +21,7 @@ func startLiveKitSidecar(t *testing.T, c *testcluster.Cluster, id string, p *liv
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := sidecar.New(sidecar.Config{
-		ID: id, Capacity: 10, SFU: l, QUICAddrs: c.QUICAddrs(), TLS: c.Identity(id).ClientConfig(transport.ALPN),
-		HTTPAddrs: c.Addrs(), RoomEmptyTimeout: time.Second, PID: p.Pid(), Logger: testcluster.Logger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &sidecarRun{sc: sc, done: make(chan error, 1), stop: cancel}
-	go func() { r.done <- sc.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-r.done; _ = sc.Close() })
-	return r
+	return runSidecar(t, c, id, l, p.Pid())
 }
 
 // liveKitRooms lists the rooms a LiveKit server has (RoomService API).
