@@ -75,12 +75,12 @@ bench:
 	$(GO) test -run '^$$' -bench 'Simulate100k' -benchtime 1x -timeout 10m ./placement/sim/
 	$(GO) test -run '^$$' -bench 'LeaderScale|MemoryPerServer' -benchtime 1x -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'ScaleOut|CascadeHop' -benchtime 200x -count 3 -timeout 30m ./media/
-	$(GO) test -run '^$$' -bench 'Ingest' -benchtime 100000x -count 3 -timeout 30m ./transport/
-	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./transport/
-	$(GO) test -run '^$$' -bench 'ReportToLeaderView' -benchtime 200x -count 3 ./transport/
-	$(GO) test -run '^$$' -bench 'RoomPlacement' -benchtime 1x -count 3 ./api/
-	$(GO) test -run '^$$' -bench 'RawUDPReceive' -benchtime 1s -count 3 ./transport/
-	$(GO) test -run '^$$' -bench 'TenThousandServers' -benchtime 1x -count 3 -timeout 30m ./transport/
+	$(GO) test -run '^$$' -bench 'Ingest' -benchtime 100000x -count 3 -timeout 30m ./quicapi/
+	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./quicapi/
+	$(GO) test -run '^$$' -bench 'ReportToLeaderView' -benchtime 200x -count 3 ./quicapi/
+	$(GO) test -run '^$$' -bench 'RoomPlacement' -benchtime 1x -count 3 ./httpapi/
+	$(GO) test -run '^$$' -bench 'RawUDPReceive' -benchtime 1s -count 3 ./quicapi/
+	$(GO) test -run '^$$' -bench 'TenThousandServers' -benchtime 1x -count 3 -timeout 30m ./quicapi/
 
 clean:
 	rm -rf bin

@@ -14,11 +14,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
@@ -27,10 +27,10 @@ import (
 var (
 	// ErrUnauthenticated means no valid credential came with the request
 	// (none, malformed, unknown, expired or revoked): HTTP 401.
-	ErrUnauthenticated = errors.New("unauthenticated")
+	ErrUnauthenticated = errcode.ErrUnauthenticated
 	// ErrPermissionDenied means the credential is valid but its role may
 	// not do this: HTTP 403.
-	ErrPermissionDenied = errors.New("permission denied")
+	ErrPermissionDenied = errcode.ErrPermissionDenied
 	// ErrUnknownToken means no token has this secret (never created, or
 	// revoked). It wraps ErrUnauthenticated. A follower that has not yet
 	// applied a new token's entry lets the leader decide.

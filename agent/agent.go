@@ -19,9 +19,10 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/httpapi"
 	"github.com/switchyard/switchyard/loadview"
 	"github.com/switchyard/switchyard/pki"
-	"github.com/switchyard/switchyard/transport"
+	"github.com/switchyard/switchyard/quicapi"
 )
 
 // Config is an agent's configuration: the node's plus what the agent adds.
@@ -39,7 +40,7 @@ type Config struct {
 	FailureWindow time.Duration
 	// QUIC tunes the QUIC listener; Start fills Addr, Identity, Backend,
 	// View, Registerer and Logger.
-	QUIC transport.ServerConfig
+	QUIC quicapi.ServerConfig
 	// ACL turns on authorization (default-deny): every API request needs a
 	// token (or an agent/media certificate over HTTPS) whose role allows
 	// it, from the first request on. See package acl.
@@ -52,7 +53,7 @@ type Config struct {
 	// (joins) over plain HTTP; over HTTPS its certificate speaks for it.
 	Token string
 	// RateLimit is the request rate (per second) each token may send to
-	// this agent while ACLs are on: 0 means api.DefaultTokenRate, negative
+	// this agent while ACLs are on: 0 means httpapi.DefaultTokenRate, negative
 	// no limit.
 	RateLimit float64
 	// MaxConns caps the admin API's open connections (0: DefaultMaxConns).
@@ -62,11 +63,11 @@ type Config struct {
 // Agent is a running allocator process.
 type Agent struct {
 	Node *cluster.Node
-	API  *api.Handler
+	API  *httpapi.Handler
 	// Loads is this agent's soft load view (the leader's is authoritative).
 	Loads *loadview.View
 	// QUIC is the media-node listener; nil when QUICAddr or TLS is unset.
-	QUIC *transport.Server
+	QUIC *quicapi.Server
 	log  *slog.Logger
 	http *http.Server
 	ln   net.Listener
@@ -112,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a := &Agent{log: log, ln: ln, done: make(chan error, 1)}
 	// The handler is swapped in once the node exists; until then probes get
 	// 503 so bootstrapping peers simply retry.
-	live := api.LiveHandler(cfg.ID) // the liveness probe answers from the start
+	live := httpapi.LiveHandler(cfg.ID) // the liveness probe answers from the start
 	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/health/live" {
 			live.ServeHTTP(w, r)
@@ -189,7 +190,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		qc := cfg.QUIC
 		qc.Addr, qc.Identity, qc.Backend, qc.View, qc.Registerer = cfg.QUICAddr, cfg.TLS, a.Node, a.Loads, reg
 		qc.Logger = log.With("node", cfg.ID)
-		a.QUIC, err = transport.NewServer(qc)
+		a.QUIC, err = quicapi.NewServer(qc)
 		if err != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -198,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 			return nil, err
 		}
 	}
-	a.API = api.NewHandler(a.Node, log.With("node", cfg.ID), reg)
+	a.API = httpapi.NewHandler(a.Node, log.With("node", cfg.ID), reg)
 	a.API.Decorate = a.Loads.Decorate
 	if cfg.ACL {
 		a.API.EnableACL()

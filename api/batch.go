@@ -3,11 +3,9 @@ package api
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 
-	"github.com/switchyard/switchyard/cluster"
-	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/errcode"
 )
 
 // MaxBatch caps the allocation requests in one POST /v1/allocations/batch
@@ -31,40 +29,6 @@ type BatchResult struct {
 // BatchAllocateResponse is the answer of POST /v1/allocations/batch.
 type BatchAllocateResponse struct {
 	Results []BatchResult `json:"results"`
-}
-
-// allocateBatch runs many allocation requests in one HTTP exchange: a
-// follower forwards the whole batch to the leader in one request, and the
-// leader hands every request to its decision loop at once, so they share
-// log entries. Each request gets exactly the validation, idempotency and
-// error codes of POST /v1/allocations (allocateOne).
-func (s *Handler) allocateBatch(w http.ResponseWriter, r *http.Request) {
-	var req BatchAllocateRequest
-	if err := decode(w, r, &req); err != nil {
-		s.fail(w, err)
-		return
-	}
-	if len(req.Requests) > MaxBatch {
-		s.fail(w, fmt.Errorf("%w: %d requests in one batch (at most %d)", fsm.ErrInvalid, len(req.Requests), MaxBatch))
-		return
-	}
-	res := BatchAllocateResponse{Results: make([]BatchResult, len(req.Requests))}
-	var wg sync.WaitGroup
-	for i, one := range req.Requests {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a, code, err := s.allocateOne(r.Context(), one)
-			if err != nil {
-				status, e := s.errorFor(err)
-				res.Results[i] = BatchResult{Status: status, Error: e}
-				return
-			}
-			res.Results[i] = BatchResult{Status: code, Allocation: &a}
-		}()
-	}
-	wg.Wait()
-	writeJSON(w, http.StatusOK, res)
 }
 
 // batcher coalesces a Client's concurrent Allocate calls into batch
@@ -110,7 +74,7 @@ func (b *batcher) allocate(ctx context.Context, r AllocateRequest) (Allocation, 
 		return ans.a, ans.err
 	case <-ctx.Done():
 		// The batch may still commit it: the request id makes a retry safe.
-		return Allocation{}, fmt.Errorf("%w: %w", cluster.ErrUnknownOutcome, ctx.Err())
+		return Allocation{}, fmt.Errorf("%w: %w", errcode.ErrUnknownOutcome, ctx.Err())
 	}
 }
 

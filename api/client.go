@@ -17,8 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/switchyard/switchyard/cluster"
-	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/mediatoken"
 	"github.com/switchyard/switchyard/pki"
@@ -65,19 +64,18 @@ type Client struct {
 	next atomic.Int64 // index of the address to try first
 }
 
-// AttemptTimeoutFor returns the per-attempt deadline suited to a cluster
-// with the given raft heartbeat and election timeouts: two of an agent's
-// forward windows (cluster.ForwardTimeout), long enough for the agent
-// asked to fail a forwarded request over to a new leader once. Slower
-// answers only cost a retry with the same request id, and the deadline
-// doubles on every round through the addresses.
-func AttemptTimeoutFor(heartbeat, election time.Duration) time.Duration {
-	return 2 * cluster.ForwardTimeout(heartbeat, election)
-}
+// AttemptTimeoutFor returns the per-attempt deadline suited to agents that
+// give one forwarded attempt forward (Status.ForwardTimeoutMs): two of
+// their forward windows, long enough for the agent asked to fail a
+// forwarded request over to a new leader once. Slower answers only cost a
+// retry with the same request id, and the deadline doubles on every round
+// through the addresses.
+func AttemptTimeoutFor(forward time.Duration) time.Duration { return 2 * forward }
 
-// DefaultAttemptTimeout is AttemptTimeoutFor the agent's default raft
-// timing (1.1 s with 150 ms timeouts).
-var DefaultAttemptTimeout = AttemptTimeoutFor(cluster.DefaultHeartbeatTimeout, cluster.DefaultElectionTimeout)
+// DefaultAttemptTimeout is AttemptTimeoutFor the forward window of the
+// agent's default raft timing (550 ms with 150 ms heartbeat and election
+// timeouts); a test of the cluster package keeps the two in step.
+const DefaultAttemptTimeout = 1100 * time.Millisecond
 
 // NewClient returns a client for the given agent HTTP addresses (host:port).
 // It sends the token in SWITCHYARD_TOKEN (read at each request), if set
@@ -163,8 +161,8 @@ func NewTransport() *http.Transport {
 	}
 }
 
-// APIError is a non-2xx answer. It unwraps to the matching fsm or cluster
-// sentinel, so errors.Is(err, fsm.ErrCapacity) works across the wire.
+// APIError is a non-2xx answer. It unwraps to the matching errcode
+// sentinel, so errors.Is(err, errcode.ErrCapacity) works across the wire.
 type APIError struct {
 	Status int
 	Body   Error
@@ -174,12 +172,7 @@ func (e *APIError) Error() string { return e.Body.Error }
 
 // Unwrap maps the code to a sentinel.
 func (e *APIError) Unwrap() error {
-	for _, c := range clusterCodes() {
-		if c.code == e.Body.Code {
-			return c.err
-		}
-	}
-	return fsm.FromCode(e.Body.Code, "")
+	return errcode.FromCode(e.Body.Code, "")
 }
 
 // IsRetryable reports whether err may succeed if sent again.
@@ -189,7 +182,7 @@ func IsRetryable(err error) bool {
 		return ae.Body.Retryable
 	}
 	var ue *url.Error
-	return errors.As(err, &ue) || cluster.Retryable(err)
+	return errors.As(err, &ue) || errcode.Retryable(err)
 }
 
 // do sends one request, retrying retryable failures on the next address
@@ -290,20 +283,20 @@ func mustJSON(v any) []byte {
 }
 
 // Status returns the answering agent's view of the cluster.
-func (c *Client) Status(ctx context.Context) (cluster.Status, error) {
-	var s cluster.Status
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
 	return s, c.do(ctx, "GET", "/v1/status", nil, &s)
 }
 
 // Members lists the allocator voters.
-func (c *Client) Members(ctx context.Context) ([]cluster.MemberStatus, error) {
-	var m []cluster.MemberStatus
+func (c *Client) Members(ctx context.Context) ([]MemberStatus, error) {
+	var m []MemberStatus
 	return m, c.do(ctx, "GET", "/v1/members", nil, &m)
 }
 
 // Info implements cluster.PeerClient (no retries: the caller polls).
-func (c *Client) Info(ctx context.Context, addr string) (cluster.PeerInfo, error) {
-	var p cluster.PeerInfo
+func (c *Client) Info(ctx context.Context, addr string) (PeerInfo, error) {
+	var p PeerInfo
 	return p, c.once(ctx, addr, "GET", "/v1/internal/info", nil, &p)
 }
 

@@ -1,14 +1,5 @@
 package api
 
-import (
-	"fmt"
-	"net/http"
-	"sort"
-	"strconv"
-
-	"github.com/switchyard/switchyard/fsm"
-)
-
 // MaxPageLimit caps ?limit= on list endpoints.
 const MaxPageLimit = 10000
 
@@ -19,29 +10,3 @@ const (
 	TotalCountHeader = "X-Total-Count"
 	NextCursorHeader = "X-Next-Cursor"
 )
-
-// page cuts one page out of items, which are sorted by key: the items
-// after ?after= (a key, exclusive), at most ?limit= of them (all when
-// limit is absent). It sets the paging headers on w. A limit outside 1 to
-// MaxPageLimit is refused with ErrInvalid before anything is written.
-func page[T any](w http.ResponseWriter, r *http.Request, items []T, key func(T) string) ([]T, error) {
-	q := r.URL.Query()
-	limit := len(items)
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxPageLimit {
-			return nil, fmt.Errorf("%w: limit must be an integer from 1 to %d, got %q", fsm.ErrInvalid, MaxPageLimit, v)
-		}
-		limit = n
-	}
-	total := len(items)
-	if after := q.Get("after"); after != "" {
-		items = items[sort.Search(len(items), func(i int) bool { return key(items[i]) > after }):]
-	}
-	w.Header().Set(TotalCountHeader, strconv.Itoa(total))
-	if len(items) > limit {
-		items = items[:limit]
-		w.Header().Set(NextCursorHeader, key(items[limit-1]))
-	}
-	return items, nil
-}

@@ -1,15 +1,4 @@
-// Package api is Switchyard's HTTP admin API (JSON, versioned under /v1)
-// and its Go client. Any agent serves every path: reads are answered by the
-// leader (linearizable) unless ?stale=true, and writes reaching a follower
-// are forwarded to the leader. The CLI and the agents' bootstrap/join use
-// the client. Field names are snake_case and are a contract: add, never
-// rename.
 package api
-
-import (
-	"github.com/switchyard/switchyard/fsm"
-	"github.com/switchyard/switchyard/fsm/fsmpb"
-)
 
 // Allocation is the JSON form of an allocation.
 type Allocation struct {
@@ -87,21 +76,54 @@ type Error struct {
 	Leader    string `json:"leader,omitempty"`
 }
 
-// AllocationFromPB converts the FSM form to JSON.
-func AllocationFromPB(a *fsmpb.Allocation) Allocation {
-	return Allocation{
-		ID: a.GetId(), RequestID: a.GetRequestId(), Room: a.GetRoom(), Requester: a.GetRequester(),
-		Server: a.GetServer(), Units: a.GetUnits(), State: fsm.AllocationStateName(a.GetState()),
-		CreatedAtUnixMs: a.GetCreatedAtUnixMs(), ExpiresAtUnixMs: a.GetExpiresAtUnixMs(), EndedAtUnixMs: a.GetEndedAtUnixMs(),
-	}
+// PeerInfo is what an agent tells a node that is bootstrapping or joining
+// (GET /v1/internal/info).
+type PeerInfo struct {
+	ID        string `json:"id"`
+	RaftAddr  string `json:"raft_addr"`
+	HTTPAddr  string `json:"http_addr"`
+	ClusterID string `json:"cluster_id"`
+	LeaderID  string `json:"leader"`
+	HasState  bool   `json:"has_state"`
+	// LastIndex and LastLogTerm locate the end of this node's raft log:
+	// after a leader died, the survivors compare them to let the most up
+	// to date one start the election (failover.go).
+	LastIndex   uint64 `json:"last_index,omitempty"`
+	LastLogTerm uint64 `json:"last_log_term,omitempty"`
 }
 
-// ServerFromPB converts the FSM form to JSON.
-func ServerFromPB(s *fsmpb.Server) Server {
-	return Server{
-		ID: s.GetId(), Addresses: s.GetAddresses(), Region: s.GetRegion(), Zone: s.GetZone(), Labels: s.GetLabels(),
-		Capacity: s.GetCapacityUnits(), Used: s.GetUsedUnits(), Free: s.GetCapacityUnits() - s.GetUsedUnits(),
-		State: fsm.StateName(s.GetState()), Incarnation: s.GetIncarnation(),
-		RegisteredAtUnixMs: s.GetRegisteredAtUnixMs(), StateChangedAtUnixMs: s.GetStateChangedAtUnixMs(),
-	}
+// MemberStatus is one voter as seen by this node.
+type MemberStatus struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr,omitempty"`
+	QUICAddr string `json:"quic_addr,omitempty"`
+	Suffrage string `json:"suffrage"`
+	Leader   bool   `json:"leader"`
+}
+
+// Status summarises this node's view of the cluster.
+type Status struct {
+	ID          string `json:"id"`
+	State       string `json:"state"`
+	Leader      string `json:"leader"`
+	LeaderHTTP  string `json:"leader_http,omitempty"`
+	ClusterID   string `json:"cluster_id"`
+	Term        uint64 `json:"term"`
+	LastIndex   uint64 `json:"last_index"`
+	CommitIndex uint64 `json:"commit_index"`
+	// AppliedIndex is the last log entry applied to this node's state
+	// machine, and StateHash the hash of that state: read together, so
+	// nodes reporting the same applied index must report the same hash.
+	AppliedIndex uint64         `json:"applied_index"`
+	StateHash    string         `json:"state_hash"`
+	Members      []MemberStatus `json:"members"`
+	// ClockOffsetMs is this node's wall clock minus the time the leader
+	// stamps into the log (minimum over recently applied entries; positive:
+	// ahead); absent before any entry was applied. Beyond the clock
+	// tolerance it is logged, and a leader stamps the log's time instead.
+	ClockOffsetMs *int64 `json:"clock_offset_ms,omitempty"`
+	// ForwardTimeoutMs is how long this node gives one forwarded attempt
+	// before it fails the request over to a new leader (the agent's cluster package).
+	ForwardTimeoutMs int64 `json:"forward_timeout_ms"`
 }

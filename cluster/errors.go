@@ -1,26 +1,31 @@
 package cluster
 
-import "errors"
+import (
+	"errors"
 
-// Sentinel errors of the cluster layer. ErrNotLeader, ErrLeadershipLost and
+	"github.com/switchyard/switchyard/errcode"
+)
+
+// Sentinel errors of the cluster layer (the first five are errcode's,
+// named here for the cluster's callers). ErrNotLeader, ErrLeadershipLost and
 // ErrUnknownOutcome are retryable: the caller may send the same request
 // again (with the same request id) to any node, and the FSM's idempotency
 // makes that safe. Everything else is final for the request as sent.
 var (
 	// ErrNotLeader means this node is not the leader; the request was not
 	// proposed. Transports forward such requests to the leader.
-	ErrNotLeader = errors.New("not the leader")
+	ErrNotLeader = errcode.ErrNotLeader
 	// ErrNoLeader means no leader is known right now (election in progress
 	// or no quorum).
-	ErrNoLeader = errors.New("no leader")
+	ErrNoLeader = errcode.ErrNoLeader
 	// ErrLeadershipLost means leadership was lost while the request was in
 	// flight: it may or may not have been committed.
-	ErrLeadershipLost = errors.New("leadership lost while committing")
+	ErrLeadershipLost = errcode.ErrLeadershipLost
 	// ErrUnknownOutcome means the commit did not finish within the deadline;
 	// it may still commit. Retry with the same request id.
-	ErrUnknownOutcome = errors.New("outcome unknown: commit did not finish in time")
+	ErrUnknownOutcome = errcode.ErrUnknownOutcome
 	// ErrShutdown means the node is shutting down.
-	ErrShutdown = errors.New("node is shutting down")
+	ErrShutdown = errcode.ErrShutdown
 	// ErrDataDirMismatch means the data dir belongs to another node or
 	// another cluster.
 	ErrDataDirMismatch = errors.New("data dir belongs to another node or cluster")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/httpapi"
 	"github.com/switchyard/switchyard/internal/ports"
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
@@ -93,7 +94,7 @@ func (pc *pcluster) start(nd *pnode) {
 		pc.t.Fatal(err)
 	}
 	// Until the node exists, answer "starting" so bootstrapping peers retry.
-	var h atomic.Pointer[api.Handler]
+	var h atomic.Pointer[httpapi.Handler]
 	nd.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a := h.Load(); a != nil {
 			a.ServeHTTP(w, r)
@@ -106,7 +107,7 @@ func (pc *pcluster) start(nd *pnode) {
 	if err != nil {
 		pc.t.Fatal(err)
 	}
-	h.Store(api.NewHandler(nd.node, nd.cfg.Logger, nil))
+	h.Store(httpapi.NewHandler(nd.node, nd.cfg.Logger, nil))
 }
 
 func (pc *pcluster) stop(nd *pnode, kill bool) {
@@ -147,7 +148,7 @@ func (pc *pcluster) client() *api.Client {
 	cl := api.NewClient(addrs...)
 	// Attempts get the deadline the test timing calls for, not the
 	// production one: a loaded machine answers slowly without any fault.
-	cl.AttemptTimeout = api.AttemptTimeoutFor(testcluster.TestHeartbeat, testcluster.TestElection)
+	cl.AttemptTimeout = api.AttemptTimeoutFor(cluster.ForwardTimeout(testcluster.TestHeartbeat, testcluster.TestElection))
 	return cl
 }
 

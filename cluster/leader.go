@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/placement"
@@ -393,7 +394,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		if a, ok := n.fsm.AllocationByRequest(r.RequestID); ok {
 			res := &fsmpb.Result{Allocation: a, Duplicate: true}
 			if a.Room != r.Room || a.Units != r.Units {
-				res.ErrorCode = fsm.Code(fsm.ErrRequestIDReused)
+				res.ErrorCode = errcode.Code(fsm.ErrRequestIDReused)
 				res.ErrorMessage = fmt.Sprintf("%v: request id %q already allocated %s (room %q, %d units)", fsm.ErrRequestIDReused, r.RequestID, a.Id, a.Room, a.Units)
 			}
 			n.m.countAllocation(opResult{res: res})
@@ -414,7 +415,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 				continue
 			}
 			n.m.allocations.WithLabelValues("refused").Inc()
-			o.done <- opResult{res: &fsmpb.Result{ErrorCode: fsm.Code(err), ErrorMessage: err.Error()}}
+			o.done <- opResult{res: &fsmpb.Result{ErrorCode: errcode.Code(err), ErrorMessage: err.Error()}}
 			continue
 		}
 		ls.pix.reserve(id, r.Room, r.Units)

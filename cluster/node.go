@@ -22,24 +22,18 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
 
-// PeerInfo is what an agent tells a node that is bootstrapping or joining.
-type PeerInfo struct {
-	ID        string `json:"id"`
-	RaftAddr  string `json:"raft_addr"`
-	HTTPAddr  string `json:"http_addr"`
-	ClusterID string `json:"cluster_id"`
-	LeaderID  string `json:"leader"`
-	HasState  bool   `json:"has_state"`
-	// LastIndex and LastLogTerm locate the end of this node's raft log:
-	// after a leader died, the survivors compare them to let the most up
-	// to date one start the election (failover.go).
-	LastIndex   uint64 `json:"last_index,omitempty"`
-	LastLogTerm uint64 `json:"last_log_term,omitempty"`
-}
+// PeerInfo, MemberStatus and Status are the wire types the HTTP API
+// answers with (package api), named here for the node's callers.
+type (
+	PeerInfo     = api.PeerInfo
+	MemberStatus = api.MemberStatus
+	Status       = api.Status
+)
 
 // PeerClient is how a node reaches other agents before it is part of a
 // cluster (and to announce itself after). The HTTP API client implements it.
@@ -295,42 +289,6 @@ func (n *Node) Info() PeerInfo {
 	idx, term := n.lastLog()
 	return PeerInfo{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr,
 		ClusterID: n.fsm.ClusterID(), LeaderID: lid, HasState: n.HasState(), LastIndex: idx, LastLogTerm: term}
-}
-
-// MemberStatus is one voter as seen by this node.
-type MemberStatus struct {
-	ID       string `json:"id"`
-	RaftAddr string `json:"raft_addr"`
-	HTTPAddr string `json:"http_addr,omitempty"`
-	QUICAddr string `json:"quic_addr,omitempty"`
-	Suffrage string `json:"suffrage"`
-	Leader   bool   `json:"leader"`
-}
-
-// Status summarises this node's view of the cluster.
-type Status struct {
-	ID          string `json:"id"`
-	State       string `json:"state"`
-	Leader      string `json:"leader"`
-	LeaderHTTP  string `json:"leader_http,omitempty"`
-	ClusterID   string `json:"cluster_id"`
-	Term        uint64 `json:"term"`
-	LastIndex   uint64 `json:"last_index"`
-	CommitIndex uint64 `json:"commit_index"`
-	// AppliedIndex is the last log entry applied to this node's state
-	// machine, and StateHash the hash of that state: read together, so
-	// nodes reporting the same applied index must report the same hash.
-	AppliedIndex uint64         `json:"applied_index"`
-	StateHash    string         `json:"state_hash"`
-	Members      []MemberStatus `json:"members"`
-	// ClockOffsetMs is this node's wall clock minus the time the leader
-	// stamps into the log (minimum over recently applied entries; positive:
-	// ahead); absent before any entry was applied. Beyond the clock
-	// tolerance it is logged, and a leader stamps the log's time instead.
-	ClockOffsetMs *int64 `json:"clock_offset_ms,omitempty"`
-	// ForwardTimeoutMs is how long this node gives one forwarded attempt
-	// before it fails the request over to a new leader (forward.go).
-	ForwardTimeoutMs int64 `json:"forward_timeout_ms"`
 }
 
 // Status reports this node's raft state and membership.

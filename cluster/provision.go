@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/placement"
@@ -95,7 +96,7 @@ func (ls *leaderState) stagePolicy(o *op, sp *fsmpb.Policy) (*placement.Policy, 
 		err = fmt.Errorf("%w: policy version %d is no longer current", fsm.ErrVersionMismatch, sp.GetIfVersion())
 	}
 	if err != nil {
-		o.done <- opResult{res: &fsmpb.Result{ErrorCode: fsm.Code(err), ErrorMessage: err.Error()}}
+		o.done <- opResult{res: &fsmpb.Result{ErrorCode: errcode.Code(err), ErrorMessage: err.Error()}}
 		return nil, false
 	}
 	ls.staged = np
@@ -453,7 +454,7 @@ func (pv *provisioner) resolve(requestID string, err error) {
 		return
 	}
 	for _, o := range p.ops {
-		o.done <- opResult{res: &fsmpb.Result{ErrorCode: fsm.Code(err), ErrorMessage: err.Error()}}
+		o.done <- opResult{res: &fsmpb.Result{ErrorCode: errcode.Code(err), ErrorMessage: err.Error()}}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
 
@@ -404,7 +405,7 @@ func ResultError(r *fsmpb.Result) error {
 	if r.GetErrorCode() == "" && r.GetErrorMessage() == "" {
 		return nil
 	}
-	return FromCode(r.GetErrorCode(), r.GetErrorMessage())
+	return errcode.FromCode(r.GetErrorCode(), r.GetErrorMessage())
 }
 
 // ValidateState checks that a state offered for restore is self-consistent:

@@ -326,20 +326,6 @@ func (m *memSink) ID() string    { return "mem" }
 func (m *memSink) Cancel() error { return nil }
 func (m *memSink) Close() error  { return nil }
 
-func TestErrorCodesRoundTrip(t *testing.T) {
-	for _, sentinel := range []error{fsm.ErrInvalid, fsm.ErrNotFound, fsm.ErrCapacity, fsm.ErrServerNotActive, fsm.ErrServerBusy, fsm.ErrRequestIDReused, fsm.ErrUnsupportedVersion, fsm.ErrClusterMismatch} {
-		wrapped := fmt.Errorf("%w: details", sentinel)
-		code := fsm.Code(wrapped)
-		if code == "" {
-			t.Fatalf("%v has no code", sentinel)
-		}
-		back := fsm.FromCode(code, wrapped.Error())
-		if !errors.Is(back, sentinel) || back.Error() != wrapped.Error() {
-			t.Fatalf("round trip of %v: %v", sentinel, back)
-		}
-	}
-}
-
 func TestValidateStateRefusesInconsistentSnapshots(t *testing.T) {
 	a := newApplier(t)
 	for _, batch := range randomCommands(11, 200) {

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
 
@@ -96,7 +97,7 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 		err = s.applyExt(index, pos, now, c, res) // policy.go: intents; unknown commands fail there
 	}
 	if err != nil {
-		res.ErrorCode = Code(err)
+		res.ErrorCode = errcode.Code(err)
 		res.ErrorMessage = err.Error()
 	}
 	return res

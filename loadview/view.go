@@ -276,7 +276,7 @@ type Decorated struct {
 	LoadAgeMs *int64    `json:"load_age_ms"`
 }
 
-// Decorate implements api.ServerListDecorator.
+// Decorate implements httpapi.ServerListDecorator.
 func (v *View) Decorate(s api.Server) any {
 	l, age := v.JSON(s.ID)
 	return Decorated{Server: s, Load: l, LoadAgeMs: age}

@@ -16,7 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/errcode"
 )
 
 // JanusConfig configures the Janus adapter.
@@ -58,7 +59,7 @@ type Janus struct {
 // NewJanus returns the adapter for one Janus instance.
 func NewJanus(cfg JanusConfig) (*Janus, error) {
 	if !strings.HasPrefix(cfg.URL, "http://") && !strings.HasPrefix(cfg.URL, "https://") {
-		return nil, fmt.Errorf("%w: janus URL %q must be http(s)://host:port/janus", fsm.ErrInvalid, cfg.URL)
+		return nil, fmt.Errorf("%w: janus URL %q must be http(s)://host:port/janus", errcode.ErrInvalid, cfg.URL)
 	}
 	cfg.URL = strings.TrimRight(cfg.URL, "/")
 	if cfg.PublicURL == "" {
@@ -76,7 +77,7 @@ func NewJanus(cfg JanusConfig) (*Janus, error) {
 }
 
 // Kind implements SFU.
-func (j *Janus) Kind() string { return fsm.SFUJanus }
+func (j *Janus) Kind() string { return api.SFUJanus }
 
 // Addresses implements SFU: the HTTP API URL, then the WebSocket URL.
 func (j *Janus) Addresses() []string {
@@ -294,7 +295,7 @@ func (j *Janus) Poll(ctx context.Context) (Status, error) {
 // room's name) unless it exists.
 func (j *Janus) EnsureRoom(ctx context.Context, r RoomRef) error {
 	if r.Number == 0 {
-		return fmt.Errorf("%w: room %s has no number", fsm.ErrInvalid, r.Name)
+		return fmt.Errorf("%w: room %s has no number", errcode.ErrInvalid, r.Name)
 	}
 	_, err := j.videoroom(ctx, map[string]any{"request": "create", "room": r.Number, "description": r.Name,
 		"publishers": j.cfg.Publishers, "permanent": false})

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/api"
-	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/internal/janustest"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/sidecar"
@@ -77,7 +77,7 @@ func TestJanusSidecar(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if s.State != "active" || s.Labels[fsm.SFULabel] != fsm.SFUJanus || s.Incarnation == 0 {
+			if s.State != "active" || s.Labels[api.SFULabel] != api.SFUJanus || s.Incarnation == 0 {
 				return fmt.Errorf("%s: %+v", id, s)
 			}
 			return nil
@@ -86,7 +86,7 @@ func TestJanusSidecar(t *testing.T) {
 
 	// Placement creates the VideoRoom on the chosen instance; the
 	// sidecar's reports list the room and, once someone joins, the peer.
-	room, err := cl.PlaceRoom(ctx, "standup", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	room, err := cl.PlaceRoom(ctx, "standup", api.PlaceRoomRequest{SFU: api.SFUJanus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,25 +132,25 @@ func TestJanusSidecar(t *testing.T) {
 		return nil
 	})
 	// Sticky while the server is alive.
-	if again, err := cl.PlaceRoom(ctx, "standup", api.PlaceRoomRequest{SFU: fsm.SFUJanus}); err != nil || again.Server != room.Server || again.Moved {
+	if again, err := cl.PlaceRoom(ctx, "standup", api.PlaceRoomRequest{SFU: api.SFUJanus}); err != nil || again.Server != room.Server || again.Moved {
 		t.Fatalf("second placement: %+v %v", again, err)
 	}
 	// The room ends on the SFU: its placement is released, the VideoRoom
 	// destroyed.
 	end()
 	testcluster.Eventually(t, 60*time.Second, func() error {
-		if _, err := cl.Room(ctx, "standup"); !errors.Is(err, fsm.ErrNotFound) {
+		if _, err := cl.Room(ctx, "standup"); !errors.Is(err, errcode.ErrNotFound) {
 			return fmt.Errorf("room still placed: %v", err)
 		}
 		return nil
 	})
 
 	// Rooms spread under the default least-loaded policy.
-	r1, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	r1, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: api.SFUJanus})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := cl.PlaceRoom(ctx, "r2", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	r2, err := cl.PlaceRoom(ctx, "r2", api.PlaceRoomRequest{SFU: api.SFUJanus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ func TestJanusSidecar(t *testing.T) {
 		}
 		return nil
 	})
-	moved, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	moved, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: api.SFUJanus})
 	if err != nil || moved.Server != liveID || !moved.Moved {
 		t.Fatalf("r1 after its server died: %+v %v", moved, err)
 	}
@@ -214,7 +214,7 @@ func TestJanusSidecar(t *testing.T) {
 		}
 		return nil
 	})
-	r3, err := cl.PlaceRoom(ctx, "r3", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	r3, err := cl.PlaceRoom(ctx, "r3", api.PlaceRoomRequest{SFU: api.SFUJanus})
 	if err != nil || r3.Server == liveID {
 		t.Fatalf("placement while %s drains: %+v %v", liveID, r3, err)
 	}
@@ -231,7 +231,7 @@ func TestJanusSidecar(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("sidecar of %s did not finish its drain", liveID)
 	}
-	if _, err := serverState(ctx, cl, liveID); !errors.Is(err, fsm.ErrNotFound) {
+	if _, err := serverState(ctx, cl, liveID); !errors.Is(err, errcode.ErrNotFound) {
 		t.Fatalf("drained server still registered: %v", err)
 	}
 	if rs, err := cl.Rooms(ctx, liveID, false); err != nil || len(rs) != 0 {

@@ -15,7 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/errcode"
 )
 
 // LiveKitConfig configures the LiveKit adapter.
@@ -56,10 +57,10 @@ func NewLiveKit(cfg LiveKitConfig) (*LiveKit, error) {
 		api = "https://" + strings.TrimPrefix(api, "wss://")
 	case strings.HasPrefix(api, "http://"), strings.HasPrefix(api, "https://"):
 	default:
-		return nil, fmt.Errorf("%w: livekit URL %q must be ws(s):// or http(s)://host:port", fsm.ErrInvalid, cfg.URL)
+		return nil, fmt.Errorf("%w: livekit URL %q must be ws(s):// or http(s)://host:port", errcode.ErrInvalid, cfg.URL)
 	}
 	if cfg.APIKey == "" || cfg.APISecret == "" {
-		return nil, fmt.Errorf("%w: livekit API key and secret are required", fsm.ErrInvalid)
+		return nil, fmt.Errorf("%w: livekit API key and secret are required", errcode.ErrInvalid)
 	}
 	if cfg.EmptyTimeout <= 0 {
 		cfg.EmptyTimeout = 300
@@ -73,7 +74,7 @@ func NewLiveKit(cfg LiveKitConfig) (*LiveKit, error) {
 }
 
 // Kind implements SFU.
-func (l *LiveKit) Kind() string { return fsm.SFULiveKit }
+func (l *LiveKit) Kind() string { return api.SFULiveKit }
 
 // Addresses implements SFU: the URL clients connect to.
 func (l *LiveKit) Addresses() []string { return []string{l.cfg.URL} }

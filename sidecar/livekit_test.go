@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/internal/livekittest"
 	"github.com/switchyard/switchyard/internal/testcluster"
@@ -72,18 +73,18 @@ func TestLiveKitSidecar(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if s.State != "active" || s.Labels[fsm.SFULabel] != fsm.SFULiveKit {
+			if s.State != "active" || s.Labels[api.SFULabel] != api.SFULiveKit {
 				return fmt.Errorf("%s: %+v", id, s)
 			}
 			return nil
 		})
 	}
 
-	r1, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: fsm.SFULiveKit})
+	r1, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: api.SFULiveKit})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := cl.PlaceRoom(ctx, "r2", api.PlaceRoomRequest{SFU: fsm.SFULiveKit})
+	r2, err := cl.PlaceRoom(ctx, "r2", api.PlaceRoomRequest{SFU: api.SFULiveKit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +111,7 @@ func TestLiveKitSidecar(t *testing.T) {
 		t.Fatal(err)
 	}
 	testcluster.Eventually(t, 30*time.Second, func() error {
-		if _, err := cl.Room(ctx, "r2"); !errors.Is(err, fsm.ErrNotFound) {
+		if _, err := cl.Room(ctx, "r2"); !errors.Is(err, errcode.ErrNotFound) {
 			names, lerr := liveKitRooms(ctx, procs[r2.Server])
 			return fmt.Errorf("r2 still placed: %v (%s has rooms %v %v)", err, r2.Server, names, lerr)
 		}
@@ -130,7 +131,7 @@ func TestLiveKitSidecar(t *testing.T) {
 		}
 		return nil
 	})
-	moved, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: fsm.SFULiveKit})
+	moved, err := cl.PlaceRoom(ctx, "r1", api.PlaceRoomRequest{SFU: api.SFULiveKit})
 	if err != nil || moved.Server != liveID || !moved.Moved {
 		t.Fatalf("r1 after %s died: %+v %v", dead, moved, err)
 	}
@@ -140,7 +141,7 @@ func TestLiveKitSidecar(t *testing.T) {
 	if _, err := cl.DrainServer(ctx, liveID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.PlaceRoom(ctx, "r3", api.PlaceRoomRequest{SFU: fsm.SFULiveKit}); !errors.Is(err, fsm.ErrCapacity) {
+	if _, err := cl.PlaceRoom(ctx, "r3", api.PlaceRoomRequest{SFU: api.SFULiveKit}); !errors.Is(err, fsm.ErrCapacity) {
 		t.Fatalf("placement with every livekit server draining or down: %v", err)
 	}
 	select {
@@ -152,7 +153,7 @@ func TestLiveKitSidecar(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("sidecar of %s did not finish its drain", liveID)
 	}
-	if _, err := cl.Server(ctx, liveID, false); !errors.Is(err, fsm.ErrNotFound) {
+	if _, err := cl.Server(ctx, liveID, false); !errors.Is(err, errcode.ErrNotFound) {
 		t.Fatalf("drained server still registered: %v", err)
 	}
 }

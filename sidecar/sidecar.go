@@ -31,7 +31,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/api"
-	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/transport"
 )
 
@@ -76,7 +76,7 @@ type Status struct {
 // SFU is one SFU instance as the sidecar drives it. Every method must
 // return once ctx ends.
 type SFU interface {
-	// Kind is the SFU kind (fsm.SFUJanus, fsm.SFULiveKit).
+	// Kind is the SFU kind (api.SFUJanus, api.SFULiveKit).
 	Kind() string
 	// Addresses are the connect URLs registered for the server (the first
 	// is the URL clients are given).
@@ -133,15 +133,15 @@ type Config struct {
 func (c *Config) setDefaults() error {
 	switch {
 	case c.ID == "":
-		return fmt.Errorf("%w: sidecar: server id is required", fsm.ErrInvalid)
+		return fmt.Errorf("%w: sidecar: server id is required", errcode.ErrInvalid)
 	case c.Capacity <= 0:
-		return fmt.Errorf("%w: sidecar: capacity must be positive, got %d", fsm.ErrInvalid, c.Capacity)
+		return fmt.Errorf("%w: sidecar: capacity must be positive, got %d", errcode.ErrInvalid, c.Capacity)
 	case c.SFU == nil:
-		return fmt.Errorf("%w: sidecar: no SFU", fsm.ErrInvalid)
+		return fmt.Errorf("%w: sidecar: no SFU", errcode.ErrInvalid)
 	case len(c.QUICAddrs) == 0 || c.TLS == nil:
-		return fmt.Errorf("%w: sidecar: QUIC addresses and a TLS client certificate are required", fsm.ErrInvalid)
+		return fmt.Errorf("%w: sidecar: QUIC addresses and a TLS client certificate are required", errcode.ErrInvalid)
 	case len(c.HTTPAddrs) == 0:
-		return fmt.Errorf("%w: sidecar: agent HTTP addresses are required", fsm.ErrInvalid)
+		return fmt.Errorf("%w: sidecar: agent HTTP addresses are required", errcode.ErrInvalid)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -315,7 +315,7 @@ func (s *Sidecar) ensureRegistered(ctx context.Context, st Status) error {
 	defer cancel()
 	_, err := s.q.Register(rctx, transport.ServerInfo{
 		ID: s.cfg.ID, Addresses: s.cfg.SFU.Addresses(), Region: s.cfg.Region, Zone: s.cfg.Zone,
-		Labels: map[string]string{fsm.SFULabel: s.cfg.SFU.Kind()}, Capacity: s.cfg.Capacity, Incarnation: inc,
+		Labels: map[string]string{api.SFULabel: s.cfg.SFU.Kind()}, Capacity: s.cfg.Capacity, Incarnation: inc,
 	})
 	if err != nil {
 		return err
@@ -501,7 +501,7 @@ func (s *Sidecar) drainStep(ctx context.Context, st Status) (bool, error) {
 		srv, err := s.serverState(sctx)
 		cancel()
 		switch {
-		case errors.Is(err, fsm.ErrNotFound) || err == nil && srv == "down":
+		case errors.Is(err, errcode.ErrNotFound) || err == nil && srv == "down":
 			// Marked down (reports lost on the way, say) or removed while
 			// the SFU answers: register again under a new incarnation.
 			s.log.Warn("the cluster lost this server; registering again", "state", srv, "err", err)

@@ -12,8 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/switchyard/switchyard/cluster"
-	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
@@ -32,10 +31,7 @@ func (e *Error) Error() string { return e.Message }
 
 // Unwrap returns the sentinel matching Code.
 func (e *Error) Unwrap() error {
-	if err := clusterErr(e.Code); err != nil {
-		return err
-	}
-	return fsm.FromCode(e.Code, "")
+	return errcode.FromCode(e.Code, "")
 }
 
 // ServerInfo is what a media server registers.
@@ -313,7 +309,7 @@ func (c *Client) rebindUntil(conn *quic.Conn) error {
 	backoff := 50 * time.Millisecond
 	for {
 		err := c.rebind(conn)
-		if err == nil || conn.Context().Err() != nil || c.ctx.Err() != nil || !cluster.Retryable(err) {
+		if err == nil || conn.Context().Err() != nil || c.ctx.Err() != nil || !errcode.Retryable(err) {
 			return err
 		}
 		c.log.Info("re-registration after reconnect not committed yet; retrying", "addr", c.Addr(), "err", err)
@@ -408,9 +404,9 @@ func (c *Client) do(ctx context.Context, req *transportpb.Request) (*transportpb
 
 // doOn is one attempt on conn.
 func (c *Client) doOn(ctx context.Context, conn *quic.Conn, req *transportpb.Request) (*transportpb.Response, error) {
-	resp, err := roundTrip(ctx, conn, req, c.cfg.RequestTimeout)
+	resp, err := RoundTrip(ctx, conn, req, c.cfg.RequestTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", cluster.ErrUnknownOutcome, err)
+		return nil, fmt.Errorf("%w: %v", errcode.ErrUnknownOutcome, err)
 	}
 	if resp.GetErrorCode() != "" {
 		return resp, &Error{Code: resp.GetErrorCode(), Message: resp.GetErrorMessage(), Retryable: resp.GetRetryable(), Leader: resp.GetLeader()}
@@ -424,7 +420,7 @@ func (c *Client) doOn(ctx context.Context, conn *quic.Conn, req *transportpb.Req
 // connection and retries retryable failures until ctx ends.
 func (c *Client) Register(ctx context.Context, info ServerInfo) (*fsmpb.Server, error) {
 	if info.ID == "" || info.Capacity <= 0 {
-		return nil, fmt.Errorf("%w: register needs an id and a positive capacity", fsm.ErrInvalid)
+		return nil, fmt.Errorf("%w: register needs an id and a positive capacity", errcode.ErrInvalid)
 	}
 	c.regMu.Lock()
 	defer c.regMu.Unlock()
@@ -468,7 +464,7 @@ func (c *Client) Register(ctx context.Context, info ServerInfo) (*fsmpb.Server, 
 // the same allocation; duplicate says this was an earlier answer.
 func (c *Client) Allocate(ctx context.Context, req AllocateRequest) (a *fsmpb.Allocation, duplicate bool, err error) {
 	if req.RequestID == "" {
-		return nil, false, fmt.Errorf("%w: request id is required", fsm.ErrInvalid)
+		return nil, false, fmt.Errorf("%w: request id is required", errcode.ErrInvalid)
 	}
 	resp, err := c.do(ctx, &transportpb.Request{Version: RequestVersion, Body: &transportpb.Request_Allocate{Allocate: &transportpb.AllocateRequest{
 		RequestId: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester, Region: req.Region,

@@ -1,14 +1,17 @@
 package transport
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/quic-go/quic-go"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
 
@@ -124,13 +127,15 @@ func DecodeDatagram(b []byte) (*transportpb.LoadReport, error) {
 	if err := proto.Unmarshal(b[2:], r); err != nil {
 		return nil, fmt.Errorf("%w: load report: %v", ErrMalformed, err)
 	}
-	if err := validReport(r); err != nil {
+	if err := ValidReport(r); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-func validReport(r *transportpb.LoadReport) error {
+// ValidReport checks a decoded load report against the protocol's rules (a
+// server id, a sequence number); the error wraps ErrMalformed.
+func ValidReport(r *transportpb.LoadReport) error {
 	if r.GetServerId() == "" || len(r.GetServerId()) > maxIDLen {
 		return fmt.Errorf("%w: load report server id must be 1..%d bytes", ErrMalformed, maxIDLen)
 	}
@@ -182,4 +187,34 @@ func DecodeFrame(b []byte, m proto.Message) error {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	return nil
+}
+
+// RoundTrip sends one request on a new stream of c and reads the answer,
+// bounded by ctx and timeout.
+func RoundTrip(ctx context.Context, c *quic.Conn, req *transportpb.Request, timeout time.Duration) (*transportpb.Response, error) {
+	st, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open stream: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = st.SetDeadline(deadline)
+	// Unblock the stream if ctx ends before the deadline.
+	stop := context.AfterFunc(ctx, func() { st.CancelRead(0); st.CancelWrite(0) })
+	defer stop()
+	if err := WriteFrame(st, req); err != nil {
+		st.CancelRead(0)
+		return nil, err
+	}
+	if err := st.Close(); err != nil {
+		return nil, fmt.Errorf("close stream: %w", err)
+	}
+	resp := &transportpb.Response{}
+	if err := ReadFrame(st, MaxRequestFrame, resp); err != nil {
+		st.CancelRead(0)
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	return resp, nil
 }

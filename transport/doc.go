@@ -20,8 +20,8 @@
 //
 // Guarantees: Register, Allocate, Release and Drain have the HTTP API's
 // semantics and idempotency (same request id ⇒ same allocation). Refusals
-// come back as *Error, which unwraps to the fsm sentinels (fsm.ErrCapacity,
-// fsm.ErrNotFound, ...) or the retryable cluster ones; the client itself
+// come back as *Error, which unwraps to the errcode sentinels (errcode.ErrCapacity,
+// errcode.ErrNotFound, ...) or the retryable ones; the client itself
 // retries retryable failures (no leader, leadership lost, unknown outcome,
 // dead connection) with backoff until the caller's ctx ends. When the
 // connected allocator dies the client moves to the next address and
@@ -50,7 +50,9 @@
 // Streams: one request per bidirectional stream, each side sending one
 // frame: a 4-byte big-endian length and a protobuf Request or Response. A
 // peer must send its whole request within ServerConfig.RequestTimeout or
-// the stream is reset and counted. A follower relays requests to the
+// the stream is reset and counted (ServerConfig is package quicapi's: the
+// agents' listener; this package is the client side and the wire format
+// only, and links nothing of the server). A follower relays requests to the
 // leader over its own QUIC connection, marking them forwarded so they are
 // never relayed twice; each attempt is bounded by the raft timing and
 // fails over to a new leader (cluster.Node.Forward).

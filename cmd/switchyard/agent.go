@@ -13,6 +13,7 @@ import (
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/httpapi"
 	"github.com/switchyard/switchyard/loadview"
 )
 
@@ -83,7 +84,7 @@ hands leadership to another node before exiting.`,
 	_ = fl.MarkHidden("fault-clock-file")
 	f.tls.register(cmd)
 	fl.StringVar(&f.acl, "acl", "off", "default-deny: every API request needs a token (or an agent/media certificate over HTTPS) whose role allows it, from the first request on ('switchyard acl bootstrap' makes the first); off: anyone who reaches --http-addr controls the cluster")
-	fl.Float64Var(&f.rateLimit, "rate-limit", api.DefaultTokenRate, "requests per second each token may send to this agent while ACLs are on (bursts of twice that); anonymous clients get 100/s per address; negative: no limit")
+	fl.Float64Var(&f.rateLimit, "rate-limit", httpapi.DefaultTokenRate, "requests per second each token may send to this agent while ACLs are on (bursts of twice that); anonymous clients get 100/s per address; negative: no limit")
 	fl.BoolVar(&f.httpPlain, "http-plain", false, "serve the admin API over plain HTTP even though the TLS flags are given (by default it is HTTPS with the agent's certificate)")
 	fl.StringVar(&f.token, "token", os.Getenv(api.TokenEnv), "ACL token this agent sends when it joins a cluster over plain HTTP (env SWITCHYARD_TOKEN); over HTTPS its certificate is enough")
 	return cmd

@@ -219,7 +219,7 @@ func (c *Cluster) Addrs() []string {
 // deadlines suited to the test clusters' raft timing.
 func (c *Cluster) Client() *api.Client {
 	cl := api.NewClient(c.Addrs()...)
-	cl.AttemptTimeout = api.AttemptTimeoutFor(TestHeartbeat, TestElection)
+	cl.AttemptTimeout = api.AttemptTimeoutFor(cluster.ForwardTimeout(TestHeartbeat, TestElection))
 	return cl
 }
 

@@ -1,4 +1,4 @@
-package transport_test
+package quicapi_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/quicapi"
 	"github.com/switchyard/switchyard/transport"
 )
 
@@ -19,7 +20,7 @@ const pollTimeout = 20 * time.Second
 
 // newCluster starts n agents with a failure window of window (0: default)
 // and optional QUIC tweaks.
-func newCluster(t testing.TB, n int, window time.Duration, q func(*transport.ServerConfig)) *testcluster.Cluster {
+func newCluster(t testing.TB, n int, window time.Duration, q func(*quicapi.ServerConfig)) *testcluster.Cluster {
 	t.Helper()
 	return testcluster.New(t, n, testcluster.Options{Mutate: func(i int, c *agent.Config) {
 		c.FailureWindow = window

@@ -1,10 +1,11 @@
-package api
+package httpapi
 
 import (
 	"errors"
 	"fmt"
 	"testing"
 
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
@@ -51,14 +52,14 @@ func TestWatchHubDiffsResumesCompactsAndCutsOffSlowWatchers(t *testing.T) {
 	for _, tk := range h.ticks {
 		got := ""
 		for _, ev := range tk.events {
-			if ev.Kind == WatchServer {
+			if ev.Kind == api.WatchServer {
 				if got != "" {
 					got += ","
 				}
 				got += ev.ID + " " + ev.Op
 			}
 		}
-		if got != want[tk.index] || tk.events[len(tk.events)-1].Kind != WatchSynced {
+		if got != want[tk.index] || tk.events[len(tk.events)-1].Kind != api.WatchSynced {
 			t.Fatalf("tick %d: %q, want %q (events %+v)", tk.index, got, want[tk.index], tk.events)
 		}
 	}
@@ -70,7 +71,7 @@ func TestWatchHubDiffsResumesCompactsAndCutsOffSlowWatchers(t *testing.T) {
 	}
 	slow, _, _ := h.subscribe(nil)
 	fast, copyTick, _ := h.subscribe(nil)
-	if evs := copyTick[0].events; evs[0].Kind != WatchReset || evs[1].ID != "m1" || evs[1].Server.Capacity != 8 || evs[len(evs)-1].Index != 3 {
+	if evs := copyTick[0].events; evs[0].Kind != api.WatchReset || evs[1].ID != "m1" || evs[1].Server.Capacity != 8 || evs[len(evs)-1].Index != 3 {
 		t.Fatalf("copy: %+v", evs)
 	}
 	for i := uint64(4); i < 12; i++ {

@@ -1,4 +1,4 @@
-package transport
+package quicapi
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/loadview"
+	"github.com/switchyard/switchyard/transport"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
 
@@ -75,7 +76,7 @@ func (p *peers) conn(ctx context.Context, addr string) (*quic.Conn, error) {
 	}
 	if p.s.ctx.Err() != nil {
 		_ = c.CloseWithError(0, "agent shutting down")
-		return nil, ErrClosed
+		return nil, transport.ErrClosed
 	}
 	p.conns[addr] = c
 	return c, nil
@@ -164,42 +165,12 @@ func (p *peers) relayTo(ctx context.Context, addr string, fwd *transportpb.Reque
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", cluster.ErrNotLeader, err)
 	}
-	resp, err := roundTrip(ctx, c, fwd, p.s.cfg.HandlerTimeout)
+	resp, err := transport.RoundTrip(ctx, c, fwd, p.s.cfg.HandlerTimeout)
 	if err != nil {
 		if c.Context().Err() != nil {
 			p.drop(addr, c)
 		}
 		return nil, fmt.Errorf("%w: relay to leader at %s: %v", cluster.ErrUnknownOutcome, addr, err)
-	}
-	return resp, nil
-}
-
-// roundTrip sends one request on a new stream of c and reads the answer,
-// bounded by ctx and timeout.
-func roundTrip(ctx context.Context, c *quic.Conn, req *transportpb.Request, timeout time.Duration) (*transportpb.Response, error) {
-	st, err := c.OpenStreamSync(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("open stream: %w", err)
-	}
-	deadline := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = st.SetDeadline(deadline)
-	// Unblock the stream if ctx ends before the deadline.
-	stop := context.AfterFunc(ctx, func() { st.CancelRead(0); st.CancelWrite(0) })
-	defer stop()
-	if err := WriteFrame(st, req); err != nil {
-		st.CancelRead(0)
-		return nil, err
-	}
-	if err := st.Close(); err != nil {
-		return nil, fmt.Errorf("close stream: %w", err)
-	}
-	resp := &transportpb.Response{}
-	if err := ReadFrame(st, MaxRequestFrame, resp); err != nil {
-		st.CancelRead(0)
-		return nil, fmt.Errorf("read response: %w", err)
 	}
 	return resp, nil
 }
@@ -327,7 +298,7 @@ func (f *forwarder) flush() {
 		// A long wait here starved the new leader's view for a whole
 		// failure-detection window after a leader change.
 		_ = f.stream.SetWriteDeadline(time.Now().Add(forwardWriteTimeout))
-		err := WriteFrame(f.stream, msg)
+		err := transport.WriteFrame(f.stream, msg)
 		if err == nil {
 			f.s.m.Forwarded.WithLabelValues("sent").Add(float64(len(msg.Reports)))
 		} else {

@@ -1,4 +1,4 @@
-package transport
+package quicapi
 
 import (
 	"context"
@@ -18,10 +18,12 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/loadview"
 	"github.com/switchyard/switchyard/pki"
+	"github.com/switchyard/switchyard/transport"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
 
@@ -174,7 +176,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			reason = "no_client_cert"
 		}
 		s.m.HandshakesRefused.WithLabelValues(reason).Inc()
-	}, ALPN)
+	}, transport.ALPN)
 	udp, err := net.ListenPacket("udp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on quic address %s: %w", cfg.Addr, err)
@@ -336,9 +338,9 @@ func (s *Server) ingestWorker() {
 }
 
 func (s *Server) handleDatagram(pc *peerConn, b []byte, now time.Time) {
-	r, err := DecodeDatagram(b)
+	r, err := transport.DecodeDatagram(b)
 	if err != nil {
-		s.m.Datagrams.WithLabelValues(Reason(err)).Inc()
+		s.m.Datagrams.WithLabelValues(transport.Reason(err)).Inc()
 		return
 	}
 	s.bindMu.RLock()
@@ -393,8 +395,8 @@ func (s *Server) handleStream(pc *peerConn, st *quic.Stream) {
 	defer s.wg.Done()
 	_ = st.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
 	req := &transportpb.Request{}
-	if err := ReadFrame(st, MaxRequestFrame, req); err != nil {
-		reason := Reason(err)
+	if err := transport.ReadFrame(st, transport.MaxRequestFrame, req); err != nil {
+		reason := transport.Reason(err)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			reason = "timeout"
@@ -420,7 +422,7 @@ func (s *Server) handleStream(pc *peerConn, st *quic.Stream) {
 	}
 	s.m.Requests.WithLabelValues(op, code).Inc()
 	_ = st.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
-	if err := WriteFrame(st, resp); err != nil {
+	if err := transport.WriteFrame(st, resp); err != nil {
 		st.CancelWrite(codeBadRequest)
 		return
 	}
@@ -447,8 +449,8 @@ func opName(req *transportpb.Request) string {
 // again).
 func (s *Server) dispatch(ctx context.Context, pc *peerConn, req *transportpb.Request) (string, *transportpb.Response) {
 	op := opName(req)
-	if req.GetVersion() != RequestVersion {
-		return op, s.errResponse(fmt.Errorf("%w: request version %d, this agent speaks %d", fsm.ErrUnsupportedVersion, req.GetVersion(), RequestVersion))
+	if req.GetVersion() != transport.RequestVersion {
+		return op, s.errResponse(fmt.Errorf("%w: request version %d, this agent speaks %d", fsm.ErrUnsupportedVersion, req.GetVersion(), transport.RequestVersion))
 	}
 	if op == "unknown" {
 		return op, s.errResponse(fmt.Errorf("%w: request has no known body", fsm.ErrInvalid))
@@ -541,63 +543,18 @@ func (s *Server) handle(ctx context.Context, pc *peerConn, req *transportpb.Requ
 	return nil, fmt.Errorf("%w: request has no known body", fsm.ErrInvalid)
 }
 
-// clusterCode returns the stable code of a retryable cluster-layer error
-// (the HTTP API uses the same strings), or "".
-func clusterCode(err error) string {
-	switch {
-	case errors.Is(err, cluster.ErrNotLeader):
-		return "not_leader"
-	case errors.Is(err, cluster.ErrNoLeader):
-		return "no_leader"
-	case errors.Is(err, cluster.ErrLeadershipLost):
-		return "leadership_lost"
-	case errors.Is(err, cluster.ErrUnknownOutcome):
-		return "unknown_outcome"
-	case errors.Is(err, cluster.ErrShutdown):
-		return "shutdown"
-	}
-	return ""
-}
-
-// clusterErr is the inverse of clusterCode.
-func clusterErr(code string) error {
-	switch code {
-	case "not_leader":
-		return cluster.ErrNotLeader
-	case "no_leader":
-		return cluster.ErrNoLeader
-	case "leadership_lost":
-		return cluster.ErrLeadershipLost
-	case "unknown_outcome":
-		return cluster.ErrUnknownOutcome
-	case "shutdown":
-		return cluster.ErrShutdown
-	}
-	return nil
-}
-
-// errResponse turns err into a Response with a stable code.
+// errResponse turns err into a Response with its stable code and retry
+// hint: errcode's table, shared with the HTTP API and the clients.
 func (s *Server) errResponse(err error) *transportpb.Response {
 	lid, _, _ := s.cfg.Backend.Leader()
 	r := &transportpb.Response{ErrorMessage: err.Error(), Leader: lid}
-	if c := aclCode(err); c != "" { // auth.go
-		r.ErrorCode = c
+	ent, ok := errcode.Lookup(err)
+	if !ok {
+		r.ErrorCode = errcode.Internal
+		s.log.Error("quic request failed", "err", err)
 		return r
 	}
-	if c := fsm.Code(err); c != "" {
-		r.ErrorCode = c
-		return r
-	}
-	if c := clusterCode(err); c != "" {
-		r.ErrorCode, r.Retryable = c, true
-		return r
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		r.ErrorCode, r.Retryable = "unknown_outcome", true
-		return r
-	}
-	r.ErrorCode = "internal"
-	s.log.Error("quic request failed", "err", err)
+	r.ErrorCode, r.Retryable = ent.Code, ent.Retryable
 	return r
 }
 
@@ -627,7 +584,7 @@ func (s *Server) readReports(pc *peerConn, st *quic.ReceiveStream) {
 	recv := s.m.Forwarded.WithLabelValues("received")
 	for {
 		var b transportpb.ReportBatch
-		if err := ReadFrame(st, MaxBatchFrame, &b); err != nil {
+		if err := transport.ReadFrame(st, transport.MaxBatchFrame, &b); err != nil {
 			if pc.conn.Context().Err() == nil && s.ctx.Err() == nil {
 				s.log.Debug("report stream ended", "peer", pc.name, "err", err)
 			}
@@ -637,7 +594,7 @@ func (s *Server) readReports(pc *peerConn, st *quic.ReceiveStream) {
 		now := time.Now()
 		for _, fr := range b.GetReports() {
 			r := fr.GetReport()
-			if validReport(r) != nil {
+			if transport.ValidReport(r) != nil {
 				s.m.Datagrams.WithLabelValues("malformed").Inc()
 				continue
 			}
@@ -649,7 +606,7 @@ func (s *Server) readReports(pc *peerConn, st *quic.ReceiveStream) {
 
 // tlsFor returns the client TLS configuration agents use towards each
 // other.
-func (s *Server) clientTLS() *tls.Config { return s.cfg.Identity.ClientConfig(ALPN) }
+func (s *Server) clientTLS() *tls.Config { return s.cfg.Identity.ClientConfig(transport.ALPN) }
 
 // resetKey derives the QUIC stateless reset key from the agent's private
 // key, so it is the same across restarts: a restarted agent answers

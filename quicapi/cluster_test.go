@@ -1,4 +1,4 @@
-package transport_test
+package quicapi_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/pki"
+	"github.com/switchyard/switchyard/quicapi"
 	"github.com/switchyard/switchyard/transport"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
@@ -323,7 +324,7 @@ func rawConn(t *testing.T, c *testcluster.Cluster, addr string) *quic.Conn {
 // Bad datagrams are dropped and counted by reason; a report for a server
 // this connection did not register is refused; a flood is rate-limited.
 func TestBadDatagramsDroppedAndCounted(t *testing.T) {
-	c := newCluster(t, 1, -1, func(q *transport.ServerConfig) { q.DatagramRate, q.DatagramBurst = 50, 60 })
+	c := newCluster(t, 1, -1, func(q *quicapi.ServerConfig) { q.DatagramRate, q.DatagramBurst = 50, 60 })
 	nd := leaderNode(t, c)
 	// m1 is registered by a real client on another connection.
 	cl := newClient(t, c, "m1", nd.Cfg.QUICAddr)
@@ -388,7 +389,7 @@ func TestBadDatagramsDroppedAndCounted(t *testing.T) {
 // A stream that sends half a request and stalls is cancelled after the
 // request timeout and counted; the connection keeps working.
 func TestStalledStreamTimesOut(t *testing.T) {
-	c := newCluster(t, 1, -1, func(q *transport.ServerConfig) { q.RequestTimeout = 300 * time.Millisecond })
+	c := newCluster(t, 1, -1, func(q *quicapi.ServerConfig) { q.RequestTimeout = 300 * time.Millisecond })
 	nd := leaderNode(t, c)
 	conn := rawConn(t, c, nd.Cfg.QUICAddr)
 	for _, tc := range []struct {

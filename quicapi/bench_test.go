@@ -1,4 +1,4 @@
-package transport_test
+package quicapi_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/loadview"
+	"github.com/switchyard/switchyard/quicapi"
 	"github.com/switchyard/switchyard/transport"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
@@ -77,7 +78,7 @@ func dialRaw(tb testing.TB, c *testcluster.Cluster, addr string) *quic.Conn {
 func BenchmarkIngest(b *testing.B) {
 	for _, conns := range []int{1, 1000} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
-			c := newCluster(b, 1, -1, func(q *transport.ServerConfig) { q.DatagramRate = -1 })
+			c := newCluster(b, 1, -1, func(q *quicapi.ServerConfig) { q.DatagramRate = -1 })
 			nd := leaderNode(b, c)
 			type sender struct {
 				conn *quic.Conn
@@ -146,7 +147,7 @@ func BenchmarkIngest(b *testing.B) {
 // and on the wire (QUIC packet incl. header, frame and AEAD tag; plus
 // 28 bytes of IPv4+UDP not counted).
 func BenchmarkBytesPerReport(b *testing.B) {
-	c := newCluster(b, 1, -1, func(q *transport.ServerConfig) { q.DatagramRate = -1 })
+	c := newCluster(b, 1, -1, func(q *quicapi.ServerConfig) { q.DatagramRate = -1 })
 	nd := leaderNode(b, c)
 	conn := dialRaw(b, c, nd.Cfg.QUICAddr)
 	rawRegister(b, conn, "bytes")
@@ -170,7 +171,7 @@ func BenchmarkBytesPerReport(b *testing.B) {
 // connected to the leader and one connected to a follower (forwarded,
 // coalesced every ForwardInterval = 50 ms by default).
 func BenchmarkReportToLeaderView(b *testing.B) {
-	c := newCluster(b, 3, -1, func(q *transport.ServerConfig) { q.DatagramRate = -1 })
+	c := newCluster(b, 3, -1, func(q *quicapi.ServerConfig) { q.DatagramRate = -1 })
 	leader := leaderNode(b, c)
 	for _, tc := range []struct {
 		name     string
@@ -295,7 +296,7 @@ func BenchmarkRawUDPReceive(b *testing.B) {
 // upper bound for the agent) in cores, and CPU-µs per report.
 func BenchmarkTenThousandServersAt1Hz(b *testing.B) {
 	const conns, perConn = 1000, 10
-	c := newCluster(b, 1, -1, func(q *transport.ServerConfig) { q.DatagramRate = -1 })
+	c := newCluster(b, 1, -1, func(q *quicapi.ServerConfig) { q.DatagramRate = -1 })
 	nd := leaderNode(b, c)
 	type sender struct {
 		conn *quic.Conn

@@ -1,4 +1,4 @@
-package api
+package httpapi
 
 import (
 	"bytes"
@@ -17,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
@@ -45,7 +47,7 @@ type Backend interface {
 // ServerListDecorator, when set, may add soft-state fields (e.g. the
 // reported load) to server list entries. It returns the JSON value to
 // emit for s.
-type ServerListDecorator func(s Server) any
+type ServerListDecorator func(s api.Server) any
 
 // Handler serves the admin API for one node.
 type Handler struct {
@@ -75,7 +77,7 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 		reg = prometheus.NewRegistry()
 	}
 	s := &Handler{b: b, log: log, mux: http.NewServeMux(), reg: reg,
-		fwd: &http.Client{Timeout: 30 * time.Second, Transport: NewTransport()}}
+		fwd: &http.Client{Timeout: 30 * time.Second, Transport: api.NewTransport()}}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "switchyard_http_requests_total", Help: "Admin API requests by route and status code.",
 	}, []string{"route", "code"})
@@ -105,7 +107,7 @@ func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler 
 	s.registerACLRoutes()    // acl.go
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, &Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})
+		writeError(w, http.StatusNotFound, &api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})
 	})
 	return s
 }
@@ -168,14 +170,14 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, &Error{Error: "request body: " + err.Error(), Code: "invalid_argument"})
+		writeError(w, http.StatusRequestEntityTooLarge, &api.Error{Error: "request body: " + err.Error(), Code: "invalid_argument"})
 		return
 	}
 	if !canFailover {
 		ans, err := s.forwardTo(r.Context(), r, body, lid, lm)
 		if err != nil {
 			// The leader may have received it: report unknown, retryable.
-			writeError(w, http.StatusServiceUnavailable, &Error{Error: fmt.Sprintf("forward to leader %s: %v", lid, err), Code: "unknown_outcome", Retryable: true, Leader: lid})
+			writeError(w, http.StatusServiceUnavailable, &api.Error{Error: fmt.Sprintf("forward to leader %s: %v", lid, err), Code: "unknown_outcome", Retryable: true, Leader: lid})
 			return
 		}
 		ans.write(w, cluster.ForwardStats{Attempts: 1, Leaders: []string{lid}})
@@ -195,7 +197,7 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		if a.status == http.StatusServiceUnavailable {
-			var e Error
+			var e api.Error
 			if json.Unmarshal(a.body, &e) == nil && (e.Code == "not_leader" || e.Code == "no_leader") {
 				return fmt.Errorf("%w: %s answered: %s", cluster.ErrNotLeader, lid, e.Error)
 			}
@@ -284,26 +286,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, e *Error) { writeJSON(w, code, e) }
-
-// clusterCodes maps cluster-layer sentinels to codes; fsm.Code covers the
-// state machine's. A function, not a package variable, so nothing can
-// mutate the table.
-func clusterCodes() []codedSentinel {
-	return []codedSentinel{
-		{cluster.ErrNotLeader, "not_leader"},
-		{cluster.ErrNoLeader, "no_leader"},
-		{cluster.ErrLeadershipLost, "leadership_lost"},
-		{cluster.ErrUnknownOutcome, "unknown_outcome"},
-		{cluster.ErrShutdown, "shutdown"},
-	}
-}
-
-// codedSentinel pairs a sentinel with its wire code.
-type codedSentinel struct {
-	err  error
-	code string
-}
+func writeError(w http.ResponseWriter, code int, e *api.Error) { writeJSON(w, code, e) }
 
 // fail answers err with the right status, code and retry hint.
 func (s *Handler) fail(w http.ResponseWriter, err error) {
@@ -311,36 +294,20 @@ func (s *Handler) fail(w http.ResponseWriter, err error) {
 	writeError(w, status, e)
 }
 
-// errorFor maps err to its HTTP status and wire error (one table for the
-// single and the batched endpoints).
-func (s *Handler) errorFor(err error) (int, *Error) {
-	e := &Error{Error: err.Error()}
+// errorFor maps err to its HTTP status and wire error: errcode's table,
+// shared with the QUIC listener and the clients. An error that wraps no
+// sentinel is a bug or an unexpected failure: logged, answered 500.
+func (s *Handler) errorFor(err error) (int, *api.Error) {
 	lid, _, _ := s.b.Leader()
-	e.Leader = lid
-	status := http.StatusInternalServerError
-	if c := fsm.Code(err); c != "" {
-		e.Code = c
-		switch {
-		case errors.Is(err, fsm.ErrInvalid), errors.Is(err, fsm.ErrUnsupportedVersion):
-			status = http.StatusBadRequest
-		case errors.Is(err, fsm.ErrNotFound):
-			status = http.StatusNotFound
-		default:
-			status = http.StatusConflict
-		}
-	} else {
-		for _, c := range clusterCodes() {
-			if errors.Is(err, c.err) {
-				e.Code, e.Retryable, status = c.code, true, http.StatusServiceUnavailable
-				break
-			}
-		}
-	}
-	if e.Code == "" {
-		e.Code = "internal"
+	e := &api.Error{Error: err.Error(), Leader: lid}
+	ent, ok := errcode.Lookup(err)
+	if !ok {
+		e.Code = errcode.Internal
 		s.log.Error("request failed", "err", err)
+		return http.StatusInternalServerError, e
 	}
-	return status, e
+	e.Code, e.Retryable = ent.Code, ent.Retryable
+	return ent.HTTPStatus, e
 }
 
 // decode reads a JSON body into v, refusing unknown fields and trailing data.
@@ -365,7 +332,7 @@ func (s *Handler) members(w http.ResponseWriter, r *http.Request) {
 func (s *Handler) info(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.b.Info()) }
 
 func (s *Handler) join(w http.ResponseWriter, r *http.Request) {
-	var m Member
+	var m api.Member
 	if err := decode(w, r, &m); err != nil {
 		s.fail(w, err)
 		return
@@ -387,7 +354,7 @@ func (s *Handler) removeMember(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Handler) transfer(w http.ResponseWriter, r *http.Request) {
-	var t TransferRequest
+	var t api.TransferRequest
 	if r.ContentLength != 0 {
 		if err := decode(w, r, &t); err != nil {
 			s.fail(w, err)
@@ -435,7 +402,7 @@ func (s *Handler) getServer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Handler) registerServer(w http.ResponseWriter, r *http.Request) {
-	var req RegisterServerRequest
+	var req api.RegisterServerRequest
 	if err := decode(w, r, &req); err != nil {
 		s.fail(w, err)
 		return
@@ -485,7 +452,7 @@ func (s *Handler) listAllocations(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	out := []Allocation{}
+	out := []api.Allocation{}
 	for _, a := range allocs {
 		out = append(out, AllocationFromPB(a))
 	}
@@ -502,7 +469,7 @@ func (s *Handler) getAllocation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Handler) allocate(w http.ResponseWriter, r *http.Request) {
-	var req AllocateRequest
+	var req api.AllocateRequest
 	if err := decode(w, r, &req); err != nil {
 		s.fail(w, err)
 		return
@@ -518,19 +485,19 @@ func (s *Handler) allocate(w http.ResponseWriter, r *http.Request) {
 // allocateOne validates and runs one allocation request: the rules the
 // single and the batched endpoints share. code is 201 for a new
 // allocation, 200 for a request id already answered.
-func (s *Handler) allocateOne(ctx context.Context, req AllocateRequest) (Allocation, int, error) {
+func (s *Handler) allocateOne(ctx context.Context, req api.AllocateRequest) (api.Allocation, int, error) {
 	if req.TTLMs < 0 {
-		return Allocation{}, 0, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
+		return api.Allocation{}, 0, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
 	}
 	if err := fsm.CheckAllocateInput(req.RequestID, req.Room, req.Requester, req.Region, req.Server, req.TTLMs); err != nil { // fsm/limits.go
-		return Allocation{}, 0, err
+		return api.Allocation{}, 0, err
 	}
 	a, dup, err := s.b.Allocate(ctx, cluster.AllocateRequest{
 		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
 		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
 	})
 	if err != nil {
-		return Allocation{}, 0, err
+		return api.Allocation{}, 0, err
 	}
 	js := AllocationFromPB(a)
 	js.Duplicate = dup

@@ -1,4 +1,4 @@
-package transport_test
+package quicapi_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package transport
+package quicapi
 
 import "github.com/prometheus/client_golang/prometheus"
 

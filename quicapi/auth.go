@@ -1,8 +1,7 @@
-package transport
+package quicapi
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 
 	"github.com/switchyard/switchyard/acl"
@@ -44,15 +43,4 @@ func authorize(pc *peerConn, req *transportpb.Request) error {
 		return acl.Authorize(p, acl.PermAllocate, "")
 	}
 	return acl.Authorize(p, acl.PermOperator, "")
-}
-
-// aclCode is the wire code of an authorization refusal, or "".
-func aclCode(err error) string {
-	switch {
-	case errors.Is(err, acl.ErrPermissionDenied):
-		return "permission_denied"
-	case errors.Is(err, acl.ErrUnauthenticated):
-		return "unauthenticated"
-	}
-	return ""
 }

@@ -1,0 +1,57 @@
+package errcode_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/switchyard/switchyard/errcode"
+)
+
+func TestRoundTrip(t *testing.T) {
+	seen := map[string]bool{}
+	for _, e := range errcode.Table() {
+		t.Run(e.Code, func(t *testing.T) {
+			if seen[e.Code] {
+				t.Fatalf("code %q appears twice", e.Code)
+			}
+			seen[e.Code] = true
+			wrapped := fmt.Errorf("%w: details", e.Err)
+			if got := errcode.Code(wrapped); got != e.Code {
+				t.Fatalf("Code = %q, want %q", got, e.Code)
+			}
+			back := errcode.FromCode(e.Code, wrapped.Error())
+			if !errors.Is(back, e.Err) || back.Error() != wrapped.Error() {
+				t.Fatalf("round trip: %v", back)
+			}
+			if errcode.Retryable(back) != e.Retryable || errcode.HTTPStatus(back) != e.HTTPStatus {
+				t.Fatalf("retryable/status lost in the round trip")
+			}
+		})
+	}
+}
+
+func TestUnknown(t *testing.T) {
+	cases := []struct {
+		err    error
+		code   string
+		status int
+	}{
+		{errors.New("boom"), "", http.StatusInternalServerError},
+		{fmt.Errorf("commit: %w", context.DeadlineExceeded), "unknown_outcome", http.StatusServiceUnavailable},
+		{nil, "", http.StatusInternalServerError},
+	}
+	for _, c := range cases {
+		if got := errcode.Code(c.err); got != c.code {
+			t.Errorf("Code(%v) = %q, want %q", c.err, got, c.code)
+		}
+		if got := errcode.HTTPStatus(c.err); got != c.status {
+			t.Errorf("HTTPStatus(%v) = %d, want %d", c.err, got, c.status)
+		}
+	}
+	if err := errcode.FromCode("no_such_code", "msg"); err.Error() != "msg" {
+		t.Fatalf("unknown code: %v", err)
+	}
+}

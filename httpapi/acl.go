@@ -1,0 +1,404 @@
+package httpapi
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard/switchyard/acl"
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/pki"
+)
+
+// aclState is the handler's ACL configuration and metrics.
+type aclState struct {
+	enabled bool
+	https   bool
+	refused *prometheus.CounterVec
+	limits  rateLimits
+}
+
+// SetRateLimits sets the per-credential and per-address (anonymous)
+// request rates; 0 keeps the default, a negative rate turns that limit off.
+// Limits apply while ACLs are on. Call before serving.
+func (s *Handler) SetRateLimits(token, anonymous float64) {
+	s.acl.limits.token, s.acl.limits.anon = token, anonymous
+}
+
+// rateLimits keeps one token bucket per credential and per anonymous
+// source address.
+type rateLimits struct {
+	token, anon float64
+	mu          sync.Mutex
+	buckets     map[string]*rate.Limiter
+}
+
+// allow takes one request from key's bucket; false means refuse with 429
+// after the returned wait.
+func (l *rateLimits) allow(key string, anonymous bool) (bool, time.Duration) {
+	r := l.token
+	if r == 0 {
+		r = DefaultTokenRate
+	}
+	if anonymous {
+		r = l.anon
+		if r == 0 {
+			r = DefaultAnonymousRate
+		}
+	}
+	if r < 0 {
+		return true, 0
+	}
+	l.mu.Lock()
+	if l.buckets == nil || len(l.buckets) > 100000 {
+		l.buckets = map[string]*rate.Limiter{} // bounded memory; a reset only forgives
+	}
+	b, ok := l.buckets[key]
+	if !ok {
+		b = rate.NewLimiter(rate.Limit(r), int(2*r)+1)
+		l.buckets[key] = b
+	}
+	l.mu.Unlock()
+	now := time.Now()
+	res := b.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// bodyLimit is the largest request body a route accepts: 1 MiB, but
+// snapshots (operator only) may be up to maxBody.
+func bodyLimit(r *http.Request) int64 {
+	if r.URL.Path == "/v1/snapshot" {
+		return maxBody
+	}
+	return maxJSONBody
+}
+
+// EnableACL turns authorization on (default-deny): from then on every
+// request needs a credential allowed to perform it. Call before serving.
+func (s *Handler) EnableACL() { s.acl.enabled = true }
+
+// ACLEnabled reports whether authorization is on.
+func (s *Handler) ACLEnabled() bool { return s.acl.enabled }
+
+func (s *Handler) registerACLRoutes() {
+	s.acl.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_http_refused_total",
+		Help: "Admin API requests refused before they were served, by reason (unauthenticated, permission_denied, cross_origin, unsupported_media_type, body_too_large, rate_limited).",
+	}, []string{"reason"})
+	s.reg.MustRegister(s.acl.refused)
+	s.handle("POST /v1/acl/bootstrap", s.aclBootstrap, true)
+	s.handle("POST /v1/acl/tokens", s.aclCreate, true)
+	s.handle("GET /v1/acl/tokens", s.aclList, false)
+	s.handle("DELETE /v1/acl/tokens/{id}", s.aclRevoke, true)
+	s.registerMediaTokenRoutes() // mediatoken.go
+}
+
+// routePerm is the authorization table of the HTTP API: the permission
+// each route pattern needs. Routes missing from it need PermRead for GET
+// and PermOperator for anything else, so a new route is never open by
+// accident.
+func routePerm(pattern string) acl.Perm {
+	switch pattern {
+	case "GET /v1/internal/info", "POST /v1/acl/bootstrap":
+		return acl.PermNone
+	case "GET /v1/status", "GET /v1/members", "GET /v1/servers", "GET /v1/servers/{id}",
+		"GET /v1/allocations", "GET /v1/allocations/{id}", "GET /metrics", "GET /v1/policy",
+		"GET /v1/provisioning/intents", "POST /v1/policy/validate":
+		return acl.PermRead
+	case "POST /v1/allocations", "POST /v1/allocations/batch", "DELETE /v1/allocations/{id}", "POST /v1/media/tokens":
+		return acl.PermAllocate
+	case "GET /v1/media/keys":
+		return acl.PermServer
+	case "POST /v1/servers", "DELETE /v1/servers/{id}", "POST /v1/servers/{id}/drain":
+		return acl.PermServer
+	case "GET /v1/snapshot", "POST /v1/snapshot", "GET /v1/acl/tokens":
+		return acl.PermOperator
+	}
+	method, path, _ := strings.Cut(pattern, " ")
+	switch {
+	case (method == http.MethodGet || method == http.MethodHead) && (strings.HasPrefix(path, "/v1/health/") || path == "/healthz" || path == "/readyz" || path == "/livez"):
+		return acl.PermNone // load balancer and Kubernetes probes stay open
+	case strings.HasPrefix(path, "/v1/rooms"):
+		if method == http.MethodGet {
+			return acl.PermRead
+		}
+		return acl.PermAllocate // the allocator role places rooms
+	case method == http.MethodGet || method == http.MethodHead:
+		if path == "/" || path == "/{$}" || path == "" || path == "/ui" || strings.HasPrefix(path, "/ui/") {
+			return acl.PermNone // static UI assets; their API calls carry a token
+		}
+		return acl.PermRead
+	}
+	return acl.PermOperator
+}
+
+// guard runs before routing: browser protection, then authentication and
+// authorization. It answers refused requests itself and returns false.
+func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions {
+		if o := r.Header.Get("Origin"); o != "" {
+			if u, err := url.Parse(o); err != nil || u.Host != r.Host {
+				return s.refuse(w, http.StatusForbidden, "cross_origin", "permission_denied",
+					fmt.Sprintf("cross-origin %s from %q refused (the admin API is not for browsers of other sites)", r.Method, o))
+			}
+		}
+		// No Content-Type is accepted (curl --data-binary, old clients): a
+		// browser sends one with every body, and Origin with every
+		// cross-site write.
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			mt, _, _ := mime.ParseMediaType(ct)
+			if mt != "application/json" && mt != "application/x-protobuf" && mt != "application/octet-stream" {
+				return s.refuse(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "unsupported_media_type",
+					fmt.Sprintf("Content-Type %q refused: send application/json", ct))
+			}
+		}
+	}
+	// Bodies are capped before anything reads (or forwards) them.
+	if lim := bodyLimit(r); r.ContentLength > lim {
+		return s.refuse(w, http.StatusRequestEntityTooLarge, "body_too_large", "invalid_argument",
+			fmt.Sprintf("request body of %d bytes is over the %d-byte limit", r.ContentLength, lim))
+	} else if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, lim)
+	}
+	if !s.acl.enabled {
+		return true
+	}
+	_, pattern := s.mux.Handler(r)
+	perm := routePerm(pattern)
+	p, err := s.principal(r)
+	if p.Role != acl.RoleAgent && !fromAgent(r) {
+		key, anon := "p:"+p.Kind+":"+p.ID, p.Kind == "anonymous"
+		if anon {
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			key = "a:" + host
+		}
+		if ok, wait := s.acl.limits.allow(key, anon); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+			return s.refuse(w, http.StatusTooManyRequests, "rate_limited", "rate_limited",
+				fmt.Sprintf("too many requests from %s; retry after %v", p, wait.Round(time.Millisecond)))
+		}
+	}
+	if err == nil {
+		err = acl.Authorize(p, perm, s.targetServer(r, pattern, p))
+	}
+	if err != nil {
+		if errors.Is(err, acl.ErrUnknownToken) && r.Header.Get(forwardedHeader) == "" && !s.b.IsLeader() {
+			// A token created a moment ago may not be applied here yet:
+			// the leader (which applied it before answering) decides.
+			s.forward(w, r)
+			return false
+		}
+		// A bad credential is refused even where none is needed.
+		if errors.Is(err, acl.ErrUnauthenticated) {
+			return s.refuse(w, http.StatusUnauthorized, "unauthenticated", "unauthenticated", err.Error())
+		}
+		return s.refuse(w, http.StatusForbidden, "permission_denied", "permission_denied", err.Error())
+	}
+	// The agent that received a write logs it; a leader does not log again
+	// what a follower (verified by its certificate) forwarded.
+	relayed := r.Header.Get(forwardedHeader) != "" && fromAgent(r)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && p.Role != fsm.RoleMedia && p.Kind != "anonymous" && !relayed {
+		s.log.Info("audit", "principal", p.Kind, "id", p.ID, "role", p.Role, "description", p.Description,
+			"operation", pattern, "target", r.URL.Path, "forwarded_by", r.Header.Get(forwardedHeader))
+	}
+	return true
+}
+
+// fromAgent reports whether r came over HTTPS from a verified agent
+// certificate (a follower forwarding a request it has already checked and
+// rate limited).
+func fromAgent(r *http.Request) bool {
+	return r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && pki.PeerIdentity(r.TLS.PeerCertificates[0]).IsAgent()
+}
+
+// refuse answers a refused request and counts it.
+func (s *Handler) refuse(w http.ResponseWriter, status int, reason, code, msg string) bool {
+	s.acl.refused.WithLabelValues(reason).Inc()
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+	}
+	writeError(w, status, &api.Error{Error: msg, Code: code})
+	return false
+}
+
+// principal identifies the sender: a bearer token if one is given (a bad
+// one is an error even when a certificate is presented), else the verified
+// client certificate of an HTTPS connection, else anonymous.
+func (s *Handler) principal(r *http.Request) (acl.Principal, error) {
+	secret, err := acl.ParseBearer(r.Header.Get("Authorization"))
+	if err != nil {
+		return acl.Anonymous, err
+	}
+	if secret != "" {
+		return acl.Resolve(s.b.FSM(), secret, time.Now())
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		// The TLS layer verified the chain against the cluster CA.
+		id := pki.PeerIdentity(r.TLS.PeerCertificates[0])
+		switch id.Role {
+		case pki.RoleAgent:
+			return acl.Principal{Kind: "cert", Role: acl.RoleAgent, ID: id.Name}, nil
+		case pki.RoleMedia:
+			return acl.Principal{Kind: "cert", Role: fsm.RoleMedia, ID: id.Name, Server: id.Name}, nil
+		}
+	}
+	return acl.Anonymous, nil
+}
+
+// targetServer is the media server id a PermServer route acts on, for
+// principals bound to one server (the body is read and put back).
+func (s *Handler) targetServer(r *http.Request, pattern string, p acl.Principal) string {
+	if p.Server == "" {
+		return ""
+	}
+	if pattern == "DELETE /v1/servers/{id}" || pattern == "POST /v1/servers/{id}/drain" {
+		// The escaped path, unescaped once: r.URL.Path is unescaped already,
+		// and unescaping it again would let "m1%2Fx" pass as m1's.
+		if parts := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/"); len(parts) >= 3 {
+			id, err := url.PathUnescape(parts[2])
+			if err == nil {
+				return id
+			}
+		}
+		return "\x00invalid"
+	}
+	if pattern == "POST /v1/servers" && r.Body != nil {
+		b, err := io.ReadAll(io.LimitReader(r.Body, maxJSONBody+1))
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if err != nil {
+			return ""
+		}
+		var req struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(b, &req)
+		return req.ID
+	}
+	return ""
+}
+
+// maxJSONBody bounds JSON request bodies.
+const maxJSONBody = 1 << 20
+
+// keepACL makes a restored snapshot keep the cluster's current ACL table,
+// so a restore can never change who holds credentials.
+func (s *Handler) keepACL(st *fsmpb.State) {
+	cur := s.b.FSM().Export()
+	st.AclBootstrapped, st.AclTokens, st.MediaKeys = cur.GetAclBootstrapped(), cur.GetAclTokens(), cur.GetMediaKeys()
+}
+
+func tokenFromPB(t *fsmpb.AclToken) api.ACLToken {
+	return api.ACLToken{ID: t.GetId(), Role: t.GetRole(), Description: t.GetDescription(),
+		CreatedAtUnixMs: t.GetCreatedAtUnixMs(), ExpiresAtUnixMs: t.GetExpiresAtUnixMs()}
+}
+
+func (s *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) {
+	if s.b.FSM().ACLBootstrapped() {
+		s.fail(w, fmt.Errorf("%w: ACLs were bootstrapped already; use an operator token to create more", fsm.ErrACLBootstrapped))
+		return
+	}
+	s.createToken(w, r, api.CreateTokenRequest{Role: fsm.RoleOperator, Description: "bootstrap token"}, true)
+}
+
+func (s *Handler) aclCreate(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateTokenRequest
+	if err := decode(w, r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.createToken(w, r, req, false)
+}
+
+func (s *Handler) createToken(w http.ResponseWriter, r *http.Request, req api.CreateTokenRequest, bootstrap bool) {
+	if req.TTLMs < 0 || req.TTLMs > api.MaxTokenTTL.Milliseconds() {
+		s.fail(w, fmt.Errorf("%w: ttl_ms must be between 0 (no expiry) and %d", fsm.ErrInvalid, api.MaxTokenTTL.Milliseconds()))
+		return
+	}
+	id, secret, err := acl.NewSecret()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	t := &fsmpb.AclToken{Id: id, SecretHash: acl.HashSecret(secret), Role: req.Role, Description: req.Description}
+	if req.TTLMs > 0 {
+		t.ExpiresAtUnixMs = time.Now().UnixMilli() + req.TTLMs
+	}
+	if err := fsm.ValidateToken(t); err != nil {
+		s.fail(w, err)
+		return
+	}
+	cmd := &fsmpb.Command{Cmd: &fsmpb.Command_AclCreateToken{AclCreateToken: t}}
+	if bootstrap {
+		cmd = &fsmpb.Command{Cmd: &fsmpb.Command_AclBootstrap{AclBootstrap: &fsmpb.AclBootstrap{Token: t}}}
+	}
+	if _, err := s.b.Submit(r.Context(), cmd); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.log.Info("acl token created", "id", id, "role", t.Role, "description", t.Description, "bootstrap", bootstrap)
+	writeJSON(w, http.StatusOK, api.ACLTokenSecret{ID: id, Secret: secret, Role: t.Role, Description: t.Description, ExpiresAtUnixMs: t.ExpiresAtUnixMs})
+}
+
+func (s *Handler) aclList(w http.ResponseWriter, r *http.Request) {
+	out := []api.ACLToken{}
+	for _, t := range s.b.FSM().ACLTokens() {
+		out = append(out, tokenFromPB(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Handler) aclRevoke(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_AclRevokeToken{AclRevokeToken: id}}); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.log.Info("acl token revoked", "id", id)
+	writeJSON(w, http.StatusOK, map[string]string{"revoked": id})
+}
+
+// SetForwardTLS makes the handler forward to the leader over HTTPS with cfg
+// (the agent's own certificate, so the leader sees an agent).
+func (s *Handler) SetForwardTLS(cfg *tls.Config) {
+	tr := api.NewTransport()
+	tr.TLSClientConfig = cfg
+	s.fwd = &http.Client{Timeout: s.fwd.Timeout, Transport: tr}
+	s.acl.https = cfg != nil
+}
+
+func (s *Handler) fwdScheme() string {
+	if s.acl.https {
+		return "https"
+	}
+	return "http"
+}
+
+// Default request rate limits (per agent): a token (or an agent's and media
+// node's certificate) may send DefaultTokenRate requests per second (bursts
+// of twice that), a client without a valid credential DefaultAnonymousRate
+// per source address. Agents' own certificates are not limited.
+const (
+	DefaultTokenRate     = 2000
+	DefaultAnonymousRate = 100
+)

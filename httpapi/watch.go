@@ -1,0 +1,433 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+// Watch kinds accepted by ?kinds= (comma-separated; default all).
+var watchKinds = map[string]string{"servers": api.WatchServer, "allocations": api.WatchAllocation, "policy": api.WatchPolicy, "intents": api.WatchIntent, "rooms": api.WatchRoom}
+
+const (
+	watchPoll          = 50 * time.Millisecond
+	watchRetainEvents  = 100_000
+	watchSubscriberBuf = 1024 // ticks queued for one watcher before it is cut off
+	watchHeartbeat     = 5 * time.Second
+	watchWriteTimeout  = 10 * time.Second
+	watchHubIdle       = 5 * time.Minute
+)
+
+// errCompacted is the 410 answer's cause.
+var errCompacted = errors.New("compacted")
+
+// watchTick is the events of one observed index.
+type watchTick struct {
+	index  uint64
+	events []api.WatchEvent
+}
+
+type watchSub struct {
+	ch      chan *watchTick
+	dropped bool // set (under hub.mu) when cut off for reading too slowly
+}
+
+// watchHub diffs successive copies of the state for the watchers of one
+// handler.
+type watchHub struct {
+	f *fsm.FSM
+	// done ends the hub (the agent is shutting down).
+	done <-chan struct{}
+	// retain and subBuf default to watchRetainEvents and
+	// watchSubscriberBuf (tests shrink them).
+	retain, subBuf int
+
+	mu      sync.Mutex
+	running bool
+	subs    map[*watchSub]struct{}
+	idleAt  time.Time
+	base    uint64 // the index the oldest retained tick diffs from
+	last    uint64 // index of the current copy
+	ticks   []*watchTick
+	nEvents int
+	servers map[string]*fsmpb.Server
+	allocs  map[string]*fsmpb.Allocation
+	intents map[string]*fsmpb.ProvisionIntent
+	rooms   map[string]*fsmpb.Room
+	policy  *fsmpb.Policy
+}
+
+// subscribe registers a watcher. With since, it returns the retained ticks
+// after since (errCompacted when the hub does not reach back that far);
+// without, a full copy as one tick.
+func (h *watchHub) subscribe(since *uint64) (*watchSub, []*watchTick, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.running {
+		h.start()
+	}
+	var backlog []*watchTick
+	if since == nil {
+		backlog = []*watchTick{h.copyTick()}
+	} else {
+		if *since < h.base {
+			return nil, nil, fmt.Errorf("%w: this agent's watch history starts at index %d, after %d", errCompacted, h.base, *since)
+		}
+		for _, t := range h.ticks {
+			if t.index > *since {
+				backlog = append(backlog, t)
+			}
+		}
+	}
+	buf := h.subBuf
+	if buf <= 0 {
+		buf = watchSubscriberBuf
+	}
+	s := &watchSub{ch: make(chan *watchTick, buf)}
+	h.subs[s] = struct{}{}
+	return s, backlog, nil
+}
+
+func (h *watchHub) unsubscribe(s *watchSub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.subs, s)
+	if len(h.subs) == 0 {
+		h.idleAt = time.Now()
+	}
+}
+
+// start takes the first copy and starts polling. Called with h.mu held.
+func (h *watchHub) start() {
+	h.load(h.f.Export())
+	h.subs = map[*watchSub]struct{}{}
+	h.running = true
+	h.idleAt = time.Now()
+	go h.run()
+}
+
+// load makes st the current copy, with no history. Called with h.mu held.
+func (h *watchHub) load(st *fsmpb.State) {
+	h.servers, h.allocs, h.intents = map[string]*fsmpb.Server{}, map[string]*fsmpb.Allocation{}, map[string]*fsmpb.ProvisionIntent{}
+	for _, v := range st.GetServers() {
+		h.servers[v.GetId()] = v
+	}
+	for _, v := range st.GetAllocations() {
+		h.allocs[v.GetId()] = v
+	}
+	for _, v := range st.GetIntents() {
+		h.intents[v.GetId()] = v
+	}
+	h.rooms = map[string]*fsmpb.Room{}
+	for _, v := range st.GetRooms() {
+		h.rooms[v.GetName()] = v
+	}
+	h.policy = st.GetPolicy()
+	h.base, h.last, h.ticks, h.nEvents = st.GetAppliedIndex(), st.GetAppliedIndex(), nil, 0
+}
+
+// copyTick is the whole current copy as events (reset, objects, synced).
+// Called with h.mu held.
+func (h *watchHub) copyTick() *watchTick {
+	t := &watchTick{index: h.last}
+	t.events = append(t.events, api.WatchEvent{Index: h.last, Kind: api.WatchReset})
+	for _, id := range sortedKeys(h.servers) {
+		t.events = append(t.events, serverEvent(h.last, "upsert", h.servers[id]))
+	}
+	for _, id := range sortedKeys(h.allocs) {
+		t.events = append(t.events, allocEvent(h.last, "upsert", h.allocs[id]))
+	}
+	for _, id := range sortedKeys(h.intents) {
+		t.events = append(t.events, intentEvent(h.last, "upsert", h.intents[id]))
+	}
+	for _, id := range sortedKeys(h.rooms) {
+		t.events = append(t.events, roomEvent(h.last, "upsert", h.rooms[id], h.servers))
+	}
+	if h.policy != nil {
+		p := api.PolicyFromPB(h.policy)
+		t.events = append(t.events, api.WatchEvent{Index: h.last, Kind: api.WatchPolicy, Op: "upsert", Policy: &p})
+	}
+	t.events = append(t.events, api.WatchEvent{Index: h.last, Kind: api.WatchSynced})
+	return t
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func serverEvent(idx uint64, op string, v *fsmpb.Server) api.WatchEvent {
+	s := ServerFromPB(v)
+	return api.WatchEvent{Index: idx, Kind: api.WatchServer, Op: op, ID: v.GetId(), Server: &s}
+}
+
+func allocEvent(idx uint64, op string, v *fsmpb.Allocation) api.WatchEvent {
+	a := AllocationFromPB(v)
+	return api.WatchEvent{Index: idx, Kind: api.WatchAllocation, Op: op, ID: v.GetId(), Allocation: &a}
+}
+
+func roomEvent(idx uint64, op string, v *fsmpb.Room, servers map[string]*fsmpb.Server) api.WatchEvent {
+	r := RoomFromPB(v, servers[v.GetServer()])
+	return api.WatchEvent{Index: idx, Kind: api.WatchRoom, Op: op, ID: v.GetName(), Room: &r}
+}
+
+func intentEvent(idx uint64, op string, v *fsmpb.ProvisionIntent) api.WatchEvent {
+	it := IntentFromPB(v)
+	return api.WatchEvent{Index: idx, Kind: api.WatchIntent, Op: op, ID: v.GetId(), Intent: &it}
+}
+
+// run polls the applied index until the hub has been idle (no watcher)
+// for watchHubIdle.
+func (h *watchHub) run() {
+	t := time.NewTicker(watchPoll)
+	defer t.Stop()
+	for {
+		stop := false
+		select {
+		case <-h.done:
+			stop = true
+		case <-t.C:
+		}
+		h.mu.Lock()
+		if stop || (len(h.subs) == 0 && time.Since(h.idleAt) > watchHubIdle) {
+			h.running = false
+			h.ticks, h.servers, h.allocs, h.intents, h.rooms, h.policy = nil, nil, nil, nil, nil, nil
+			h.mu.Unlock()
+			return
+		}
+		last := h.last
+		h.mu.Unlock()
+		if h.f.AppliedIndex() == last {
+			continue
+		}
+		st := h.f.Export() // outside the lock: watchers keep subscribing meanwhile
+		h.mu.Lock()
+		h.advance(st)
+		h.mu.Unlock()
+	}
+}
+
+// diffInto brings have (the hub's copy of one collection, by key) up to
+// cur (the same collection in a new state): it appends an upsert event for
+// every new or changed item and a delete event for every item gone (in key
+// order), and returns events.
+func diffInto[V proto.Message](events []api.WatchEvent, have map[string]V, cur []V, key func(V) string, event func(op string, v V) api.WatchEvent) []api.WatchEvent {
+	seen := make(map[string]bool, len(cur))
+	for _, v := range cur {
+		k := key(v)
+		seen[k] = true
+		if old, ok := have[k]; !ok || !proto.Equal(old, v) {
+			events = append(events, event("upsert", v))
+			have[k] = v
+		}
+	}
+	for _, k := range sortedKeys(have) {
+		if !seen[k] {
+			events = append(events, event("delete", have[k]))
+			delete(have, k)
+		}
+	}
+	return events
+}
+
+// advance diffs st against the current copy, records the tick and hands
+// it to every watcher. Called with h.mu held.
+func (h *watchHub) advance(st *fsmpb.State) {
+	idx := st.GetAppliedIndex()
+	if idx <= h.last {
+		return
+	}
+	tk := &watchTick{index: idx}
+	tk.events = diffInto(tk.events, h.servers, st.GetServers(), (*fsmpb.Server).GetId,
+		func(op string, v *fsmpb.Server) api.WatchEvent { return serverEvent(idx, op, v) })
+	tk.events = diffInto(tk.events, h.allocs, st.GetAllocations(), (*fsmpb.Allocation).GetId,
+		func(op string, v *fsmpb.Allocation) api.WatchEvent { return allocEvent(idx, op, v) })
+	tk.events = diffInto(tk.events, h.intents, st.GetIntents(), (*fsmpb.ProvisionIntent).GetId,
+		func(op string, v *fsmpb.ProvisionIntent) api.WatchEvent { return intentEvent(idx, op, v) })
+	// After the servers: a room's event names its server's current record.
+	tk.events = diffInto(tk.events, h.rooms, st.GetRooms(), (*fsmpb.Room).GetName,
+		func(op string, v *fsmpb.Room) api.WatchEvent { return roomEvent(idx, op, v, h.servers) })
+	if !proto.Equal(h.policy, st.GetPolicy()) {
+		h.policy = st.GetPolicy()
+		p := api.PolicyFromPB(h.policy)
+		tk.events = append(tk.events, api.WatchEvent{Index: idx, Kind: api.WatchPolicy, Op: "upsert", Policy: &p})
+	}
+	tk.events = append(tk.events, api.WatchEvent{Index: idx, Kind: api.WatchSynced})
+	h.last = idx
+	h.ticks = append(h.ticks, tk)
+	h.nEvents += len(tk.events)
+	retain := h.retain
+	if retain <= 0 {
+		retain = watchRetainEvents
+	}
+	for h.nEvents > retain && len(h.ticks) > 1 {
+		h.nEvents -= len(h.ticks[0].events)
+		h.base = h.ticks[0].index
+		h.ticks = h.ticks[1:]
+	}
+	for s := range h.subs {
+		select {
+		case s.ch <- tk:
+		default:
+			// Too slow: cut it off rather than wait or grow without bound.
+			s.dropped = true
+			delete(h.subs, s)
+			close(s.ch)
+		}
+	}
+	if len(h.subs) == 0 {
+		h.idleAt = time.Now()
+	}
+}
+
+// watch serves GET /v1/watch.
+func (s *Handler) watch(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var since *uint64
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.fail(w, fmt.Errorf("%w: since must be a log index, got %q", fsm.ErrInvalid, v))
+			return
+		}
+		since = &n
+	}
+	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	if v := r.Header.Get("Last-Event-ID"); sse && v != "" && since == nil {
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+			since = &n
+		}
+	}
+	kinds := map[string]bool{}
+	if v := q.Get("kinds"); v != "" {
+		for _, k := range strings.Split(v, ",") {
+			kind, ok := watchKinds[strings.TrimSpace(k)]
+			if !ok {
+				s.fail(w, fmt.Errorf("%w: unknown kind %q in kinds (want servers, allocations, policy, intents, rooms)", fsm.ErrInvalid, k))
+				return
+			}
+			kinds[kind] = true
+		}
+	}
+	sub, backlog, err := s.watchHub().subscribe(since)
+	if errors.Is(err, errCompacted) {
+		writeError(w, http.StatusGone, &api.Error{Error: err.Error() + "; reconnect without since to receive the current state, then resume from its synced index", Code: "compacted"})
+		return
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	defer s.watchHub().unsubscribe(sub)
+
+	rc := http.NewResponseController(w)
+	if sse {
+		w.Header().Set("Content-Type", "text/event-stream")
+	} else {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	var last uint64
+	if since != nil {
+		last = *since
+	}
+	send := func(evs []api.WatchEvent) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+		for _, ev := range evs {
+			if len(kinds) > 0 && !kinds[ev.Kind] && ev.Kind != api.WatchReset && ev.Kind != api.WatchSynced && ev.Kind != api.WatchHeartbeat && ev.Kind != api.WatchError {
+				continue
+			}
+			b, _ := json.Marshal(ev)
+			var err error
+			if sse {
+				if ev.Kind == api.WatchSynced || ev.Kind == api.WatchHeartbeat {
+					_, err = fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.Index, ev.Kind, b)
+				} else {
+					_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Kind, b)
+				}
+			} else {
+				b = append(b, '\n')
+				_, err = w.Write(b)
+			}
+			if err != nil {
+				return false
+			}
+			if ev.Kind == api.WatchSynced {
+				last = ev.Index
+			}
+		}
+		return rc.Flush() == nil
+	}
+	for _, t := range backlog {
+		if !send(t.events) {
+			return
+		}
+	}
+	if !send(nil) {
+		return
+	}
+	hb := time.NewTicker(watchHeartbeat)
+	defer hb.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.health.shutdown:
+			send([]api.WatchEvent{{Index: last, Kind: api.WatchError, Code: "shutdown", Error: "agent shutting down; resume elsewhere from the last synced index"}})
+			return
+		case <-hb.C:
+			if !send([]api.WatchEvent{{Index: last, Kind: api.WatchHeartbeat}}) {
+				return
+			}
+		case t, ok := <-sub.ch:
+			if !ok {
+				send([]api.WatchEvent{{Index: last, Kind: api.WatchError, Code: "slow_consumer", Error: "cut off for reading too slowly; resume from the last synced index"}})
+				return
+			}
+			if t.index <= last {
+				continue // already sent in the backlog
+			}
+			if !send(t.events) {
+				return
+			}
+		}
+	}
+}
+
+// watchHub returns the handler's hub, creating it on first use.
+func (s *Handler) watchHub() *watchHub {
+	s.health.hubOnce.Do(func() { s.health.hub = &watchHub{f: s.b.FSM(), done: s.health.shutdown} })
+	return s.health.hub
+}
+
+// streamRecorder records the status code of a streamed answer and lets
+// http.ResponseController reach the connection underneath (flushes, write
+// deadlines).
+type streamRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *streamRecorder) WriteHeader(c int) { r.code = c; r.ResponseWriter.WriteHeader(c) }
+
+// Unwrap is for http.ResponseController.
+func (r *streamRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

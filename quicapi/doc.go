@@ -1,0 +1,11 @@
+// Package quicapi is an agent's QUIC listener for the media-node protocol
+// (package transport holds the wire format and the client): it accepts
+// mutually authenticated connections from media nodes and other agents,
+// ingests load datagrams into the load view, serves requests on streams
+// with the HTTP API's semantics and error codes (package errcode), relays
+// them to the leader from a follower, and forwards the latest report per
+// server from a follower to the leader.
+//
+// Imports: cluster (forwarding and failover), fsm (read-only state), acl,
+// loadview, pki, transport; imported only by agent.
+package quicapi
