@@ -38,7 +38,7 @@ type Config struct {
 	// before it marks a media server down. 0 means
 	// loadview.DefaultWindow; negative disables failure detection.
 	FailureWindow time.Duration
-	// QUIC tunes the QUIC listener; Start fills Addr, Identity, Backend,
+	// QUIC tunes the QUIC listener; Start fills Addr, Identity, Backend, State,
 	// View, Registerer and Logger.
 	QUIC quicapi.ServerConfig
 	// ACL turns on authorization (default-deny): every API request needs a
@@ -188,7 +188,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		log.Warn("QUIC listener not started: it needs TLS (--tls-ca/--tls-cert/--tls-key)", "quic_addr", cfg.QUICAddr)
 	default:
 		qc := cfg.QUIC
-		qc.Addr, qc.Identity, qc.Backend, qc.View, qc.Registerer = cfg.QUICAddr, cfg.TLS, a.Node, a.Loads, reg
+		qc.Addr, qc.Identity, qc.Backend, qc.State, qc.View, qc.Registerer = cfg.QUICAddr, cfg.TLS, a.Node, a.Node.FSM(), a.Loads, reg
 		qc.Logger = log.With("node", cfg.ID)
 		a.QUIC, err = quicapi.NewServer(qc)
 		if err != nil {
@@ -199,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 			return nil, err
 		}
 	}
-	a.API = httpapi.NewHandler(a.Node, log.With("node", cfg.ID), reg)
+	a.API = httpapi.NewHandler(a.Node, a.Node.FSM(), log.With("node", cfg.ID), reg)
 	a.API.Decorate = a.Loads.Decorate
 	if cfg.ACL {
 		a.API.EnableACL()

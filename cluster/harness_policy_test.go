@@ -107,7 +107,7 @@ func (pc *pcluster) start(nd *pnode) {
 	if err != nil {
 		pc.t.Fatal(err)
 	}
-	h.Store(httpapi.NewHandler(nd.node, nd.cfg.Logger, nil))
+	h.Store(httpapi.NewHandler(nd.node, nd.node.FSM(), nd.cfg.Logger, nil))
 }
 
 func (pc *pcluster) stop(nd *pnode, kill bool) {

@@ -251,7 +251,7 @@ func (s *Handler) principal(r *http.Request) (acl.Principal, error) {
 		return acl.Anonymous, err
 	}
 	if secret != "" {
-		return acl.Resolve(s.b.FSM(), secret, time.Now())
+		return acl.Resolve(s.st, secret, time.Now())
 	}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		// The TLS layer verified the chain against the cluster CA.
@@ -304,7 +304,7 @@ const maxJSONBody = 1 << 20
 // keepACL makes a restored snapshot keep the cluster's current ACL table,
 // so a restore can never change who holds credentials.
 func (s *Handler) keepACL(st *fsmpb.State) {
-	cur := s.b.FSM().Export()
+	cur := s.st.Export()
 	st.AclBootstrapped, st.AclTokens, st.MediaKeys = cur.GetAclBootstrapped(), cur.GetAclTokens(), cur.GetMediaKeys()
 }
 
@@ -314,7 +314,7 @@ func tokenFromPB(t *fsmpb.AclToken) api.ACLToken {
 }
 
 func (s *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) {
-	if s.b.FSM().ACLBootstrapped() {
+	if s.st.ACLBootstrapped() {
 		s.fail(w, fmt.Errorf("%w: ACLs were bootstrapped already; use an operator token to create more", fsm.ErrACLBootstrapped))
 		return
 	}
@@ -348,11 +348,7 @@ func (s *Handler) createToken(w http.ResponseWriter, r *http.Request, req api.Cr
 		s.fail(w, err)
 		return
 	}
-	cmd := &fsmpb.Command{Cmd: &fsmpb.Command_AclCreateToken{AclCreateToken: t}}
-	if bootstrap {
-		cmd = &fsmpb.Command{Cmd: &fsmpb.Command_AclBootstrap{AclBootstrap: &fsmpb.AclBootstrap{Token: t}}}
-	}
-	if _, err := s.b.Submit(r.Context(), cmd); err != nil {
+	if err := s.b.CreateACLToken(r.Context(), t, bootstrap); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -362,7 +358,7 @@ func (s *Handler) createToken(w http.ResponseWriter, r *http.Request, req api.Cr
 
 func (s *Handler) aclList(w http.ResponseWriter, r *http.Request) {
 	out := []api.ACLToken{}
-	for _, t := range s.b.FSM().ACLTokens() {
+	for _, t := range s.st.ACLTokens() {
 		out = append(out, tokenFromPB(t))
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -370,7 +366,7 @@ func (s *Handler) aclList(w http.ResponseWriter, r *http.Request) {
 
 func (s *Handler) aclRevoke(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_AclRevokeToken{AclRevokeToken: id}}); err != nil {
+	if err := s.b.RevokeACLToken(r.Context(), id); err != nil {
 		s.fail(w, err)
 		return
 	}

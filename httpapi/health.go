@@ -51,7 +51,7 @@ func (s *Handler) registerOpsRoutes() {
 	s.mux.Handle("GET /ui/", http.StripPrefix("/ui", ui.Handler()))
 	s.mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	s.mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
-	s.reg.MustRegister(&stateCollector{b: s.b})
+	s.reg.MustRegister(&stateCollector{st: s.st})
 }
 
 // SetShuttingDown makes /v1/health/ready answer 503 from now on, so load
@@ -269,7 +269,7 @@ func (s *Handler) fetchStats(ctx context.Context, in *http.Request, addr string)
 // provisioning intents by kind and state, the policy version. Every label
 // value is always present (0 when empty), so alerts and dashboards find
 // the series before the first event.
-type stateCollector struct{ b Backend }
+type stateCollector struct{ st State }
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -280,7 +280,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	f := c.b.FSM()
+	f := c.st
 	count, capacity, used := map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for _, st := range []fsmpb.ServerState{fsmpb.ServerState_SERVER_STATE_ACTIVE, fsmpb.ServerState_SERVER_STATE_DRAINING, fsmpb.ServerState_SERVER_STATE_DOWN} {
 		count[fsm.StateName(st)] = 0

@@ -28,8 +28,7 @@ func (s *Handler) addMediaKey(r *http.Request) error {
 	if _, err := rand.Read(secret); err != nil {
 		return err
 	}
-	_, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_AddMediaKey{AddMediaKey: &fsmpb.MediaKey{Id: hex.EncodeToString(id[:]), Secret: secret}}})
-	return err
+	return s.b.AddMediaKey(r.Context(), &fsmpb.MediaKey{Id: hex.EncodeToString(id[:]), Secret: secret})
 }
 
 func (s *Handler) rotateMediaKey(w http.ResponseWriter, r *http.Request) {
@@ -37,7 +36,7 @@ func (s *Handler) rotateMediaKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	keys := s.b.FSM().MediaKeys()
+	keys := s.st.MediaKeys()
 	s.log.Info("media key rotated", "kid", keys[len(keys)-1].GetId())
 	writeJSON(w, 200, map[string]any{"kid": keys[len(keys)-1].GetId(), "keys": len(keys)})
 }
@@ -45,7 +44,7 @@ func (s *Handler) rotateMediaKey(w http.ResponseWriter, r *http.Request) {
 // mediaKeys hands the keys to media nodes (media credentials and agents).
 func (s *Handler) mediaKeys(w http.ResponseWriter, r *http.Request) {
 	out := []mediatoken.Key{}
-	for _, k := range s.b.FSM().MediaKeys() {
+	for _, k := range s.st.MediaKeys() {
 		out = append(out, mediatoken.Key{ID: k.GetId(), Secret: k.GetSecret()})
 	}
 	writeJSON(w, 200, out)
@@ -79,13 +78,13 @@ func (s *Handler) mintMediaToken(w http.ResponseWriter, r *http.Request) {
 	if req.TTLMs > 0 {
 		ttl = time.Duration(req.TTLMs) * time.Millisecond
 	}
-	keys := s.b.FSM().MediaKeys()
+	keys := s.st.MediaKeys()
 	if len(keys) == 0 {
 		if err := s.addMediaKey(r); err != nil {
 			s.fail(w, err)
 			return
 		}
-		keys = s.b.FSM().MediaKeys()
+		keys = s.st.MediaKeys()
 	}
 	k := keys[len(keys)-1]
 	now := time.Now()

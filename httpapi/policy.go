@@ -27,7 +27,7 @@ func (s *Handler) registerPolicyRoutes() {
 }
 
 func (s *Handler) getPolicy(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, api.PolicyFromPB(s.b.FSM().Policy()))
+	writeJSON(w, 200, api.PolicyFromPB(s.st.Policy()))
 }
 
 // setPolicy validates first (a bad policy never reaches the log; Apply
@@ -47,11 +47,12 @@ func (s *Handler) setPolicy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	if _, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_SetPolicy{SetPolicy: pb}}); err != nil {
+	applied, err := s.b.SetPolicy(r.Context(), pb)
+	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, 200, api.PolicyFromPB(s.b.FSM().Policy()))
+	writeJSON(w, 200, api.PolicyFromPB(applied))
 }
 
 func (s *Handler) validatePolicy(w http.ResponseWriter, r *http.Request) {
@@ -69,7 +70,7 @@ func (s *Handler) validatePolicy(w http.ResponseWriter, r *http.Request) {
 
 func (s *Handler) listIntents(w http.ResponseWriter, r *http.Request) {
 	out := []api.Intent{}
-	for _, it := range s.b.FSM().Intents() {
+	for _, it := range s.st.Intents() {
 		out = append(out, IntentFromPB(it))
 	}
 	writeJSON(w, 200, out)

@@ -51,7 +51,7 @@ func RoomFromPB(r *fsmpb.Room, srv *fsmpb.Server) api.Room {
 }
 
 func (s *Handler) roomJSON(r *fsmpb.Room) api.Room {
-	srv, _ := s.b.FSM().Server(r.GetServer())
+	srv, _ := s.st.Server(r.GetServer())
 	return RoomFromPB(r, srv)
 }
 
@@ -100,7 +100,7 @@ func (s *Handler) PlaceRoom(ctx context.Context, name string, req api.PlaceRoomR
 	if req.SFU != "" && !fsm.ValidSFU(req.SFU) {
 		return nil, false, fmt.Errorf("%w: unknown SFU kind %q (want one of %s)", fsm.ErrInvalid, req.SFU, strings.Join(fsm.SFUKinds(), ", "))
 	}
-	f := s.b.FSM()
+	f := s.st
 	var lastErr error
 	for range roomPlacementAttempts {
 		cur, ok := f.Room(name)
@@ -123,12 +123,12 @@ func (s *Handler) PlaceRoom(ctx context.Context, name string, req api.PlaceRoomR
 			lastErr = fmt.Errorf("%w: server %s left before room %s was placed on it", fsm.ErrNotFound, a.GetServer(), name)
 			continue
 		}
-		res, err := s.b.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_PlaceRoom{PlaceRoom: &fsmpb.PlaceRoom{
+		placed, err := s.b.PlaceRoom(ctx, &fsmpb.PlaceRoom{
 			Room: name, Server: a.GetServer(), AllocationId: a.GetId(), Sfu: fsm.ServerSFU(srv), IfGeneration: gen, Region: req.Region,
-		}}})
+		})
 		switch {
 		case err == nil:
-			return res.GetRoom(), true, nil
+			return placed, true, nil
 		case errors.Is(err, fsm.ErrVersionMismatch), errors.Is(err, fsm.ErrInvalid):
 			// Another placement won, or the allocation ended under us
 			// (its server went down): read again. An allocation no
@@ -155,7 +155,7 @@ func (s *Handler) PlaceRoom(ctx context.Context, name string, req api.PlaceRoomR
 func (s *Handler) allocateRoom(ctx context.Context, name string, gen uint64, req api.PlaceRoomRequest) (*fsmpb.Allocation, error) {
 	id := fmt.Sprintf("room:%s:%d", name, gen)
 	for range 16 {
-		if prev, ok := s.b.FSM().AllocationByRequest(id); ok {
+		if prev, ok := s.st.AllocationByRequest(id); ok {
 			active := prev.GetState() == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE
 			if active && prev.GetUnits() != req.Units {
 				// Left by an attempt that asked for other units and
@@ -185,16 +185,16 @@ func (s *Handler) roomLive(r *fsmpb.Room) bool {
 	if r.GetServer() == "" {
 		return false
 	}
-	srv, ok := s.b.FSM().Server(r.GetServer())
+	srv, ok := s.st.Server(r.GetServer())
 	if !ok || srv.GetState() != fsmpb.ServerState_SERVER_STATE_ACTIVE {
 		return false
 	}
-	a, ok := s.b.FSM().Allocation(r.GetAllocationId())
+	a, ok := s.st.Allocation(r.GetAllocationId())
 	return ok && a.GetState() == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE
 }
 
 func (s *Handler) anySFU(kind string) bool {
-	for _, k := range s.b.FSM().ServerSFUs() {
+	for _, k := range s.st.ServerSFUs() {
 		if k == kind {
 			return true
 		}
@@ -203,7 +203,7 @@ func (s *Handler) anySFU(kind string) bool {
 }
 
 func (s *Handler) listRooms(w http.ResponseWriter, r *http.Request) {
-	rooms, err := page(w, r, s.b.FSM().Rooms(r.URL.Query().Get("server")), (*fsmpb.Room).GetName)
+	rooms, err := page(w, r, s.st.Rooms(r.URL.Query().Get("server")), (*fsmpb.Room).GetName)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -216,7 +216,7 @@ func (s *Handler) listRooms(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Handler) getRoom(w http.ResponseWriter, r *http.Request) {
-	v, ok := s.b.FSM().Room(r.PathValue("room"))
+	v, ok := s.st.Room(r.PathValue("room"))
 	if !ok {
 		s.fail(w, fmt.Errorf("%w: room %q is not placed", fsm.ErrNotFound, r.PathValue("room")))
 		return
@@ -230,13 +230,13 @@ func (s *Handler) releaseRoom(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	res, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_ReleaseRoom{ReleaseRoom: &fsmpb.ReleaseRoom{Room: name}}})
+	rm, err := s.b.ReleaseRoom(r.Context(), name)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	out := api.ReleaseRoomResult{Room: name}
-	if rm := res.GetRoom(); rm != nil {
+	if rm != nil {
 		out.Released, out.Server, out.AllocationID = true, rm.GetServer(), rm.GetAllocationId()
 	}
 	writeJSON(w, 200, out)

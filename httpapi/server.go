@@ -17,19 +17,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/switchyard/switchyard/acl"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/service"
 )
 
-// Backend is the node the API serves. *cluster.Node implements it.
+// Backend is the node the API serves. *cluster.Node implements it. The
+// requests the QUIC listener serves too go through the service layer
+// (service.Node); the rest are the node's own typed writes.
 type Backend interface {
+	service.Node
 	ID() string
 	IsLeader() bool
 	Leader() (string, *fsmpb.Member, bool)
-	FSM() *fsm.FSM
 	Info() cluster.PeerInfo
 	Status() cluster.Status
 	Members() []cluster.MemberStatus
@@ -37,11 +41,36 @@ type Backend interface {
 	AddVoter(ctx context.Context, m *fsmpb.Member) error
 	RemovePeer(ctx context.Context, id string) error
 	TransferLeadership(ctx context.Context, id string) error
-	Submit(ctx context.Context, cmd *fsmpb.Command) (*fsmpb.Result, error)
-	Allocate(ctx context.Context, req cluster.AllocateRequest) (*fsmpb.Allocation, bool, error)
-	Release(ctx context.Context, id string) (*fsmpb.Allocation, error)
+	SetPolicy(ctx context.Context, p *fsmpb.Policy) (*fsmpb.Policy, error)
+	PlaceRoom(ctx context.Context, p *fsmpb.PlaceRoom) (*fsmpb.Room, error)
+	ReleaseRoom(ctx context.Context, name string) (*fsmpb.Room, error)
+	AddMediaKey(ctx context.Context, k *fsmpb.MediaKey) error
+	CreateACLToken(ctx context.Context, t *fsmpb.AclToken, bootstrap bool) error
+	RevokeACLToken(ctx context.Context, id string) error
 	Snapshot(ctx context.Context) (*fsmpb.State, error)
 	Restore(ctx context.Context, st *fsmpb.State, adopt bool) error
+}
+
+// State is the read side of the node's replica the API answers from.
+// *fsm.FSM implements it. Every method returns copies the caller may keep.
+type State interface {
+	acl.TokenSource
+	Server(id string) (*fsmpb.Server, bool)
+	Servers() []*fsmpb.Server
+	Allocation(id string) (*fsmpb.Allocation, bool)
+	AllocationByRequest(requestID string) (*fsmpb.Allocation, bool)
+	Allocations(flt fsm.AllocationFilter) []*fsmpb.Allocation
+	Room(name string) (*fsmpb.Room, bool)
+	Rooms(server string) []*fsmpb.Room
+	ServerSFUs() map[string]string
+	Policy() *fsmpb.Policy
+	Intents() []*fsmpb.ProvisionIntent
+	MediaKeys() []*fsmpb.MediaKey
+	ACLBootstrapped() bool
+	ACLTokens() []*fsmpb.AclToken
+	// Export and AppliedIndex feed the watch stream.
+	Export() *fsmpb.State
+	AppliedIndex() uint64
 }
 
 // ServerListDecorator, when set, may add soft-state fields (e.g. the
@@ -52,6 +81,8 @@ type ServerListDecorator func(s api.Server) any
 // Handler serves the admin API for one node.
 type Handler struct {
 	b        Backend
+	st       State
+	svc      *service.Service
 	log      *slog.Logger
 	mux      *http.ServeMux
 	fwd      *http.Client
@@ -72,11 +103,11 @@ const maxBody = 64 << 20
 
 // NewHandler builds the handler for b. reg receives the API's metrics and is
 // served on /metrics; nil makes a private registry.
-func NewHandler(b Backend, log *slog.Logger, reg *prometheus.Registry) *Handler {
+func NewHandler(b Backend, st State, log *slog.Logger, reg *prometheus.Registry) *Handler {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Handler{b: b, log: log, mux: http.NewServeMux(), reg: reg,
+	s := &Handler{b: b, st: st, svc: service.New(b), log: log, mux: http.NewServeMux(), reg: reg,
 		fwd: &http.Client{Timeout: 30 * time.Second, Transport: api.NewTransport()}}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "switchyard_http_requests_total", Help: "Admin API requests by route and status code.",
@@ -370,7 +401,7 @@ func (s *Handler) transfer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Handler) listServers(w http.ResponseWriter, r *http.Request) {
-	servers, err := page(w, r, s.b.FSM().Servers(), (*fsmpb.Server).GetId)
+	servers, err := page(w, r, s.st.Servers(), (*fsmpb.Server).GetId)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -388,7 +419,7 @@ func (s *Handler) listServers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Handler) getServer(w http.ResponseWriter, r *http.Request) {
-	v, ok := s.b.FSM().Server(r.PathValue("id"))
+	v, ok := s.st.Server(r.PathValue("id"))
 	if !ok {
 		s.fail(w, fmt.Errorf("%w: server %q is not registered", fsm.ErrNotFound, r.PathValue("id")))
 		return
@@ -407,27 +438,20 @@ func (s *Handler) registerServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	in := &fsmpb.Server{
+	v, err := s.svc.RegisterServer(r.Context(), &fsmpb.Server{
 		Id: req.ID, Addresses: req.Addresses, Region: req.Region, Zone: req.Zone, Labels: req.Labels,
 		CapacityUnits: req.Capacity, Incarnation: req.Incarnation,
-	}
-	if err := fsm.CheckServerInput(in); err != nil { // fsm/limits.go
-		s.fail(w, err)
-		return
-	}
-	res, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: in}}})
-	_ = res
+	})
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	v, _ := s.b.FSM().Server(req.ID)
 	writeJSON(w, 200, ServerFromPB(v))
 }
 
 func (s *Handler) deregisterServer(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_DeregisterServer{DeregisterServer: &fsmpb.DeregisterServer{Id: id}}}); err != nil {
+	if err := s.svc.DeregisterServer(r.Context(), id); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -435,19 +459,18 @@ func (s *Handler) deregisterServer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Handler) drainServer(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if _, err := s.b.Submit(r.Context(), &fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{Id: id, State: fsmpb.ServerState_SERVER_STATE_DRAINING}}}); err != nil {
+	v, err := s.svc.DrainServer(r.Context(), r.PathValue("id"))
+	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	v, _ := s.b.FSM().Server(id)
 	writeJSON(w, 200, ServerFromPB(v))
 }
 
 func (s *Handler) listAllocations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	flt := fsm.AllocationFilter{Room: q.Get("room"), Server: q.Get("server"), ActiveOnly: q.Get("active") == "true"}
-	allocs, err := page(w, r, s.b.FSM().Allocations(flt), (*fsmpb.Allocation).GetId)
+	allocs, err := page(w, r, s.st.Allocations(flt), (*fsmpb.Allocation).GetId)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -460,7 +483,7 @@ func (s *Handler) listAllocations(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Handler) getAllocation(w http.ResponseWriter, r *http.Request) {
-	a, ok := s.b.FSM().Allocation(r.PathValue("id"))
+	a, ok := s.st.Allocation(r.PathValue("id"))
 	if !ok {
 		s.fail(w, fmt.Errorf("%w: allocation %q does not exist", fsm.ErrNotFound, r.PathValue("id")))
 		return
@@ -482,19 +505,14 @@ func (s *Handler) allocate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, a)
 }
 
-// allocateOne validates and runs one allocation request: the rules the
-// single and the batched endpoints share. code is 201 for a new
-// allocation, 200 for a request id already answered.
+// allocateOne runs one allocation request through the service layer: the
+// rules the single and the batched endpoints (and the QUIC listener)
+// share. code is 201 for a new allocation, 200 for a request id already
+// answered.
 func (s *Handler) allocateOne(ctx context.Context, req api.AllocateRequest) (api.Allocation, int, error) {
-	if req.TTLMs < 0 {
-		return api.Allocation{}, 0, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
-	}
-	if err := fsm.CheckAllocateInput(req.RequestID, req.Room, req.Requester, req.Region, req.Server, req.TTLMs); err != nil { // fsm/limits.go
-		return api.Allocation{}, 0, err
-	}
-	a, dup, err := s.b.Allocate(ctx, cluster.AllocateRequest{
+	a, dup, err := s.svc.Allocate(ctx, service.AllocateInput{
 		RequestID: req.RequestID, Room: req.Room, Units: req.Units, Requester: req.Requester,
-		Region: req.Region, Server: req.Server, TTL: time.Duration(req.TTLMs) * time.Millisecond,
+		Region: req.Region, Server: req.Server, TTLMs: req.TTLMs,
 	})
 	if err != nil {
 		return api.Allocation{}, 0, err
@@ -508,7 +526,7 @@ func (s *Handler) allocateOne(ctx context.Context, req api.AllocateRequest) (api
 }
 
 func (s *Handler) release(w http.ResponseWriter, r *http.Request) {
-	a, err := s.b.Release(r.Context(), r.PathValue("id"))
+	a, err := s.svc.Release(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, err)
 		return

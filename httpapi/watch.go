@@ -44,10 +44,17 @@ type watchSub struct {
 	dropped bool // set (under hub.mu) when cut off for reading too slowly
 }
 
+// watchSource is what the hub reads: a copy of the state and the index it
+// was applied up to. *fsm.FSM implements it.
+type watchSource interface {
+	Export() *fsmpb.State
+	AppliedIndex() uint64
+}
+
 // watchHub diffs successive copies of the state for the watchers of one
 // handler.
 type watchHub struct {
-	f *fsm.FSM
+	f watchSource
 	// done ends the hub (the agent is shutting down).
 	done <-chan struct{}
 	// retain and subBuf default to watchRetainEvents and
@@ -415,7 +422,7 @@ func (s *Handler) watch(w http.ResponseWriter, r *http.Request) {
 
 // watchHub returns the handler's hub, creating it on first use.
 func (s *Handler) watchHub() *watchHub {
-	s.health.hubOnce.Do(func() { s.health.hub = &watchHub{f: s.b.FSM(), done: s.health.shutdown} })
+	s.health.hubOnce.Do(func() { s.health.hub = &watchHub{f: s.st, done: s.health.shutdown} })
 	return s.health.hub
 }
 

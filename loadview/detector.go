@@ -17,10 +17,12 @@ import (
 // marked down.
 const DefaultWindow = 2 * time.Second
 
-// Committer is what the detector needs from the leader. *cluster.Node
-// implements it.
+// Committer is what the detector needs from the leader: marking a server
+// down (conditional on the incarnation it saw) and re-registering one that
+// came back on a new incarnation. *cluster.Node implements it.
 type Committer interface {
-	Submit(ctx context.Context, cmd *fsmpb.Command) (*fsmpb.Result, error)
+	SetServerState(ctx context.Context, id string, state fsmpb.ServerState, ifIncarnation uint64) (*fsmpb.Server, error)
+	RegisterServer(ctx context.Context, s *fsmpb.Server) (*fsmpb.Server, error)
 }
 
 // ServerLister lists the registered servers. *fsm.FSM implements it.
@@ -130,13 +132,13 @@ func (d *Detector) check(ctx context.Context, now, start time.Time, window time.
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, 256)
-	submit := func(cmd *fsmpb.Command, c prometheus.Counter) {
+	submit := func(commit func(ctx context.Context) error, c prometheus.Counter) {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			d.submit(ctx, cmd, c, log)
+			d.submit(ctx, commit, c, log)
 		}()
 	}
 	for _, s := range d.watchedServers(nil) {
@@ -156,8 +158,11 @@ func (d *Detector) check(ctx context.Context, now, start time.Time, window time.
 			}
 			log.Warn("media server stopped reporting; marking it down", "server", s.id, "incarnation", s.incarnation,
 				"silent_for", now.Sub(last).Round(time.Millisecond), "window", window, "used_units", s.used)
-			submit(&fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{
-				Id: s.id, State: fsmpb.ServerState_SERVER_STATE_DOWN, IfIncarnation: s.incarnation}}}, d.MarkedDown)
+			id, inc := s.id, s.incarnation
+			submit(func(ctx context.Context) error {
+				_, err := d.Node.SetServerState(ctx, id, fsmpb.ServerState_SERVER_STATE_DOWN, inc)
+				return err
+			}, d.MarkedDown)
 		case fsmpb.ServerState_SERVER_STATE_DOWN:
 			if !have || e.Report.GetIncarnation() <= s.incarnation || now.Sub(e.Received) > window {
 				continue
@@ -168,7 +173,10 @@ func (d *Detector) check(ctx context.Context, now, start time.Time, window time.
 				continue
 			}
 			c.Incarnation = e.Report.GetIncarnation()
-			submit(&fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: c}}}, d.Revived)
+			submit(func(ctx context.Context) error {
+				_, err := d.Node.RegisterServer(ctx, c)
+				return err
+			}, d.Revived)
 		}
 	}
 }
@@ -189,10 +197,10 @@ func (d *Detector) server(id string) *fsmpb.Server {
 	return nil
 }
 
-func (d *Detector) submit(ctx context.Context, cmd *fsmpb.Command, c prometheus.Counter, log *slog.Logger) {
+func (d *Detector) submit(ctx context.Context, commit func(ctx context.Context) error, c prometheus.Counter, log *slog.Logger) {
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := d.Node.Submit(sctx, cmd); err != nil {
+	if err := commit(sctx); err != nil {
 		log.Info("failure detector command refused", "err", err)
 		return
 	}

@@ -126,11 +126,22 @@ type fakeNode struct {
 	cmds []*fsmpb.Command
 }
 
-func (f *fakeNode) Submit(_ context.Context, c *fsmpb.Command) (*fsmpb.Result, error) {
+// fakeNode records the detector's decisions as the commands the node
+// would commit.
+func (f *fakeNode) record(c *fsmpb.Command) {
 	f.mu.Lock()
 	f.cmds = append(f.cmds, c)
 	f.mu.Unlock()
-	return &fsmpb.Result{}, nil
+}
+
+func (f *fakeNode) SetServerState(_ context.Context, id string, st fsmpb.ServerState, ifInc uint64) (*fsmpb.Server, error) {
+	f.record(&fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{Id: id, State: st, IfIncarnation: ifInc}}})
+	return &fsmpb.Server{Id: id, State: st}, nil
+}
+
+func (f *fakeNode) RegisterServer(_ context.Context, s *fsmpb.Server) (*fsmpb.Server, error) {
+	f.record(&fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: s}}})
+	return s, nil
 }
 
 type fakeServers []*fsmpb.Server

@@ -23,20 +23,26 @@ import (
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/loadview"
 	"github.com/switchyard/switchyard/pki"
+	"github.com/switchyard/switchyard/service"
 	"github.com/switchyard/switchyard/transport"
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
 
 // Backend is the allocator node a Server serves. *cluster.Node implements
-// it.
+// it. Requests run through the service layer (service.Node), with the HTTP
+// API's rules and codes.
 type Backend interface {
+	service.Node
 	ID() string
 	IsLeader() bool
 	Leader() (string, *fsmpb.Member, bool)
-	FSM() *fsm.FSM
-	Submit(ctx context.Context, cmd *fsmpb.Command) (*fsmpb.Result, error)
-	Allocate(ctx context.Context, req cluster.AllocateRequest) (*fsmpb.Allocation, bool, error)
-	Release(ctx context.Context, id string) (*fsmpb.Allocation, error)
+}
+
+// State is the read side of the node's replica the listener consults:
+// whether a server or an agent is known. *fsm.FSM implements it.
+type State interface {
+	Server(id string) (*fsmpb.Server, bool)
+	Member(id string) (*fsmpb.Member, bool)
 }
 
 // Defaults of ServerConfig.
@@ -60,6 +66,8 @@ type ServerConfig struct {
 	// media nodes and other agents must present a certificate of this CA.
 	Identity *pki.Identity
 	Backend  Backend
+	// State is the node's replica (read only).
+	State State
 	// View receives the reports this agent gets (directly, or forwarded
 	// when it leads).
 	View       *loadview.View
@@ -89,8 +97,8 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	if c.Identity == nil {
 		return c, fmt.Errorf("%w: the QUIC listener needs a TLS identity (--tls-ca/--tls-cert/--tls-key)", cluster.ErrBadConfig)
 	}
-	if c.Backend == nil || c.View == nil {
-		return c, fmt.Errorf("%w: the QUIC listener needs a backend and a load view", cluster.ErrBadConfig)
+	if c.Backend == nil || c.State == nil || c.View == nil {
+		return c, fmt.Errorf("%w: the QUIC listener needs a backend, its state and a load view", cluster.ErrBadConfig)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -125,6 +133,7 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 // follower, forwards the latest report per server to the leader.
 type Server struct {
 	cfg ServerConfig
+	svc *service.Service
 	log *slog.Logger
 	m   *Metrics
 	ln  *quic.Listener
@@ -162,7 +171,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "quic"), m: newMetrics(cfg.Registerer),
+	s := &Server{cfg: cfg, svc: service.New(cfg.Backend), log: cfg.Logger.With("component", "quic"), m: newMetrics(cfg.Registerer),
 		bindings: map[string]*peerConn{}, conns: map[*peerConn]struct{}{}}
 	s.dAccepted = s.m.Datagrams.WithLabelValues("accepted")
 	s.dStale = s.m.Datagrams.WithLabelValues("stale")
@@ -350,7 +359,7 @@ func (s *Server) handleDatagram(pc *peerConn, b []byte, now time.Time) {
 		if owner == nil {
 			// Slow path (clones the record) only for refused reports, which
 			// the rate limiter above already bounds.
-			if _, ok := s.cfg.Backend.FSM().Server(r.GetServerId()); !ok {
+			if _, ok := s.cfg.State.Server(r.GetServerId()); !ok {
 				s.m.Datagrams.WithLabelValues("unknown_server").Inc()
 				return
 			}
@@ -464,7 +473,7 @@ func (s *Server) dispatch(ctx context.Context, pc *peerConn, req *transportpb.Re
 		// once, not only after the commit. With the leader paused or being
 		// replaced that commit can take seconds, and reports dropped
 		// meanwhile as unbound would get the server marked down.
-		if cur, ok := s.cfg.Backend.FSM().Server(r.GetServer().GetId()); ok && cur.GetIncarnation() != 0 && cur.GetIncarnation() == r.GetServer().GetIncarnation() {
+		if cur, ok := s.cfg.State.Server(r.GetServer().GetId()); ok && cur.GetIncarnation() != 0 && cur.GetIncarnation() == r.GetServer().GetIncarnation() {
 			s.bind(cur.GetId(), pc)
 		}
 	}
@@ -490,54 +499,38 @@ func (s *Server) dispatch(ctx context.Context, pc *peerConn, req *transportpb.Re
 	return op, resp
 }
 
-// handle runs a request on the leader, with the HTTP API's semantics.
+// handle runs a request on the leader through the service layer: the
+// HTTP API's rules, idempotency and codes.
 func (s *Server) handle(ctx context.Context, pc *peerConn, req *transportpb.Request) (*transportpb.Response, error) {
-	b := s.cfg.Backend
 	switch body := req.GetBody().(type) {
 	case *transportpb.Request_Register:
-		srv := body.Register.GetServer()
-		if srv == nil {
-			return nil, fmt.Errorf("%w: register needs a server", fsm.ErrInvalid)
-		}
-		in := &fsmpb.Server{Id: srv.GetId(), Addresses: srv.GetAddresses(), Region: srv.GetRegion(), Zone: srv.GetZone(),
-			Labels: srv.GetLabels(), CapacityUnits: srv.GetCapacityUnits(), Incarnation: srv.GetIncarnation()}
-		if err := fsm.CheckServerInput(in); err != nil { // fsm/limits.go
-			return nil, err
-		}
-		if _, err := b.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: in}}}); err != nil {
+		v, err := s.svc.RegisterServer(ctx, body.Register.GetServer())
+		if err != nil {
 			return nil, err
 		}
 		if req.GetForwardedBy() == "" {
-			s.bind(in.GetId(), pc)
+			s.bind(v.GetId(), pc)
 		}
-		v, _ := b.FSM().Server(in.GetId())
 		return &transportpb.Response{Server: v}, nil
 	case *transportpb.Request_Allocate:
 		a := body.Allocate
-		if a.GetTtlMs() < 0 {
-			return nil, fmt.Errorf("%w: ttl_ms must not be negative", fsm.ErrInvalid)
-		}
-		if err := fsm.CheckAllocateInput(a.GetRequestId(), a.GetRoom(), a.GetRequester(), a.GetRegion(), a.GetServer(), a.GetTtlMs()); err != nil { // fsm/limits.go
-			return nil, err
-		}
-		al, dup, err := b.Allocate(ctx, cluster.AllocateRequest{RequestID: a.GetRequestId(), Room: a.GetRoom(), Units: a.GetUnits(),
-			Requester: a.GetRequester(), Region: a.GetRegion(), Server: a.GetServer(), TTL: time.Duration(a.GetTtlMs()) * time.Millisecond})
+		al, dup, err := s.svc.Allocate(ctx, service.AllocateInput{RequestID: a.GetRequestId(), Room: a.GetRoom(), Units: a.GetUnits(),
+			Requester: a.GetRequester(), Region: a.GetRegion(), Server: a.GetServer(), TTLMs: a.GetTtlMs()})
 		if err != nil {
 			return nil, err
 		}
 		return &transportpb.Response{Allocation: al, Duplicate: dup}, nil
 	case *transportpb.Request_Release:
-		al, err := b.Release(ctx, body.Release.GetId())
+		al, err := s.svc.Release(ctx, body.Release.GetId())
 		if err != nil {
 			return nil, err
 		}
 		return &transportpb.Response{Allocation: al}, nil
 	case *transportpb.Request_Drain:
-		id := body.Drain.GetServerId()
-		if _, err := b.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_SetServerState{SetServerState: &fsmpb.SetServerState{Id: id, State: fsmpb.ServerState_SERVER_STATE_DRAINING}}}); err != nil {
+		v, err := s.svc.DrainServer(ctx, body.Drain.GetServerId())
+		if err != nil {
 			return nil, err
 		}
-		v, _ := b.FSM().Server(id)
 		return &transportpb.Response{Server: v}, nil
 	}
 	return nil, fmt.Errorf("%w: request has no known body", fsm.ErrInvalid)
@@ -567,7 +560,7 @@ func (s *Server) uniStreamLoop(pc *peerConn) {
 		if err != nil {
 			return
 		}
-		if _, ok := s.cfg.Backend.FSM().Member(pc.name); !ok || !pc.id.IsAgent() {
+		if _, ok := s.cfg.State.Member(pc.name); !ok || !pc.id.IsAgent() {
 			s.m.StreamErrors.WithLabelValues("refused").Inc()
 			st.CancelRead(codeRefused)
 			continue
