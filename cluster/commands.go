@@ -8,12 +8,14 @@ import (
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
 
-// The typed writes. Each builds one log command, commits it through the
-// leader's batching loop (Submit) and returns what the state machine
-// applied; nothing outside this package builds a command. All must run on
-// the leader (else ErrNotLeader). Refusals wrap the errcode sentinels;
-// ErrLeadershipLost and ErrUnknownOutcome mean "maybe committed" (every
-// write here is idempotent: sending it again is safe).
+// The requests a node serves on the leader: Allocate and Release, which
+// the decision loop places (decide.go), and the typed writes. Each write
+// builds one log command, commits it through the leader's batching loop
+// (Submit) and returns what the state machine applied; nothing outside
+// this package builds a command. All must run on the leader (else
+// ErrNotLeader). Refusals wrap the errcode sentinels; ErrLeadershipLost and
+// ErrUnknownOutcome mean "maybe committed". Every write but CreateACLToken
+// is idempotent: sending it again after such an error is safe.
 
 // RegisterServer registers s, or updates its record when the id is known
 // (a new incarnation revives a server marked down). It returns the record
@@ -108,4 +110,81 @@ func (n *Node) committedServer(id string) (*fsmpb.Server, error) {
 		return nil, fmt.Errorf("%w: server %q is not registered", fsm.ErrNotFound, id)
 	}
 	return s, nil
+}
+
+// Submit commits one command through the leader's batching loop and
+// returns its result. Must run on the leader (else ErrNotLeader). Errors
+// from the FSM come back wrapping fsm sentinels; ErrLeadershipLost and
+// ErrUnknownOutcome mean "maybe committed".
+func (n *Node) Submit(ctx context.Context, cmd *fsmpb.Command) (*fsmpb.Result, error) {
+	return n.enqueue(ctx, &op{cmd: cmd, done: make(chan opResult, 1)})
+}
+
+// Allocate places and commits an allocation. Must run on the leader. A
+// request id seen before returns the allocation it already got (Result
+// duplicate=true); concurrent duplicates share one decision.
+func (n *Node) Allocate(ctx context.Context, req AllocateRequest) (*fsmpb.Allocation, bool, error) {
+	if req.RequestID == "" {
+		return nil, false, fmt.Errorf("%w: request id is required", fsm.ErrInvalid)
+	}
+	if err := fsm.ValidateRequest(req.Room, req.Units); err != nil {
+		return nil, false, err
+	}
+	res, err := n.enqueue(ctx, &op{alloc: &req, done: make(chan opResult, 1)})
+	if err != nil {
+		return nil, false, err
+	}
+	return res.GetAllocation(), res.GetDuplicate(), nil
+}
+
+// Release ends an allocation (by allocation id or request id). Must run on
+// the leader. Releasing an ended allocation succeeds and changes nothing.
+func (n *Node) Release(ctx context.Context, id string) (*fsmpb.Allocation, error) {
+	if id == "" {
+		return nil, fmt.Errorf("%w: allocation id is required", fsm.ErrInvalid)
+	}
+	res, err := n.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_Release{Release: &fsmpb.Release{Id: id}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetAllocation(), nil
+}
+
+func (n *Node) enqueue(ctx context.Context, o *op) (*fsmpb.Result, error) {
+	ls := n.leader.Load()
+	if ls == nil {
+		if _, _, ok := n.Leader(); !ok {
+			return nil, ErrNoLeader
+		}
+		return nil, ErrNotLeader
+	}
+	select {
+	case ls.queue <- o:
+	case <-ls.ctx.Done():
+		return nil, ErrNotLeader // not proposed: safe to retry elsewhere
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-o.done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if err := fsm.ResultError(r.res); err != nil {
+			return r.res, err
+		}
+		return r.res, nil
+	case <-ls.ctx.Done():
+		select {
+		case r := <-o.done:
+			if r.err == nil {
+				return r.res, fsm.ResultError(r.res)
+			}
+			return nil, r.err
+		default:
+			return nil, ErrLeadershipLost
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrUnknownOutcome, ctx.Err())
+	}
 }

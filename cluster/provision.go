@@ -11,19 +11,11 @@ import (
 	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
-	"github.com/switchyard/switchyard/placement"
 	"github.com/switchyard/switchyard/placement/policyspec"
 	"github.com/switchyard/switchyard/provision"
 )
 
-// This file is the leader side of placement policy and provisioning: the policy the decision loop
-// places with, and provisioning / retirement.
-//
-// Policy. The decision loop reads the committed policy from the FSM at the
-// start of every batch (policyCache recompiles only when its version
-// changes), so a `policy set` is in force for every decision made after the
-// leader applied it: no restart, and queued requests are simply placed with
-// the new policy.
+// This file is the leader side of provisioning and retirement.
 //
 // Provisioning, exactly once. When no server fits and this node has a
 // provisioner (Config.Provisioner), the decision loop parks the request
@@ -52,87 +44,6 @@ import (
 // deregisters the server. A provisioned server left drained and empty (by a
 // leader that died between the drain and the intent, or by an operator) is
 // handed to the provider the same way once idle for the window.
-
-// policyCache holds the compiled policy of one version. Owned by the
-// decision loop.
-type policyCache struct {
-	version uint64
-	pol     *placement.Policy
-}
-
-// currentPolicy returns the policy in force for the next decision: one
-// this leader proposed and that is not applied yet (applied is the highest
-// of our sequence numbers the FSM has applied), else the committed one,
-// compiled. A stored policy that no longer compiles (written by another
-// binary) falls back to the default strategy, loudly.
-func (ls *leaderState) currentPolicy(applied uint64) *placement.Policy {
-	if ls.staged != nil {
-		if applied < ls.stagedSeq {
-			return ls.staged
-		}
-		ls.staged = nil
-	}
-	p := ls.n.fsm.Policy()
-	if ls.pc.pol != nil && ls.pc.version == p.GetVersion() {
-		return ls.pc.pol
-	}
-	pol, err := placement.Compile(p)
-	if err != nil {
-		ls.n.log.Error("committed policy does not compile; placing with the default strategy", "version", p.GetVersion(), "err", err)
-		pol = placement.MustCompile(&fsmpb.Policy{Strategy: fsm.DefaultStrategy})
-	}
-	ls.pc = policyCache{version: p.GetVersion(), pol: pol}
-	return pol
-}
-
-// stagePolicy checks a set_policy command in the decision loop. A policy
-// that does not compile, or a conditional change while another change is
-// still in flight or the version moved, is answered at once and never
-// proposed; otherwise the compiled policy is returned for the decisions
-// that follow it.
-func (ls *leaderState) stagePolicy(o *op, sp *fsmpb.Policy) (*placement.Policy, bool) {
-	np, err := placement.Compile(sp)
-	if err == nil && sp.GetIfVersion() != 0 && (ls.staged != nil || sp.GetIfVersion() != ls.n.fsm.Policy().GetVersion()) {
-		err = fmt.Errorf("%w: policy version %d is no longer current", fsm.ErrVersionMismatch, sp.GetIfVersion())
-	}
-	if err != nil {
-		o.done <- opResult{res: &fsmpb.Result{ErrorCode: errcode.Code(err), ErrorMessage: err.Error()}}
-		return nil, false
-	}
-	ls.staged = np
-	return np, true
-}
-
-// placementRequest builds the placement request for r: the requester's
-// region and zone come from its registry entry when the request names
-// none, and Hosting, when the policy reads it, from the room's committed
-// allocations plus the decisions still in flight (so a burst for one room
-// stays together under room-affinity).
-func (ls *leaderState) placementRequest(r *AllocateRequest) placement.Request {
-	pr := placement.Request{ID: r.RequestID, Room: r.Room, Units: r.Units, Region: r.Region, Requester: r.Requester, Server: r.Server}
-	if r.Requester != "" {
-		if reg, zone, ok := ls.n.fsm.ServerDetails(r.Requester); ok && (pr.Region == "" || pr.Region == reg) {
-			pr.Region, pr.Zone = reg, zone
-		}
-	}
-	if ls.pix.needsHosting() {
-		pr.Hosting = ls.hostingOf(r.Room)
-	}
-	return pr
-}
-
-// noteHosting records a decision of this batch in the room view.
-func noteHosting(hosting map[string]map[string]int64, room, server string, units int64) {
-	if hosting == nil {
-		return
-	}
-	m := hosting[room]
-	if m == nil {
-		m = map[string]int64{}
-		hosting[room] = m
-	}
-	m[server] += units
-}
 
 // parkGrace is how long past the provisioning timeout a parked request
 // waits for its intent to be marked failed before it is answered anyway.
