@@ -137,6 +137,8 @@ func routePerm(pattern string) acl.Perm {
 	}
 	method, path, _ := strings.Cut(pattern, " ")
 	switch {
+	case strings.HasPrefix(path, "/debug/pprof/"):
+		return acl.PermOperator // profiles show internals and cost CPU
 	case (method == http.MethodGet || method == http.MethodHead) && (strings.HasPrefix(path, "/v1/health/") || path == "/healthz" || path == "/readyz" || path == "/livez"):
 		return acl.PermNone // load balancer and Kubernetes probes stay open
 	case strings.HasPrefix(path, "/v1/rooms"):

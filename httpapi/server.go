@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -137,6 +138,13 @@ func NewHandler(b Backend, st State, log *slog.Logger, reg *prometheus.Registry)
 	s.registerRoomRoutes()   // api/rooms.go
 	s.registerACLRoutes()    // acl.go
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Go's profiler, answered by the agent asked (operators only once ACLs
+	// are on): go tool pprof http://AGENT/debug/pprof/profile?seconds=10
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), Code: "not_found"})
 	})
