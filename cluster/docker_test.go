@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
-	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/provision"
 )
 
@@ -41,7 +42,7 @@ func TestDockerProvider(t *testing.T) {
 		}
 		t.Skipf("docker provider test skipped: %s", why)
 	}
-	ctx := pctx(t, 3*time.Minute)
+	ctx := testcluster.Context(t, 3*time.Minute)
 	dir := t.TempDir()
 	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(dir, "switchyard"), "../cmd/switchyard")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -60,10 +61,10 @@ func TestDockerProvider(t *testing.T) {
 		_ = exec.Command("docker", "rmi", "-f", image).Run()
 	})
 
-	pc := newPCluster(t, 1, func(_ int, c *cluster.Config) {
-		c.Provisioner = &provision.Docker{Image: image, StopTimeout: 5 * time.Second, ExtraArgs: []string{"--log-level", "warn"}}
-	})
-	cl := pc.client()
+	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true, Mutate: func(_ int, cfg *agent.Config) {
+		cfg.Provisioner = &provision.Docker{Image: image, StopTimeout: 5 * time.Second, ExtraArgs: []string{"--log-level", "warn"}}
+	}})
+	cl := c.Client()
 	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "bin-pack", Provisioning: api.Provisioning{ServerCapacity: 8, TimeoutMs: 60_000, IdleRetireMs: 500}}); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestDockerProvider(t *testing.T) {
 	if _, err := cl.Release(ctx, "d1"); err != nil {
 		t.Fatal(err)
 	}
-	peventually(t, 60*time.Second, func() error {
+	testcluster.Eventually(t, 60*time.Second, func() error {
 		ss, err := cl.Servers(ctx, false)
 		if err != nil || len(ss) != 0 {
 			return fmt.Errorf("servers %+v %v", ss, err)

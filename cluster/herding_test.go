@@ -4,30 +4,27 @@ import (
 	"fmt"
 	"math"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/switchyard/switchyard/api"
-	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
-	"github.com/switchyard/switchyard/placement"
+	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/transport/transportpb"
 )
 
-// equalLoad reports the same soft load for every server, whatever it holds:
-// the situation in which a naive allocator herds a burst onto the server
-// that sorted first. Like the real load view, it counts every committed
-// unit as unmaterialized, since these reports list no allocation ids.
-type equalLoad struct{ f atomic.Pointer[fsm.FSM] }
-
-func (e *equalLoad) Load(id string) (placement.Load, bool) {
-	l := placement.Load{CPU: 0.5, EgressBps: 100e6, Peers: 10}
-	if f := e.f.Load(); f != nil {
-		if s, ok := f.Server(id); ok {
-			l.Unmaterialized = s.UsedUnits
+// offerEqualLoads gives every node's load view the same report for each of
+// the servers, whatever they hold: the situation in which a naive allocator
+// herds a burst onto the server that sorted first. The reports list no
+// allocation ids, so the view counts every committed unit of a server as
+// unmaterialized.
+func offerEqualLoads(c *testcluster.Cluster, servers []string) {
+	now := time.Now()
+	for _, nd := range c.Running() {
+		for _, id := range servers {
+			nd.Agent.Loads.Offer(&transportpb.LoadReport{ServerId: id, Seq: 1, Cpu: 0.5, EgressBps: 100e6, Peers: 10}, now)
 		}
 	}
-	return l, true
 }
 
 type herdResult struct {
@@ -45,20 +42,21 @@ type herdResult struct {
 // issued within one second, and returns how they landed.
 func herd(tb testing.TB, pol api.Policy, requests int) herdResult {
 	tb.Helper()
-	loads := make([]*equalLoad, 3)
-	pc := newPClusterTB(tb, 3, func(i int, c *cluster.Config) { loads[i] = &equalLoad{}; c.Loads = loads[i] })
-	for i, nd := range pc.nodes {
-		loads[i].f.Store(nd.node.FSM())
-	}
-	cl := pc.client()
-	ctx := pctxTB(tb, 60*time.Second)
+	c := testcluster.New(tb, 3, testcluster.Options{NoQUIC: true})
+	cl := c.Client()
+	ctx := testcluster.Context(tb, 60*time.Second)
 	r := herdResult{servers: 20, capacity: 100, used: map[string]int64{}}
 	r.hardLimit = r.capacity
 	if pol.Hard.Units > 0 {
 		r.hardLimit = int64(math.Floor(float64(r.capacity) * pol.Hard.Units))
 	}
-	for i := range r.servers {
-		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: fmt.Sprintf("m%02d", i), Capacity: r.capacity}); err != nil {
+	ids := make([]string, r.servers)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("m%02d", i)
+	}
+	offerEqualLoads(c, ids)
+	for _, id := range ids {
+		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: id, Capacity: r.capacity}); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -95,7 +93,7 @@ func herd(tb testing.TB, pol api.Policy, requests int) herdResult {
 	wg.Wait()
 	r.elapsed = time.Since(start)
 	// The committed state is what counts: read it from the leader.
-	for _, s := range pc.leader(5 * time.Second).node.FSM().Servers() {
+	for _, s := range c.WaitLeader(5 * time.Second).Agent.Node.FSM().Servers() {
 		if r.failed == 0 && s.UsedUnits != r.used[s.Id] {
 			tb.Fatalf("server %s: FSM holds %d units, callers were answered %d", s.Id, s.UsedUnits, r.used[s.Id])
 		}
@@ -165,9 +163,9 @@ func BenchmarkHerding(b *testing.B) {
 // batches decided before the earlier ones are applied (in-flight placements
 // count as hosting).
 func TestRoomAffinityBurstStaysTogether(t *testing.T) {
-	pc := newPCluster(t, 3, nil)
-	cl := pc.client()
-	ctx := pctx(t, 60*time.Second)
+	c := testcluster.New(t, 3, testcluster.Options{NoQUIC: true})
+	cl := c.Client()
+	ctx := testcluster.Context(t, 60*time.Second)
 	for i := range 8 {
 		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: fmt.Sprintf("m%d", i), Capacity: 1000}); err != nil {
 			t.Fatal(err)
@@ -195,7 +193,7 @@ func TestRoomAffinityBurstStaysTogether(t *testing.T) {
 		t.Fatal(err)
 	}
 	servers := map[string]int{}
-	for _, a := range pc.leader(5 * time.Second).node.FSM().Allocations(fsm.AllocationFilter{Room: "webinar"}) {
+	for _, a := range c.WaitLeader(5 * time.Second).Agent.Node.FSM().Allocations(fsm.AllocationFilter{Room: "webinar"}) {
 		servers[a.Server]++
 	}
 	if len(servers) != 1 {

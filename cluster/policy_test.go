@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
 // allocIndex is the log index an allocation was committed at (ids are
@@ -34,9 +35,9 @@ func allocIndex(t *testing.T, id string) uint64 {
 // that policy, on whichever node leads, no request fails, and every replica
 // holds the same policy and state.
 func TestPolicyLiveSwitchUnderLoad(t *testing.T) {
-	pc := newPCluster(t, 3, nil)
-	cl := pc.client()
-	ctx := pctx(t, 60*time.Second)
+	c := testcluster.New(t, 3, testcluster.Options{NoQUIC: true})
+	cl := c.Client()
+	ctx := testcluster.Context(t, 60*time.Second)
 	for i := 1; i <= 4; i++ {
 		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: fmt.Sprintf("m%d", i), Capacity: 100000}); err != nil {
 			t.Fatal(err)
@@ -71,7 +72,7 @@ func TestPolicyLiveSwitchUnderLoad(t *testing.T) {
 	waitPlaced := func(n int64) {
 		t.Helper()
 		target := placed.Load() + n
-		peventually(t, 30*time.Second, func() error {
+		testcluster.Eventually(t, 30*time.Second, func() error {
 			if placed.Load() < target {
 				return fmt.Errorf("%d of %d placed", placed.Load(), target)
 			}
@@ -86,12 +87,12 @@ func TestPolicyLiveSwitchUnderLoad(t *testing.T) {
 	}
 	waitPlaced(60)
 	// The policy lives in the log: a new leader places with it too.
-	old := pc.leader(5 * time.Second)
-	if err := old.node.TransferLeadership(ctx, ""); err != nil {
+	old := c.WaitLeader(5 * time.Second)
+	if err := old.Agent.Node.TransferLeadership(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	peventually(t, 10*time.Second, func() error {
-		if l := pc.leader(10 * time.Second); l == old {
+	testcluster.Eventually(t, 10*time.Second, func() error {
+		if l := c.WaitLeader(10 * time.Second); l == old {
 			return errors.New("leadership did not move")
 		}
 		return nil
@@ -111,20 +112,20 @@ func TestPolicyLiveSwitchUnderLoad(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d requests failed while the policy switched, first: %v", len(failures), failures[0])
 	}
-	pc.converged(10 * time.Second)
+	c.WaitConverged(10 * time.Second)
 
 	if p2.Version != p1.Version+1 || p2.AppliedAtIndex <= p1.AppliedAtIndex {
 		t.Fatalf("versions: %+v then %+v", p1, p2)
 	}
-	for _, nd := range pc.running() {
-		pol := nd.node.FSM().Policy()
+	for _, nd := range c.Running() {
+		pol := nd.Agent.Node.FSM().Policy()
 		if pol.GetVersion() != p2.Version || pol.GetAppliedAtIndex() != p2.AppliedAtIndex || pol.GetExpr() != "" {
-			t.Fatalf("%s holds policy %v, want version %d from index %d", nd.id, pol, p2.Version, p2.AppliedAtIndex)
+			t.Fatalf("%s holds policy %v, want version %d from index %d", nd.ID, pol, p2.Version, p2.AppliedAtIndex)
 		}
 	}
 	var before, pinned, after int
 	perServer := map[string]int{}
-	for _, a := range pc.leader(5 * time.Second).node.FSM().Allocations(fsm.AllocationFilter{}) {
+	for _, a := range c.WaitLeader(5 * time.Second).Agent.Node.FSM().Allocations(fsm.AllocationFilter{}) {
 		idx := allocIndex(t, a.Id)
 		switch {
 		case idx == p1.AppliedAtIndex || idx == p2.AppliedAtIndex:
@@ -154,9 +155,9 @@ func TestPolicyLiveSwitchUnderLoad(t *testing.T) {
 // TestPolicyRefusedKeepsOld sends bad policies through the API: each is
 // refused with a clear error and the committed policy stays as it was.
 func TestPolicyRefusedKeepsOld(t *testing.T) {
-	pc := newPCluster(t, 3, nil)
-	cl := pc.client()
-	ctx := pctx(t, 30*time.Second)
+	c := testcluster.New(t, 3, testcluster.Options{NoQUIC: true})
+	cl := c.Client()
+	ctx := testcluster.Context(t, 30*time.Second)
 	good, err := cl.SetPolicy(ctx, api.Policy{Strategy: "bin-pack", Hard: api.Limits{Units: 0.9}, Soft: api.Limits{CPU: 0.7}})
 	if err != nil {
 		t.Fatal(err)
@@ -181,11 +182,11 @@ func TestPolicyRefusedKeepsOld(t *testing.T) {
 			t.Errorf("validate %+v: got %v", tc.p, verr)
 		}
 	}
-	for _, nd := range pc.running() {
-		peventually(t, 5*time.Second, func() error {
-			p := nd.node.FSM().Policy()
+	for _, nd := range c.Running() {
+		testcluster.Eventually(t, 5*time.Second, func() error {
+			p := nd.Agent.Node.FSM().Policy()
 			if p.GetVersion() != good.Version || p.GetStrategy() != "bin-pack" || p.GetHard().GetUnits() != 0.9 {
-				return fmt.Errorf("%s: %v", nd.id, p)
+				return fmt.Errorf("%s: %v", nd.ID, p)
 			}
 			return nil
 		})

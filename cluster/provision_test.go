@@ -12,9 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
-	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/provision"
 )
 
@@ -39,6 +40,14 @@ func lines(path string) []string {
 	return out
 }
 
+// execProvider runs every node's provisioner with the exec provider sh,
+// without QUIC: these clusters are driven through the HTTP API alone.
+func execProvider(sh string) testcluster.Options {
+	return testcluster.Options{NoQUIC: true, Mutate: func(_ int, cfg *agent.Config) {
+		cfg.Provisioner = &provision.Exec{Command: sh}
+	}}
+}
+
 // TestProvisionExactlyOnceAcrossLeaderKill: no server fits three concurrent
 // requests that one new server can hold; the leader commits one intent,
 // claims it, runs the exec provider (a script that records each call) and
@@ -52,9 +61,9 @@ func TestProvisionExactlyOnceAcrossLeaderKill(t *testing.T) {
 	stdin := filepath.Join(dir, "stdin.json")
 	sh := script(t, dir, fmt.Sprintf(`echo "$SWITCHYARD_ACTION $SWITCHYARD_SERVER_ID $SWITCHYARD_INTENT_ID $SWITCHYARD_UNITS" >> %s
 cat > %s`, calls, stdin))
-	pc := newPCluster(t, 3, func(_ int, c *cluster.Config) { c.Provisioner = &provision.Exec{Command: sh} })
-	cl := pc.client()
-	ctx := pctx(t, 60*time.Second)
+	c := testcluster.New(t, 3, execProvider(sh))
+	cl := c.Client()
+	ctx := testcluster.Context(t, 60*time.Second)
 	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "bin-pack", Provisioning: api.Provisioning{ServerCapacity: 10, TimeoutMs: 30_000}}); err != nil {
 		t.Fatal(err)
 	}
@@ -79,15 +88,15 @@ cat > %s`, calls, stdin))
 			answers <- answer{a, err}
 		}()
 	}
-	peventually(t, 15*time.Second, func() error {
+	testcluster.Eventually(t, 15*time.Second, func() error {
 		if n := len(lines(calls)); n != 1 {
 			return fmt.Errorf("%d provider calls", n)
 		}
 		return nil
 	})
-	leader := pc.leader(5 * time.Second)
+	leader := c.WaitLeader(5 * time.Second)
 	var intent api.Intent
-	peventually(t, 5*time.Second, func() error {
+	testcluster.Eventually(t, 5*time.Second, func() error {
 		its, err := cl.Intents(ctx, false)
 		if err != nil {
 			return err
@@ -98,18 +107,18 @@ cat > %s`, calls, stdin))
 		intent = its[0]
 		return nil
 	})
-	if !strings.HasPrefix(intent.Owner, leader.id+"/") || intent.Kind != "provision" || intent.Units != 9 {
-		t.Fatalf("intent %+v (leader %s)", intent, leader.id)
+	if !strings.HasPrefix(intent.Owner, leader.ID+"/") || intent.Kind != "provision" || intent.Units != 9 {
+		t.Fatalf("intent %+v (leader %s)", intent, leader.ID)
 	}
-	pc.stop(leader, true)
-	newLeader := pc.leader(10 * time.Second)
+	c.Kill(leader)
+	newLeader := c.WaitLeader(10 * time.Second)
 	if newLeader == leader {
 		t.Fatal("no new leader")
 	}
 	// Give the new leader's provisioner several passes to act wrongly.
-	waitPasses(t, newLeader, 5)
+	waitPasses(t, c, 5)
 	// The media node the provider started comes up and registers.
-	cl = pc.client()
+	cl = c.Client()
 	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: intent.ServerID, Capacity: 10}); err != nil {
 		t.Fatal(err)
 	}
@@ -150,9 +159,9 @@ func TestProvisionFailures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sh := script(t, t.TempDir(), tc.body)
-			pc := newPCluster(t, 1, func(_ int, c *cluster.Config) { c.Provisioner = &provision.Exec{Command: sh} })
-			cl := pc.client()
-			ctx := pctx(t, 30*time.Second)
+			c := testcluster.New(t, 1, execProvider(sh))
+			cl := c.Client()
+			ctx := testcluster.Context(t, 30*time.Second)
 			if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "least-loaded", Provisioning: api.Provisioning{ServerCapacity: 10, TimeoutMs: 1500}}); err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +173,7 @@ func TestProvisionFailures(t *testing.T) {
 			if d := time.Since(start); d > 8*time.Second {
 				t.Fatalf("answered after %v", d)
 			}
-			peventually(t, 5*time.Second, func() error {
+			testcluster.Eventually(t, 5*time.Second, func() error {
 				its, err := cl.Intents(ctx, false)
 				if err != nil || len(its) != 1 || its[0].State != "failed" || its[0].Error == "" {
 					return fmt.Errorf("intents %+v %v", its, err)
@@ -189,9 +198,9 @@ func TestRetireIdleProvisionedServers(t *testing.T) {
 	dir := t.TempDir()
 	calls := filepath.Join(dir, "calls.log")
 	sh := script(t, dir, fmt.Sprintf(`echo "$SWITCHYARD_ACTION $SWITCHYARD_SERVER_ID" >> %s`, calls))
-	pc := newPCluster(t, 3, func(_ int, c *cluster.Config) { c.Provisioner = &provision.Exec{Command: sh} })
-	cl := pc.client()
-	ctx := pctx(t, 60*time.Second)
+	c := testcluster.New(t, 3, execProvider(sh))
+	cl := c.Client()
+	ctx := testcluster.Context(t, 60*time.Second)
 	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "bin-pack", Provisioning: api.Provisioning{
 		ServerCapacity: 10, TimeoutMs: 20_000, MinPool: 1, IdleRetireMs: 300}}); err != nil {
 		t.Fatal(err)
@@ -204,7 +213,7 @@ func TestRetireIdleProvisionedServers(t *testing.T) {
 			done <- err
 		}()
 		var id string
-		peventually(t, 10*time.Second, func() error {
+		testcluster.Eventually(t, 10*time.Second, func() error {
 			ls := lines(calls)
 			if len(ls) != i+1 {
 				return fmt.Errorf("calls %q", ls)
@@ -226,7 +235,7 @@ func TestRetireIdleProvisionedServers(t *testing.T) {
 		}
 	}
 	var kept, retired string
-	peventually(t, 15*time.Second, func() error {
+	testcluster.Eventually(t, 15*time.Second, func() error {
 		ss, err := cl.Servers(ctx, false)
 		if err != nil {
 			return err
@@ -245,7 +254,7 @@ func TestRetireIdleProvisionedServers(t *testing.T) {
 	if got := lines(calls); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("provider calls %q, want %q", got, want)
 	}
-	peventually(t, 5*time.Second, func() error {
+	testcluster.Eventually(t, 5*time.Second, func() error {
 		its, err := cl.Intents(ctx, false)
 		if err != nil || len(its) != 3 {
 			return fmt.Errorf("intents %+v %v", its, err)
@@ -258,39 +267,46 @@ func TestRetireIdleProvisionedServers(t *testing.T) {
 		return nil
 	})
 	// min_pool holds: the last one stays however many passes it idles.
-	waitPasses(t, pc.leader(10*time.Second), 8)
+	waitPasses(t, c, 8)
 	if got := lines(calls); len(got) != 3 {
 		t.Fatalf("provider calls after the pool minimum: %q", got)
 	}
 }
 
-// provisionerPasses reads nd's switchyard_provisioner_passes_total.
-func provisionerPasses(t *testing.T, nd *pnode) float64 {
+// provisionerPasses sums switchyard_provisioner_passes_total over the
+// running nodes (only a leader's provisioner runs).
+func provisionerPasses(t *testing.T, c *testcluster.Cluster) float64 {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	for _, c := range nd.node.Collectors() {
-		reg.MustRegister(c)
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "switchyard_provisioner_passes_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
+	var sum float64
+	for _, nd := range c.Running() {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(nd.Agent.Node.Collectors()...)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, mf := range mfs {
+			if mf.GetName() == "switchyard_provisioner_passes_total" {
+				sum += mf.GetMetric()[0].GetCounter().GetValue()
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("%s does not export switchyard_provisioner_passes_total", nd.ID)
 		}
 	}
-	t.Fatal("switchyard_provisioner_passes_total not exported")
-	return 0
+	return sum
 }
 
-// waitPasses waits until nd's provisioner has run n more passes, so an
-// assertion that something did not happen has given it n chances to.
-func waitPasses(t *testing.T, nd *pnode, n float64) {
+// waitPasses waits until the cluster's provisioners have run n more
+// passes (on whichever node leads), so an assertion that something did
+// not happen has given the provisioner n chances to.
+func waitPasses(t *testing.T, c *testcluster.Cluster, n float64) {
 	t.Helper()
-	start := provisionerPasses(t, nd)
-	peventually(t, 30*time.Second, func() error {
-		if got := provisionerPasses(t, nd); got < start+n {
+	start := provisionerPasses(t, c)
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		if got := provisionerPasses(t, c); got < start+n {
 			return fmt.Errorf("provisioner passes %v, want %v", got-start, n)
 		}
 		return nil

@@ -75,6 +75,11 @@ type Options struct {
 	// can add nodes built by hand (without certificates) to a cluster;
 	// QUIC always uses TLS.
 	RaftTLS bool
+	// NoQUIC starts no QUIC listener for media nodes: for tests that drive
+	// the cluster through the HTTP API alone (servers registered over HTTP
+	// with incarnation 0 are not watched by the failure detector, so they
+	// stay active without load reports).
+	NoQUIC bool
 }
 
 // New starts n agents that bootstrap together and waits for a leader.
@@ -85,9 +90,10 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 		t.Fatalf("test CA: %v", err)
 	}
 	c := &Cluster{t: t, CA: ca}
-	plain := true
+	plain, quic := true, true
 	for _, o := range opts {
 		plain = plain && !o.RaftTLS
+		quic = quic && !o.NoQUIC
 	}
 	var joins []string
 	for i := 0; i < n; i++ {
@@ -97,7 +103,6 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 			DataDir:         filepath.Join(t.TempDir(), id),
 			RaftAddr:        FreeAddr(t),
 			HTTPAddr:        FreeAddr(t),
-			QUICAddr:        freeUDP(t),
 			BootstrapExpect: n,
 			// Relaxed raft timing: these clusters run in one process under
 			// the race detector, beside other test packages, on 2 cores. The
@@ -107,6 +112,9 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 			HeartbeatTimeout: TestHeartbeat, ElectionTimeout: TestElection, LeaderLeaseTimeout: TestLease,
 			Logger: Logger(t),
 		}, TLS: c.Identity(id), RaftPlainTCP: plain}
+		if quic {
+			cfg.QUICAddr = freeUDP(t)
+		}
 		joins = append(joins, cfg.HTTPAddr)
 		c.Nodes = append(c.Nodes, &Node{ID: id, Cfg: cfg})
 	}
@@ -144,7 +152,9 @@ func (c *Cluster) Identity(name string) *pki.Identity {
 func (c *Cluster) QUICAddrs() []string {
 	var out []string
 	for _, nd := range c.Running() {
-		out = append(out, nd.Cfg.QUICAddr)
+		if nd.Cfg.QUICAddr != "" {
+			out = append(out, nd.Cfg.QUICAddr)
+		}
 	}
 	return out
 }
@@ -223,8 +233,9 @@ func (c *Cluster) Client() *api.Client {
 	return cl
 }
 
-// Leader waits for a ready leader among running nodes that every running
-// node agrees on, and returns it.
+// WaitLeader waits for a ready leader among running nodes that every
+// running node agrees on, and for the cluster id the first leader stamps
+// into the log, and returns the leader.
 func (c *Cluster) WaitLeader(timeout time.Duration) *Node {
 	c.t.Helper()
 	var leader *Node
@@ -242,6 +253,9 @@ func (c *Cluster) WaitLeader(timeout time.Duration) *Node {
 			if id, m, ok := nd.Agent.Node.Leader(); !ok || id != leader.ID || m == nil {
 				return fmt.Errorf("%s does not know leader %s (member record) yet", nd.ID, leader.ID)
 			}
+		}
+		if leader.Agent.Node.FSM().ClusterID() == "" {
+			return fmt.Errorf("cluster id not stamped yet")
 		}
 		return nil
 	})
@@ -280,6 +294,13 @@ func (c *Cluster) WaitConverged(timeout time.Duration) string {
 		return nil
 	})
 	return hash
+}
+
+// Context returns a context that ends after d or when the test ends.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // Eventually polls fn every 20 ms until it returns nil or timeout passes.
