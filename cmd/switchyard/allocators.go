@@ -50,6 +50,19 @@ type allocatorAddrs struct {
 	OtherQUIC []string
 }
 
+// dialQUIC is the QUIC address list a media node or sidecar dials: the
+// named agents first, the other members after them; or, when the older
+// --quic-allocators is given, exactly those addresses, as before.
+func (a allocatorAddrs) dialQUIC(quicAllocators string) []string {
+	if q := splitList(quicAllocators); len(q) > 0 {
+		for i := range q {
+			q[i] = strings.TrimPrefix(q[i], "quic://")
+		}
+		return q
+	}
+	return append(append([]string{}, a.QUIC...), a.OtherQUIC...)
+}
+
 // resolveOpts say what a command needs from --allocators.
 type resolveOpts struct {
 	// QUIC is the client TLS config of a command that talks QUIC (nil: the

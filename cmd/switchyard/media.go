@@ -147,7 +147,7 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 		if len(addrs.HTTP) == 0 {
 			log.Warn("--allocators names no agent's HTTP API address: cascading, noticing 'server drain' and deregistering need one; registering, allocating, draining on SIGTERM and load reports work over QUIC")
 		}
-		qc, err := media.NewQUICCluster(f.id, append(addrs.QUIC, addrs.OtherQUIC...), addrs.HTTP, ropts.QUIC, log)
+		qc, err := media.NewQUICCluster(f.id, addrs.dialQUIC(f.quicAllocators), addrs.HTTP, ropts.QUIC, log)
 		if err != nil {
 			return err
 		}

@@ -161,7 +161,7 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 	}
 	sc, err := sidecar.New(sidecar.Config{
 		ID: f.id, Region: f.region, Zone: f.zone, Capacity: f.capacity, SFU: sfu,
-		QUICAddrs: append(addrs.QUIC, addrs.OtherQUIC...), TLS: tlsConf, HTTPAddrs: addrs.HTTP,
+		QUICAddrs: addrs.dialQUIC(f.quicAllocators), TLS: tlsConf, HTTPAddrs: addrs.HTTP,
 		Interval: f.interval, RoomEmptyTimeout: f.roomEmpty, RoomIdleTimeout: f.roomIdle, DrainTimeout: f.drainTimeout,
 		PID: f.pid, Logger: log,
 	})
