@@ -80,7 +80,8 @@ func TestMediaCommand(t *testing.T) {
 // --allocators naming the agents by QUIC address only: the node registers
 // over QUIC with its base URL and its load reports reach the cluster;
 // SIGTERM still drains it and it exits 0. Without the TLS flags the same
-// addresses are a usage error.
+// addresses are a usage error, and so they are for the sidecar, which
+// needs the HTTP API.
 func TestMediaCommandQUICAddrs(t *testing.T) {
 	bin := proccluster.BuildBinary(t)
 	c := testcluster.New(t, 3)
@@ -95,6 +96,12 @@ func TestMediaCommandQUICAddrs(t *testing.T) {
 	quicAddrs := strings.Join(c.QUICAddrs(), ",")
 	if _, e, code := run(t, bin, "media", "--id", "mq", "--capacity", "3", "--allocators", "quic://"+c.QUICAddrs()[0]); code != 2 || !strings.Contains(e, "QUIC address") {
 		t.Fatalf("media with a QUIC address and no TLS flags: exit %d, %s", code, e)
+	}
+	tlsArgs := []string{"--tls-ca", filepath.Join(dir, pki.CACertFile), "--tls-cert", certFile, "--tls-key", keyFile}
+	// The sidecar reads its rooms over HTTP: QUIC addresses alone are a
+	// usage error there.
+	if _, e, code := run(t, bin, append([]string{"sidecar", "--sfu", "livekit", "--id", "mq", "--capacity", "3", "--allocators", quicAddrs}, tlsArgs...)...); code != 2 || !strings.Contains(e, "name at least one agent by its HTTP address") {
+		t.Fatalf("sidecar with QUIC addresses only: exit %d, %s", code, e)
 	}
 	httpAddr := testcluster.FreeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
