@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -15,19 +16,27 @@ import (
 // (transport.Client, mutual TLS): Register, Allocate, Release and Drain
 // travel on QUIC streams and load reports as QUIC datagrams. What the QUIC
 // protocol does not carry goes over the HTTP admin API: Deregister, State,
-// and resolving an allocation's server to its registered addresses.
+// and resolving an allocation's server to its registered addresses. Without
+// HTTP addresses those fail with ErrNoHTTP, except Deregister, which is
+// skipped (the cluster marks the server down once its reports stop).
 type QUICCluster struct {
 	q           *transport.Client
-	h           *api.Client
+	h           *api.Client // nil without HTTP addresses
 	id          string
 	incarnation uint64
 	log         *slog.Logger
 }
 
+// ErrNoHTTP is returned by a QUICCluster given no HTTP API address for
+// what only the HTTP API answers (State, and the addresses of an
+// allocation's server).
+var ErrNoHTTP = errors.New("no agent HTTP API address given (only the HTTP API answers this)")
+
 // NewQUICCluster connects node id to the agents' QUIC addresses with
 // tlsConf (a client certificate of the cluster CA, e.g.
 // pki.Identity.ClientConfig(transport.ALPN)); httpAddrs are the same
-// agents' HTTP API addresses. Close it when done.
+// agents' HTTP API addresses, possibly none (see QUICCluster). Close it
+// when done.
 func NewQUICCluster(id string, quicAddrs, httpAddrs []string, tlsConf *tls.Config, log *slog.Logger) (*QUICCluster, error) {
 	if log == nil {
 		log = slog.Default()
@@ -36,7 +45,11 @@ func NewQUICCluster(id string, quicAddrs, httpAddrs []string, tlsConf *tls.Confi
 	if err != nil {
 		return nil, fmt.Errorf("quic cluster client: %w", err)
 	}
-	return &QUICCluster{q: q, h: api.NewClient(httpAddrs...), id: id, incarnation: uint64(time.Now().UnixNano()), log: log}, nil
+	c := &QUICCluster{q: q, id: id, incarnation: uint64(time.Now().UnixNano()), log: log}
+	if len(httpAddrs) > 0 {
+		c.h = api.NewClient(httpAddrs...)
+	}
+	return c, nil
 }
 
 // Close closes the QUIC connection (reports stop).
@@ -58,6 +71,13 @@ func (c *QUICCluster) Allocate(ctx context.Context, r AllocRequest) (Allocation,
 		return Allocation{}, fmt.Errorf("allocate for room %s over QUIC: %w", r.Room, err)
 	}
 	out := Allocation{ID: a.GetId(), Server: a.GetServer(), Units: a.GetUnits()}
+	if c.h == nil {
+		// Unusable without the target's address: give the units back.
+		if _, rerr := c.q.Release(ctx, out.ID); rerr != nil {
+			c.log.Warn("release of an unusable allocation failed", "allocation", out.ID, "err", rerr)
+		}
+		return Allocation{}, fmt.Errorf("look up server %s of allocation %s: %w", out.Server, out.ID, ErrNoHTTP)
+	}
 	servers, err := c.h.Servers(ctx, true)
 	if err != nil {
 		return out, fmt.Errorf("look up server %s of allocation %s: %w", out.Server, out.ID, err)
@@ -89,6 +109,10 @@ func (c *QUICCluster) Drain(ctx context.Context) error {
 // Deregister implements Cluster (HTTP API: the QUIC protocol has no
 // deregistration).
 func (c *QUICCluster) Deregister(ctx context.Context) error {
+	if c.h == nil {
+		c.log.Warn("not deregistered: no agent HTTP API address given; the cluster marks the server down once its reports stop", "server", c.id)
+		return nil
+	}
 	if err := c.h.DeregisterServer(ctx, c.id); err != nil {
 		return fmt.Errorf("deregister %s: %w", c.id, err)
 	}
@@ -97,6 +121,9 @@ func (c *QUICCluster) Deregister(ctx context.Context) error {
 
 // State implements Cluster (HTTP API, stale read).
 func (c *QUICCluster) State(ctx context.Context) (string, error) {
+	if c.h == nil {
+		return "", ErrNoHTTP
+	}
 	return (&HTTPCluster{c: c.h, id: c.id}).State(ctx)
 }
 

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/transport"
 )
 
@@ -32,11 +30,12 @@ func newLoadgenCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "loadgen",
 		Short: "Simulate media servers: register, report load over QUIC, optionally allocate",
-		Long: `Simulate --servers media servers. Each one connects to one of --allocators
-(spread round-robin, failing over to the others; an agent's QUIC address,
-or its HTTP API address, which is resolved to the QUIC address the agent
-advertises in the member table), registers with a fresh
-incarnation, and sends a load report every --interval for --duration. With
+		Long: `Simulate --servers media servers. Each one connects to one of the agents
+--allocators names (spread round-robin, failing over to the others), each
+by its HTTP API address or its QUIC address (told apart by asking; prefix
+http://, https:// or quic:// to say which; an agent named by HTTP address
+is reached at the QUIC address it advertises in the member table),
+registers with a fresh incarnation, and sends a load report every --interval for --duration. With
 --alloc-rate, allocations are requested (and released) at that rate in total.
 Prints a summary at the end.
 
@@ -46,7 +45,7 @@ Prints a summary at the end.
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLoadgen(cmd, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.allocators, "allocators", "", "comma-separated addresses of allocator agents, QUIC or HTTP API (an agent's HTTP address is resolved to its QUIC address; required)")
+	fl.StringVar(&f.allocators, "allocators", "", allocatorsHelp+" (required)")
 	fl.IntVar(&f.servers, "servers", 10, "number of simulated media servers")
 	fl.DurationVar(&f.interval, "interval", 500*time.Millisecond, "load report interval per server")
 	fl.DurationVar(&f.duration, "duration", 10*time.Second, "how long to report")
@@ -67,17 +66,9 @@ type loadgenStats struct {
 }
 
 func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
-	var addrs []string
-	for _, a := range strings.Split(f.allocators, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			if err := checkAddr(a); err != nil {
-				return usagef(cmd, "--allocators: %v", err)
-			}
-			addrs = append(addrs, a)
-		}
-	}
+	entries := splitList(f.allocators)
 	switch {
-	case len(addrs) == 0:
+	case len(entries) == 0:
 		return usagef(cmd, "--allocators is required")
 	case f.servers < 1:
 		return usagef(cmd, "--servers must be positive")
@@ -100,9 +91,11 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 		return usagef(cmd, "%v", err)
 	}
 	ctx := cmd.Context()
-	if addrs, err = resolveQUICAddrs(ctx, addrs); err != nil {
-		return err
+	resolved, err := resolveAllocators(ctx, entries, resolveOpts{QUIC: id.ClientConfig(transport.ALPN)})
+	if err != nil {
+		return usagef(cmd, "%v", err)
 	}
+	addrs := resolved.QUIC
 	var st loadgenStats
 	clients := make([]*transport.Client, f.servers)
 	defer func() {
@@ -251,50 +244,4 @@ func allocLoop(ctx context.Context, clients []*transport.Client, rate float64, r
 			}
 		}()
 	}
-}
-
-// resolveQUICAddrs maps each agent address to a QUIC address: an address
-// that answers the HTTP API is replaced by the QUIC address that agent
-// advertises in the member table (waiting up to 30 s for a starting agent
-// to record it); any other is taken as a QUIC address already (a QUIC port
-// is UDP, so the probe's TCP connect is refused at once).
-func resolveQUICAddrs(ctx context.Context, addrs []string) ([]string, error) {
-	out := make([]string, len(addrs))
-	for i, a := range addrs {
-		out[i] = a
-		cl := api.NewClient(a)
-		cl.Retry = false
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := cl.Status(pctx)
-		cancel()
-		if err != nil {
-			continue
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for out[i] = ""; out[i] == ""; {
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			ms, err := cl.Members(pctx)
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("--allocators: read the member table from %s: %w", a, err)
-			}
-			for _, m := range ms {
-				if m.ID == st.ID {
-					out[i] = m.QUICAddr
-				}
-			}
-			if out[i] != "" {
-				break
-			}
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("--allocators: agent %s (%s) advertises no QUIC address (start it with --quic-addr and TLS flags)", st.ID, a)
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}
-	return out, nil
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/media"
 	"github.com/switchyard/switchyard/transport"
 )
@@ -42,23 +41,32 @@ new sessions, existing ones finish, then it deregisters and exits.
   switchyard media --id m1 --allocators 127.0.0.1:7501,127.0.0.1:7502,127.0.0.1:7503 \
     --http-addr 127.0.0.1:8081 --capacity 50
 
---allocators are the agents' HTTP API addresses. With --tls-ca/--tls-cert/--tls-key
-the node registers, allocates,
-releases and drains over QUIC with mutual TLS and sends load reports (measured
-CPU, bitrates, peers, tracks, rooms, hosted allocations) as QUIC datagrams;
-the HTTP API is then used only to deregister, read its state and look up
-cascade targets' addresses. The agents' QUIC addresses are read from the
-cluster's member table (GET /v1/members) unless --quic-allocators names
-them. Without TLS flags the node talks HTTP and sends no load reports.`,
+--allocators names the agents, each by its HTTP API address or its QUIC
+address (told apart by asking; prefix http://, https:// or quic:// to say
+which). With --tls-ca/--tls-cert/--tls-key the node registers, allocates,
+releases and drains over QUIC with mutual TLS and sends load reports
+(measured CPU, bitrates, peers, tracks, rooms, hosted allocations) as QUIC
+datagrams; an agent named by HTTP address is reached at the QUIC address it
+advertises in the member table, and the other members' QUIC addresses are
+failover targets. The HTTP API is then used only to deregister, notice a
+drain ordered by 'server drain', look up cascade targets' addresses and
+fetch --require-token's keys: an agent named by QUIC address is reached
+there at the HTTP address the member table lists for it, which needs one
+agent named by HTTP address. With QUIC addresses only, the node registers,
+serves, reports load and drains on SIGTERM, but cannot cascade, does not
+notice 'server drain' and is not deregistered (the cluster marks it down
+once its reports stop). --quic-allocators, the older spelling for QUIC
+addresses, still works. Without TLS flags the node talks HTTP and sends no
+load reports, so --allocators must be HTTP addresses.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runMedia(cmd, f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.id, "id", "", "this media node's id (required)")
-	fl.StringVar(&f.allocators, "allocators", defaultAddr, "comma-separated HTTP addresses of allocator agents")
+	fl.StringVar(&f.allocators, "allocators", defaultAddr, allocatorsHelp)
 	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8081", "host:port for WHIP/WHEP and the demo page")
 	fl.StringVar(&f.publicURL, "public-url", "", "base URL viewers and other nodes reach this node at (default http://<http-addr>)")
 	fl.StringVar(&f.region, "region", "", "region")
-	fl.StringVar(&f.quicAllocators, "quic-allocators", "", "comma-separated QUIC addresses of allocator agents (needs the --tls-* flags)")
+	fl.StringVar(&f.quicAllocators, "quic-allocators", "", "comma-separated QUIC addresses of allocator agents (needs the --tls-* flags; older spelling of QUIC addresses in --allocators)")
 	f.tls.register(cmd)
 	fl.StringVar(&f.iceIPs, "ice-ips", "", "comma-separated IPs to offer host ICE candidates on (default: every interface, loopback included)")
 	fl.Int64Var(&f.capacity, "capacity", 0, "capacity in units (required, > 0)")
@@ -90,14 +98,8 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 	if f.capacity <= 0 {
 		return usagef(cmd, "--capacity must be a positive number of units, got %d", f.capacity)
 	}
-	allocs := splitList(f.allocators)
-	if len(allocs) == 0 {
-		return usagef(cmd, "--allocators is empty")
-	}
-	for _, a := range append([]string{f.httpAddr}, allocs...) {
-		if err := checkAddr(a); err != nil {
-			return usagef(cmd, "%v", err)
-		}
+	if err := checkAddr(f.httpAddr); err != nil {
+		return usagef(cmd, "%v", err)
 	}
 	var ips []net.IP
 	for _, s := range splitList(f.iceIPs) {
@@ -116,22 +118,36 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 		Costs:        &media.CostModel{Viewer: f.viewerCost, Publisher: f.publisherCost},
 		CascadeUnits: f.cascadeUnits, CascadeIdle: f.cascadeIdle, Logger: log,
 	}
-	var cl media.Cluster = media.NewHTTPCluster(f.id, allocs...)
 	id, err := f.tls.identity(cmd)
 	if err != nil {
 		return err
 	}
-	quic := splitList(f.quicAllocators)
-	if id != nil && len(quic) == 0 {
-		if quic, err = discoverQUIC(cmd.Context(), allocs); err != nil {
-			return err
-		}
-	}
-	switch {
-	case id == nil && len(quic) > 0:
+	if id == nil && len(splitList(f.quicAllocators)) > 0 {
 		return usagef(cmd, "--quic-allocators needs --tls-ca, --tls-cert and --tls-key")
-	case id != nil:
-		qc, err := media.NewQUICCluster(f.id, quic, allocs, id.ClientConfig(transport.ALPN), log)
+	}
+	entries := allocatorEntries(cmd, f.allocators, f.quicAllocators)
+	if len(entries) == 0 {
+		return usagef(cmd, "--allocators is empty")
+	}
+	ropts := resolveOpts{}
+	if id != nil {
+		ropts.QUIC = id.ClientConfig(transport.ALPN)
+	}
+	addrs, err := resolveAllocators(cmd.Context(), entries, ropts)
+	if err != nil {
+		return usagef(cmd, "%v", err)
+	}
+	if len(addrs.HTTP) == 0 && f.requireToken {
+		return usagef(cmd, "--require-token reads the signing keys over the HTTP API: name at least one agent by its HTTP address in --allocators")
+	}
+	var cl media.Cluster
+	if id == nil {
+		cl = media.NewHTTPCluster(f.id, addrs.HTTP...)
+	} else {
+		if len(addrs.HTTP) == 0 {
+			log.Warn("--allocators names no agent's HTTP API address: cascading, noticing 'server drain' and deregistering need one; registering, allocating, draining on SIGTERM and load reports work over QUIC")
+		}
+		qc, err := media.NewQUICCluster(f.id, addrs.dialQUIC(f.quicAllocators), addrs.HTTP, ropts.QUIC, log)
 		if err != nil {
 			return err
 		}
@@ -139,7 +155,7 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 		cl = qc
 	}
 	if f.requireToken {
-		if cfg.Tokens, err = fetchMediaKeys(cmd.Context(), allocs, log); err != nil {
+		if cfg.Tokens, err = fetchMediaKeys(cmd.Context(), addrs.HTTP, log); err != nil {
 			return err
 		}
 	}
@@ -173,25 +189,4 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 	cctx, ccancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer ccancel()
 	return n.Close(cctx)
-}
-
-// discoverQUIC reads the agents' QUIC addresses from the member table
-// (retrying until the cluster answers or a minute passes).
-func discoverQUIC(ctx context.Context, httpAddrs []string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	ms, err := api.NewClient(httpAddrs...).Members(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read the agents' QUIC addresses from %v (or give --quic-allocators): %w", httpAddrs, err)
-	}
-	var out []string
-	for _, m := range ms {
-		if m.QUICAddr != "" {
-			out = append(out, m.QUICAddr)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no agent advertises a QUIC address (start agents with --quic-addr and TLS flags, or give --quic-allocators)")
-	}
-	return out, nil
 }

@@ -45,6 +45,11 @@ there, and when its rooms are empty (or --drain-timeout passed) the
 placements are released, the server is deregistered and the sidecar exits.
 LiveKit is driven through its RoomService API (--livekit-url,
 --livekit-api-key, --livekit-api-secret); no Redis is involved.
+--allocators names the agents as for 'switchyard media', each by its HTTP
+API address or its QUIC address (prefix http://, https:// or quic:// to say
+which); the sidecar needs at least one HTTP address (it lists its rooms and
+deregisters over the HTTP API). --quic-allocators, the older spelling for
+QUIC addresses, still works.
 
   switchyard sidecar --sfu janus --id janus1 --allocators 10.0.0.1:7501,10.0.0.2:7501 --capacity 100 \
     --tls-ca certs/ca.pem --tls-cert certs/janus1.pem --tls-key certs/janus1-key.pem \
@@ -55,8 +60,8 @@ LiveKit is driven through its RoomService API (--livekit-url,
 	fl := cmd.Flags()
 	fl.StringVar(&f.sfu, "sfu", "", "SFU kind: janus or livekit (required)")
 	fl.StringVar(&f.id, "id", "", "server id of this SFU instance (required)")
-	fl.StringVar(&f.allocators, "allocators", defaultAddr, "comma-separated HTTP addresses of allocator agents")
-	fl.StringVar(&f.quicAllocators, "quic-allocators", "", "comma-separated QUIC addresses of allocator agents (default: read from the member table)")
+	fl.StringVar(&f.allocators, "allocators", defaultAddr, allocatorsHelp+"; at least one HTTP address")
+	fl.StringVar(&f.quicAllocators, "quic-allocators", "", "comma-separated QUIC addresses of allocator agents (older spelling of QUIC addresses in --allocators)")
 	fl.Int64Var(&f.capacity, "capacity", 0, "capacity in units (required, > 0)")
 	fl.StringVar(&f.region, "region", "", "region")
 	fl.StringVar(&f.zone, "zone", "", "zone")
@@ -96,14 +101,9 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 	if f.interval <= 0 || f.roomEmpty <= 0 || f.roomIdle <= 0 || f.drainTimeout <= 0 {
 		return usagef(cmd, "--interval, --room-empty-timeout, --room-idle-timeout and --drain-timeout must be positive")
 	}
-	allocs := splitList(f.allocators)
-	if len(allocs) == 0 {
+	entries := allocatorEntries(cmd, f.allocators, f.quicAllocators)
+	if len(entries) == 0 {
 		return usagef(cmd, "--allocators is empty")
-	}
-	for _, a := range allocs {
-		if err := checkAddr(a); err != nil {
-			return usagef(cmd, "%v", err)
-		}
 	}
 	id, err := f.tls.identity(cmd)
 	if err != nil {
@@ -111,6 +111,14 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 	}
 	if id == nil {
 		return usagef(cmd, "--tls-ca, --tls-cert and --tls-key are required (the sidecar reports load over QUIC)")
+	}
+	tlsConf := id.ClientConfig(transport.ALPN)
+	addrs, err := resolveAllocators(cmd.Context(), entries, resolveOpts{QUIC: tlsConf})
+	if err != nil {
+		return usagef(cmd, "%v", err)
+	}
+	if len(addrs.HTTP) == 0 {
+		return usagef(cmd, "--allocators: the sidecar lists its rooms, reads its state and deregisters over the HTTP API: name at least one agent by its HTTP address (QUIC addresses may be given beside it)")
 	}
 	log, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
@@ -151,15 +159,9 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 		}
 		sfu, where = l, f.livekitURL
 	}
-	quic := splitList(f.quicAllocators)
-	if len(quic) == 0 {
-		if quic, err = discoverQUIC(ctx, allocs); err != nil {
-			return err
-		}
-	}
 	sc, err := sidecar.New(sidecar.Config{
 		ID: f.id, Region: f.region, Zone: f.zone, Capacity: f.capacity, SFU: sfu,
-		QUICAddrs: quic, TLS: id.ClientConfig(transport.ALPN), HTTPAddrs: allocs,
+		QUICAddrs: addrs.dialQUIC(f.quicAllocators), TLS: tlsConf, HTTPAddrs: addrs.HTTP,
 		Interval: f.interval, RoomEmptyTimeout: f.roomEmpty, RoomIdleTimeout: f.roomIdle, DrainTimeout: f.drainTimeout,
 		PID: f.pid, Logger: log,
 	})
