@@ -377,6 +377,8 @@ func BenchmarkRequestPath(b *testing.B) {
 
 		raftP50 := ms(y.C1P50)
 		b.ReportMetric(raftP50, "raft-p50-ms")
+		b.ReportMetric(y.C16PerSec, "raft-c16-applies/s")
+		b.ReportMetric(ms(y.C16P50), "raft-c16-p50-ms")
 		b.ReportMetric(ms(percentile(c1, 0.5)), "c1-p50-ms")
 		b.ReportMetric(ms(percentile(c1, 0.5))/raftP50, "c1-p50/raft")
 		b.ReportMetric(c16rate, "c16-allocs/s")

@@ -91,8 +91,9 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	// Decorate, if set before serving, decorates GET /v1/servers entries.
 	Decorate ServerListDecorator
-	health   *health  // api/health.go
-	acl      aclState // acl.go
+	coalesce *coalescer // coalesce.go: nil without a failover-capable backend
+	health   *health    // api/health.go
+	acl      aclState   // acl.go
 }
 
 // forwardedHeader marks a request a follower forwarded, so it is never
@@ -110,6 +111,9 @@ func NewHandler(b Backend, st State, log *slog.Logger, reg *prometheus.Registry)
 	}
 	s := &Handler{b: b, st: st, svc: service.New(b), log: log, mux: http.NewServeMux(), reg: reg,
 		fwd: &http.Client{Timeout: 30 * time.Second, Transport: api.NewTransport()}}
+	if fw, ok := b.(leaderForwarder); ok {
+		s.coalesce = newCoalescer(s, fw, reg)
+	}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "switchyard_http_requests_total", Help: "Admin API requests by route and status code.",
 	}, []string{"route", "code"})
@@ -229,9 +233,37 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 	// rotation would evict the key tokens in use are signed with).
 	idempotent := r.URL.Path != "/v1/operator/transfer-leader" && r.URL.Path != "/v1/acl/bootstrap" && r.URL.Path != "/v1/acl/tokens" &&
 		r.URL.Path != "/v1/media/keys/rotate"
+	if idempotent && s.coalesce != nil && r.Method == http.MethodPost && r.URL.Path == "/v1/allocations" && r.URL.RawQuery == "" {
+		var one api.AllocateRequest
+		if strictJSON(body, &one) == nil {
+			// Many concurrent allocations share one batch to the leader
+			// (coalesce.go); a body the leader would refuse is sent as is,
+			// so the refusal reads the same.
+			s.coalesce.allocate(w, r, one)
+			return
+		}
+	}
+	ans, st, err := s.forwardFailover(r.Context(), fw, idempotent, r.Method, r.URL.RequestURI(), r.Header, body)
+	w.Header().Set(forwardAttemptsHeader, strconv.Itoa(st.Attempts))
+	w.Header().Set(forwardLeadersHeader, strings.Join(st.Leaders, ","))
+	if st.Attempts > 1 {
+		s.log.Info("forwarded request failed over to another leader", "method", r.Method, "path", r.URL.Path, "attempts", st.Attempts, "leaders", st.Leaders, "err", err)
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	ans.write(w, st)
+}
+
+// forwardFailover sends one request to the leader through fw, which bounds
+// each attempt and re-sends it to a new leader when leadership moves (if
+// idempotent). A leader that answers not_leader or no_leader counts as
+// "not sent".
+func (s *Handler) forwardFailover(ctx context.Context, fw leaderForwarder, idempotent bool, method, uri string, header http.Header, body []byte) (*forwardAnswer, cluster.ForwardStats, error) {
 	var ans *forwardAnswer
-	st, err := fw.Forward(r.Context(), idempotent, func(ctx context.Context, lid string, m *fsmpb.Member) error {
-		a, err := s.forwardTo(ctx, r, body, lid, m)
+	st, err := fw.Forward(ctx, idempotent, func(ctx context.Context, lid string, m *fsmpb.Member) error {
+		a, err := s.forwardRaw(ctx, method, uri, header, body, lid, m)
 		if err != nil {
 			return err
 		}
@@ -244,16 +276,7 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 		ans = a
 		return nil
 	})
-	w.Header().Set(forwardAttemptsHeader, strconv.Itoa(st.Attempts))
-	w.Header().Set(forwardLeadersHeader, strings.Join(st.Leaders, ","))
-	if st.Attempts > 1 {
-		s.log.Info("forwarded request failed over to another leader", "method", r.Method, "path", r.URL.Path, "attempts", st.Attempts, "leaders", st.Leaders, "err", err)
-	}
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	ans.write(w, st)
+	return ans, st, err
 }
 
 // forwardAttemptsHeader tells how many times a follower sent the request to
@@ -289,14 +312,21 @@ func (a *forwardAnswer) write(w http.ResponseWriter, st cluster.ForwardStats) {
 
 // forwardTo sends r (with body) to leader lid once and reads its answer.
 func (s *Handler) forwardTo(ctx context.Context, r *http.Request, body []byte, lid string, m *fsmpb.Member) (*forwardAnswer, error) {
+	return s.forwardRaw(ctx, r.Method, r.URL.RequestURI(), r.Header, body, lid, m)
+}
+
+// forwardRaw sends one request (method, request URI, the caller's headers,
+// body) to leader lid, marked as forwarded by this node, and reads its
+// answer. An error wrapping ErrNotLeader means it was certainly not sent.
+func (s *Handler) forwardRaw(ctx context.Context, method, uri string, header http.Header, body []byte, lid string, m *fsmpb.Member) (*forwardAnswer, error) {
 	if m == nil || m.GetHttpAddr() == "" {
 		return nil, fmt.Errorf("%w: leader %s has no known HTTP address", cluster.ErrNotLeader, lid)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.Method, s.fwdScheme()+"://"+m.GetHttpAddr()+r.URL.RequestURI(), bytes.NewReader(body)) // acl.go: https when the API is
+	req, err := http.NewRequestWithContext(ctx, method, s.fwdScheme()+"://"+m.GetHttpAddr()+uri, bytes.NewReader(body)) // acl.go: https when the API is
 	if err != nil {
 		return nil, err
 	}
-	req.Header = r.Header.Clone()
+	req.Header = header.Clone()
 	req.Header.Set(forwardedHeader, s.b.ID())
 	resp, err := s.fwd.Do(req)
 	if err != nil {
@@ -351,7 +381,14 @@ func (s *Handler) errorFor(err error) (int, *api.Error) {
 
 // decode reads a JSON body into v, refusing unknown fields and trailing data.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	return decodeFrom(http.MaxBytesReader(w, r.Body, 1<<20), v)
+}
+
+// strictJSON decodes body into v with decode's rules.
+func strictJSON(body []byte, v any) error { return decodeFrom(bytes.NewReader(body), v) }
+
+func decodeFrom(rd io.Reader, v any) error {
+	dec := json.NewDecoder(rd)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: malformed JSON body: %v", fsm.ErrInvalid, err)

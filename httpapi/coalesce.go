@@ -1,0 +1,228 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/errcode"
+)
+
+// Coalescing forwarded allocations.
+//
+// A follower that proxied every POST /v1/allocations on its own made the
+// leader serve one HTTP exchange per allocation: two thirds of a
+// three-agent cluster's traffic paid for a second request, parse and
+// answer. Instead, allocations waiting to be forwarded are grouped: while
+// fewer than coalesceInflight batches are on their way to the leader, a
+// request goes at once (one caller alone waits for nothing); otherwise it
+// joins the next batch, which takes every request queued meanwhile (up to
+// coalesceMax). A batch is one POST /v1/allocations/batch, forwarded with
+// the same failover as any request (cluster.Node.Forward: bounded
+// attempts, re-sent with the same request ids to a new leader), and each
+// caller gets exactly the status and body the leader's single endpoint
+// gives (the batch endpoint runs the same code per request).
+//
+// Credentials are never mixed: requests are grouped by their credential
+// headers (Authorization, and the forwarding follower's own TLS identity
+// is the same for all), so the leader authenticates and rate-limits each
+// group as it would the requests themselves.
+
+const (
+	// coalesceMax caps the allocations in one forwarded batch (well under
+	// api.MaxBatch and the leader's body cap).
+	coalesceMax = 256
+	// coalesceInflight is how many batches of one group may be on their
+	// way to the leader at once.
+	coalesceInflight = 8
+	// coalesceGroups caps the groups (distinct credentials) kept; beyond
+	// it a request is forwarded alone.
+	coalesceGroups = 1024
+)
+
+// coalescer groups a follower's forwarded allocations into batches.
+type coalescer struct {
+	s       *Handler
+	fw      leaderForwarder
+	batches prometheus.Counter
+	calls   prometheus.Counter
+
+	mu     sync.Mutex
+	groups map[string]*coalesceGroup
+}
+
+// coalesceGroup is the queue of one credential.
+type coalesceGroup struct {
+	header   http.Header // the credential headers every batch carries
+	pending  []*coalesceCall
+	inflight int
+}
+
+type coalesceCall struct {
+	req  api.AllocateRequest
+	done chan coalesceAnswer // buffered: the sender never blocks
+}
+
+// coalesceAnswer is one caller's answer: what the leader's single endpoint
+// would have written, or a forwarding error.
+type coalesceAnswer struct {
+	status int
+	alloc  *api.Allocation
+	apiErr *api.Error
+	err    error
+	st     cluster.ForwardStats
+}
+
+func newCoalescer(s *Handler, fw leaderForwarder, reg prometheus.Registerer) *coalescer {
+	c := &coalescer{s: s, fw: fw, groups: map[string]*coalesceGroup{},
+		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forward_batches_total",
+			Help: "Batches of allocations a follower forwarded to the leader."}),
+		calls: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_forward_batched_allocations_total",
+			Help: "Allocations a follower forwarded to the leader inside a batch."}),
+	}
+	reg.MustRegister(c.batches, c.calls)
+	return c
+}
+
+// credentialHeaders are the request headers a batch carries on behalf of
+// its callers; requests are grouped by their values.
+func credentialHeaders(r *http.Request) (string, http.Header) {
+	h := http.Header{"Content-Type": {"application/json"}}
+	auth := r.Header.Get("Authorization")
+	if auth != "" {
+		h.Set("Authorization", auth)
+	}
+	return auth, h
+}
+
+// allocate forwards one allocation within a batch and writes its answer.
+func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.AllocateRequest) {
+	key, header := credentialHeaders(r)
+	call := &coalesceCall{req: req, done: make(chan coalesceAnswer, 1)}
+	c.mu.Lock()
+	g := c.groups[key]
+	if g == nil {
+		if len(c.groups) >= coalesceGroups {
+			c.dropIdleLocked()
+		}
+		g = &coalesceGroup{header: header}
+		c.groups[key] = g
+	}
+	g.pending = append(g.pending, call)
+	if g.inflight < coalesceInflight {
+		g.inflight++
+		go c.flush(g)
+	}
+	c.mu.Unlock()
+	var ans coalesceAnswer
+	select {
+	case ans = <-call.done:
+	case <-r.Context().Done():
+		// The batch may still commit it; the request id makes a retry safe.
+		c.s.fail(w, fmt.Errorf("%w: %w", errcode.ErrUnknownOutcome, r.Context().Err()))
+		return
+	}
+	w.Header().Set(forwardAttemptsHeader, strconv.Itoa(ans.st.Attempts))
+	w.Header().Set(forwardLeadersHeader, strings.Join(ans.st.Leaders, ","))
+	switch {
+	case ans.err != nil:
+		c.s.fail(w, ans.err)
+	case ans.apiErr != nil:
+		writeError(w, ans.status, ans.apiErr)
+	default:
+		writeJSON(w, ans.status, ans.alloc)
+	}
+}
+
+// dropIdleLocked forgets the groups with nothing queued or in flight.
+func (c *coalescer) dropIdleLocked() {
+	for k, g := range c.groups {
+		if g.inflight == 0 && len(g.pending) == 0 {
+			delete(c.groups, k)
+		}
+	}
+}
+
+// flush sends batches of g until nothing is pending.
+func (c *coalescer) flush(g *coalesceGroup) {
+	for {
+		c.mu.Lock()
+		n := min(len(g.pending), coalesceMax)
+		if n == 0 {
+			g.inflight--
+			c.mu.Unlock()
+			return
+		}
+		calls := g.pending[:n:n]
+		g.pending = g.pending[n:]
+		c.mu.Unlock()
+		c.send(g.header, calls)
+	}
+}
+
+// send forwards one batch and answers its callers.
+func (c *coalescer) send(header http.Header, calls []*coalesceCall) {
+	body := api.BatchAllocateRequest{Requests: make([]api.AllocateRequest, len(calls))}
+	for i, call := range calls {
+		body.Requests[i] = call.req
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		c.answerAll(calls, coalesceAnswer{err: err})
+		return
+	}
+	c.batches.Inc()
+	c.calls.Add(float64(len(calls)))
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.fwd.Timeout)
+	defer cancel()
+	ans, st, err := c.s.forwardFailover(ctx, c.fw, true, http.MethodPost, "/v1/allocations/batch", header, raw)
+	if st.Attempts > 1 {
+		c.s.log.Info("forwarded batch failed over to another leader", "allocations", len(calls), "attempts", st.Attempts, "leaders", st.Leaders, "err", err)
+	}
+	if err != nil {
+		c.answerAll(calls, coalesceAnswer{err: err, st: st})
+		return
+	}
+	if ans.status != http.StatusOK {
+		// The leader refused the batch as a whole (credentials, rate):
+		// every caller gets that refusal.
+		var e api.Error
+		if json.Unmarshal(ans.body, &e) != nil || e.Code == "" {
+			e = api.Error{Error: fmt.Sprintf("leader answered HTTP %d to a forwarded batch", ans.status), Code: errcode.Internal}
+		}
+		c.answerAll(calls, coalesceAnswer{status: ans.status, apiErr: &e, st: st})
+		return
+	}
+	var res api.BatchAllocateResponse
+	if err := json.Unmarshal(ans.body, &res); err != nil || len(res.Results) != len(calls) {
+		// An answer that does not fit the batch: the allocations may have
+		// been granted, so the callers retry with their request ids.
+		c.answerAll(calls, coalesceAnswer{err: fmt.Errorf("%w: malformed batch answer from the leader", errcode.ErrUnknownOutcome), st: st})
+		return
+	}
+	for i, call := range calls {
+		r := res.Results[i]
+		switch {
+		case r.Error != nil:
+			call.done <- coalesceAnswer{status: r.Status, apiErr: r.Error, st: st}
+		case r.Allocation != nil:
+			call.done <- coalesceAnswer{status: r.Status, alloc: r.Allocation, st: st}
+		default:
+			call.done <- coalesceAnswer{err: fmt.Errorf("%w: empty result in the leader's batch answer", errcode.ErrUnknownOutcome), st: st}
+		}
+	}
+}
+
+func (c *coalescer) answerAll(calls []*coalesceCall, a coalesceAnswer) {
+	for _, call := range calls {
+		call.done <- a
+	}
+}
