@@ -208,11 +208,7 @@ func (s *Handler) listRooms(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	out := []api.Room{}
-	for _, v := range rooms {
-		out = append(out, s.roomJSON(v))
-	}
-	writeJSON(w, 200, out)
+	writeJSONList(w, rooms, func(v *fsmpb.Room) any { return s.roomJSON(v) })
 }
 
 func (s *Handler) getRoom(w http.ResponseWriter, r *http.Request) {

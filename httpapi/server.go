@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -357,6 +358,36 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, e *api.Error) { writeJSON(w, code, e) }
 
+// writeJSONList answers 200 with items as one JSON array, encoding and
+// writing one element at a time: a list of 100,000 servers is streamed,
+// never held as one encoded body. ?pretty indents it whole instead.
+func writeJSONList[T any](w http.ResponseWriter, items []T, conv func(T) any) {
+	if rec, ok := w.(*statusRecorder); ok && rec.pretty {
+		out := make([]any, len(items))
+		for i, it := range items {
+			out[i] = conv(it)
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	_ = bw.WriteByte('[')
+	for i, it := range items {
+		b, err := json.Marshal(conv(it))
+		if err != nil {
+			break // the values are plain structs; cannot happen
+		}
+		if i > 0 {
+			_ = bw.WriteByte(',')
+		}
+		_, _ = bw.Write(b)
+	}
+	_, _ = bw.WriteString("]\n")
+	_ = bw.Flush()
+}
+
 // fail answers err with the right status, code and retry hint.
 func (s *Handler) fail(w http.ResponseWriter, err error) {
 	status, e := s.errorFor(err)
@@ -451,16 +482,12 @@ func (s *Handler) listServers(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	out := []any{}
-	for _, v := range servers {
-		js := ServerFromPB(v)
+	writeJSONList(w, servers, func(v *fsmpb.Server) any {
 		if s.Decorate != nil {
-			out = append(out, s.Decorate(js))
-		} else {
-			out = append(out, js)
+			return s.Decorate(ServerFromPB(v))
 		}
-	}
-	writeJSON(w, 200, out)
+		return ServerFromPB(v)
+	})
 }
 
 func (s *Handler) getServer(w http.ResponseWriter, r *http.Request) {
@@ -520,11 +547,7 @@ func (s *Handler) listAllocations(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	out := []api.Allocation{}
-	for _, a := range allocs {
-		out = append(out, AllocationFromPB(a))
-	}
-	writeJSON(w, 200, out)
+	writeJSONList(w, allocs, func(a *fsmpb.Allocation) any { return AllocationFromPB(a) })
 }
 
 func (s *Handler) getAllocation(w http.ResponseWriter, r *http.Request) {
