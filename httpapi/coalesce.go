@@ -104,7 +104,9 @@ func credentialHeaders(r *http.Request) (string, http.Header) {
 }
 
 // allocate forwards one allocation within a batch and writes its answer.
-func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.AllocateRequest) {
+// It returns false, having written nothing, when too many credentials are
+// being coalesced already: the caller forwards the request alone.
+func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.AllocateRequest) bool {
 	key, header := credentialHeaders(r)
 	call := &coalesceCall{req: req, done: make(chan coalesceAnswer, 1)}
 	c.mu.Lock()
@@ -112,6 +114,10 @@ func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.All
 	if g == nil {
 		if len(c.groups) >= coalesceGroups {
 			c.dropIdleLocked()
+		}
+		if len(c.groups) >= coalesceGroups {
+			c.mu.Unlock()
+			return false
 		}
 		g = &coalesceGroup{header: header}
 		c.groups[key] = g
@@ -128,7 +134,7 @@ func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.All
 	case <-r.Context().Done():
 		// The batch may still commit it; the request id makes a retry safe.
 		c.s.fail(w, fmt.Errorf("%w: %w", errcode.ErrUnknownOutcome, r.Context().Err()))
-		return
+		return true
 	}
 	w.Header().Set(forwardAttemptsHeader, strconv.Itoa(ans.st.Attempts))
 	w.Header().Set(forwardLeadersHeader, strings.Join(ans.st.Leaders, ","))
@@ -140,6 +146,7 @@ func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.All
 	default:
 		writeJSON(w, ans.status, ans.alloc)
 	}
+	return true
 }
 
 // dropIdleLocked forgets the groups with nothing queued or in flight.

@@ -236,11 +236,10 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 		r.URL.Path != "/v1/media/keys/rotate"
 	if idempotent && s.coalesce != nil && r.Method == http.MethodPost && r.URL.Path == "/v1/allocations" && r.URL.RawQuery == "" {
 		var one api.AllocateRequest
-		if strictJSON(body, &one) == nil {
-			// Many concurrent allocations share one batch to the leader
-			// (coalesce.go); a body the leader would refuse is sent as is,
-			// so the refusal reads the same.
-			s.coalesce.allocate(w, r, one)
+		// Many concurrent allocations share one batch to the leader
+		// (coalesce.go); a body the leader would refuse is sent as is, so
+		// the refusal reads the same.
+		if strictJSON(body, &one) == nil && s.coalesce.allocate(w, r, one) {
 			return
 		}
 	}
