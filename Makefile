@@ -4,12 +4,16 @@ BIN       := bin/switchyard
 PKGS      := ./...
 PROTOC_GEN_GO_VERSION := v1.36.12
 
-.PHONY: all build run test test-unit vet fmt generate bench fuzz clean tools chaos chaos-short
+.PHONY: all build install run test test-unit vet fmt generate bench fuzz clean tools chaos chaos-short
 
 all: build
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/switchyard
+
+## install: put switchyard on the PATH ($$(go env GOPATH)/bin, or $$GOBIN).
+install:
+	$(GO) install -trimpath ./cmd/switchyard
 
 ## run: a dev cluster (3 allocator nodes) on loopback with embedded defaults.
 run: build

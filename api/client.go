@@ -342,6 +342,13 @@ func (c *Client) Servers(ctx context.Context, stale bool) ([]Server, error) {
 	return s, c.do(ctx, "GET", "/v1/servers"+staleQuery(stale), nil, &s)
 }
 
+// ServersWithLoad lists the registered media servers with the load each
+// last reported, as the answering agent holds it.
+func (c *Client) ServersWithLoad(ctx context.Context, stale bool) ([]ServerWithLoad, error) {
+	var s []ServerWithLoad
+	return s, c.do(ctx, "GET", "/v1/servers"+staleQuery(stale), nil, &s)
+}
+
 // ServersRaw lists servers as raw JSON objects (with any soft-state fields
 // the agent adds).
 func (c *Client) ServersRaw(ctx context.Context, stale bool) ([]map[string]any, error) {

@@ -1,17 +1,18 @@
 package api
 
-// Allocation is the JSON form of an allocation.
+// Allocation is the JSON form of an allocation. Every field is always
+// present (empty or 0 when unset): the fields are a contract.
 type Allocation struct {
 	ID              string `json:"id"`
 	RequestID       string `json:"request_id"`
 	Room            string `json:"room"`
-	Requester       string `json:"requester,omitempty"`
+	Requester       string `json:"requester"`
 	Server          string `json:"server"`
 	Units           int64  `json:"units"`
 	State           string `json:"state"`
 	CreatedAtUnixMs int64  `json:"created_at_unix_ms"`
-	ExpiresAtUnixMs int64  `json:"expires_at_unix_ms,omitempty"`
-	EndedAtUnixMs   int64  `json:"ended_at_unix_ms,omitempty"`
+	ExpiresAtUnixMs int64  `json:"expires_at_unix_ms"`
+	EndedAtUnixMs   int64  `json:"ended_at_unix_ms"`
 	// Duplicate is set on an allocate answer when the request id had been
 	// granted before and this is that earlier allocation.
 	Duplicate bool `json:"duplicate,omitempty"`
@@ -31,10 +32,10 @@ type AllocateRequest struct {
 // Server is the JSON form of a media server.
 type Server struct {
 	ID                   string            `json:"id"`
-	Addresses            []string          `json:"addresses,omitempty"`
-	Region               string            `json:"region,omitempty"`
-	Zone                 string            `json:"zone,omitempty"`
-	Labels               map[string]string `json:"labels,omitempty"`
+	Addresses            []string          `json:"addresses"`
+	Region               string            `json:"region"`
+	Zone                 string            `json:"zone"`
+	Labels               map[string]string `json:"labels"`
 	Capacity             int64             `json:"capacity"`
 	Used                 int64             `json:"used"`
 	Free                 int64             `json:"free"`
@@ -96,8 +97,8 @@ type PeerInfo struct {
 type MemberStatus struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
-	HTTPAddr string `json:"http_addr,omitempty"`
-	QUICAddr string `json:"quic_addr,omitempty"`
+	HTTPAddr string `json:"http_addr"`
+	QUICAddr string `json:"quic_addr"`
 	Suffrage string `json:"suffrage"`
 	Leader   bool   `json:"leader"`
 }
@@ -126,4 +127,31 @@ type Status struct {
 	// ForwardTimeoutMs is how long this node gives one forwarded attempt
 	// before it fails the request over to a new leader (the agent's cluster package).
 	ForwardTimeoutMs int64 `json:"forward_timeout_ms"`
+}
+
+// ServerLoad is the load a media server last reported, as the answering
+// agent holds it (soft state: each agent has the reports it received or
+// was forwarded).
+type ServerLoad struct {
+	Incarnation         uint64   `json:"incarnation"`
+	Seq                 uint64   `json:"seq"`
+	CPU                 float64  `json:"cpu"`
+	IngressBps          int64    `json:"ingress_bps"`
+	EgressBps           int64    `json:"egress_bps"`
+	Peers               int64    `json:"peers"`
+	Tracks              int64    `json:"tracks"`
+	Rooms               []string `json:"rooms,omitempty"`
+	AllocationIDs       []string `json:"allocation_ids,omitempty"`
+	FreeUnits           int64    `json:"free_units"`
+	Truncated           bool     `json:"truncated,omitempty"`
+	UnmaterializedUnits int64    `json:"unmaterialized_units"`
+}
+
+// ServerWithLoad is an entry of GET /v1/servers: the server, its last
+// reported load (null before the first report) and that report's age in
+// ms (null likewise).
+type ServerWithLoad struct {
+	Server
+	Load      *ServerLoad `json:"load"`
+	LoadAgeMs *int64      `json:"load_age_ms"`
 }

@@ -37,6 +37,26 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 			break
 		}
 	}
+	if level == slog.LevelError {
+		level = demote(line)
+	}
 	w.log.Log(context.Background(), level, line)
 	return len(p), nil
+}
+
+// demote lowers raft's ERROR lines that describe normal events: a leader
+// change seen by the old leader, this node's own shutdown, and a peer that
+// is down or restarting (still a warning: an outage shows, a leader change
+// or Ctrl-C does not look like one).
+func demote(line string) slog.Level {
+	switch {
+	case strings.Contains(line, "peer has newer term"):
+		return slog.LevelInfo
+	case strings.Contains(line, "transport shutdown"):
+		return slog.LevelDebug
+	case strings.Contains(line, "failed to appendEntries to"), strings.Contains(line, "failed to heartbeat to"),
+		strings.Contains(line, "failed to make requestVote RPC"), strings.Contains(line, "failed to decode incoming command"):
+		return slog.LevelWarn
+	}
+	return slog.LevelError
 }

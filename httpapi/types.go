@@ -17,8 +17,15 @@ func AllocationFromPB(a *fsmpb.Allocation) api.Allocation {
 
 // ServerFromPB converts the FSM form to JSON.
 func ServerFromPB(s *fsmpb.Server) api.Server {
+	addrs, labels := s.GetAddresses(), s.GetLabels()
+	if addrs == nil {
+		addrs = []string{} // printed as [], not null: the fields are a contract
+	}
+	if labels == nil {
+		labels = map[string]string{}
+	}
 	return api.Server{
-		ID: s.GetId(), Addresses: s.GetAddresses(), Region: s.GetRegion(), Zone: s.GetZone(), Labels: s.GetLabels(),
+		ID: s.GetId(), Addresses: addrs, Region: s.GetRegion(), Zone: s.GetZone(), Labels: labels,
 		Capacity: s.GetCapacityUnits(), Used: s.GetUsedUnits(), Free: s.GetCapacityUnits() - s.GetUsedUnits(),
 		State: fsm.StateName(s.GetState()), Incarnation: s.GetIncarnation(),
 		RegisteredAtUnixMs: s.GetRegisteredAtUnixMs(), StateChangedAtUnixMs: s.GetStateChangedAtUnixMs(),

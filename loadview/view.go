@@ -235,49 +235,25 @@ func (v *View) unmaterialized(id string, r *transportpb.LoadReport, received tim
 	return n
 }
 
-// LoadJSON is the JSON form of a load report in `GET /v1/servers`.
-type LoadJSON struct {
-	Incarnation        uint64   `json:"incarnation"`
-	Seq                uint64   `json:"seq"`
-	CPU                float64  `json:"cpu"`
-	IngressBps         int64    `json:"ingress_bps"`
-	EgressBps          int64    `json:"egress_bps"`
-	Peers              int64    `json:"peers"`
-	Tracks             int64    `json:"tracks"`
-	Rooms              []string `json:"rooms,omitempty"`
-	AllocationIDs      []string `json:"allocation_ids,omitempty"`
-	FreeUnits          int64    `json:"free_units"`
-	Truncated          bool     `json:"truncated,omitempty"`
-	UnmaterializedUnit int64    `json:"unmaterialized_units"`
-}
-
 // JSON returns the JSON form of server id's latest load and its age in ms,
 // or nils when the view has none.
-func (v *View) JSON(id string) (*LoadJSON, *int64) {
+func (v *View) JSON(id string) (*api.ServerLoad, *int64) {
 	e, ok := v.Get(id)
 	if !ok {
 		return nil, nil
 	}
 	r := e.Report
 	age := v.now().Sub(e.Received).Milliseconds()
-	return &LoadJSON{
+	return &api.ServerLoad{
 		Incarnation: r.GetIncarnation(), Seq: r.GetSeq(), CPU: r.GetCpu(),
 		IngressBps: r.GetIngressBps(), EgressBps: r.GetEgressBps(), Peers: r.GetPeers(), Tracks: r.GetTracks(),
 		Rooms: r.GetRooms(), AllocationIDs: r.GetAllocationIds(), FreeUnits: r.GetFreeUnits(), Truncated: r.GetTruncated(),
-		UnmaterializedUnit: v.unmaterialized(id, r, e.Received),
+		UnmaterializedUnits: v.unmaterialized(id, r, e.Received),
 	}, &age
-}
-
-// Decorated is a `GET /v1/servers` entry with the view's soft state: the
-// last load (null when none) and its age in ms (null when none).
-type Decorated struct {
-	api.Server
-	Load      *LoadJSON `json:"load"`
-	LoadAgeMs *int64    `json:"load_age_ms"`
 }
 
 // Decorate implements httpapi.ServerListDecorator.
 func (v *View) Decorate(s api.Server) any {
 	l, age := v.JSON(s.ID)
-	return Decorated{Server: s, Load: l, LoadAgeMs: age}
+	return api.ServerWithLoad{Server: s, Load: l, LoadAgeMs: age}
 }

@@ -127,7 +127,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 			RaftAddr:        fmt.Sprintf("%s:%d", f.host, f.raftPort+i),
 			HTTPAddr:        joins[i],
 			QUICAddr:        fmt.Sprintf("%s:%d", f.host, f.quicPort+i),
-			BootstrapExpect: f.nodes, Join: joins, Logger: log.With("node", id),
+			BootstrapExpect: f.nodes, Join: joins, Logger: log, // the node and the agent add node=ID
 		}, ACL: f.acl == "default-deny"}
 		if prov != nil {
 			cfg.Provisioner = prov
@@ -171,12 +171,13 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 		dash += "#token=" + rd.Secret
 	}
 	fmt.Fprintf(out, "dashboard: %s (every agent serves it)\n", dash)
-	fmt.Fprintf(out, "try:  switchyard cluster status\n      switchyard server register --id m1 --capacity 10\n      switchyard alloc request --room demo --units 1 --request-id r1\n")
+	self := os.Args[0] // as invoked: bin/switchyard under make run
+	fmt.Fprintf(out, "try:  %[1]s cluster status\n      %[1]s server list\n      %[1]s alloc request --room demo --units 1 --request-id r1\n      %[1]s server register --id extra1 --capacity 10   (a server record without a media node behind it)\n", self)
 	if _, err := devIdentity(ca, certDir, "loadgen"); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "      switchyard loadgen --allocators %s --servers 100 --duration 10s \\\n        --tls-ca %s --tls-cert %s --tls-key %s\n",
-		devQUICAddrs(f), filepath.Join(certDir, pki.CACertFile), filepath.Join(certDir, "loadgen.pem"), filepath.Join(certDir, "loadgen-key.pem"))
+	fmt.Fprintf(out, "      %s loadgen --allocators %s --servers 100 --duration 10s \\\n        --tls-ca %s --tls-cert %s --tls-key %s\n",
+		self, devQUICAddrs(f), filepath.Join(certDir, pki.CACertFile), filepath.Join(certDir, "loadgen.pem"), filepath.Join(certDir, "loadgen-key.pem"))
 	stopMedia, err := startDevMedia(ctx, out, log, f.host, joins, strings.Split(devQUICAddrs(f), ","),
 		func(name string) (*pki.Identity, error) { return devRoleIdentity(ca, certDir, name, pki.RoleMedia) })
 	if err != nil {

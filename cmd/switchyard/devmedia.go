@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -89,6 +90,6 @@ func startDevMedia(ctx context.Context, out io.Writer, log *slog.Logger, host st
 		nodes = append(nodes, n)
 		fmt.Fprintf(out, "  media %s  capacity=%d  demo page: %s/\n", id, capacity, n.BaseURL())
 	}
-	fmt.Fprintf(out, "open %s/?publish=demo in one tab and %s/?watch=demo in three more:\nthe third viewer is redirected to m2 through a cascade ('switchyard alloc list' shows it,\n'switchyard server list' the nodes' reported load).\n", nodes[0].BaseURL(), nodes[0].BaseURL())
+	fmt.Fprintf(out, "open %[1]s/?publish=demo in one tab and %[1]s/?watch=demo in three more:\nthe third viewer is redirected to m2 through a cascade ('%[2]s alloc list' shows it,\n'%[2]s server list' the nodes' reported load).\n", nodes[0].BaseURL(), os.Args[0])
 	return stop, nil
 }

@@ -319,13 +319,29 @@ func printPolicy(cmd *cobra.Command, p api.Policy) error {
 	}
 	fmt.Fprintf(w, "hard limits\t%s\n", lim(p.Hard))
 	fmt.Fprintf(w, "soft limits\t%s\n", lim(p.Soft))
-	fmt.Fprintf(w, "weights\tunits %g, cpu %g, egress %g\n", p.Weights.Units, p.Weights.CPU, p.Weights.Egress)
+	if p.Weights.Units == 0 && p.Weights.CPU == 0 && p.Weights.Egress == 0 {
+		fmt.Fprintf(w, "weights\tunits 1, cpu 0, egress 0 (default: none set)\n")
+	} else {
+		fmt.Fprintf(w, "weights\tunits %g, cpu %g, egress %g\n", p.Weights.Units, p.Weights.CPU, p.Weights.Egress)
+	}
 	for _, d := range p.Distances {
 		fmt.Fprintf(w, "distance\t%s -> %s: %d\n", d.From, d.To, d.Distance)
 	}
 	pv := p.Provisioning
-	fmt.Fprintf(w, "provisioning\tcapacity %d, timeout %v, min pool %d, idle retire %v, disabled %v\n", pv.ServerCapacity,
-		time.Duration(pv.TimeoutMs)*time.Millisecond, pv.MinPool, time.Duration(pv.IdleRetireMs)*time.Millisecond, pv.Disabled)
+	orDefault := func(v, def int64, show func(int64) string) string {
+		if v > 0 {
+			return show(v)
+		}
+		return show(def) + " (default)"
+	}
+	ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).String() }
+	retire := "never"
+	if pv.IdleRetireMs > 0 {
+		retire = ms(pv.IdleRetireMs)
+	}
+	fmt.Fprintf(w, "provisioning\tcapacity %s, timeout %s, min pool %d, idle retire %s, disabled %v\n",
+		orDefault(pv.ServerCapacity, policyspec.DefaultServerCapacity, func(v int64) string { return strconv.FormatInt(v, 10) }),
+		orDefault(pv.TimeoutMs, policyspec.DefaultTimeoutMs, ms), pv.MinPool, retire, pv.Disabled)
 	fmt.Fprintf(w, "version\t%d (from log index %d)\n", p.Version, p.AppliedAtIndex)
 	return w.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -97,18 +98,32 @@ func newServerCmd() *cobra.Command {
 				}
 				return printJSON(cmd.OutOrStdout(), raw)
 			}
-			ss, err := c.Servers(ctx, stale)
+			// One list, with the load each server last reported as the
+			// answering agent holds it.
+			ss, err := c.ServersWithLoad(ctx, stale)
 			if err != nil {
 				return err
 			}
-			if err := summarizeServers(ss).print(cmd.OutOrStdout()); err != nil {
+			plain := make([]api.Server, len(ss))
+			for i, s := range ss {
+				plain[i] = s.Server
+			}
+			if err := summarizeServers(plain).print(cmd.OutOrStdout()); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout())
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tSTATE\tREGION\tUSED\tCAPACITY\tFREE")
+			fmt.Fprintln(w, "ID\tSTATE\tREGION\tUSED\tCAPACITY\tFREE\tCPU\tPEERS\tREPORTED FREE\tLOAD AGE")
 			for _, s := range ss {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\n", esc(s.ID), s.State, esc(s.Region), s.Used, s.Capacity, s.Free)
+				cpu, peers, rfree, age := "-", "-", "-", "-"
+				if l := s.Load; l != nil {
+					cpu, peers, rfree = fmt.Sprintf("%.0f%%", 100*l.CPU), fmt.Sprint(l.Peers), fmt.Sprint(l.FreeUnits)
+					if s.LoadAgeMs != nil {
+						age = (time.Duration(*s.LoadAgeMs) * time.Millisecond).String()
+					}
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", esc(s.ID), s.State, esc(s.Region), s.Used, s.Capacity, s.Free,
+					cpu, peers, rfree, age)
 			}
 			return w.Flush()
 		},
