@@ -57,6 +57,13 @@ type Client struct {
 	// all addresses); zero means DefaultAttemptTimeout. Clusters with
 	// other raft timing should use AttemptTimeoutFor.
 	AttemptTimeout time.Duration
+	// NoAnswerTimeout, when positive, ends the retries once no address
+	// has answered HTTP at all (refused connections, closed connections,
+	// TLS or protocol errors, attempts timing out) for this long: a wrong
+	// address fails in seconds, not at the caller's deadline. Any HTTP
+	// answer, a refusal included, restarts the clock. Zero retries until
+	// the context ends (what a service riding out a restart wants).
+	NoAnswerTimeout time.Duration
 	// Attempts counts the attempts this client made (for tests and
 	// benchmarks).
 	Attempts atomic.Int64
@@ -195,6 +202,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	// 100 ms cap, with jitter so clients do not march in step).
 	backoff := 10 * time.Millisecond
 	var last error
+	answered := time.Now() // when an agent last answered HTTP
 	first := int(c.next.Load())
 	for attempt := 0; ; attempt++ {
 		i := (first + attempt) % len(c.addrs)
@@ -215,6 +223,12 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		}
 		if !IsRetryable(last) {
 			return last
+		}
+		var ae *APIError
+		if errors.As(last, &ae) {
+			answered = time.Now()
+		} else if c.NoAnswerTimeout > 0 && time.Since(answered) >= c.NoAnswerTimeout {
+			return fmt.Errorf("no agent answered HTTP at %s for %v: %w", strings.Join(c.addrs, ","), c.NoAnswerTimeout.Round(time.Millisecond), last)
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, len(c.addrs), attempt+1, ctx.Err())

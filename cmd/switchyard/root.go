@@ -73,6 +73,10 @@ func (f *clientFlags) client(cmd *cobra.Command) (*api.Client, context.Context, 
 		return nil, nil, nil, usagef(cmd, "--timeout must be positive")
 	}
 	c := api.NewClient(addrs...)
+	// A wrong address (nothing listening, or not the HTTP API) fails in a
+	// few seconds; an election or a restarting agent answers (503) or
+	// comes back sooner than that.
+	c.NoAnswerTimeout = 3 * time.Second
 	if err := f.auth.apply(cmd, c, addrs); err != nil {
 		return nil, nil, nil, err
 	}
