@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -58,6 +59,15 @@ says which capacity was missing.`,
 				again = " (request id seen before: same allocation)"
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "allocated %s: room %s, %d units on %s%s\n", a.ID, a.Room, a.Units, a.Server, again)
+			// Say so when no server had room and the leader started one
+			// for this request (a provisioning intent lists its id).
+			if its, err := c.Intents(ctx, true); err == nil {
+				for _, it := range its {
+					if it.Kind == "provision" && it.ServerID == a.Server && slices.Contains(it.RequestIDs, a.RequestID) {
+						fmt.Fprintf(cmd.OutOrStdout(), "no server had room: %s was started for this request (provisioning intent %s, %s)\n", a.Server, it.ID, it.State)
+					}
+				}
+			}
 			return nil
 		},
 	}

@@ -17,7 +17,7 @@ import (
 func TestDevClusterStartsAndStopsOnCtrlC(t *testing.T) {
 	bin := proccluster.BuildBinary(t)
 	base := 10000 + rand.IntN(20000) // below the ephemeral port range (32768+)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	proc := startStreamed(t, ctx, bin, "dev",
 		"--raft-port", fmt.Sprint(base), "--http-port", fmt.Sprint(base+10), "--quic-port", fmt.Sprint(base+20))
@@ -40,6 +40,11 @@ func TestDevClusterStartsAndStopsOnCtrlC(t *testing.T) {
 		t.Fatal(e)
 	}
 	if o, e, code := run(t, bin, "alloc", "request", "--room", "demo", "--units", "1", "--request-id", "r1", "--server", "devtest", addr); code != 0 || !strings.Contains(o, "on devtest") {
+		t.Fatal(o, e)
+	}
+	// No server has 50 units: the leader starts a media node for the
+	// request (--provisioner local), and the CLI says so.
+	if o, e, code := run(t, bin, "alloc", "request", "--room", "big", "--units", "50", "--request-id", "big1", "--timeout", "45s", addr); code != 0 || !strings.Contains(o, "was started for this request") {
 		t.Fatal(o, e)
 	}
 	_ = cmd.Process.Signal(syscall.SIGINT)
