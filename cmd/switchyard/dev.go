@@ -185,6 +185,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	}
 	defer stopMedia()
 	fmt.Fprintln(out, "Ctrl-C stops the cluster.")
+	go reportLeaderChanges(ctx, out, agents[0].Node, st.Leader)
 	<-ctx.Done()
 	fmt.Fprintln(out, "stopping dev cluster")
 	return nil
@@ -304,4 +305,24 @@ func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, keep st
 	_ = os.Setenv(api.TokenEnv, boot.Secret)
 	fmt.Fprintf(out, "ACLs on. Operator token (the CLI finds it for this cluster; elsewhere: export SWITCHYARD_TOKEN=<token>):\n  %s\n", boot.Secret)
 	return stop, nil
+}
+
+// reportLeaderChanges prints every leader change n observes, with the
+// term, so elections on a busy machine are seen where the dev cluster
+// prints (its log level is error).
+func reportLeaderChanges(ctx context.Context, out io.Writer, n *cluster.Node, last string) {
+	for {
+		ch := n.LeaderChange()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		id, _, ok := n.Leader()
+		if !ok || id == last {
+			continue
+		}
+		fmt.Fprintf(out, "%s leader changed: %s -> %s (term %d)\n", time.Now().Format("15:04:05"), last, id, n.Status().Term)
+		last = id
+	}
 }
