@@ -12,12 +12,16 @@ import (
 	"github.com/switchyard/switchyard/internal/proccluster"
 )
 
+// registrants is how many clients register servers at once.
+const registrants = 64
+
 // BenchmarkAPIScale measures the public API as the fleet grows: three
 // agent processes, a client sending one allocation at a time straight to
 // the leader over HTTP, first with 20 registered servers and then, in the
-// same cluster, with 20,000 (registered through the API by 16 concurrent
-// clients, whose rate is reported too). The ratio of the two p50s is the
-// cost of a decision growing with the fleet, seen from a client.
+// same cluster, with 20,000 and with 100,000 (registered through the API
+// by 64 concurrent clients, whose rate is reported too). The ratio of the
+// p50s is the cost of a decision growing with the fleet, seen from a
+// client.
 func BenchmarkAPIScale(b *testing.B) {
 	bin := proccluster.BuildBinary(b)
 	for range b.N {
@@ -33,7 +37,7 @@ func BenchmarkAPIScale(b *testing.B) {
 			next.Store(int64(from))
 			var wg sync.WaitGroup
 			start := time.Now()
-			for range 16 {
+			for range registrants {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -67,12 +71,17 @@ func BenchmarkAPIScale(b *testing.B) {
 		small := p50("small-")
 		regRate := register(20, 20_000)
 		large := p50("large-")
+		regRate100k := register(20_000, 100_000)
+		huge := p50("huge-")
 		cancel()
 		pc.Close()
 		b.ReportMetric(ms(small), "p50-20-ms")
 		b.ReportMetric(ms(large), "p50-20000-ms")
 		b.ReportMetric(ms(large)/ms(small), "p50-20000/20")
 		b.ReportMetric(regRate, "registrations/s")
+		b.ReportMetric(regRate100k, "registrations-to-100k/s")
+		b.ReportMetric(ms(huge), "p50-100000-ms")
+		b.ReportMetric(ms(huge)/ms(small), "p50-100000/20")
 		b.ReportMetric(0, "ns/op")
 	}
 }
