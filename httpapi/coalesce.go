@@ -43,8 +43,9 @@ const (
 	// coalesceInflight is how many batches of one group may be on their
 	// way to the leader at once.
 	coalesceInflight = 8
-	// coalesceGroups caps the groups (distinct credentials) kept; beyond
-	// it a request is forwarded alone.
+	// coalesceGroups caps the groups (distinct credentials with requests
+	// queued or in flight; an idle group is forgotten); beyond it a
+	// request is forwarded alone.
 	coalesceGroups = 1024
 )
 
@@ -61,6 +62,7 @@ type coalescer struct {
 
 // coalesceGroup is the queue of one credential.
 type coalesceGroup struct {
+	key      string
 	header   http.Header // the credential headers every batch carries
 	pending  []*coalesceCall
 	inflight int
@@ -113,13 +115,10 @@ func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.All
 	g := c.groups[key]
 	if g == nil {
 		if len(c.groups) >= coalesceGroups {
-			c.dropIdleLocked()
-		}
-		if len(c.groups) >= coalesceGroups {
 			c.mu.Unlock()
 			return false
 		}
-		g = &coalesceGroup{header: header}
+		g = &coalesceGroup{key: key, header: header}
 		c.groups[key] = g
 	}
 	g.pending = append(g.pending, call)
@@ -149,15 +148,6 @@ func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.All
 	return true
 }
 
-// dropIdleLocked forgets the groups with nothing queued or in flight.
-func (c *coalescer) dropIdleLocked() {
-	for k, g := range c.groups {
-		if g.inflight == 0 && len(g.pending) == 0 {
-			delete(c.groups, k)
-		}
-	}
-}
-
 // flush sends batches of g until nothing is pending.
 func (c *coalescer) flush(g *coalesceGroup) {
 	for {
@@ -165,6 +155,10 @@ func (c *coalescer) flush(g *coalesceGroup) {
 		n := min(len(g.pending), coalesceMax)
 		if n == 0 {
 			g.inflight--
+			if g.inflight == 0 {
+				// Idle: forget the group (and the credential it holds).
+				delete(c.groups, g.key)
+			}
 			c.mu.Unlock()
 			return
 		}
