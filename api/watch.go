@@ -8,7 +8,7 @@ const (
 	WatchAllocation = "allocation" // an allocation changed
 	WatchPolicy     = "policy"     // the placement policy changed
 	WatchIntent     = "intent"     // a provisioning intent changed
-	WatchRoom       = "room"       // a placed room changed (api/rooms.go)
+	WatchRoom       = "room"       // a placed room changed
 	WatchHeartbeat  = "heartbeat"  // nothing changed; index is the last synced one
 	WatchError      = "error"      // the stream ends; resume from the last synced index
 )

@@ -93,7 +93,7 @@ type Handler struct {
 	// Decorate, if set before serving, decorates GET /v1/servers entries.
 	Decorate ServerListDecorator
 	coalesce *coalescer // coalesce.go: nil without a failover-capable backend
-	health   *health    // api/health.go
+	health   *health    // health.go
 	acl      aclState   // acl.go
 }
 
@@ -135,12 +135,12 @@ func NewHandler(b Backend, st State, log *slog.Logger, reg *prometheus.Registry)
 	s.handle("GET /v1/allocations/{id}", s.getAllocation, false)
 	s.handle("POST /v1/allocations", s.allocate, true)
 	s.handle("DELETE /v1/allocations/{id}", s.release, true)
-	s.handle("POST /v1/allocations/batch", s.allocateBatch, true) // api/batch.go
+	s.handle("POST /v1/allocations/batch", s.allocateBatch, true) // batch.go
 	s.handle("GET /v1/snapshot", s.snapshot, true)
 	s.handle("POST /v1/snapshot", s.restore, true)
 	s.registerPolicyRoutes() // api/policy.go
-	s.registerOpsRoutes()    // health, stats, overview, dashboard: api/health.go
-	s.registerRoomRoutes()   // api/rooms.go
+	s.registerOpsRoutes()    // health, stats, overview, dashboard: health.go
+	s.registerRoomRoutes()   // rooms.go
 	s.registerACLRoutes()    // acl.go
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// Go's profiler, answered by the agent asked (operators only once ACLs
