@@ -138,7 +138,7 @@ func NewHandler(b Backend, st State, log *slog.Logger, reg *prometheus.Registry)
 	s.handle("POST /v1/allocations/batch", s.allocateBatch, true) // batch.go
 	s.handle("GET /v1/snapshot", s.snapshot, true)
 	s.handle("POST /v1/snapshot", s.restore, true)
-	s.registerPolicyRoutes() // api/policy.go
+	s.registerPolicyRoutes() // policy.go
 	s.registerOpsRoutes()    // health, stats, overview, dashboard: health.go
 	s.registerRoomRoutes()   // rooms.go
 	s.registerACLRoutes()    // acl.go
