@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -97,13 +98,15 @@ func TestFrozenLeaderCostsOneElection(t *testing.T) {
 		_, err := cl.Allocate(cctx, api.AllocateRequest{RequestID: fmt.Sprintf("freeze-sdk-%d", round), Room: "r", Units: 1})
 		lat = time.Since(start)
 		ccancel()
+		stillStopped := allStopped(t, leader.Pid())
 		thaw(c, leader)
 		if err != nil {
 			t.Fatalf("round %d: SDK allocation with %s (first address) frozen: %v\n%s", round, leader.ID, err, c.Logs())
 		}
 		granted++
 		if n := cl.Attempts.Load(); n < 2 {
-			t.Fatalf("round %d: the SDK made %d attempt(s); the first went to the frozen agent and cannot have answered", round, n)
+			t.Fatalf("round %d: the SDK made %d attempt(s); the first went to the frozen agent %s (pid %d, all threads still stopped when it answered: %v) and cannot have answered\n%s",
+				round, n, leader.ID, leader.Pid(), stillStopped, c.Logs())
 		}
 		viaSDK = append(viaSDK, lat)
 		t.Logf("round %d: leader %s frozen; SDK acknowledged after %v in %d attempts", round, leader.ID, lat.Round(time.Millisecond), cl.Attempts.Load())
@@ -161,9 +164,42 @@ func otherThan(c *proccluster.Cluster, p *proccluster.Proc) *proccluster.Proc {
 	return c.Nodes[i]
 }
 
+// freeze SIGSTOPs p and returns once the kernel reports every thread of
+// the process stopped: a stop reaches each thread as it next runs, so on a
+// busy machine a thread could still answer a request sent right after
+// kill(2).
 func freeze(t *testing.T, c *proccluster.Cluster, p *proccluster.Proc) {
+	t.Helper()
 	c.Signal(p, syscall.SIGSTOP)
 	t.Cleanup(func() { c.Signal(p, syscall.SIGCONT) })
+	deadline := time.Now().Add(10 * time.Second)
+	for !allStopped(t, p.Pid()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("freeze %s: not stopped after 10 s", p.ID)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// allStopped reports whether every thread of pid is in state T (stopped).
+func allStopped(t *testing.T, pid int) bool {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of %d: %v", pid, err)
+	}
+	for _, stat := range tasks {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return false // a thread that just ended
+		}
+		// Field 3, after the parenthesised command name, is the state.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || len(b) <= i+2 || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 func thaw(c *proccluster.Cluster, p *proccluster.Proc) { c.Signal(p, syscall.SIGCONT) }
