@@ -58,10 +58,10 @@ type Client struct {
 	// other raft timing should use AttemptTimeoutFor.
 	AttemptTimeout time.Duration
 	// NoAnswerTimeout, when positive, ends the retries once no address
-	// has answered HTTP at all (refused connections, closed connections,
-	// TLS or protocol errors, attempts timing out) for this long: a wrong
-	// address fails in seconds, not at the caller's deadline. Any HTTP
-	// answer, a refusal included, restarts the clock. Zero retries until
+	// has answered HTTP at all (refused or closed connections, TLS or
+	// protocol errors) for this long: a wrong address fails in seconds,
+	// not at the caller's deadline. Any HTTP answer, a refusal included,
+	// and any attempt that merely ran out of time restart the clock. Zero retries until
 	// the context ends (what a service riding out a restart wants).
 	NoAnswerTimeout time.Duration
 	// Attempts counts the attempts this client made (for tests and
@@ -225,7 +225,10 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 			return last
 		}
 		var ae *APIError
-		if errors.As(last, &ae) {
+		if errors.As(last, &ae) || errors.Is(last, context.DeadlineExceeded) {
+			// An answer, or an attempt that ran out of time on a
+			// connection made (a slow or frozen agent, not a wrong
+			// address): the clock starts over.
 			answered = time.Now()
 		} else if c.NoAnswerTimeout > 0 && time.Since(answered) >= c.NoAnswerTimeout {
 			return fmt.Errorf("no agent answered HTTP at %s for %v: %w", strings.Join(c.addrs, ","), c.NoAnswerTimeout.Round(time.Millisecond), last)

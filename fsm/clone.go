@@ -11,8 +11,12 @@ func cloneAllocation(a *fsmpb.Allocation) *fsmpb.Allocation {
 	if a == nil {
 		return nil
 	}
-	return &fsmpb.Allocation{
+	c := &fsmpb.Allocation{
 		Id: a.Id, RequestId: a.RequestId, Room: a.Room, Requester: a.Requester, Server: a.Server, Units: a.Units,
 		CreatedAtUnixMs: a.CreatedAtUnixMs, ExpiresAtUnixMs: a.ExpiresAtUnixMs, State: a.State, EndedAtUnixMs: a.EndedAtUnixMs,
 	}
+	if u := a.ProtoReflect().GetUnknown(); len(u) > 0 { // fields of a newer schema, kept as proto.Clone would
+		c.ProtoReflect().SetUnknown(append([]byte(nil), u...))
+	}
+	return c
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/errcode"
+	"github.com/switchyard/switchyard/fsm"
 )
 
 // Coalescing forwarded allocations.
@@ -38,8 +39,14 @@ import (
 
 const (
 	// coalesceMax caps the allocations in one forwarded batch (well under
-	// api.MaxBatch and the leader's body cap).
-	coalesceMax = 256
+	// api.MaxBatch), and coalesceMaxBytes its encoded size (half the
+	// leader's body cap: every request is within the input caps, but JSON
+	// escaping can grow a field sixfold).
+	coalesceMax      = 256
+	coalesceMaxBytes = maxJSONBody / 2
+	// coalesceRounds bounds the re-sends of the requests a leader refused
+	// as not_leader inside a batch (it lost leadership while serving it).
+	coalesceRounds = 3
 	// coalesceInflight is how many batches of one group may be on their
 	// way to the leader at once.
 	coalesceInflight = 8
@@ -70,6 +77,7 @@ type coalesceGroup struct {
 
 type coalesceCall struct {
 	req  api.AllocateRequest
+	size int                 // encoded size
 	done chan coalesceAnswer // buffered: the sender never blocks
 }
 
@@ -106,11 +114,22 @@ func credentialHeaders(r *http.Request) (string, http.Header) {
 }
 
 // allocate forwards one allocation within a batch and writes its answer.
-// It returns false, having written nothing, when too many credentials are
-// being coalesced already: the caller forwards the request alone.
+// It returns false, having written nothing, for a request the leader would
+// refuse on its input (over a cap, no request id, no units: sent alone, so
+// it can never spoil a batch and its refusal reads the same) and when too
+// many credentials are being coalesced already: the caller forwards the
+// request alone then.
 func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.AllocateRequest) bool {
+	if req.RequestID == "" || req.Units <= 0 ||
+		fsm.CheckAllocateInput(req.RequestID, req.Room, req.Requester, req.Region, req.Server, req.TTLMs) != nil {
+		return false
+	}
+	enc, err := json.Marshal(req)
+	if err != nil {
+		return false
+	}
 	key, header := credentialHeaders(r)
-	call := &coalesceCall{req: req, done: make(chan coalesceAnswer, 1)}
+	call := &coalesceCall{req: req, size: len(enc) + 1, done: make(chan coalesceAnswer, 1)}
 	c.mu.Lock()
 	g := c.groups[key]
 	if g == nil {
@@ -152,7 +171,11 @@ func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.All
 func (c *coalescer) flush(g *coalesceGroup) {
 	for {
 		c.mu.Lock()
-		n := min(len(g.pending), coalesceMax)
+		n, size := 0, 0
+		for n < len(g.pending) && n < coalesceMax && (n == 0 || size+g.pending[n].size <= coalesceMaxBytes) {
+			size += g.pending[n].size
+			n++
+		}
 		if n == 0 {
 			g.inflight--
 			if g.inflight == 0 {
@@ -165,12 +188,15 @@ func (c *coalescer) flush(g *coalesceGroup) {
 		calls := g.pending[:n:n]
 		g.pending = g.pending[n:]
 		c.mu.Unlock()
-		c.send(g.header, calls)
+		c.send(g.header, calls, coalesceRounds)
 	}
 }
 
-// send forwards one batch and answers its callers.
-func (c *coalescer) send(header http.Header, calls []*coalesceCall) {
+// send forwards one batch and answers its callers. Requests the leader
+// refused as not_leader or no_leader (it lost leadership while serving the
+// batch; none was proposed) are sent again, up to rounds times in all, as
+// a request forwarded alone would be.
+func (c *coalescer) send(header http.Header, calls []*coalesceCall, rounds int) {
 	body := api.BatchAllocateRequest{Requests: make([]api.AllocateRequest, len(calls))}
 	for i, call := range calls {
 		body.Requests[i] = call.req
@@ -209,9 +235,12 @@ func (c *coalescer) send(header http.Header, calls []*coalesceCall) {
 		c.answerAll(calls, coalesceAnswer{err: fmt.Errorf("%w: malformed batch answer from the leader", errcode.ErrUnknownOutcome), st: st})
 		return
 	}
+	var again []*coalesceCall
 	for i, call := range calls {
 		r := res.Results[i]
 		switch {
+		case r.Error != nil && (r.Error.Code == "not_leader" || r.Error.Code == "no_leader") && rounds > 1:
+			again = append(again, call)
 		case r.Error != nil:
 			call.done <- coalesceAnswer{status: r.Status, apiErr: r.Error, st: st}
 		case r.Allocation != nil:
@@ -219,6 +248,9 @@ func (c *coalescer) send(header http.Header, calls []*coalesceCall) {
 		default:
 			call.done <- coalesceAnswer{err: fmt.Errorf("%w: empty result in the leader's batch answer", errcode.ErrUnknownOutcome), st: st}
 		}
+	}
+	if len(again) > 0 {
+		c.send(header, again, rounds-1)
 	}
 }
 

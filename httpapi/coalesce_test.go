@@ -28,8 +28,8 @@ func TestFollowerCoalescesForwardedAllocations(t *testing.T) {
 	defer cancel()
 	leader := c.WaitLeader(30 * time.Second)
 	follower := c.Followers()[0]
+	term := leader.Agent.Node.Status().Term
 	cl := api.NewClient(follower.Cfg.HTTPAddr)
-	cl.Retry = false // every answer is the follower's first
 	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,8 @@ func TestFollowerCoalescesForwardedAllocations(t *testing.T) {
 	if want := callers * (each - 1); len(ids) != want {
 		t.Fatalf("%d allocations, want %d", len(ids), want)
 	}
-	active := leader.Agent.Node.FSM().Allocations(fsm.AllocationFilter{ActiveOnly: true})
+	c.WaitConverged(30 * time.Second)
+	active := c.WaitLeader(30 * time.Second).Agent.Node.FSM().Allocations(fsm.AllocationFilter{ActiveOnly: true})
 	if len(active) != len(ids) {
 		t.Fatalf("leader holds %d active allocations, %d were acknowledged", len(active), len(ids))
 	}
@@ -105,8 +106,14 @@ func TestFollowerCoalescesForwardedAllocations(t *testing.T) {
 	// Every allocation went to the leader inside a batch, and batches were
 	// shared (fewer batches than allocations).
 	batches, batched := forwardMetric(t, follower, "switchyard_forward_batches_total"), forwardMetric(t, follower, "switchyard_forward_batched_allocations_total")
-	if batched != 2*callers*each {
-		t.Fatalf("%v allocations forwarded in batches, want %d", batched, 2*callers*each)
+	// The bad requests (zero units) go alone; every other one inside a
+	// batch — unless leadership moved meanwhile (a busy machine), which
+	// changes who forwards what.
+	if want := float64(2 * callers * (each - 1)); batched != want {
+		if now := c.WaitLeader(30 * time.Second).Agent.Node.Status().Term; now == term {
+			t.Fatalf("%v allocations forwarded in batches, want %v", batched, want)
+		}
+		t.Logf("leadership moved during the test: %v allocations forwarded in batches", batched)
 	}
 	if batches >= batched {
 		t.Fatalf("%v batches for %v allocations: nothing was shared", batches, batched)
@@ -137,4 +144,41 @@ func forwardMetric(t *testing.T, nd *testcluster.Node, name string) float64 {
 	}
 	t.Fatalf("metric %s not exported by %s", name, nd.ID)
 	return 0
+}
+
+// A request the leader would refuse on its input (here a 600 KB room name)
+// is forwarded alone: it gets its own refusal and never spoils the batch of
+// the valid requests sent beside it.
+func TestCoalescingIsolatesBadRequests(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c.WaitLeader(30 * time.Second)
+	cl := api.NewClient(c.Followers()[0].Cfg.HTTPAddr)
+	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("a", 600_000) // two of them exceed the leader's 1 MiB body cap together
+	var wg sync.WaitGroup
+	errs := make([]error, 68)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			room := "r"
+			if i%17 == 0 {
+				room = huge
+			}
+			_, errs[i] = cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("iso-%d", i), Room: room, Units: 1})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		switch {
+		case i%17 == 0 && !errors.Is(err, fsm.ErrInvalid):
+			t.Errorf("request %d (huge room): %v, want invalid_argument", i, err)
+		case i%17 != 0 && err != nil:
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
 }

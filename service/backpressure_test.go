@@ -23,7 +23,7 @@ func TestFloodIsSlowedNotLost(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{Mutate: func(_ int, cfg *agent.Config) {
 		cfg.MaxBatch = 4 // queue: 4×MaxBatch = 16
 	}})
-	leader := c.WaitLeader(30 * time.Second)
+	c.WaitLeader(30 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := c.Client().RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 1 << 20}); err != nil {
@@ -80,7 +80,8 @@ func TestFloodIsSlowedNotLost(t *testing.T) {
 	if len(ids) != 2*perPath {
 		t.Fatalf("%d allocations acknowledged, want %d", len(ids), 2*perPath)
 	}
-	active := leader.Agent.Node.FSM().Allocations(fsm.AllocationFilter{ActiveOnly: true})
+	c.WaitConverged(30 * time.Second)
+	active := c.WaitLeader(30 * time.Second).Agent.Node.FSM().Allocations(fsm.AllocationFilter{ActiveOnly: true})
 	if len(active) != len(ids) {
 		t.Fatalf("the leader holds %d active allocations, %d were acknowledged", len(active), len(ids))
 	}
