@@ -461,20 +461,33 @@ func (w WallClockJump) Inject(ctx context.Context, e *Env) (Heal, error) {
 		return heal, nil
 	}
 	off = logSize(p)
-	tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
 	var addrs []string
 	for _, n := range pt.C.Nodes {
 		if n.Running() {
 			addrs = append(addrs, n.HTTPAddr)
 		}
 	}
-	if err := api.NewClient(addrs...).TransferLeader(tctx, p.ID); err != nil {
-		return nil, errors.Join(fmt.Errorf("hand leadership to %s: %w", p.ID, err), heal(ctx))
-	}
-	line, err = waitLog(ctx, p, off, regexp.MustCompile(`clock jump: `), false, 15*time.Second)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("leader %s with its wall clock %v off did not guard its stamps: %w", p.ID, w.Offset, err), heal(ctx))
+	// Hand leadership to p and wait for its first stamp. On a busy machine
+	// another node's election can depose p before it stamps anything (it
+	// logs nothing then): hand leadership over again, a few times.
+	for attempt := 1; ; attempt++ {
+		tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		var err error
+		if st, serr := pt.C.Status(tctx, p); serr != nil || st.State != "Leader" {
+			err = api.NewClient(addrs...).TransferLeader(tctx, p.ID)
+		}
+		cancel()
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("hand leadership to %s: %w", p.ID, err), heal(ctx))
+		}
+		line, err = waitLog(ctx, p, off, regexp.MustCompile(`clock jump: `), false, 10*time.Second)
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			return nil, errors.Join(fmt.Errorf("leader %s with its wall clock %v off did not guard its stamps (%d hand-overs): %w", p.ID, w.Offset, attempt, err), heal(ctx))
+		}
+		e.Notes(fmt.Sprintf("leadership left %s before it stamped an entry; handing it over again", p.ID))
 	}
 	e.Notes(fmt.Sprintf("%s leads with its wall clock %v off: %s", p.ID, w.Offset, line))
 	// Lead with the stepped clock through at least two expiry passes of
