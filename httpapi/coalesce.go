@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
 
 // Coalescing forwarded allocations.
@@ -78,6 +80,7 @@ type coalesceGroup struct {
 type coalesceCall struct {
 	req  api.AllocateRequest
 	size int                 // encoded size
+	ctx  context.Context     // the caller's request: done once it gave up
 	done chan coalesceAnswer // buffered: the sender never blocks
 }
 
@@ -129,7 +132,7 @@ func (c *coalescer) allocate(w http.ResponseWriter, r *http.Request, req api.All
 		return false
 	}
 	key, header := credentialHeaders(r)
-	call := &coalesceCall{req: req, size: len(enc) + 1, done: make(chan coalesceAnswer, 1)}
+	call := &coalesceCall{req: req, size: len(enc) + 1, ctx: r.Context(), done: make(chan coalesceAnswer, 1)}
 	c.mu.Lock()
 	g := c.groups[key]
 	if g == nil {
@@ -197,22 +200,70 @@ func (c *coalescer) flush(g *coalesceGroup) {
 // batch; none was proposed) are sent again, up to rounds times in all, as
 // a request forwarded alone would be.
 func (c *coalescer) send(header http.Header, calls []*coalesceCall, rounds int) {
-	body := api.BatchAllocateRequest{Requests: make([]api.AllocateRequest, len(calls))}
-	for i, call := range calls {
-		body.Requests[i] = call.req
-	}
-	raw, err := json.Marshal(body)
-	if err != nil {
-		c.answerAll(calls, coalesceAnswer{err: err})
-		return
-	}
-	c.batches.Inc()
-	c.calls.Add(float64(len(calls)))
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.fwd.Timeout)
 	defer cancel()
-	ans, st, err := c.s.forwardFailover(ctx, c.fw, true, http.MethodPost, "/v1/allocations/batch", header, raw)
+	// Every attempt (the first, and each re-send to a new leader) carries
+	// only the requests whose callers still wait: a caller that gave up
+	// may already have sent the same request id again elsewhere and taken
+	// that answer (a refusal, say), so its old copy must not be granted
+	// later. This is what a request forwarded alone does: its forward ends
+	// with the caller's request.
+	var (
+		ans  *forwardAnswer
+		sent []*coalesceCall
+	)
+	st, err := c.fw.Forward(ctx, true, func(actx context.Context, lid string, m *fsmpb.Member) error {
+		live := make([]*coalesceCall, 0, len(calls))
+		for _, call := range calls {
+			if call.ctx.Err() == nil {
+				live = append(live, call)
+			}
+		}
+		if len(live) == 0 {
+			ans, sent = nil, nil
+			return nil // nobody waits any more: nothing to send
+		}
+		body := api.BatchAllocateRequest{Requests: make([]api.AllocateRequest, len(live))}
+		for i, call := range live {
+			body.Requests[i] = call.req
+		}
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		c.batches.Inc()
+		c.calls.Add(float64(len(live)))
+		a, err := c.s.forwardRaw(actx, http.MethodPost, "/v1/allocations/batch", header, raw, lid, m)
+		if err != nil {
+			return err
+		}
+		if a.status == http.StatusServiceUnavailable {
+			var e api.Error
+			if json.Unmarshal(a.body, &e) == nil && (e.Code == "not_leader" || e.Code == "no_leader") {
+				return fmt.Errorf("%w: %s answered: %s", cluster.ErrNotLeader, lid, e.Error)
+			}
+		}
+		ans, sent = a, live
+		return nil
+	})
 	if st.Attempts > 1 {
 		c.s.log.Info("forwarded batch failed over to another leader", "allocations", len(calls), "attempts", st.Attempts, "leaders", st.Leaders, "err", err)
+	}
+	if err == nil && ans == nil {
+		// Every caller gave up; they were answered when they did.
+		c.answerAll(calls, coalesceAnswer{err: fmt.Errorf("%w: the caller gave up", errcode.ErrUnknownOutcome), st: st})
+		return
+	}
+	if err == nil && len(sent) < len(calls) {
+		// Those left out gave up meanwhile (nobody reads their answer).
+		gone := make([]*coalesceCall, 0, len(calls)-len(sent))
+		for _, call := range calls {
+			if !slices.Contains(sent, call) {
+				gone = append(gone, call)
+			}
+		}
+		c.answerAll(gone, coalesceAnswer{err: fmt.Errorf("%w: the caller gave up", errcode.ErrUnknownOutcome), st: st})
+		calls = sent
 	}
 	if err != nil {
 		c.answerAll(calls, coalesceAnswer{err: err, st: st})
