@@ -133,11 +133,7 @@ func Lookup(err error) (e Entry, ok bool) {
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		for _, c := range Table() {
-			if c.Err == ErrUnknownOutcome {
-				return c, true
-			}
-		}
+		return Lookup(ErrUnknownOutcome)
 	}
 	return Entry{}, false
 }

@@ -237,11 +237,8 @@ func (c *coalescer) send(header http.Header, calls []*coalesceCall, rounds int) 
 		if err != nil {
 			return err
 		}
-		if a.status == http.StatusServiceUnavailable {
-			var e api.Error
-			if json.Unmarshal(a.body, &e) == nil && (e.Code == "not_leader" || e.Code == "no_leader") {
-				return fmt.Errorf("%w: %s answered: %s", cluster.ErrNotLeader, lid, e.Error)
-			}
+		if err := refusedAsNotLeader(a, lid); err != nil {
+			return err
 		}
 		ans, sent = a, live
 		return nil

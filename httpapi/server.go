@@ -267,16 +267,27 @@ func (s *Handler) forwardFailover(ctx context.Context, fw leaderForwarder, idemp
 		if err != nil {
 			return err
 		}
-		if a.status == http.StatusServiceUnavailable {
-			var e api.Error
-			if json.Unmarshal(a.body, &e) == nil && (e.Code == "not_leader" || e.Code == "no_leader") {
-				return fmt.Errorf("%w: %s answered: %s", cluster.ErrNotLeader, lid, e.Error)
-			}
+		if err := refusedAsNotLeader(a, lid); err != nil {
+			return err
 		}
 		ans = a
 		return nil
 	})
 	return ans, st, err
+}
+
+// refusedAsNotLeader returns an error wrapping ErrNotLeader when leader
+// lid's answer says it is not (or no longer) the leader: the request was
+// not proposed, so Forward may send it to another node.
+func refusedAsNotLeader(a *forwardAnswer, lid string) error {
+	if a.status != http.StatusServiceUnavailable {
+		return nil
+	}
+	var e api.Error
+	if json.Unmarshal(a.body, &e) == nil && (e.Code == "not_leader" || e.Code == "no_leader") {
+		return fmt.Errorf("%w: %s answered: %s", cluster.ErrNotLeader, lid, e.Error)
+	}
+	return nil
 }
 
 // forwardAttemptsHeader tells how many times a follower sent the request to
