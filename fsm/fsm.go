@@ -291,7 +291,7 @@ func (f *FSM) Allocations(flt AllocationFilter) []*fsmpb.Allocation {
 		if flt.ActiveOnly && a.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
 			continue
 		}
-		out = append(out, cloneAllocation(a))
+		out = append(out, proto.Clone(a).(*fsmpb.Allocation))
 	}
 	slices.SortFunc(out, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
 	return out
@@ -305,7 +305,7 @@ func (f *FSM) Allocation(id string) (*fsmpb.Allocation, bool) {
 	if a == nil {
 		return nil, false
 	}
-	return cloneAllocation(a), true
+	return proto.Clone(a).(*fsmpb.Allocation), true
 }
 
 // AllocationByRequest returns a copy of the allocation a request id got.
@@ -316,7 +316,7 @@ func (f *FSM) AllocationByRequest(requestID string) (*fsmpb.Allocation, bool) {
 	if !ok {
 		return nil, false
 	}
-	return cloneAllocation(f.s.allocations[id]), true
+	return proto.Clone(f.s.allocations[id]).(*fsmpb.Allocation), true
 }
 
 // Members returns copies of the allocator members, sorted by id.

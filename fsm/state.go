@@ -180,10 +180,10 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 	if id, ok := s.byRequest[d.GetRequestId()]; ok {
 		a := s.allocations[id]
 		if a.Room != d.GetRoom() || a.Units != d.GetUnits() {
-			return cloneAllocation(a), true, errorf(ErrRequestIDReused,
+			return proto.Clone(a).(*fsmpb.Allocation), true, errorf(ErrRequestIDReused,
 				"request id %q already allocated %s (room %q, %d units)", d.GetRequestId(), a.Id, a.Room, a.Units)
 		}
-		return cloneAllocation(a), true, nil
+		return proto.Clone(a).(*fsmpb.Allocation), true, nil
 	}
 	if err := ValidateRequest(d.GetRoom(), d.GetUnits()); err != nil {
 		return nil, false, err
@@ -217,7 +217,7 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 	s.byRequest[a.RequestId] = a.Id
 	s.indexAlloc(a, true) // scale.go
 	s.touch(srv.Id)
-	return cloneAllocation(a), false, nil
+	return proto.Clone(a).(*fsmpb.Allocation), false, nil
 }
 
 // ValidateRequest checks the request fields every transport must refuse
@@ -248,7 +248,7 @@ func (s *state) release(now int64, id string) (*fsmpb.Allocation, error) {
 		return nil, errorf(ErrNotFound, "allocation %q does not exist", id)
 	}
 	s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_RELEASED)
-	return cloneAllocation(a), nil
+	return proto.Clone(a).(*fsmpb.Allocation), nil
 }
 
 // end moves an active allocation to a final state and frees its units.
@@ -296,26 +296,17 @@ func (s *state) export() *fsmpb.State {
 		AppliedIndex:   s.applied,
 		LastTimeUnixMs: s.lastTime,
 	}
-	st.Servers = make([]*fsmpb.Server, 0, len(s.servers))
-	st.Allocations = make([]*fsmpb.Allocation, 0, len(s.allocations))
 	for _, v := range s.servers {
 		st.Servers = append(st.Servers, proto.Clone(v).(*fsmpb.Server))
 	}
-	// A million allocations: sort their ids (plain string comparisons on a
-	// compact slice) and copy in that order, rather than sorting the
-	// copies through pointers.
-	ids := make([]string, 0, len(s.allocations))
-	for id := range s.allocations {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		st.Allocations = append(st.Allocations, cloneAllocation(s.allocations[id]))
+	for _, v := range s.allocations {
+		st.Allocations = append(st.Allocations, proto.Clone(v).(*fsmpb.Allocation))
 	}
 	for _, v := range s.members {
 		st.Members = append(st.Members, proto.Clone(v).(*fsmpb.Member))
 	}
 	slices.SortFunc(st.Servers, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
+	slices.SortFunc(st.Allocations, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
 	s.exportExt(st)   // policy.go
 	s.exportRooms(st) // rooms.go
@@ -323,8 +314,7 @@ func (s *state) export() *fsmpb.State {
 	return st
 }
 
-// importState rebuilds a state from its canonical form. It takes the
-// allocations of st over (Restore decodes st for it alone).
+// importState rebuilds a state from its canonical form.
 func importState(st *fsmpb.State) (*state, error) {
 	if st.GetVersion() != StateVersion {
 		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads %d", ErrUnsupportedVersion, st.GetVersion(), StateVersion)
@@ -339,10 +329,8 @@ func importState(st *fsmpb.State) (*state, error) {
 	for _, v := range st.GetServers() {
 		s.servers[v.Id] = proto.Clone(v).(*fsmpb.Server)
 	}
-	s.allocations = make(map[string]*fsmpb.Allocation, len(st.GetAllocations()))
-	s.byRequest = make(map[string]string, len(st.GetAllocations()))
 	for _, v := range st.GetAllocations() {
-		a := v // st is the caller's to give away (a decoded snapshot)
+		a := proto.Clone(v).(*fsmpb.Allocation)
 		s.allocations[v.Id] = a
 		s.byRequest[v.RequestId] = v.Id
 		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
