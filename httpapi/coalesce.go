@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -200,8 +201,21 @@ func (c *coalescer) flush(g *coalesceGroup) {
 // batch; none was proposed) are sent again, up to rounds times in all, as
 // a request forwarded alone would be.
 func (c *coalescer) send(header http.Header, calls []*coalesceCall, rounds int) {
+	// The batch lives as long as one of its callers waits (and at most the
+	// forwarding timeout): when the last caller gives up, or the agent
+	// closes their connections at shutdown, the attempt in flight ends too.
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.fwd.Timeout)
 	defer cancel()
+	waiting := atomic.Int64{}
+	waiting.Store(int64(len(calls)))
+	for _, call := range calls {
+		stop := context.AfterFunc(call.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
 	// Every attempt (the first, and each re-send to a new leader) carries
 	// only the requests whose callers still wait: a caller that gave up
 	// may already have sent the same request id again elsewhere and taken
