@@ -198,6 +198,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	if len(c.addrs) == 0 {
 		return errors.New("no agent address given (--addr)")
 	}
+	if !Resendable(method, path) {
+		return c.doNotResent(ctx, method, path, body, out)
+	}
 	// Elections take a few hundred ms: retry quickly (10 ms doubling to a
 	// 100 ms cap, with jitter so clients do not march in step).
 	backoff := 10 * time.Millisecond

@@ -227,13 +227,10 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 		ans.write(w, cluster.ForwardStats{Attempts: 1, Leaders: []string{lid}})
 		return
 	}
-	// Every write is idempotent (request ids, set semantics) except moving
-	// leadership (a second transfer could move it twice) and minting ACL
-	// tokens or media keys (a resent bootstrap would be refused and its
-	// secret lost; a resent create would mint a second token; a resent
-	// rotation would evict the key tokens in use are signed with).
-	idempotent := r.URL.Path != "/v1/operator/transfer-leader" && r.URL.Path != "/v1/acl/bootstrap" && r.URL.Path != "/v1/acl/tokens" &&
-		r.URL.Path != "/v1/media/keys/rotate"
+	// Writes that must reach the leader at most once (moving leadership,
+	// minting tokens or keys) are forwarded without fail-over re-sends;
+	// api.Resendable is the one list, shared with the SDK's retries.
+	idempotent := api.Resendable(r.Method, r.URL.Path)
 	if idempotent && s.coalesce != nil && r.Method == http.MethodPost && r.URL.Path == "/v1/allocations" && r.URL.RawQuery == "" {
 		var one api.AllocateRequest
 		// Many concurrent allocations share one batch to the leader
