@@ -85,6 +85,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./quicapi/
 	$(GO) test -run '^$$' -bench 'ReportToLeaderView' -benchtime 200x -count 3 ./quicapi/
 	$(GO) test -run '^$$' -bench 'RoomPlacement' -benchtime 1x -count 3 ./httpapi/
+	$(GO) test -run '^$$' -bench 'WatchHubStep' -benchtime 3x -count 3 -timeout 10m ./httpapi/
 	$(GO) test -run '^$$' -bench 'RawUDPReceive' -benchtime 1s -count 3 ./quicapi/
 	$(GO) test -run '^$$' -bench 'TenThousandServers' -benchtime 1x -count 3 -timeout 30m ./quicapi/
 

@@ -112,6 +112,7 @@ func (s *state) placeRoom(now int64, c *fsmpb.PlaceRoom) (*fsmpb.Room, error) {
 	cur.PlacedAtUnixMs = now
 	cur.Region = c.GetRegion()
 	cur.Generation++
+	s.changed(ChangeRoom, cur.Name) // changes.go
 	return proto.Clone(cur).(*fsmpb.Room), nil
 }
 
@@ -130,6 +131,7 @@ func (s *state) releaseRoom(now int64, c *fsmpb.ReleaseRoom) (*fsmpb.Room, error
 	}
 	delete(s.rooms, cur.Name)
 	delete(s.roomNums, cur.Number)
+	s.changed(ChangeRoom, cur.Name) // changes.go
 	return cur, nil
 }
 
@@ -144,6 +146,7 @@ func (s *state) vacateRooms(now int64, id string) {
 			s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_RELEASED)
 		}
 		r.Server, r.LastServer = "", id
+		s.changed(ChangeRoom, r.Name) // changes.go
 	}
 }
 

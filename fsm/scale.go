@@ -24,6 +24,10 @@ type changeFeed struct {
 	ring  [feedSize]string
 	pos   uint64 // changes recorded so far
 	epoch uint64 // bumped when the whole state is replaced
+	// refs is the watchers' change log (changes.go): servers, allocations
+	// and rooms, refPos entries recorded so far.
+	refs   [feedSize]changeRef
+	refPos uint64
 }
 
 // FeedCursor is a reader's position in the feed. The zero cursor reads
@@ -40,11 +44,13 @@ func (s *state) touch(id string) {
 	}
 	s.feed.ring[s.feed.pos%feedSize] = id
 	s.feed.pos++
+	s.changed(ChangeServer, id) // changes.go
 }
 
 // indexAlloc adds (or removes) an active allocation to the by-server and
 // by-room indexes.
 func (s *state) indexAlloc(a *fsmpb.Allocation, add bool) {
+	s.changed(ChangeAllocation, a.Id) // changes.go
 	if s.activeOn == nil {
 		s.activeOn = map[string]map[string]*fsmpb.Allocation{}
 		s.roomUnits = map[string]map[string]int64{}

@@ -275,6 +275,7 @@ func (s *state) expire(now int64) {
 		if a.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE && ret > 0 && a.EndedAtUnixMs+ret <= now {
 			delete(s.allocations, id)
 			delete(s.byRequest, a.RequestId)
+			s.changed(ChangeAllocation, id) // changes.go
 		}
 	}
 }

@@ -70,8 +70,10 @@ type State interface {
 	MediaKeys() []*fsmpb.MediaKey
 	ACLBootstrapped() bool
 	ACLTokens() []*fsmpb.AclToken
-	// Export and AppliedIndex feed the watch stream.
+	// Export, ExportAt, DeltaSince and AppliedIndex feed the watch stream.
 	Export() *fsmpb.State
+	ExportAt() (*fsmpb.State, fsm.ChangeCursor)
+	DeltaSince(cur fsm.ChangeCursor) (fsm.Delta, fsm.ChangeCursor, bool)
 	AppliedIndex() uint64
 }
 

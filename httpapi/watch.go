@@ -44,15 +44,20 @@ type watchSub struct {
 	dropped bool // set (under hub.mu) when cut off for reading too slowly
 }
 
-// watchSource is what the hub reads: a copy of the state and the index it
-// was applied up to. *fsm.FSM implements it.
+// watchSource is what the hub reads: a copy of the state, what changed
+// since a position of the state's change log, and the index applied up
+// to. *fsm.FSM implements it.
 type watchSource interface {
-	Export() *fsmpb.State
+	ExportAt() (*fsmpb.State, fsm.ChangeCursor)
+	DeltaSince(cur fsm.ChangeCursor) (fsm.Delta, fsm.ChangeCursor, bool)
 	AppliedIndex() uint64
 }
 
-// watchHub diffs successive copies of the state for the watchers of one
-// handler.
+// watchHub turns the state's changes into events for the watchers of one
+// handler. It follows the state's change log, so each step costs what
+// changed, not the size of the state; only its first copy, and a start
+// over after a snapshot restore or a change log it fell too far behind
+// of, copy and diff the whole state.
 type watchHub struct {
 	f watchSource
 	// done ends the hub (the agent is shutting down).
@@ -65,8 +70,9 @@ type watchHub struct {
 	running bool
 	subs    map[*watchSub]struct{}
 	idleAt  time.Time
-	base    uint64 // the index the oldest retained tick diffs from
-	last    uint64 // index of the current copy
+	base    uint64           // the index the oldest retained tick diffs from
+	last    uint64           // index of the current copy
+	cur     fsm.ChangeCursor // where the copy is in the state's change log
 	ticks   []*watchTick
 	nEvents int
 	servers map[string]*fsmpb.Server
@@ -118,7 +124,9 @@ func (h *watchHub) unsubscribe(s *watchSub) {
 
 // start takes the first copy and starts polling. Called with h.mu held.
 func (h *watchHub) start() {
-	h.load(h.f.Export())
+	st, cur := h.f.ExportAt()
+	h.load(st)
+	h.cur = cur
 	h.subs = map[*watchSub]struct{}{}
 	h.running = true
 	h.idleAt = time.Now()
@@ -220,14 +228,32 @@ func (h *watchHub) run() {
 		}
 		last := h.last
 		h.mu.Unlock()
-		if h.f.AppliedIndex() == last {
-			continue
+		if h.f.AppliedIndex() != last {
+			h.step()
 		}
-		st := h.f.Export() // outside the lock: watchers keep subscribing meanwhile
-		h.mu.Lock()
-		h.advance(st)
-		h.mu.Unlock()
 	}
+}
+
+// step brings the copy up to the state: by the state's change log, or from
+// a new copy when the log cannot answer from the hub's position. The state
+// is read without h.mu, so watchers keep subscribing meanwhile; only the
+// hub's goroutine calls step.
+func (h *watchHub) step() {
+	h.mu.Lock()
+	cur := h.cur
+	h.mu.Unlock()
+	if d, next, ok := h.f.DeltaSince(cur); ok {
+		h.mu.Lock()
+		h.advanceDelta(d)
+		h.cur = next
+		h.mu.Unlock()
+		return
+	}
+	st, next := h.f.ExportAt()
+	h.mu.Lock()
+	h.advance(st)
+	h.cur = next
+	h.mu.Unlock()
 }
 
 // diffInto brings have (the hub's copy of one collection, by key) up to
@@ -253,6 +279,48 @@ func diffInto[V proto.Message](events []api.WatchEvent, have map[string]V, cur [
 	return events
 }
 
+// applyChanges brings have (the hub's copy of one collection, by key) up
+// to date with changed (copies of the changed items, nil for an item that
+// is gone): it appends an upsert event for every new or changed item and a
+// delete event for every item gone (in key order), and returns events.
+func applyChanges[V proto.Message](events []api.WatchEvent, have, changed map[string]V, event func(op string, v V) api.WatchEvent) []api.WatchEvent {
+	for _, k := range sortedKeys(changed) {
+		v := changed[k]
+		old, had := have[k]
+		switch {
+		case !v.ProtoReflect().IsValid(): // gone
+			if had {
+				events = append(events, event("delete", old))
+				delete(have, k)
+			}
+		case !had || !proto.Equal(old, v):
+			events = append(events, event("upsert", v))
+			have[k] = v
+		}
+	}
+	return events
+}
+
+// advanceDelta applies the changes d to the current copy, records the tick
+// and hands it to every watcher. Called with h.mu held.
+func (h *watchHub) advanceDelta(d fsm.Delta) {
+	idx := d.Applied
+	if idx <= h.last {
+		return
+	}
+	tk := &watchTick{index: idx}
+	tk.events = applyChanges(tk.events, h.servers, d.Servers,
+		func(op string, v *fsmpb.Server) api.WatchEvent { return serverEvent(idx, op, v) })
+	tk.events = applyChanges(tk.events, h.allocs, d.Allocations,
+		func(op string, v *fsmpb.Allocation) api.WatchEvent { return allocEvent(idx, op, v) })
+	tk.events = diffInto(tk.events, h.intents, d.Intents, (*fsmpb.ProvisionIntent).GetId,
+		func(op string, v *fsmpb.ProvisionIntent) api.WatchEvent { return intentEvent(idx, op, v) })
+	// After the servers: a room's event names its server's current record.
+	tk.events = applyChanges(tk.events, h.rooms, d.Rooms,
+		func(op string, v *fsmpb.Room) api.WatchEvent { return roomEvent(idx, op, v, h.servers) })
+	h.publish(tk, d.Policy)
+}
+
 // advance diffs st against the current copy, records the tick and hands
 // it to every watcher. Called with h.mu held.
 func (h *watchHub) advance(st *fsmpb.State) {
@@ -270,8 +338,16 @@ func (h *watchHub) advance(st *fsmpb.State) {
 	// After the servers: a room's event names its server's current record.
 	tk.events = diffInto(tk.events, h.rooms, st.GetRooms(), (*fsmpb.Room).GetName,
 		func(op string, v *fsmpb.Room) api.WatchEvent { return roomEvent(idx, op, v, h.servers) })
-	if !proto.Equal(h.policy, st.GetPolicy()) {
-		h.policy = st.GetPolicy()
+	h.publish(tk, st.GetPolicy())
+}
+
+// publish completes tk with the policy's event (when policy changed) and
+// the synced mark, records it and hands it to every watcher. Called with
+// h.mu held.
+func (h *watchHub) publish(tk *watchTick, policy *fsmpb.Policy) {
+	idx := tk.index
+	if !proto.Equal(h.policy, policy) {
+		h.policy = policy
 		p := api.PolicyFromPB(h.policy)
 		tk.events = append(tk.events, api.WatchEvent{Index: idx, Kind: api.WatchPolicy, Op: "upsert", Policy: &p})
 	}

@@ -22,7 +22,9 @@ func deregister(id string) *fsmpb.Command {
 // goroutine: the test drives advance itself.
 func hubAt(f *fsm.FSM, retain, subBuf int) *watchHub {
 	h := &watchHub{f: f, retain: retain, subBuf: subBuf, subs: map[*watchSub]struct{}{}, running: true}
-	h.load(f.Export())
+	st, cur := f.ExportAt()
+	h.load(st)
+	h.cur = cur
 	return h
 }
 
@@ -33,9 +35,7 @@ func apply(t *testing.T, f *fsm.FSM, h *watchHub, index uint64, cmds ...*fsmpb.C
 			t.Fatalf("apply at %d: %v", index, err)
 		}
 	}
-	h.mu.Lock()
-	h.advance(f.Export())
-	h.mu.Unlock()
+	h.step()
 }
 
 // TestWatchHubDiffsResumesCompactsAndCutsOffSlowWatchers: ticks carry
@@ -93,5 +93,54 @@ func TestWatchHubDiffsResumesCompactsAndCutsOffSlowWatchers(t *testing.T) {
 	old := uint64(1)
 	if _, _, err := h.subscribe(&old); !errors.Is(err, errCompacted) {
 		t.Fatalf("resume before the history: %v", err)
+	}
+}
+
+// BenchmarkWatchHubStep: what one change costs the watch hub with a large
+// state, following the state's change log ("delta") against copying and
+// diffing the whole state ("copy", what a start over costs).
+func BenchmarkWatchHubStep(b *testing.B) {
+	const servers, allocs = 100_000, 100_000
+	f := fsm.New()
+	index := uint64(0)
+	applyAll := func(cmds []*fsmpb.Command) {
+		index++
+		for _, r := range f.ApplyEnvelope(index, &fsmpb.Envelope{Version: fsm.EnvelopeVersion, NowUnixMs: int64(index), Batch: &fsmpb.Batch{Commands: cmds}}) {
+			if err := fsm.ResultError(r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var cmds []*fsmpb.Command
+	for i := range servers {
+		cmds = append(cmds, register(fmt.Sprintf("m%d", i), 1000))
+		if len(cmds) == 1000 {
+			applyAll(cmds)
+			cmds = nil
+		}
+	}
+	allocate := func(i int) *fsmpb.Command {
+		return &fsmpb.Command{Cmd: &fsmpb.Command_Allocate{Allocate: &fsmpb.AllocateDecision{RequestId: fmt.Sprintf("r%d", i), Room: fmt.Sprintf("room%d", i), Server: fmt.Sprintf("m%d", i%servers), Units: 1}}}
+	}
+	for i := range allocs {
+		cmds = append(cmds, allocate(i))
+		if len(cmds) == 1000 {
+			applyAll(cmds)
+			cmds = nil
+		}
+	}
+	for _, mode := range []string{"delta", "copy"} {
+		b.Run(fmt.Sprintf("mode=%s/servers=%d/allocations=%d", mode, servers, allocs), func(b *testing.B) {
+			h := hubAt(f, 1000, 16)
+			n := allocs
+			for b.Loop() {
+				applyAll([]*fsmpb.Command{allocate(n)})
+				n++
+				if mode == "copy" {
+					h.cur = fsm.ChangeCursor{} // the change log cannot answer: copy and diff
+				}
+				h.step()
+			}
+		})
 	}
 }
