@@ -392,7 +392,8 @@ function wire() {
 // For tests and curious operators: the last data the page rendered.
 window.switchyardDashboard = st;
 
-// Allocations, intents and the policy follow this agent's change stream
+// Servers (for the totals and regions), allocations, intents, placed
+// rooms and the policy follow this agent's change stream
 // (GET /v1/watch as Server-Sent Events): a full copy first, then every
 // change, applied to a local mirror that is shown at each "synced" mark.
 // The browser resumes a dropped stream itself (Last-Event-ID); when the
