@@ -282,6 +282,9 @@ func (c *Client) once(ctx context.Context, addr, method, path string, body []byt
 		}
 		return ae
 	}
+	if wh, ok := out.(*withHeader); ok {
+		wh.header, out = resp.Header, wh.out
+	}
 	switch o := out.(type) {
 	case nil:
 		_, _ = io.Copy(io.Discard, resp.Body)
@@ -356,7 +359,8 @@ func staleQuery(stale bool) string {
 	return ""
 }
 
-// Servers lists the registered media servers.
+// Servers lists the registered media servers (all of them in one answer;
+// see ServersPage and Pages to read them a page at a time).
 func (c *Client) Servers(ctx context.Context, stale bool) ([]Server, error) {
 	var s []Server
 	return s, c.do(ctx, "GET", "/v1/servers"+staleQuery(stale), nil, &s)
@@ -420,8 +424,20 @@ type AllocationListOptions struct {
 	Stale        bool
 }
 
-// Allocations lists allocations.
+// Allocations lists allocations (all of them in one answer; see
+// AllocationsPage and Pages to read them a page at a time).
 func (c *Client) Allocations(ctx context.Context, o AllocationListOptions) ([]Allocation, error) {
+	q := o.values()
+	p := "/v1/allocations"
+	if len(q) > 0 {
+		p += "?" + q.Encode()
+	}
+	var a []Allocation
+	return a, c.do(ctx, "GET", p, nil, &a)
+}
+
+// values is o as the query of GET /v1/allocations.
+func (o AllocationListOptions) values() url.Values {
 	q := url.Values{}
 	if o.Room != "" {
 		q.Set("room", o.Room)
@@ -435,12 +451,7 @@ func (c *Client) Allocations(ctx context.Context, o AllocationListOptions) ([]Al
 	if o.Stale {
 		q.Set("stale", "true")
 	}
-	p := "/v1/allocations"
-	if len(q) > 0 {
-		p += "?" + q.Encode()
-	}
-	var a []Allocation
-	return a, c.do(ctx, "GET", p, nil, &a)
+	return q
 }
 
 // SaveSnapshot writes the cluster state (snapshot format) to w.
@@ -511,7 +522,7 @@ func (c *Client) ACLCreateToken(ctx context.Context, r CreateTokenRequest) (ACLT
 	return t, c.do(ctx, "POST", "/v1/acl/tokens", mustJSON(r), &t)
 }
 
-// ACLTokens lists tokens (without secrets).
+// ACLTokens lists tokens (without secrets), all in one answer.
 func (c *Client) ACLTokens(ctx context.Context) ([]ACLToken, error) {
 	var t []ACLToken
 	return t, c.do(ctx, "GET", "/v1/acl/tokens", nil, &t)

@@ -22,4 +22,11 @@
 // POST /v1/allocations/batch requests (at most MaxBatch each), so one
 // process can drive thousands of allocations per second over a handful of
 // connections.
+//
+// Lists (servers, allocations, rooms, ACL tokens) are read a page at a
+// time: the ...Page methods read one page (PageOptions: Limit, After) and
+// answer its Items, the list's Total and the NextCursor; Pages iterates
+// over the pages and All collects them. Page says what a cursor
+// guarantees while the list changes. The older calls (Servers,
+// Allocations, Rooms, ACLTokens) read the whole list in one answer.
 package api

@@ -36,3 +36,23 @@ func Example() {
 		_, _ = c.Release(ctx, a.ID)
 	}
 }
+
+// An operator's tool reads the active allocations of a large cluster a
+// page at a time: each request answers at most 500, whatever the fleet.
+func ExamplePages() {
+	c := api.NewClient("127.0.0.1:7501")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	units := map[string]int64{}
+	for pg, err := range api.Pages(ctx, api.PageOptions{Limit: 500}, c.AllocationPages(api.AllocationListOptions{ActiveOnly: true})) {
+		if err != nil {
+			fmt.Println("list:", err)
+			return
+		}
+		for _, a := range pg.Items {
+			units[a.Server] += a.Units
+		}
+	}
+	fmt.Println(len(units), "servers hold active allocations")
+}

@@ -359,11 +359,12 @@ func (s *Handler) createToken(w http.ResponseWriter, r *http.Request, req api.Cr
 }
 
 func (s *Handler) aclList(w http.ResponseWriter, r *http.Request) {
-	out := []api.ACLToken{}
-	for _, t := range s.st.ACLTokens() {
-		out = append(out, tokenFromPB(t))
+	tokens, err := page(w, r, s.st.ACLTokens(), (*fsmpb.AclToken).GetId)
+	if err != nil {
+		s.fail(w, err)
+		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSONList(w, tokens, func(t *fsmpb.AclToken) any { return tokenFromPB(t) })
 }
 
 func (s *Handler) aclRevoke(w http.ResponseWriter, r *http.Request) {

@@ -68,6 +68,11 @@ func TestDashboardWithACL(t *testing.T) {
 			if err != nil || n != "5" {
 				return fmt.Errorf("servers on the page: %q %v", n, err)
 			}
+			// The server table's page, read with the token, and its total
+			// from the answer's X-Total-Count.
+			if s, err := text(ctx, "#servers-shown"); err != nil || s != "showing 1–5 of 5" {
+				return fmt.Errorf("server table: %q %v", s, err)
+			}
 			// Allocations arrive over the change stream.
 			a, err := text(ctx, "#alloc-active")
 			if err != nil || a != "3" {

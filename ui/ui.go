@@ -2,9 +2,11 @@
 // script and a style sheet embedded in the binary (plain JavaScript, no
 // outside code, nothing fetched from elsewhere) that read the agent's own
 // JSON API: they poll /v1/overview (every member's status and counters)
-// and /v1/servers (with load), and follow /v1/watch (allocations, intents,
-// the policy) as Server-Sent Events. When the agent knows no leader the
-// page says so and shows the agent's local replica (?stale=true).
+// and the page of /v1/servers (with load) the server table shows, 50
+// servers a request, and follow /v1/watch (servers, allocations, intents,
+// the policy, rooms) as Server-Sent Events for the totals. When the agent
+// knows no leader the page says so and shows the agent's local replica
+// (?stale=true).
 package ui
 
 import (

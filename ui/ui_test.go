@@ -260,6 +260,7 @@ func TestDashboardChromium(t *testing.T) {
 		return nil
 	})
 	screenshot(t, ctx, "dashboard.png")
+	checkServerPages(t, ctx, cl)
 
 	// Update latency: a new allocation committed → shown.
 	t1 := time.Now()
@@ -297,4 +298,72 @@ func TestDashboardChromium(t *testing.T) {
 		return nil
 	})
 	screenshot(t, ctx, "dashboard-no-leader.png")
+}
+
+// checkServerPages checks the server table of a dashboard showing
+// dashServers servers: it reads them from the API 50 at a time, shows the
+// total the API counts (X-Total-Count), reaches the second page and back,
+// and the page it shows stays live.
+func checkServerPages(t *testing.T, ctx context.Context, cl *api.Client) {
+	t.Helper()
+	rows := func() (int, error) {
+		return chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#servers tbody tr").length`))
+	}
+	want := func(texts map[string]string, n int) func() error {
+		return func() error {
+			for sel, w := range texts {
+				if got, err := text(ctx, sel); err != nil || got != w {
+					return fmt.Errorf("%s: %q (%v), want %q", sel, got, err, w)
+				}
+			}
+			if got, err := rows(); err != nil || got != n {
+				return fmt.Errorf("%d rows in the server table (%v), want %d", got, err, n)
+			}
+			return nil
+		}
+	}
+	total := strconv.Itoa(dashServers)
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"#servers-total": total, "#servers-shown": "showing 1–50 of " + total, "#page": "page 1 / 20",
+	}, 50))
+	// Every read of the server list asked for one page.
+	reads, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](
+		`performance.getEntriesByType("resource").map((e) => e.name).filter((n) => new URL(n).pathname === "/v1/servers")`))
+	if err != nil || len(reads) == 0 {
+		t.Fatalf("the page's reads of /v1/servers: %v %v", reads, err)
+	}
+	for _, r := range reads {
+		if !strings.Contains(r, "limit=50") {
+			t.Fatalf("the page read %s: not one page", r)
+		}
+	}
+	click := func(id string) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("`+id+`").click(), true`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	click("next")
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"#servers-shown": "showing 51–100 of " + total, "#page": "page 2 / 20", "tr[data-server='m0050'] .id": "m0050",
+	}, 50))
+	if got, _ := text(ctx, "tr[data-server='m0001'] .id"); got != "" {
+		t.Fatalf("m0001 is still shown on the second page")
+	}
+	// The second page is live: a unit taken on m0050 shows.
+	before, err := cl.Server(ctx, "m0050", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "page-two", Room: "room-1", Units: 1, Server: "m0050"}); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"tr[data-server='m0050'] .used": strconv.FormatInt(before.Used+1, 10), "#page": "page 2 / 20",
+	}, 50))
+	click("prev")
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"#servers-shown": "showing 1–50 of " + total, "#page": "page 1 / 20", "tr[data-server='a0'] .id": "a0",
+	}, 50))
+	t.Logf("server table: %d reads of /v1/servers, each one page of 50; second page reached and left", len(reads))
 }

@@ -164,35 +164,45 @@ Secrets are shown once, when created; the cluster stores only their SHA-256.`,
 	create.Flags().DurationVar(&ttl, "ttl", 0, "expire the token after this long (0: never)")
 
 	lf := &clientFlags{}
+	pf := &pageFlags{}
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List tokens (never their secrets)",
+		Short: "List tokens (never their secrets), ordered by id; the table ends with the total",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := pf.check(cmd); err != nil {
+				return err
+			}
 			c, ctx, cancel, err := lf.client(cmd)
 			if err != nil {
 				return err
 			}
 			defer cancel()
-			ts, err := c.ACLTokens(ctx)
-			if err != nil {
-				return err
-			}
+			tokenID := func(t api.ACLToken) string { return t.ID }
 			if lf.json {
-				return printJSON(cmd.OutOrStdout(), ts)
+				return printJSONPages(cmd, ctx, pf, "tokens", tokenID, c.ACLTokensPage)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tROLE\tDESCRIPTION\tEXPIRES")
-			for _, t := range ts {
+			res, err := listPages(ctx, pf, tokenID, c.ACLTokensPage, func(t api.ACLToken) error {
 				exp := "never"
 				if t.ExpiresAtUnixMs > 0 {
 					exp = time.UnixMilli(t.ExpiresAtUnixMs).UTC().Format(time.RFC3339)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", esc(t.ID), esc(t.Role), esc(t.Description), exp)
+				_, err := fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", esc(t.ID), esc(t.Role), esc(t.Description), exp)
+				return err
+			})
+			if err != nil {
+				return err
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.footer("tokens"))
+			return nil
 		},
 	}
 	lf.register(list, true)
+	pf.register(list, "tokens", "id")
 
 	rf := &clientFlags{}
 	revoke := &cobra.Command{

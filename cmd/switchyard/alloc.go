@@ -107,13 +107,24 @@ says which capacity was missing.`,
 	relf.register(release, true)
 
 	lf := &clientFlags{}
+	pf := &pageFlags{}
 	var opts api.AllocationListOptions
 	var watch bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List allocations",
+		Long: `List allocations, ordered by id. The list is read a page at a time (--page-size
+allocations per request); the table ends with the total, or, with --limit
+or --after, with how many of how many were shown and the --after that
+continues.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := pf.check(cmd); err != nil {
+				return err
+			}
 			if watch { // watch.go
+				if pf.partial() {
+					return usagef(cmd, "--watch prints the whole list: it takes no --limit or --after")
+				}
 				return runWatch(cmd, lf, "allocations", func(ev api.WatchEvent, inCopy bool) bool {
 					a := ev.Allocation
 					return (opts.Room == "" || a.Room == opts.Room) && (opts.Server == "" || a.Server == opts.Server) && (!inCopy || !opts.ActiveOnly || a.State == "active")
@@ -124,22 +135,28 @@ says which capacity was missing.`,
 				return err
 			}
 			defer cancel()
-			as, err := c.Allocations(ctx, opts)
-			if err != nil {
-				return err
-			}
+			allocID := func(a api.Allocation) string { return a.ID }
 			if lf.json {
-				return printJSON(cmd.OutOrStdout(), as)
+				return printJSONPages(cmd, ctx, pf, "allocations", allocID, c.AllocationPages(opts))
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tREQUEST\tROOM\tSERVER\tUNITS\tSTATE\tCREATED")
-			for _, a := range as {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(a.ID), esc(a.RequestID), esc(a.Room), esc(a.Server), a.Units, a.State, time.UnixMilli(a.CreatedAtUnixMs).UTC().Format(time.RFC3339))
+			res, err := listPages(ctx, pf, allocID, c.AllocationPages(opts), func(a api.Allocation) error {
+				_, err := fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(a.ID), esc(a.RequestID), esc(a.Room), esc(a.Server), a.Units, a.State, time.UnixMilli(a.CreatedAtUnixMs).UTC().Format(time.RFC3339))
+				return err
+			})
+			if err != nil {
+				return err
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.footer("allocations"))
+			return nil
 		},
 	}
 	lf.register(list, true)
+	pf.register(list, "allocations", "id")
 	list.Flags().StringVar(&opts.Room, "room", "", "only this room")
 	list.Flags().StringVar(&opts.Server, "server", "", "only this server")
 	list.Flags().BoolVar(&opts.ActiveOnly, "active", false, "only active allocations")

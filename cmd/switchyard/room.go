@@ -81,37 +81,51 @@ again and the answer says moved: true.
 	place.Flags().StringVar(&req.SFU, "sfu", "", "only servers of this SFU kind: "+strings.Join(fsm.SFUKinds(), ", ")+" (default any)")
 
 	lf := &clientFlags{}
+	pages := &pageFlags{}
 	var server string
 	var stale bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List placed rooms",
+		Long: `List placed rooms, ordered by name. The list is read a page at a time
+(--page-size rooms per request); the table ends with the total, or, with
+--limit or --after, with how many of how many were shown and the --after
+that continues.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := pages.check(cmd); err != nil {
+				return err
+			}
 			c, ctx, cancel, err := lf.client(cmd)
 			if err != nil {
 				return err
 			}
 			defer cancel()
-			rs, err := c.Rooms(ctx, server, stale)
-			if err != nil {
-				return err
-			}
+			roomName := func(r api.Room) string { return r.Room }
 			if lf.json {
-				return printJSON(cmd.OutOrStdout(), rs)
+				return printJSONPages(cmd, ctx, pages, "rooms", roomName, c.RoomPages(server, stale))
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ROOM\tSERVER\tSFU\tALLOCATION\tMOVED\tPLACED")
-			for _, r := range rs {
+			res, err := listPages(ctx, pages, roomName, c.RoomPages(server, stale), func(r api.Room) error {
 				srv := r.Server
 				if srv == "" {
 					srv = "-"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\n", r.Room, srv, r.SFU, r.AllocationID, r.Moved, time.UnixMilli(r.PlacedAtUnixMs).UTC().Format(time.RFC3339))
+				_, err := fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\n", esc(r.Room), esc(srv), r.SFU, r.AllocationID, r.Moved, time.UnixMilli(r.PlacedAtUnixMs).UTC().Format(time.RFC3339))
+				return err
+			})
+			if err != nil {
+				return err
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.footer("rooms"))
+			return nil
 		},
 	}
 	lf.register(list, true)
+	pages.register(list, "rooms", "name")
 	list.Flags().StringVar(&server, "server", "", "only rooms on this server")
 	list.Flags().BoolVar(&stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
 

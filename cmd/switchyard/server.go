@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -67,54 +68,62 @@ func newServerCmd() *cobra.Command {
 	register.Flags().StringVar(&labels, "labels", "", "comma-separated key=value labels")
 
 	lf := &clientFlags{}
+	pf := &pageFlags{}
 	var stale, watch, summaryOnly bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List media servers (a summary by state and region first)",
+		Long: `List media servers, ordered by id, with the load each last reported as the
+answering agent holds it. The list is read a page at a time (--page-size
+servers per request). Without --limit or --after the table starts with the
+summary by state and region of every server; with them it prints the servers
+asked for and ends with how many of how many were shown and the --after that
+continues (the summary needs every server: it is left out).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := pf.check(cmd); err != nil {
+				return err
+			}
 			if watch { // watch.go
+				if pf.partial() {
+					return usagef(cmd, "--watch prints the whole list: it takes no --limit or --after")
+				}
 				return runWatch(cmd, lf, "servers", nil)
+			}
+			if summaryOnly && pf.partial() {
+				return usagef(cmd, "--summary counts every server: it takes no --limit or --after")
 			}
 			c, ctx, cancel, err := lf.client(cmd)
 			if err != nil {
 				return err
 			}
 			defer cancel()
+			serverID := func(s api.ServerWithLoad) string { return s.ID }
 			if summaryOnly {
-				ss, err := c.Servers(ctx, stale)
-				if err != nil {
+				sum := newServerSummary()
+				if _, err := listPages(ctx, pf, serverID, c.ServerPages(stale), func(s api.ServerWithLoad) error {
+					sum.add(s.Server)
+					return nil
+				}); err != nil {
 					return err
 				}
-				sum := summarizeServers(ss)
 				if lf.json {
-					return printJSON(cmd.OutOrStdout(), sum)
+					return printJSON(cmd.OutOrStdout(), sum.done())
 				}
-				return sum.print(cmd.OutOrStdout())
+				return sum.done().print(cmd.OutOrStdout())
 			}
 			if lf.json {
-				raw, err := c.ServersRaw(ctx, stale)
-				if err != nil {
-					return err
-				}
-				return printJSON(cmd.OutOrStdout(), raw)
+				// Raw objects: every field the agent sends, known here or not.
+				return printJSONPages(cmd, ctx, pf, "servers", func(m map[string]any) string { id, _ := m["id"].(string); return id },
+					c.ServerRawPages(stale))
 			}
-			// One list, with the load each server last reported as the
-			// answering agent holds it.
-			ss, err := c.ServersWithLoad(ctx, stale)
-			if err != nil {
-				return err
-			}
-			plain := make([]api.Server, len(ss))
-			for i, s := range ss {
-				plain[i] = s.Server
-			}
-			if err := summarizeServers(plain).print(cmd.OutOrStdout()); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout())
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			// One pass over the pages: the summary keeps counts, the table
+			// its rows, until both are printed.
+			sum := newServerSummary()
+			var table bytes.Buffer
+			w := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tSTATE\tREGION\tUSED\tCAPACITY\tFREE\tCPU\tPEERS\tREPORTED FREE\tLOAD AGE")
-			for _, s := range ss {
+			res, err := listPages(ctx, pf, serverID, c.ServerPages(stale), func(s api.ServerWithLoad) error {
+				sum.add(s.Server)
 				cpu, peers, rfree, age := "-", "-", "-", "-"
 				if l := s.Load; l != nil {
 					cpu, peers, rfree = fmt.Sprintf("%.0f%%", 100*l.CPU), fmt.Sprint(l.Peers), fmt.Sprint(l.FreeUnits)
@@ -122,13 +131,34 @@ func newServerCmd() *cobra.Command {
 						age = (time.Duration(*s.LoadAgeMs) * time.Millisecond).String()
 					}
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", esc(s.ID), s.State, esc(s.Region), s.Used, s.Capacity, s.Free,
+				_, err := fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", esc(s.ID), s.State, esc(s.Region), s.Used, s.Capacity, s.Free,
 					cpu, peers, rfree, age)
+				return err
+			})
+			if err != nil {
+				return err
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if !pf.partial() {
+				if err := sum.done().print(out); err != nil {
+					return err
+				}
+				fmt.Fprintln(out)
+			}
+			if _, err := table.WriteTo(out); err != nil {
+				return err
+			}
+			if pf.partial() {
+				fmt.Fprintln(out, res.footer("servers"))
+			}
+			return nil
 		},
 	}
 	lf.register(list, true)
+	pf.register(list, "servers", "id")
 	list.Flags().BoolVar(&stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
 	list.Flags().BoolVar(&watch, "watch", false, watchHelp)
 	list.Flags().BoolVar(&summaryOnly, "summary", false, "print only the counts by state and region (with --json: the summary object)")

@@ -31,22 +31,38 @@ type regionSummary struct {
 }
 
 func summarizeServers(ss []api.Server) *serverSummary {
-	sum := &serverSummary{ByState: map[string]int{}, byRegion: map[string]*regionSummary{}}
+	sum := newServerSummary()
 	for _, s := range ss {
-		sum.Servers++
-		sum.Capacity += s.Capacity
-		sum.Used += s.Used
-		sum.ByState[s.State]++
-		r := sum.byRegion[s.Region]
-		if r == nil {
-			r = &regionSummary{Region: s.Region, ByState: map[string]int{}}
-			sum.byRegion[s.Region] = r
-		}
-		r.Servers++
-		r.ByState[s.State]++
-		r.Capacity += s.Capacity
-		r.Used += s.Used
+		sum.add(s)
 	}
+	return sum.done()
+}
+
+// newServerSummary starts an empty summary: add each server (a page at a
+// time: the summary keeps counts, not servers), then call done.
+func newServerSummary() *serverSummary {
+	return &serverSummary{ByState: map[string]int{}, byRegion: map[string]*regionSummary{}}
+}
+
+func (sum *serverSummary) add(s api.Server) {
+	sum.Servers++
+	sum.Capacity += s.Capacity
+	sum.Used += s.Used
+	sum.ByState[s.State]++
+	r := sum.byRegion[s.Region]
+	if r == nil {
+		r = &regionSummary{Region: s.Region, ByState: map[string]int{}}
+		sum.byRegion[s.Region] = r
+	}
+	r.Servers++
+	r.ByState[s.State]++
+	r.Capacity += s.Capacity
+	r.Used += s.Used
+}
+
+// done fills ByRegion, sorted by region, and returns sum.
+func (sum *serverSummary) done() *serverSummary {
+	sum.ByRegion = sum.ByRegion[:0]
 	for _, r := range sum.byRegion {
 		sum.ByRegion = append(sum.ByRegion, *r)
 	}

@@ -3,14 +3,18 @@
 // nothing from the API is ever interpreted as markup.
 "use strict";
 
-const PAGE = 50;        // servers per page
+const PAGE = 50;        // servers per page (one request each: GET /v1/servers?limit=PAGE&after=CURSOR)
 const ROOM_PAGE = 25;   // rooms per page
 const FETCH_TIMEOUT_MS = 4000;
 
+// servers is every registered server (registry fields, from the change
+// stream) for the totals and the regions; serverPage is the page of the
+// table as the API answered it (with load), cursors the "after" of each
+// page from the first to the one shown.
 const st = {
   overview: null, servers: [], serversStale: false, allocs: [], policy: null, intents: [],
   errors: {}, prev: null, placed: null, allocRate: null, refuseRate: null,
-  page: 0, roomPage: 0, filter: "", stateFilter: "", sort: "id", updated: null,
+  serverPage: null, cursors: [""], roomPage: 0, updated: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -48,7 +52,9 @@ function fmtTime(unixMs) {
 
 function fmtRate(r) { return r == null ? "–" : r < 10 ? r.toFixed(1) : Math.round(r).toString(); }
 
-async function getJSON(path) {
+// fetchJSON returns the answer's body and headers (list pages carry their
+// total and next cursor in headers: same origin, so the page reads them).
+async function fetchJSON(path) {
   const ctl = new AbortController();
   const t = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
   try {
@@ -60,19 +66,48 @@ async function getJSON(path) {
       e.status = r.status; e.code = body && body.code;
       throw e;
     }
-    return body;
+    return { body, headers: r.headers };
   } finally { clearTimeout(t); }
 }
+
+async function getJSON(path) { return (await fetchJSON(path)).body; }
 
 // Linearizable read through the leader; when there is none (503), this
 // agent's local replica instead, marked stale.
 async function getLeaderOrLocal(path) {
+  let r, stale = false;
   try {
-    return { data: await getJSON(path), stale: false };
+    r = await fetchJSON(path);
   } catch (e) {
     if (e.status !== 503 && e.name !== "AbortError") throw e;
     const sep = path.includes("?") ? "&" : "?";
-    return { data: await getJSON(path + sep + "stale=true"), stale: true };
+    r = await fetchJSON(path + sep + "stale=true");
+    stale = true;
+  }
+  return { data: r.body, headers: r.headers, stale };
+}
+
+// getPage reads one page of a list endpoint: its items, the total of the
+// list (X-Total-Count) and the cursor of the next page (X-Next-Cursor,
+// "" on the last).
+async function getPage(path, limit, after) {
+  const sep = path.includes("?") ? "&" : "?";
+  const r = await getLeaderOrLocal(path + sep + "limit=" + limit + (after ? "&after=" + encodeURIComponent(after) : ""));
+  const items = r.data || [];
+  const total = parseInt(r.headers.get("X-Total-Count"), 10);
+  return { items, total: Number.isFinite(total) ? total : items.length, next: r.headers.get("X-Next-Cursor") || "", stale: r.stale, after };
+}
+
+// getAll reads every page of a list (used only without the change stream).
+async function getAll(path) {
+  const out = [];
+  let after = "", stale = false;
+  for (;;) {
+    const p = await getPage(path, 1000, after);
+    out.push(...p.items);
+    stale = stale || p.stale;
+    if (!p.next) return { data: out, stale };
+    after = p.next;
   }
 }
 
@@ -115,15 +150,26 @@ async function pollOverview() {
   st.updated = Date.now();
 }
 
-async function pollServers() {
-  const r = await getLeaderOrLocal("/v1/servers");
-  st.servers = r.data || [];
-  st.serversStale = r.stale;
+// pollServerPage reads the page of the table shown: the servers after the
+// current cursor, with their load. An answer for a page the operator has
+// left meanwhile is dropped.
+async function pollServerPage() {
+  const after = st.cursors[st.cursors.length - 1];
+  const p = await getPage("/v1/servers", PAGE, after);
+  if (after !== st.cursors[st.cursors.length - 1]) return;
+  st.serverPage = p;
+  st.serversStale = p.stale;
+}
+
+// Without the change stream, the totals and regions come from every page.
+async function pollServerTotals() {
+  const r = await getAll("/v1/servers");
+  st.servers = r.data;
 }
 
 async function pollAllocs() {
-  const r = await getLeaderOrLocal("/v1/allocations?active=true");
-  st.allocs = r.data || [];
+  const r = await getAll("/v1/allocations?active=true");
+  st.allocs = r.data;
 }
 
 async function pollPolicy() {
@@ -223,27 +269,10 @@ function renderTiles() {
   $("intents-failed").textContent = st.intents.filter((i) => i.state === "failed").length;
 }
 
-function filteredServers() {
-  const q = st.filter.trim().toLowerCase();
-  let list = st.servers.filter((s) =>
-    (!st.stateFilter || s.state === st.stateFilter) &&
-    (!q || [s.id, s.region, s.zone, s.state].some((v) => (v || "").toLowerCase().includes(q))));
-  const cpu = (s) => (s.load ? s.load.cpu : -1);
-  const age = (s) => (s.load_age_ms == null ? Infinity : s.load_age_ms);
-  const by = {
-    id: (a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }),
-    used: (a, b) => b.used - a.used || by.id(a, b),
-    cpu: (a, b) => cpu(b) - cpu(a) || by.id(a, b),
-    age: (a, b) => age(b) - age(a) || by.id(a, b),
-  };
-  return list.sort(by[st.sort] || by.id);
-}
-
 function renderServers() {
-  const list = filteredServers();
-  // Regions: one summary line each, whatever the page.
+  // Regions: one summary line each, over every server.
   const regions = new Map();
-  for (const s of list) {
+  for (const s of st.servers) {
     const k = s.region || "(none)";
     const r = regions.get(k) || { n: 0, active: 0, down: 0, used: 0, cap: 0 };
     r.n++; r.used += s.used; r.cap += s.capacity;
@@ -256,12 +285,20 @@ function renderServers() {
       el("td", {}, k), el("td", { class: "n" }, r.n), el("td", { class: "n" }, r.active), el("td", { class: "n" }, r.down),
       el("td", { class: "n" }, r.used), el("td", { class: "n" }, r.cap),
       el("td", {}, bar(r.cap ? r.used / r.cap : 0)))));
-  const pages = Math.max(1, Math.ceil(list.length / PAGE));
-  st.page = Math.min(st.page, pages - 1);
-  const rows = list.slice(st.page * PAGE, (st.page + 1) * PAGE);
-  $("page").textContent = "page " + (st.page + 1) + " / " + pages;
-  $("servers-shown").textContent = rows.length ? "showing " + (st.page * PAGE + 1) + "–" + (st.page * PAGE + rows.length) + " of " + list.length : "no servers";
-  $("servers").tBodies[0].replaceChildren(...rows.map((s) => {
+  // The table: the page the API answered, ordered by id.
+  const p = st.serverPage;
+  if (!p) return;
+  const page = st.cursors.length;
+  const first = (page - 1) * PAGE + 1;
+  const pages = Math.max(page, Math.ceil(p.total / PAGE), 1);
+  $("page").textContent = "page " + page + " / " + pages;
+  $("servers-total").textContent = p.total;
+  $("servers-shown").textContent = p.items.length
+    ? "showing " + first + "–" + (first + p.items.length - 1) + " of " + p.total + (p.stale ? " (local replica)" : "")
+    : p.total ? "no servers after " + p.after + " (of " + p.total + ")" : "no servers";
+  $("prev").disabled = page === 1;
+  $("next").disabled = !p.next;
+  $("servers").tBodies[0].replaceChildren(...p.items.map((s) => {
     const l = s.load;
     return el("tr", { "data-server": s.id },
       el("td", { class: "id" }, s.id),
@@ -331,12 +368,23 @@ function renderPolicy() {
     el("td", { class: "n" }, i.units || ""), el("td", {}, fmtTime(i.updated_at_unix_ms)), el("td", {}, i.error || ""))));
 }
 
+// turnServerPage moves the table to the next page (the cursor the shown
+// page's answer gave) or back, and reads it at once.
+function turnServerPage(forward) {
+  const p = st.serverPage;
+  if (forward) {
+    if (!p || !p.next || p.after !== st.cursors[st.cursors.length - 1]) return;
+    st.cursors.push(p.next);
+  } else {
+    if (st.cursors.length === 1) return;
+    st.cursors.pop();
+  }
+  pollServerPage().then(() => { delete st.errors.servers; }, (e) => { st.errors.servers = e.message || String(e); }).finally(render);
+}
+
 function wire() {
-  $("filter").addEventListener("input", (e) => { st.filter = e.target.value; st.page = 0; renderServers(); });
-  $("state-filter").addEventListener("change", (e) => { st.stateFilter = e.target.value; st.page = 0; renderServers(); });
-  $("sort").addEventListener("change", (e) => { st.sort = e.target.value; renderServers(); });
-  $("prev").addEventListener("click", () => { st.page = Math.max(0, st.page - 1); renderServers(); });
-  $("next").addEventListener("click", () => { st.page++; renderServers(); });
+  $("prev").addEventListener("click", () => turnServerPage(false));
+  $("next").addEventListener("click", () => turnServerPage(true));
   $("rprev").addEventListener("click", () => { st.roomPage = Math.max(0, st.roomPage - 1); renderRooms(); });
   $("rnext").addEventListener("click", () => { st.roomPage++; renderRooms(); });
 }
@@ -344,25 +392,28 @@ function wire() {
 // For tests and curious operators: the last data the page rendered.
 window.switchyardDashboard = st;
 
-// Allocations, intents and the policy follow this agent's change stream
+// Servers (for the totals and regions), allocations, intents, placed
+// rooms and the policy follow this agent's change stream
 // (GET /v1/watch as Server-Sent Events): a full copy first, then every
 // change, applied to a local mirror that is shown at each "synced" mark.
 // The browser resumes a dropped stream itself (Last-Event-ID); when the
 // agent no longer remembers that index (410) or ends the stream, a fresh
 // one starts from a full copy.
 function startWatch() {
-  let live = { allocs: new Map(), intents: new Map(), rooms: new Map(), policy: null };
+  const empty = () => ({ servers: new Map(), allocs: new Map(), intents: new Map(), rooms: new Map(), policy: null });
+  let live = empty();
   let pending = null; // the copy being received after a reset
   let since = null;
   const open = () => {
-    const es = new EventSource("/v1/watch?kinds=allocations,intents,policy,rooms" + (since == null ? "" : "&since=" + since));
+    const es = new EventSource("/v1/watch?kinds=servers,allocations,intents,policy,rooms" + (since == null ? "" : "&since=" + since));
     const target = () => pending || live;
     const upsert = (field, key) => (e) => {
       const ev = JSON.parse(e.data);
       const m = target()[field];
       if (ev.op === "delete") m.delete(ev.id); else m.set(ev.id, ev[key]);
     };
-    es.addEventListener("reset", () => { pending = { allocs: new Map(), intents: new Map(), rooms: new Map(), policy: null }; });
+    es.addEventListener("reset", () => { pending = empty(); });
+    es.addEventListener("server", upsert("servers", "server"));
     es.addEventListener("allocation", upsert("allocs", "allocation"));
     es.addEventListener("intent", upsert("intents", "intent"));
     es.addEventListener("room", upsert("rooms", "room"));
@@ -371,6 +422,7 @@ function startWatch() {
       if (pending) { live = pending; pending = null; }
       since = JSON.parse(e.data).index;
       st.watchIndex = since;
+      st.servers = [...live.servers.values()];
       st.allocs = [...live.allocs.values()].filter((a) => a.state === "active");
       st.intents = [...live.intents.values()];
       st.placed = live.rooms;
@@ -401,10 +453,11 @@ function startWatch() {
 
 wire();
 poll("overview", 1000, pollOverview);
-poll("servers", 2000, pollServers);
+poll("servers", 2000, pollServerPage);
 if (typeof EventSource === "function") {
   startWatch();
 } else {
+  poll("server totals", 5000, pollServerTotals);
   poll("allocations", 3000, pollAllocs);
   poll("policy", 3000, pollPolicy);
 }
