@@ -110,7 +110,7 @@ func TestTLSCommandsAndLoadgen(t *testing.T) {
 
 	// A media node given the agents' HTTP addresses (the contract)
 	// and TLS flags finds their QUIC addresses itself and reports over QUIC.
-	if _, e, code := run(t, bin, "tls", "cert", "create", "--ca-dir", dir, "--name", "mq", "--out", dir); code != 0 {
+	if _, e, code := run(t, bin, "tls", "cert", "create", "--ca-dir", dir, "--role", "media", "--name", "mq", "--out", dir); code != 0 {
 		t.Fatal(e)
 	}
 	mctx, mcancel := context.WithTimeout(context.Background(), 60*time.Second)
