@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/internal/proccluster"
+	"github.com/switchyard/switchyard/pki"
 )
 
 // campaign is how much chaos a run does, from SWITCHYARD_CHAOS.
@@ -195,7 +197,7 @@ func chaosFaults(t *testing.T, c campaign, bin string) {
 	} else {
 		nemeses = append(nemeses, ClockOffset{Offset: 240 * time.Hour})
 	}
-	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), NodeArgs: ClockFileArgs})
+	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: agentArgs(), NodeArgs: ClockFileArgs, ACL: true})
 	target := &ProcTarget{C: pc}
 	sum, err := Run(ctx, Config{
 		Name: "faults", Target: target, Clients: 8, Rounds: len(nemeses), ClientRate: 0,
@@ -353,10 +355,24 @@ func chaosDocker(t *testing.T, c campaign, bin string) {
 			if sc.full && c.mode != "full" {
 				t.Skip("full campaign only")
 			}
-			d, err := NewDocker(ctx, bin, t.TempDir(), sc.nodes, i+1, agentArgs())
+			// ACLs on: a CA the agents' certificates come from (their API
+			// is then HTTPS); every api.Client of the run, the workload's
+			// included, trusts it and sends the operator token.
+			dir := t.TempDir()
+			certs := filepath.Join(dir, "ca")
+			ca, err := pki.NewCA("switchyard chaos CA")
 			if err != nil {
 				t.Fatal(err)
 			}
+			if err := ca.WriteCA(certs); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv(api.CACertEnv, filepath.Join(certs, pki.CACertFile))
+			d, err := NewDocker(ctx, bin, dir, sc.nodes, i+1, DockerOptions{Args: agentArgs(), CertDir: certs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv(api.TokenEnv, d.Token)
 			t.Cleanup(func() {
 				if err := d.Close(context.Background()); err != nil {
 					t.Errorf("docker cleanup: %v", err)

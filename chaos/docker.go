@@ -2,8 +2,10 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/pki"
 )
 
 // Docker is a cluster of agents in Docker containers built FROM scratch
@@ -20,15 +25,34 @@ import (
 // and netem act inside each container's network namespace through nsenter
 // (the image has no shell or tools). Names start with
 // "sychaos-PID-SEQ-" so CleanStaleDocker can remove a crashed run's
-// containers, networks and images.
+// containers, networks and images. With DockerOptions.CertDir the agents
+// run with mutual TLS, an HTTPS API and ACLs on.
 type Docker struct {
 	prefix, image, network, subnet string
 	n                              int
 	dir                            string
 	args                           []string
 	net                            *nsNet
-	mu                             sync.Mutex
-	closed                         bool
+	// Token is the operator token when the cluster was made with ACLs
+	// (DockerOptions.CertDir).
+	Token  string
+	mu     sync.Mutex
+	closed bool
+}
+
+// DockerOptions configures NewDocker beyond its node count.
+type DockerOptions struct {
+	// Args are extra agent flags.
+	Args []string
+	// CertDir, when set, holds a cluster CA (ca.pem, ca-key.pem) and turns
+	// ACLs on: each agent gets a certificate of that CA (so its API is
+	// HTTPS and the agents prove themselves to each other with their
+	// certificates), runs with --acl default-deny (and no rate limit), and
+	// the first operator token is bootstrapped into Docker.Token. The
+	// caller's API clients must trust the CA and send the token (api's
+	// SWITCHYARD_CACERT and SWITCHYARD_TOKEN): the leader is polled over
+	// HTTPS before NewDocker returns.
+	CertDir string
 }
 
 // DockerUsable reports why Docker cannot be used here (nil when it can).
@@ -92,11 +116,11 @@ func CleanStaleDocker(ctx context.Context) error {
 
 // NewDocker builds the image from bin (a static binary), creates the
 // network and starts n agents bootstrapping together (seq distinguishes
-// clusters of one process, 1..9). args are extra agent flags.
-func NewDocker(ctx context.Context, bin, dir string, n, seq int, args []string) (_ *Docker, err error) {
+// clusters of one process, 1..9), as o says.
+func NewDocker(ctx context.Context, bin, dir string, n, seq int, o DockerOptions) (_ *Docker, err error) {
 	prefix := fmt.Sprintf("sychaos-%d-%d-", os.Getpid(), seq)
 	x := (os.Getpid()*10+seq)%200 + 20
-	d := &Docker{prefix: prefix, image: prefix + "img:latest", network: prefix + "net", subnet: fmt.Sprintf("10.214.%d.", x), n: n, dir: dir, args: args}
+	d := &Docker{prefix: prefix, image: prefix + "img:latest", network: prefix + "net", subnet: fmt.Sprintf("10.214.%d.", x), n: n, dir: dir, args: o.Args}
 	defer func() {
 		if err != nil {
 			_ = d.Close(context.Background())
@@ -127,6 +151,12 @@ func NewDocker(ctx context.Context, bin, dir string, n, seq int, args []string) 
 	for i := 0; i < n; i++ {
 		joins = append(joins, d.Host(i)+":7501")
 	}
+	var ca *pki.CA
+	if o.CertDir != "" {
+		if ca, err = pki.LoadCA(o.CertDir); err != nil {
+			return nil, fmt.Errorf("docker cluster CA: %w", err)
+		}
+	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
 		data := filepath.Join(dir, id)
@@ -134,10 +164,29 @@ func NewDocker(ctx context.Context, bin, dir string, n, seq int, args []string) 
 			return nil, fmt.Errorf("data dir: %w", err)
 		}
 		a := []string{"create", "--name", d.prefix + id, "--network", d.network, "--ip", d.Host(i),
-			"-v", data + ":/data", "--stop-timeout", "15", d.image,
-			"agent", "--id", id, "--data-dir", "/data", "--raft-addr", d.Host(i) + ":7301", "--http-addr", d.Host(i) + ":7501",
-			"--bootstrap-expect", strconv.Itoa(n), "--join", strings.Join(joins, ",")}
-		if _, err := docker(ctx, append(a, args...)...); err != nil {
+			"-v", data + ":/data", "--stop-timeout", "15"}
+		var tlsArgs []string
+		if ca != nil {
+			// Each container sees only the CA certificate and its own
+			// certificate and key, never the CA key.
+			certs := filepath.Join(dir, "certs-"+id)
+			if err := os.MkdirAll(certs, 0o755); err != nil {
+				return nil, fmt.Errorf("certificate dir: %w", err)
+			}
+			if err := os.WriteFile(filepath.Join(certs, pki.CACertFile), ca.CertPEM, 0o644); err != nil {
+				return nil, fmt.Errorf("certificate dir: %w", err)
+			}
+			if _, _, err := ca.IssueRoleFiles(id, pki.RoleAgent, []string{d.Host(i)}, certs); err != nil {
+				return nil, err
+			}
+			a = append(a, "-v", certs+":/certs:ro")
+			tlsArgs = []string{"--tls-ca", "/certs/" + pki.CACertFile, "--tls-cert", "/certs/" + id + ".pem", "--tls-key", "/certs/" + id + "-key.pem",
+				"--acl", "default-deny", "--rate-limit", "-1"}
+		}
+		a = append(a, d.image, "agent", "--id", id, "--data-dir", "/data", "--raft-addr", d.Host(i)+":7301", "--http-addr", d.Host(i)+":7501",
+			"--bootstrap-expect", strconv.Itoa(n), "--join", strings.Join(joins, ","))
+		a = append(a, tlsArgs...)
+		if _, err := docker(ctx, append(a, o.Args...)...); err != nil {
 			return nil, err
 		}
 	}
@@ -149,10 +198,67 @@ func NewDocker(ctx context.Context, bin, dir string, n, seq int, args []string) 
 	d.net = &nsNet{n: n, host: d.Host, exec: d.nsExec}
 	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if _, err := Leader(lctx, d); err != nil {
+	if ca == nil {
+		if _, err := Leader(lctx, d); err != nil {
+			return nil, fmt.Errorf("docker cluster: %w\n%s", err, d.Logs())
+		}
+		return d, nil
+	}
+	// With ACLs on, status needs a token, which only bootstrap makes; the
+	// readiness probe is open to anyone. Bootstrap answers its secret once
+	// and is never resent: send it to a leader every node agrees on.
+	leader, err := d.agreedLeader(lctx, ca)
+	if err != nil {
 		return nil, fmt.Errorf("docker cluster: %w\n%s", err, d.Logs())
 	}
+	boot, err := api.NewClient(d.HTTPAddr(leader)).WithToken("").ACLBootstrap(lctx)
+	if err != nil {
+		return nil, fmt.Errorf("docker cluster: bootstrap ACLs: %w\n%s", err, d.Logs())
+	}
+	d.Token = boot.Secret
 	return d, nil
+}
+
+// agreedLeader waits until every node answers GET /v1/health/ready over
+// HTTPS (verified against ca) as ready, naming the same leader, and
+// returns that leader's id.
+func (d *Docker) agreedLeader(ctx context.Context, ca *pki.CA) (string, error) {
+	tc, err := pki.CAClientConfig(ca.CertPEM)
+	if err != nil {
+		return "", err
+	}
+	tr := api.NewTransport()
+	tr.TLSClientConfig = tc
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 2 * time.Second}
+	last := errors.New("not polled yet")
+	for {
+		leader, ok := "", true
+		for _, id := range d.Nodes() {
+			var rd api.Readiness
+			resp, err := hc.Get("https://" + d.HTTPAddr(id) + "/v1/health/ready")
+			if err == nil {
+				err = json.NewDecoder(resp.Body).Decode(&rd)
+				_ = resp.Body.Close()
+			}
+			switch {
+			case err != nil:
+				ok, last = false, fmt.Errorf("%s: %w", id, err)
+			case !rd.Ready || rd.Leader == "" || (leader != "" && rd.Leader != leader):
+				ok, last = false, fmt.Errorf("%s: ready %v, leader %q (others: %q)", id, rd.Ready, rd.Leader, leader)
+			default:
+				leader = rd.Leader
+			}
+		}
+		if ok {
+			return leader, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no agreed leader: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Host is node i's container address (0-based).

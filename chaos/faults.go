@@ -469,7 +469,9 @@ func (w WallClockJump) Inject(ctx context.Context, e *Env) (Heal, error) {
 	}
 	// Hand leadership to p and wait for its first stamp. On a busy machine
 	// another node's election can depose p before it stamps anything (it
-	// logs nothing then): hand leadership over again, a few times.
+	// logs nothing then), or the old leader can lose its lease mid-transfer
+	// (raft answers "leadership transfer timeout"): hand leadership over
+	// again, a few times.
 	for attempt := 1; ; attempt++ {
 		tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		var err error
@@ -478,7 +480,11 @@ func (w WallClockJump) Inject(ctx context.Context, e *Env) (Heal, error) {
 		}
 		cancel()
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("hand leadership to %s: %w", p.ID, err), heal(ctx))
+			if attempt == 3 {
+				return nil, errors.Join(fmt.Errorf("hand leadership to %s (%d attempts): %w", p.ID, attempt, err), heal(ctx))
+			}
+			e.Notes(fmt.Sprintf("handing leadership to %s failed (%v); handing it over again", p.ID, err))
+			continue
 		}
 		line, err = waitLog(ctx, p, off, regexp.MustCompile(`clock jump: `), false, 10*time.Second)
 		if err == nil {

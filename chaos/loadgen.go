@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,8 +14,8 @@ import (
 )
 
 // LoadGen runs `switchyard loadgen` during a chaos run: Servers
-// simulated media servers register over QUIC (mutual TLS, certificate
-// issued from the cluster's CA) and report load every Interval, failing
+// simulated media servers register over QUIC (mutual TLS, one media
+// certificate per server minted from the cluster's CA) and report load every Interval, failing
 // over between allocators. The runner then checks that no server was
 // marked down while the load generator was reporting for it.
 type LoadGen struct {
@@ -37,8 +36,8 @@ type LoadGen struct {
 	stopped int64 // history clock: loadgen stopped
 }
 
-// start issues the load generator's certificate, starts it, and waits
-// until every server is registered (read from the cluster).
+// start starts the load generator and waits until every server is
+// registered (read from the cluster).
 func (l *LoadGen) start(ctx context.Context, h *History, cl *api.Client, d time.Duration) error {
 	if l.Prefix == "" {
 		l.Prefix = "lg-"
@@ -46,13 +45,10 @@ func (l *LoadGen) start(ctx context.Context, h *History, cl *api.Client, d time.
 	if l.Interval <= 0 {
 		l.Interval = 500 * time.Millisecond
 	}
-	if err := run(ctx, l.Bin, "tls", "cert", "create", "--ca-dir", l.CertDir, "--name", "loadgen", "--out", l.CertDir); err != nil {
-		return fmt.Errorf("loadgen certificate: %w", err)
-	}
+	// Given the CA, loadgen mints a media certificate per simulated
+	// server, each naming its own server id (agents refuse anything else).
 	l.cmd = exec.Command(l.Bin, "loadgen", "--allocators", strings.Join(l.QUICAddrs, ","), "--servers", fmt.Sprint(l.Servers),
-		"--interval", l.Interval.String(), "--duration", d.String(), "--id-prefix", l.Prefix,
-		"--tls-ca", filepath.Join(l.CertDir, "ca.pem"), "--tls-cert", filepath.Join(l.CertDir, "loadgen.pem"),
-		"--tls-key", filepath.Join(l.CertDir, "loadgen-key.pem"))
+		"--interval", l.Interval.String(), "--duration", d.String(), "--id-prefix", l.Prefix, "--ca-dir", l.CertDir)
 	l.cmd.Stdout, l.cmd.Stderr = &syncWriter{mu: &l.mu, b: &l.out}, &syncWriter{mu: &l.mu, b: &l.out}
 	l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := l.cmd.Start(); err != nil {

@@ -184,7 +184,8 @@ func portNamed(ports []k8sPort, name string) (k8sPort, bool) {
 // replica count, probes liveness on /v1/health/live only and readiness on
 // /v1/health/ready, on the port --http-addr listens on; the headless
 // Service publishes not-ready addresses; the PodDisruptionBudget allows
-// one agent down; media nodes point at the same agents.
+// one agent down; media nodes (a StatefulSet too) point at the same agents
+// and each presents the media certificate of its pod name.
 func TestK8sManifests(t *testing.T) {
 	bin := switchyardBinary(t)
 	objs := readManifests(t)
@@ -192,8 +193,16 @@ func TestK8sManifests(t *testing.T) {
 	for _, o := range objs {
 		byKind[o.Kind] = append(byKind[o.Kind], o)
 	}
-	if len(byKind["StatefulSet"]) != 1 || len(byKind["Deployment"]) != 1 || len(byKind["PodDisruptionBudget"]) != 1 {
-		t.Fatalf("want one StatefulSet, one Deployment, one PodDisruptionBudget; have %v", func() map[string]int {
+	// The agents and the media nodes are each a StatefulSet: a media
+	// node's stable pod name is its server id and names its certificate.
+	sets := map[string]k8sObject{}
+	for _, o := range byKind["StatefulSet"] {
+		if cs := o.Spec.Template.Spec.Containers; len(cs) > 0 && len(cs[0].Args) > 0 {
+			sets[cs[0].Args[0]] = o
+		}
+	}
+	if len(byKind["StatefulSet"]) != 2 || len(sets) != 2 || len(byKind["Deployment"]) != 0 || len(byKind["PodDisruptionBudget"]) != 1 {
+		t.Fatalf("want two StatefulSets (agents, media), one PodDisruptionBudget; have %v", func() map[string]int {
 			m := map[string]int{}
 			for k, v := range byKind {
 				m[k] = len(v)
@@ -204,6 +213,9 @@ func TestK8sManifests(t *testing.T) {
 	flags := map[string]map[string]bool{"agent": flagsOf(t, bin, "agent"), "media": flagsOf(t, bin, "media")}
 	varRef := regexp.MustCompile(`\$\(([A-Z_]+)\)`)
 
+	// Agents and media nodes mount separate Secrets: media pods never see
+	// an agent's key.
+	secretOf := map[string]string{"agent": "switchyard-tls", "media": "switchyard-media-tls"}
 	check := func(o k8sObject, c k8sContainer) map[string]string {
 		where := o.Kind + "/" + o.Metadata.Name + "/" + c.Name
 		if len(c.Args) == 0 || flags[c.Args[0]] == nil {
@@ -235,14 +247,14 @@ func TestK8sManifests(t *testing.T) {
 		for _, vm := range c.VolumeMounts {
 			if vm.MountPath == "/certs" {
 				for _, v := range o.Spec.Template.Spec.Volumes {
-					if v.Name == vm.Name && v.Secret != nil && v.Secret.SecretName == "switchyard-tls" {
+					if v.Name == vm.Name && v.Secret != nil && v.Secret.SecretName == secretOf[c.Args[0]] {
 						mounted = true
 					}
 				}
 			}
 		}
 		if !mounted {
-			t.Errorf("%s: /certs is not the Secret switchyard-tls", where)
+			t.Errorf("%s: /certs is not the Secret %s", where, secretOf[c.Args[0]])
 		}
 		// The probes hit the port the HTTP listener is on.
 		port := vals["http-addr"][strings.LastIndex(vals["http-addr"], ":")+1:]
@@ -270,7 +282,10 @@ func TestK8sManifests(t *testing.T) {
 	}
 
 	// Agents.
-	sts := byKind["StatefulSet"][0]
+	sts, ok := sets["agent"]
+	if !ok {
+		t.Fatal("no StatefulSet runs agent")
+	}
 	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 || sts.Spec.PodManagementPolicy != "Parallel" {
 		t.Errorf("StatefulSet: replicas %v, podManagementPolicy %q; want 3, Parallel", sts.Spec.Replicas, sts.Spec.PodManagementPolicy)
 	}
@@ -334,6 +349,9 @@ func TestK8sManifests(t *testing.T) {
 	// Services and the PDB select the agents.
 	var headless bool
 	for _, s := range byKind["Service"] {
+		if s.Metadata.Name == sets["media"].Spec.ServiceName {
+			continue // the media nodes' headless Service, checked below
+		}
 		var sel map[string]string
 		if err := s.Spec.Selector.Decode(&sel); err != nil {
 			t.Fatalf("Service %s selector: %v", s.Metadata.Name, err)
@@ -371,12 +389,38 @@ func TestK8sManifests(t *testing.T) {
 		}
 	}
 
-	// Media nodes.
-	dep := byKind["Deployment"][0]
-	mc := dep.Spec.Template.Spec.Containers[0]
-	mv := check(dep, mc)
+	// Media nodes: each pod acts as the server id of its pod name, with
+	// the media certificate of that name.
+	ms, ok := sets["media"]
+	if !ok {
+		t.Fatal("no StatefulSet runs media")
+	}
+	mc := ms.Spec.Template.Spec.Containers[0]
+	mv := check(ms, mc)
 	if mc.Args[0] != "media" || mv["capacity"] == "" || mv["id"] != "$(POD_NAME)" {
 		t.Errorf("media container: args %v", mc.Args)
+	}
+	if mv["tls-cert"] != "/certs/$(POD_NAME).pem" || mv["tls-key"] != "/certs/$(POD_NAME)-key.pem" {
+		t.Errorf("media --tls-cert=%s --tls-key=%s: want the certificate named after the pod (its server id)", mv["tls-cert"], mv["tls-key"])
+	}
+	mediaHeadless := false
+	for _, s := range byKind["Service"] {
+		if s.Metadata.Name != ms.Spec.ServiceName {
+			continue
+		}
+		var sel map[string]string
+		if err := s.Spec.Selector.Decode(&sel); err != nil {
+			t.Fatalf("Service %s selector: %v", s.Metadata.Name, err)
+		}
+		mediaHeadless = s.Spec.ClusterIP == "None" && len(sel) > 0
+		for k, v := range sel {
+			if ms.Spec.Template.Metadata.Labels[k] != v {
+				t.Errorf("Service %s selects %s=%s, which the media pods lack", s.Metadata.Name, k, v)
+			}
+		}
+	}
+	if ms.Spec.ServiceName == "" || !mediaHeadless {
+		t.Errorf("media StatefulSet: serviceName %q must name a headless Service selecting its pods", ms.Spec.ServiceName)
 	}
 	if mv["allocators"] != av["join"] {
 		t.Errorf("media --allocators=%s; want the agents %s", mv["allocators"], av["join"])
@@ -388,7 +432,7 @@ func TestK8sManifests(t *testing.T) {
 	// once and is not ready while its peers are missing.
 	dir := t.TempDir()
 	certs := filepath.Join(dir, "certs")
-	if out, err := exec.Command(bin, "tls", "init", "--out", certs, "--names", "switchyard-0,media").CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin, "tls", "init", "--out", certs, "--names", "switchyard-0", "--media", "switchyard-media-0").CombinedOutput(); err != nil {
 		t.Fatalf("tls init: %v\n%s", err, out)
 	}
 	httpAddr := ports.Free(t, "tcp")

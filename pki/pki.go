@@ -192,17 +192,23 @@ func (ca *CA) IssueRoleFiles(name, role string, hosts []string, dir string) (cer
 
 // LoadCA reads ca.pem and ca-key.pem from dir.
 func LoadCA(dir string) (*CA, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, CACertFile))
+	return LoadCAFiles(filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile))
+}
+
+// LoadCAFiles reads a CA certificate and its private key from two PEM
+// files (for tools given the CA as files rather than a directory).
+func LoadCAFiles(certFile, keyFile string) (*CA, error) {
+	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("read CA certificate: %w", err)
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, CAKeyFile))
+	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("read CA key: %w", err)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("load CA key pair from %s: %w", dir, err)
+		return nil, fmt.Errorf("load CA key pair from %s and %s: %w", certFile, keyFile, err)
 	}
 	cert, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
@@ -210,12 +216,24 @@ func LoadCA(dir string) (*CA, error) {
 	}
 	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("CA key in %s is %T, want ECDSA", dir, pair.PrivateKey)
+		return nil, fmt.Errorf("CA key %s is %T, want ECDSA", keyFile, pair.PrivateKey)
 	}
 	if !cert.IsCA {
-		return nil, fmt.Errorf("%s is not a CA certificate", filepath.Join(dir, CACertFile))
+		return nil, fmt.Errorf("%s is not a CA certificate", certFile)
 	}
 	return &CA{Cert: cert, Key: key, CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
+// IssueIdentity issues a certificate of role for name and returns it as an
+// Identity, in memory only (nothing is written): for tools that act under
+// many names at once, such as the load generator's simulated media
+// servers.
+func (ca *CA) IssueIdentity(name, role string, hosts []string) (*Identity, error) {
+	certPEM, keyPEM, err := ca.IssueRole(name, role, hosts)
+	if err != nil {
+		return nil, err
+	}
+	return NewIdentity(ca.CertPEM, certPEM, keyPEM)
 }
 
 // Identity is a certificate with its key plus the CA pool that peers must

@@ -30,9 +30,12 @@ const (
 // ValidRole reports whether r is a certificate role.
 func ValidRole(r string) bool { return r == RoleAgent || r == RoleMedia }
 
-// identityURI is the URI SAN naming role and name.
+// identityURI is the URI SAN naming role and name. Path holds the name as
+// is: the URL escapes it when written into the certificate and
+// PeerIdentity reads it back unescaped, so any server id round-trips
+// (escaping it here too would hand back its escaped form).
 func identityURI(role, name string) *url.URL {
-	return &url.URL{Scheme: URIScheme, Host: URIHost, Path: "/" + role + "/" + url.PathEscape(name)}
+	return &url.URL{Scheme: URIScheme, Host: URIHost, Path: "/" + role + "/" + name}
 }
 
 // CertIdentity is what a certificate says about its holder.

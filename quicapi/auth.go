@@ -18,11 +18,15 @@ func peerIdentity(cs tls.ConnectionState) pki.CertIdentity {
 }
 
 // authorize checks a request against the authorization table of package
-// acl, with the principal the connection's certificate names: an agent (or
-// a certificate without a role) may do anything a media node may, for any
-// server id; a media certificate acts only as the server id it names.
-// Requests relayed by a follower are accepted only from agents (the
-// follower checked the original sender).
+// acl, with the principal the connection's certificate names. Requests
+// relayed by a follower are accepted only from agents (the follower checked
+// the original sender). Every other request on this listener is a media
+// server's (register, drain, allocate, release), accepted only from a
+// media certificate, and register and drain only for the server id that
+// certificate names. An agent certificate, or one without a role (issued
+// before roles existed, and treated as an agent's), may not act as a media
+// server: roles keep the two apart in both directions, as raft keeps media
+// certificates out.
 func authorize(pc *peerConn, req *transportpb.Request) error {
 	if req.GetForwardedBy() != "" {
 		if !pc.id.IsAgent() {
@@ -30,10 +34,15 @@ func authorize(pc *peerConn, req *transportpb.Request) error {
 		}
 		return nil
 	}
-	p := acl.Principal{Kind: "cert", Role: acl.RoleAgent, ID: pc.id.Name}
-	if pc.id.Role == pki.RoleMedia {
-		p = acl.Principal{Kind: "cert", Role: fsm.RoleMedia, ID: pc.id.Name, Server: pc.id.Name}
+	if pc.id.Role != pki.RoleMedia {
+		what := "an agent certificate"
+		if pc.id.Role == "" {
+			what = "a certificate without a role (treated as an agent's)"
+		}
+		return fmt.Errorf("%w: %s is %s, and only a media certificate naming its server id may act as a media server (switchyard tls cert create --role media --name ID)",
+			acl.ErrPermissionDenied, pc.id.Name, what)
 	}
+	p := acl.Principal{Kind: "cert", Role: fsm.RoleMedia, ID: pc.id.Name, Server: pc.id.Name}
 	switch b := req.GetBody().(type) {
 	case *transportpb.Request_Register:
 		return acl.Authorize(p, acl.PermServer, b.Register.GetServer().GetId())

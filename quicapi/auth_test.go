@@ -2,33 +2,90 @@ package quicapi_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/quic-go/quic-go"
 
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/pki"
 	"github.com/switchyard/switchyard/transport"
+	"github.com/switchyard/switchyard/transport/transportpb"
 )
 
-// mediaClient connects with a media-role certificate for name.
-func mediaClient(t *testing.T, c *testcluster.Cluster, name string, addrs ...string) *transport.Client {
+// ask sends one request over a fresh connection to addr presenting id and
+// returns the error code of the answer ("" when accepted) and its message.
+func ask(t *testing.T, id *pki.Identity, addr string, req *transportpb.Request) (code, msg string) {
 	t.Helper()
-	cp, kp, err := c.CA.IssueRole(name, pki.RoleMedia, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), pollTimeout)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, addr, id.ClientConfig(transport.ALPN), &quic.Config{EnableDatagrams: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := pki.NewIdentity(c.CA.CertPEM, cp, kp)
+	defer func() { _ = conn.CloseWithError(0, "") }()
+	req.Version = transport.RequestVersion
+	resp, err := transport.RoundTrip(ctx, conn, req, pollTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := transport.NewClient(transport.ClientConfig{Addrs: addrs, TLS: id.ClientConfig(transport.ALPN), Logger: testcluster.Logger(t)})
+	return resp.GetErrorCode(), resp.GetErrorMessage()
+}
+
+func registerReq(id string) *transportpb.Request {
+	return &transportpb.Request{Body: &transportpb.Request_Register{Register: &transportpb.RegisterRequest{
+		Server: &fsmpb.Server{Id: id, CapacityUnits: 1, Incarnation: 99, Addresses: []string{"http://evil"}}}}}
+}
+
+func drainReq(id string) *transportpb.Request {
+	return &transportpb.Request{Body: &transportpb.Request_Drain{Drain: &transportpb.DrainRequest{ServerId: id}}}
+}
+
+// legacyIdentity issues a certificate of the cluster's CA the way
+// certificates were made before roles existed: a CommonName and no
+// spiffe://switchyard URI SAN.
+func legacyIdentity(t *testing.T, c *testcluster.Cluster, name string) *pki.Identity {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cl.Close() })
-	return cl
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.CA.Cert, &key.PublicKey, c.CA.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.NewIdentity(c.CA.CertPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pki.PeerIdentity(id.Cert.Leaf); got.Role != "" || got.Name != name {
+		t.Fatalf("legacy certificate reads as %+v", got)
+	}
+	return id
 }
 
 // TestMediaCertificateActsOnlyAsItself: a certificate issued for m1 may
@@ -37,21 +94,71 @@ func mediaClient(t *testing.T, c *testcluster.Cluster, name string, addrs ...str
 func TestMediaCertificateActsOnlyAsItself(t *testing.T) {
 	c := newCluster(t, 3, 0, nil)
 	leader := leaderNode(t, c)
-	register(t, newClient(t, c, "agent-tool", leader.Cfg.QUICAddr), "m2", 5, 1)
+	register(t, newClient(t, c, "m2", leader.Cfg.QUICAddr), "m2", 5, 1)
+	m1 := c.Identity("m1")
 	for _, nd := range c.Running() {
-		cl := mediaClient(t, c, "m1", nd.Cfg.QUICAddr)
-		ctx, cancel := context.WithTimeout(context.Background(), pollTimeout)
-		register(t, cl, "m1", 5, 1)
-		if _, err := cl.Register(ctx, transport.ServerInfo{ID: "m2", Capacity: 1, Incarnation: 99, Addresses: []string{"http://evil"}}); err == nil || !strings.Contains(err.Error(), "permission denied") {
-			t.Fatalf("m1 registering m2 via %s: %v", nd.ID, err)
+		register(t, newClient(t, c, "m1", nd.Cfg.QUICAddr), "m1", 5, 1)
+		if code, msg := ask(t, m1, nd.Cfg.QUICAddr, registerReq("m2")); code != "permission_denied" {
+			t.Fatalf("m1 registering m2 via %s: %q %s", nd.ID, code, msg)
 		}
-		cancel()
-		if n := testutil.ToFloat64(nd.Agent.QUIC.Metrics().Requests.WithLabelValues("register", "permission_denied")); n < 1 {
-			t.Fatalf("%s counted %v refused registrations", nd.ID, n)
+		if code, msg := ask(t, m1, nd.Cfg.QUICAddr, drainReq("m2")); code != "permission_denied" {
+			t.Fatalf("m1 draining m2 via %s: %q %s", nd.ID, code, msg)
+		}
+		for _, op := range []string{"register", "drain"} {
+			if n := testutil.ToFloat64(nd.Agent.QUIC.Metrics().Requests.WithLabelValues(op, "permission_denied")); n < 1 {
+				t.Fatalf("%s counted %v refused %s requests", nd.ID, n, op)
+			}
 		}
 	}
 	s, _ := leader.Agent.Node.FSM().Server("m2")
 	if s.GetIncarnation() != 1 || len(s.GetAddresses()) != 0 || s.GetState() != 1 {
 		t.Fatalf("m2 changed: %v", s)
+	}
+}
+
+// TestAgentCertificateCannotActAsMedia: an agent certificate, and a
+// certificate without a role (issued before roles existed, treated as an
+// agent's), may not register, drain or allocate as a media server, even
+// under its own name, on the leader or a follower: each is refused with
+// permission_denied, counted, and changes nothing.
+func TestAgentCertificateCannotActAsMedia(t *testing.T) {
+	c := newCluster(t, 3, -1, nil)
+	leader := leaderNode(t, c)
+	register(t, newClient(t, c, "m1", leader.Cfg.QUICAddr), "m1", 5, 1)
+	for _, nd := range c.Running() {
+		for _, tc := range []struct {
+			kind string
+			id   *pki.Identity
+		}{
+			{"agent", c.AgentIdentity("m1")},
+			{"agent named after a node", c.AgentIdentity(nd.ID)},
+			{"role-less", legacyIdentity(t, c, "m1")},
+		} {
+			alloc := &transportpb.Request{Body: &transportpb.Request_Allocate{Allocate: &transportpb.AllocateRequest{RequestId: "agent-" + nd.ID, Room: "r", Units: 1}}}
+			for _, req := range []*transportpb.Request{registerReq("m1"), registerReq("m9"), registerReq(nd.ID), drainReq("m1"), alloc} {
+				code, msg := ask(t, tc.id, nd.Cfg.QUICAddr, req)
+				if code != "permission_denied" || !strings.Contains(msg, "media certificate") {
+					t.Fatalf("%s certificate via %s, %v: %q %s", tc.kind, nd.ID, req, code, msg)
+				}
+			}
+		}
+		m := nd.Agent.QUIC.Metrics().Requests
+		for op, want := range map[string]float64{"register": 9, "drain": 3, "allocate": 3} {
+			if n := testutil.ToFloat64(m.WithLabelValues(op, "permission_denied")); n < want {
+				t.Fatalf("%s counted %v refused %s requests, want %v", nd.ID, n, op, want)
+			}
+		}
+	}
+	f := leader.Agent.Node.FSM()
+	if s, _ := f.Server("m1"); s.GetIncarnation() != 1 || len(s.GetAddresses()) != 0 || s.GetState() != 1 {
+		t.Fatalf("m1 changed: %v", s)
+	}
+	for _, id := range []string{"m9", "n1", "n2", "n3"} {
+		if _, ok := f.Server(id); ok {
+			t.Fatalf("%s registered by a refused request", id)
+		}
+	}
+	if n := len(f.Allocations(fsm.AllocationFilter{})); n != 0 {
+		t.Fatalf("%d allocations made by refused requests", n)
 	}
 }

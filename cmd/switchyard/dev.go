@@ -173,11 +173,9 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	fmt.Fprintf(out, "dashboard: %s (every agent serves it)\n", dash)
 	self := os.Args[0] // as invoked: bin/switchyard under make run
 	fmt.Fprintf(out, "try:  %[1]s cluster status\n      %[1]s server list\n      %[1]s alloc request --room demo --units 1 --request-id r1\n      %[1]s server register --id extra1 --capacity 10   (a server record without a media node behind it)\n", self)
-	if _, err := devIdentity(ca, certDir, "loadgen"); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "      %s loadgen --allocators %s --servers 100 --duration 10s \\\n        --tls-ca %s --tls-cert %s --tls-key %s\n",
-		self, devQUICAddrs(f), filepath.Join(certDir, pki.CACertFile), filepath.Join(certDir, "loadgen.pem"), filepath.Join(certDir, "loadgen-key.pem"))
+	// loadgen mints a media certificate per simulated server from the CA.
+	fmt.Fprintf(out, "      %s loadgen --allocators %s --servers 100 --duration 10s --ca-dir %s\n",
+		self, devQUICAddrs(f), certDir)
 	stopMedia, err := startDevMedia(ctx, out, log, f.host, joins, strings.Split(devQUICAddrs(f), ","),
 		func(name string) (*pki.Identity, error) { return devRoleIdentity(ca, certDir, name, pki.RoleMedia) })
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchyard/switchyard/pki"
 	"github.com/switchyard/switchyard/transport"
 )
 
@@ -22,6 +23,7 @@ type loadgenFlags struct {
 	prefix             string
 	allocRate          float64
 	tls                tlsFlags
+	caDir, caKey       string
 	logLevel           string
 }
 
@@ -39,9 +41,18 @@ registers with a fresh incarnation, and sends a load report every --interval for
 --alloc-rate, allocations are requested (and released) at that rate in total.
 Prints a summary at the end.
 
+Agents accept a registration, report, allocation or drain only from a media
+certificate naming that server id, so loadgen is given the cluster CA (its
+key included) and mints, in memory, one media certificate per simulated
+server: --ca-dir DIR (DIR/ca.pem and DIR/ca-key.pem), or --tls-ca with
+--tls-ca-key. Nothing is written to disk.
+
   switchyard loadgen --allocators 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603 \
-    --servers 100 --interval 500ms --duration 30s \
-    --tls-ca certs/ca.pem --tls-cert certs/loadgen.pem --tls-key certs/loadgen-key.pem`,
+    --servers 100 --interval 500ms --duration 30s --ca-dir certs
+
+--tls-ca, --tls-cert and --tls-key instead give one certificate that every
+simulated server shares; current agents accept it only with --servers 1 and
+a media certificate naming --id-prefix followed by 0.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLoadgen(cmd, f) },
 	}
 	fl := cmd.Flags()
@@ -54,6 +65,8 @@ Prints a summary at the end.
 	fl.Float64Var(&f.allocRate, "alloc-rate", 0, "allocations per second to request in total (0: none)")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
 	f.tls.register(cmd)
+	fl.StringVar(&f.caDir, "ca-dir", "", "directory holding the cluster CA (ca.pem, ca-key.pem): mint one media certificate per simulated server")
+	fl.StringVar(&f.caKey, "tls-ca-key", "", "the cluster CA's private key (PEM), with --tls-ca: mint one media certificate per simulated server")
 	return cmd
 }
 
@@ -79,19 +92,22 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 	case f.allocRate < 0:
 		return usagef(cmd, "--alloc-rate must not be negative")
 	}
-	id, err := f.tls.identity(cmd)
+	serverID := func(i int) string { return fmt.Sprintf("%s%d", f.prefix, i) }
+	identity, err := loadgenIdentities(cmd, f, serverID)
 	if err != nil {
 		return err
-	}
-	if id == nil {
-		return usagef(cmd, "--tls-ca, --tls-cert and --tls-key are required (QUIC uses mutual TLS)")
 	}
 	log, err := newLogger(f.logLevel, "text")
 	if err != nil {
 		return usagef(cmd, "%v", err)
 	}
 	ctx := cmd.Context()
-	resolved, err := resolveAllocators(ctx, entries, resolveOpts{QUIC: id.ClientConfig(transport.ALPN)})
+	// Any of the certificates will do to ask an agent for its QUIC address.
+	probe, err := identity(0)
+	if err != nil {
+		return err
+	}
+	resolved, err := resolveAllocators(ctx, entries, resolveOpts{QUIC: probe.ClientConfig(transport.ALPN)})
 	if err != nil {
 		return usagef(cmd, "%v", err)
 	}
@@ -116,6 +132,10 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 	sem := make(chan struct{}, 64)
 	for i := range clients {
 		rot := append(append([]string{}, addrs[i%len(addrs):]...), addrs[:i%len(addrs)]...)
+		id, err := identity(i)
+		if err != nil {
+			return err
+		}
 		c, err := transport.NewClient(transport.ClientConfig{Addrs: rot, TLS: id.ClientConfig(transport.ALPN), Logger: log})
 		if err != nil {
 			return err
@@ -129,7 +149,7 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			t0 := time.Now()
-			_, err := c.Register(rctx, transport.ServerInfo{ID: fmt.Sprintf("%s%d", f.prefix, i), Capacity: f.capacity,
+			_, err := c.Register(rctx, transport.ServerInfo{ID: serverID(i), Capacity: f.capacity,
 				Incarnation: incarnation, Addresses: []string{fmt.Sprintf("http://loadgen.invalid/%d", i)}})
 			if err != nil {
 				st.regFailed.Add(1)
@@ -210,6 +230,49 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 		return errors.New("some servers failed to register")
 	}
 	return nil
+}
+
+// loadgenIdentities returns the certificate simulated server i connects
+// with: with --ca-dir or --tls-ca-key a media certificate for its own id
+// (serverID(i)), minted in memory from the CA; with --tls-cert and
+// --tls-key the one certificate given, shared by every server.
+func loadgenIdentities(cmd *cobra.Command, f *loadgenFlags, serverID func(int) string) (func(i int) (*pki.Identity, error), error) {
+	mint := f.caDir != "" || f.caKey != ""
+	switch {
+	case f.caDir != "" && (f.caKey != "" || f.tls.ca != "" || f.tls.cert != "" || f.tls.key != ""):
+		return nil, usagef(cmd, "--ca-dir replaces --tls-ca, --tls-ca-key, --tls-cert and --tls-key")
+	case f.caKey != "" && f.tls.ca == "":
+		return nil, usagef(cmd, "--tls-ca-key needs --tls-ca (the CA certificate it belongs to)")
+	case mint && (f.tls.cert != "" || f.tls.key != ""):
+		return nil, usagef(cmd, "give either the CA key (--ca-dir or --tls-ca-key), to mint a certificate per server, or one shared --tls-cert and --tls-key, not both")
+	}
+	if mint {
+		var ca *pki.CA
+		var err error
+		if f.caDir != "" {
+			ca, err = pki.LoadCA(f.caDir)
+		} else {
+			ca, err = pki.LoadCAFiles(f.tls.ca, f.caKey)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return func(i int) (*pki.Identity, error) {
+			id, err := ca.IssueIdentity(serverID(i), pki.RoleMedia, nil)
+			if err != nil {
+				return nil, fmt.Errorf("media certificate for %s: %w", serverID(i), err)
+			}
+			return id, nil
+		}, nil
+	}
+	id, err := f.tls.identity(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if id == nil {
+		return nil, usagef(cmd, "--ca-dir (or --tls-ca with --tls-ca-key), or --tls-ca, --tls-cert and --tls-key, is required (QUIC uses mutual TLS)")
+	}
+	return func(int) (*pki.Identity, error) { return id, nil }, nil
 }
 
 // allocLoop requests one-unit allocations at rate per second through the

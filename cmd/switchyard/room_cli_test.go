@@ -85,7 +85,7 @@ func TestRoomCLI(t *testing.T) {
 		jbin, lib := janustest.Need(t)
 		j := janustest.New(t, jbin, lib, "41200-41299")
 		dir := t.TempDir()
-		if _, e, code := run(t, bin, "tls", "cert", "create", "--ca-dir", c.CertDir, "--name", "j1", "--out", dir); code != 0 {
+		if _, e, code := run(t, bin, "tls", "cert", "create", "--ca-dir", c.CertDir, "--role", "media", "--name", "j1", "--out", dir); code != 0 {
 			t.Fatal(e)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -21,9 +21,14 @@ of one cluster CA:
   switchyard tls ca create --out certs
   switchyard tls cert create --ca-dir certs --name n1 --out certs
   switchyard agent ... --tls-ca certs/ca.pem --tls-cert certs/n1.pem --tls-key certs/n1-key.pem
+  switchyard tls cert create --ca-dir certs --role media --name m1 --out certs
+  switchyard media --id m1 ... --tls-ca certs/ca.pem --tls-cert certs/m1.pem --tls-key certs/m1-key.pem
 
 Name agent certificates after the agent's --id: agents accept forwarded
-load reports only from a peer whose certificate names a cluster member.`,
+load reports only from a peer whose certificate names a cluster member.
+Give each media node (and sidecar) a media certificate named after its
+--id: agents take a media server's requests only from a media certificate
+naming that server id, never from an agent certificate.`,
 	}
 	ca := &cobra.Command{Use: "ca", Short: "Manage the cluster CA"}
 	var caOut, caName string
@@ -86,7 +91,7 @@ load reports only from a peer whose certificate names a cluster member.`,
 	certCreate.Flags().StringVar(&name, "name", "", "certificate name: the agent id, or the media node / tool name (required)")
 	certCreate.Flags().StringVar(&out, "out", "", "directory to write NAME.pem and NAME-key.pem into (required)")
 	certCreate.Flags().StringVar(&hosts, "hosts", "", "extra comma-separated DNS names / IPs for the certificate")
-	certCreate.Flags().StringVar(&role, "role", pki.RoleAgent, "agent (raft, agent-to-agent, any media server id) or media (a media node: it may act only as the server id --name); written as the URI SAN spiffe://switchyard/<role>/<name>")
+	certCreate.Flags().StringVar(&role, "role", pki.RoleAgent, "agent (raft, agent-to-agent; never a media server) or media (a media node or sidecar: it may act only as the server id --name); written as the URI SAN spiffe://switchyard/<role>/<name>")
 	cert.AddCommand(certCreate)
 	cmd.AddCommand(ca, cert)
 	cmd.AddCommand(newTLSInitCmd()) // tlsinit.go

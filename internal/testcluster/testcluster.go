@@ -48,7 +48,8 @@ type Cluster struct {
 	t     testing.TB
 	Nodes []*Node
 	// CA signs every node's certificate (QUIC and raft run over mutual
-	// TLS); Identity issues more, e.g. for media-node clients.
+	// TLS); Identity issues media certificates for media-node clients,
+	// AgentIdentity agent certificates.
 	CA *pki.CA
 }
 
@@ -111,7 +112,7 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 			// the chaos suite measure with the defaults).
 			HeartbeatTimeout: TestHeartbeat, ElectionTimeout: TestElection, LeaderLeaseTimeout: TestLease,
 			Logger: Logger(t),
-		}, TLS: c.Identity(id), RaftPlainTCP: plain}
+		}, TLS: c.AgentIdentity(id), RaftPlainTCP: plain}
 		if quic {
 			cfg.QUICAddr = freeUDP(t)
 		}
@@ -134,10 +135,25 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 	return c
 }
 
-// Identity issues a certificate of the cluster's CA for name.
+// Identity issues a media certificate of the cluster's CA for server id
+// name: what a media node, or a test acting as one, presents over QUIC.
+// Agents accept its requests only for that server id.
 func (c *Cluster) Identity(name string) *pki.Identity {
 	c.t.Helper()
-	certPEM, keyPEM, err := c.CA.Issue(name, nil)
+	return c.roleIdentity(name, pki.RoleMedia)
+}
+
+// AgentIdentity issues an agent certificate of the cluster's CA for name:
+// the agents' own, and what a test acting as an agent presents (agents may
+// not act as media servers).
+func (c *Cluster) AgentIdentity(name string) *pki.Identity {
+	c.t.Helper()
+	return c.roleIdentity(name, pki.RoleAgent)
+}
+
+func (c *Cluster) roleIdentity(name, role string) *pki.Identity {
+	c.t.Helper()
+	certPEM, keyPEM, err := c.CA.IssueRole(name, role, nil)
 	if err != nil {
 		c.t.Fatalf("issue certificate %s: %v", name, err)
 	}
