@@ -291,7 +291,7 @@ func chaosNetNS(t *testing.T, c campaign, bin string) {
 		full    bool
 	}{
 		{"netns5", 5, []Nemesis{
-			Partition{IsolateLeader}, Partition{MajorityMinority}, Partition{Bridge},
+			Partition{IsolateLeader}, Partition{MajorityMinority}, Partition{Bridge}, Blackhole{},
 			Netem{"loss", "loss 10%"}, Netem{"delay", "delay 30ms 20ms"}, Netem{"dup", "duplicate 10%"},
 			Combo{Netem{"delay-loss", "delay 20ms 10ms loss 5%"}, Kill{Leader: true}},
 		}, false},
@@ -347,7 +347,7 @@ func chaosDocker(t *testing.T, c campaign, bin string) {
 		nemeses []Nemesis
 		full    bool
 	}{
-		{"docker3", 3, []Nemesis{Kill{Leader: true}, Partition{IsolateLeader}, Pause{Leader: true}, Netem{"loss", "loss 10%"}, Kill{}}, false},
+		{"docker3", 3, []Nemesis{Kill{Leader: true}, Partition{IsolateLeader}, Pause{Leader: true}, Blackhole{}, Netem{"loss", "loss 10%"}, Kill{}}, false},
 		{"docker5", 5, []Nemesis{Partition{Bridge}, Combo{Kill{Leader: true}, Pause{}}, Partition{MajorityMinority}, RollingRestart{}, Netem{"dup-delay", "duplicate 10% delay 20ms"}}, true},
 	}
 	for i, sc := range scenarios {

@@ -370,6 +370,9 @@ func (d *Docker) Netem(ctx context.Context, spec string) (string, error) {
 	return d.net.netem(ctx, spec)
 }
 
+// Blackhole implements Network.
+func (d *Docker) Blackhole(ctx context.Context, id string) error { return d.net.blackhole(ctx, id) }
+
 // Heal implements Network.
 func (d *Docker) Heal(ctx context.Context) error { return d.net.heal(ctx) }
 

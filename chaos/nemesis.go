@@ -238,6 +238,34 @@ func (p Partition) Inject(ctx context.Context, e *Env) (Heal, error) {
 	}, nil
 }
 
+// Blackhole cuts the leader off from everyone, peers and clients (needs a
+// Network): packets are dropped, not refused, so clients and followers
+// learn of it only through their timeouts, as with a cut cable. Heal
+// restores the links; the old leader finds itself deposed.
+type Blackhole struct{}
+
+// Name implements Nemesis.
+func (Blackhole) Name() string { return "blackhole-leader" }
+
+// Inject implements Nemesis.
+func (b Blackhole) Inject(ctx context.Context, e *Env) (Heal, error) {
+	if e.Net == nil {
+		return nil, errors.New("blackhole needs a network target")
+	}
+	id, err := pick(ctx, e, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Net.Blackhole(ctx, id); err != nil {
+		return nil, err
+	}
+	e.History.AddFault(Fault{Kind: b.Name(), Nodes: []string{id}, Leader: true})
+	return func(ctx context.Context) error {
+		e.History.AddFault(Fault{Kind: "heal-network"})
+		return e.Net.Heal(ctx)
+	}, nil
+}
+
 // Netem degrades every link with a tc netem spec; heal removes it.
 type Netem struct {
 	Label, Spec string

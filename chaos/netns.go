@@ -184,6 +184,11 @@ func (nn *NetNS) Netem(ctx context.Context, spec string) (string, error) {
 	return nn.nsNet().netem(ctx, spec)
 }
 
+// Blackhole implements Network.
+func (nn *NetNS) Blackhole(ctx context.Context, id string) error {
+	return nn.nsNet().blackhole(ctx, id)
+}
+
 // Heal implements Network.
 func (nn *NetNS) Heal(ctx context.Context) error { return nn.nsNet().heal(ctx) }
 

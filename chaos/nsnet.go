@@ -152,6 +152,22 @@ func (nn *nsNet) emulate(ctx context.Context, spec string) (string, error) {
 	return "no sch_netem in this kernel; emulated: " + strings.Join(notes, ", "), nil
 }
 
+// blackhole drops, inside node id's namespace, every packet in and out
+// but its own loopback traffic.
+func (nn *nsNet) blackhole(ctx context.Context, id string) error {
+	i, err := nn.index(id)
+	if err != nil {
+		return err
+	}
+	if err := nn.flush(ctx); err != nil {
+		return err
+	}
+	if err := nn.run(ctx, i, "iptables", "-A", "INPUT", "!", "-i", "lo", "-j", "DROP"); err != nil {
+		return err
+	}
+	return nn.run(ctx, i, "iptables", "-A", "OUTPUT", "!", "-o", "lo", "-j", "DROP")
+}
+
 // flush removes every iptables rule; a node whose namespace is gone (a
 // stopped container) has none.
 func (nn *nsNet) flush(ctx context.Context) error {

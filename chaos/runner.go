@@ -299,6 +299,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	sum.Ops, sum.OpsByKnd = countOps(ops)
 	sum.Failover = LeaderKillUnavailability(ops, faults)
 	sum.Freeze = LeaderFreezeUnavailability(ops, faults)
+	sum.Blackhole = LeaderBlackholeUnavailability(ops, faults)
 	dir := filepath.Join(cfg.OutDir, cfg.Name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return sum, fmt.Errorf("out dir: %w", err)

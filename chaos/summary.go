@@ -63,9 +63,13 @@ type Summary struct {
 	// Freeze is the same measure for every leader freeze (SIGSTOP of the
 	// leader: "pause-leader"), where nothing refuses connections and the
 	// cluster relies on raft's timers and on forwarding failover.
-	Freeze Unavailability        `json:"unavailability_per_leader_freeze"`
-	Elect  Elections             `json:"elections"`
-	Lin    LinearizabilityResult `json:"linearizability"`
+	Freeze Unavailability `json:"unavailability_per_leader_freeze"`
+	// Blackhole is the same measure for every blackholed leader (all its
+	// packets dropped: "blackhole-leader"), where clients' attempts to it
+	// end only by their deadlines.
+	Blackhole Unavailability        `json:"unavailability_per_leader_blackhole"`
+	Elect     Elections             `json:"elections"`
+	Lin       LinearizabilityResult `json:"linearizability"`
 
 	// Violations counts violations by invariant (every invariant is
 	// listed, 0 when it held); Details lists up to 100 of them.
@@ -146,6 +150,12 @@ func LeaderFreezeUnavailability(ops []Op, faults []Fault) Unavailability {
 	return faultUnavailability(ops, faults, "pause-leader")
 }
 
+// LeaderBlackholeUnavailability is LeaderKillUnavailability for
+// blackholed leaders ("blackhole-leader" faults).
+func LeaderBlackholeUnavailability(ops []Op, faults []Fault) Unavailability {
+	return faultUnavailability(ops, faults, "blackhole-leader")
+}
+
 // faultUnavailability measures every fault of the given kind (see
 // LeaderKillUnavailability).
 func faultUnavailability(ops []Op, faults []Fault, kind string) Unavailability {
@@ -209,6 +219,9 @@ func (s *Summary) Print(w io.Writer) {
 	fmt.Fprintf(w, "unavailability per leader kill: kills=%d p50=%.0fms p99=%.0fms max=%.0fms no-ack=%d\n", f.Kills, f.P50Ms, f.P99Ms, f.MaxMs, f.NoAck)
 	if z := s.Freeze; z.Kills > 0 {
 		fmt.Fprintf(w, "unavailability per leader freeze: freezes=%d p50=%.0fms p99=%.0fms max=%.0fms no-ack=%d\n", z.Kills, z.P50Ms, z.P99Ms, z.MaxMs, z.NoAck)
+	}
+	if z := s.Blackhole; z.Kills > 0 {
+		fmt.Fprintf(w, "unavailability per blackholed leader: blackholes=%d p50=%.0fms p99=%.0fms max=%.0fms no-ack=%d\n", z.Kills, z.P50Ms, z.P99Ms, z.MaxMs, z.NoAck)
 	}
 	fmt.Fprintf(w, "elections: term %d -> %d; steady %.0fs: %d elections, %d acknowledged\n", s.Elect.FirstTerm, s.Elect.LastTerm, s.Elect.SteadySeconds, s.Elect.SteadyElections, s.Elect.SteadyOps)
 	fmt.Fprintf(w, "linearizability: %s over %d ops / %d request ids", s.Lin.Result, s.Lin.Operations, s.Lin.Keys)

@@ -50,7 +50,11 @@ type Network interface {
 	// every node's link, and says what it applied (an implementation may
 	// have to emulate part of it).
 	Netem(ctx context.Context, spec string) (string, error)
-	// Heal removes every partition and netem rule.
+	// Blackhole drops every packet to and from node id, its peers' and
+	// clients' alike, as a cut cable or a hung host's network would:
+	// nothing is refused, everything waits for a timeout.
+	Blackhole(ctx context.Context, id string) error
+	// Heal removes every partition, blackhole and netem rule.
 	Heal(ctx context.Context) error
 }
 
