@@ -125,6 +125,7 @@ func (d *Detector) Run(ctx context.Context) {
 		tick = 20 * time.Millisecond
 	}
 	passes := newPassClock(max(1, int(window/tick)))
+	prev := start
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	log.Info("failure detector started", "window", window)
@@ -135,6 +136,11 @@ func (d *Detector) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		at := now()
+		if late := at.Sub(prev) - tick; late > window/4 {
+			log.Info("failure detector pass ran late (this process was stalled); the stall does not count as the servers' silence",
+				"late_by", late.Round(time.Millisecond), "window", window)
+		}
+		prev = at
 		d.check(ctx, at, start, window, passes.pass(at), log)
 	}
 }
