@@ -76,10 +76,23 @@ func (d *Detector) watchedServers(buf []watched) []watched {
 // Guarantees: a server is marked down only if no report of its current
 // incarnation (or a newer one) was received for Window, measured from the
 // latest of: its last report, its last state change, and the moment this
-// leader took over (a new leader's view is empty, so it waits one full
-// window before it marks anything down). The down mark is conditional on
-// the incarnation (SetServerState.if_incarnation), so a mark decided on
+// leader took over (it waits one full window before it marks anything
+// down), and only if the detector itself ran a window's worth of passes
+// (Window/tick of them) during that silence. The down mark is conditional
+// on the incarnation (SetServerState.if_incarnation), so a mark decided on
 // stale data cannot override a fresh registration.
+//
+// The count of passes keeps the leader's own stalls out of the servers'
+// silence. A leader process that got no CPU for a while (a starved machine,
+// a stop-the-world pause, a frozen VM) received nothing meanwhile: the
+// reports wait in its socket buffers and are stamped when it reads them.
+// Measured by the wall clock alone, the stall counted as every server's
+// silence, and the first pass after it (which may run before the queued
+// reports are read) marked servers down that never stopped reporting. With
+// the count, a stall of any length is one pass, so a server is marked down
+// only after it stayed silent while the detector was running, for about a
+// window of running time. A leader that runs normally decides exactly as by
+// the wall clock.
 type Detector struct {
 	View       *View
 	Servers    ServerLister
@@ -111,6 +124,8 @@ func (d *Detector) Run(ctx context.Context) {
 	if tick < 20*time.Millisecond {
 		tick = 20 * time.Millisecond
 	}
+	passes := newPassClock(max(1, int(window/tick)))
+	prev := start
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	log.Info("failure detector started", "window", window)
@@ -120,15 +135,44 @@ func (d *Detector) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		d.check(ctx, now(), start, window, log)
+		at := now()
+		if late := at.Sub(prev) - tick; late > window/4 {
+			log.Info("failure detector pass ran late (this process was stalled); the stall does not count as the servers' silence",
+				"late_by", late.Round(time.Millisecond), "window", window)
+		}
+		prev = at
+		d.check(ctx, at, start, window, passes.pass(at), log)
 	}
 }
 
-// check runs one detection pass. Its commands are submitted concurrently
-// (the leader batches them into shared log entries, so a rack of servers
-// going silent at once costs a few entries, not one round trip each) and
-// the pass returns when all are answered.
-func (d *Detector) check(ctx context.Context, now, start time.Time, window time.Duration, log *slog.Logger) {
+// passClock remembers when the detector's last passes ran.
+type passClock struct {
+	at []time.Time // ring of the last len(at) passes
+	n  int         // passes so far
+}
+
+func newPassClock(need int) *passClock { return &passClock{at: make([]time.Time, need)} }
+
+// pass records a pass at now and returns when the oldest of the last
+// len(at) passes (this one included) ran: a server silent since before that
+// time was silent for that many passes. While fewer passes have run it
+// returns the zero time (nobody was silent long enough).
+func (p *passClock) pass(now time.Time) time.Time {
+	p.at[p.n%len(p.at)] = now
+	p.n++
+	if p.n < len(p.at) {
+		return time.Time{}
+	}
+	return p.at[p.n%len(p.at)]
+}
+
+// check runs one detection pass. A server counts as silent only since
+// before ranSince, when the oldest of the passes a window needs ran (see
+// Detector). Its commands are submitted concurrently (the leader batches
+// them into shared log entries, so a rack of servers going silent at once
+// costs a few entries, not one round trip each) and the pass returns when
+// all are answered.
+func (d *Detector) check(ctx context.Context, now, start time.Time, window time.Duration, ranSince time.Time, log *slog.Logger) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, 256)
@@ -153,7 +197,7 @@ func (d *Detector) check(ctx context.Context, now, start time.Time, window time.
 			if have && e.Report.GetIncarnation() >= s.incarnation && e.Received.After(last) {
 				last = e.Received
 			}
-			if now.Sub(last) <= window {
+			if now.Sub(last) <= window || !last.Before(ranSince) {
 				continue
 			}
 			log.Warn("media server stopped reporting; marking it down", "server", s.id, "incarnation", s.incarnation,

@@ -1,12 +1,14 @@
 // Package loadview is an agent's soft view of media-server load: the latest
 // load report per server, with the time it was received. Every agent keeps
-// one, fed by the reports its QUIC listener receives; the leader's is fed
-// also by the reports followers forward, so it covers the whole fleet and is
-// the one placement scores with (View implements cluster.LoadSource).
+// one, fed by the reports its own media nodes send and by those every other
+// agent shares (package quicapi), so every view covers the whole fleet; the
+// leader's is the one placement scores with (View implements
+// cluster.LoadSource).
 //
-// The view is never replicated and never persisted: a new leader starts
-// empty and refills within one report interval. The failure detector in
-// this package reads it on the leader.
+// The view is never replicated through raft and never persisted: an agent
+// that starts has an empty view and fills within one report interval. A
+// follower that becomes leader already holds the fleet's latest reports.
+// The failure detector in this package reads it on the leader.
 package loadview
 
 import (
@@ -39,7 +41,7 @@ const TruncatedGrace = 10 * time.Second
 type Entry struct {
 	Report *transportpb.LoadReport
 	// Received is when the report reached the agent that first received it
-	// (forwarded reports carry their age).
+	// (shared reports carry their age).
 	Received time.Time
 }
 

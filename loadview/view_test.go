@@ -2,6 +2,7 @@ package loadview_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -190,5 +191,75 @@ func TestDetectorDecisions(t *testing.T) {
 	}
 	if len(downs) != 2 || downs["silent"] != 1 || downs["old-process"] != 2 {
 		t.Fatalf("marked down: %v", downs)
+	}
+}
+
+// A stall of the leader itself (no pass, no report read for longer than
+// the window) is not the servers' silence: the first pass after it marks
+// nobody down, a server whose reports were only waiting to be read is kept,
+// and one that really went silent is marked down once the detector has run
+// a window's worth of passes without hearing from it.
+func TestDetectorIgnoresItsOwnStall(t *testing.T) {
+	start := time.Unix(1000, 0)
+	now := start
+	v := loadview.New(func() time.Time { return now })
+	const (
+		window = 2 * time.Second
+		tick   = window / 8
+	)
+	servers := fakeServers{
+		{Id: "reporting", Incarnation: 1, State: fsmpb.ServerState_SERVER_STATE_ACTIVE},
+		{Id: "dies", Incarnation: 1, State: fsmpb.ServerState_SERVER_STATE_ACTIVE},
+	}
+	node := &fakeNode{}
+	d := &loadview.Detector{View: v, Servers: servers, Node: node, Window: window, Now: func() time.Time { return now }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pass := loadview.PassesForTest(d, int(window/tick))
+	downs := func() []string {
+		var out []string
+		for _, c := range node.cmds {
+			if s := c.GetSetServerState(); s != nil && s.GetState() == fsmpb.ServerState_SERVER_STATE_DOWN {
+				out = append(out, s.GetId())
+			}
+		}
+		return out
+	}
+	var seq uint64
+	report := func(ids ...string) {
+		seq++
+		for _, id := range ids {
+			v.Offer(rep(id, 1, seq), now)
+		}
+	}
+	// Two windows of normal running: both report, nobody is marked down.
+	for i := 0; i < 16; i++ {
+		now = now.Add(tick)
+		report("reporting", "dies")
+		pass(ctx, now, start, window)
+	}
+	// "dies" stops for good; then the leader stalls for twice the window:
+	// no pass runs and nothing is read meanwhile.
+	now = now.Add(2 * window)
+	pass(ctx, now, start, window)
+	if got := downs(); len(got) != 0 {
+		t.Fatalf("the first pass after the leader's own stall marked %v down", got)
+	}
+	// The queued reports of "reporting" are read now; "dies" has none.
+	for i := 0; i < 6; i++ {
+		report("reporting")
+		now = now.Add(tick)
+		pass(ctx, now, start, window)
+	}
+	if got := downs(); len(got) != 0 {
+		t.Fatalf("marked %v down before the detector ran a window's worth of passes", got)
+	}
+	for i := 0; i < 4; i++ {
+		report("reporting")
+		now = now.Add(tick)
+		pass(ctx, now, start, window)
+	}
+	if got := slices.Compact(downs()); len(got) != 1 || got[0] != "dies" {
+		t.Fatalf("after a window's worth of passes without its reports: marked down %v, want [dies]", got)
 	}
 }

@@ -3,8 +3,8 @@
 // mutually authenticated connections from media nodes and other agents,
 // ingests load datagrams into the load view, serves requests on streams
 // with the HTTP API's semantics and error codes (package errcode), relays
-// them to the leader from a follower, and forwards the latest report per
-// server from a follower to the leader.
+// them to the leader from a follower, and shares the latest report per
+// server of its own media nodes with every other agent.
 //
 // Imports: cluster (forwarding and failover), fsm (read-only state), acl,
 // loadview, pki, transport; imported only by agent.

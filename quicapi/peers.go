@@ -3,7 +3,9 @@ package quicapi
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,8 +18,9 @@ import (
 	"github.com/switchyard/switchyard/transport/transportpb"
 )
 
-// peers holds this agent's outgoing QUIC connections to other agents (in
-// practice, to the leader), dialled from the listener's own UDP socket.
+// peers holds this agent's outgoing QUIC connections to other agents (to
+// the leader for relayed requests, to every agent for shared reports),
+// dialled from the listener's own UDP socket.
 type peers struct {
 	s     *Server
 	mu    sync.Mutex
@@ -31,9 +34,10 @@ func newPeers(s *Server) *peers { return &peers{s: s, conns: map[string]*quic.Co
 // than a fraction of the failure-detection window.
 const dialTimeout = time.Second
 
-// conn returns a live connection to addr, dialling one if needed. The
-// dial is abandoned as soon as addr stops being the leader's address.
-func (p *peers) conn(ctx context.Context, addr string) (*quic.Conn, error) {
+// conn returns a live connection to addr, dialling one if needed. With
+// followLeader (a relayed request), the dial is abandoned as soon as addr
+// stops being the leader's address.
+func (p *peers) conn(ctx context.Context, addr string, followLeader bool) (*quic.Conn, error) {
 	p.mu.Lock()
 	if c, ok := p.conns[addr]; ok {
 		if c.Context().Err() == nil {
@@ -45,28 +49,30 @@ func (p *peers) conn(ctx context.Context, addr string) (*quic.Conn, error) {
 	p.mu.Unlock()
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("resolve leader quic address %s: %w", addr, err)
+		return nil, fmt.Errorf("resolve agent quic address %s: %w", addr, err)
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	go func() {
-		t := time.NewTicker(25 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-dctx.Done():
-				return
-			case <-t.C:
-				if a, err := p.leaderAddr(); err == nil && a != addr {
-					cancel()
+	if followLeader {
+		go func() {
+			t := time.NewTicker(25 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-dctx.Done():
 					return
+				case <-t.C:
+					if a, err := p.leaderAddr(); err == nil && a != addr {
+						cancel()
+						return
+					}
 				}
 			}
-		}
-	}()
+		}()
+	}
 	c, err := p.s.tr.Dial(dctx, ua, p.s.clientTLS(), p.s.quicConfig())
 	if err != nil {
-		return nil, fmt.Errorf("dial leader at %s: %w", addr, err)
+		return nil, fmt.Errorf("dial agent at %s: %w", addr, err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -161,7 +167,7 @@ type leaderForwarder interface {
 
 // relayTo sends fwd to the agent at addr once and returns its answer.
 func (p *peers) relayTo(ctx context.Context, addr string, fwd *transportpb.Request) (*transportpb.Response, error) {
-	c, err := p.conn(ctx, addr)
+	c, err := p.conn(ctx, addr, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", cluster.ErrNotLeader, err)
 	}
@@ -175,19 +181,22 @@ func (p *peers) relayTo(ctx context.Context, addr string, fwd *transportpb.Reque
 	return resp, nil
 }
 
-// forwarder coalesces the reports a follower receives (latest per server)
-// and sends them to the leader every ForwardInterval, packed into
-// ReportBatch frames on one long-lived unidirectional stream.
+// forwarder shares the reports this agent's own media nodes send (latest
+// per server) with every other agent of the cluster, the leader included,
+// at most once per ForwardInterval, packed into ReportBatch frames on one
+// long-lived unidirectional stream per agent. So every agent, not only the
+// leader, holds the whole fleet's latest reports, and a new leader places
+// on fresh load from its first decision instead of waiting for reports to
+// find it. Shared reports are never shared again (readReports offers them
+// to the view only), so a report crosses at most one agent-to-agent hop.
 type forwarder struct {
 	s       *Server
 	mu      sync.Mutex
 	pending map[string]pendingReport
 	// kick wakes run when pending goes from empty to non-empty.
 	kick chan struct{}
-	// owned by run
-	addr   string
-	stream *quic.SendStream
-	conn   *quic.Conn
+	// owned by run: the sender of each other agent, by QUIC address
+	out map[string]*agentSender
 }
 
 type pendingReport struct {
@@ -195,18 +204,16 @@ type pendingReport struct {
 	got time.Time
 }
 
-// forwardWriteTimeout bounds one write of forwarded reports.
+// forwardWriteTimeout bounds one write of shared reports.
 const forwardWriteTimeout = 200 * time.Millisecond
 
 func newForwarder(s *Server) *forwarder {
-	return &forwarder{s: s, pending: map[string]pendingReport{}, kick: make(chan struct{}, 1)}
+	return &forwarder{s: s, pending: map[string]pendingReport{}, kick: make(chan struct{}, 1), out: map[string]*agentSender{}}
 }
 
-// add queues r for the leader unless this agent leads.
+// add queues r, which a media node connected to this agent sent, for the
+// other agents.
 func (f *forwarder) add(r *transportpb.LoadReport, got time.Time) {
-	if f.s.cfg.Backend.IsLeader() {
-		return
-	}
 	f.mu.Lock()
 	first := len(f.pending) == 0
 	if cur, ok := f.pending[r.GetServerId()]; !ok || loadview.Newer(r, cur.r) {
@@ -229,7 +236,7 @@ func (f *forwarder) run() {
 	defer f.s.wg.Done()
 	prune := time.NewTicker(max(f.s.cfg.ViewRetention/10, time.Second))
 	defer prune.Stop()
-	defer f.reset()
+	defer f.stopAll()
 	var last time.Time
 	for {
 		select {
@@ -267,99 +274,216 @@ func (f *forwarder) take() map[string]pendingReport {
 	return p
 }
 
+// targets lists the QUIC addresses of every other agent, the leader first
+// (its sender is handed the batch first).
+func (f *forwarder) targets() []string {
+	self := f.s.cfg.Backend.ID()
+	lead, _ := f.s.peers.leaderAddr()
+	out := []string{}
+	if lead != "" {
+		out = append(out, lead)
+	}
+	for _, m := range f.s.cfg.State.Members() {
+		if a := m.GetQuicAddr(); m.GetId() != self && a != "" && a != lead {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// flush hands the pending reports to the sender of every other agent and
+// returns at once: no agent is waited for.
 func (f *forwarder) flush() {
 	batch := f.take()
 	if batch == nil {
 		return
 	}
-	dropped := f.s.m.Forwarded.WithLabelValues("dropped")
-	if f.s.cfg.Backend.IsLeader() {
-		return // already in our own view
+	targets := f.targets()
+	for addr, a := range f.out {
+		if !slices.Contains(targets, addr) {
+			a.stop() // no longer a member
+			delete(f.out, addr)
+		}
 	}
-	addr, err := f.s.peers.leaderAddr()
-	if err != nil {
-		dropped.Add(float64(len(batch)))
-		return
+	for _, addr := range targets {
+		a := f.out[addr]
+		if a == nil {
+			a = f.startSender(addr)
+			f.out[addr] = a
+		}
+		a.enqueue(batch)
 	}
-	if err := f.ensureStream(addr); err != nil {
-		f.s.log.Debug("cannot forward reports to leader", "leader", addr, "err", err)
-		dropped.Add(float64(len(batch)))
-		return
+}
+
+// stopAll stops every sender (run's goroutine, at shutdown).
+func (f *forwarder) stopAll() {
+	for addr, a := range f.out {
+		a.stop()
+		delete(f.out, addr)
 	}
+}
+
+// agentSender carries shared reports to one agent on its own goroutine, so
+// that a dead or paused agent (a dial that runs into its timeout, a write
+// that blocks until forwardWriteTimeout) delays the reports to nobody
+// else. Reports handed to it while it is busy are merged, latest per
+// server, and go out with its next write: a slow agent gets fewer, fuller
+// frames, never an older report in place of a newer one.
+type agentSender struct {
+	f      *forwarder
+	addr   string
+	ctx    context.Context
+	cancel context.CancelFunc
+	wake   chan struct{}
+
+	mu    sync.Mutex
+	queue map[string]pendingReport
+	// owned says queue is this sender's own map; otherwise it is a batch
+	// shared with the other senders, copied before it is merged into.
+	owned bool
+
+	// owned by the sender's goroutine
+	conn   *quic.Conn
+	stream *quic.SendStream
+}
+
+func (f *forwarder) startSender(addr string) *agentSender {
+	a := &agentSender{f: f, addr: addr, wake: make(chan struct{}, 1)}
+	a.ctx, a.cancel = context.WithCancel(f.s.ctx)
+	f.s.wg.Add(1)
+	go a.run()
+	return a
+}
+
+func (a *agentSender) stop() { a.cancel() }
+
+// enqueue merges batch into the reports waiting for this agent and wakes
+// the sender. batch is shared with the other senders and never modified:
+// an idle sender (the usual case) takes it as it is.
+func (a *agentSender) enqueue(batch map[string]pendingReport) {
+	a.mu.Lock()
+	switch {
+	case len(a.queue) == 0:
+		a.queue, a.owned = batch, false
+	default:
+		if !a.owned {
+			q := make(map[string]pendingReport, len(a.queue)+len(batch))
+			for id, p := range a.queue {
+				q[id] = p
+			}
+			a.queue, a.owned = q, true
+		}
+		for id, p := range batch {
+			if cur, ok := a.queue[id]; !ok || loadview.Newer(p.r, cur.r) {
+				a.queue[id] = p
+			}
+		}
+	}
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *agentSender) take() map[string]pendingReport {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.queue) == 0 {
+		return nil
+	}
+	q := a.queue
+	a.queue, a.owned = nil, false
+	return q
+}
+
+func (a *agentSender) run() {
+	defer a.f.s.wg.Done()
+	defer a.closeStream()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.wake:
+		}
+		if batch := a.take(); batch != nil {
+			a.send(batch)
+		}
+	}
+}
+
+// send writes batch to the agent, opening a stream when there is none or
+// its connection died. After a failure the stream and the connection are
+// dropped: the peer may be a dead process whose connection still looks
+// open until its idle timeout, and the next send must dial afresh rather
+// than reuse it. Reports that could not be sent are dropped (reports are
+// ephemeral: newer ones follow).
+func (a *agentSender) send(batch map[string]pendingReport) {
+	m := a.f.s.m.Forwarded
+	if a.stream == nil || a.conn.Context().Err() != nil {
+		a.closeStream()
+		if err := a.open(); err != nil {
+			a.f.s.log.Debug("cannot share reports", "agent", a.addr, "err", err)
+			m.WithLabelValues("dropped").Add(float64(len(batch)))
+			return
+		}
+	}
+	// Ages are taken now, after any wait for a dial: the receiver dates
+	// each report by when it reached this agent, not by when it arrived.
 	now := time.Now()
-	msg := &transportpb.ReportBatch{FromNode: f.s.cfg.Backend.ID(), Reports: make([]*transportpb.ForwardedReport, 0, min(len(batch), forwardChunk))}
-	send := func() error {
-		if len(msg.Reports) == 0 {
-			return nil
+	msg := &transportpb.ReportBatch{FromNode: a.f.s.cfg.Backend.ID(), Reports: make([]*transportpb.ForwardedReport, 0, min(len(batch), forwardChunk))}
+	left := len(batch)
+	write := func() bool {
+		// A paused or dying agent stops acknowledging, and a quic-go
+		// stream write then blocks: give up quickly.
+		_ = a.stream.SetWriteDeadline(time.Now().Add(forwardWriteTimeout))
+		if err := transport.WriteFrame(a.stream, msg); err != nil {
+			a.f.s.log.Debug("share reports failed", "agent", a.addr, "err", err)
+			m.WithLabelValues("dropped").Add(float64(left))
+			c := a.conn
+			a.closeStream()
+			a.f.s.peers.drop(a.addr, c)
+			return false
 		}
-		// A paused or dying leader stops acknowledging, and a quic-go
-		// stream write then blocks: give up quickly and drop the batch
-		// (reports are ephemeral; the next ones go to whoever leads then).
-		// A long wait here starved the new leader's view for a whole
-		// failure-detection window after a leader change.
-		_ = f.stream.SetWriteDeadline(time.Now().Add(forwardWriteTimeout))
-		err := transport.WriteFrame(f.stream, msg)
-		if err == nil {
-			f.s.m.Forwarded.WithLabelValues("sent").Add(float64(len(msg.Reports)))
-		} else {
-			dropped.Add(float64(len(msg.Reports)))
-		}
+		m.WithLabelValues("sent").Add(float64(len(msg.Reports)))
+		left -= len(msg.Reports)
 		msg.Reports = msg.Reports[:0]
-		return err
+		return true
 	}
 	for _, p := range batch {
 		age := now.Sub(p.got).Milliseconds()
 		if age < 0 {
 			age = 0
 		}
-		msg.Reports = append(msg.Reports, &transportpb.ForwardedReport{Report: p.r, AgeMs: uint32(age)})
-		if len(msg.Reports) >= forwardChunk {
-			if err := send(); err != nil {
-				f.fail()
-				return
-			}
+		msg.Reports = append(msg.Reports, &transportpb.ForwardedReport{Report: p.r, AgeMs: uint32(min(age, math.MaxUint32))})
+		if len(msg.Reports) >= forwardChunk && !write() {
+			return
 		}
 	}
-	if err := send(); err != nil {
-		f.s.log.Debug("forward reports to leader failed", "leader", addr, "err", err)
-		f.fail()
+	if len(msg.Reports) > 0 {
+		write()
 	}
 }
 
-// fail drops the stream and its connection after a failed write: the peer
-// may be a dead process whose connection still looks open (until its idle
-// timeout), and the next flush must dial afresh rather than reuse it.
-func (f *forwarder) fail() {
-	addr, c := f.addr, f.conn
-	f.reset()
-	if c != nil {
-		f.s.peers.drop(addr, c)
-	}
-}
-
-func (f *forwarder) ensureStream(addr string) error {
-	if f.stream != nil && f.addr == addr && f.conn.Context().Err() == nil {
-		return nil
-	}
-	f.reset()
-	ctx, cancel := context.WithTimeout(f.s.ctx, 2*dialTimeout)
+func (a *agentSender) open() error {
+	ctx, cancel := context.WithTimeout(a.ctx, 2*dialTimeout)
 	defer cancel()
-	c, err := f.s.peers.conn(ctx, addr)
+	c, err := a.f.s.peers.conn(ctx, a.addr, false)
 	if err != nil {
 		return err
 	}
 	st, err := c.OpenUniStreamSync(ctx)
 	if err != nil {
-		f.s.peers.drop(addr, c)
+		a.f.s.peers.drop(a.addr, c)
 		return fmt.Errorf("open report stream: %w", err)
 	}
-	f.addr, f.conn, f.stream = addr, c, st
+	a.conn, a.stream = c, st
 	return nil
 }
 
-func (f *forwarder) reset() {
-	if f.stream != nil {
-		f.stream.CancelWrite(0)
+func (a *agentSender) closeStream() {
+	if a.stream != nil {
+		a.stream.CancelWrite(0)
 	}
-	f.addr, f.conn, f.stream = "", nil, nil
+	a.conn, a.stream = nil, nil
 }

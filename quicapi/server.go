@@ -43,6 +43,7 @@ type Backend interface {
 type State interface {
 	Server(id string) (*fsmpb.Server, bool)
 	Member(id string) (*fsmpb.Member, bool)
+	Members() []*fsmpb.Member
 }
 
 // Defaults of ServerConfig.
@@ -68,8 +69,8 @@ type ServerConfig struct {
 	Backend  Backend
 	// State is the node's replica (read only).
 	State State
-	// View receives the reports this agent gets (directly, or forwarded
-	// when it leads).
+	// View receives the reports this agent gets: from its own media nodes,
+	// and those every other agent shares.
 	View       *loadview.View
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -83,8 +84,8 @@ type ServerConfig struct {
 	RequestTimeout time.Duration
 	// HandlerTimeout bounds the handling of one request (commit included).
 	HandlerTimeout time.Duration
-	// ForwardInterval is how long a follower coalesces reports before it
-	// forwards the latest per server to the leader.
+	// ForwardInterval is how long an agent coalesces its media nodes'
+	// reports before it shares the latest per server with the other agents.
 	ForwardInterval time.Duration
 	// MaxIdleTimeout closes connections silent for this long.
 	MaxIdleTimeout time.Duration
@@ -129,8 +130,8 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 
 // Server is one agent's QUIC endpoint: it accepts media-node and agent
 // connections, ingests load datagrams into the view, serves requests on
-// streams (relaying them to the leader from a follower) and, on a
-// follower, forwards the latest report per server to the leader.
+// streams (relaying them to the leader from a follower) and shares the
+// latest report per server of its own media nodes with every other agent.
 type Server struct {
 	cfg ServerConfig
 	svc *service.Service
@@ -551,8 +552,8 @@ func (s *Server) errResponse(err error) *transportpb.Response {
 	return r
 }
 
-// uniStreamLoop accepts report-forwarding streams, only from other agents
-// (a peer whose certificate names a member of the cluster).
+// uniStreamLoop accepts report-sharing streams, only from other agents (a
+// peer whose certificate names a member of the cluster).
 func (s *Server) uniStreamLoop(pc *peerConn) {
 	defer s.wg.Done()
 	for {
@@ -570,8 +571,10 @@ func (s *Server) uniStreamLoop(pc *peerConn) {
 	}
 }
 
-// readReports ingests ReportBatch frames from a follower until the stream
-// or the connection ends.
+// readReports ingests ReportBatch frames from another agent until the
+// stream or the connection ends. Each report is dated by when it reached
+// the agent that shared it (its age), and is only offered to the view:
+// shared reports are never shared again.
 func (s *Server) readReports(pc *peerConn, st *quic.ReceiveStream) {
 	defer s.wg.Done()
 	recv := s.m.Forwarded.WithLabelValues("received")

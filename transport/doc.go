@@ -57,10 +57,16 @@
 // never relayed twice; each attempt is bounded by the raft timing and
 // fails over to a new leader (cluster.Node.Forward).
 //
-// Report forwarding: a follower keeps the latest report per server it
-// received and every ForwardInterval sends them to the leader as
-// ReportBatch frames on one long-lived unidirectional stream. Only peers
-// whose certificate names a cluster member may open such streams.
+// Report sharing: every agent, the leader included, keeps the latest
+// report per server its own media nodes sent and at most every
+// ForwardInterval sends them to every other agent as ReportBatch frames,
+// on one long-lived unidirectional stream per agent written by its own
+// goroutine (a dead or paused agent delays nobody else). Each report
+// carries its age, so the receiver dates it by when it reached the agent
+// that shared it. Shared reports are never shared again. So every agent
+// holds the whole fleet's latest reports, and a new leader places on fresh
+// load from its first decision. Only peers whose certificate is an agent's
+// and names a cluster member may open such streams.
 //
 // # Security
 //
