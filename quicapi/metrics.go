@@ -52,6 +52,11 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_quic_forwarded_reports_total", Help: "Load reports relayed between agents, by direction.",
 		}, []string{"dir"}),
 	}
+	// Exported at zero from the start, so that rates and alerts over them
+	// have a series before the first report is shared or dropped.
+	for _, dir := range []string{"sent", "received", "dropped"} {
+		m.Forwarded.WithLabelValues(dir)
+	}
 	if reg != nil {
 		reg.MustRegister(m.HandshakesRefused, m.Connections, m.OpenConnections, m.Datagrams, m.Requests, m.StreamErrors, m.Forwarded)
 	}
