@@ -196,7 +196,7 @@ func IsRetryable(err error) bool {
 // with capped exponential backoff until ctx ends.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
 	if len(c.addrs) == 0 {
-		return errors.New("no agent address given (--addr)")
+		return ErrNoAddress
 	}
 	if !Resendable(method, path) {
 		return c.doNotResent(ctx, method, path, body, out)
@@ -497,7 +497,7 @@ func (c *Client) ACLBootstrap(ctx context.Context) (ACLTokenSecret, error) {
 // agent answered that there is no leader to run it.
 func (c *Client) doNotResent(ctx context.Context, method, path string, body []byte, out any) error {
 	if len(c.addrs) == 0 {
-		return errors.New("no agent address given (--addr)")
+		return ErrNoAddress
 	}
 	for attempt := 0; ; attempt++ {
 		err := c.once(ctx, c.addrs[attempt%len(c.addrs)], method, path, body, out)

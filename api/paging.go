@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 	"net/http"
@@ -111,10 +110,6 @@ func listPage[T any](ctx context.Context, c *Client, path string, q url.Values, 
 	}
 	return pg, nil
 }
-
-// ErrCursorStuck means a list answered a page whose next cursor does not
-// move past the one asked for: following it would never end.
-var ErrCursorStuck = errors.New("list cursor did not advance")
 
 // Pages reads a list page after page, starting at p.After, with p.Limit
 // items per page (DefaultPageSize when 0), by calling page (one of the

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -120,10 +119,6 @@ func (c *Client) Server(ctx context.Context, id string, stale bool) (Server, err
 	var out Server
 	return out, c.do(ctx, "GET", "/v1/servers/"+url.PathEscape(id)+staleQuery(stale), nil, &out)
 }
-
-// ErrRoomNotReady means a placed room was not reported by its server
-// before the caller gave up.
-var ErrRoomNotReady = errors.New("room not ready on its server")
 
 // WaitRoomReady waits until the room's server reports hosting its
 // placement (the sidecar of a Janus or LiveKit server lists a room's

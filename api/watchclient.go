@@ -29,9 +29,6 @@ type WatchOptions struct {
 	IdleTimeout time.Duration
 }
 
-// ErrWatchStopped is returned by Watch when fn asked it to stop.
-var ErrWatchStopped = errors.New("watch stopped")
-
 // Watch follows GET /v1/watch, calling fn for every event, until ctx ends
 // or fn returns an error (Watch then returns it). A broken stream — an
 // agent gone, a stream cut off for reading slowly, an agent shutting
@@ -40,7 +37,7 @@ var ErrWatchStopped = errors.New("watch stopped")
 // restarts with a full copy, announced by a reset event.
 func (c *Client) Watch(ctx context.Context, o WatchOptions, fn func(WatchEvent) error) error {
 	if len(c.addrs) == 0 {
-		return errors.New("no agent address given (--addr)")
+		return ErrNoAddress
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 20 * time.Second
