@@ -86,10 +86,10 @@ func (d *Detector) watchedServers(buf []watched) []watched {
 // silence. A leader process that got no CPU for a while (a starved machine,
 // a stop-the-world pause, a frozen VM) received nothing meanwhile: the
 // reports wait in its socket buffers and are stamped when it reads them.
-// Measured by the wall clock alone, the stall counted as every server's
-// silence, and the first pass after it (which may run before the queued
-// reports are read) marked servers down that never stopped reporting. With
-// the count, a stall of any length is one pass, so a server is marked down
+// Measured by the wall clock alone, the stall would count as every
+// server's silence, and the first pass after it (which may run before the
+// queued reports are read) would mark servers down that never stopped
+// reporting. With the count, a stall of any length is one pass, so a server is marked down
 // only after it stayed silent while the detector was running, for about a
 // window of running time. A leader that runs normally decides exactly as by
 // the wall clock.

@@ -101,9 +101,9 @@ func TestDeadAgentHoldsUpNobody(t *testing.T) {
 // -count=N for a distribution), never asserted.
 func TestNewLeaderViewAtTakeover(t *testing.T) {
 	// Media nodes report every 500 ms in production. Two intervals leave
-	// room for one late tick of a reporter on this loaded machine; with 100
-	// ms reports, reporters' own late ticks (not the view) made reports of
-	// servers connected to the new leader itself look stale.
+	// room for one late tick of a reporter on a loaded machine; shorter
+	// intervals make the reporters' own late ticks (not the view) look
+	// like stale reports, even of servers on the new leader itself.
 	const (
 		servers  = 12
 		interval = 500 * time.Millisecond
