@@ -55,6 +55,9 @@ type batchAnswer struct {
 	// fallback: the batch could not answer this call (transport failure,
 	// a retryable refusal): the caller sends it alone, with retries.
 	fallback bool
+	// unanswered: the batch may have reached an agent that can still act
+	// on the call (see Client.doAfter).
+	unanswered bool
 }
 
 func (b *batcher) allocate(ctx context.Context, r AllocateRequest) (Allocation, error) {
@@ -69,7 +72,7 @@ func (b *batcher) allocate(ctx context.Context, r AllocateRequest) (Allocation, 
 	select {
 	case ans := <-call.done:
 		if ans.fallback {
-			return b.c.allocateOne(ctx, r)
+			return b.c.allocateAfter(ctx, r, ans.unanswered)
 		}
 		return ans.a, ans.err
 	case <-ctx.Done():
@@ -107,8 +110,10 @@ func (b *batcher) send(calls []*batchCall) {
 	defer cancel()
 	err := b.c.once(ctx, b.c.pick(), "POST", "/v1/allocations/batch", mustJSON(body), &res)
 	if err != nil || len(res.Results) != len(calls) {
+		// A malformed answer came from an agent that ran the batch.
+		unanswered := err == nil || mayHaveArrived(err)
 		for _, c := range calls {
-			c.done <- batchAnswer{fallback: true}
+			c.done <- batchAnswer{fallback: true, unanswered: unanswered}
 		}
 		return
 	}
@@ -116,13 +121,13 @@ func (b *batcher) send(calls []*batchCall) {
 		r := res.Results[i]
 		switch {
 		case r.Error != nil && r.Error.Retryable:
-			c.done <- batchAnswer{fallback: true}
+			c.done <- batchAnswer{fallback: true, unanswered: mayHaveArrived(&APIError{Status: r.Status, Body: *r.Error})}
 		case r.Error != nil:
 			c.done <- batchAnswer{err: &APIError{Status: r.Status, Body: *r.Error}}
 		case r.Allocation != nil:
 			c.done <- batchAnswer{a: *r.Allocation}
 		default:
-			c.done <- batchAnswer{fallback: true}
+			c.done <- batchAnswer{fallback: true, unanswered: true}
 		}
 	}
 }

@@ -195,6 +195,16 @@ func IsRetryable(err error) bool {
 // do sends one request, retrying retryable failures on the next address
 // with capped exponential backoff until ctx ends.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	return c.doAfter(ctx, method, path, body, out, false)
+}
+
+// doAfter is do for a request of which an earlier attempt may already have
+// reached an agent and gone unanswered (unanswered): a momentary refusal
+// (errcode.Momentary: insufficient capacity, a server not active) from a
+// later attempt then does not settle the request — that earlier copy may
+// still be granted, by an agent that gets it late — and is returned as
+// errcode.Unsettled (unknown_outcome, retryable) instead.
+func (c *Client) doAfter(ctx context.Context, method, path string, body []byte, out any, unanswered bool) error {
 	if len(c.addrs) == 0 {
 		return ErrNoAddress
 	}
@@ -225,8 +235,13 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 			return nil
 		}
 		if !IsRetryable(last) {
+			var ae *APIError
+			if unanswered && errors.As(last, &ae) && errcode.Momentary(ae.Body.Code) {
+				return unsettled(ae)
+			}
 			return last
 		}
+		unanswered = unanswered || mayHaveArrived(last)
 		var ae *APIError
 		if errors.As(last, &ae) || errors.Is(last, context.DeadlineExceeded) {
 			// An answer, or an attempt that ran out of time on a
@@ -407,8 +422,14 @@ func (c *Client) Allocate(ctx context.Context, r AllocateRequest) (Allocation, e
 }
 
 func (c *Client) allocateOne(ctx context.Context, r AllocateRequest) (Allocation, error) {
+	return c.allocateAfter(ctx, r, false)
+}
+
+// allocateAfter is allocateOne after an attempt (a batch) that may have
+// reached an agent and gone unanswered (see doAfter).
+func (c *Client) allocateAfter(ctx context.Context, r AllocateRequest, unanswered bool) (Allocation, error) {
 	var a Allocation
-	return a, c.do(ctx, "POST", "/v1/allocations", mustJSON(r), &a)
+	return a, c.doAfter(ctx, "POST", "/v1/allocations", mustJSON(r), &a, unanswered)
 }
 
 // Release ends an allocation by id or request id.
@@ -487,6 +508,25 @@ func (c *Client) RestoreSnapshot(ctx context.Context, data []byte, adopt bool) (
 func (c *Client) ACLBootstrap(ctx context.Context) (ACLTokenSecret, error) {
 	var t ACLTokenSecret
 	return t, c.doNotResent(ctx, "POST", "/v1/acl/bootstrap", nil, &t)
+}
+
+// mayHaveArrived reports whether a failed attempt may have reached an
+// agent that can still act on it: anything but an answer that says it was
+// not run, or a connection that was never made.
+func mayHaveArrived(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Body.Code == "unknown_outcome" || ae.Body.Code == "leadership_lost"
+	}
+	var op *net.OpError
+	return !errors.As(err, &op) || op.Op != "dial"
+}
+
+// unsettled is the answer for the momentary refusal ae of a request of
+// which an earlier attempt went unanswered (see doAfter).
+func unsettled(ae *APIError) *APIError {
+	err := errcode.Unsettled(ae.Body.Error)
+	return &APIError{Status: http.StatusServiceUnavailable, Body: Error{Error: err.Error(), Code: errcode.Code(err), Retryable: true, Leader: ae.Body.Leader}}
 }
 
 // doNotResent sends a write that must not be sent twice (bootstrapping

@@ -62,6 +62,10 @@ type ForwardStats struct {
 	Attempts int
 	// Leaders lists the leader each attempt went to.
 	Leaders []string
+	// Unanswered: an attempt before the last went unanswered after it may
+	// have reached its leader. A momentary refusal in the final answer
+	// then does not settle the request (errcode.Unsettled).
+	Unanswered bool
 }
 
 // Forward sends a request to the leader with send and re-sends it to a new
@@ -117,6 +121,7 @@ func (n *Node) Forward(ctx context.Context, idempotent bool, send ForwardFunc) (
 			continue
 		}
 		// The attempt may have reached the leader.
+		st.Unanswered = true
 		if !idempotent {
 			return st, fmt.Errorf("%w: forward to leader %s: %v", ErrUnknownOutcome, lid, err)
 		}

@@ -14,6 +14,7 @@ package errcode
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 )
 
@@ -89,31 +90,57 @@ type Entry struct {
 	Retryable bool
 	// HTTPStatus is the status the HTTP API answers it with.
 	HTTPStatus int
+	// Momentary: a refusal that depends on the state at the moment it was
+	// decided (free capacity, a server's state). Another copy of the same
+	// request, decided at another moment, may be granted, so such a
+	// refusal is final only when no earlier copy may still reach the
+	// leader (see Unsettled).
+	Momentary bool
 }
 
 // Table returns every sentinel with its code, retry hint and HTTP status.
 // A function, not a package variable, so nothing can change the table.
 func Table() []Entry {
 	return []Entry{
-		{ErrInvalid, "invalid_argument", false, http.StatusBadRequest},
-		{ErrNotFound, "not_found", false, http.StatusNotFound},
-		{ErrCapacity, "insufficient_capacity", false, http.StatusConflict},
-		{ErrServerNotActive, "server_not_active", false, http.StatusConflict},
-		{ErrServerBusy, "server_busy", false, http.StatusConflict},
-		{ErrRequestIDReused, "request_id_reused", false, http.StatusConflict},
-		{ErrUnsupportedVersion, "unsupported_version", false, http.StatusBadRequest},
-		{ErrClusterMismatch, "cluster_mismatch", false, http.StatusConflict},
-		{ErrVersionMismatch, "version_mismatch", false, http.StatusConflict},
-		{ErrACLBootstrapped, "acl_bootstrapped", false, http.StatusConflict},
-		{ErrNotLeader, "not_leader", true, http.StatusServiceUnavailable},
-		{ErrNoLeader, "no_leader", true, http.StatusServiceUnavailable},
-		{ErrLeadershipLost, "leadership_lost", true, http.StatusServiceUnavailable},
-		{ErrUnknownOutcome, "unknown_outcome", true, http.StatusServiceUnavailable},
-		{ErrShutdown, "shutdown", true, http.StatusServiceUnavailable},
-		{ErrUnauthenticated, "unauthenticated", false, http.StatusUnauthorized},
-		{ErrPermissionDenied, "permission_denied", false, http.StatusForbidden},
-		{ErrRateLimited, "rate_limited", false, http.StatusTooManyRequests},
+		{ErrInvalid, "invalid_argument", false, http.StatusBadRequest, false},
+		{ErrNotFound, "not_found", false, http.StatusNotFound, false},
+		{ErrCapacity, "insufficient_capacity", false, http.StatusConflict, true},
+		{ErrServerNotActive, "server_not_active", false, http.StatusConflict, true},
+		{ErrServerBusy, "server_busy", false, http.StatusConflict, false},
+		{ErrRequestIDReused, "request_id_reused", false, http.StatusConflict, false},
+		{ErrUnsupportedVersion, "unsupported_version", false, http.StatusBadRequest, false},
+		{ErrClusterMismatch, "cluster_mismatch", false, http.StatusConflict, false},
+		{ErrVersionMismatch, "version_mismatch", false, http.StatusConflict, false},
+		{ErrACLBootstrapped, "acl_bootstrapped", false, http.StatusConflict, false},
+		{ErrNotLeader, "not_leader", true, http.StatusServiceUnavailable, false},
+		{ErrNoLeader, "no_leader", true, http.StatusServiceUnavailable, false},
+		{ErrLeadershipLost, "leadership_lost", true, http.StatusServiceUnavailable, false},
+		{ErrUnknownOutcome, "unknown_outcome", true, http.StatusServiceUnavailable, false},
+		{ErrShutdown, "shutdown", true, http.StatusServiceUnavailable, false},
+		{ErrUnauthenticated, "unauthenticated", false, http.StatusUnauthorized, false},
+		{ErrPermissionDenied, "permission_denied", false, http.StatusForbidden, false},
+		{ErrRateLimited, "rate_limited", false, http.StatusTooManyRequests, false},
 	}
+}
+
+// Momentary reports whether code is a momentary refusal (see Entry).
+func Momentary(code string) bool {
+	for _, c := range Table() {
+		if c.Code == code {
+			return c.Momentary
+		}
+	}
+	return false
+}
+
+// Unsettled is the answer to give instead of the momentary refusal msg
+// when an earlier attempt of the same request went unanswered (it timed
+// out, or its connection failed after it was sent): that copy may still
+// reach the leader (late packets of a partition that heals, say) and be
+// granted, so the refusal does not settle the request. The caller learns
+// the outcome by sending the request again with the same request id.
+func Unsettled(msg string) error {
+	return fmt.Errorf("%w: refused (%s), but an earlier attempt of this request went unanswered and may still be granted; send it again with the same request id to learn the outcome", ErrUnknownOutcome, msg)
 }
 
 // Internal is the code of an error that wraps no sentinel: a bug or an

@@ -55,3 +55,20 @@ func TestUnknown(t *testing.T) {
 		t.Fatalf("unknown code: %v", err)
 	}
 }
+
+// Only refusals that depend on the moment of the decision are momentary:
+// an earlier unanswered copy of the request may still be granted.
+func TestMomentary(t *testing.T) {
+	for code, want := range map[string]bool{
+		"insufficient_capacity": true, "server_not_active": true,
+		"invalid_argument": false, "request_id_reused": false, "not_found": false,
+		"unknown_outcome": false, "permission_denied": false, "no_such_code": false,
+	} {
+		if got := errcode.Momentary(code); got != want {
+			t.Errorf("Momentary(%q) = %v, want %v", code, got, want)
+		}
+	}
+	if err := errcode.Unsettled("no server has 2 free units"); !errcode.Retryable(err) || errcode.Code(err) != "unknown_outcome" {
+		t.Fatalf("Unsettled: %v (code %q)", err, errcode.Code(err))
+	}
+}

@@ -252,6 +252,9 @@ func (s *Handler) forward(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	if st.Unanswered {
+		ans = settle(ans, r.URL.Path == "/v1/allocations/batch") // settle.go
+	}
 	ans.write(w, st)
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/loadview"
 	"github.com/switchyard/switchyard/transport"
@@ -155,6 +156,11 @@ func (p *peers) relay(ctx context.Context, req *transportpb.Request) (*transport
 	}
 	if err != nil {
 		return nil, err
+	}
+	if st.Unanswered && errcode.Momentary(resp.GetErrorCode()) {
+		// An earlier attempt went unanswered and may still be granted:
+		// the refusal does not settle the request.
+		return nil, errcode.Unsettled(resp.GetErrorMessage())
 	}
 	return resp, nil
 }

@@ -373,6 +373,11 @@ func drainReq(id string) *transportpb.Request {
 // retries are safe.
 func (c *Client) do(ctx context.Context, req *transportpb.Request) (*transportpb.Response, error) {
 	backoff := 20 * time.Millisecond
+	// unanswered: an earlier attempt may have reached an agent that can
+	// still act on it; a momentary refusal (errcode.Momentary) from a
+	// later attempt then does not settle the request, since that copy may
+	// still be granted, and is reported as errcode.Unsettled instead.
+	unanswered := false
 	for {
 		conn, err := c.connect(ctx)
 		if err != nil {
@@ -384,8 +389,12 @@ func (c *Client) do(ctx context.Context, req *transportpb.Request) (*transportpb
 		}
 		var e *Error
 		if errors.As(err, &e) && !e.Retryable {
+			if unanswered && errcode.Momentary(e.Code) {
+				return nil, errcode.Unsettled(e.Message)
+			}
 			return nil, err
 		}
+		unanswered = unanswered || e == nil || e.Code == "unknown_outcome" || e.Code == "leadership_lost"
 		if conn.Context().Err() != nil {
 			c.abandon(conn)
 		}

@@ -1,0 +1,96 @@
+package api_test
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/errcode"
+	"github.com/switchyard/switchyard/internal/testcluster"
+)
+
+// silentAgent accepts connections and never answers, as a frozen agent
+// (or one whose packets are dropped) does: an attempt sent to it may be
+// acted on later.
+func silentAgent(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// closedPort is an address that refuses connections.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// TestMomentaryRefusalAfterUnansweredAttempt: a refusal for want of
+// capacity settles a request only when no earlier attempt of it may still
+// be acted on. After an attempt that went unanswered (an agent that took
+// the request and said nothing), the SDK reports the outcome unknown
+// (retryable: ask again with the same request id); after a connection
+// that was refused, or with no earlier attempt, the refusal stands.
+func TestMomentaryRefusalAfterUnansweredAttempt(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true})
+	agent := c.Nodes[0].Cfg.HTTPAddr
+	ctx := testcluster.Context(t, time.Minute)
+	if _, err := c.Client().RegisterServer(ctx, api.RegisterServerRequest{ID: "s1", Capacity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		addrs    []string
+		settled  bool
+		attempts int64
+	}{
+		{"no earlier attempt", []string{agent}, true, 1},
+		{"after a refused connection", []string{closedPort(t), agent}, true, 2},
+		{"after an unanswered attempt", []string{silentAgent(t), agent}, false, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := api.NewClient(tc.addrs...)
+			cl.AttemptTimeout = 300 * time.Millisecond
+			_, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "r-" + tc.name, Room: "room", Units: 2})
+			if n := cl.Attempts.Load(); n < tc.attempts {
+				t.Fatalf("%d attempts, want at least %d", n, tc.attempts)
+			}
+			var ae *api.APIError
+			if !errors.As(err, &ae) {
+				t.Fatalf("got %v, want an agent's answer", err)
+			}
+			if tc.settled {
+				if ae.Body.Code != "insufficient_capacity" || api.IsRetryable(err) {
+					t.Fatalf("got %q (retryable %v): %v, want the refusal", ae.Body.Code, api.IsRetryable(err), err)
+				}
+				return
+			}
+			if ae.Body.Code != "unknown_outcome" || !api.IsRetryable(err) || !errors.Is(err, errcode.ErrUnknownOutcome) ||
+				!strings.Contains(ae.Body.Error, "insufficient capacity") {
+				t.Fatalf("got %q (retryable %v): %v, want an unknown outcome naming the refusal", ae.Body.Code, api.IsRetryable(err), err)
+			}
+		})
+	}
+}
