@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 )
 
@@ -104,6 +105,9 @@ func (w *workload) call(ctx context.Context, f func(context.Context, *api.Client
 		return f(ctx, w.cl)
 	}
 	backoff := 2 * time.Millisecond
+	// After an attempt that went unanswered, a momentary refusal does not
+	// settle the request (errcode.Unsettled), as in the SDK's own retries.
+	unanswered := false
 	for attempt := 0; ; attempt++ {
 		// One attempt may not wait out a dial to a node whose address
 		// went dark (a killed container): its outcome is unknown, and
@@ -115,9 +119,14 @@ func (w *workload) call(ctx context.Context, f func(context.Context, *api.Client
 		if timedOut {
 			err = &api.APIError{Status: 503, Body: api.Error{Error: "attempt timed out: " + err.Error(), Code: "unknown_outcome", Retryable: true}}
 		}
+		var ae *api.APIError
+		if err != nil && !api.IsRetryable(err) && unanswered && errors.As(err, &ae) && errcode.Momentary(ae.Body.Code) {
+			return errcode.Unsettled(ae.Body.Error)
+		}
 		if err == nil || !api.IsRetryable(err) {
 			return err
 		}
+		unanswered = unanswered || !errors.As(err, &ae) || ae.Body.Code == "unknown_outcome" || ae.Body.Code == "leadership_lost"
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
