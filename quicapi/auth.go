@@ -19,23 +19,18 @@ func peerIdentity(cs tls.ConnectionState) pki.CertIdentity {
 
 // authorize checks a request against the authorization table of package
 // acl, with the principal the connection's certificate names. Requests
-// relayed by a follower are accepted only from an agent certificate that
-// names a member of the cluster (isMember; the follower checked the
-// original sender): a certificate of the CA that is no member's cannot
-// pass as a relay. Every other request on this listener is a media
+// relayed by a follower are accepted only from agents (the follower checked
+// the original sender). Every other request on this listener is a media
 // server's (register, drain, allocate, release), accepted only from a
 // media certificate, and register and drain only for the server id that
 // certificate names. An agent certificate, or one without a role (issued
 // before roles existed, and treated as an agent's), may not act as a media
 // server: roles keep the two apart in both directions, as raft keeps media
 // certificates out.
-func authorize(pc *peerConn, req *transportpb.Request, isMember func(name string) bool) error {
+func authorize(pc *peerConn, req *transportpb.Request) error {
 	if req.GetForwardedBy() != "" {
 		if !pc.id.IsAgent() {
 			return fmt.Errorf("%w: only agents relay requests; %s is a %s certificate", acl.ErrPermissionDenied, pc.id.Name, pc.id.Role)
-		}
-		if !isMember(pc.id.Name) {
-			return fmt.Errorf("%w: only the cluster's members relay requests; %s is no member", acl.ErrPermissionDenied, pc.id.Name)
 		}
 		return nil
 	}

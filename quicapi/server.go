@@ -465,8 +465,7 @@ func (s *Server) dispatch(ctx context.Context, pc *peerConn, req *transportpb.Re
 	if op == "unknown" {
 		return op, s.errResponse(fmt.Errorf("%w: request has no known body", fsm.ErrInvalid))
 	}
-	isMember := func(name string) bool { _, ok := s.cfg.State.Member(name); return ok }
-	if err := authorize(pc, req, isMember); err != nil { // auth.go: the acl package's check
+	if err := authorize(pc, req); err != nil { // auth.go: the acl package's check
 		return op, s.errResponse(err)
 	}
 	if r := req.GetRegister(); r != nil && req.GetForwardedBy() == "" {
