@@ -328,6 +328,23 @@ func (n *Node) Members() []MemberStatus {
 	return out
 }
 
+// IsPeer reports whether id is a server of the raft configuration this
+// node knows (voter or not). It reads raft's latest configuration, without
+// waiting on raft's loop, and holds from the first bootstrap on (before
+// the members' records reach the state machine).
+func (n *Node) IsPeer(id string) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return true
+		}
+	}
+	return false
+}
+
 func (n *Node) voters() []raft.Server {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {

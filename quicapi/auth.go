@@ -19,18 +19,23 @@ func peerIdentity(cs tls.ConnectionState) pki.CertIdentity {
 
 // authorize checks a request against the authorization table of package
 // acl, with the principal the connection's certificate names. Requests
-// relayed by a follower are accepted only from agents (the follower checked
-// the original sender). Every other request on this listener is a media
+// relayed by a follower are accepted only from an agent certificate that
+// names a raft peer of the cluster (isPeer; the follower checked the
+// original sender): another certificate of the CA cannot pass its
+// requests off as relayed. Every other request on this listener is a media
 // server's (register, drain, allocate, release), accepted only from a
 // media certificate, and register and drain only for the server id that
 // certificate names. An agent certificate, or one without a role (issued
 // before roles existed, and treated as an agent's), may not act as a media
 // server: roles keep the two apart in both directions, as raft keeps media
 // certificates out.
-func authorize(pc *peerConn, req *transportpb.Request) error {
+func authorize(pc *peerConn, req *transportpb.Request, isPeer func(name string) bool) error {
 	if req.GetForwardedBy() != "" {
 		if !pc.id.IsAgent() {
 			return fmt.Errorf("%w: only agents relay requests; %s is a %s certificate", acl.ErrPermissionDenied, pc.id.Name, pc.id.Role)
+		}
+		if !isPeer(pc.id.Name) {
+			return fmt.Errorf("%w: only the cluster's agents relay requests; %s is no raft peer", acl.ErrPermissionDenied, pc.id.Name)
 		}
 		return nil
 	}

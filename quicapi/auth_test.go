@@ -151,6 +151,16 @@ func TestAgentCertificateCannotActAsMedia(t *testing.T) {
 			}
 		}
 	}
+	// Nor may they pass their requests off as relayed by an agent: only
+	// a raft peer's certificate relays.
+	for _, id := range []*pki.Identity{c.AgentIdentity("m1"), legacyIdentity(t, c, "m1")} {
+		for _, req := range []*transportpb.Request{registerReq("m9"), drainReq("m1")} {
+			req.ForwardedBy = "n1"
+			if code, msg := ask(t, id, leader.Cfg.QUICAddr, req); code != "permission_denied" || !strings.Contains(msg, "no raft peer") {
+				t.Fatalf("%s relaying %v to the leader: %q %s", id.Name, req, code, msg)
+			}
+		}
+	}
 	f := leader.Agent.Node.FSM()
 	if s, _ := f.Server("m1"); s.GetIncarnation() != 1 || len(s.GetAddresses()) != 0 || s.GetState() != 1 {
 		t.Fatalf("m1 changed: %v", s)

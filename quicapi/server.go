@@ -46,6 +46,22 @@ type State interface {
 	Members() []*fsmpb.Member
 }
 
+// peerChecker is implemented by backends that know the cluster's raft
+// peers (*cluster.Node).
+type peerChecker interface {
+	IsPeer(id string) bool
+}
+
+// isPeer reports whether name is one of the cluster's agents: a raft peer
+// when the backend knows them, otherwise a member record.
+func (s *Server) isPeer(name string) bool {
+	if pc, ok := s.cfg.Backend.(peerChecker); ok {
+		return pc.IsPeer(name)
+	}
+	_, ok := s.cfg.State.Member(name)
+	return ok
+}
+
 // Defaults of ServerConfig.
 const (
 	DefaultDatagramRate    = 100
@@ -465,7 +481,7 @@ func (s *Server) dispatch(ctx context.Context, pc *peerConn, req *transportpb.Re
 	if op == "unknown" {
 		return op, s.errResponse(fmt.Errorf("%w: request has no known body", fsm.ErrInvalid))
 	}
-	if err := authorize(pc, req); err != nil { // auth.go: the acl package's check
+	if err := authorize(pc, req, s.isPeer); err != nil { // auth.go: the acl package's check
 		return op, s.errResponse(err)
 	}
 	if r := req.GetRegister(); r != nil && req.GetForwardedBy() == "" {
