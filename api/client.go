@@ -507,7 +507,7 @@ func (c *Client) RestoreSnapshot(ctx context.Context, data []byte, adopt bool) (
 // ACLBootstrap creates the first operator token (once per cluster).
 func (c *Client) ACLBootstrap(ctx context.Context) (ACLTokenSecret, error) {
 	var t ACLTokenSecret
-	return t, c.doNotResent(ctx, "POST", "/v1/acl/bootstrap", nil, &t)
+	return t, c.do(ctx, "POST", "/v1/acl/bootstrap", nil, &t) // not resent: Resendable
 }
 
 // mayHaveArrived reports whether a failed attempt may have reached an
@@ -516,7 +516,7 @@ func (c *Client) ACLBootstrap(ctx context.Context) (ACLTokenSecret, error) {
 func mayHaveArrived(err error) bool {
 	var ae *APIError
 	if errors.As(err, &ae) {
-		return ae.Body.Code == "unknown_outcome" || ae.Body.Code == "leadership_lost"
+		return errcode.OutcomeUnknown(ae.Body.Code)
 	}
 	var op *net.OpError
 	return !errors.As(err, &op) || op.Op != "dial"
@@ -587,5 +587,5 @@ func (c *Client) MediaKeys(ctx context.Context) ([]mediatoken.Key, error) {
 
 // RotateMediaKey adds a media-token signing key; out receives the answer.
 func (c *Client) RotateMediaKey(ctx context.Context, out any) error {
-	return c.doNotResent(ctx, "POST", "/v1/media/keys/rotate", nil, out)
+	return c.do(ctx, "POST", "/v1/media/keys/rotate", nil, out) // not resent: Resendable
 }

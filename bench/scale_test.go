@@ -235,24 +235,7 @@ func (s fileSink) Cancel() error { return s.File.Close() }
 // decoded, indexes rebuilt); `snapshot-MB` is its size.
 func BenchmarkSnapshotAtScale(b *testing.B) {
 	const servers, allocs = 100_000, 1_000_000
-	f := fsm.New()
-	var cmds []*fsmpb.Command
-	for i := range servers {
-		cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: &fsmpb.Server{
-			Id: fmt.Sprintf("media-%06d", i), CapacityUnits: 100, Region: []string{"eu-west", "us-east", "ap-south"}[i%3], Zone: "a",
-			Addresses: []string{fmt.Sprintf("10.0.%d.%d:8081", i/256%256, i%256)}, Incarnation: 1}}}})
-	}
-	f.ApplyEnvelope(1, &fsmpb.Envelope{Version: fsm.EnvelopeVersion, NowUnixMs: 1, Batch: &fsmpb.Batch{Commands: cmds}})
-	for e := range allocs / 10_000 {
-		cmds = cmds[:0]
-		for j := range 10_000 {
-			i := e*10_000 + j
-			cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_Allocate{Allocate: &fsmpb.AllocateDecision{
-				RequestId: fmt.Sprintf("req-%08d", i), Room: fmt.Sprintf("room-%d", i%50_000), Server: fmt.Sprintf("media-%06d", i%servers), Units: 1}}})
-		}
-		f.ApplyEnvelope(uint64(2+e), &fsmpb.Envelope{Version: fsm.EnvelopeVersion, NowUnixMs: 2, Batch: &fsmpb.Batch{Commands: cmds}})
-	}
-	cmds = nil
+	f := scaleFSM(servers, allocs) // catchup_test.go
 	path := filepath.Join(b.TempDir(), "snapshot")
 	b.ResetTimer()
 	for range b.N {

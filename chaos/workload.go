@@ -126,7 +126,7 @@ func (w *workload) call(ctx context.Context, f func(context.Context, *api.Client
 		if err == nil || !api.IsRetryable(err) {
 			return err
 		}
-		unanswered = unanswered || !errors.As(err, &ae) || ae.Body.Code == "unknown_outcome" || ae.Body.Code == "leadership_lost"
+		unanswered = unanswered || !errors.As(err, &ae) || errcode.OutcomeUnknown(ae.Body.Code)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -333,25 +334,21 @@ func (n *Node) Members() []MemberStatus {
 // waiting on raft's loop, and holds from the first bootstrap on (before
 // the members' records reach the state machine).
 func (n *Node) IsPeer(id string) bool {
-	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return false
-	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == id {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(n.peers(), func(s raft.Server) bool { return string(s.ID) == id })
 }
 
-func (n *Node) voters() []raft.Server {
+// peers lists the servers of raft's latest configuration.
+func (n *Node) peers() []raft.Server {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
 		return nil
 	}
+	return f.Configuration().Servers
+}
+
+func (n *Node) voters() []raft.Server {
 	var out []raft.Server
-	for _, s := range f.Configuration().Servers {
+	for _, s := range n.peers() {
 		if s.Suffrage == raft.Voter {
 			out = append(out, s)
 		}

@@ -133,6 +133,13 @@ func Momentary(code string) bool {
 	return false
 }
 
+// OutcomeUnknown reports whether code says that the request may or may
+// not have been applied (unknown_outcome, leadership_lost): a copy of it
+// may still be acted on.
+func OutcomeUnknown(code string) bool {
+	return code == "unknown_outcome" || code == "leadership_lost"
+}
+
 // Unsettled is the answer to give instead of the momentary refusal msg
 // when an earlier attempt of the same request went unanswered (it timed
 // out, or its connection failed after it was sent): that copy may still

@@ -1,9 +1,7 @@
 package fsm_test
 
 import (
-	"bytes"
 	"errors"
-	"io"
 	"strings"
 	"testing"
 
@@ -47,18 +45,8 @@ func TestACLBootstrapOnceCreateRevokeSnapshot(t *testing.T) {
 		t.Fatalf("lookup: %v %v", tok, ok)
 	}
 	// Snapshot and restore keep tokens, bootstrap flag and the hash.
-	snap, err := a.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
 	restored := fsm.New()
-	if err := restored.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	snapshotInto(t, a.f, restored)
 	if restored.Hash() != a.f.Hash() || !restored.ACLBootstrapped() || len(restored.ACLTokens()) != 2 {
 		t.Fatalf("restored ACL state differs")
 	}

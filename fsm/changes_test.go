@@ -1,9 +1,7 @@
 package fsm_test
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"testing"
 
@@ -128,14 +126,7 @@ func TestDeltaFollowsState(t *testing.T) {
 		}
 		a.apply(cmds...)
 		if step == 250 {
-			snap, _ := a.f.Snapshot()
-			sink := &memSink{}
-			if err := snap.Persist(sink); err != nil {
-				t.Fatal(err)
-			}
-			if err := a.f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-				t.Fatal(err)
-			}
+			snapshotInto(t, a.f, a.f)
 		}
 		if r.IntN(3) == 0 && step != 499 {
 			continue // let changes pile up between reads

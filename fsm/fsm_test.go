@@ -57,6 +57,23 @@ func (a *applier) apply(cmds ...*fsmpb.Command) []*fsmpb.Result {
 	return res
 }
 
+// snapshotInto takes a snapshot of from, persists it and restores it into
+// into (from itself, or a fresh FSM), as raft does for a follower.
+func snapshotInto(t testing.TB, from, into *fsm.FSM) {
+	t.Helper()
+	snap, err := from.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := into.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (a *applier) one(c *fsmpb.Command) (*fsmpb.Result, error) {
 	r := a.apply(c)[0]
 	return r, fsm.ResultError(r)
@@ -288,18 +305,8 @@ func TestSnapshotRestoreReproducesHash(t *testing.T) {
 	for _, batch := range randomCommands(42, 500) {
 		a.apply(batch...)
 	}
-	snap, err := a.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
 	restored := fsm.New()
-	if err := restored.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	snapshotInto(t, a.f, restored)
 	if restored.Hash() != a.f.Hash() {
 		t.Fatal("restore changed the state hash")
 	}

@@ -1,9 +1,7 @@
 package fsm_test
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"maps"
 	"math/rand/v2"
 	"testing"
@@ -104,14 +102,7 @@ func TestDerivedIndexes(t *testing.T) {
 		if step == 200 {
 			// A restore replaces everything: the indexes are rebuilt and
 			// the feed's readers start over.
-			snap, _ := a.f.Snapshot()
-			sink := &memSink{}
-			if err := snap.Persist(sink); err != nil {
-				t.Fatal(err)
-			}
-			if err := a.f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-				t.Fatal(err)
-			}
+			snapshotInto(t, a.f, a.f)
 		}
 		check(step)
 	}

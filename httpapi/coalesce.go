@@ -300,13 +300,14 @@ func (c *coalescer) send(header http.Header, calls []*coalesceCall, rounds int) 
 	var again []*coalesceCall
 	for i, call := range calls {
 		r := res.Results[i]
+		if st.Unanswered {
+			// An earlier attempt of this batch went unanswered: a
+			// momentary refusal does not settle the request (settle.go).
+			r, _ = settleItem(r)
+		}
 		switch {
 		case r.Error != nil && (r.Error.Code == "not_leader" || r.Error.Code == "no_leader") && rounds > 1:
 			again = append(again, call)
-		case r.Error != nil && st.Unanswered && errcode.Momentary(r.Error.Code):
-			// An earlier attempt of this batch went unanswered: the
-			// refusal does not settle the request (settle.go).
-			call.done <- coalesceAnswer{status: http.StatusServiceUnavailable, apiErr: unsettledError(r.Error), st: st}
 		case r.Error != nil:
 			call.done <- coalesceAnswer{status: r.Status, apiErr: r.Error, st: st}
 		case r.Allocation != nil:

@@ -26,6 +26,15 @@ func unsettledError(e *api.Error) *api.Error {
 	return &api.Error{Error: err.Error(), Code: errcode.Code(err), Retryable: true, Leader: e.Leader}
 }
 
+// settleItem is the answer to give instead of r, one result of a batch
+// with an unanswered earlier attempt; ok is false when r stands as it is.
+func settleItem(r api.BatchResult) (api.BatchResult, bool) {
+	if r.Error == nil || !errcode.Momentary(r.Error.Code) {
+		return r, false
+	}
+	return api.BatchResult{Status: http.StatusServiceUnavailable, Error: unsettledError(r.Error)}, true
+}
+
 // settle rewrites the leader's answer a to a forwarded request whose
 // earlier attempt went unanswered: a momentary refusal, of the request or
 // of an item of a batch, becomes unknown_outcome. Any other answer is
@@ -41,9 +50,8 @@ func settle(a *forwardAnswer, batch bool) *forwardAnswer {
 		}
 		changed := false
 		for i, r := range res.Results {
-			if r.Error != nil && errcode.Momentary(r.Error.Code) {
-				res.Results[i] = api.BatchResult{Status: http.StatusServiceUnavailable, Error: unsettledError(r.Error)}
-				changed = true
+			if s, ok := settleItem(r); ok {
+				res.Results[i], changed = s, true
 			}
 		}
 		if !changed {

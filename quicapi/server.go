@@ -36,6 +36,9 @@ type Backend interface {
 	ID() string
 	IsLeader() bool
 	Leader() (string, *fsmpb.Member, bool)
+	// IsPeer reports whether id is a server of raft's configuration (the
+	// agents allowed to relay requests).
+	IsPeer(id string) bool
 }
 
 // State is the read side of the node's replica the listener consults:
@@ -44,22 +47,6 @@ type State interface {
 	Server(id string) (*fsmpb.Server, bool)
 	Member(id string) (*fsmpb.Member, bool)
 	Members() []*fsmpb.Member
-}
-
-// peerChecker is implemented by backends that know the cluster's raft
-// peers (*cluster.Node).
-type peerChecker interface {
-	IsPeer(id string) bool
-}
-
-// isPeer reports whether name is one of the cluster's agents: a raft peer
-// when the backend knows them, otherwise a member record.
-func (s *Server) isPeer(name string) bool {
-	if pc, ok := s.cfg.Backend.(peerChecker); ok {
-		return pc.IsPeer(name)
-	}
-	_, ok := s.cfg.State.Member(name)
-	return ok
 }
 
 // Defaults of ServerConfig.
@@ -481,7 +468,7 @@ func (s *Server) dispatch(ctx context.Context, pc *peerConn, req *transportpb.Re
 	if op == "unknown" {
 		return op, s.errResponse(fmt.Errorf("%w: request has no known body", fsm.ErrInvalid))
 	}
-	if err := authorize(pc, req, s.isPeer); err != nil { // auth.go: the acl package's check
+	if err := authorize(pc, req, s.cfg.Backend.IsPeer); err != nil { // auth.go: the acl package's check
 		return op, s.errResponse(err)
 	}
 	if r := req.GetRegister(); r != nil && req.GetForwardedBy() == "" {

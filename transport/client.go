@@ -394,7 +394,7 @@ func (c *Client) do(ctx context.Context, req *transportpb.Request) (*transportpb
 			}
 			return nil, err
 		}
-		unanswered = unanswered || e == nil || e.Code == "unknown_outcome" || e.Code == "leadership_lost"
+		unanswered = unanswered || e == nil || errcode.OutcomeUnknown(e.Code)
 		if conn.Context().Err() != nil {
 			c.abandon(conn)
 		}

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unicode"
 
@@ -181,24 +180,13 @@ Secrets are shown once, when created; the cluster stores only their SHA-256.`,
 			if lf.json {
 				return printJSONPages(cmd, ctx, pf, "tokens", tokenID, c.ACLTokensPage)
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tROLE\tDESCRIPTION\tEXPIRES")
-			res, err := listPages(ctx, pf, tokenID, c.ACLTokensPage, func(t api.ACLToken) error {
+			return printTablePages(cmd, ctx, pf, "tokens", "ID\tROLE\tDESCRIPTION\tEXPIRES", tokenID, c.ACLTokensPage, func(t api.ACLToken) string {
 				exp := "never"
 				if t.ExpiresAtUnixMs > 0 {
 					exp = time.UnixMilli(t.ExpiresAtUnixMs).UTC().Format(time.RFC3339)
 				}
-				_, err := fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", esc(t.ID), esc(t.Role), esc(t.Description), exp)
-				return err
+				return fmt.Sprintf("%s\t%s\t%s\t%s", esc(t.ID), esc(t.Role), esc(t.Description), exp)
 			})
-			if err != nil {
-				return err
-			}
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.footer("tokens"))
-			return nil
 		},
 	}
 	lf.register(list, true)

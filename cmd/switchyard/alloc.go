@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"slices"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -139,20 +138,9 @@ continues.`,
 			if lf.json {
 				return printJSONPages(cmd, ctx, pf, "allocations", allocID, c.AllocationPages(opts))
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tREQUEST\tROOM\tSERVER\tUNITS\tSTATE\tCREATED")
-			res, err := listPages(ctx, pf, allocID, c.AllocationPages(opts), func(a api.Allocation) error {
-				_, err := fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(a.ID), esc(a.RequestID), esc(a.Room), esc(a.Server), a.Units, a.State, time.UnixMilli(a.CreatedAtUnixMs).UTC().Format(time.RFC3339))
-				return err
+			return printTablePages(cmd, ctx, pf, "allocations", "ID\tREQUEST\tROOM\tSERVER\tUNITS\tSTATE\tCREATED", allocID, c.AllocationPages(opts), func(a api.Allocation) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s", esc(a.ID), esc(a.RequestID), esc(a.Room), esc(a.Server), a.Units, a.State, time.UnixMilli(a.CreatedAtUnixMs).UTC().Format(time.RFC3339))
 			})
-			if err != nil {
-				return err
-			}
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.footer("allocations"))
-			return nil
 		},
 	}
 	lf.register(list, true)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -149,6 +150,26 @@ func (a *jsonArray) close() error {
 	}
 	_, err := io.WriteString(a.w, end)
 	return err
+}
+
+// printTablePages prints a paged listing as a table (header, then one
+// tab-separated row per item) followed by its footer (the total, and the
+// --after that continues a partial listing).
+func printTablePages[T any](cmd *cobra.Command, ctx context.Context, f *pageFlags, noun, header string, key func(T) string, page func(context.Context, api.PageOptions) (api.Page[T], error), row func(T) string) error {
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	res, err := listPages(ctx, f, key, page, func(v T) error {
+		_, err := fmt.Fprintln(w, row(v))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), res.footer(noun))
+	return nil
 }
 
 // printJSONPages prints a paged listing as one JSON array on stdout; when

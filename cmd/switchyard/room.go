@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -104,24 +103,13 @@ that continues.`,
 			if lf.json {
 				return printJSONPages(cmd, ctx, pages, "rooms", roomName, c.RoomPages(server, stale))
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ROOM\tSERVER\tSFU\tALLOCATION\tMOVED\tPLACED")
-			res, err := listPages(ctx, pages, roomName, c.RoomPages(server, stale), func(r api.Room) error {
+			return printTablePages(cmd, ctx, pages, "rooms", "ROOM\tSERVER\tSFU\tALLOCATION\tMOVED\tPLACED", roomName, c.RoomPages(server, stale), func(r api.Room) string {
 				srv := r.Server
 				if srv == "" {
 					srv = "-"
 				}
-				_, err := fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\n", esc(r.Room), esc(srv), r.SFU, r.AllocationID, r.Moved, time.UnixMilli(r.PlacedAtUnixMs).UTC().Format(time.RFC3339))
-				return err
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%v\t%s", esc(r.Room), esc(srv), r.SFU, r.AllocationID, r.Moved, time.UnixMilli(r.PlacedAtUnixMs).UTC().Format(time.RFC3339))
 			})
-			if err != nil {
-				return err
-			}
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.footer("rooms"))
-			return nil
 		},
 	}
 	lf.register(list, true)
