@@ -340,7 +340,7 @@ func (c *Client) Info(ctx context.Context, addr string) (PeerInfo, error) {
 
 // Join implements cluster.PeerClient (no retries: the caller polls).
 func (c *Client) Join(ctx context.Context, addr string, m *fsmpb.Member) error {
-	return c.once(ctx, addr, "POST", "/v1/members", mustJSON(Member{ID: m.GetId(), RaftAddr: m.GetRaftAddr(), HTTPAddr: m.GetHttpAddr(), QUICAddr: m.GetQuicAddr()}), nil)
+	return c.once(ctx, addr, "POST", "/v1/members", mustJSON(Member{ID: m.GetId(), RaftAddr: m.GetRaftAddr(), HTTPAddr: m.GetHttpAddr(), QUICAddr: m.GetQuicAddr(), Features: m.GetFeatures()}), nil)
 }
 
 // RemovePeer removes a voter.

@@ -62,6 +62,9 @@ type Member struct {
 	RaftAddr string `json:"raft_addr"`
 	HTTPAddr string `json:"http_addr,omitempty"`
 	QUICAddr string `json:"quic_addr,omitempty"`
+	// Features lists what the member's binary understands (see the
+	// README's rolling-upgrade section); absent from older members.
+	Features []string `json:"features,omitempty"`
 }
 
 // TransferRequest is the body of POST /v1/operator/transfer-leader.
@@ -101,6 +104,9 @@ type MemberStatus struct {
 	QUICAddr string `json:"quic_addr"`
 	Suffrage string `json:"suffrage"`
 	Leader   bool   `json:"leader"`
+	// Features lists what the member's binary understands; the cluster
+	// uses a feature once every voter lists it.
+	Features []string `json:"features"`
 }
 
 // Status summarises this node's view of the cluster.

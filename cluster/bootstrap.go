@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
 
@@ -95,14 +97,14 @@ func (n *Node) announceLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	self := &fsmpb.Member{Id: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, QuicAddr: n.cfg.QUICAddr}
+	self := &fsmpb.Member{Id: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, QuicAddr: n.cfg.QUICAddr, Features: Features()}
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
 		}
-		if cur, ok := n.fsm.Member(n.cfg.ID); ok && cur.RaftAddr == self.RaftAddr && cur.HttpAddr == self.HttpAddr && cur.QuicAddr == self.QuicAddr {
+		if cur, ok := n.fsm.Member(n.cfg.ID); ok && sameMember(cur, self) {
 			continue
 		}
 		if n.IsLeader() {
@@ -128,6 +130,15 @@ func (n *Node) announceLoop() {
 		for _, addr := range targets {
 			ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 			err := n.cfg.Peers.Join(ctx, addr, self)
+			if errors.Is(err, fsm.ErrInvalid) {
+				// A leader of an older release refuses the features
+				// field it does not know: be a voter at these addresses
+				// without it (the features are recorded once a leader
+				// of this release runs).
+				bare := proto.Clone(self).(*fsmpb.Member)
+				bare.Features = nil
+				err = n.cfg.Peers.Join(ctx, addr, bare)
+			}
 			cancel()
 			if err == nil {
 				break

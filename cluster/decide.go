@@ -113,6 +113,13 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			o.done <- opResult{res: res}
 			continue
 		}
+		// Refused before: the same answer (refusals.go).
+		if rf, ok := n.fsm.RefusalByRequest(r.RequestID); ok {
+			res := &fsmpb.Result{ErrorCode: rf.ErrorCode, ErrorMessage: rf.ErrorMessage, Duplicate: true}
+			n.m.countAllocation(opResult{res: res})
+			o.done <- opResult{res: res}
+			continue
+		}
 		// In flight: share that decision's outcome.
 		ls.mu.Lock()
 		if w, ok := ls.waiters[r.RequestID]; ok {
@@ -121,13 +128,28 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			continue
 		}
 		ls.mu.Unlock()
-		id, err := ls.pick(pol, r) // rooms.go: an SFU kind narrows the choice
+		id, err := "", o.refusal
+		if err == nil {
+			id, err = ls.pick(pol, r) // rooms.go: an SFU kind narrows the choice
+		}
 		if err != nil {
-			if ls.parkForProvisioning(o, err) { // wait for a new server
+			if o.refusal == nil && ls.parkForProvisioning(o, err) { // wait for a new server
 				continue
 			}
-			n.m.allocations.WithLabelValues("refused").Inc()
-			o.done <- opResult{res: &fsmpb.Result{ErrorCode: errcode.Code(err), ErrorMessage: err.Error()}}
+			code := errcode.Code(err)
+			if !errcode.Momentary(code) || !ls.commitRefusals() {
+				n.m.allocations.WithLabelValues("refused").Inc()
+				o.done <- opResult{res: &fsmpb.Result{ErrorCode: code, ErrorMessage: err.Error()}}
+				continue
+			}
+			ls.mu.Lock()
+			ls.waiters[r.RequestID] = nil
+			ls.mu.Unlock()
+			cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_RefuseAllocation{RefuseAllocation: &fsmpb.Refusal{
+				RequestId: r.RequestID, ErrorCode: code, ErrorMessage: err.Error(),
+			}}})
+			dones = append(dones, o.done)
+			reqIDs = append(reqIDs, r.RequestID)
 			continue
 		}
 		ls.pix.reserve(id, r.Room, r.Units)
@@ -138,6 +160,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		ls.mu.Unlock()
 		cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_Allocate{Allocate: &fsmpb.AllocateDecision{
 			RequestId: r.RequestID, Room: r.Room, Requester: r.Requester, Server: id, Units: r.Units, TtlMs: r.TTL.Milliseconds(),
+			RecordRefusal: ls.commitRefusals(),
 		}}})
 		dones = append(dones, o.done)
 		reqIDs = append(reqIDs, r.RequestID)

@@ -43,7 +43,11 @@ type LoadSource interface {
 type op struct {
 	cmd   *fsmpb.Command
 	alloc *AllocateRequest
-	done  chan opResult // buffered(1)
+	// refusal, with alloc, is a decision already made elsewhere (a parked
+	// request whose provisioning failed): the loop refuses the request
+	// with it (committing the refusal where it commits refusals).
+	refusal error
+	done    chan opResult // buffered(1)
 }
 
 type opResult struct {
@@ -101,6 +105,11 @@ type leaderState struct {
 	// prov parks requests no server fits while a server is provisioned
 	// (provision.go); nil without a provisioner.
 	prov *provisioner
+
+	// Whether momentary refusals are committed (refusals.go), and when
+	// that was last checked; owned by the decision loop.
+	refusalsOn bool
+	refusalsAt time.Time
 
 	mu      sync.Mutex
 	waiters map[string][]chan opResult // request id -> callers waiting on an in-flight decision

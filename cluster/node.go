@@ -320,9 +320,10 @@ func (n *Node) Members() []MemberStatus {
 	}
 	out := []MemberStatus{}
 	for _, s := range f.Configuration().Servers {
-		ms := MemberStatus{ID: string(s.ID), RaftAddr: string(s.Address), Suffrage: s.Suffrage.String(), Leader: s.ID == lid}
+		ms := MemberStatus{ID: string(s.ID), RaftAddr: string(s.Address), Suffrage: s.Suffrage.String(), Leader: s.ID == lid, Features: []string{}}
 		if m, ok := n.fsm.Member(string(s.ID)); ok {
 			ms.HTTPAddr, ms.QUICAddr = m.HttpAddr, m.QuicAddr
+			ms.Features = append(ms.Features, m.GetFeatures()...)
 		}
 		out = append(out, ms)
 	}
@@ -414,6 +415,14 @@ func (n *Node) AddVoter(ctx context.Context, m *fsmpb.Member) error {
 	if err := checkHostPort("member raft address", m.GetRaftAddr(), true); err != nil {
 		return fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 	}
+	if len(m.GetFeatures()) > MaxFeatures {
+		return fmt.Errorf("%w: member %s lists %d features, the limit is %d", fsm.ErrInvalid, m.GetId(), len(m.GetFeatures()), MaxFeatures)
+	}
+	for _, f := range m.GetFeatures() {
+		if err := fsm.CheckText("member feature", f, MaxFeatureLen); err != nil {
+			return err
+		}
+	}
 	present := false
 	for _, s := range n.voters() {
 		if string(s.ID) == m.Id && string(s.Address) == m.RaftAddr {
@@ -434,7 +443,7 @@ func (n *Node) AddVoter(ctx context.Context, m *fsmpb.Member) error {
 		n.log.Info("voter added", "id", m.Id, "raft_addr", m.RaftAddr)
 	}
 	cur, ok := n.fsm.Member(m.Id)
-	if ok && cur.RaftAddr == m.RaftAddr && cur.HttpAddr == m.HttpAddr && cur.QuicAddr == m.QuicAddr {
+	if ok && sameMember(cur, m) {
 		return nil
 	}
 	_, err := n.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_SetMember{SetMember: m}})

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/placement/policyspec"
@@ -355,7 +354,9 @@ func (pv *provisioner) answer() {
 	}
 }
 
-// resolve answers every caller of a parked request with err.
+// resolve refuses every caller of a parked request with err: back through
+// the decision loop, which answers them as it answers any refusal (a
+// momentary one committed, so a later copy is refused alike).
 func (pv *provisioner) resolve(requestID string, err error) {
 	pv.mu.Lock()
 	p := pv.parked[requestID]
@@ -365,7 +366,12 @@ func (pv *provisioner) resolve(requestID string, err error) {
 		return
 	}
 	for _, o := range p.ops {
-		o.done <- opResult{res: &fsmpb.Result{ErrorCode: errcode.Code(err), ErrorMessage: err.Error()}}
+		o.refusal = err
+		select {
+		case pv.ls.queue <- o:
+		case <-pv.ls.ctx.Done():
+			o.done <- opResult{err: ErrNotLeader}
+		}
 	}
 }
 

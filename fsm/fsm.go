@@ -319,6 +319,18 @@ func (f *FSM) AllocationByRequest(requestID string) (*fsmpb.Allocation, bool) {
 	return proto.Clone(f.s.allocations[id]).(*fsmpb.Allocation), true
 }
 
+// RefusalByRequest returns the committed refusal of a request id, if one
+// is kept (see refusals.go).
+func (f *FSM) RefusalByRequest(requestID string) (*fsmpb.Refusal, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.s.refused.get(requestID)
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(v).(*fsmpb.Refusal), true
+}
+
 // Members returns copies of the allocator members, sorted by id.
 func (f *FSM) Members() []*fsmpb.Member {
 	f.mu.RLock()
@@ -412,7 +424,8 @@ func ResultError(r *fsmpb.Result) error {
 // servers have positive capacity and known states, every allocation names a
 // request id that no other allocation has, every active allocation is on a
 // registered server with positive units, and each server's used units equal
-// the sum of its active allocations and do not exceed its capacity. A
+// the sum of its active allocations and do not exceed its capacity; the
+// committed refusals are well-formed (see validateRefusals). A
 // snapshot that breaks any of these would break the invariants on every
 // replica, so restore refuses it (the error wraps ErrInvalid).
 func ValidateState(st *fsmpb.State) error {
@@ -457,6 +470,9 @@ func ValidateState(st *fsmpb.State) error {
 		if s.GetUsedUnits() != used[id] || used[id] > s.GetCapacityUnits() {
 			return errorf(ErrInvalid, "snapshot: server %s records %d used units, its active allocations hold %d, capacity %d", id, s.GetUsedUnits(), used[id], s.GetCapacityUnits())
 		}
+	}
+	if err := validateRefusals(st, reqs); err != nil { // refusals.go
+		return err
 	}
 	return validateRooms(st) // rooms.go
 }

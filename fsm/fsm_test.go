@@ -245,17 +245,22 @@ func randomCommands(seed uint64, n int) [][]*fsmpb.Command {
 		var batch []*fsmpb.Command
 		for j := 0; j < 1+r.IntN(5); j++ {
 			srv := fmt.Sprintf("s%d", r.IntN(6))
-			switch r.IntN(7) {
+			switch r.IntN(8) {
 			case 0:
 				batch = append(batch, register(srv, int64(1+r.IntN(20))))
 			case 1, 2, 3:
-				batch = append(batch, alloc(fmt.Sprintf("r%d", r.IntN(n)), fmt.Sprintf("room%d", r.IntN(4)), srv, int64(r.IntN(6))))
+				c := alloc(fmt.Sprintf("r%d", r.IntN(n)), fmt.Sprintf("room%d", r.IntN(4)), srv, int64(r.IntN(6)))
+				c.GetAllocate().RecordRefusal = r.IntN(2) == 0
+				batch = append(batch, c)
 			case 4:
 				batch = append(batch, release(fmt.Sprintf("r%d", r.IntN(n))))
 			case 5:
 				batch = append(batch, setState(srv, fsmpb.ServerState(1+r.IntN(3))))
 			case 6:
 				batch = append(batch, &fsmpb.Command{Cmd: &fsmpb.Command_Expire{Expire: true}})
+			case 7:
+				batch = append(batch, &fsmpb.Command{Cmd: &fsmpb.Command_RefuseAllocation{RefuseAllocation: &fsmpb.Refusal{
+					RequestId: fmt.Sprintf("r%d", r.IntN(n)), ErrorCode: "insufficient_capacity", ErrorMessage: "full"}}})
 			}
 		}
 		out = append(out, batch)

@@ -34,6 +34,7 @@ type state struct {
 	rooms       map[string]*fsmpb.Room            // rooms.go; nil until the first room
 	roomNums    map[uint64]bool                   // numbers the rooms hold
 	acl         aclState                          // acl.go
+	refused     refusals                          // refusals.go
 	applied     uint64
 	lastTime    int64
 	// Origin and sequence of the last applied entry (see Envelope.origin).
@@ -91,6 +92,8 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 		res.Room, err = s.placeRoom(now, v.PlaceRoom) // rooms.go
 	case *fsmpb.Command_ReleaseRoom:
 		res.Room, err = s.releaseRoom(now, v.ReleaseRoom)
+	case *fsmpb.Command_RefuseAllocation:
+		res.Allocation, res.Duplicate, err = s.refuse(now, v.RefuseAllocation) // refusals.go
 	case *fsmpb.Command_AclBootstrap, *fsmpb.Command_AclCreateToken, *fsmpb.Command_AclRevokeToken, *fsmpb.Command_AddMediaKey:
 		_, err = s.applyACL(now, c) // acl.go
 	default:
@@ -185,6 +188,9 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 		}
 		return proto.Clone(a).(*fsmpb.Allocation), true, nil
 	}
+	if old, ok := s.refused.get(d.GetRequestId()); ok { // refusals.go
+		return nil, true, refusalErr(old)
+	}
 	if err := ValidateRequest(d.GetRoom(), d.GetUnits()); err != nil {
 		return nil, false, err
 	}
@@ -192,12 +198,18 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 	if !ok {
 		return nil, false, errorf(ErrNotFound, "server %q is not registered", d.GetServer())
 	}
+	var refusal error
 	if srv.State != fsmpb.ServerState_SERVER_STATE_ACTIVE {
-		return nil, false, errorf(ErrServerNotActive, "server %s is %s", srv.Id, StateName(srv.State))
+		refusal = errorf(ErrServerNotActive, "server %s is %s", srv.Id, StateName(srv.State))
+	} else if free := s.unitLimit(srv) - srv.UsedUnits; free < d.GetUnits() {
+		// unitLimit (policy.go) is the capacity, lowered by a hard units limit.
+		refusal = errorf(ErrCapacity, "server %s has %d of %d units free (hard limit %d), request needs %d", srv.Id, free, srv.CapacityUnits, s.unitLimit(srv), d.GetUnits())
 	}
-	// unitLimit (policy.go) is the capacity, lowered by a hard units limit.
-	if free := s.unitLimit(srv) - srv.UsedUnits; free < d.GetUnits() {
-		return nil, false, errorf(ErrCapacity, "server %s has %d of %d units free (hard limit %d), request needs %d", srv.Id, free, srv.CapacityUnits, s.unitLimit(srv), d.GetUnits())
+	if refusal != nil {
+		if d.GetRecordRefusal() {
+			s.recordRefusal(now, d.GetRequestId(), errcode.Code(refusal), refusal.Error())
+		}
+		return nil, false, refusal
 	}
 	a := &fsmpb.Allocation{
 		Id:              fmt.Sprintf("a-%d-%d", index, pos),
@@ -267,6 +279,7 @@ func (s *state) end(a *fsmpb.Allocation, now int64, final fsmpb.AllocationState)
 }
 
 func (s *state) expire(now int64) {
+	s.refused.expire(now) // refusals.go
 	ret := s.policy.GetTombstoneRetentionMs()
 	for id, a := range s.allocations {
 		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE && a.ExpiresAtUnixMs > 0 && a.ExpiresAtUnixMs <= now {
@@ -309,9 +322,10 @@ func (s *state) export() *fsmpb.State {
 	slices.SortFunc(st.Servers, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Allocations, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
-	s.exportExt(st)   // policy.go
-	s.exportRooms(st) // rooms.go
-	s.exportACL(st)   // acl.go
+	s.exportExt(st)      // policy.go
+	s.exportRooms(st)    // rooms.go
+	s.exportACL(st)      // acl.go
+	s.exportRefusals(st) // refusals.go
 	return st
 }
 
@@ -341,9 +355,10 @@ func importState(st *fsmpb.State) (*state, error) {
 	for _, v := range st.GetMembers() {
 		s.members[v.Id] = proto.Clone(v).(*fsmpb.Member)
 	}
-	s.importExt(st)   // policy.go
-	s.importRooms(st) // rooms.go
-	s.importACL(st)   // acl.go
+	s.importExt(st)      // policy.go
+	s.importRooms(st)    // rooms.go
+	s.importACL(st)      // acl.go
+	s.importRefusals(st) // refusals.go
 	return s, nil
 }
 

@@ -456,7 +456,7 @@ func (s *Handler) join(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	pm := &fsmpb.Member{Id: m.ID, RaftAddr: m.RaftAddr, HttpAddr: m.HTTPAddr, QuicAddr: m.QUICAddr}
+	pm := &fsmpb.Member{Id: m.ID, RaftAddr: m.RaftAddr, HttpAddr: m.HTTPAddr, QuicAddr: m.QUICAddr, Features: m.Features}
 	if err := s.b.AddVoter(r.Context(), pm); err != nil {
 		s.fail(w, err)
 		return

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/transport"
@@ -158,13 +161,14 @@ func viaQUIC(ctx context.Context, conn *quic.Conn, c badCase) (refusal, error) {
 func TestBadInputSameOverHTTPAndQUIC(t *testing.T) {
 	c := testcluster.New(t, 3)
 	leader := c.WaitLeader(30 * time.Second)
+	c.WaitFeature(cluster.FeatureCommittedRefusals, 30*time.Second)
 	c.WaitConverged(30 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, err := c.Client().RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 10, Addresses: []string{"http://127.0.0.1:1"}}); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := leader.Agent.Node.FSM().HashAt()
+	before := hashBesidesRefusals(leader)
 	targets := []*testcluster.Node{leader, c.Followers()[0]}
 	for _, nd := range targets {
 		role := "leader"
@@ -209,7 +213,24 @@ func TestBadInputSameOverHTTPAndQUIC(t *testing.T) {
 			})
 		}
 	}
-	if after, _ := leader.Agent.Node.FSM().HashAt(); after != before {
+	if after := hashBesidesRefusals(leader); after != before {
 		t.Fatalf("refused requests changed the state: hash %s -> %s", before, after)
 	}
+	// The one refusal for want of capacity was committed (so that a late
+	// copy meets it too), and nothing else was.
+	var refused []string
+	for _, r := range leader.Agent.Node.FSM().Export().GetRefusals() {
+		refused = append(refused, r.GetRequestId()+" "+r.GetErrorCode())
+	}
+	if want := []string{"q8 insufficient_capacity"}; !slices.Equal(refused, want) {
+		t.Fatalf("committed refusals %q, want %q", refused, want)
+	}
+}
+
+// hashBesidesRefusals is the leader's state hash leaving out its committed
+// refusals.
+func hashBesidesRefusals(nd *testcluster.Node) string {
+	st := nd.Agent.Node.FSM().Export()
+	st.Refusals = nil
+	return fsm.HashState(st)
 }

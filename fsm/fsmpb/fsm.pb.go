@@ -1164,11 +1164,14 @@ func (x *UpdateIntent) GetAddRooms() []string {
 
 // Member is an allocator node (not a media server).
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	HttpAddr      string                 `protobuf:"bytes,3,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
-	QuicAddr      string                 `protobuf:"bytes,4,opt,name=quic_addr,json=quicAddr,proto3" json:"quic_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	HttpAddr string                 `protobuf:"bytes,3,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	QuicAddr string                 `protobuf:"bytes,4,opt,name=quic_addr,json=quicAddr,proto3" json:"quic_addr,omitempty"`
+	// features this member's binary understands (see cluster.Features); the
+	// leader uses a feature only once every voter lists it.
+	Features      []string `protobuf:"bytes,5,rep,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1229,6 +1232,13 @@ func (x *Member) GetQuicAddr() string {
 		return x.QuicAddr
 	}
 	return ""
+}
+
+func (x *Member) GetFeatures() []string {
+	if x != nil {
+		return x.Features
+	}
+	return nil
 }
 
 type RegisterServer struct {
@@ -1384,13 +1394,18 @@ func (x *SetServerState) GetIfIncarnation() uint64 {
 // AllocateDecision is one placement decided by the leader. Apply re-checks
 // it against hard limits and refuses it when it no longer fits.
 type AllocateDecision struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Room          string                 `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
-	Requester     string                 `protobuf:"bytes,3,opt,name=requester,proto3" json:"requester,omitempty"`
-	Server        string                 `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
-	Units         int64                  `protobuf:"varint,5,opt,name=units,proto3" json:"units,omitempty"`
-	TtlMs         int64                  `protobuf:"varint,6,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Room      string                 `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
+	Requester string                 `protobuf:"bytes,3,opt,name=requester,proto3" json:"requester,omitempty"`
+	Server    string                 `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	Units     int64                  `protobuf:"varint,5,opt,name=units,proto3" json:"units,omitempty"`
+	TtlMs     int64                  `protobuf:"varint,6,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// record_refusal: when the state refuses this decision for a momentary
+	// reason (free capacity, the server's state), the refusal is recorded
+	// under the request id (see Refusal), so every later copy of the
+	// request gets the same answer.
+	RecordRefusal bool `protobuf:"varint,7,opt,name=record_refusal,json=recordRefusal,proto3" json:"record_refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1467,6 +1482,88 @@ func (x *AllocateDecision) GetTtlMs() int64 {
 	return 0
 }
 
+func (x *AllocateDecision) GetRecordRefusal() bool {
+	if x != nil {
+		return x.RecordRefusal
+	}
+	return false
+}
+
+// Refusal is a committed, momentary refusal of an allocation request
+// (error_code is one of the momentary codes: insufficient_capacity,
+// server_not_active). While it is kept, every copy of the request id is
+// given this answer, so a copy that reaches the leader late cannot be
+// granted after the caller was told no. Kept for fsm.RefusalRetention
+// after refused_at_unix_ms, at most fsm.MaxRefusals of them (oldest
+// forgotten first).
+type Refusal struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	RequestId       string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	ErrorCode       string                 `protobuf:"bytes,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage    string                 `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	RefusedAtUnixMs int64                  `protobuf:"varint,4,opt,name=refused_at_unix_ms,json=refusedAtUnixMs,proto3" json:"refused_at_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Refusal) Reset() {
+	*x = Refusal{}
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Refusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Refusal) ProtoMessage() {}
+
+func (x *Refusal) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
+func (*Refusal) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Refusal) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Refusal) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *Refusal) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *Refusal) GetRefusedAtUnixMs() int64 {
+	if x != nil {
+		return x.RefusedAtUnixMs
+	}
+	return 0
+}
+
 type Release struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Either the allocation id or the request id that created it.
@@ -1477,7 +1574,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[14]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1586,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[14]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1599,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{14}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Release) GetId() string {
@@ -1522,7 +1619,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[15]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1631,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[15]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1644,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{15}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -1573,6 +1670,7 @@ type Command struct {
 	//	*Command_InitCluster
 	//	*Command_CreateIntent
 	//	*Command_UpdateIntent
+	//	*Command_RefuseAllocation
 	//	*Command_PlaceRoom
 	//	*Command_ReleaseRoom
 	//	*Command_AclBootstrap
@@ -1586,7 +1684,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[16]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1696,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[16]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1709,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{16}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Command) GetCmd() isCommand_Cmd {
@@ -1729,6 +1827,15 @@ func (x *Command) GetUpdateIntent() *UpdateIntent {
 	return nil
 }
 
+func (x *Command) GetRefuseAllocation() *Refusal {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RefuseAllocation); ok {
+			return x.RefuseAllocation
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetPlaceRoom() *PlaceRoom {
 	if x != nil {
 		if x, ok := x.Cmd.(*Command_PlaceRoom); ok {
@@ -1839,6 +1946,11 @@ type Command_UpdateIntent struct {
 	UpdateIntent *UpdateIntent `protobuf:"bytes,12,opt,name=update_intent,json=updateIntent,proto3,oneof"`
 }
 
+type Command_RefuseAllocation struct {
+	// RefuseAllocation commits the leader's momentary refusal of a request.
+	RefuseAllocation *Refusal `protobuf:"bytes,13,opt,name=refuse_allocation,json=refuseAllocation,proto3,oneof"`
+}
+
 type Command_PlaceRoom struct {
 	// PlaceRoom records (or moves) a room's placement; ReleaseRoom ends it.
 	PlaceRoom *PlaceRoom `protobuf:"bytes,20,opt,name=place_room,json=placeRoom,proto3,oneof"`
@@ -1891,6 +2003,8 @@ func (*Command_CreateIntent) isCommand_Cmd() {}
 
 func (*Command_UpdateIntent) isCommand_Cmd() {}
 
+func (*Command_RefuseAllocation) isCommand_Cmd() {}
+
 func (*Command_PlaceRoom) isCommand_Cmd() {}
 
 func (*Command_ReleaseRoom) isCommand_Cmd() {}
@@ -1923,7 +2037,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[17]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2049,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[17]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2062,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{17}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Envelope) GetVersion() uint32 {
@@ -2006,7 +2120,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[18]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2132,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[18]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2145,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{18}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Result) GetErrorCode() string {
@@ -2089,7 +2203,9 @@ type State struct {
 	AppliedIndex   uint64                 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	LastTimeUnixMs int64                  `protobuf:"varint,8,opt,name=last_time_unix_ms,json=lastTimeUnixMs,proto3" json:"last_time_unix_ms,omitempty"`
 	Intents        []*ProvisionIntent     `protobuf:"bytes,9,rep,name=intents,proto3" json:"intents,omitempty"`
-	Rooms          []*Room                `protobuf:"bytes,20,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	// Committed refusals, oldest first.
+	Refusals []*Refusal `protobuf:"bytes,10,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	Rooms    []*Room    `protobuf:"bytes,20,rep,name=rooms,proto3" json:"rooms,omitempty"`
 	// ACL state (30-39): tokens sorted by id, secrets stored as hashes.
 	AclBootstrapped bool        `protobuf:"varint,30,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
 	AclTokens       []*AclToken `protobuf:"bytes,31,rep,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
@@ -2101,7 +2217,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[19]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2113,7 +2229,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[19]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2126,7 +2242,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{19}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *State) GetVersion() uint32 {
@@ -2192,6 +2308,13 @@ func (x *State) GetIntents() []*ProvisionIntent {
 	return nil
 }
 
+func (x *State) GetRefusals() []*Refusal {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
 func (x *State) GetRooms() []*Room {
 	if x != nil {
 		return x.Rooms
@@ -2232,7 +2355,7 @@ type MediaKey struct {
 
 func (x *MediaKey) Reset() {
 	*x = MediaKey{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2367,7 @@ func (x *MediaKey) String() string {
 func (*MediaKey) ProtoMessage() {}
 
 func (x *MediaKey) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[20]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2380,7 @@ func (x *MediaKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MediaKey.ProtoReflect.Descriptor instead.
 func (*MediaKey) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MediaKey) GetId() string {
@@ -2312,7 +2435,7 @@ type Room struct {
 
 func (x *Room) Reset() {
 	*x = Room{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2447,7 @@ func (x *Room) String() string {
 func (*Room) ProtoMessage() {}
 
 func (x *Room) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[21]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2460,7 @@ func (x *Room) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Room.ProtoReflect.Descriptor instead.
 func (*Room) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{21}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Room) GetName() string {
@@ -2433,7 +2556,7 @@ type PlaceRoom struct {
 
 func (x *PlaceRoom) Reset() {
 	*x = PlaceRoom{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2568,7 @@ func (x *PlaceRoom) String() string {
 func (*PlaceRoom) ProtoMessage() {}
 
 func (x *PlaceRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[22]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2581,7 @@ func (x *PlaceRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceRoom.ProtoReflect.Descriptor instead.
 func (*PlaceRoom) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{22}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PlaceRoom) GetRoom() string {
@@ -2512,7 +2635,7 @@ type ReleaseRoom struct {
 
 func (x *ReleaseRoom) Reset() {
 	*x = ReleaseRoom{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2647,7 @@ func (x *ReleaseRoom) String() string {
 func (*ReleaseRoom) ProtoMessage() {}
 
 func (x *ReleaseRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[23]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2660,7 @@ func (x *ReleaseRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRoom.ProtoReflect.Descriptor instead.
 func (*ReleaseRoom) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{23}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReleaseRoom) GetRoom() string {
@@ -2567,7 +2690,7 @@ type AclToken struct {
 
 func (x *AclToken) Reset() {
 	*x = AclToken{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2702,7 @@ func (x *AclToken) String() string {
 func (*AclToken) ProtoMessage() {}
 
 func (x *AclToken) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[24]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2715,7 @@ func (x *AclToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AclToken.ProtoReflect.Descriptor instead.
 func (*AclToken) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AclToken) GetId() string {
@@ -2648,7 +2771,7 @@ type AclBootstrap struct {
 
 func (x *AclBootstrap) Reset() {
 	*x = AclBootstrap{}
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[25]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2660,7 +2783,7 @@ func (x *AclBootstrap) String() string {
 func (*AclBootstrap) ProtoMessage() {}
 
 func (x *AclBootstrap) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_fsm_proto_msgTypes[25]
+	mi := &file_switchyard_v1_fsm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2673,7 +2796,7 @@ func (x *AclBootstrap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AclBootstrap.ProtoReflect.Descriptor instead.
 func (*AclBootstrap) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{25}
+	return file_switchyard_v1_fsm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AclBootstrap) GetToken() *AclToken {
@@ -2779,12 +2902,13 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12&\n" +
 	"\x0fadd_request_ids\x18\x06 \x03(\tR\raddRequestIds\x12\x1b\n" +
 	"\tadd_units\x18\a \x01(\x03R\baddUnits\x12\x1b\n" +
-	"\tadd_rooms\x18\b \x03(\tR\baddRooms\"o\n" +
+	"\tadd_rooms\x18\b \x03(\tR\baddRooms\"\x8b\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x1b\n" +
-	"\tquic_addr\x18\x04 \x01(\tR\bquicAddr\"?\n" +
+	"\tquic_addr\x18\x04 \x01(\tR\bquicAddr\x12\x1a\n" +
+	"\bfeatures\x18\x05 \x03(\tR\bfeatures\"?\n" +
 	"\x0eRegisterServer\x12-\n" +
 	"\x06server\x18\x01 \x01(\v2\x15.switchyard.v1.ServerR\x06server\"\"\n" +
 	"\x10DeregisterServer\x12\x0e\n" +
@@ -2792,7 +2916,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\x0eSetServerState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.switchyard.v1.ServerStateR\x05state\x12%\n" +
-	"\x0eif_incarnation\x18\x03 \x01(\x04R\rifIncarnation\"\xa8\x01\n" +
+	"\x0eif_incarnation\x18\x03 \x01(\x04R\rifIncarnation\"\xcf\x01\n" +
 	"\x10AllocateDecision\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
@@ -2800,11 +2924,19 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\trequester\x18\x03 \x01(\tR\trequester\x12\x16\n" +
 	"\x06server\x18\x04 \x01(\tR\x06server\x12\x14\n" +
 	"\x05units\x18\x05 \x01(\x03R\x05units\x12\x15\n" +
-	"\x06ttl_ms\x18\x06 \x01(\x03R\x05ttlMs\"\x19\n" +
+	"\x06ttl_ms\x18\x06 \x01(\x03R\x05ttlMs\x12%\n" +
+	"\x0erecord_refusal\x18\a \x01(\bR\rrecordRefusal\"\x99\x01\n" +
+	"\aRefusal\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\tR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x12+\n" +
+	"\x12refused_at_unix_ms\x18\x04 \x01(\x03R\x0frefusedAtUnixMs\"\x19\n" +
 	"\aRelease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
 	"\x05Batch\x122\n" +
-	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xb9\b\n" +
+	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\x80\t\n" +
 	"\aCommand\x12H\n" +
 	"\x0fregister_server\x18\x01 \x01(\v2\x1d.switchyard.v1.RegisterServerH\x00R\x0eregisterServer\x12N\n" +
 	"\x11deregister_server\x18\x02 \x01(\v2\x1f.switchyard.v1.DeregisterServerH\x00R\x10deregisterServer\x12I\n" +
@@ -2820,7 +2952,8 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\finit_cluster\x18\n" +
 	" \x01(\tH\x00R\vinitCluster\x12E\n" +
 	"\rcreate_intent\x18\v \x01(\v2\x1e.switchyard.v1.ProvisionIntentH\x00R\fcreateIntent\x12B\n" +
-	"\rupdate_intent\x18\f \x01(\v2\x1b.switchyard.v1.UpdateIntentH\x00R\fupdateIntent\x129\n" +
+	"\rupdate_intent\x18\f \x01(\v2\x1b.switchyard.v1.UpdateIntentH\x00R\fupdateIntent\x12E\n" +
+	"\x11refuse_allocation\x18\r \x01(\v2\x16.switchyard.v1.RefusalH\x00R\x10refuseAllocation\x129\n" +
 	"\n" +
 	"place_room\x18\x14 \x01(\v2\x18.switchyard.v1.PlaceRoomH\x00R\tplaceRoom\x12?\n" +
 	"\frelease_room\x18\x15 \x01(\v2\x1a.switchyard.v1.ReleaseRoomH\x00R\vreleaseRoom\x12B\n" +
@@ -2844,7 +2977,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"allocation\x12\x1c\n" +
 	"\tduplicate\x18\x04 \x01(\bR\tduplicate\x126\n" +
 	"\x06intent\x18\x05 \x01(\v2\x1e.switchyard.v1.ProvisionIntentR\x06intent\x12'\n" +
-	"\x04room\x18\x14 \x01(\v2\x13.switchyard.v1.RoomR\x04room\"\xde\x04\n" +
+	"\x04room\x18\x14 \x01(\v2\x13.switchyard.v1.RoomR\x04room\"\x92\x05\n" +
 	"\x05State\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2855,7 +2988,9 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\amembers\x18\x06 \x03(\v2\x15.switchyard.v1.MemberR\amembers\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12)\n" +
 	"\x11last_time_unix_ms\x18\b \x01(\x03R\x0elastTimeUnixMs\x128\n" +
-	"\aintents\x18\t \x03(\v2\x1e.switchyard.v1.ProvisionIntentR\aintents\x12)\n" +
+	"\aintents\x18\t \x03(\v2\x1e.switchyard.v1.ProvisionIntentR\aintents\x122\n" +
+	"\brefusals\x18\n" +
+	" \x03(\v2\x16.switchyard.v1.RefusalR\brefusals\x12)\n" +
 	"\x05rooms\x18\x14 \x03(\v2\x13.switchyard.v1.RoomR\x05rooms\x12)\n" +
 	"\x10acl_bootstrapped\x18\x1e \x01(\bR\x0faclBootstrapped\x126\n" +
 	"\n" +
@@ -2936,7 +3071,7 @@ func file_switchyard_v1_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_switchyard_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(ServerState)(0),         // 0: switchyard.v1.ServerState
 	(AllocationState)(0),     // 1: switchyard.v1.AllocationState
@@ -2956,22 +3091,23 @@ var file_switchyard_v1_fsm_proto_goTypes = []any{
 	(*DeregisterServer)(nil), // 15: switchyard.v1.DeregisterServer
 	(*SetServerState)(nil),   // 16: switchyard.v1.SetServerState
 	(*AllocateDecision)(nil), // 17: switchyard.v1.AllocateDecision
-	(*Release)(nil),          // 18: switchyard.v1.Release
-	(*Batch)(nil),            // 19: switchyard.v1.Batch
-	(*Command)(nil),          // 20: switchyard.v1.Command
-	(*Envelope)(nil),         // 21: switchyard.v1.Envelope
-	(*Result)(nil),           // 22: switchyard.v1.Result
-	(*State)(nil),            // 23: switchyard.v1.State
-	(*MediaKey)(nil),         // 24: switchyard.v1.MediaKey
-	(*Room)(nil),             // 25: switchyard.v1.Room
-	(*PlaceRoom)(nil),        // 26: switchyard.v1.PlaceRoom
-	(*ReleaseRoom)(nil),      // 27: switchyard.v1.ReleaseRoom
-	(*AclToken)(nil),         // 28: switchyard.v1.AclToken
-	(*AclBootstrap)(nil),     // 29: switchyard.v1.AclBootstrap
-	nil,                      // 30: switchyard.v1.Server.LabelsEntry
+	(*Refusal)(nil),          // 18: switchyard.v1.Refusal
+	(*Release)(nil),          // 19: switchyard.v1.Release
+	(*Batch)(nil),            // 20: switchyard.v1.Batch
+	(*Command)(nil),          // 21: switchyard.v1.Command
+	(*Envelope)(nil),         // 22: switchyard.v1.Envelope
+	(*Result)(nil),           // 23: switchyard.v1.Result
+	(*State)(nil),            // 24: switchyard.v1.State
+	(*MediaKey)(nil),         // 25: switchyard.v1.MediaKey
+	(*Room)(nil),             // 26: switchyard.v1.Room
+	(*PlaceRoom)(nil),        // 27: switchyard.v1.PlaceRoom
+	(*ReleaseRoom)(nil),      // 28: switchyard.v1.ReleaseRoom
+	(*AclToken)(nil),         // 29: switchyard.v1.AclToken
+	(*AclBootstrap)(nil),     // 30: switchyard.v1.AclBootstrap
+	nil,                      // 31: switchyard.v1.Server.LabelsEntry
 }
 var file_switchyard_v1_fsm_proto_depIdxs = []int32{
-	30, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
+	31, // 0: switchyard.v1.Server.labels:type_name -> switchyard.v1.Server.LabelsEntry
 	0,  // 1: switchyard.v1.Server.state:type_name -> switchyard.v1.ServerState
 	1,  // 2: switchyard.v1.Allocation.state:type_name -> switchyard.v1.AllocationState
 	7,  // 3: switchyard.v1.Policy.hard:type_name -> switchyard.v1.Limits
@@ -2985,39 +3121,41 @@ var file_switchyard_v1_fsm_proto_depIdxs = []int32{
 	3,  // 11: switchyard.v1.UpdateIntent.if_state:type_name -> switchyard.v1.IntentState
 	4,  // 12: switchyard.v1.RegisterServer.server:type_name -> switchyard.v1.Server
 	0,  // 13: switchyard.v1.SetServerState.state:type_name -> switchyard.v1.ServerState
-	20, // 14: switchyard.v1.Batch.commands:type_name -> switchyard.v1.Command
+	21, // 14: switchyard.v1.Batch.commands:type_name -> switchyard.v1.Command
 	14, // 15: switchyard.v1.Command.register_server:type_name -> switchyard.v1.RegisterServer
 	15, // 16: switchyard.v1.Command.deregister_server:type_name -> switchyard.v1.DeregisterServer
 	16, // 17: switchyard.v1.Command.set_server_state:type_name -> switchyard.v1.SetServerState
 	17, // 18: switchyard.v1.Command.allocate:type_name -> switchyard.v1.AllocateDecision
-	18, // 19: switchyard.v1.Command.release:type_name -> switchyard.v1.Release
+	19, // 19: switchyard.v1.Command.release:type_name -> switchyard.v1.Release
 	6,  // 20: switchyard.v1.Command.set_policy:type_name -> switchyard.v1.Policy
 	13, // 21: switchyard.v1.Command.set_member:type_name -> switchyard.v1.Member
 	11, // 22: switchyard.v1.Command.create_intent:type_name -> switchyard.v1.ProvisionIntent
 	12, // 23: switchyard.v1.Command.update_intent:type_name -> switchyard.v1.UpdateIntent
-	26, // 24: switchyard.v1.Command.place_room:type_name -> switchyard.v1.PlaceRoom
-	27, // 25: switchyard.v1.Command.release_room:type_name -> switchyard.v1.ReleaseRoom
-	29, // 26: switchyard.v1.Command.acl_bootstrap:type_name -> switchyard.v1.AclBootstrap
-	28, // 27: switchyard.v1.Command.acl_create_token:type_name -> switchyard.v1.AclToken
-	24, // 28: switchyard.v1.Command.add_media_key:type_name -> switchyard.v1.MediaKey
-	19, // 29: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
-	5,  // 30: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
-	11, // 31: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
-	25, // 32: switchyard.v1.Result.room:type_name -> switchyard.v1.Room
-	4,  // 33: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
-	5,  // 34: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
-	6,  // 35: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
-	13, // 36: switchyard.v1.State.members:type_name -> switchyard.v1.Member
-	11, // 37: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
-	25, // 38: switchyard.v1.State.rooms:type_name -> switchyard.v1.Room
-	28, // 39: switchyard.v1.State.acl_tokens:type_name -> switchyard.v1.AclToken
-	24, // 40: switchyard.v1.State.media_keys:type_name -> switchyard.v1.MediaKey
-	28, // 41: switchyard.v1.AclBootstrap.token:type_name -> switchyard.v1.AclToken
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	18, // 24: switchyard.v1.Command.refuse_allocation:type_name -> switchyard.v1.Refusal
+	27, // 25: switchyard.v1.Command.place_room:type_name -> switchyard.v1.PlaceRoom
+	28, // 26: switchyard.v1.Command.release_room:type_name -> switchyard.v1.ReleaseRoom
+	30, // 27: switchyard.v1.Command.acl_bootstrap:type_name -> switchyard.v1.AclBootstrap
+	29, // 28: switchyard.v1.Command.acl_create_token:type_name -> switchyard.v1.AclToken
+	25, // 29: switchyard.v1.Command.add_media_key:type_name -> switchyard.v1.MediaKey
+	20, // 30: switchyard.v1.Envelope.batch:type_name -> switchyard.v1.Batch
+	5,  // 31: switchyard.v1.Result.allocation:type_name -> switchyard.v1.Allocation
+	11, // 32: switchyard.v1.Result.intent:type_name -> switchyard.v1.ProvisionIntent
+	26, // 33: switchyard.v1.Result.room:type_name -> switchyard.v1.Room
+	4,  // 34: switchyard.v1.State.servers:type_name -> switchyard.v1.Server
+	5,  // 35: switchyard.v1.State.allocations:type_name -> switchyard.v1.Allocation
+	6,  // 36: switchyard.v1.State.policy:type_name -> switchyard.v1.Policy
+	13, // 37: switchyard.v1.State.members:type_name -> switchyard.v1.Member
+	11, // 38: switchyard.v1.State.intents:type_name -> switchyard.v1.ProvisionIntent
+	18, // 39: switchyard.v1.State.refusals:type_name -> switchyard.v1.Refusal
+	26, // 40: switchyard.v1.State.rooms:type_name -> switchyard.v1.Room
+	29, // 41: switchyard.v1.State.acl_tokens:type_name -> switchyard.v1.AclToken
+	25, // 42: switchyard.v1.State.media_keys:type_name -> switchyard.v1.MediaKey
+	29, // 43: switchyard.v1.AclBootstrap.token:type_name -> switchyard.v1.AclToken
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_fsm_proto_init() }
@@ -3025,7 +3163,7 @@ func file_switchyard_v1_fsm_proto_init() {
 	if File_switchyard_v1_fsm_proto != nil {
 		return
 	}
-	file_switchyard_v1_fsm_proto_msgTypes[16].OneofWrappers = []any{
+	file_switchyard_v1_fsm_proto_msgTypes[17].OneofWrappers = []any{
 		(*Command_RegisterServer)(nil),
 		(*Command_DeregisterServer)(nil),
 		(*Command_SetServerState)(nil),
@@ -3038,6 +3176,7 @@ func file_switchyard_v1_fsm_proto_init() {
 		(*Command_InitCluster)(nil),
 		(*Command_CreateIntent)(nil),
 		(*Command_UpdateIntent)(nil),
+		(*Command_RefuseAllocation)(nil),
 		(*Command_PlaceRoom)(nil),
 		(*Command_ReleaseRoom)(nil),
 		(*Command_AclBootstrap)(nil),
@@ -3051,7 +3190,7 @@ func file_switchyard_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_fsm_proto_rawDesc), len(file_switchyard_v1_fsm_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -310,6 +311,24 @@ func (c *Cluster) WaitConverged(timeout time.Duration) string {
 		return nil
 	})
 	return hash
+}
+
+// WaitFeature waits until every running node's state machine records
+// every running node as understanding feature (cluster.Features), so the
+// leader uses it.
+func (c *Cluster) WaitFeature(feature string, timeout time.Duration) {
+	c.t.Helper()
+	Eventually(c.t, timeout, func() error {
+		for _, nd := range c.Running() {
+			for _, m := range c.Running() {
+				rec, ok := nd.Agent.Node.FSM().Member(m.ID)
+				if !ok || !slices.Contains(rec.GetFeatures(), feature) {
+					return fmt.Errorf("%s does not record %s as understanding %s", nd.ID, m.ID, feature)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // Context returns a context that ends after d or when the test ends.

@@ -1,0 +1,69 @@
+package cluster_test
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/internal/testcluster"
+)
+
+// A request refused for want of capacity stays refused, with the same
+// answer, when a copy of it comes back after the capacity was freed: the
+// leader committed the refusal, every replica holds it, and a new request
+// id is granted as usual.
+func TestCommittedRefusalHoldsForLaterCopies(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{NoQUIC: true})
+	cl := c.Client()
+	ctx := testcluster.Context(t, 60*time.Second)
+	c.WaitFeature(cluster.FeatureCommittedRefusals, 30*time.Second)
+	// The members' list says so too.
+	ms, err := cl.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if !slices.Contains(m.Features, cluster.FeatureCommittedRefusals) {
+			t.Fatalf("member %s lists features %v", m.ID, m.Features)
+		}
+	}
+	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "fill", Room: "a", Units: 2}); err != nil {
+		t.Fatal(err)
+	}
+	_, first := cl.Allocate(ctx, api.AllocateRequest{RequestID: "late", Room: "b", Units: 1})
+	if !errors.Is(first, fsm.ErrCapacity) {
+		t.Fatalf("allocation on a full fleet: %v, want insufficient capacity", first)
+	}
+	for _, nd := range c.Running() {
+		testcluster.Eventually(t, 10*time.Second, func() error {
+			if _, ok := nd.Agent.Node.FSM().RefusalByRequest("late"); !ok {
+				return fmt.Errorf("%s holds no refusal of request late", nd.ID)
+			}
+			return nil
+		})
+	}
+	if _, err := cl.Release(ctx, "fill"); err != nil {
+		t.Fatal(err)
+	}
+	// The capacity is free: the same request id is refused as before, on
+	// every agent (the SDK spreads its calls over them); a new id is granted.
+	for _, addr := range c.Addrs() {
+		one := api.NewClient(addr)
+		_, err := one.Allocate(ctx, api.AllocateRequest{RequestID: "late", Room: "b", Units: 1})
+		if !errors.Is(err, fsm.ErrCapacity) || err.Error() != first.Error() {
+			t.Fatalf("copy of the refused request via %s: %v, want the first answer %v", addr, err, first)
+		}
+	}
+	if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "new", Room: "b", Units: 1}); err != nil {
+		t.Fatalf("new request id: %v", err)
+	}
+	c.WaitConverged(30 * time.Second)
+}

@@ -1,0 +1,144 @@
+package fsm
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchyard/switchyard/errcode"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+// Committed refusals. A momentary refusal (errcode.Entry.Momentary: no free
+// capacity, the server not active) depends on the moment it was decided; a
+// copy of the same request that reaches the leader later could be granted
+// after the caller was told no. The leader therefore commits such a
+// refusal (a RefuseAllocation command, or an allocate decision with
+// record_refusal that the hard limits refuse), and from then on every copy
+// of the request id gets the same answer, for RefusalRetention of leader
+// time.
+
+const (
+	// RefusalRetention is how long a committed refusal answers later
+	// copies of its request id.
+	RefusalRetention = time.Minute
+	// MaxRefusals bounds the refusals kept; beyond it the oldest are
+	// forgotten first (a flood of refused requests cannot grow the state
+	// without bound: ~200 B each).
+	MaxRefusals = 100_000
+)
+
+// refusals holds the committed refusals by request id and in the order
+// they were made (leader time never goes backwards in the state, so that
+// order is also their expiry order).
+type refusals struct {
+	byID  map[string]*fsmpb.Refusal
+	order []*fsmpb.Refusal // oldest first; order[head:] are live
+	head  int
+}
+
+func (r *refusals) get(id string) (*fsmpb.Refusal, bool) {
+	v, ok := r.byID[id]
+	return v, ok
+}
+
+func (r *refusals) add(v *fsmpb.Refusal) {
+	if r.byID == nil {
+		r.byID = map[string]*fsmpb.Refusal{}
+	}
+	r.byID[v.RequestId] = v
+	r.order = append(r.order, v)
+	for len(r.byID) > MaxRefusals {
+		r.dropOldest()
+	}
+}
+
+func (r *refusals) dropOldest() {
+	v := r.order[r.head]
+	r.order[r.head] = nil
+	r.head++
+	delete(r.byID, v.RequestId)
+	if r.head > len(r.order)/2 && r.head > 1024 {
+		r.order = append([]*fsmpb.Refusal(nil), r.order[r.head:]...)
+		r.head = 0
+	}
+}
+
+// expire forgets the refusals made RefusalRetention or more before now.
+func (r *refusals) expire(now int64) {
+	for r.head < len(r.order) && r.order[r.head].RefusedAtUnixMs+RefusalRetention.Milliseconds() <= now {
+		r.dropOldest()
+	}
+	if r.head == len(r.order) {
+		r.order, r.head = nil, 0
+	}
+}
+
+// refusalErr is the answer a committed refusal gives every copy of its
+// request.
+func refusalErr(v *fsmpb.Refusal) error {
+	return errcode.FromCode(v.GetErrorCode(), v.GetErrorMessage())
+}
+
+// refuse applies a RefuseAllocation command: the leader found no place for
+// the request. A request id already granted keeps its grant, one already
+// refused its first refusal; a code that is not momentary is invalid (only
+// those refusals need committing) and records nothing.
+func (s *state) refuse(now int64, v *fsmpb.Refusal) (*fsmpb.Allocation, bool, error) {
+	if v.GetRequestId() == "" {
+		return nil, false, errorf(ErrInvalid, "request id is required")
+	}
+	if id, ok := s.byRequest[v.GetRequestId()]; ok {
+		return proto.Clone(s.allocations[id]).(*fsmpb.Allocation), true, nil
+	}
+	if old, ok := s.refused.get(v.GetRequestId()); ok {
+		return nil, true, refusalErr(old)
+	}
+	if !errcode.Momentary(v.GetErrorCode()) {
+		return nil, false, errorf(ErrInvalid, "a committed refusal needs a momentary code, not %q", v.GetErrorCode())
+	}
+	s.recordRefusal(now, v.GetRequestId(), v.GetErrorCode(), v.GetErrorMessage())
+	return nil, false, errcode.FromCode(v.GetErrorCode(), v.GetErrorMessage())
+}
+
+// recordRefusal commits a momentary refusal of requestID at now. Messages
+// are stored as given (the leader built them from capped inputs).
+func (s *state) recordRefusal(now int64, requestID, code, msg string) {
+	s.refused.add(&fsmpb.Refusal{RequestId: requestID, ErrorCode: code, ErrorMessage: msg, RefusedAtUnixMs: now})
+}
+
+func (s *state) exportRefusals(st *fsmpb.State) {
+	for _, v := range s.refused.order[s.refused.head:] {
+		st.Refusals = append(st.Refusals, proto.Clone(v).(*fsmpb.Refusal))
+	}
+}
+
+func (s *state) importRefusals(st *fsmpb.State) {
+	for _, v := range st.GetRefusals() {
+		s.refused.add(proto.Clone(v).(*fsmpb.Refusal))
+	}
+}
+
+// validateRefusals checks a snapshot's refusals: at most MaxRefusals, each
+// with a request id no allocation and no other refusal has, a momentary
+// code, oldest first. granted holds the allocations' request ids.
+func validateRefusals(st *fsmpb.State, granted map[string]bool) error {
+	rs := st.GetRefusals()
+	if len(rs) > MaxRefusals {
+		return errorf(ErrInvalid, "snapshot: %d refusals, at most %d are kept", len(rs), MaxRefusals)
+	}
+	seen := make(map[string]bool, len(rs))
+	for i, v := range rs {
+		if v.GetRequestId() == "" || seen[v.GetRequestId()] || granted[v.GetRequestId()] {
+			return errorf(ErrInvalid, "snapshot: refusal %d has an empty, repeated or granted request id %q", i, v.GetRequestId())
+		}
+		seen[v.GetRequestId()] = true
+		if !errcode.Momentary(v.GetErrorCode()) {
+			return errorf(ErrInvalid, "snapshot: refusal of %q has code %q, not a momentary one", v.GetRequestId(), v.GetErrorCode())
+		}
+		if i > 0 && v.GetRefusedAtUnixMs() < rs[i-1].GetRefusedAtUnixMs() {
+			return errorf(ErrInvalid, "snapshot: refusals are not oldest first at %q", v.GetRequestId())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,149 @@
+package fsm_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
+)
+
+func refuse(req, code, msg string) *fsmpb.Command {
+	return &fsmpb.Command{Cmd: &fsmpb.Command_RefuseAllocation{RefuseAllocation: &fsmpb.Refusal{RequestId: req, ErrorCode: code, ErrorMessage: msg}}}
+}
+
+func allocRecording(req, room, server string, units int64) *fsmpb.Command {
+	c := alloc(req, room, server, units)
+	c.GetAllocate().RecordRefusal = true
+	return c
+}
+
+// A committed refusal answers every later copy of its request id the same
+// way, even once the capacity it lacked is free, until it expires.
+func TestCommittedRefusalAnswersLaterCopies(t *testing.T) {
+	cases := []struct {
+		name    string
+		refusal *fsmpb.Command // refuses r2 while s1 is full
+		code    string
+	}{
+		{"leader refusal", refuse("r2", "insufficient_capacity", "no server has 5 free units"), "insufficient_capacity"},
+		{"hard limit in Apply", allocRecording("r2", "room", "s1", 5), "insufficient_capacity"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newApplier(t)
+			a.apply(register("s1", 10))
+			if _, err := a.one(alloc("r1", "room", "s1", 8)); err != nil {
+				t.Fatal(err)
+			}
+			r, err := a.one(tc.refusal)
+			if !errors.Is(err, fsm.ErrCapacity) || r.ErrorCode != tc.code || r.Duplicate {
+				t.Fatalf("refusal: %+v, %v", r, err)
+			}
+			first := r.ErrorMessage
+			if _, err := a.one(release("r1")); err != nil {
+				t.Fatal(err)
+			}
+			// The capacity is free now; the same request id is still refused,
+			// with the first answer, as a duplicate; a new id is granted.
+			for _, c := range []*fsmpb.Command{alloc("r2", "room", "s1", 5), refuse("r2", "insufficient_capacity", "other words")} {
+				r, err = a.one(c)
+				if !errors.Is(err, fsm.ErrCapacity) || r.ErrorMessage != first || !r.Duplicate || r.Allocation != nil {
+					t.Fatalf("later copy: %+v, %v; want the first refusal %q as a duplicate", r, err, first)
+				}
+			}
+			if _, err := a.one(alloc("r3", "room", "s1", 5)); err != nil {
+				t.Fatalf("new request id: %v", err)
+			}
+			// A snapshot keeps the refusal.
+			g := fsm.New()
+			snapshotInto(t, a.f, g)
+			if a.f.Hash() != g.Hash() {
+				t.Fatal("restored state hashes differently")
+			}
+			if _, ok := g.RefusalByRequest("r2"); !ok {
+				t.Fatal("snapshot lost the refusal")
+			}
+			// Expire forgets it after RefusalRetention of leader time.
+			expire := &fsmpb.Command{Cmd: &fsmpb.Command_Expire{Expire: true}}
+			a.apply(expire)
+			if _, ok := a.f.RefusalByRequest("r2"); !ok {
+				t.Fatal("refusal forgotten early")
+			}
+			a.now += fsm.RefusalRetention.Milliseconds()
+			a.apply(expire)
+			if _, ok := a.f.RefusalByRequest("r2"); ok {
+				t.Fatal("refusal kept past its retention")
+			}
+			if _, err := a.one(alloc("r2", "room", "s1", 2)); err != nil {
+				t.Fatalf("after the retention the request id is new again: %v", err)
+			}
+		})
+	}
+}
+
+func TestRefuseAllocation(t *testing.T) {
+	a := newApplier(t)
+	a.apply(register("s1", 10))
+	if _, err := a.one(alloc("granted", "room", "s1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	h0 := a.f.Hash()
+	cases := []struct {
+		name    string
+		cmd     *fsmpb.Command
+		wantErr error
+		dup     bool
+		changes bool
+	}{
+		{"no request id", refuse("", "insufficient_capacity", "x"), fsm.ErrInvalid, false, false},
+		{"not momentary", refuse("r", "invalid_argument", "x"), fsm.ErrInvalid, false, false},
+		{"unknown code", refuse("r", "made_up", "x"), fsm.ErrInvalid, false, false},
+		{"already granted", refuse("granted", "insufficient_capacity", "x"), nil, true, false},
+		{"unrecorded refusal in Apply", alloc("over", "room", "s1", 50), fsm.ErrCapacity, false, false},
+		{"server not active", refuse("r", "server_not_active", "server s1 is draining"), fsm.ErrServerNotActive, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := a.one(tc.cmd)
+			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) || r.Duplicate != tc.dup {
+				t.Fatalf("got %+v, %v; want %v, duplicate %v", r, err, tc.wantErr, tc.dup)
+			}
+			if h := a.f.Hash(); (h != h0) != tc.changes {
+				t.Fatalf("state changed: %v, want %v", h != h0, tc.changes)
+			}
+		})
+	}
+}
+
+// At most MaxRefusals are kept, oldest forgotten first.
+func TestRefusalsAreCapped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("applies MaxRefusals commands")
+	}
+	a := newApplier(t)
+	const batch = 1000
+	for i := 0; i < fsm.MaxRefusals+batch; i += batch {
+		cmds := make([]*fsmpb.Command, batch)
+		for j := range cmds {
+			cmds[j] = refuse(refusalID(i+j), "insufficient_capacity", "full")
+		}
+		a.apply(cmds...)
+	}
+	if _, ok := a.f.RefusalByRequest(refusalID(batch - 1)); ok {
+		t.Fatal("the oldest refusals are still kept beyond the cap")
+	}
+	for _, i := range []int{batch, fsm.MaxRefusals + batch - 1} {
+		if _, ok := a.f.RefusalByRequest(refusalID(i)); !ok {
+			t.Fatalf("refusal %d forgotten", i)
+		}
+	}
+	g := fsm.New()
+	snapshotInto(t, a.f, g)
+	if err := fsm.ValidateState(g.Export()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func refusalID(i int) string { return fmt.Sprintf("q%d", i) }
