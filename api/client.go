@@ -236,7 +236,7 @@ func (c *Client) doAfter(ctx context.Context, method, path string, body []byte, 
 		}
 		if !IsRetryable(last) {
 			var ae *APIError
-			if unanswered && errors.As(last, &ae) && errcode.Momentary(ae.Body.Code) {
+			if unanswered && errors.As(last, &ae) && errcode.Unsettling(ae.Body.Code, ae.Body.Committed) {
 				return unsettled(ae)
 			}
 			return last

@@ -78,6 +78,10 @@ type Error struct {
 	Code      string `json:"code"`
 	Retryable bool   `json:"retryable"`
 	Leader    string `json:"leader,omitempty"`
+	// Committed: the refusal was committed under the request id, so every
+	// copy of the request gets it; it settles the request even after an
+	// attempt that went unanswered.
+	Committed bool `json:"committed,omitempty"`
 }
 
 // PeerInfo is what an agent tells a node that is bootstrapping or joining

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
@@ -53,9 +55,11 @@ func closedPort(t *testing.T) string {
 // the request and said nothing), the SDK reports the outcome unknown
 // (retryable: ask again with the same request id); after a connection
 // that was refused, or with no earlier attempt, the refusal stands.
+// The cluster here announces no features, as a release before committed
+// refusals did (see TestCommittedRefusalAfterUnansweredAttempt).
 func TestMomentaryRefusalAfterUnansweredAttempt(t *testing.T) {
-	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true})
-	agent := c.Nodes[0].Cfg.HTTPAddr
+	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true, Mutate: func(_ int, c *agent.Config) { c.Features = []string{} }})
+	addr := c.Nodes[0].Cfg.HTTPAddr
 	ctx := testcluster.Context(t, time.Minute)
 	if _, err := c.Client().RegisterServer(ctx, api.RegisterServerRequest{ID: "s1", Capacity: 1}); err != nil {
 		t.Fatal(err)
@@ -66,9 +70,9 @@ func TestMomentaryRefusalAfterUnansweredAttempt(t *testing.T) {
 		settled  bool
 		attempts int64
 	}{
-		{"no earlier attempt", []string{agent}, true, 1},
-		{"after a refused connection", []string{closedPort(t), agent}, true, 2},
-		{"after an unanswered attempt", []string{silentAgent(t), agent}, false, 2},
+		{"no earlier attempt", []string{addr}, true, 1},
+		{"after a refused connection", []string{closedPort(t), addr}, true, 2},
+		{"after an unanswered attempt", []string{silentAgent(t), addr}, false, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := api.NewClient(tc.addrs...)
@@ -92,5 +96,27 @@ func TestMomentaryRefusalAfterUnansweredAttempt(t *testing.T) {
 				t.Fatalf("got %q (retryable %v): %v, want an unknown outcome naming the refusal", ae.Body.Code, api.IsRetryable(err), err)
 			}
 		})
+	}
+}
+
+// TestCommittedRefusalAfterUnansweredAttempt: a refusal the leader
+// committed under the request id is what every copy of the request gets,
+// so it settles the request even after an unanswered attempt, and says so.
+func TestCommittedRefusalAfterUnansweredAttempt(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true})
+	c.WaitFeature(cluster.FeatureCommittedRefusals, 30*time.Second)
+	ctx := testcluster.Context(t, time.Minute)
+	if _, err := c.Client().RegisterServer(ctx, api.RegisterServerRequest{ID: "s1", Capacity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cl := api.NewClient(silentAgent(t), c.Nodes[0].Cfg.HTTPAddr)
+	cl.AttemptTimeout = 300 * time.Millisecond
+	_, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "r1", Room: "room", Units: 2})
+	var ae *api.APIError
+	if n := cl.Attempts.Load(); n < 2 || !errors.As(err, &ae) {
+		t.Fatalf("%d attempts, %v; want an agent's answer after an unanswered attempt", n, err)
+	}
+	if ae.Body.Code != "insufficient_capacity" || !ae.Body.Committed || api.IsRetryable(err) {
+		t.Fatalf("got %q (committed %v, retryable %v): %v, want the committed refusal", ae.Body.Code, ae.Body.Committed, api.IsRetryable(err), err)
 	}
 }

@@ -120,7 +120,7 @@ func (w *workload) call(ctx context.Context, f func(context.Context, *api.Client
 			err = &api.APIError{Status: 503, Body: api.Error{Error: "attempt timed out: " + err.Error(), Code: "unknown_outcome", Retryable: true}}
 		}
 		var ae *api.APIError
-		if err != nil && !api.IsRetryable(err) && unanswered && errors.As(err, &ae) && errcode.Momentary(ae.Body.Code) {
+		if err != nil && !api.IsRetryable(err) && unanswered && errors.As(err, &ae) && errcode.Unsettling(ae.Body.Code, ae.Body.Committed) {
 			return errcode.Unsettled(ae.Body.Error)
 		}
 		if err == nil || !api.IsRetryable(err) {

@@ -97,7 +97,10 @@ func (n *Node) announceLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	self := &fsmpb.Member{Id: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, QuicAddr: n.cfg.QUICAddr, Features: Features()}
+	self := &fsmpb.Member{Id: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, QuicAddr: n.cfg.QUICAddr, Features: n.cfg.Features}
+	if self.Features == nil {
+		self.Features = Features()
+	}
 	for {
 		select {
 		case <-n.ctx.Done():

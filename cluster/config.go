@@ -21,6 +21,10 @@ type Config struct {
 	// FSM's member table) so they can forward requests here.
 	HTTPAddr string
 	QUICAddr string
+	// Features are what this node announces in its member entry; nil
+	// means Features(). An empty list makes the node look like a release
+	// without them, so the leader uses none (tests of mixed releases).
+	Features []string
 	// BootstrapExpect is the number of nodes that bootstrap a new cluster
 	// together. 0 means "only join an existing cluster".
 	BootstrapExpect int

@@ -115,7 +115,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		}
 		// Refused before: the same answer (refusals.go).
 		if rf, ok := n.fsm.RefusalByRequest(r.RequestID); ok {
-			res := &fsmpb.Result{ErrorCode: rf.ErrorCode, ErrorMessage: rf.ErrorMessage, Duplicate: true}
+			res := &fsmpb.Result{ErrorCode: rf.ErrorCode, ErrorMessage: rf.ErrorMessage, Duplicate: true, RefusalCommitted: true}
 			n.m.countAllocation(opResult{res: res})
 			o.done <- opResult{res: res}
 			continue

@@ -140,6 +140,13 @@ func OutcomeUnknown(code string) bool {
 	return code == "unknown_outcome" || code == "leadership_lost"
 }
 
+// Unsettling reports whether a refusal with code, after an earlier
+// attempt of the same request went unanswered, must be answered as
+// Unsettled: it is momentary and was not committed (Committed).
+func Unsettling(code string, committed bool) bool {
+	return Momentary(code) && !committed
+}
+
 // Unsettled is the answer to give instead of the momentary refusal msg
 // when an earlier attempt of the same request went unanswered (it timed
 // out, or its connection failed after it was sent): that copy may still
@@ -148,6 +155,23 @@ func OutcomeUnknown(code string) bool {
 // the outcome by sending the request again with the same request id.
 func Unsettled(msg string) error {
 	return fmt.Errorf("%w: refused (%s), but an earlier attempt of this request went unanswered and may still be granted; send it again with the same request id to learn the outcome", ErrUnknownOutcome, msg)
+}
+
+// Committed marks err, a momentary refusal, as committed by the leader
+// under its request id (fsm.Refusal): every copy of the request gets the
+// same answer, so it settles the request even after an unanswered
+// attempt. The wire carries the mark (the HTTP error's `committed`, the
+// QUIC response's `committed`).
+func Committed(err error) error { return &committedError{err} }
+
+type committedError struct{ error }
+
+func (e *committedError) Unwrap() error { return e.error }
+
+// IsCommitted reports whether err carries Committed's mark.
+func IsCommitted(err error) bool {
+	var c *committedError
+	return errors.As(err, &c)
 }
 
 // Internal is the code of an error that wraps no sentinel: a bug or an

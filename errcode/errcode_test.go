@@ -71,4 +71,22 @@ func TestMomentary(t *testing.T) {
 	if err := errcode.Unsettled("no server has 2 free units"); !errcode.Retryable(err) || errcode.Code(err) != "unknown_outcome" {
 		t.Fatalf("Unsettled: %v (code %q)", err, errcode.Code(err))
 	}
+	for _, tc := range []struct {
+		code      string
+		committed bool
+		want      bool
+	}{
+		{"insufficient_capacity", false, true},
+		{"insufficient_capacity", true, false},
+		{"server_not_active", false, true},
+		{"invalid_argument", false, false},
+	} {
+		if got := errcode.Unsettling(tc.code, tc.committed); got != tc.want {
+			t.Errorf("Unsettling(%q, %v) = %v, want %v", tc.code, tc.committed, got, tc.want)
+		}
+	}
+	c := fmt.Errorf("refused: %w", errcode.Committed(errcode.FromCode("insufficient_capacity", "full")))
+	if !errcode.IsCommitted(c) || errcode.Code(c) != "insufficient_capacity" || errcode.IsCommitted(errcode.ErrCapacity) {
+		t.Fatalf("Committed: %v (code %q, committed %v)", c, errcode.Code(c), errcode.IsCommitted(c))
+	}
 }

@@ -417,7 +417,11 @@ func ResultError(r *fsmpb.Result) error {
 	if r.GetErrorCode() == "" && r.GetErrorMessage() == "" {
 		return nil
 	}
-	return errcode.FromCode(r.GetErrorCode(), r.GetErrorMessage())
+	err := errcode.FromCode(r.GetErrorCode(), r.GetErrorMessage())
+	if r.GetRefusalCommitted() {
+		return errcode.Committed(err)
+	}
+	return err
 }
 
 // ValidateState checks that a state offered for restore is self-consistent:

@@ -42,6 +42,11 @@ func (r *refusals) get(id string) (*fsmpb.Refusal, bool) {
 	return v, ok
 }
 
+func (r *refusals) has(id string) bool {
+	_, ok := r.byID[id]
+	return ok
+}
+
 func (r *refusals) add(v *fsmpb.Refusal) {
 	if r.byID == nil {
 		r.byID = map[string]*fsmpb.Refusal{}

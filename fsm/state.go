@@ -74,6 +74,7 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 		err = s.setServerState(now, v.SetServerState)
 	case *fsmpb.Command_Allocate:
 		res.Allocation, res.Duplicate, err = s.allocate(index, pos, now, v.Allocate)
+		res.RefusalCommitted = err != nil && s.refused.has(v.Allocate.GetRequestId())
 	case *fsmpb.Command_Release:
 		res.Allocation, err = s.release(now, v.Release.GetId())
 	case *fsmpb.Command_SetPolicy:
@@ -94,6 +95,7 @@ func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb
 		res.Room, err = s.releaseRoom(now, v.ReleaseRoom)
 	case *fsmpb.Command_RefuseAllocation:
 		res.Allocation, res.Duplicate, err = s.refuse(now, v.RefuseAllocation) // refusals.go
+		res.RefusalCommitted = err != nil && s.refused.has(v.RefuseAllocation.GetRequestId())
 	case *fsmpb.Command_AclBootstrap, *fsmpb.Command_AclCreateToken, *fsmpb.Command_AclRevokeToken, *fsmpb.Command_AddMediaKey:
 		_, err = s.applyACL(now, c) // acl.go
 	default:

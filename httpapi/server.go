@@ -418,7 +418,7 @@ func (s *Handler) errorFor(err error) (int, *api.Error) {
 		s.log.Error("request failed", "err", err)
 		return http.StatusInternalServerError, e
 	}
-	e.Code, e.Retryable = ent.Code, ent.Retryable
+	e.Code, e.Retryable, e.Committed = ent.Code, ent.Retryable, errcode.IsCommitted(err)
 	return ent.HTTPStatus, e
 }
 

@@ -29,7 +29,7 @@ func unsettledError(e *api.Error) *api.Error {
 // settleItem is the answer to give instead of r, one result of a batch
 // with an unanswered earlier attempt; ok is false when r stands as it is.
 func settleItem(r api.BatchResult) (api.BatchResult, bool) {
-	if r.Error == nil || !errcode.Momentary(r.Error.Code) {
+	if r.Error == nil || !errcode.Unsettling(r.Error.Code, r.Error.Committed) {
 		return r, false
 	}
 	return api.BatchResult{Status: http.StatusServiceUnavailable, Error: unsettledError(r.Error)}, true
@@ -64,7 +64,7 @@ func settle(a *forwardAnswer, batch bool) *forwardAnswer {
 		return &forwardAnswer{status: a.status, header: a.header, body: b}
 	}
 	var e api.Error
-	if a.status < 400 || json.Unmarshal(a.body, &e) != nil || !errcode.Momentary(e.Code) {
+	if a.status < 400 || json.Unmarshal(a.body, &e) != nil || !errcode.Unsettling(e.Code, e.Committed) {
 		return a
 	}
 	b, err := json.Marshal(unsettledError(&e))

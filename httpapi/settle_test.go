@@ -3,18 +3,23 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/switchyard/switchyard/api"
 )
 
 // TestSettle: after an unanswered attempt, a momentary refusal (of the
-// request, or of an item of a batch) is answered as unknown_outcome; every
-// other answer passes unchanged.
+// request, or of an item of a batch) that the leader did not commit is
+// answered as unknown_outcome; every other answer passes unchanged.
 func TestSettle(t *testing.T) {
 	one := func(status int, code string) *forwardAnswer {
 		b, _ := json.Marshal(api.Error{Error: code + " message", Code: code})
 		return &forwardAnswer{status: status, header: http.Header{}, body: b}
+	}
+	committed := func(code string) *forwardAnswer {
+		b, _ := json.Marshal(api.Error{Error: code + " message", Code: code, Committed: true})
+		return &forwardAnswer{status: 409, header: http.Header{}, body: b}
 	}
 	batch := func(codes ...string) *forwardAnswer {
 		var res api.BatchAllocateResponse
@@ -23,7 +28,8 @@ func TestSettle(t *testing.T) {
 				res.Results = append(res.Results, api.BatchResult{Status: 201, Allocation: &api.Allocation{ID: "a1"}})
 				continue
 			}
-			res.Results = append(res.Results, api.BatchResult{Status: 409, Error: &api.Error{Error: c + " message", Code: c}})
+			code, isCommitted := strings.CutSuffix(c, "+committed")
+			res.Results = append(res.Results, api.BatchResult{Status: 409, Error: &api.Error{Error: code + " message", Code: code, Committed: isCommitted}})
 		}
 		b, _ := json.Marshal(res)
 		return &forwardAnswer{status: http.StatusOK, header: http.Header{}, body: b}
@@ -60,6 +66,8 @@ func TestSettle(t *testing.T) {
 		{"grant stands", &forwardAnswer{status: 201, body: []byte(`{"id":"a1"}`)}, false, 201, []string{""}},
 		{"batch items", batch("", "insufficient_capacity", "invalid_argument"), true, 200, []string{"", "unknown_outcome", "invalid_argument"}},
 		{"batch refused whole", one(403, "permission_denied"), true, 403, []string{"permission_denied"}},
+		{"committed refusal stands", committed("insufficient_capacity"), false, 409, []string{"insufficient_capacity"}},
+		{"committed batch item stands", batch("insufficient_capacity+committed", "server_not_active"), true, 200, []string{"insufficient_capacity", "unknown_outcome"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := settle(tc.in, tc.batch)

@@ -157,7 +157,7 @@ func (p *peers) relay(ctx context.Context, req *transportpb.Request) (*transport
 	if err != nil {
 		return nil, err
 	}
-	if st.Unanswered && errcode.Momentary(resp.GetErrorCode()) {
+	if st.Unanswered && errcode.Unsettling(resp.GetErrorCode(), resp.GetCommitted()) {
 		// An earlier attempt went unanswered and may still be granted:
 		// the refusal does not settle the request.
 		return nil, errcode.Unsettled(resp.GetErrorMessage())

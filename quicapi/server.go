@@ -551,7 +551,7 @@ func (s *Server) errResponse(err error) *transportpb.Response {
 		s.log.Error("quic request failed", "err", err)
 		return r
 	}
-	r.ErrorCode, r.Retryable = ent.Code, ent.Retryable
+	r.ErrorCode, r.Retryable, r.Committed = ent.Code, ent.Retryable, errcode.IsCommitted(err)
 	return r
 }
 

@@ -25,6 +25,9 @@ type Error struct {
 	Retryable bool
 	// Leader is the leader's id as the answering agent knew it.
 	Leader string
+	// Committed: a refusal the leader committed under the request id
+	// (errcode.Committed).
+	Committed bool
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -389,7 +392,7 @@ func (c *Client) do(ctx context.Context, req *transportpb.Request) (*transportpb
 		}
 		var e *Error
 		if errors.As(err, &e) && !e.Retryable {
-			if unanswered && errcode.Momentary(e.Code) {
+			if unanswered && errcode.Unsettling(e.Code, e.Committed) {
 				return nil, errcode.Unsettled(e.Message)
 			}
 			return nil, err
@@ -418,7 +421,7 @@ func (c *Client) doOn(ctx context.Context, conn *quic.Conn, req *transportpb.Req
 		return nil, fmt.Errorf("%w: %v", errcode.ErrUnknownOutcome, err)
 	}
 	if resp.GetErrorCode() != "" {
-		return resp, &Error{Code: resp.GetErrorCode(), Message: resp.GetErrorMessage(), Retryable: resp.GetRetryable(), Leader: resp.GetLeader()}
+		return resp, &Error{Code: resp.GetErrorCode(), Message: resp.GetErrorMessage(), Retryable: resp.GetRetryable(), Leader: resp.GetLeader(), Committed: resp.GetCommitted()}
 	}
 	return resp, nil
 }

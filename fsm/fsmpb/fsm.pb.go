@@ -2113,9 +2113,12 @@ type Result struct {
 	// The intent created or updated by create_intent / update_intent.
 	Intent *ProvisionIntent `protobuf:"bytes,5,opt,name=intent,proto3" json:"intent,omitempty"`
 	// The room record after place_room / release_room.
-	Room          *Room `protobuf:"bytes,20,opt,name=room,proto3" json:"room,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Room *Room `protobuf:"bytes,20,opt,name=room,proto3" json:"room,omitempty"`
+	// refusal_committed: the error is a committed refusal (see Refusal);
+	// every copy of the request id gets it.
+	RefusalCommitted bool `protobuf:"varint,6,opt,name=refusal_committed,json=refusalCommitted,proto3" json:"refusal_committed,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
@@ -2188,6 +2191,13 @@ func (x *Result) GetRoom() *Room {
 		return x.Room
 	}
 	return nil
+}
+
+func (x *Result) GetRefusalCommitted() bool {
+	if x != nil {
+		return x.RefusalCommitted
+	}
+	return false
 }
 
 // State is the whole FSM, with every collection sorted by id so that equal
@@ -2967,7 +2977,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\vnow_unix_ms\x18\x02 \x01(\x03R\tnowUnixMs\x12*\n" +
 	"\x05batch\x18\x03 \x01(\v2\x14.switchyard.v1.BatchR\x05batch\x12\x16\n" +
 	"\x06origin\x18\x04 \x01(\tR\x06origin\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\x86\x02\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xb3\x02\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x01 \x01(\tR\terrorCode\x12#\n" +
@@ -2977,7 +2987,8 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"allocation\x12\x1c\n" +
 	"\tduplicate\x18\x04 \x01(\bR\tduplicate\x126\n" +
 	"\x06intent\x18\x05 \x01(\v2\x1e.switchyard.v1.ProvisionIntentR\x06intent\x12'\n" +
-	"\x04room\x18\x14 \x01(\v2\x13.switchyard.v1.RoomR\x04room\"\x92\x05\n" +
+	"\x04room\x18\x14 \x01(\v2\x13.switchyard.v1.RoomR\x04room\x12+\n" +
+	"\x11refusal_committed\x18\x06 \x01(\bR\x10refusalCommitted\"\x92\x05\n" +
 	"\x05State\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +

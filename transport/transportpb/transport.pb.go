@@ -672,13 +672,17 @@ type Response struct {
 	// Empty on success; otherwise a stable code (fsm.Code or the cluster
 	// codes not_leader, no_leader, leadership_lost, unknown_outcome,
 	// shutdown, plus transport's timeout and internal).
-	ErrorCode     string            `protobuf:"bytes,1,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	ErrorMessage  string            `protobuf:"bytes,2,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
-	Retryable     bool              `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
-	Leader        string            `protobuf:"bytes,4,opt,name=leader,proto3" json:"leader,omitempty"`
-	Server        *fsmpb.Server     `protobuf:"bytes,5,opt,name=server,proto3" json:"server,omitempty"`
-	Allocation    *fsmpb.Allocation `protobuf:"bytes,6,opt,name=allocation,proto3" json:"allocation,omitempty"`
-	Duplicate     bool              `protobuf:"varint,7,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	ErrorCode    string            `protobuf:"bytes,1,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage string            `protobuf:"bytes,2,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	Retryable    bool              `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	Leader       string            `protobuf:"bytes,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	Server       *fsmpb.Server     `protobuf:"bytes,5,opt,name=server,proto3" json:"server,omitempty"`
+	Allocation   *fsmpb.Allocation `protobuf:"bytes,6,opt,name=allocation,proto3" json:"allocation,omitempty"`
+	Duplicate    bool              `protobuf:"varint,7,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// committed: the error is a refusal the leader committed under the
+	// request id; every copy of the request gets it, so it settles the
+	// request even after an attempt that went unanswered.
+	Committed     bool `protobuf:"varint,8,opt,name=committed,proto3" json:"committed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -762,6 +766,13 @@ func (x *Response) GetDuplicate() bool {
 	return false
 }
 
+func (x *Response) GetCommitted() bool {
+	if x != nil {
+		return x.Committed
+	}
+	return false
+}
+
 var File_switchyard_v1_transport_proto protoreflect.FileDescriptor
 
 const file_switchyard_v1_transport_proto_rawDesc = "" +
@@ -817,7 +828,7 @@ const file_switchyard_v1_transport_proto_rawDesc = "" +
 	"\arelease\x18\x04 \x01(\v2\x1d.switchyard.v1.ReleaseRequestH\x00R\arelease\x123\n" +
 	"\x05drain\x18\x05 \x01(\v2\x1b.switchyard.v1.DrainRequestH\x00R\x05drain\x12!\n" +
 	"\fforwarded_by\x18\x0f \x01(\tR\vforwardedByB\x06\n" +
-	"\x04body\"\x8c\x02\n" +
+	"\x04body\"\xaa\x02\n" +
 	"\bResponse\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x01 \x01(\tR\terrorCode\x12#\n" +
@@ -828,7 +839,8 @@ const file_switchyard_v1_transport_proto_rawDesc = "" +
 	"\n" +
 	"allocation\x18\x06 \x01(\v2\x19.switchyard.v1.AllocationR\n" +
 	"allocation\x12\x1c\n" +
-	"\tduplicate\x18\a \x01(\bR\tduplicateB8Z6github.com/switchyard/switchyard/transport/transportpbb\x06proto3"
+	"\tduplicate\x18\a \x01(\bR\tduplicate\x12\x1c\n" +
+	"\tcommitted\x18\b \x01(\bR\tcommittedB8Z6github.com/switchyard/switchyard/transport/transportpbb\x06proto3"
 
 var (
 	file_switchyard_v1_transport_proto_rawDescOnce sync.Once
