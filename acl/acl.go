@@ -15,8 +15,10 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/fsm"
@@ -110,15 +112,36 @@ type Principal struct {
 // Anonymous is the principal of a request without credentials.
 var Anonymous = Principal{Kind: "anonymous"}
 
-// String names the principal for logs (never a secret).
+// String names the principal for logs and error messages (never a
+// secret). Names come from certificates and tokens that clients present,
+// so every field is escaped by logName: a name cannot end the line or
+// forge the rest of it.
 func (p Principal) String() string {
 	switch p.Kind {
 	case "token":
-		return fmt.Sprintf("token %s (%s, %q)", p.ID, p.Role, p.Description)
+		return fmt.Sprintf("token %s (%s, %q)", logName(p.ID), logName(p.Role), p.Description)
 	case "cert":
-		return fmt.Sprintf("certificate %s (%s)", p.ID, p.Role)
+		return fmt.Sprintf("certificate %s (%s)", logName(p.ID), logName(p.Role))
 	}
 	return "anonymous"
+}
+
+// logName returns s unchanged when it is a plain name (valid UTF-8,
+// printable, no spaces, quotes or backslashes), and otherwise as a Go
+// quoted string, whose escapes (\n, \x1b, \u202e, ...) keep control
+// characters, line breaks, invalid UTF-8 and invisible formatting out of
+// the output. Quoting names that hold a space, a quote or a backslash too
+// keeps an escaped name from passing for a plain one.
+func logName(s string) string {
+	if s == "" || !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if !strconv.IsPrint(r) || r == ' ' || r == '"' || r == '\\' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // Authorize reports whether p may perform an operation needing perm. For

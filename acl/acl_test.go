@@ -95,3 +95,42 @@ func FuzzParseBearer(f *testing.F) {
 		}
 	})
 }
+
+// TestPrincipalStringEscapesNames: names taken from certificates and
+// tokens reach logs and error messages through String; plain names stay
+// as they are, anything that could break or forge a line is escaped.
+func TestPrincipalStringEscapesNames(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    acl.Principal
+		want string
+	}{
+		{"plain certificate", acl.Principal{Kind: "cert", ID: "m1", Role: "media"}, "certificate m1 (media)"},
+		{"dotted name", acl.Principal{Kind: "cert", ID: "media-7.eu_west", Role: "agent"}, "certificate media-7.eu_west (agent)"},
+		{"non-ASCII letters", acl.Principal{Kind: "cert", ID: "nœud-é", Role: "agent"}, "certificate nœud-é (agent)"},
+		{"plain token", acl.Principal{Kind: "token", ID: "a1b2", Role: "reader", Description: "ci"}, `token a1b2 (reader, "ci")`},
+		{"newline forging a log line", acl.Principal{Kind: "cert", ID: "m1\nlevel=INFO msg=\"login ok\"", Role: "media"},
+			`certificate "m1\nlevel=INFO msg=\"login ok\"" (media)`},
+		{"carriage return", acl.Principal{Kind: "cert", ID: "m1\r", Role: "media"}, `certificate "m1\r" (media)`},
+		{"terminal escape", acl.Principal{Kind: "cert", ID: "\x1b[2Jm1", Role: "media"}, `certificate "\x1b[2Jm1" (media)`},
+		{"NUL", acl.Principal{Kind: "cert", ID: "m1\x00", Role: "media"}, `certificate "m1\x00" (media)`},
+		{"right-to-left override", acl.Principal{Kind: "cert", ID: "m1\u202eevil", Role: "media"}, `certificate "m1\u202eevil" (media)`},
+		{"invalid UTF-8", acl.Principal{Kind: "cert", ID: "m1\xff", Role: "media"}, `certificate "m1\xff" (media)`},
+		{"space", acl.Principal{Kind: "cert", ID: "m1 (agent)", Role: "media"}, `certificate "m1 (agent)" (media)`},
+		{"looks escaped", acl.Principal{Kind: "cert", ID: `"m1\n"`, Role: "media"}, `certificate "\"m1\\n\"" (media)`},
+		{"empty name", acl.Principal{Kind: "cert", ID: "", Role: "agent"}, `certificate "" (agent)`},
+		{"role escaped too", acl.Principal{Kind: "cert", ID: "m1", Role: "media\nx"}, `certificate m1 ("media\nx")`},
+		{"token id and description", acl.Principal{Kind: "token", ID: "t\n1", Role: "reader", Description: "a\nb"}, `token "t\n1" (reader, "a\nb")`},
+		{"anonymous", acl.Anonymous, "anonymous"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.p.String()
+			if got != tc.want {
+				t.Fatalf("String() = %s, want %s", got, tc.want)
+			}
+			if strings.ContainsAny(got, "\n\r\x00\x1b\u202e") {
+				t.Fatalf("String() = %q keeps a control character", got)
+			}
+		})
+	}
+}

@@ -1,15 +1,20 @@
 package deploy_test
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -140,6 +145,128 @@ func hostPort(addr string) string {
 	return p
 }
 
+// composeServices are the compose file's services besides the init
+// container certs; agents have a data volume.
+var composeServices = map[string]struct{ agent bool }{
+	"n1": {true}, "n2": {true}, "n3": {true}, "m1": {false}, "m2": {false},
+}
+
+// checkCertMounts checks what each container of the project can read of
+// the TLS material in certs (the host directory the init container
+// writes): only the init container mounts the directory, with the CA key;
+// every agent and media container has exactly three read-only bind
+// mounts, ca.pem and its own certificate and key under /certs, besides an
+// agent's data volume. It also lists /certs as each container sees it
+// (the images have no shell: docker cp reads it), which must hold those
+// three files and nothing else.
+func checkCertMounts(ctx context.Context, t *testing.T, project, certs string) {
+	t.Helper()
+	resolve := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return filepath.Clean(p)
+	}
+	certs = resolve(certs)
+	out, err := dockerCmd(ctx, "ps", "-aq", "--filter", "label=com.docker.compose.project="+project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := strings.Fields(out)
+	if len(ids) == 0 {
+		t.Fatalf("no containers in project %s", project)
+	}
+	out, err = dockerCmd(ctx, append([]string{"inspect"}, ids...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var containers []struct {
+		ID     string
+		Config struct{ Labels map[string]string }
+		Mounts []struct {
+			Type, Source, Destination string
+			RW                        bool
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &containers); err != nil {
+		t.Fatalf("docker inspect: %v\n%s", err, out)
+	}
+	seen := map[string]bool{}
+	for _, c := range containers {
+		svc := c.Config.Labels["com.docker.compose.service"]
+		seen[svc] = true
+		if svc == "certs" {
+			continue
+		}
+		kind, ok := composeServices[svc]
+		if !ok {
+			t.Errorf("container %.12s of unexpected service %q", c.ID, svc)
+			continue
+		}
+		// host file → where the container sees it
+		want := map[string]string{
+			filepath.Join(certs, "ca.pem"):       "/certs/ca.pem",
+			filepath.Join(certs, svc+".pem"):     "/certs/" + svc + ".pem",
+			filepath.Join(certs, svc+"-key.pem"): "/certs/" + svc + "-key.pem",
+		}
+		for _, m := range c.Mounts {
+			if m.Type == "volume" && kind.agent && m.Destination == "/data" {
+				continue
+			}
+			src := resolve(m.Source)
+			dst, ok := want[src]
+			switch {
+			case m.Type != "bind" || !ok:
+				t.Errorf("%s mounts %s %s at %s: only ca.pem, %s.pem and %s-key.pem of %s may be mounted", svc, m.Type, m.Source, m.Destination, svc, svc, certs)
+			case dst != m.Destination:
+				t.Errorf("%s mounts %s at %s, want %s", svc, m.Source, m.Destination, dst)
+			case m.RW:
+				t.Errorf("%s mounts %s read-write", svc, m.Source)
+			}
+			delete(want, src)
+		}
+		for src := range want {
+			t.Errorf("%s does not mount %s", svc, src)
+		}
+		// What the container itself finds in /certs.
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		tarball, err := exec.CommandContext(cctx, "docker", "cp", c.ID+":/certs", "-").Output()
+		cancel()
+		if err != nil {
+			t.Errorf("%s: docker cp %s:/certs: %v", svc, c.ID, err)
+			continue
+		}
+		var files []string
+		tr := tar.NewReader(bytes.NewReader(tarball))
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Errorf("%s: reading docker cp's archive: %v", svc, err)
+				}
+				break
+			}
+			if h.Typeflag != tar.TypeDir {
+				files = append(files, h.Name)
+			}
+		}
+		slices.Sort(files)
+		wantFiles := []string{"certs/" + svc + "-key.pem", "certs/" + svc + ".pem", "certs/ca.pem"}
+		slices.Sort(wantFiles)
+		if !slices.Equal(files, wantFiles) {
+			t.Errorf("%s sees %v in /certs, want %v", svc, files, wantFiles)
+		}
+	}
+	for svc := range composeServices {
+		if !seen[svc] {
+			t.Errorf("no container of service %s", svc)
+		}
+	}
+	if !seen["certs"] {
+		t.Errorf("no container of the init service certs")
+	}
+}
+
 // TestComposeFailover brings deploy/compose up from the FROM-scratch image
 // (built here from the static binary and the project's Dockerfile), waits
 // for a leader and both media nodes, allocates, kills the leader's
@@ -266,6 +393,7 @@ func TestComposeFailover(t *testing.T) {
 		}
 		return nil
 	})
+	checkCertMounts(ctx, t, project, certs)
 	a1, err := all.Allocate(ctx, api.AllocateRequest{RequestID: "compose-1", Room: "demo", Units: 2})
 	if err != nil {
 		t.Fatalf("allocate: %v", err)
