@@ -77,8 +77,11 @@ type k8sContainer struct {
 	LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
 	ReadinessProbe *k8sProbe `yaml:"readinessProbe"`
 	VolumeMounts   []struct {
-		Name      string `yaml:"name"`
-		MountPath string `yaml:"mountPath"`
+		Name        string `yaml:"name"`
+		MountPath   string `yaml:"mountPath"`
+		SubPath     string `yaml:"subPath"`
+		SubPathExpr string `yaml:"subPathExpr"`
+		ReadOnly    bool   `yaml:"readOnly"`
 	} `yaml:"volumeMounts"`
 }
 
@@ -243,18 +246,41 @@ func TestK8sManifests(t *testing.T) {
 				t.Errorf("%s: --%s=%q: want a file of the certs volume", where, f, vals[f])
 			}
 		}
-		mounted := false
+		// Each TLS file is one file of the right Secret, mounted read-only
+		// by itself; the certificate and key are the pod's own (named
+		// after it), and no mount exposes the whole Secret, which holds
+		// every sibling's key.
+		secretVol := map[string]string{}
+		for _, v := range o.Spec.Template.Spec.Volumes {
+			if v.Secret != nil {
+				secretVol[v.Name] = v.Secret.SecretName
+			}
+		}
 		for _, vm := range c.VolumeMounts {
-			if vm.MountPath == "/certs" {
-				for _, v := range o.Spec.Template.Spec.Volumes {
-					if v.Name == vm.Name && v.Secret != nil && v.Secret.SecretName == secretOf[c.Args[0]] {
-						mounted = true
-					}
+			if secretVol[vm.Name] != "" && vm.SubPath == "" && vm.SubPathExpr == "" {
+				t.Errorf("%s: %s mounts the whole Secret %s (every pod's key)", where, vm.MountPath, secretVol[vm.Name])
+			}
+			for _, m := range varRef.FindAllStringSubmatch(vm.SubPathExpr, -1) {
+				if !env[m[1]] {
+					t.Errorf("%s: subPathExpr %q uses $(%s), which the container's env does not set", where, vm.SubPathExpr, m[1])
 				}
 			}
 		}
-		if !mounted {
-			t.Errorf("%s: /certs is not the Secret %s", where, secretOf[c.Args[0]])
+		for f, want := range map[string]string{"tls-ca": "ca.pem", "tls-cert": "$(POD_NAME).pem", "tls-key": "$(POD_NAME)-key.pem"} {
+			found := false
+			for _, vm := range c.VolumeMounts {
+				if vm.MountPath != vals[f] {
+					continue
+				}
+				found = true
+				if got := vm.SubPath + vm.SubPathExpr; got != want || secretVol[vm.Name] != secretOf[c.Args[0]] || !vm.ReadOnly {
+					t.Errorf("%s: --%s=%s is %q of volume %s (Secret %q, read-only %v); want %q of the Secret %s, read-only",
+						where, f, vals[f], got, vm.Name, secretVol[vm.Name], vm.ReadOnly, want, secretOf[c.Args[0]])
+				}
+			}
+			if !found {
+				t.Errorf("%s: --%s=%s is not a mounted file", where, f, vals[f])
+			}
 		}
 		// The probes hit the port the HTTP listener is on.
 		port := vals["http-addr"][strings.LastIndex(vals["http-addr"], ":")+1:]
@@ -400,9 +426,6 @@ func TestK8sManifests(t *testing.T) {
 	if mc.Args[0] != "media" || mv["capacity"] == "" || mv["id"] != "$(POD_NAME)" {
 		t.Errorf("media container: args %v", mc.Args)
 	}
-	if mv["tls-cert"] != "/certs/$(POD_NAME).pem" || mv["tls-key"] != "/certs/$(POD_NAME)-key.pem" {
-		t.Errorf("media --tls-cert=%s --tls-key=%s: want the certificate named after the pod (its server id)", mv["tls-cert"], mv["tls-key"])
-	}
 	mediaHeadless := false
 	for _, s := range byKind["Service"] {
 		if s.Metadata.Name != ms.Spec.ServiceName {
@@ -435,9 +458,27 @@ func TestK8sManifests(t *testing.T) {
 	if out, err := exec.Command(bin, "tls", "init", "--out", certs, "--names", "switchyard-0", "--media", "switchyard-media-0").CombinedOutput(); err != nil {
 		t.Fatalf("tls init: %v\n%s", err, out)
 	}
+	// The container's files under /certs, as its mounts give them.
+	mounted := filepath.Join(dir, "mounted")
+	if err := os.MkdirAll(mounted, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range ac.VolumeMounts {
+		rel, ok := strings.CutPrefix(vm.MountPath, "/certs/")
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(certs, strings.ReplaceAll(vm.SubPath+vm.SubPathExpr, "$(POD_NAME)", "switchyard-0")))
+		if err != nil {
+			t.Fatalf("mount %s: %v", vm.MountPath, err)
+		}
+		if err := os.WriteFile(filepath.Join(mounted, rel), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	httpAddr := ports.Free(t, "tcp")
 	joins := []string{httpAddr, ports.Free(t, "tcp"), ports.Free(t, "tcp")}
-	repl := strings.NewReplacer("$(POD_NAME)", "switchyard-0", "/certs/", certs+"/", "=/data", "="+filepath.Join(dir, "data"),
+	repl := strings.NewReplacer("$(POD_NAME)", "switchyard-0", "/certs/", mounted+"/", "=/data", "="+filepath.Join(dir, "data"),
 		"$(SELF):7301", ports.Free(t, "tcp"), "$(SELF):7501", httpAddr, "$(SELF):7601", ports.Free(t, "udp"),
 		av["join"], strings.Join(joins, ","))
 	args := make([]string, len(ac.Args))
