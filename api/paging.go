@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // MaxPageLimit caps ?limit= on list endpoints.
@@ -26,8 +27,8 @@ const (
 )
 
 // PageOptions selects one page of a list (GET /v1/servers,
-// /v1/allocations, /v1/rooms, /v1/acl/tokens). Items come ordered by
-// their key: the id, or the name for rooms.
+// /v1/allocations, /v1/rooms, /v1/acl/tokens, /v1/provisioning/intents).
+// Items come ordered by their key: the id, or the name for rooms.
 type PageOptions struct {
 	// Limit is the most items the page holds, 1 to MaxPageLimit; 0 asks
 	// for every item after After in one answer.
@@ -164,17 +165,55 @@ func All[T any](ctx context.Context, pageSize int, page func(context.Context, Pa
 	return out, total, nil
 }
 
+// Server states, as Server.State names them and ServerListOptions.States
+// filters by them.
+const (
+	ServerActive   = "active"
+	ServerDraining = "draining"
+	ServerDown     = "down"
+)
+
+// ServerListOptions filters the server list.
+type ServerListOptions struct {
+	// Stale answers from the contacted agent's replica, not the leader.
+	Stale bool
+	// States, when not empty, keeps only the servers in one of these
+	// states (ServerActive, ServerDraining, ServerDown); the agent
+	// refuses an unknown state with ErrInvalid. Page.Total then counts
+	// the servers that match.
+	States []string
+}
+
+// values is o as the query of GET /v1/servers.
+func (o ServerListOptions) values() url.Values {
+	q := staleValues(o.Stale)
+	if len(o.States) > 0 {
+		q.Set("state", strings.Join(o.States, ","))
+	}
+	return q
+}
+
 // ServersPage reads one page of the registered media servers, each with
 // the load it last reported as the answering agent holds it (stale: from
 // the contacted agent's replica, not the leader).
 func (c *Client) ServersPage(ctx context.Context, stale bool, p PageOptions) (Page[ServerWithLoad], error) {
-	return listPage[ServerWithLoad](ctx, c, "/v1/servers", staleValues(stale), p)
+	return c.FilteredServersPage(ctx, ServerListOptions{Stale: stale}, p)
+}
+
+// FilteredServersPage is ServersPage for the servers matching o.
+func (c *Client) FilteredServersPage(ctx context.Context, o ServerListOptions, p PageOptions) (Page[ServerWithLoad], error) {
+	return listPage[ServerWithLoad](ctx, c, "/v1/servers", o.values(), p)
 }
 
 // ServersRawPage is ServersPage with each server as a raw JSON object
 // (keeping any field the agent adds that this package does not know).
 func (c *Client) ServersRawPage(ctx context.Context, stale bool, p PageOptions) (Page[map[string]any], error) {
-	return listPage[map[string]any](ctx, c, "/v1/servers", staleValues(stale), p)
+	return c.FilteredServersRawPage(ctx, ServerListOptions{Stale: stale}, p)
+}
+
+// FilteredServersRawPage is ServersRawPage for the servers matching o.
+func (c *Client) FilteredServersRawPage(ctx context.Context, o ServerListOptions, p PageOptions) (Page[map[string]any], error) {
+	return listPage[map[string]any](ctx, c, "/v1/servers", o.values(), p)
 }
 
 // AllocationsPage reads one page of the allocations matching o.
@@ -190,6 +229,12 @@ func (c *Client) RoomsPage(ctx context.Context, server string, stale bool, p Pag
 		q.Set("server", server)
 	}
 	return listPage[Room](ctx, c, "/v1/rooms", q, p)
+}
+
+// IntentsPage reads one page of the provisioning intents, ordered by id
+// (stale: from the contacted agent's replica, not the leader).
+func (c *Client) IntentsPage(ctx context.Context, stale bool, p PageOptions) (Page[Intent], error) {
+	return listPage[Intent](ctx, c, "/v1/provisioning/intents", staleValues(stale), p)
 }
 
 // ACLTokensPage reads one page of the ACL tokens (never their secrets).
@@ -212,6 +257,27 @@ func (c *Client) ServerPages(stale bool) func(context.Context, PageOptions) (Pag
 func (c *Client) ServerRawPages(stale bool) func(context.Context, PageOptions) (Page[map[string]any], error) {
 	return func(ctx context.Context, p PageOptions) (Page[map[string]any], error) {
 		return c.ServersRawPage(ctx, stale, p)
+	}
+}
+
+// FilteredServerPages returns FilteredServersPage with o bound.
+func (c *Client) FilteredServerPages(o ServerListOptions) func(context.Context, PageOptions) (Page[ServerWithLoad], error) {
+	return func(ctx context.Context, p PageOptions) (Page[ServerWithLoad], error) {
+		return c.FilteredServersPage(ctx, o, p)
+	}
+}
+
+// FilteredServerRawPages returns FilteredServersRawPage with o bound.
+func (c *Client) FilteredServerRawPages(o ServerListOptions) func(context.Context, PageOptions) (Page[map[string]any], error) {
+	return func(ctx context.Context, p PageOptions) (Page[map[string]any], error) {
+		return c.FilteredServersRawPage(ctx, o, p)
+	}
+}
+
+// IntentPages returns IntentsPage with stale bound.
+func (c *Client) IntentPages(stale bool) func(context.Context, PageOptions) (Page[Intent], error) {
+	return func(ctx context.Context, p PageOptions) (Page[Intent], error) {
+		return c.IntentsPage(ctx, stale, p)
 	}
 }
 

@@ -1,16 +1,20 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/errcode"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/pki"
 )
@@ -85,6 +89,18 @@ func TestListPages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Draining servers for the state filter: every fourth.
+	var draining int
+	for i := 0; i < servers; i += 4 {
+		if _, err := op.DrainServer(ctx, fmt.Sprintf("s%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+		draining++
+	}
+	// Provisioning intents, put into the state through a snapshot (no
+	// provider runs in this cluster).
+	const intents = 6
+	addIntents(t, ctx, op, intents)
 	c.WaitConverged(30 * time.Second)
 
 	rd := c.Client().WithTLS(tc).WithToken(reader.Secret)
@@ -104,6 +120,18 @@ func TestListPages(t *testing.T) {
 			oracleOf(func(ctx context.Context) ([]api.ServerWithLoad, error) { return rd.ServersWithLoad(ctx, false) }, serverID), servers},
 		{"servers, stale, from a follower", keysOf(follower.ServerPages(true), serverID),
 			oracleOf(func(ctx context.Context) ([]api.ServerWithLoad, error) { return follower.ServersWithLoad(ctx, true) }, serverID), servers},
+		{"draining servers", keysOf(rd.FilteredServerPages(api.ServerListOptions{States: []string{api.ServerDraining}}), serverID),
+			oracleOf(func(ctx context.Context) ([]api.ServerWithLoad, error) {
+				return inStates(rd.ServersWithLoad(ctx, false))(api.ServerDraining)
+			}, serverID), draining},
+		{"active or down servers, raw, stale, from a follower", keysOf(follower.FilteredServerRawPages(api.ServerListOptions{Stale: true, States: []string{api.ServerActive, api.ServerDown}}), func(m map[string]any) string { return m["id"].(string) }),
+			oracleOf(func(ctx context.Context) ([]api.ServerWithLoad, error) {
+				return inStates(follower.ServersWithLoad(ctx, true))(api.ServerActive, api.ServerDown)
+			}, serverID), servers - draining},
+		{"intents", keysOf(rd.IntentPages(false), func(it api.Intent) string { return it.ID }),
+			oracleOf(func(ctx context.Context) ([]api.Intent, error) { return rd.Intents(ctx, false) }, func(it api.Intent) string { return it.ID }), intents},
+		{"intents, stale, from a follower", keysOf(follower.IntentPages(true), func(it api.Intent) string { return it.ID }),
+			oracleOf(func(ctx context.Context) ([]api.Intent, error) { return follower.Intents(ctx, true) }, func(it api.Intent) string { return it.ID }), intents},
 		{"allocations", keysOf(rd.AllocationPages(api.AllocationListOptions{}), allocID),
 			oracleOf(func(ctx context.Context) ([]api.Allocation, error) {
 				return rd.Allocations(ctx, api.AllocationListOptions{})
@@ -188,6 +216,13 @@ func TestListPages(t *testing.T) {
 		})
 	}
 
+	t.Run("an unknown server state is refused", func(t *testing.T) {
+		_, err := rd.FilteredServersPage(ctx, api.ServerListOptions{States: []string{"sleeping"}}, api.PageOptions{})
+		if !errors.Is(err, errcode.ErrInvalid) || !strings.Contains(err.Error(), "active, draining, down") {
+			t.Fatalf("state sleeping: %v", err)
+		}
+	})
+
 	t.Run("a reader may not list tokens", func(t *testing.T) {
 		if _, err := rd.ACLTokensPage(ctx, api.PageOptions{Limit: 1}); !errors.Is(err, errcode.ErrPermissionDenied) {
 			t.Fatalf("reader listing tokens: %v", err)
@@ -265,5 +300,45 @@ func TestPagesStops(t *testing.T) {
 	}
 	if _, _, err := api.All(ctx, 10, failing); !errors.Is(err, errcode.ErrNoLeader) {
 		t.Fatalf("All over a failing list: %v", err)
+	}
+}
+
+// inStates returns a filter of the servers a one-answer list returned:
+// those in one of the states given.
+func inStates(all []api.ServerWithLoad, err error) func(states ...string) ([]api.ServerWithLoad, error) {
+	return func(states ...string) ([]api.ServerWithLoad, error) {
+		var out []api.ServerWithLoad
+		for _, s := range all {
+			if slices.Contains(states, s.State) {
+				out = append(out, s)
+			}
+		}
+		return out, err
+	}
+}
+
+// addIntents adds n final provisioning intents (i00, i01, ...) to the
+// cluster's state by restoring a snapshot of it that holds them.
+func addIntents(t *testing.T, ctx context.Context, op *api.Client, n int) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := op.SaveSnapshot(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	st, err := fsm.ReadState(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	for i := range n {
+		st.Intents = append(st.Intents, &fsmpb.ProvisionIntent{Id: fmt.Sprintf("i%02d", i), Kind: fsmpb.IntentKind_INTENT_KIND_PROVISION,
+			State: fsmpb.IntentState_INTENT_STATE_DONE, ServerId: fmt.Sprintf("p%02d", i), Units: 10, CreatedAtUnixMs: now, UpdatedAtUnixMs: now})
+	}
+	buf.Reset()
+	if err := fsm.WriteState(&buf, st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.RestoreSnapshot(ctx, buf.Bytes(), false); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -146,7 +146,8 @@ func (c *Client) ValidatePolicy(ctx context.Context, p Policy) (ValidateResult, 
 	return out, c.do(ctx, "POST", "/v1/policy/validate", mustJSON(p), &out)
 }
 
-// Intents lists provisioning intents.
+// Intents lists provisioning intents, ordered by id (all of them in one
+// answer; see IntentsPage and Pages to read them a page at a time).
 func (c *Client) Intents(ctx context.Context, stale bool) ([]Intent, error) {
 	var out []Intent
 	return out, c.do(ctx, "GET", "/v1/provisioning/intents"+staleQuery(stale), nil, &out)

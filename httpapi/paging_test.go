@@ -1,14 +1,19 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
@@ -82,4 +87,178 @@ func TestListPaging(t *testing.T) {
 			}
 		})
 	}
+}
+
+// restoreFixture replaces the cluster's state with a snapshot of it that
+// also holds the servers and intents given, so that a test has servers in
+// every state and final intents without driving a failure detector or a
+// provider.
+func restoreFixture(t *testing.T, ctx context.Context, cl *api.Client, servers []*fsmpb.Server, intents []*fsmpb.ProvisionIntent) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := cl.SaveSnapshot(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	st, err := fsm.ReadState(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Servers = append(st.Servers, servers...)
+	st.Intents = append(st.Intents, intents...)
+	buf.Reset()
+	if err := fsm.WriteState(&buf, st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.RestoreSnapshot(ctx, buf.Bytes(), false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServerStateFilterAndIntentPages: GET /v1/servers?state= keeps the
+// servers in the states named (one, a comma-separated list, or the
+// parameter repeated) before paging, X-Total-Count counts those, from the
+// leader (through a follower) and from a follower's replica (stale);
+// GET /v1/provisioning/intents pages like every list. Bad input (an
+// unknown state, a bad limit) is refused with 400 invalid_argument and a
+// message naming what is accepted.
+func TestServerStateFilterAndIntentPages(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{NoQUIC: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c.WaitLeader(30 * time.Second)
+	cl := c.Client()
+	now := time.Now().UnixMilli()
+	states := []fsmpb.ServerState{fsmpb.ServerState_SERVER_STATE_ACTIVE, fsmpb.ServerState_SERVER_STATE_DRAINING,
+		fsmpb.ServerState_SERVER_STATE_DOWN, fsmpb.ServerState_SERVER_STATE_ACTIVE}
+	byState := map[string][]string{}
+	var servers []*fsmpb.Server
+	for i := range 14 {
+		s := &fsmpb.Server{Id: fmt.Sprintf("s%02d", i), CapacityUnits: 10, State: states[i%len(states)], RegisteredAtUnixMs: now, StateChangedAtUnixMs: now}
+		servers = append(servers, s)
+		byState[fsm.StateName(s.State)] = append(byState[fsm.StateName(s.State)], s.Id)
+	}
+	var intents []*fsmpb.ProvisionIntent
+	var intentIDs []string
+	for i := range 7 {
+		it := &fsmpb.ProvisionIntent{Id: fmt.Sprintf("i%02d", i), Kind: fsmpb.IntentKind_INTENT_KIND_PROVISION, State: fsmpb.IntentState_INTENT_STATE_DONE,
+			ServerId: fmt.Sprintf("p%02d", i), Units: 10, CreatedAtUnixMs: now, UpdatedAtUnixMs: now}
+		if i%3 == 0 {
+			it.Kind, it.State, it.Error = fsmpb.IntentKind_INTENT_KIND_DEPROVISION, fsmpb.IntentState_INTENT_STATE_FAILED, "provider exited 1"
+		}
+		intents = append(intents, it)
+		intentIDs = append(intentIDs, it.Id)
+	}
+	restoreFixture(t, ctx, cl, servers, intents)
+	c.WaitConverged(30 * time.Second)
+
+	base := "http://" + c.Followers()[0].Cfg.HTTPAddr
+	get := func(path string) (int, http.Header, []map[string]any, api.Error) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, "GET", base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var items []map[string]any
+		var e api.Error
+		if resp.StatusCode == 200 {
+			err = json.NewDecoder(resp.Body).Decode(&items)
+		} else {
+			err = json.NewDecoder(resp.Body).Decode(&e)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, resp.Header, items, e
+	}
+	concat := func(lists ...[]string) []string { return slices.Sorted(slices.Values(slices.Concat(lists...))) }
+
+	t.Run("pages", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			path  string // without limit and after
+			limit int
+			want  []string // ids, in order, over every page
+			state string   // the state every item has ("" any)
+		}{
+			{"intents", "/v1/provisioning/intents?", 3, intentIDs, ""},
+			{"intents in one page", "/v1/provisioning/intents?", 0, intentIDs, ""},
+			{"intents, stale", "/v1/provisioning/intents?stale=true&", 2, intentIDs, ""},
+			{"draining servers", "/v1/servers?state=draining&", 2, byState["draining"], "draining"},
+			{"down servers, stale", "/v1/servers?stale=true&state=down&", 2, byState["down"], "down"},
+			{"active servers", "/v1/servers?state=active&", 4, byState["active"], "active"},
+			{"two states, comma-separated", "/v1/servers?state=down,draining&", 3, concat(byState["down"], byState["draining"]), ""},
+			{"two states, repeated", "/v1/servers?state=active&state=down&", 5, concat(byState["active"], byState["down"]), ""},
+			{"every state", "/v1/servers?state=active,draining,down&", 5, concat(byState["active"], byState["draining"], byState["down"]), ""},
+			{"no filter", "/v1/servers?", 5, concat(byState["active"], byState["draining"], byState["down"]), ""},
+			{"empty filter", "/v1/servers?state=&", 5, concat(byState["active"], byState["draining"], byState["down"]), ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				var got []string
+				after := ""
+				for pages := 0; ; pages++ {
+					if pages > len(tc.want) {
+						t.Fatalf("more pages than items: %v", got)
+					}
+					path := tc.path + "after=" + after
+					if tc.limit > 0 {
+						path += fmt.Sprintf("&limit=%d", tc.limit)
+					}
+					code, h, items, e := get(path)
+					if code != 200 || h.Get(api.TotalCountHeader) != fmt.Sprint(len(tc.want)) {
+						t.Fatalf("%s: %d %+v, total %q, want %d", path, code, e, h.Get(api.TotalCountHeader), len(tc.want))
+					}
+					if tc.limit > 0 && len(items) > tc.limit {
+						t.Fatalf("%s: %d items", path, len(items))
+					}
+					for _, it := range items {
+						if tc.state != "" && it["state"] != tc.state {
+							t.Fatalf("%s: %v", path, it)
+						}
+						got = append(got, it["id"].(string))
+					}
+					if after = h.Get(api.NextCursorHeader); after == "" {
+						break
+					}
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Fatalf("pages hold %v, want %v", got, tc.want)
+				}
+			})
+		}
+	})
+
+	t.Run("refused", func(t *testing.T) {
+		for _, tc := range []struct {
+			path string
+			msg  []string // what the message must name
+		}{
+			{"/v1/servers?state=sleeping", []string{`"sleeping"`, "active, draining, down"}},
+			{"/v1/servers?state=Active", []string{`"Active"`, "active, draining, down"}},
+			{"/v1/servers?state=active,", []string{`""`, "active, draining, down"}},
+			{"/v1/servers?state=active&state=unknown", []string{`"unknown"`}},
+			{"/v1/servers?stale=true&state=gone", []string{`"gone"`}},
+			{"/v1/servers?state=active&limit=0", []string{"limit", "10000"}},
+			{"/v1/provisioning/intents?limit=0", []string{"limit", "10000"}},
+			{"/v1/provisioning/intents?limit=x", []string{"limit", `"x"`}},
+			{"/v1/provisioning/intents?limit=-1", []string{"limit"}},
+			{fmt.Sprintf("/v1/provisioning/intents?stale=true&limit=%d", api.MaxPageLimit+1), []string{"limit"}},
+		} {
+			t.Run(tc.path, func(t *testing.T) {
+				code, h, _, e := get(tc.path)
+				if code != 400 || e.Code != "invalid_argument" || h.Get(api.TotalCountHeader) != "" {
+					t.Fatalf("%d %+v (total %q), want 400 %s", code, e, h.Get(api.TotalCountHeader), "invalid_argument")
+				}
+				for _, m := range tc.msg {
+					if !strings.Contains(e.Error, m) {
+						t.Fatalf("message %q does not name %s", e.Error, m)
+					}
+				}
+			})
+		}
+	})
 }

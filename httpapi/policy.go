@@ -68,10 +68,13 @@ func (s *Handler) validatePolicy(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, api.ValidateResult{Valid: true, Strategy: p.Strategy})
 }
 
+// listIntents answers the provisioning intents ordered by id, paged like
+// every list (paging.go).
 func (s *Handler) listIntents(w http.ResponseWriter, r *http.Request) {
-	out := []api.Intent{}
-	for _, it := range s.st.Intents() {
-		out = append(out, IntentFromPB(it))
+	its, err := page(w, r, s.st.Intents(), (*fsmpb.ProvisionIntent).GetId)
+	if err != nil {
+		s.fail(w, err)
+		return
 	}
-	writeJSON(w, 200, out)
+	writeJSONList(w, its, func(it *fsmpb.ProvisionIntent) any { return IntentFromPB(it) })
 }

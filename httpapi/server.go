@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -488,8 +489,20 @@ func (s *Handler) transfer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]string{"previous_leader": old, "requested": t.ID})
 }
 
+// listServers answers the servers ordered by id, those in the states
+// ?state= names when it is given (see serverStateFilter), paged like
+// every list (paging.go): X-Total-Count counts the servers that match.
 func (s *Handler) listServers(w http.ResponseWriter, r *http.Request) {
-	servers, err := page(w, r, s.st.Servers(), (*fsmpb.Server).GetId)
+	keep, err := serverStateFilter(r.URL.Query()["state"])
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	all := s.st.Servers()
+	if keep != nil {
+		all = slices.DeleteFunc(all, func(v *fsmpb.Server) bool { return !keep[v.GetState()] })
+	}
+	servers, err := page(w, r, all, (*fsmpb.Server).GetId)
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -3,7 +3,8 @@
 // outside code, nothing fetched from elsewhere) that read the agent's own
 // JSON API: they poll /v1/overview (every member's status and counters)
 // and the page of /v1/servers (with load) the server table shows, 50
-// servers a request, and follow /v1/watch (servers, allocations, intents,
+// servers a request (those in one state when the table's state filter is
+// set: ?state=), and follow /v1/watch (servers, allocations, intents,
 // the policy, rooms) as Server-Sent Events for the totals. When the agent
 // knows no leader the page says so and shows the agent's local replica
 // (?stale=true).

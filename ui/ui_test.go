@@ -261,6 +261,7 @@ func TestDashboardChromium(t *testing.T) {
 	})
 	screenshot(t, ctx, "dashboard.png")
 	checkServerPages(t, ctx, cl)
+	checkStateFilter(t, ctx, cl)
 
 	// Update latency: a new allocation committed → shown.
 	t1 := time.Now()
@@ -366,4 +367,68 @@ func checkServerPages(t *testing.T, ctx context.Context, cl *api.Client) {
 		"#servers-shown": "showing 1–50 of " + total, "#page": "page 1 / 20", "tr[data-server='a0'] .id": "a0",
 	}, 50))
 	t.Logf("server table: %d reads of /v1/servers, each one page of 50; second page reached and left", len(reads))
+}
+
+// checkStateFilter drains three servers and checks the server table's
+// state filter: it reads the filtered pages from the API (?state=), shows
+// the filtered total, shows none for a state no server is in, and goes
+// back to every server.
+func checkStateFilter(t *testing.T, ctx context.Context, cl *api.Client) {
+	t.Helper()
+	drained := []string{"m0100", "m0200", "m0300"}
+	for _, id := range drained {
+		if _, err := cl.DrainServer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	choose := func(state string) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(
+			`(() => { const s = document.getElementById("state-filter"); s.value = %q; s.dispatchEvent(new Event("change")); return true; })()`, state))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// table returns the ids in the server table, in order.
+	table := func() ([]string, error) {
+		return chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#servers tbody tr")].map((r) => r.dataset.server)`))
+	}
+	want := func(texts map[string]string, ids []string) func() error {
+		return func() error {
+			for sel, w := range texts {
+				if got, err := text(ctx, sel); err != nil || got != w {
+					return fmt.Errorf("%s: %q (%v), want %q", sel, got, err, w)
+				}
+			}
+			got, err := table()
+			if err != nil {
+				return err
+			}
+			if ids != nil && strings.Join(got, ",") != strings.Join(ids, ",") {
+				return fmt.Errorf("server table %v, want %v", got, ids)
+			}
+			if ids == nil && len(got) != 50 {
+				return fmt.Errorf("%d rows in the server table, want 50", len(got))
+			}
+			return nil
+		}
+	}
+	choose("draining")
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"#servers-total": "3", "#servers-shown": "showing 1–3 of 3 draining", "#page": "page 1 / 1",
+	}, drained))
+	reads, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](
+		`performance.getEntriesByType("resource").map((e) => e.name).filter((n) => new URL(n).pathname === "/v1/servers" && new URL(n).searchParams.get("state") === "draining")`))
+	if err != nil || len(reads) == 0 {
+		t.Fatalf("the page's filtered reads of /v1/servers: %v %v", reads, err)
+	}
+	choose("down")
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"#servers-total": "0", "#servers-shown": "no down servers",
+	}, []string{}))
+	choose("")
+	total := strconv.Itoa(dashServers)
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"#servers-total": total, "#servers-shown": "showing 1–50 of " + total, "#page": "page 1 / 20",
+	}, nil))
+	t.Logf("server table: filtered on draining (%d reads with state=draining), on down, and back", len(reads))
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
@@ -235,6 +237,100 @@ func TestListCommandsPage(t *testing.T) {
 		if _, _, err := runCLI(t, append(bad, addr)...); err == nil || !strings.Contains(fmt.Sprintf("%T", err), "usageError") {
 			t.Fatalf("%v: %v, want a usage error", bad, err)
 		}
+	}
+
+	// `policy intents` pages like the other lists; its --json is the
+	// array the one-request list printed.
+	const intents = 5
+	addIntents(t, ctx, cl, intents)
+	its, err := cl.Intents(ctx, false)
+	if err != nil || len(its) != intents {
+		t.Fatalf("intents: %d %v", len(its), err)
+	}
+	out, _, qs = requests("/v1/provisioning/intents", "policy", "intents", "--json")
+	if out != jsonOf(its) || !slices.Equal(qs, []string{fmt.Sprint("limit=", api.DefaultPageSize)}) {
+		t.Fatalf("policy intents --json sent %v, printed:\n%s\nwant\n%s", qs, out, jsonOf(its))
+	}
+	if out, _, qs = requests("/v1/provisioning/intents", "policy", "intents", "--json", "--page-size", "2"); out != jsonOf(its) || len(qs) != 3 {
+		t.Fatalf("policy intents --json --page-size 2 (%d requests):\n%s", len(qs), out)
+	}
+	if out, _, _ = requests("/v1/provisioning/intents", "policy", "intents"); !strings.HasPrefix(out, "ID ") || strings.Count(out, "\ni0") != intents || !strings.HasSuffix(out, "\n5 intents\n") {
+		t.Fatalf("policy intents:\n%s", out)
+	}
+	out, _, qs = requests("/v1/provisioning/intents", "policy", "intents", "--limit", "3", "--page-size", "2")
+	if strings.Count(out, "\ni0") != 3 || !strings.HasSuffix(out, "\n3 of 5 intents shown; the next page: --after i02\n") || !slices.Equal(qs, []string{"limit=2", "after=i01&limit=1"}) {
+		t.Fatalf("policy intents --limit 3 sent %v, printed:\n%s", qs, out)
+	}
+	out, errOut, _ = requests("/v1/provisioning/intents", "policy", "intents", "--json", "--after", "i02")
+	if out != jsonOf(its[3:]) || errOut != "" {
+		t.Fatalf("policy intents --json --after i02: %s (stderr %q)", out, errOut)
+	}
+
+	// --state: the agent filters; the summary and the totals count the
+	// servers that match.
+	for _, id := range []string{"s01", "s05", "s09"} {
+		if _, err := cl.DrainServer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _, qs = requests("/v1/servers", "server", "list", "--state", "draining", "--page-size", "2")
+	if !strings.HasPrefix(out, "3 servers: 0 active, 3 draining, 0 down;") || strings.Count(out, "\ns") != 3 || strings.Count(out, " draining ") != 3 ||
+		!slices.Equal(qs, []string{"limit=2&state=draining", "after=s05&limit=2&state=draining"}) {
+		t.Fatalf("server list --state draining sent %v, printed:\n%s", qs, out)
+	}
+	out, errOut, _ = requests("/v1/servers", "server", "list", "--state", "draining", "--json", "--limit", "2")
+	got = nil
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 2 || got[0]["id"] != "s01" || got[1]["id"] != "s05" || got[1]["state"] != "draining" ||
+		errOut != "2 of 3 servers shown; the next page: --after s05\n" {
+		t.Fatalf("server list --state draining --json --limit 2: %v %v, stderr %q", got, err, errOut)
+	}
+	out, _, _ = requests("/v1/servers", "server", "list", "--state", "active,draining", "--summary")
+	if !strings.HasPrefix(out, "23 servers: 20 active, 3 draining, 0 down;") {
+		t.Fatalf("server list --state active,draining --summary:\n%s", out)
+	}
+	if out, _, _ = requests("/v1/servers", "server", "list", "--state", "down", "--after", "s00"); !strings.HasSuffix(out, "\n0 servers\n") {
+		t.Fatalf("server list --state down --after s00:\n%s", out)
+	}
+	// An unknown state: the agent's refusal, naming the states it takes.
+	if _, _, err := runCLI(t, "server", "list", "--state", "asleep", addr); err == nil || !strings.Contains(err.Error(), "active, draining, down") {
+		t.Fatalf("server list --state asleep: %v", err)
+	}
+	for _, bad := range [][]string{
+		{"server", "list", "--state", ","},
+		{"server", "list", "--watch", "--state", "asleep"},
+		{"policy", "intents", "--page-size", "0"},
+		{"policy", "intents", "--limit", "-2"},
+	} {
+		if _, _, err := runCLI(t, append(bad, addr)...); err == nil || !strings.Contains(fmt.Sprintf("%T", err), "usageError") {
+			t.Fatalf("%v: %v, want a usage error", bad, err)
+		}
+	}
+}
+
+// addIntents adds n final provisioning intents (i00, i01, ...) to the
+// cluster's state by restoring a snapshot of it that holds them (the test
+// clusters run no provider).
+func addIntents(t *testing.T, ctx context.Context, cl *api.Client, n int) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := cl.SaveSnapshot(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	st, err := fsm.ReadState(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	for i := range n {
+		st.Intents = append(st.Intents, &fsmpb.ProvisionIntent{Id: fmt.Sprintf("i%02d", i), Kind: fsmpb.IntentKind_INTENT_KIND_PROVISION,
+			State: fsmpb.IntentState_INTENT_STATE_DONE, ServerId: fmt.Sprintf("p%02d", i), Units: 10, CreatedAtUnixMs: now, UpdatedAtUnixMs: now})
+	}
+	buf.Reset()
+	if err := fsm.WriteState(&buf, st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.RestoreSnapshot(ctx, buf.Bytes(), false); err != nil {
+		t.Fatal(err)
 	}
 }
 

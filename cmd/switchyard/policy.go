@@ -438,30 +438,33 @@ needed.`,
 
 func newIntentsCmd() *cobra.Command {
 	f := &clientFlags{}
+	pf := &pageFlags{}
 	cmd := &cobra.Command{
 		Use:   "intents",
 		Short: "List provisioning and deprovisioning intents",
+		Long: `List provisioning and deprovisioning intents, ordered by id. The list is
+read a page at a time (--page-size intents per request); the table ends with
+the total, or, with --limit or --after, with how many of how many were shown
+and the --after that continues.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := pf.check(cmd); err != nil {
+				return err
+			}
 			c, ctx, cancel, err := f.client(cmd)
 			if err != nil {
 				return err
 			}
 			defer cancel()
-			its, err := c.Intents(ctx, false)
-			if err != nil {
-				return err
-			}
+			intentID := func(it api.Intent) string { return it.ID }
 			if f.json {
-				return printJSON(cmd.OutOrStdout(), its)
+				return printJSONPages(cmd, ctx, pf, "intents", intentID, c.IntentPages(false))
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tKIND\tSTATE\tSERVER\tUNITS\tREQUESTS\tERROR")
-			for _, it := range its {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", it.ID, it.Kind, it.State, it.ServerID, it.Units, len(it.RequestIDs), it.Error)
-			}
-			return w.Flush()
+			return printTablePages(cmd, ctx, pf, "intents", "ID\tKIND\tSTATE\tSERVER\tUNITS\tREQUESTS\tERROR", intentID, c.IntentPages(false), func(it api.Intent) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d\t%s", esc(it.ID), it.Kind, it.State, esc(it.ServerID), it.Units, len(it.RequestIDs), esc(it.Error))
+			})
 		},
 	}
 	f.register(cmd, true)
+	pf.register(cmd, "intents", "id")
 	return cmd
 }

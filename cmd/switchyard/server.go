@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -70,6 +71,7 @@ func newServerCmd() *cobra.Command {
 	lf := &clientFlags{}
 	pf := &pageFlags{}
 	var stale, watch, summaryOnly bool
+	var stateFlag string
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List media servers (a summary by state and region first)",
@@ -78,16 +80,26 @@ answering agent holds it. The list is read a page at a time (--page-size
 servers per request). Without --limit or --after the table starts with the
 summary by state and region of every server; with them it prints the servers
 asked for and ends with how many of how many were shown and the --after that
-continues (the summary needs every server: it is left out).`,
+continues (the summary needs every server: it is left out). --state keeps
+only the servers in the states it names (active, draining, down; several
+comma-separated): the summary, the totals and --limit then count those.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := pf.check(cmd); err != nil {
 				return err
+			}
+			states := splitList(stateFlag)
+			if stateFlag != "" && len(states) == 0 {
+				return usagef(cmd, "--state names no state (want %s)", strings.Join(knownServerStates(), ", "))
 			}
 			if watch { // watch.go
 				if pf.partial() {
 					return usagef(cmd, "--watch prints the whole list: it takes no --limit or --after")
 				}
-				return runWatch(cmd, lf, "servers", nil)
+				keep, err := watchStateFilter(cmd, states)
+				if err != nil {
+					return err
+				}
+				return runWatch(cmd, lf, "servers", keep)
 			}
 			if summaryOnly && pf.partial() {
 				return usagef(cmd, "--summary counts every server: it takes no --limit or --after")
@@ -97,10 +109,11 @@ continues (the summary needs every server: it is left out).`,
 				return err
 			}
 			defer cancel()
+			opts := api.ServerListOptions{Stale: stale, States: states}
 			serverID := func(s api.ServerWithLoad) string { return s.ID }
 			if summaryOnly {
 				sum := newServerSummary()
-				if _, err := listPages(ctx, pf, serverID, c.ServerPages(stale), func(s api.ServerWithLoad) error {
+				if _, err := listPages(ctx, pf, serverID, c.FilteredServerPages(opts), func(s api.ServerWithLoad) error {
 					sum.add(s.Server)
 					return nil
 				}); err != nil {
@@ -114,7 +127,7 @@ continues (the summary needs every server: it is left out).`,
 			if lf.json {
 				// Raw objects: every field the agent sends, known here or not.
 				return printJSONPages(cmd, ctx, pf, "servers", func(m map[string]any) string { id, _ := m["id"].(string); return id },
-					c.ServerRawPages(stale))
+					c.FilteredServerRawPages(opts))
 			}
 			// One pass over the pages: the summary keeps counts, the table
 			// its rows, until both are printed.
@@ -122,7 +135,7 @@ continues (the summary needs every server: it is left out).`,
 			var table bytes.Buffer
 			w := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tSTATE\tREGION\tUSED\tCAPACITY\tFREE\tCPU\tPEERS\tREPORTED FREE\tLOAD AGE")
-			res, err := listPages(ctx, pf, serverID, c.ServerPages(stale), func(s api.ServerWithLoad) error {
+			res, err := listPages(ctx, pf, serverID, c.FilteredServerPages(opts), func(s api.ServerWithLoad) error {
 				sum.add(s.Server)
 				cpu, peers, rfree, age := "-", "-", "-", "-"
 				if l := s.Load; l != nil {
@@ -161,6 +174,7 @@ continues (the summary needs every server: it is left out).`,
 	pf.register(list, "servers", "id")
 	list.Flags().BoolVar(&stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
 	list.Flags().BoolVar(&watch, "watch", false, watchHelp)
+	list.Flags().StringVar(&stateFlag, "state", "", "only servers in these states (comma-separated: "+strings.Join(knownServerStates(), ", ")+"); with --watch, the servers in them and those leaving them")
 	list.Flags().BoolVar(&summaryOnly, "summary", false, "print only the counts by state and region (with --json: the summary object)")
 
 	idCmd := func(use, short string, run func(c *api.Client, cmd *cobra.Command, id string, f *clientFlags) error) *cobra.Command {
@@ -216,4 +230,44 @@ continues (the summary needs every server: it is left out).`,
 	})
 	cmd.AddCommand(register, list, drain, dereg)
 	return cmd
+}
+
+// knownServerStates are the server states --state may name with --watch,
+// which filters the change stream here rather than on the agent.
+func knownServerStates() []string {
+	return []string{api.ServerActive, api.ServerDraining, api.ServerDown}
+}
+
+// watchStateFilter returns the event filter of `server list --watch
+// --state`: the full copy holds the servers in states; after it, a change
+// is printed when the server is in states, or when it was printed as in
+// them before (so a server leaving the filter shows its new state, or its
+// deletion, once). No states: nil, every event. An unknown state is a
+// usage error, as the agent would refuse it on a list.
+func watchStateFilter(cmd *cobra.Command, states []string) (func(api.WatchEvent, bool) bool, error) {
+	if len(states) == 0 {
+		return nil, nil
+	}
+	want := map[string]bool{}
+	for _, st := range states {
+		if !slices.Contains(knownServerStates(), st) {
+			return nil, usagef(cmd, "--state: unknown server state %q (accepted: %s)", st, strings.Join(knownServerStates(), ", "))
+		}
+		want[st] = true
+	}
+	shown := map[string]bool{}
+	return func(ev api.WatchEvent, inCopy bool) bool {
+		s := ev.Server
+		in := want[s.State] && ev.Op != "delete"
+		was := shown[s.ID]
+		if in {
+			shown[s.ID] = true
+		} else {
+			delete(shown, s.ID)
+		}
+		if inCopy {
+			return in
+		}
+		return in || was
+	}, nil
 }

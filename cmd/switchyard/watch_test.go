@@ -70,6 +70,7 @@ func TestListWatch(t *testing.T) {
 	addrs := strings.Join(c.Addrs(), ",")
 	aout, astop := startCLI(t, "alloc", "list", "--watch", "--json", "--room", "r", "--addr", addrs)
 	sout, sstop := startCLI(t, "server", "list", "--watch", "--addr", addrs)
+	dout, dstop := startCLI(t, "server", "list", "--watch", "--state", "draining", "--addr", addrs)
 	wait := func(b *syncBuffer, want ...string) {
 		t.Helper()
 		testcluster.Eventually(t, 30*time.Second, func() error {
@@ -84,6 +85,10 @@ func TestListWatch(t *testing.T) {
 	}
 	wait(aout, `"kind":"reset"`, `"request_id":"before"`, `"kind":"synced"`)
 	wait(sout, "# full list at index", "upsert\tm1\tstate=active used=", "# the list above is complete")
+	wait(dout, "# full list at index", "# the list above is complete")
+	if copied, _, _ := strings.Cut(dout.String(), "# the list above is complete"); strings.Contains(copied, "m1") {
+		t.Fatalf("--state draining copied an active server:\n%s", dout.String())
+	}
 	a, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "after", Room: "r", Units: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +102,22 @@ func TestListWatch(t *testing.T) {
 	wait(aout, `"request_id":"after"`, `"state":"released"`)
 	// Changes applied close together may come as one (the latest state).
 	wait(sout, "used=2 capacity=10 free=8")
+	// The filtered watch shows a server entering the state, and not one
+	// outside it.
+	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m2", Capacity: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.DrainServer(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	wait(sout, "upsert\tm2\tstate=active", "upsert\tm1\tstate=draining")
+	wait(dout, "upsert\tm1\tstate=draining")
+	if err := dstop(); err != nil {
+		t.Fatalf("server list --watch --state draining: %v", err)
+	}
+	if strings.Contains(dout.String(), "m2") {
+		t.Fatalf("--state draining printed an active server:\n%s", dout.String())
+	}
 	if err := astop(); err != nil {
 		t.Fatalf("alloc list --watch: %v", err)
 	}
@@ -105,5 +126,63 @@ func TestListWatch(t *testing.T) {
 	}
 	if strings.Contains(aout.String(), `"request_id":"elsewhere"`) {
 		t.Fatalf("--room r printed another room's allocation:\n%s", aout.String())
+	}
+}
+
+// The filter of `server list --watch --state`: the copy holds the servers
+// in the states; afterwards a server is printed while in them, and once
+// more when it leaves them (its new state or its deletion).
+func TestWatchStateFilter(t *testing.T) {
+	ev := func(op, id, state string) api.WatchEvent {
+		return api.WatchEvent{Kind: api.WatchServer, Op: op, ID: id, Server: &api.Server{ID: id, State: state}}
+	}
+	type step struct {
+		ev     api.WatchEvent
+		inCopy bool
+		want   bool
+	}
+	for _, tc := range []struct {
+		name   string
+		states []string
+		steps  []step
+	}{
+		{"draining", []string{"draining"}, []step{
+			{ev("upsert", "a", "active"), true, false},
+			{ev("upsert", "b", "draining"), true, true},
+			{ev("upsert", "a", "active"), false, false},
+			{ev("upsert", "a", "draining"), false, true},
+			{ev("upsert", "a", "down"), false, true}, // leaves: shown once
+			{ev("upsert", "a", "down"), false, false},
+			{ev("delete", "b", "draining"), false, true},
+			{ev("upsert", "b", "draining"), false, true}, // back again
+		}},
+		{"two states", []string{"down", "draining"}, []step{
+			{ev("upsert", "a", "down"), true, true},
+			{ev("upsert", "a", "draining"), false, true},
+			{ev("upsert", "a", "active"), false, true},
+			{ev("upsert", "a", "active"), false, false},
+		}},
+		{"a server that left is not shown by a new copy", []string{"active"}, []step{
+			{ev("upsert", "a", "active"), false, true},
+			{ev("upsert", "a", "down"), true, false},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keep, err := watchStateFilter(newRootCmd(), tc.states)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, st := range tc.steps {
+				if got := keep(st.ev, st.inCopy); got != st.want {
+					t.Fatalf("step %d (%s %s %s, copy %v): %v, want %v", i, st.ev.Op, st.ev.ID, st.ev.Server.State, st.inCopy, got, st.want)
+				}
+			}
+		})
+	}
+	if keep, err := watchStateFilter(newRootCmd(), nil); keep != nil || err != nil {
+		t.Fatalf("no states: a filter (%v)", err)
+	}
+	if _, err := watchStateFilter(newRootCmd(), []string{"active", "asleep"}); err == nil || !strings.Contains(err.Error(), "asleep") {
+		t.Fatalf("unknown state: %v", err)
 	}
 }

@@ -10,11 +10,12 @@ const FETCH_TIMEOUT_MS = 4000;
 // servers is every registered server (registry fields, from the change
 // stream) for the totals and the regions; serverPage is the page of the
 // table as the API answered it (with load), cursors the "after" of each
-// page from the first to the one shown.
+// page from the first to the one shown, stateFilter the server state the
+// table is limited to ("" for every server; the API filters: ?state=).
 const st = {
   overview: null, servers: [], serversStale: false, allocs: [], policy: null, intents: [],
   errors: {}, prev: null, placed: null, allocRate: null, refuseRate: null,
-  serverPage: null, cursors: [""], roomPage: 0, updated: null,
+  serverPage: null, cursors: [""], stateFilter: "", roomPage: 0, updated: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -150,13 +151,15 @@ async function pollOverview() {
   st.updated = Date.now();
 }
 
-// pollServerPage reads the page of the table shown: the servers after the
-// current cursor, with their load. An answer for a page the operator has
-// left meanwhile is dropped.
+// pollServerPage reads the page of the table shown: the servers (in the
+// state filtered on, if any) after the current cursor, with their load.
+// An answer for a page or a filter the operator has left meanwhile is
+// dropped.
 async function pollServerPage() {
-  const after = st.cursors[st.cursors.length - 1];
-  const p = await getPage("/v1/servers", PAGE, after);
-  if (after !== st.cursors[st.cursors.length - 1]) return;
+  const after = st.cursors[st.cursors.length - 1], filter = st.stateFilter;
+  const p = await getPage(filter ? "/v1/servers?state=" + encodeURIComponent(filter) : "/v1/servers", PAGE, after);
+  if (after !== st.cursors[st.cursors.length - 1] || filter !== st.stateFilter) return;
+  p.filter = filter;
   st.serverPage = p;
   st.serversStale = p.stale;
 }
@@ -292,10 +295,13 @@ function renderServers() {
   const first = (page - 1) * PAGE + 1;
   const pages = Math.max(page, Math.ceil(p.total / PAGE), 1);
   $("page").textContent = "page " + page + " / " + pages;
+  // The total is the API's count of the servers matching the filter.
+  const which = p.filter ? " " + p.filter : "";
   $("servers-total").textContent = p.total;
+  $("servers-which").textContent = p.filter ? p.filter + " " : "";
   $("servers-shown").textContent = p.items.length
-    ? "showing " + first + "–" + (first + p.items.length - 1) + " of " + p.total + (p.stale ? " (local replica)" : "")
-    : p.total ? "no servers after " + p.after + " (of " + p.total + ")" : "no servers";
+    ? "showing " + first + "–" + (first + p.items.length - 1) + " of " + p.total + which + (p.stale ? " (local replica)" : "")
+    : p.total ? "no" + which + " servers after " + p.after + " (of " + p.total + ")" : "no" + which + " servers";
   $("prev").disabled = page === 1;
   $("next").disabled = !p.next;
   $("servers").tBodies[0].replaceChildren(...p.items.map((s) => {
@@ -373,18 +379,33 @@ function renderPolicy() {
 function turnServerPage(forward) {
   const p = st.serverPage;
   if (forward) {
-    if (!p || !p.next || p.after !== st.cursors[st.cursors.length - 1]) return;
+    if (!p || !p.next || p.after !== st.cursors[st.cursors.length - 1] || p.filter !== st.stateFilter) return;
     st.cursors.push(p.next);
   } else {
     if (st.cursors.length === 1) return;
     st.cursors.pop();
   }
+  refreshServerPage();
+}
+
+// refreshServerPage reads the page now shown at once (not at the next poll).
+function refreshServerPage() {
   pollServerPage().then(() => { delete st.errors.servers; }, (e) => { st.errors.servers = e.message || String(e); }).finally(render);
+}
+
+// filterServers limits the table to one server state ("" for all) and
+// starts it over at its first page.
+function filterServers(state) {
+  if (state === st.stateFilter) return;
+  st.stateFilter = state;
+  st.cursors = [""];
+  refreshServerPage();
 }
 
 function wire() {
   $("prev").addEventListener("click", () => turnServerPage(false));
   $("next").addEventListener("click", () => turnServerPage(true));
+  $("state-filter").addEventListener("change", (e) => filterServers(e.target.value));
   $("rprev").addEventListener("click", () => { st.roomPage = Math.max(0, st.roomPage - 1); renderRooms(); });
   $("rnext").addEventListener("click", () => { st.roomPage++; renderRooms(); });
 }
