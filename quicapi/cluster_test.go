@@ -195,6 +195,8 @@ func TestLoadReachesNextAgentBeforeReregistration(t *testing.T) {
 	if cl.Addr() != next.Cfg.QUICAddr {
 		t.Fatalf("client on %q, want %s", cl.Addr(), next.Cfg.QUICAddr)
 	}
+	// Early reports read before the register request are dropped as usual.
+	t.Logf("%s: %v reports accepted, %v dropped as not bound", next.ID, datagrams(next, "accepted"), datagrams(next, "not_bound"))
 }
 
 // Leadership moves (clean transfer, then a crash) while media nodes report
