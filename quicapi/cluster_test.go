@@ -156,6 +156,49 @@ func TestClientFailover(t *testing.T) {
 	}
 }
 
+// A media node whose allocator dies sends its latest load to the next one
+// as soon as that one binds it, when it reads the re-registration, not
+// once the re-registration commits. Here it never commits: both other
+// agents are dead, so the survivor has no quorum. The node reported once
+// (seq 1) before and never again (a report interval longer than the test),
+// yet the survivor's view receives that load with a later sequence number
+// while no re-registration was answered.
+func TestLoadReachesNextAgentBeforeReregistration(t *testing.T) {
+	c := newCluster(t, 3, 0, nil)
+	leader := leaderNode(t, c)
+	fs := c.Followers()
+	home, next := fs[0], fs[1]
+	cl := newClient(t, c, "m1", home.Cfg.QUICAddr, next.Cfg.QUICAddr)
+	register(t, cl, "m1", 10, 3)
+	if err := cl.Report(transport.Load{CPU: 0.25, Peers: 7}); err != nil {
+		t.Fatal(err)
+	}
+	waitView(t, home, "m1", 1)
+	// The survivor binds before a commit only a registration it holds.
+	testcluster.Eventually(t, pollTimeout, func() error {
+		if _, inc := serverState(next, "m1"); inc != 3 {
+			return fmt.Errorf("%s holds incarnation %d of m1, want 3", next.ID, inc)
+		}
+		return nil
+	})
+	// The leader first: the node stays on home, alive, until home goes too.
+	c.Kill(leader)
+	c.Kill(home)
+	waitView(t, next, "m1", 2)
+	e, _ := next.Agent.Loads.Get("m1")
+	if e.Report.GetCpu() != 0.25 || e.Report.GetPeers() != 7 {
+		t.Fatalf("%s's load of m1: %v, want the one reported before the failover", next.ID, e.Report)
+	}
+	if n := testutil.ToFloat64(next.Agent.QUIC.Metrics().Requests.WithLabelValues("register", "ok")); n != 0 {
+		t.Fatalf("%s answered %v re-registrations without a quorum", next.ID, n)
+	}
+	if cl.Addr() != next.Cfg.QUICAddr {
+		t.Fatalf("client on %q, want %s", cl.Addr(), next.Cfg.QUICAddr)
+	}
+	// Early reports read before the register request are dropped as usual.
+	t.Logf("%s: %v reports accepted, %v dropped as not bound", next.ID, datagrams(next, "accepted"), datagrams(next, "not_bound"))
+}
+
 // Leadership moves (clean transfer, then a crash) while media nodes report
 // to followers: the new leader refills its view from forwarded reports and
 // marks nobody down.

@@ -228,6 +228,19 @@ func TestNewLeaderViewAtTakeover(t *testing.T) {
 		}
 	}
 	t.Logf("servers whose report in the new leader's view got older than %v after the kill: %v", fresh, stale)
+	// The oldest any server's report got in the new leader's view after the
+	// kill, for the servers that were on the dead leader (they fail over)
+	// and for the others.
+	var movedAge, stayedAge time.Duration
+	for _, id := range ids {
+		if home[id] == leader.ID {
+			movedAge = max(movedAge, worst[idx][id])
+		} else {
+			stayedAge = max(stayedAge, worst[idx][id])
+		}
+	}
+	t.Logf("oldest report in the new leader's view after the kill: %v of servers on the dead leader, %v of the others",
+		movedAge.Round(time.Millisecond), stayedAge.Round(time.Millisecond))
 	t.Logf("forwarded reports on the new leader: received %v, sent %v, dropped %v",
 		forwarded(next, "received"), forwarded(next, "sent"), forwarded(next, "dropped"))
 }

@@ -270,7 +270,8 @@ func (c *Client) abandon(conn *quic.Conn) {
 
 // supervise keeps a connection up, and after every reconnect re-registers
 // the server (same incarnation: idempotent) so that its reports are
-// accepted by the new allocator, then re-sends the latest load.
+// accepted by the new allocator, sending the latest load as soon as that
+// allocator can accept it (see rebindUntil).
 func (c *Client) supervise() {
 	defer c.wg.Done()
 	for {
@@ -308,10 +309,30 @@ func (c *Client) supervise() {
 // is not this allocator's fault, and it already accepts the server's
 // reports (a re-registration binds them at once). It gives up only when
 // the connection dies or the answer is final.
+//
+// The latest load does not wait for the re-registration to commit, which
+// takes as long as the cluster needs to have a leader again: the allocator
+// binds the server to this connection when it reads the register request
+// of an incarnation its registry already holds, before relaying it, and
+// accepts reports from then on. A report is a datagram and the request a
+// stream, so one sent right after the request may still be read first and
+// dropped (not bound yet); earlyReports therefore sends the latest load
+// from the moment the request is written, again on a short doubling
+// schedule, until the re-registration is answered. A report accepted that
+// way is an ordinary one: the allocator still checks it against the
+// binding, which only this server's certificate creates, by a registration
+// that commits or by re-registering the incarnation the registry holds.
 func (c *Client) rebindUntil(conn *quic.Conn) error {
+	sent := make(chan struct{})
+	var once sync.Once
+	written := func() { once.Do(func() { close(sent) }) }
+	answered := make(chan struct{})
+	defer close(answered)
+	c.wg.Add(1)
+	go c.earlyReports(conn, sent, answered)
 	backoff := 50 * time.Millisecond
 	for {
-		err := c.rebind(conn)
+		err := c.rebind(conn, written)
 		if err == nil || conn.Context().Err() != nil || c.ctx.Err() != nil || !errcode.Retryable(err) {
 			return err
 		}
@@ -329,9 +350,54 @@ func (c *Client) rebindUntil(conn *quic.Conn) error {
 	}
 }
 
+// Early reports: the first goes out as soon as the register request is
+// written, the next earlyFirst later, each gap doubling, earlyCount in all
+// (about 0.6 s). Enough for an allocator to read the request even on a
+// busy machine, and bounded so that a re-registration the cluster cannot
+// commit (no quorum) does not keep repeating an old load on its own; the
+// caller's reports and the report after the commit take over from there.
+const (
+	earlyFirst = 5 * time.Millisecond
+	earlyCount = 8
+)
+
+// earlyReports sends the latest load on conn when sent is closed (the
+// register request is written) and then on the early schedule, until
+// answered is closed (the re-registration ended), conn dies or the
+// client closes. It sends nothing if no load was reported yet.
+func (c *Client) earlyReports(conn *quic.Conn, sent, answered <-chan struct{}) {
+	defer c.wg.Done()
+	var timer <-chan time.Time // nil until the request is written
+	gap := earlyFirst
+	for i := 0; i < earlyCount; i++ {
+		select {
+		case <-sent:
+			sent = nil // fires once: the first report goes out at once
+		case <-timer:
+		case <-answered:
+			return
+		case <-conn.Context().Done():
+			return
+		case <-c.ctx.Done():
+			return
+		}
+		l := c.lastLoad.Load()
+		if l == nil {
+			return
+		}
+		if err := c.sendReport(conn, *l); err != nil {
+			c.log.Debug("early load report not sent", "err", err)
+			return
+		}
+		timer = time.After(gap)
+		gap *= 2
+	}
+}
+
 // rebind registers the server again on conn if it was registered on an
-// earlier connection.
-func (c *Client) rebind(conn *quic.Conn) error {
+// earlier connection; written is called once the register request is on
+// its way.
+func (c *Client) rebind(conn *quic.Conn, written func()) error {
 	c.regMu.Lock()
 	defer c.regMu.Unlock()
 	c.stateMu.Lock()
@@ -342,7 +408,7 @@ func (c *Client) rebind(conn *quic.Conn) error {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, 3*c.cfg.RequestTimeout)
 	defer cancel()
-	if _, err := c.doOn(ctx, conn, registerReq(*info)); err != nil {
+	if _, err := c.doOnSent(ctx, conn, registerReq(*info), written); err != nil {
 		return err
 	}
 	if drained {
@@ -416,7 +482,13 @@ func (c *Client) do(ctx context.Context, req *transportpb.Request) (*transportpb
 
 // doOn is one attempt on conn.
 func (c *Client) doOn(ctx context.Context, conn *quic.Conn, req *transportpb.Request) (*transportpb.Response, error) {
-	resp, err := RoundTrip(ctx, conn, req, c.cfg.RequestTimeout)
+	return c.doOnSent(ctx, conn, req, nil)
+}
+
+// doOnSent is doOn, calling sent (when not nil) once the request is
+// written.
+func (c *Client) doOnSent(ctx context.Context, conn *quic.Conn, req *transportpb.Request, sent func()) (*transportpb.Response, error) {
+	resp, err := roundTrip(ctx, conn, req, c.cfg.RequestTimeout, sent)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errcode.ErrUnknownOutcome, err)
 	}

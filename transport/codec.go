@@ -192,6 +192,13 @@ func DecodeFrame(b []byte, m proto.Message) error {
 // RoundTrip sends one request on a new stream of c and reads the answer,
 // bounded by ctx and timeout.
 func RoundTrip(ctx context.Context, c *quic.Conn, req *transportpb.Request, timeout time.Duration) (*transportpb.Response, error) {
+	return roundTrip(ctx, c, req, timeout, nil)
+}
+
+// roundTrip is RoundTrip, calling sent (when not nil) once the whole
+// request is written and the stream closed for writing, before it waits
+// for the answer.
+func roundTrip(ctx context.Context, c *quic.Conn, req *transportpb.Request, timeout time.Duration, sent func()) (*transportpb.Response, error) {
 	st, err := c.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
@@ -210,6 +217,9 @@ func RoundTrip(ctx context.Context, c *quic.Conn, req *transportpb.Request, time
 	}
 	if err := st.Close(); err != nil {
 		return nil, fmt.Errorf("close stream: %w", err)
+	}
+	if sent != nil {
+		sent()
 	}
 	resp := &transportpb.Response{}
 	if err := ReadFrame(st, MaxRequestFrame, resp); err != nil {

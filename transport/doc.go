@@ -26,8 +26,13 @@
 // dead connection) with backoff until the caller's ctx ends. When the
 // connected allocator dies the client moves to the next address and
 // re-registers the server there with the same incarnation (and drains it
-// again if Drain was called), then re-sends the latest load: the
-// registration survives failover. Report never blocks: reports are
+// again if Drain was called): the registration survives failover. It
+// re-sends the latest load at once, without waiting for the
+// re-registration to commit: an allocator that already holds the
+// registration accepts the server's reports as soon as it reads the
+// register request, and the client repeats the load a few times in the
+// first ~0.6 s so that one arrives after that, then once more after the
+// commit. Report never blocks: reports are
 // unreliable datagrams, each a whole snapshot, and a lost one is replaced
 // by the next.
 //
@@ -72,7 +77,8 @@
 //
 // Connections without a client certificate, or with one not signed by the
 // cluster CA, are refused during the handshake and counted in
-// switchyard_quic_handshakes_refused_total{reason}. Any holder of a cluster
-// certificate may register any server id: certificates authenticate
-// membership of the fleet, not a particular server.
+// switchyard_quic_handshakes_refused_total{reason}. The agents accept a
+// register or drain request only from a media certificate naming that
+// server id, and a server's reports only on the connection that registered
+// it (or re-registered the incarnation the registry holds).
 package transport
