@@ -124,11 +124,13 @@ func (f *FSM) ApplyEnvelope(index uint64, env *fsmpb.Envelope) []*fsmpb.Result {
 	return out
 }
 
-// Snapshot captures the state for raft. The copy is made under the read
-// lock; persisting happens later without blocking Apply.
+// Snapshot captures the state for raft. Under the read lock it copies
+// the registry and shares the allocation records (exportShared: never
+// changed once stored), so Apply waits for pointer copies only; sorting
+// and encoding happen in Persist, without blocking Apply.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
-	st := f.s.export()
+	st := f.s.exportShared()
 	f.mu.RUnlock()
 	return &snapshot{st: st}, nil
 }
@@ -182,6 +184,7 @@ func WriteState(w io.Writer, st *fsmpb.State) error {
 type snapshot struct{ st *fsmpb.State }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	sortAllocations(s.st)
 	if err := WriteState(sink, s.st); err != nil {
 		_ = sink.Cancel()
 		return err
@@ -223,9 +226,10 @@ func (f *FSM) HashAt() (string, uint64) {
 		return h, index
 	}
 	f.hashMu.Unlock()
-	st := f.s.export()
+	st := f.s.exportShared()
 	f.mu.RUnlock()
-	h := HashState(st)
+	sortAllocations(st)
+	h := hashOwned(st)
 	f.hashMu.Lock()
 	f.cachedGen, f.cachedHash = gen, h
 	f.hashMu.Unlock()

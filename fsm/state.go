@@ -261,23 +261,32 @@ func (s *state) release(now int64, id string) (*fsmpb.Allocation, error) {
 	if a == nil {
 		return nil, errorf(ErrNotFound, "allocation %q does not exist", id)
 	}
-	s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_RELEASED)
+	a = s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_RELEASED)
 	return proto.Clone(a).(*fsmpb.Allocation), nil
 }
 
-// end moves an active allocation to a final state and frees its units.
-// Ending an allocation that has already ended changes nothing.
-func (s *state) end(a *fsmpb.Allocation, now int64, final fsmpb.AllocationState) {
+// end moves an active allocation to a final state and frees its units,
+// and returns the allocation as it now is. Ending an allocation that has
+// already ended changes nothing.
+//
+// Allocation records are never changed once stored: the ended one is a
+// new record in place of a. Snapshots and hashes share the stored records
+// instead of copying them (see exportShared), and read them after the
+// lock is released.
+func (s *state) end(a *fsmpb.Allocation, now int64, final fsmpb.AllocationState) *fsmpb.Allocation {
 	if a.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
-		return
+		return a
 	}
-	a.State = final
-	a.EndedAtUnixMs = now
 	s.indexAlloc(a, false) // scale.go
+	e := proto.Clone(a).(*fsmpb.Allocation)
+	e.State = final
+	e.EndedAtUnixMs = now
+	s.allocations[e.Id] = e
 	if srv, ok := s.servers[a.Server]; ok {
 		srv.UsedUnits -= a.Units
 		s.touch(srv.Id)
 	}
+	return e
 }
 
 func (s *state) expire(now int64) {
@@ -285,7 +294,7 @@ func (s *state) expire(now int64) {
 	ret := s.policy.GetTombstoneRetentionMs()
 	for id, a := range s.allocations {
 		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE && a.ExpiresAtUnixMs > 0 && a.ExpiresAtUnixMs <= now {
-			s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_EXPIRED)
+			a = s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_EXPIRED)
 		}
 		if a.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE && ret > 0 && a.EndedAtUnixMs+ret <= now {
 			delete(s.allocations, id)
@@ -305,6 +314,39 @@ func (s *state) setMember(m *fsmpb.Member) error {
 
 // export copies the state into its canonical, sorted protobuf form.
 func (s *state) export() *fsmpb.State {
+	st := s.exportShared()
+	for i, a := range st.Allocations {
+		st.Allocations[i] = proto.Clone(a).(*fsmpb.Allocation)
+	}
+	sortAllocations(st)
+	return st
+}
+
+// sortAllocations puts an exported state's allocations in canonical
+// order (by id). It sorts (id, record) pairs, so comparing two does not
+// reach into the records (about twice as fast at a million).
+func sortAllocations(st *fsmpb.State) {
+	type ref struct {
+		id string
+		a  *fsmpb.Allocation
+	}
+	refs := make([]ref, len(st.Allocations))
+	for i, a := range st.Allocations {
+		refs[i] = ref{a.Id, a}
+	}
+	slices.SortFunc(refs, func(x, y ref) int { return strings.Compare(x.id, y.id) })
+	for i, r := range refs {
+		st.Allocations[i] = r.a
+	}
+}
+
+// exportShared is export with the allocation records shared with the
+// state and left unsorted: the lock is held only to copy pointers, which
+// at a million allocations is tens of milliseconds instead of seconds of
+// copying. Stored allocation records are never changed (end replaces
+// them), so the result may be read after the lock is released, but never
+// changed; sortAllocations makes it canonical.
+func (s *state) exportShared() *fsmpb.State {
 	st := &fsmpb.State{
 		Version:        StateVersion,
 		ClusterId:      s.clusterID,
@@ -315,14 +357,14 @@ func (s *state) export() *fsmpb.State {
 	for _, v := range s.servers {
 		st.Servers = append(st.Servers, proto.Clone(v).(*fsmpb.Server))
 	}
+	st.Allocations = make([]*fsmpb.Allocation, 0, len(s.allocations))
 	for _, v := range s.allocations {
-		st.Allocations = append(st.Allocations, proto.Clone(v).(*fsmpb.Allocation))
+		st.Allocations = append(st.Allocations, v)
 	}
 	for _, v := range s.members {
 		st.Members = append(st.Members, proto.Clone(v).(*fsmpb.Member))
 	}
 	slices.SortFunc(st.Servers, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
-	slices.SortFunc(st.Allocations, func(a, b *fsmpb.Allocation) int { return strings.Compare(a.Id, b.Id) })
 	slices.SortFunc(st.Members, func(a, b *fsmpb.Member) int { return strings.Compare(a.Id, b.Id) })
 	s.exportExt(st)      // policy.go
 	s.exportRooms(st)    // rooms.go
@@ -331,12 +373,17 @@ func (s *state) export() *fsmpb.State {
 	return st
 }
 
-// importState rebuilds a state from its canonical form.
+// importState rebuilds a state from its canonical form. It takes over
+// st's server and allocation records (st was decoded for it and is
+// dropped after), so the caller must not use st afterwards.
 func importState(st *fsmpb.State) (*state, error) {
 	if st.GetVersion() != StateVersion {
 		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads %d", ErrUnsupportedVersion, st.GetVersion(), StateVersion)
 	}
 	s := newState()
+	s.servers = make(map[string]*fsmpb.Server, len(st.GetServers()))
+	s.allocations = make(map[string]*fsmpb.Allocation, len(st.GetAllocations()))
+	s.byRequest = make(map[string]string, len(st.GetAllocations()))
 	s.clusterID = st.GetClusterId()
 	if st.GetPolicy() != nil {
 		s.policy = proto.Clone(st.GetPolicy()).(*fsmpb.Policy)
@@ -344,12 +391,11 @@ func importState(st *fsmpb.State) (*state, error) {
 	s.applied = st.GetAppliedIndex()
 	s.lastTime = st.GetLastTimeUnixMs()
 	for _, v := range st.GetServers() {
-		s.servers[v.Id] = proto.Clone(v).(*fsmpb.Server)
+		s.servers[v.Id] = v
 	}
-	for _, v := range st.GetAllocations() {
-		a := proto.Clone(v).(*fsmpb.Allocation)
-		s.allocations[v.Id] = a
-		s.byRequest[v.RequestId] = v.Id
+	for _, a := range st.GetAllocations() {
+		s.allocations[a.Id] = a
+		s.byRequest[a.RequestId] = a.Id
 		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
 			s.indexAlloc(a, true) // scale.go
 		}
@@ -369,6 +415,12 @@ func importState(st *fsmpb.State) (*state, error) {
 // between a replica and one restored from a snapshot of it.
 func hashState(st *fsmpb.State) string {
 	c := proto.Clone(st).(*fsmpb.State)
+	return hashOwned(c)
+}
+
+// hashOwned is hashState for a state the caller owns: it clears the
+// bookkeeping fields in place instead of copying the state first.
+func hashOwned(c *fsmpb.State) string {
 	c.AppliedIndex = 0
 	c.LastTimeUnixMs = 0
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
