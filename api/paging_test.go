@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/errcode"
-	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/pki"
@@ -100,7 +98,7 @@ func TestListPages(t *testing.T) {
 	// Provisioning intents, put into the state through a snapshot (no
 	// provider runs in this cluster).
 	const intents = 6
-	addIntents(t, ctx, op, intents)
+	testcluster.EditState(t, ctx, op, func(st *fsmpb.State) { st.Intents = append(st.Intents, testcluster.FinalIntents(intents)...) })
 	c.WaitConverged(30 * time.Second)
 
 	rd := c.Client().WithTLS(tc).WithToken(reader.Secret)
@@ -314,31 +312,5 @@ func inStates(all []api.ServerWithLoad, err error) func(states ...string) ([]api
 			}
 		}
 		return out, err
-	}
-}
-
-// addIntents adds n final provisioning intents (i00, i01, ...) to the
-// cluster's state by restoring a snapshot of it that holds them.
-func addIntents(t *testing.T, ctx context.Context, op *api.Client, n int) {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := op.SaveSnapshot(ctx, &buf); err != nil {
-		t.Fatal(err)
-	}
-	st, err := fsm.ReadState(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UnixMilli()
-	for i := range n {
-		st.Intents = append(st.Intents, &fsmpb.ProvisionIntent{Id: fmt.Sprintf("i%02d", i), Kind: fsmpb.IntentKind_INTENT_KIND_PROVISION,
-			State: fsmpb.IntentState_INTENT_STATE_DONE, ServerId: fmt.Sprintf("p%02d", i), Units: 10, CreatedAtUnixMs: now, UpdatedAtUnixMs: now})
-	}
-	buf.Reset()
-	if err := fsm.WriteState(&buf, st); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := op.RestoreSnapshot(ctx, buf.Bytes(), false); err != nil {
-		t.Fatal(err)
 	}
 }

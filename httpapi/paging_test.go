@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -89,31 +88,6 @@ func TestListPaging(t *testing.T) {
 	}
 }
 
-// restoreFixture replaces the cluster's state with a snapshot of it that
-// also holds the servers and intents given, so that a test has servers in
-// every state and final intents without driving a failure detector or a
-// provider.
-func restoreFixture(t *testing.T, ctx context.Context, cl *api.Client, servers []*fsmpb.Server, intents []*fsmpb.ProvisionIntent) {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := cl.SaveSnapshot(ctx, &buf); err != nil {
-		t.Fatal(err)
-	}
-	st, err := fsm.ReadState(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Servers = append(st.Servers, servers...)
-	st.Intents = append(st.Intents, intents...)
-	buf.Reset()
-	if err := fsm.WriteState(&buf, st); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.RestoreSnapshot(ctx, buf.Bytes(), false); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestServerStateFilterAndIntentPages: GET /v1/servers?state= keeps the
 // servers in the states named (one, a comma-separated list, or the
 // parameter repeated) before paging, X-Total-Count counts those, from the
@@ -148,7 +122,10 @@ func TestServerStateFilterAndIntentPages(t *testing.T) {
 		intents = append(intents, it)
 		intentIDs = append(intentIDs, it.Id)
 	}
-	restoreFixture(t, ctx, cl, servers, intents)
+	testcluster.EditState(t, ctx, cl, func(st *fsmpb.State) {
+		st.Servers = append(st.Servers, servers...)
+		st.Intents = append(st.Intents, intents...)
+	})
 	c.WaitConverged(30 * time.Second)
 
 	base := "http://" + c.Followers()[0].Cfg.HTTPAddr

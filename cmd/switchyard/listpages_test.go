@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/api"
-	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
@@ -242,7 +241,7 @@ func TestListCommandsPage(t *testing.T) {
 	// `policy intents` pages like the other lists; its --json is the
 	// array the one-request list printed.
 	const intents = 5
-	addIntents(t, ctx, cl, intents)
+	testcluster.EditState(t, ctx, cl, func(st *fsmpb.State) { st.Intents = append(st.Intents, testcluster.FinalIntents(intents)...) })
 	its, err := cl.Intents(ctx, false)
 	if err != nil || len(its) != intents {
 		t.Fatalf("intents: %d %v", len(its), err)
@@ -304,33 +303,6 @@ func TestListCommandsPage(t *testing.T) {
 		if _, _, err := runCLI(t, append(bad, addr)...); err == nil || !strings.Contains(fmt.Sprintf("%T", err), "usageError") {
 			t.Fatalf("%v: %v, want a usage error", bad, err)
 		}
-	}
-}
-
-// addIntents adds n final provisioning intents (i00, i01, ...) to the
-// cluster's state by restoring a snapshot of it that holds them (the test
-// clusters run no provider).
-func addIntents(t *testing.T, ctx context.Context, cl *api.Client, n int) {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := cl.SaveSnapshot(ctx, &buf); err != nil {
-		t.Fatal(err)
-	}
-	st, err := fsm.ReadState(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UnixMilli()
-	for i := range n {
-		st.Intents = append(st.Intents, &fsmpb.ProvisionIntent{Id: fmt.Sprintf("i%02d", i), Kind: fsmpb.IntentKind_INTENT_KIND_PROVISION,
-			State: fsmpb.IntentState_INTENT_STATE_DONE, ServerId: fmt.Sprintf("p%02d", i), Units: 10, CreatedAtUnixMs: now, UpdatedAtUnixMs: now})
-	}
-	buf.Reset()
-	if err := fsm.WriteState(&buf, st); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.RestoreSnapshot(ctx, buf.Bytes(), false); err != nil {
-		t.Fatal(err)
 	}
 }
 

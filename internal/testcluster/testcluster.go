@@ -4,6 +4,7 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/ports"
 	"github.com/switchyard/switchyard/pki"
 )
@@ -329,6 +332,41 @@ func (c *Cluster) WaitFeature(feature string, timeout time.Duration) {
 		}
 		return nil
 	})
+}
+
+// EditState saves the cluster's state through cl, lets edit change it and
+// restores it: for tests that need objects no request makes in a test
+// cluster (servers marked down, final provisioning intents).
+func EditState(t testing.TB, ctx context.Context, cl *api.Client, edit func(st *fsmpb.State)) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := cl.SaveSnapshot(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	st, err := fsm.ReadState(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(st)
+	buf.Reset()
+	if err := fsm.WriteState(&buf, st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.RestoreSnapshot(ctx, buf.Bytes(), false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FinalIntents returns n provisioning intents that are done (ids i00, i01,
+// ...), stamped now.
+func FinalIntents(n int) []*fsmpb.ProvisionIntent {
+	now := time.Now().UnixMilli()
+	out := make([]*fsmpb.ProvisionIntent, n)
+	for i := range out {
+		out[i] = &fsmpb.ProvisionIntent{Id: fmt.Sprintf("i%02d", i), Kind: fsmpb.IntentKind_INTENT_KIND_PROVISION,
+			State: fsmpb.IntentState_INTENT_STATE_DONE, ServerId: fmt.Sprintf("p%02d", i), Units: 10, CreatedAtUnixMs: now, UpdatedAtUnixMs: now}
+	}
+	return out
 }
 
 // Context returns a context that ends after d or when the test ends.
