@@ -146,7 +146,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			ls.waiters[r.RequestID] = nil
 			ls.mu.Unlock()
 			cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_RefuseAllocation{RefuseAllocation: &fsmpb.Refusal{
-				RequestId: r.RequestID, ErrorCode: code, ErrorMessage: err.Error(),
+				RequestId: r.RequestID, ErrorCode: code, ErrorMessage: fsm.RefusalMessage(err.Error()),
 			}}})
 			dones = append(dones, o.done)
 			reqIDs = append(reqIDs, r.RequestID)

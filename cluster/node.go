@@ -423,8 +423,19 @@ func (n *Node) AddVoter(ctx context.Context, m *fsmpb.Member) error {
 			return err
 		}
 	}
+	voters := n.voters()
+	if !slices.ContainsFunc(voters, func(s raft.Server) bool { return string(s.ID) == m.Id && string(s.Address) == m.RaftAddr }) {
+		// A new voter must apply the log as the others do: refuse a
+		// release that lacks a feature the cluster uses (it would skip
+		// those entries and diverge).
+		for _, f := range Features() {
+			if !slices.Contains(m.GetFeatures(), f) && n.featureOn(f) {
+				return fmt.Errorf("%w: member %s does not list feature %q, which this cluster uses: run a release that has it", fsm.ErrInvalid, m.GetId(), f)
+			}
+		}
+	}
 	present := false
-	for _, s := range n.voters() {
+	for _, s := range voters {
 		if string(s.ID) == m.Id && string(s.Address) == m.RaftAddr {
 			present = true
 			continue

@@ -160,7 +160,7 @@ func (pv *provisioner) attach() {
 			if errors.Is(err, ErrNotLeader) || errors.Is(err, ErrLeadershipLost) || errors.Is(err, context.Canceled) {
 				return
 			}
-			pv.resolve(p.req.RequestID, fmt.Errorf("%w: no server fits and provisioning could not start: %w", fsm.ErrCapacity, err))
+			pv.resolve(p.req.RequestID, fmt.Errorf("%w: no server fits and provisioning could not start: %v", fsm.ErrCapacity, err))
 			continue
 		}
 		pv.mu.Lock()

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
@@ -31,6 +33,16 @@ func TestCommittedRefusalHoldsForLaterCopies(t *testing.T) {
 		if !slices.Contains(m.Features, cluster.FeatureCommittedRefusals) {
 			t.Fatalf("member %s lists features %v", m.ID, m.Features)
 		}
+	}
+	// A release without the feature cannot join as a new voter: it would
+	// skip the refusals in the log and diverge.
+	leader := c.WaitLeader(30 * time.Second)
+	err = leader.Agent.Node.AddVoter(ctx, &fsmpb.Member{Id: "old-release", RaftAddr: "127.0.0.1:1"})
+	if !errors.Is(err, fsm.ErrInvalid) || !strings.Contains(err.Error(), cluster.FeatureCommittedRefusals) {
+		t.Fatalf("join of a release without %s: %v", cluster.FeatureCommittedRefusals, err)
+	}
+	if ms, err := cl.Members(ctx); err != nil || len(ms) != 3 {
+		t.Fatalf("members after the refused join: %v, %v", ms, err)
 	}
 	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 2}); err != nil {
 		t.Fatal(err)

@@ -402,6 +402,9 @@ func (f *FSM) View(origin string) ([]ServerUse, uint64) {
 func (f *FSM) ExpiryDue(now int64) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.s.refused.due(now) { // refusals.go
+		return true
+	}
 	ret := f.s.policy.GetTombstoneRetentionMs()
 	for _, a := range f.s.allocations {
 		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {

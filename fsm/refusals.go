@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -23,10 +24,30 @@ const (
 	// copies of its request id.
 	RefusalRetention = time.Minute
 	// MaxRefusals bounds the refusals kept; beyond it the oldest are
-	// forgotten first (a flood of refused requests cannot grow the state
-	// without bound: ~200 B each).
+	// forgotten first, even before RefusalRetention (a flood of refused
+	// requests cannot grow the state without bound: at most ~500 B each,
+	// see MaxRefusalMessage).
 	MaxRefusals = 100_000
+	// MaxRefusalMessage bounds the message a refusal keeps (bytes): a
+	// "no server fits" explanation can name thousands of servers.
+	MaxRefusalMessage = 256
 )
+
+// RefusalMessage is msg as a committed refusal keeps it: cut to
+// MaxRefusalMessage bytes at a character boundary, ending in "…" when cut.
+// The leader cuts what it proposes; Apply cuts what it records, so every
+// copy of the request gets the same words.
+func RefusalMessage(msg string) string {
+	if len(msg) <= MaxRefusalMessage {
+		return msg
+	}
+	const ell = "…"
+	cut := MaxRefusalMessage - len(ell)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + ell
+}
 
 // refusals holds the committed refusals by request id and in the order
 // they were made (leader time never goes backwards in the state, so that
@@ -69,6 +90,11 @@ func (r *refusals) dropOldest() {
 	}
 }
 
+// due reports whether expire(now) would forget a refusal.
+func (r *refusals) due(now int64) bool {
+	return r.head < len(r.order) && r.order[r.head].RefusedAtUnixMs+RefusalRetention.Milliseconds() <= now
+}
+
 // expire forgets the refusals made RefusalRetention or more before now.
 func (r *refusals) expire(now int64) {
 	for r.head < len(r.order) && r.order[r.head].RefusedAtUnixMs+RefusalRetention.Milliseconds() <= now {
@@ -102,14 +128,15 @@ func (s *state) refuse(now int64, v *fsmpb.Refusal) (*fsmpb.Allocation, bool, er
 	if !errcode.Momentary(v.GetErrorCode()) {
 		return nil, false, errorf(ErrInvalid, "a committed refusal needs a momentary code, not %q", v.GetErrorCode())
 	}
-	s.recordRefusal(now, v.GetRequestId(), v.GetErrorCode(), v.GetErrorMessage())
-	return nil, false, errcode.FromCode(v.GetErrorCode(), v.GetErrorMessage())
+	return nil, false, refusalErr(s.recordRefusal(now, v.GetRequestId(), v.GetErrorCode(), v.GetErrorMessage()))
 }
 
-// recordRefusal commits a momentary refusal of requestID at now. Messages
-// are stored as given (the leader built them from capped inputs).
-func (s *state) recordRefusal(now int64, requestID, code, msg string) {
-	s.refused.add(&fsmpb.Refusal{RequestId: requestID, ErrorCode: code, ErrorMessage: msg, RefusedAtUnixMs: now})
+// recordRefusal commits a momentary refusal of requestID at now, its
+// message cut by RefusalMessage, and returns it.
+func (s *state) recordRefusal(now int64, requestID, code, msg string) *fsmpb.Refusal {
+	v := &fsmpb.Refusal{RequestId: requestID, ErrorCode: code, ErrorMessage: RefusalMessage(msg), RefusedAtUnixMs: now}
+	s.refused.add(v)
+	return v
 }
 
 func (s *state) exportRefusals(st *fsmpb.State) {
@@ -138,8 +165,9 @@ func validateRefusals(st *fsmpb.State, granted map[string]bool) error {
 			return errorf(ErrInvalid, "snapshot: refusal %d has an empty, repeated or granted request id %q", i, v.GetRequestId())
 		}
 		seen[v.GetRequestId()] = true
-		if !errcode.Momentary(v.GetErrorCode()) {
-			return errorf(ErrInvalid, "snapshot: refusal of %q has code %q, not a momentary one", v.GetRequestId(), v.GetErrorCode())
+		if !errcode.Momentary(v.GetErrorCode()) || len(v.GetErrorMessage()) > MaxRefusalMessage {
+			return errorf(ErrInvalid, "snapshot: refusal of %q has code %q (momentary ones only) and a %d-byte message (at most %d)",
+				v.GetRequestId(), v.GetErrorCode(), len(v.GetErrorMessage()), MaxRefusalMessage)
 		}
 		if i > 0 && v.GetRefusedAtUnixMs() < rs[i-1].GetRefusedAtUnixMs() {
 			return errorf(ErrInvalid, "snapshot: refusals are not oldest first at %q", v.GetRequestId())

@@ -3,7 +3,9 @@ package fsm_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
@@ -66,12 +68,16 @@ func TestCommittedRefusalAnswersLaterCopies(t *testing.T) {
 				t.Fatal("snapshot lost the refusal")
 			}
 			// Expire forgets it after RefusalRetention of leader time.
+			// ExpiryDue (the leader's cue to propose Expire) sees it.
 			expire := &fsmpb.Command{Cmd: &fsmpb.Command_Expire{Expire: true}}
 			a.apply(expire)
-			if _, ok := a.f.RefusalByRequest("r2"); !ok {
-				t.Fatal("refusal forgotten early")
+			if _, ok := a.f.RefusalByRequest("r2"); !ok || a.f.ExpiryDue(a.now) {
+				t.Fatalf("refusal kept %v, expiry due %v: want kept, not due", ok, a.f.ExpiryDue(a.now))
 			}
 			a.now += fsm.RefusalRetention.Milliseconds()
+			if !a.f.ExpiryDue(a.now + 10) {
+				t.Fatal("expiry not due once the refusal is older than its retention")
+			}
 			a.apply(expire)
 			if _, ok := a.f.RefusalByRequest("r2"); ok {
 				t.Fatal("refusal kept past its retention")
@@ -147,3 +153,33 @@ func TestRefusalsAreCapped(t *testing.T) {
 }
 
 func refusalID(i int) string { return fmt.Sprintf("q%d", i) }
+
+func TestRefusalMessageIsCapped(t *testing.T) {
+	long := strings.Repeat("server m-é not active; ", 100)
+	for _, tc := range []struct {
+		name, in string
+		cut      bool
+	}{
+		{"short", "no server has 5 free units", false},
+		{"exactly the cap", strings.Repeat("x", fsm.MaxRefusalMessage), false},
+		{"long", long, true},
+		{"cut inside a character", strings.Repeat("x", fsm.MaxRefusalMessage-3) + "ééé", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := fsm.RefusalMessage(tc.in)
+			if len(got) > fsm.MaxRefusalMessage || !utf8.ValidString(got) || (got != tc.in) != tc.cut || !strings.HasPrefix(tc.in, strings.TrimSuffix(got, "…")) {
+				t.Fatalf("RefusalMessage: %d bytes %q (cut %v)", len(got), got, got != tc.in)
+			}
+		})
+	}
+	// What a refusal stores and answers, to the first caller and to every
+	// later copy, is the cut message.
+	a := newApplier(t)
+	r, err := a.one(refuse("r", "insufficient_capacity", long))
+	if err == nil || r.ErrorMessage != fsm.RefusalMessage(long) {
+		t.Fatalf("first answer: %d bytes, %v", len(r.ErrorMessage), err)
+	}
+	if r, _ = a.one(alloc("r", "room", "s1", 1)); r.ErrorMessage != fsm.RefusalMessage(long) {
+		t.Fatalf("later copy: %d bytes", len(r.ErrorMessage))
+	}
+}

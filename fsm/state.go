@@ -209,7 +209,7 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 	}
 	if refusal != nil {
 		if d.GetRecordRefusal() {
-			s.recordRefusal(now, d.GetRequestId(), errcode.Code(refusal), refusal.Error())
+			return nil, false, refusalErr(s.recordRefusal(now, d.GetRequestId(), errcode.Code(refusal), refusal.Error())) // refusals.go
 		}
 		return nil, false, refusal
 	}

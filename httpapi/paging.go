@@ -77,6 +77,9 @@ func serverStateFilter(values []string) (map[fsmpb.ServerState]bool, error) {
 		for _, name := range strings.Split(v, ",") {
 			st, ok := byName[strings.TrimSpace(name)]
 			if !ok {
+				if len(name) > 64 {
+					name = name[:64] + "..." // quoted below: a cut character is escaped
+				}
 				return nil, fmt.Errorf("%w: state: unknown server state %q (accepted: %s; several may be given, comma-separated)", fsm.ErrInvalid, name, strings.Join(names, ", "))
 			}
 			keep[st] = true
