@@ -108,6 +108,7 @@ func TestRefuseAllocation(t *testing.T) {
 		{"unknown code", refuse("r", "made_up", "x"), fsm.ErrInvalid, false, false},
 		{"already granted", refuse("granted", "insufficient_capacity", "x"), nil, true, false},
 		{"unrecorded refusal in Apply", alloc("over", "room", "s1", 50), fsm.ErrCapacity, false, false},
+		{"unknown server, unrecorded", alloc("gone", "room", "nope", 1), fsm.ErrNotFound, false, false},
 		{"server not active", refuse("r", "server_not_active", "server s1 is draining"), fsm.ErrServerNotActive, false, true},
 	}
 	for _, tc := range cases {
@@ -120,6 +121,12 @@ func TestRefuseAllocation(t *testing.T) {
 				t.Fatalf("state changed: %v, want %v", h != h0, tc.changes)
 			}
 		})
+	}
+	// A recorded decision for a server deregistered since the leader chose
+	// it is a momentary refusal, committed.
+	r, err := a.one(allocRecording("gone", "room", "nope", 1))
+	if _, kept := a.f.RefusalByRequest("gone"); !errors.Is(err, fsm.ErrServerNotActive) || !r.RefusalCommitted || !kept {
+		t.Fatalf("decision for a vanished server: %+v, %v, kept %v", r, err, kept)
 	}
 }
 

@@ -197,14 +197,20 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 		return nil, false, err
 	}
 	srv, ok := s.servers[d.GetServer()]
-	if !ok {
-		return nil, false, errorf(ErrNotFound, "server %q is not registered", d.GetServer())
-	}
 	var refusal error
-	if srv.State != fsmpb.ServerState_SERVER_STATE_ACTIVE {
+	switch {
+	case !ok && d.GetRecordRefusal():
+		// The leader chose a server (it was registered then) that was
+		// deregistered before this decision applied: a momentary refusal
+		// like a server that stopped being active, committed as one.
+		refusal = errorf(ErrServerNotActive, "server %s is no longer registered", d.GetServer())
+	case !ok:
+		return nil, false, errorf(ErrNotFound, "server %q is not registered", d.GetServer())
+	case srv.State != fsmpb.ServerState_SERVER_STATE_ACTIVE:
 		refusal = errorf(ErrServerNotActive, "server %s is %s", srv.Id, StateName(srv.State))
-	} else if free := s.unitLimit(srv) - srv.UsedUnits; free < d.GetUnits() {
+	case s.unitLimit(srv)-srv.UsedUnits < d.GetUnits():
 		// unitLimit (policy.go) is the capacity, lowered by a hard units limit.
+		free := s.unitLimit(srv) - srv.UsedUnits
 		refusal = errorf(ErrCapacity, "server %s has %d of %d units free (hard limit %d), request needs %d", srv.Id, free, srv.CapacityUnits, s.unitLimit(srv), d.GetUnits())
 	}
 	if refusal != nil {
