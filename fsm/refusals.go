@@ -97,7 +97,7 @@ func (r *refusals) due(now int64) bool {
 
 // expire forgets the refusals made RefusalRetention or more before now.
 func (r *refusals) expire(now int64) {
-	for r.head < len(r.order) && r.order[r.head].RefusedAtUnixMs+RefusalRetention.Milliseconds() <= now {
+	for r.due(now) {
 		r.dropOldest()
 	}
 	if r.head == len(r.order) {
