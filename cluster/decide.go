@@ -102,8 +102,10 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			continue
 		}
 		r := o.alloc
-		// Already committed: answer from the FSM (the barrier made it current).
-		if a, ok := n.fsm.AllocationByRequest(r.RequestID); ok {
+		// Already committed, granted or refused: answer from the FSM (the
+		// barrier made it current).
+		a, rf := n.fsm.Outcome(r.RequestID)
+		if a != nil {
 			res := &fsmpb.Result{Allocation: a, Duplicate: true}
 			if a.Room != r.Room || a.Units != r.Units {
 				res.ErrorCode = errcode.Code(fsm.ErrRequestIDReused)
@@ -113,8 +115,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			o.done <- opResult{res: res}
 			continue
 		}
-		// Refused before: the same answer (refusals.go).
-		if rf, ok := n.fsm.RefusalByRequest(r.RequestID); ok {
+		if rf != nil { // the same refusal (refusals.go)
 			res := &fsmpb.Result{ErrorCode: rf.ErrorCode, ErrorMessage: rf.ErrorMessage, Duplicate: true, RefusalCommitted: true}
 			n.m.countAllocation(opResult{res: res})
 			o.done <- opResult{res: res}

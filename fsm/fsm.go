@@ -326,13 +326,23 @@ func (f *FSM) AllocationByRequest(requestID string) (*fsmpb.Allocation, bool) {
 // RefusalByRequest returns the committed refusal of a request id, if one
 // is kept (see refusals.go).
 func (f *FSM) RefusalByRequest(requestID string) (*fsmpb.Refusal, bool) {
+	_, r := f.Outcome(requestID)
+	return r, r != nil
+}
+
+// Outcome returns what a request id has had, read in one go: its
+// allocation (granted, possibly ended since), or its committed refusal, or
+// neither (nil, nil). Never both.
+func (f *FSM) Outcome(requestID string) (*fsmpb.Allocation, *fsmpb.Refusal) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	v, ok := f.s.refused.get(requestID)
-	if !ok {
-		return nil, false
+	if id, ok := f.s.byRequest[requestID]; ok {
+		return proto.Clone(f.s.allocations[id]).(*fsmpb.Allocation), nil
 	}
-	return proto.Clone(v).(*fsmpb.Refusal), true
+	if v, ok := f.s.refused.get(requestID); ok {
+		return nil, proto.Clone(v).(*fsmpb.Refusal)
+	}
+	return nil, nil
 }
 
 // Members returns copies of the allocator members, sorted by id.
