@@ -258,6 +258,9 @@ func watchStateFilter(cmd *cobra.Command, states []string) (func(api.WatchEvent,
 	shown := map[string]bool{}
 	return func(ev api.WatchEvent, inCopy bool) bool {
 		s := ev.Server
+		if s == nil { // not a server event: not ours to filter
+			return true
+		}
 		in := want[s.State] && ev.Op != "delete"
 		was := shown[s.ID]
 		if in {
