@@ -15,4 +15,7 @@ var (
 	// ErrCursorStuck means a list answered a page whose next cursor does
 	// not move past the one asked for: following it would never end.
 	ErrCursorStuck = errors.New("list cursor did not advance")
+	// ErrFilterIgnored means an agent answered a filtered list with items
+	// the filter excludes: a release that does not know the filter.
+	ErrFilterIgnored = errors.New("the agent ignored the list filter (an older release?)")
 )

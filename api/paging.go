@@ -202,7 +202,31 @@ func (c *Client) ServersPage(ctx context.Context, stale bool, p PageOptions) (Pa
 
 // FilteredServersPage is ServersPage for the servers matching o.
 func (c *Client) FilteredServersPage(ctx context.Context, o ServerListOptions, p PageOptions) (Page[ServerWithLoad], error) {
-	return listPage[ServerWithLoad](ctx, c, "/v1/servers", o.values(), p)
+	pg, err := listPage[ServerWithLoad](ctx, c, "/v1/servers", o.values(), p)
+	if err == nil {
+		err = checkStates(o, pg.Items, func(s ServerWithLoad) string { return s.State })
+	}
+	return pg, err
+}
+
+// checkStates returns ErrFilterIgnored when a server of items is in none
+// of o.States (an agent that does not filter answered the whole list).
+func checkStates[T any](o ServerListOptions, items []T, state func(T) string) error {
+	want := map[string]bool{}
+	for _, st := range o.States {
+		if st = strings.TrimSpace(st); st != "" {
+			want[st] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	for _, it := range items {
+		if st := state(it); !want[st] {
+			return fmt.Errorf("%w: asked for servers in %s, got one %s", ErrFilterIgnored, strings.Join(o.States, ", "), st)
+		}
+	}
+	return nil
 }
 
 // ServersRawPage is ServersPage with each server as a raw JSON object
@@ -213,7 +237,11 @@ func (c *Client) ServersRawPage(ctx context.Context, stale bool, p PageOptions) 
 
 // FilteredServersRawPage is ServersRawPage for the servers matching o.
 func (c *Client) FilteredServersRawPage(ctx context.Context, o ServerListOptions, p PageOptions) (Page[map[string]any], error) {
-	return listPage[map[string]any](ctx, c, "/v1/servers", o.values(), p)
+	pg, err := listPage[map[string]any](ctx, c, "/v1/servers", o.values(), p)
+	if err == nil {
+		err = checkStates(o, pg.Items, func(m map[string]any) string { st, _ := m["state"].(string); return st })
+	}
+	return pg, err
 }
 
 // AllocationsPage reads one page of the allocations matching o.

@@ -8,11 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/internal/proccluster"
 )
 
@@ -92,6 +94,12 @@ func TestRollingUpgrade(t *testing.T) {
 		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: id, Capacity: 1 << 30}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The earlier release does not filter lists by state: the SDK says so
+	// rather than passing its unfiltered answer off as filtered.
+	draining := api.ServerListOptions{States: []string{api.ServerDraining}}
+	if _, err := cl.FilteredServersPage(ctx, draining, api.PageOptions{}); !errors.Is(err, api.ErrFilterIgnored) {
+		t.Fatalf("state filter on the earlier release: %v, want ErrFilterIgnored", err)
 	}
 
 	// Load: four clients, each spread over all agents, allocating with
@@ -196,6 +204,21 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Fatalf("%d allocations in the state, %d acknowledged", len(allocs), len(acked))
 	}
 	waitSameHash(ctx, t, pc)
+	// This release filters, and once every voter runs it they all list
+	// its features (the leader uses them from then on).
+	if pg, err := final.FilteredServersPage(ctx, draining, api.PageOptions{}); err != nil || len(pg.Items) != 0 {
+		t.Fatalf("state filter after the upgrade: %+v, %v", pg, err)
+	}
+	for {
+		ms, err := final.Members(ctx)
+		if err == nil && !slices.ContainsFunc(ms, func(m api.MemberStatus) bool { return !slices.Equal(m.Features, cluster.Features()) }) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("members' features after the upgrade: %+v, %v", ms, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	t.Logf("rolling upgrade from %s: %d allocations acknowledged, none lost or doubled", upgradeFrom[:8], len(acked))
 }
 
