@@ -56,7 +56,7 @@ func TestCommittedRefusalHoldsForLaterCopies(t *testing.T) {
 	}
 	for _, nd := range c.Running() {
 		testcluster.Eventually(t, 10*time.Second, func() error {
-			if _, ok := nd.Agent.Node.FSM().RefusalByRequest("late"); !ok {
+			if _, rf := nd.Agent.Node.FSM().Outcome("late"); rf == nil {
 				return fmt.Errorf("%s holds no refusal of request late", nd.ID)
 			}
 			return nil

@@ -323,13 +323,6 @@ func (f *FSM) AllocationByRequest(requestID string) (*fsmpb.Allocation, bool) {
 	return proto.Clone(f.s.allocations[id]).(*fsmpb.Allocation), true
 }
 
-// RefusalByRequest returns the committed refusal of a request id, if one
-// is kept (see refusals.go).
-func (f *FSM) RefusalByRequest(requestID string) (*fsmpb.Refusal, bool) {
-	_, r := f.Outcome(requestID)
-	return r, r != nil
-}
-
 // Outcome returns what a request id has had, read in one go: its
 // allocation (granted, possibly ended since), or its committed refusal, or
 // neither (nil, nil). Never both.

@@ -64,14 +64,14 @@ func TestCommittedRefusalAnswersLaterCopies(t *testing.T) {
 			if a.f.Hash() != g.Hash() {
 				t.Fatal("restored state hashes differently")
 			}
-			if _, ok := g.RefusalByRequest("r2"); !ok {
+			if ok := refused(g, "r2"); !ok {
 				t.Fatal("snapshot lost the refusal")
 			}
 			// Expire forgets it after RefusalRetention of leader time.
 			// ExpiryDue (the leader's cue to propose Expire) sees it.
 			expire := &fsmpb.Command{Cmd: &fsmpb.Command_Expire{Expire: true}}
 			a.apply(expire)
-			if _, ok := a.f.RefusalByRequest("r2"); !ok || a.f.ExpiryDue(a.now) {
+			if ok := refused(a.f, "r2"); !ok || a.f.ExpiryDue(a.now) {
 				t.Fatalf("refusal kept %v, expiry due %v: want kept, not due", ok, a.f.ExpiryDue(a.now))
 			}
 			a.now += fsm.RefusalRetention.Milliseconds()
@@ -79,7 +79,7 @@ func TestCommittedRefusalAnswersLaterCopies(t *testing.T) {
 				t.Fatal("expiry not due once the refusal is older than its retention")
 			}
 			a.apply(expire)
-			if _, ok := a.f.RefusalByRequest("r2"); ok {
+			if ok := refused(a.f, "r2"); ok {
 				t.Fatal("refusal kept past its retention")
 			}
 			if _, err := a.one(alloc("r2", "room", "s1", 2)); err != nil {
@@ -125,7 +125,7 @@ func TestRefuseAllocation(t *testing.T) {
 	// A recorded decision for a server deregistered since the leader chose
 	// it is a momentary refusal, committed.
 	r, err := a.one(allocRecording("gone", "room", "nope", 1))
-	if _, kept := a.f.RefusalByRequest("gone"); !errors.Is(err, fsm.ErrServerNotActive) || !r.RefusalCommitted || !kept {
+	if kept := refused(a.f, "gone"); !errors.Is(err, fsm.ErrServerNotActive) || !r.RefusalCommitted || !kept {
 		t.Fatalf("decision for a vanished server: %+v, %v, kept %v", r, err, kept)
 	}
 }
@@ -144,11 +144,11 @@ func TestRefusalsAreCapped(t *testing.T) {
 		}
 		a.apply(cmds...)
 	}
-	if _, ok := a.f.RefusalByRequest(refusalID(batch - 1)); ok {
+	if ok := refused(a.f, refusalID(batch-1)); ok {
 		t.Fatal("the oldest refusals are still kept beyond the cap")
 	}
 	for _, i := range []int{batch, fsm.MaxRefusals + batch - 1} {
-		if _, ok := a.f.RefusalByRequest(refusalID(i)); !ok {
+		if ok := refused(a.f, refusalID(i)); !ok {
 			t.Fatalf("refusal %d forgotten", i)
 		}
 	}
@@ -189,4 +189,10 @@ func TestRefusalMessageIsCapped(t *testing.T) {
 	if r, _ = a.one(alloc("r", "room", "s1", 1)); r.ErrorMessage != fsm.RefusalMessage(long) {
 		t.Fatalf("later copy: %d bytes", len(r.ErrorMessage))
 	}
+}
+
+// refused reports whether f keeps a committed refusal of requestID.
+func refused(f *fsm.FSM, requestID string) bool {
+	_, r := f.Outcome(requestID)
+	return r != nil
 }
