@@ -3,11 +3,14 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +26,30 @@ type campaign struct {
 	steady   time.Duration // fault-free phase of the failover scenario
 	kills    int           // leader kills of the failover scenario
 	out      string
+	fails    *failLog // why scenarios failed, repeated at the end of the run
+}
+
+// failLog collects, scenario by scenario, why the campaign failed, so the
+// last lines of a long run say it (CI keeps only the tail of the output).
+type failLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// add records one reason, cut to a few hundred bytes.
+func (f *failLog) add(scenario, reason string) {
+	if len(reason) > 600 {
+		reason = reason[:600] + "…"
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lines = append(f.lines, scenario+": "+reason)
+}
+
+func (f *failLog) all() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.lines)
 }
 
 func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
@@ -42,7 +69,7 @@ func campaignFromEnv(t *testing.T) campaign {
 	if mode == "" {
 		t.Skip("chaos runs are real clusters: run with SWITCHYARD_CHAOS=short (make chaos-short) or =full (make chaos)")
 	}
-	c := campaign{mode: mode, out: os.Getenv("CHAOS_OUT")}
+	c := campaign{mode: mode, out: os.Getenv("CHAOS_OUT"), fails: &failLog{}}
 	if c.out == "" {
 		c.out = filepath.Join(os.TempDir(), "switchyard-chaos")
 	}
@@ -94,8 +121,9 @@ func settings() map[string]string {
 	return map[string]string{"agent_args": strings.Join(agentArgs(), " ")}
 }
 
-// check fails t on any violation or run error, after printing the summary.
-func check(t *testing.T, sum *Summary, err error, target Target) {
+// check fails t on any violation or run error, after printing the
+// summary, and records why in the campaign's failLog.
+func (c campaign) check(t *testing.T, sum *Summary, err error, target Target) {
 	t.Helper()
 	if sum != nil {
 		var b strings.Builder
@@ -104,15 +132,21 @@ func check(t *testing.T, sum *Summary, err error, target Target) {
 		t.Logf("files: %v", sum.Files)
 	}
 	if err != nil {
+		c.fails.add(t.Name(), err.Error())
 		t.Fatal(err)
 	}
-	if sum.TotalViolations() > 0 {
-		t.Errorf("%d invariant violations (see %v)", sum.TotalViolations(), sum.Files)
+	if n := sum.TotalViolations(); n > 0 {
+		c.fails.add(t.Name(), fmt.Sprintf("%d invariant violations (see %v)", n, sum.Files))
+		t.Errorf("%d invariant violations (see %v)", n, sum.Files)
 	}
 	if len(sum.Errors) > 0 {
+		for _, e := range sum.Errors {
+			c.fails.add(t.Name(), "run error: "+e)
+		}
 		t.Errorf("run errors: %v\n%s", sum.Errors, target.Logs())
 	}
 	if sum.Ops.Acknowledged == 0 {
+		c.fails.add(t.Name(), "no operation was acknowledged")
 		t.Errorf("no operation was acknowledged: the run proves nothing")
 	}
 }
@@ -136,12 +170,22 @@ func (w testWriter) Write(p []byte) (int, error) {
 func TestChaos(t *testing.T) {
 	c := campaignFromEnv(t)
 	bin := proccluster.BuildBinary(t)
-	t.Run("failover", func(t *testing.T) { chaosFailover(t, c, bin) })
-	t.Run("processes", func(t *testing.T) { chaosProcesses(t, c, bin) })
-	t.Run("netns", func(t *testing.T) { chaosNetNS(t, c, bin) })
-	t.Run("docker", func(t *testing.T) { chaosDocker(t, c, bin) })
-	t.Run("faults", func(t *testing.T) { chaosFaults(t, c, bin) })
-	t.Run("loadgen", func(t *testing.T) { chaosLoadGen(t, c, bin) })
+	scenarios := []struct {
+		name string
+		run  func(*testing.T, campaign, string)
+	}{
+		{"failover", chaosFailover}, {"processes", chaosProcesses}, {"netns", chaosNetNS},
+		{"docker", chaosDocker}, {"faults", chaosFaults}, {"loadgen", chaosLoadGen},
+	}
+	for _, sc := range scenarios {
+		before := len(c.fails.all())
+		if !t.Run(sc.name, func(t *testing.T) { sc.run(t, c, bin) }) && len(c.fails.all()) == before {
+			c.fails.add(t.Name()+"/"+sc.name, "failed outside the invariant checks (see its output)")
+		}
+	}
+	if lines := c.fails.all(); len(lines) > 0 {
+		t.Errorf("chaos failed, scenario by scenario (details above):\n%s", strings.Join(lines, "\n"))
+	}
 }
 
 // chaosLoadGen runs media-server load from `switchyard loadgen` (QUIC with
@@ -163,7 +207,7 @@ func chaosLoadGen(t *testing.T, c campaign, bin string) {
 		LoadGen: &LoadGen{Bin: bin, CertDir: pc.CertDir, QUICAddrs: quic, Servers: 20, Interval: 500 * time.Millisecond, Window: 2 * time.Second},
 		OutDir:  c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 	})
-	check(t, sum, err, target)
+	c.check(t, sum, err, target)
 }
 
 // chaosFaults feeds agents bad input on their own disks and clocks under
@@ -204,8 +248,9 @@ func chaosFaults(t *testing.T, c campaign, bin string) {
 		Nemeses: nemeses, Hold: time.Second, Quiet: 500 * time.Millisecond,
 		OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 	})
-	check(t, sum, err, target)
+	c.check(t, sum, err, target)
 	if sum != nil && len(sum.Notes) < min(3, len(nemeses)) {
+		c.fails.add(t.Name(), fmt.Sprintf("expected a detection note per bad-input fault, got %v", sum.Notes))
 		t.Errorf("expected a detection note per bad-input fault, got %v", sum.Notes)
 	}
 }
@@ -235,7 +280,7 @@ func chaosProcesses(t *testing.T, c campaign, bin string) {
 				Nemeses: sc.nemeses, Hold: 1500 * time.Millisecond, Quiet: 500 * time.Millisecond,
 				OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 			})
-			check(t, sum, err, target)
+			c.check(t, sum, err, target)
 		})
 	}
 }
@@ -255,7 +300,7 @@ func chaosFailover(t *testing.T, c campaign, bin string) {
 		Nemeses: []Nemesis{Kill{Leader: true}}, Hold: time.Second, Quiet: 300 * time.Millisecond,
 		OutDir: c.out, Log: logger(t), Settings: map[string]string{"agent_args": strings.Join(failoverArgs(), " ")}, KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 	})
-	check(t, sum, err, target)
+	c.check(t, sum, err, target)
 	if sum != nil {
 		t.Logf("FIGURES failover kills=%d p50=%.0fms p99=%.0fms max=%.0fms (target p50<=300 p99<=500); steady %.0fs: %d spurious elections, %d acks",
 			sum.Failover.Kills, sum.Failover.P50Ms, sum.Failover.P99Ms, sum.Failover.MaxMs, sum.Elect.SteadySeconds, sum.Elect.SteadyElections, sum.Elect.SteadyOps)
@@ -324,7 +369,7 @@ func chaosNetNS(t *testing.T, c campaign, bin string) {
 				Nemeses: sc.nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
 				OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 			})
-			check(t, sum, err, target)
+			c.check(t, sum, err, target)
 		})
 	}
 }
@@ -383,7 +428,7 @@ func chaosDocker(t *testing.T, c campaign, bin string) {
 				Nemeses: sc.nemeses, Hold: 2 * time.Second, Quiet: 500 * time.Millisecond,
 				OutDir: c.out, Log: logger(t), Settings: settings(), KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 			})
-			check(t, sum, err, d)
+			c.check(t, sum, err, d)
 		})
 	}
 }
