@@ -80,8 +80,13 @@ const RoleAgent = "agent"
 // rolePerms is the authorization table: what each role may do.
 func rolePerms(role string) []Perm {
 	switch role {
-	case fsm.RoleOperator, RoleAgent:
+	case fsm.RoleOperator:
 		return []Perm{PermRead, PermAllocate, PermServer, PermOperator}
+	case RoleAgent:
+		// An agent certificate never acts as a media server: what a
+		// follower forwards for a media certificate is authorized as that
+		// certificate (the HTTP API's forwarded principal).
+		return []Perm{PermRead, PermAllocate, PermOperator}
 	case fsm.RoleAllocator:
 		return []Perm{PermRead, PermAllocate}
 	case fsm.RoleReader:

@@ -288,6 +288,33 @@ func TestACLAttacks(t *testing.T) {
 	if code, msg := rawDo(t, mediaHC, "POST", base+"/v1/servers", "", "application/json", `{"id":"m1","capacity":5}`); code != 200 {
 		t.Fatalf("m1 certificate registering m1: %d %s", code, msg)
 	}
+	// The leader authorizes a forwarded request as the certificate that
+	// sent it, and nobody but an agent can claim to forward for another.
+	leaderBase := "https://" + c.WaitLeader(10*time.Second).Cfg.HTTPAddr
+	for _, hdr := range [][]string{
+		{"X-Switchyard-Forwarded", "n1", "X-Switchyard-Principal", "agent n1"},
+		{"X-Switchyard-Forwarded", "n1", "X-Switchyard-Principal", "media m2"},
+	} {
+		if code, msg := rawDo(t, mediaHC, "POST", leaderBase+"/v1/servers", "", "application/json", `{"id":"m2","capacity":1}`, hdr...); code != 403 {
+			t.Fatalf("m1 certificate claiming %v: %d %s", hdr, code, msg)
+		}
+	}
+	// An agent certificate is not a media server: it may not register,
+	// drain or deregister one, through a follower or on the leader, once
+	// every voter forwards certificates' requests as their senders.
+	c.WaitFeature(cluster.FeatureForwardedPrincipal, 20*time.Second)
+	agentHC := agentCertClient(t, c)
+	for _, b := range []string{base, leaderBase} {
+		if code, msg := rawDo(t, agentHC, "POST", b+"/v1/servers", "", "application/json", `{"id":"m2","capacity":1,"addresses":["http://evil"]}`); code != 403 {
+			t.Fatalf("agent certificate registering m2 via %s: %d %s", b, code, msg)
+		}
+		if code, msg := rawDo(t, agentHC, "POST", b+"/v1/servers/m2/drain", "", "", ""); code != 403 {
+			t.Fatalf("agent certificate draining m2 via %s: %d %s", b, code, msg)
+		}
+		if code, msg := rawDo(t, agentHC, "GET", b+"/v1/status", "", "", ""); code != 200 {
+			t.Fatalf("agent certificate reading the status via %s: %d %s", b, code, msg)
+		}
+	}
 	if code, msg := rawDo(t, mediaHC, "POST", base+"/v1/members", "", "application/json", `{"id":"evil","raft_addr":"127.0.0.1:1"}`); code != 403 {
 		t.Fatalf("media certificate adding a voter: %d %s", code, msg)
 	}
@@ -309,6 +336,43 @@ func TestACLAttacks(t *testing.T) {
 	}
 	if n := len(c.WaitLeader(10 * time.Second).Agent.Node.Status().Members); n != 3 {
 		t.Fatalf("%d members", n)
+	}
+}
+
+// agentCertClient is an HTTPS client with an agent certificate of c's CA
+// (named n9, not a member).
+func agentCertClient(t *testing.T, c *testcluster.Cluster) *http.Client {
+	t.Helper()
+	ac, ak, err := c.CA.IssueRole("n9", pki.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aid, err := pki.NewIdentity(c.CA.CertPEM, ac, ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return httpsClient(aid.ClientConfig())
+}
+
+// TestAgentCertificateActsForMediaDuringUpgrade: while a voter of an
+// older release (one that forwards a media node's request as itself) is
+// in the cluster, the leader lets agent certificates act for media
+// servers, so media nodes behind that follower keep working.
+func TestAgentCertificateActsForMediaDuringUpgrade(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{RaftTLS: true, Mutate: func(i int, cfg *agent.Config) {
+		cfg.ACL, cfg.HTTPS = true, true
+		if i == 2 {
+			cfg.Features = []string{cluster.FeatureCommittedRefusals}
+		}
+	}})
+	c.WaitFeature(cluster.FeatureCommittedRefusals, 20*time.Second)
+	hc := agentCertClient(t, c)
+	leader := c.WaitLeader(10 * time.Second)
+	if leader.Agent.Node.FeatureOn(cluster.FeatureForwardedPrincipal) {
+		t.Fatal("forwarded_principal is on with a voter that lacks it")
+	}
+	if code, msg := rawDo(t, hc, "POST", "https://"+leader.Cfg.HTTPAddr+"/v1/servers", "", "application/json", `{"id":"m1","capacity":1}`); code != 200 {
+		t.Fatalf("agent certificate registering m1 during the upgrade: %d %s", code, msg)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/switchyard/switchyard/acl"
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 	"github.com/switchyard/switchyard/pki"
@@ -158,6 +159,10 @@ func routePerm(pattern string) acl.Perm {
 // guard runs before routing: browser protection, then authentication and
 // authorization. It answers refused requests itself and returns false.
 func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
+	if r.Header.Get(forwardedHeader) == "" || !fromAgent(r) {
+		// Only a follower (an agent certificate) says whom it forwards for.
+		r.Header.Del(principalHeader)
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions {
 		if o := r.Header.Get("Origin"); o != "" {
 			if u, err := url.Parse(o); err != nil || u.Host != r.Host {
@@ -202,7 +207,14 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 		}
 	}
 	if err == nil {
-		err = acl.Authorize(p, perm, s.targetServer(r, pattern, p))
+		authz := p
+		if p.Role == acl.RoleAgent && perm == acl.PermServer && !s.b.FeatureOn(cluster.FeatureForwardedPrincipal) {
+			// A follower of an older release forwards a media node's
+			// request as itself: until every voter names the sender,
+			// an agent certificate keeps the rights it had.
+			authz.Role = fsm.RoleOperator
+		}
+		err = acl.Authorize(authz, perm, s.targetServer(r, pattern, authz))
 	}
 	if err != nil {
 		if errors.Is(err, acl.ErrUnknownToken) && r.Header.Get(forwardedHeader) == "" && !s.b.IsLeader() {
@@ -220,6 +232,11 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 	// The agent that received a write logs it; a leader does not log again
 	// what a follower (verified by its certificate) forwarded.
 	relayed := r.Header.Get(forwardedHeader) != "" && fromAgent(r)
+	if p.Kind == "cert" && !relayed {
+		// A forwarded request is authorized again on the leader as the
+		// certificate that sent it here, not as this agent.
+		r.Header.Set(principalHeader, p.Role+" "+url.PathEscape(p.ID))
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && p.Role != fsm.RoleMedia && p.Kind != "anonymous" && !relayed {
 		s.log.Info("audit", "principal", p.Kind, "id", p.ID, "role", p.Role, "description", p.Description,
 			"operation", pattern, "target", r.URL.Path, "forwarded_by", r.Header.Get(forwardedHeader))
@@ -255,6 +272,9 @@ func (s *Handler) principal(r *http.Request) (acl.Principal, error) {
 	if secret != "" {
 		return acl.Resolve(s.st, secret, time.Now())
 	}
+	if v := r.Header.Get(principalHeader); v != "" {
+		return forwardedPrincipal(v) // guard kept it only from an agent's forward
+	}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		// The TLS layer verified the chain against the cluster CA.
 		id := pki.PeerIdentity(r.TLS.PeerCertificates[0])
@@ -266,6 +286,30 @@ func (s *Handler) principal(r *http.Request) (acl.Principal, error) {
 		}
 	}
 	return acl.Anonymous, nil
+}
+
+// principalHeader carries, on a request a follower forwards, the
+// certificate principal the follower authenticated ("ROLE NAME", the name
+// path-escaped). The leader honours it only on a forwarded request from
+// an agent certificate (guard drops it from anyone else), so a media
+// certificate's request is authorized as that media server on the leader
+// too, and an agent certificate never lends its own rights to it.
+const principalHeader = "X-Switchyard-Principal"
+
+// forwardedPrincipal parses a principalHeader value.
+func forwardedPrincipal(v string) (acl.Principal, error) {
+	role, esc, _ := strings.Cut(v, " ")
+	name, err := url.PathUnescape(esc)
+	if err != nil || name == "" {
+		return acl.Anonymous, fmt.Errorf("%w: forwarded principal %q is malformed", acl.ErrUnauthenticated, v)
+	}
+	switch role {
+	case acl.RoleAgent:
+		return acl.Principal{Kind: "cert", Role: acl.RoleAgent, ID: name}, nil
+	case fsm.RoleMedia:
+		return acl.Principal{Kind: "cert", Role: fsm.RoleMedia, ID: name, Server: name}, nil
+	}
+	return acl.Anonymous, fmt.Errorf("%w: forwarded principal %q has an unknown role", acl.ErrUnauthenticated, v)
 }
 
 // targetServer is the media server id a PermServer route acts on, for

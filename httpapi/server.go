@@ -40,6 +40,7 @@ type Backend interface {
 	Info() cluster.PeerInfo
 	Status() cluster.Status
 	Members() []cluster.MemberStatus
+	FeatureOn(feature string) bool
 	VerifyLeader(ctx context.Context) error
 	AddVoter(ctx context.Context, m *fsmpb.Member) error
 	RemovePeer(ctx context.Context, id string) error

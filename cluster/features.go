@@ -1,0 +1,49 @@
+package cluster
+
+import "slices"
+
+// Features a member's binary understands, recorded in its member entry
+// (fsmpb.Member.features). A leader uses a feature only while every voter
+// lists it, so in the middle of a rolling upgrade the cluster keeps to
+// what its oldest member applies the same way.
+const (
+	// FeatureCommittedRefusals: the leader commits momentary refusals
+	// (fsmpb.Refusal) so that every later copy of a refused request gets
+	// the same answer.
+	FeatureCommittedRefusals = "committed_refusals"
+	// FeatureForwardedPrincipal: a follower that forwards a request sent
+	// with a certificate names that certificate to the leader (the HTTP
+	// API's X-Switchyard-Principal), so the leader authorizes it as its
+	// sender. Until every voter does, an older follower's forward of a
+	// media node's request carries only the follower's agent certificate,
+	// and the leader lets agent certificates act for media servers.
+	FeatureForwardedPrincipal = "forwarded_principal"
+)
+
+// Features lists the features this binary understands.
+func Features() []string { return []string{FeatureCommittedRefusals, FeatureForwardedPrincipal} }
+
+// MaxFeatures and MaxFeatureLen bound a member entry's feature list.
+const (
+	MaxFeatures   = 32
+	MaxFeatureLen = 64
+)
+
+// FeatureOn reports whether every voter's member entry lists feature (one
+// of Features): whether the cluster may use it.
+func (n *Node) FeatureOn(feature string) bool { return n.featureOn(feature) }
+
+// featureOn reports whether every voter's member entry lists feature.
+func (n *Node) featureOn(feature string) bool {
+	vs := n.voters()
+	if len(vs) == 0 {
+		return false
+	}
+	for _, v := range vs {
+		m, ok := n.fsm.Member(string(v.ID))
+		if !ok || !slices.Contains(m.GetFeatures(), feature) {
+			return false
+		}
+	}
+	return true
+}
