@@ -13,6 +13,10 @@ import (
 // MaxPageLimit caps ?limit= on list endpoints.
 const MaxPageLimit = 10000
 
+// MaxIDLen bounds the ids the agents accept (server, request and
+// allocation ids) and a server list's id prefix, in bytes.
+const MaxIDLen = 128
+
 // DefaultPageSize is the page size Pages and the CLI ask for when the
 // caller names none: small enough that no answer is a large body, large
 // enough that a fleet of 100,000 servers takes 200 requests.
@@ -182,6 +186,9 @@ type ServerListOptions struct {
 	// refuses an unknown state with ErrInvalid. Page.Total then counts
 	// the servers that match.
 	States []string
+	// Prefix, when not empty, keeps only the servers whose id starts with
+	// it (at most MaxIDLen bytes: longer is refused with ErrInvalid).
+	Prefix string
 }
 
 // values is o as the query of GET /v1/servers.
@@ -190,7 +197,21 @@ func (o ServerListOptions) values() url.Values {
 	if len(o.States) > 0 {
 		q.Set("state", strings.Join(o.States, ","))
 	}
+	if o.Prefix != "" {
+		q.Set("prefix", o.Prefix)
+	}
 	return q
+}
+
+// checkFilter returns ErrFilterIgnored when a server of items is outside
+// o's filter (an agent that does not know it answered the whole list).
+func checkFilter[T any](o ServerListOptions, items []T, id, state func(T) string) error {
+	for _, it := range items {
+		if !strings.HasPrefix(id(it), o.Prefix) {
+			return fmt.Errorf("%w: asked for servers whose id starts with %q, got %q", ErrFilterIgnored, o.Prefix, id(it))
+		}
+	}
+	return checkStates(o, items, state)
 }
 
 // ServersPage reads one page of the registered media servers, each with
@@ -204,7 +225,7 @@ func (c *Client) ServersPage(ctx context.Context, stale bool, p PageOptions) (Pa
 func (c *Client) FilteredServersPage(ctx context.Context, o ServerListOptions, p PageOptions) (Page[ServerWithLoad], error) {
 	pg, err := listPage[ServerWithLoad](ctx, c, "/v1/servers", o.values(), p)
 	if err == nil {
-		err = checkStates(o, pg.Items, func(s ServerWithLoad) string { return s.State })
+		err = checkFilter(o, pg.Items, func(s ServerWithLoad) string { return s.ID }, func(s ServerWithLoad) string { return s.State })
 	}
 	return pg, err
 }
@@ -239,7 +260,8 @@ func (c *Client) ServersRawPage(ctx context.Context, stale bool, p PageOptions) 
 func (c *Client) FilteredServersRawPage(ctx context.Context, o ServerListOptions, p PageOptions) (Page[map[string]any], error) {
 	pg, err := listPage[map[string]any](ctx, c, "/v1/servers", o.values(), p)
 	if err == nil {
-		err = checkStates(o, pg.Items, func(m map[string]any) string { st, _ := m["state"].(string); return st })
+		err = checkFilter(o, pg.Items, func(m map[string]any) string { id, _ := m["id"].(string); return id },
+			func(m map[string]any) string { st, _ := m["state"].(string); return st })
 	}
 	return pg, err
 }

@@ -101,6 +101,10 @@ func TestRollingUpgrade(t *testing.T) {
 	if _, err := cl.FilteredServersPage(ctx, draining, api.PageOptions{}); !errors.Is(err, api.ErrFilterIgnored) {
 		t.Fatalf("state filter on the earlier release: %v, want ErrFilterIgnored", err)
 	}
+	onlyM2 := api.ServerListOptions{Prefix: "m2"}
+	if _, err := cl.FilteredServersPage(ctx, onlyM2, api.PageOptions{}); !errors.Is(err, api.ErrFilterIgnored) {
+		t.Fatalf("id prefix filter on the earlier release: %v, want ErrFilterIgnored", err)
+	}
 
 	// Load: four clients, each spread over all agents, allocating with
 	// fresh request ids until told to stop. An attempt that fails is sent
@@ -208,6 +212,9 @@ func TestRollingUpgrade(t *testing.T) {
 	// its features (the leader uses them from then on).
 	if pg, err := final.FilteredServersPage(ctx, draining, api.PageOptions{}); err != nil || len(pg.Items) != 0 {
 		t.Fatalf("state filter after the upgrade: %+v, %v", pg, err)
+	}
+	if pg, err := final.FilteredServersPage(ctx, onlyM2, api.PageOptions{}); err != nil || len(pg.Items) != 1 || pg.Items[0].ID != "m2" || pg.Total != 1 {
+		t.Fatalf("id prefix filter after the upgrade: %+v, %v", pg, err)
 	}
 	for {
 		ms, err := final.Members(ctx)

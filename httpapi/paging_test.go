@@ -90,7 +90,8 @@ func TestListPaging(t *testing.T) {
 
 // TestServerStateFilterAndIntentPages: GET /v1/servers?state= keeps the
 // servers in the states named (one, a comma-separated list, or the
-// parameter repeated) before paging, X-Total-Count counts those, from the
+// parameter repeated) and ?prefix= those whose id starts with it, before
+// paging, X-Total-Count counts those, from the
 // leader (through a follower) and from a follower's replica (stale);
 // GET /v1/provisioning/intents pages like every list. Bad input (an
 // unknown state, a bad limit) is refused with 400 invalid_argument and a
@@ -173,6 +174,10 @@ func TestServerStateFilterAndIntentPages(t *testing.T) {
 			{"every state", "/v1/servers?state=active,draining,down&", 5, concat(byState["active"], byState["draining"], byState["down"]), ""},
 			{"no filter", "/v1/servers?", 5, concat(byState["active"], byState["draining"], byState["down"]), ""},
 			{"empty filter", "/v1/servers?state=&", 5, concat(byState["active"], byState["draining"], byState["down"]), ""},
+			{"id prefix", "/v1/servers?prefix=s0&", 4, []string{"s00", "s01", "s02", "s03", "s04", "s05", "s06", "s07", "s08", "s09"}, ""},
+			{"id prefix and state, stale", "/v1/servers?stale=true&prefix=s1&state=active&", 1, []string{"s11", "s12"}, "active"},
+			{"id prefix matching nothing", "/v1/servers?prefix=x&", 2, nil, ""},
+			{"empty id prefix", "/v1/servers?prefix=&", 0, concat(byState["active"], byState["draining"], byState["down"]), ""},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				var got []string
@@ -220,6 +225,7 @@ func TestServerStateFilterAndIntentPages(t *testing.T) {
 			{"/v1/servers?state=active&state=unknown", []string{`"unknown"`}},
 			{"/v1/servers?stale=true&state=gone", []string{`"gone"`}},
 			{"/v1/servers?state=active&limit=0", []string{"limit", "10000"}},
+			{"/v1/servers?prefix=" + strings.Repeat("s", 129), []string{"prefix", "129", "128"}},
 			{"/v1/provisioning/intents?limit=0", []string{"limit", "10000"}},
 			{"/v1/provisioning/intents?limit=x", []string{"limit", `"x"`}},
 			{"/v1/provisioning/intents?limit=-1", []string{"limit"}},

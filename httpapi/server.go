@@ -491,17 +491,25 @@ func (s *Handler) transfer(w http.ResponseWriter, r *http.Request) {
 }
 
 // listServers answers the servers ordered by id, those in the states
-// ?state= names when it is given (see serverStateFilter), paged like
-// every list (paging.go): X-Total-Count counts the servers that match.
+// ?state= names when it is given (see serverStateFilter) and whose id
+// starts with ?prefix= (at most fsm.MaxIDLen bytes), paged like every
+// list (paging.go): X-Total-Count counts the servers that match.
 func (s *Handler) listServers(w http.ResponseWriter, r *http.Request) {
 	keep, err := serverStateFilter(r.URL.Query()["state"])
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
+	prefix := r.URL.Query().Get("prefix")
+	if len(prefix) > fsm.MaxIDLen {
+		s.fail(w, fmt.Errorf("%w: prefix is %d bytes, server ids are at most %d", fsm.ErrInvalid, len(prefix), fsm.MaxIDLen))
+		return
+	}
 	all := s.st.Servers()
-	if keep != nil {
-		all = slices.DeleteFunc(all, func(v *fsmpb.Server) bool { return !keep[v.GetState()] })
+	if keep != nil || prefix != "" {
+		all = slices.DeleteFunc(all, func(v *fsmpb.Server) bool {
+			return keep != nil && !keep[v.GetState()] || !strings.HasPrefix(v.GetId(), prefix)
+		})
 	}
 	servers, err := page(w, r, all, (*fsmpb.Server).GetId)
 	if err != nil {

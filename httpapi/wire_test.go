@@ -15,6 +15,9 @@ func TestWireConstantsMatchServer(t *testing.T) {
 	if got, want := []string{api.SFUSwitchyard, api.SFULiveKit, api.SFUJanus}, fsm.SFUKinds(); !slices.Equal(got, want) {
 		t.Errorf("api SFU kinds %v, fsm %v", got, want)
 	}
+	if api.MaxIDLen != fsm.MaxIDLen {
+		t.Errorf("api.MaxIDLen %d, fsm.MaxIDLen %d", api.MaxIDLen, fsm.MaxIDLen)
+	}
 	if api.SFULabel != fsm.SFULabel {
 		t.Errorf("api.SFULabel %q, fsm.SFULabel %q", api.SFULabel, fsm.SFULabel)
 	}

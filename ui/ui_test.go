@@ -425,10 +425,33 @@ func checkStateFilter(t *testing.T, ctx context.Context, cl *api.Client) {
 	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
 		"#servers-total": "0", "#servers-shown": "no down servers",
 	}, []string{}))
+	// The id box: the API keeps the ids that start with what is typed,
+	// with the state chosen or alone.
+	typePrefix := func(prefix string) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(
+			`(() => { const s = document.getElementById("prefix-filter"); s.value = %q; s.dispatchEvent(new Event("input")); return true; })()`, prefix))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	choose("draining")
+	typePrefix("m02")
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"#servers-total": "1", "#servers-shown": "showing 1–1 of 1 draining “m02…”",
+	}, []string{"m0200"}))
 	choose("")
+	typePrefix("m020")
+	var m020 []string
+	for i := range 10 {
+		m020 = append(m020, fmt.Sprintf("m020%d", i))
+	}
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"#servers-total": "10", "#servers-shown": "showing 1–10 of 10 “m020…”", "#page": "page 1 / 1",
+	}, m020))
+	typePrefix("")
 	total := strconv.Itoa(dashServers)
 	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
 		"#servers-total": total, "#servers-shown": "showing 1–50 of " + total, "#page": "page 1 / 20",
 	}, nil))
-	t.Logf("server table: filtered on draining (%d reads with state=draining), on down, and back", len(reads))
+	t.Logf("server table: filtered on draining (%d reads with state=draining), on down, on an id prefix, and back", len(reads))
 }

@@ -290,6 +290,18 @@ func TestListCommandsPage(t *testing.T) {
 	if out, _, _ = requests("/v1/servers", "server", "list", "--state", "down", "--after", "s00"); !strings.HasSuffix(out, "\n0 servers\n") {
 		t.Fatalf("server list --state down --after s00:\n%s", out)
 	}
+	// --prefix: the agent keeps the ids that start with it, alone or
+	// with --state.
+	out, _, qs = requests("/v1/servers", "server", "list", "--prefix", "s1", "--page-size", "4")
+	if !strings.HasPrefix(out, "10 servers: 10 active, 0 draining, 0 down;") || strings.Count(out, "\ns1") != 10 || strings.Count(out, "\ns0") != 0 ||
+		!slices.Equal(qs, []string{"limit=4&prefix=s1", "after=s13&limit=4&prefix=s1", "after=s17&limit=4&prefix=s1"}) {
+		t.Fatalf("server list --prefix s1 sent %v, printed:\n%s", qs, out)
+	}
+	out, _, _ = requests("/v1/servers", "server", "list", "--prefix", "s0", "--state", "draining", "--json")
+	got = nil
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 3 || got[0]["id"] != "s01" || got[2]["id"] != "s09" {
+		t.Fatalf("server list --prefix s0 --state draining --json: %v %v", got, err)
+	}
 	// An unknown state: the agent's refusal, naming the states it takes.
 	if _, _, err := runCLI(t, "server", "list", "--state", "asleep", addr); err == nil || !strings.Contains(err.Error(), "active, draining, down") {
 		t.Fatalf("server list --state asleep: %v", err)
@@ -297,6 +309,7 @@ func TestListCommandsPage(t *testing.T) {
 	for _, bad := range [][]string{
 		{"server", "list", "--state", ","},
 		{"server", "list", "--watch", "--state", "asleep"},
+		{"server", "list", "--prefix", strings.Repeat("s", 129)},
 		{"policy", "intents", "--page-size", "0"},
 		{"policy", "intents", "--limit", "-2"},
 	} {

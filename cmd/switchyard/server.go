@@ -71,7 +71,7 @@ func newServerCmd() *cobra.Command {
 	lf := &clientFlags{}
 	pf := &pageFlags{}
 	var stale, watch, summaryOnly bool
-	var stateFlag string
+	var stateFlag, prefix string
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List media servers (a summary by state and region first)",
@@ -82,10 +82,14 @@ summary by state and region of every server; with them it prints the servers
 asked for and ends with how many of how many were shown and the --after that
 continues (the summary needs every server: it is left out). --state keeps
 only the servers in the states it names (active, draining, down; several
-comma-separated): the summary, the totals and --limit then count those.`,
+comma-separated) and --prefix those whose id starts with it: the summary,
+the totals and --limit then count those.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := pf.check(cmd); err != nil {
 				return err
+			}
+			if len(prefix) > api.MaxIDLen {
+				return usagef(cmd, "--prefix is %d bytes; server ids are at most %d", len(prefix), api.MaxIDLen)
 			}
 			states := splitList(stateFlag)
 			if stateFlag != "" && len(states) == 0 {
@@ -99,7 +103,7 @@ comma-separated): the summary, the totals and --limit then count those.`,
 				if err != nil {
 					return err
 				}
-				return runWatch(cmd, lf, "servers", keep)
+				return runWatch(cmd, lf, "servers", watchPrefixFilter(prefix, keep))
 			}
 			if summaryOnly && pf.partial() {
 				return usagef(cmd, "--summary counts every server: it takes no --limit or --after")
@@ -109,7 +113,7 @@ comma-separated): the summary, the totals and --limit then count those.`,
 				return err
 			}
 			defer cancel()
-			opts := api.ServerListOptions{Stale: stale, States: states}
+			opts := api.ServerListOptions{Stale: stale, States: states, Prefix: prefix}
 			serverID := func(s api.ServerWithLoad) string { return s.ID }
 			if summaryOnly {
 				sum := newServerSummary()
@@ -175,6 +179,7 @@ comma-separated): the summary, the totals and --limit then count those.`,
 	list.Flags().BoolVar(&stale, "stale", false, "answer from the contacted agent's replica instead of the leader")
 	list.Flags().BoolVar(&watch, "watch", false, watchHelp)
 	list.Flags().StringVar(&stateFlag, "state", "", "only servers in these states (comma-separated: "+strings.Join(knownServerStates(), ", ")+"); with --watch, the servers in them and those leaving them")
+	list.Flags().StringVar(&prefix, "prefix", "", "only servers whose id starts with this (at most 128 bytes); with --watch, filtered here")
 	list.Flags().BoolVar(&summaryOnly, "summary", false, "print only the counts by state and region (with --json: the summary object)")
 
 	idCmd := func(use, short string, run func(c *api.Client, cmd *cobra.Command, id string, f *clientFlags) error) *cobra.Command {
@@ -230,6 +235,21 @@ comma-separated): the summary, the totals and --limit then count those.`,
 	})
 	cmd.AddCommand(register, list, drain, dereg)
 	return cmd
+}
+
+// watchPrefixFilter narrows the event filter next (nil: every event) of
+// `server list --watch` to the servers whose id starts with prefix; other
+// events pass to next.
+func watchPrefixFilter(prefix string, next func(api.WatchEvent, bool) bool) func(api.WatchEvent, bool) bool {
+	if prefix == "" {
+		return next
+	}
+	return func(ev api.WatchEvent, inCopy bool) bool {
+		if ev.Server != nil && !strings.HasPrefix(ev.Server.ID, prefix) {
+			return false
+		}
+		return next == nil || next(ev, inCopy)
+	}
 }
 
 // knownServerStates are the server states --state may name with --watch,

@@ -186,3 +186,41 @@ func TestWatchStateFilter(t *testing.T) {
 		t.Fatalf("unknown state: %v", err)
 	}
 }
+
+// The filter of `server list --watch --prefix`: only servers whose id
+// starts with the prefix, then the state filter if any; other kinds of
+// events pass.
+func TestWatchPrefixFilter(t *testing.T) {
+	srv := func(id, state string) api.WatchEvent {
+		return api.WatchEvent{Kind: api.WatchServer, Op: "upsert", ID: id, Server: &api.Server{ID: id, State: state}}
+	}
+	alloc := api.WatchEvent{Kind: api.WatchAllocation, Op: "upsert", ID: "a-1-0"}
+	draining, err := watchStateFilter(newRootCmd(), []string{"draining"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		prefix string
+		next   func(api.WatchEvent, bool) bool
+		ev     api.WatchEvent
+		want   bool
+	}{
+		{"matching id", "m1", nil, srv("m10", "active"), true},
+		{"other id", "m1", nil, srv("m20", "active"), false},
+		{"the prefix itself", "m1", nil, srv("m1", "active"), true},
+		{"not a server", "m1", nil, alloc, true},
+		{"matching id, other state", "m1", draining, srv("m11", "active"), false},
+		{"matching id and state", "m1", draining, srv("m12", "draining"), true},
+		{"other id, matching state", "m1", draining, srv("m22", "draining"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := watchPrefixFilter(tc.prefix, tc.next)(tc.ev, true); got != tc.want {
+				t.Fatalf("%+v: %v, want %v", tc.ev, got, tc.want)
+			}
+		})
+	}
+	if watchPrefixFilter("", nil) != nil {
+		t.Fatal("no prefix and no state: a filter")
+	}
+}

@@ -11,11 +11,12 @@ const FETCH_TIMEOUT_MS = 4000;
 // stream) for the totals and the regions; serverPage is the page of the
 // table as the API answered it (with load), cursors the "after" of each
 // page from the first to the one shown, stateFilter the server state the
-// table is limited to ("" for every server; the API filters: ?state=).
+// table is limited to ("" for every server; the API filters: ?state=) and
+// prefixFilter the start of the ids shown ("" for any; ?prefix=).
 const st = {
   overview: null, servers: [], serversStale: false, allocs: [], policy: null, intents: [],
   errors: {}, prev: null, placed: null, allocRate: null, refuseRate: null,
-  serverPage: null, cursors: [""], stateFilter: "", roomPage: 0, updated: null,
+  serverPage: null, cursors: [""], stateFilter: "", prefixFilter: "", roomPage: 0, updated: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -156,10 +157,14 @@ async function pollOverview() {
 // An answer for a page or a filter the operator has left meanwhile is
 // dropped.
 async function pollServerPage() {
-  const after = st.cursors[st.cursors.length - 1], filter = st.stateFilter;
-  const p = await getPage(filter ? "/v1/servers?state=" + encodeURIComponent(filter) : "/v1/servers", PAGE, after);
-  if (after !== st.cursors[st.cursors.length - 1] || filter !== st.stateFilter) return;
+  const after = st.cursors[st.cursors.length - 1], filter = filterKey();
+  const q = [];
+  if (st.stateFilter) q.push("state=" + encodeURIComponent(st.stateFilter));
+  if (st.prefixFilter) q.push("prefix=" + encodeURIComponent(st.prefixFilter));
+  const p = await getPage("/v1/servers" + (q.length ? "?" + q.join("&") : ""), PAGE, after);
+  if (after !== st.cursors[st.cursors.length - 1] || filter !== filterKey()) return;
   p.filter = filter;
+  p.which = (st.stateFilter ? st.stateFilter + " " : "") + (st.prefixFilter ? "“" + st.prefixFilter + "…” " : "");
   st.serverPage = p;
   st.serversStale = p.stale;
 }
@@ -296,9 +301,9 @@ function renderServers() {
   const pages = Math.max(page, Math.ceil(p.total / PAGE), 1);
   $("page").textContent = "page " + page + " / " + pages;
   // The total is the API's count of the servers matching the filter.
-  const which = p.filter ? " " + p.filter : "";
+  const which = p.which ? " " + p.which.trim() : "";
   $("servers-total").textContent = p.total;
-  $("servers-which").textContent = p.filter ? p.filter + " " : "";
+  $("servers-which").textContent = p.which;
   $("servers-shown").textContent = p.items.length
     ? "showing " + first + "–" + (first + p.items.length - 1) + " of " + p.total + which + (p.stale ? " (local replica)" : "")
     : p.total ? "no" + which + " servers after " + p.after + " (of " + p.total + ")" : "no" + which + " servers";
@@ -379,7 +384,7 @@ function renderPolicy() {
 function turnServerPage(forward) {
   const p = st.serverPage;
   if (forward) {
-    if (!p || !p.next || p.after !== st.cursors[st.cursors.length - 1] || p.filter !== st.stateFilter) return;
+    if (!p || !p.next || p.after !== st.cursors[st.cursors.length - 1] || p.filter !== filterKey()) return;
     st.cursors.push(p.next);
   } else {
     if (st.cursors.length === 1) return;
@@ -393,11 +398,17 @@ function refreshServerPage() {
   pollServerPage().then(() => { delete st.errors.servers; }, (e) => { st.errors.servers = e.message || String(e); }).finally(render);
 }
 
-// filterServers limits the table to one server state ("" for all) and
-// starts it over at its first page.
-function filterServers(state) {
-  if (state === st.stateFilter) return;
+// filterKey names the table's filters, to drop answers to a filter the
+// operator has left.
+function filterKey() { return st.stateFilter + "\u0000" + st.prefixFilter; }
+
+// filterServers limits the table to one server state ("" for all) and to
+// ids starting with prefix ("" for any), and starts it over at its first
+// page.
+function filterServers(state, prefix) {
+  if (state === st.stateFilter && prefix === st.prefixFilter) return;
   st.stateFilter = state;
+  st.prefixFilter = prefix;
   st.cursors = [""];
   refreshServerPage();
 }
@@ -405,7 +416,12 @@ function filterServers(state) {
 function wire() {
   $("prev").addEventListener("click", () => turnServerPage(false));
   $("next").addEventListener("click", () => turnServerPage(true));
-  $("state-filter").addEventListener("change", (e) => filterServers(e.target.value));
+  $("state-filter").addEventListener("change", (e) => filterServers(e.target.value, st.prefixFilter));
+  let typing = null; // the prefix is read once the operator pauses typing
+  $("prefix-filter").addEventListener("input", (e) => {
+    clearTimeout(typing);
+    typing = setTimeout(() => filterServers(st.stateFilter, e.target.value.trim()), 250);
+  });
   $("rprev").addEventListener("click", () => { st.roomPage = Math.max(0, st.roomPage - 1); renderRooms(); });
   $("rnext").addEventListener("click", () => { st.roomPage++; renderRooms(); });
 }
