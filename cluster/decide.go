@@ -75,7 +75,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	pol := ls.currentPolicy(applied)
 	staged := false
 	var batchRooms map[string]map[string]int64
-	commitRefusals := false // refusals.go: read once per batch
+	var commitRefusals refusalCommits // refusals.go: read once per batch
 	if needView {
 		ls.pix.setPolicy(pol)
 		batchRooms = map[string]map[string]int64{}
@@ -140,7 +140,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 				continue
 			}
 			code := errcode.Code(err)
-			if !errcode.Momentary(code) || !commitRefusals {
+			if !commitRefusals.commits(r, err) {
 				n.m.allocations.WithLabelValues("refused").Inc()
 				o.done <- opResult{res: &fsmpb.Result{ErrorCode: code, ErrorMessage: err.Error()}}
 				continue
@@ -163,7 +163,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		ls.mu.Unlock()
 		cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_Allocate{Allocate: &fsmpb.AllocateDecision{
 			RequestId: r.RequestID, Room: r.Room, Requester: r.Requester, Server: id, Units: r.Units, TtlMs: r.TTL.Milliseconds(),
-			RecordRefusal: commitRefusals,
+			RecordRefusal: commitRefusals.momentary,
 		}}})
 		dones = append(dones, o.done)
 		reqIDs = append(reqIDs, r.RequestID)

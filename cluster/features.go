@@ -18,10 +18,17 @@ const (
 	// media node's request carries only the follower's agent certificate,
 	// and the leader lets agent certificates act for media servers.
 	FeatureForwardedPrincipal = "forwarded_principal"
+	// FeatureCommittedUnregistered: the leader also commits the refusal
+	// of a request pinned to a server that is not registered
+	// (not_found), so a copy that comes back once the server has
+	// registered gets the same answer instead of a grant.
+	FeatureCommittedUnregistered = "committed_unregistered"
 )
 
 // Features lists the features this binary understands.
-func Features() []string { return []string{FeatureCommittedRefusals, FeatureForwardedPrincipal} }
+func Features() []string {
+	return []string{FeatureCommittedRefusals, FeatureForwardedPrincipal, FeatureCommittedUnregistered}
+}
 
 // MaxFeatures and MaxFeatureLen bound a member entry's feature list.
 const (

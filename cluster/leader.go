@@ -106,9 +106,9 @@ type leaderState struct {
 	// (provision.go); nil without a provisioner.
 	prov *provisioner
 
-	// Whether momentary refusals are committed (refusals.go), and when
-	// that was last checked; owned by the decision loop.
-	refusalsOn bool
+	// Which refusals are committed (refusals.go), and when that was last
+	// checked; owned by the decision loop.
+	refusals   refusalCommits
 	refusalsAt time.Time
 
 	mu      sync.Mutex

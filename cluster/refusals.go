@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"errors"
 	"slices"
 	"time"
 
+	"github.com/switchyard/switchyard/errcode"
+	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
 
@@ -11,13 +14,29 @@ import (
 // voter understands committed refusals.
 const refusalsRecheck = time.Second
 
-// commitRefusals reports whether this leader commits momentary refusals:
-// every voter understands them. Owned by the decision loop.
-func (ls *leaderState) commitRefusals() bool {
+// refusalCommits says which refusals this leader commits under their
+// request id (every voter understands them).
+type refusalCommits struct {
+	momentary    bool // FeatureCommittedRefusals: errcode.Momentary codes
+	unregistered bool // FeatureCommittedUnregistered: a pinned server not registered
+}
+
+// commits reports whether the refusal err of request r is committed.
+func (rc refusalCommits) commits(r *AllocateRequest, err error) bool {
+	code := errcode.Code(err)
+	return rc.momentary && errcode.Momentary(code) ||
+		rc.unregistered && r.Server != "" && errors.Is(err, fsm.ErrNotFound)
+}
+
+// commitRefusals reports which refusals this leader commits. Owned by the
+// decision loop.
+func (ls *leaderState) commitRefusals() refusalCommits {
 	if now := time.Now(); now.Sub(ls.refusalsAt) >= refusalsRecheck {
-		ls.refusalsOn, ls.refusalsAt = ls.n.featureOn(FeatureCommittedRefusals), now
+		on := ls.n.featureOn(FeatureCommittedRefusals)
+		ls.refusals = refusalCommits{momentary: on, unregistered: on && ls.n.featureOn(FeatureCommittedUnregistered)}
+		ls.refusalsAt = now
 	}
-	return ls.refusalsOn
+	return ls.refusals
 }
 
 // sameMember reports whether two member entries record the same

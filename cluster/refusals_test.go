@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
@@ -78,4 +79,57 @@ func TestCommittedRefusalHoldsForLaterCopies(t *testing.T) {
 		t.Fatalf("new request id: %v", err)
 	}
 	c.WaitConverged(30 * time.Second)
+}
+
+// A request pinned to a server that is not registered is refused with
+// not_found, and the refusal is committed once every voter understands
+// it: a copy that comes back after the server registered gets the same
+// answer, not a grant. While a voter lacks the feature, the refusal is
+// not committed and such a copy is granted (the behaviour of earlier
+// releases).
+func TestPinnedToUnregisteredServerRefusalHolds(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		features  []string // of the third node; nil: this release's
+		committed bool
+	}{
+		{"every voter understands it", nil, true},
+		{"a voter of an earlier release", []string{cluster.FeatureCommittedRefusals, cluster.FeatureForwardedPrincipal}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testcluster.New(t, 3, testcluster.Options{NoQUIC: true, Mutate: func(i int, cfg *agent.Config) {
+				if i == 2 {
+					cfg.Features = tc.features
+				}
+			}})
+			cl := c.Client()
+			ctx := testcluster.Context(t, 60*time.Second)
+			c.WaitFeature(cluster.FeatureCommittedRefusals, 30*time.Second)
+			if tc.committed {
+				c.WaitFeature(cluster.FeatureCommittedUnregistered, 30*time.Second)
+			}
+			pinned := api.AllocateRequest{RequestID: "pin", Room: "r", Units: 1, Server: "m9"}
+			_, first := cl.Allocate(ctx, pinned)
+			var ae *api.APIError
+			if !errors.Is(first, fsm.ErrNotFound) || !errors.As(first, &ae) || ae.Body.Committed != tc.committed {
+				t.Fatalf("allocation pinned to an unregistered server: %v (%+v), want not_found, committed %v", first, ae, tc.committed)
+			}
+			if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m9", Capacity: 2}); err != nil {
+				t.Fatal(err)
+			}
+			for _, addr := range c.Addrs() {
+				a, err := api.NewClient(addr).Allocate(ctx, pinned)
+				switch {
+				case tc.committed && (!errors.Is(err, fsm.ErrNotFound) || err.Error() != first.Error()):
+					t.Fatalf("copy via %s once m9 registered: %v %+v, want the first answer %v", addr, err, a, first)
+				case !tc.committed && (err != nil || a.Server != "m9"):
+					t.Fatalf("copy via %s once m9 registered, refusal not committed: %v %+v, want a grant on m9", addr, err, a)
+				}
+			}
+			if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "new", Room: "r", Units: 1, Server: "m9"}); err != nil {
+				t.Fatalf("new request id: %v", err)
+			}
+			c.WaitConverged(30 * time.Second)
+		})
+	}
 }

@@ -17,7 +17,9 @@ import (
 // refusal (a RefuseAllocation command, or an allocate decision with
 // record_refusal that the hard limits refuse), and from then on every copy
 // of the request id gets the same answer, for RefusalRetention of leader
-// time.
+// time. A request pinned to a server that is not registered (not_found)
+// is committed the same way (Committable): the server may register before
+// a late copy arrives.
 
 const (
 	// RefusalRetention is how long a committed refusal answers later
@@ -111,6 +113,14 @@ func refusalErr(v *fsmpb.Refusal) error {
 	return errcode.FromCode(v.GetErrorCode(), v.GetErrorMessage())
 }
 
+// Committable reports whether a refusal with code may be committed: a
+// momentary one (errcode.Momentary), or not_found, which the leader
+// commits for a request pinned to a server that is not registered (the
+// server may register before a late copy of the request arrives).
+func Committable(code string) bool {
+	return errcode.Momentary(code) || code == errcode.Code(ErrNotFound)
+}
+
 // refuse applies a RefuseAllocation command: the leader found no place for
 // the request. A request id already granted keeps its grant, one already
 // refused its first refusal; a code that is not momentary is invalid (only
@@ -125,8 +135,8 @@ func (s *state) refuse(now int64, v *fsmpb.Refusal) (*fsmpb.Allocation, bool, er
 	if old, ok := s.refused.get(v.GetRequestId()); ok {
 		return nil, true, refusalErr(old)
 	}
-	if !errcode.Momentary(v.GetErrorCode()) {
-		return nil, false, errorf(ErrInvalid, "a committed refusal needs a momentary code, not %q", v.GetErrorCode())
+	if !Committable(v.GetErrorCode()) {
+		return nil, false, errorf(ErrInvalid, "a committed refusal needs a momentary code or not_found, not %q", v.GetErrorCode())
 	}
 	return nil, false, refusalErr(s.recordRefusal(now, v.GetRequestId(), v.GetErrorCode(), v.GetErrorMessage()))
 }
@@ -165,8 +175,8 @@ func validateRefusals(st *fsmpb.State, granted map[string]bool) error {
 			return errorf(ErrInvalid, "snapshot: refusal %d has an empty, repeated or granted request id %q", i, v.GetRequestId())
 		}
 		seen[v.GetRequestId()] = true
-		if !errcode.Momentary(v.GetErrorCode()) || len(v.GetErrorMessage()) > MaxRefusalMessage {
-			return errorf(ErrInvalid, "snapshot: refusal of %q has code %q (momentary ones only) and a %d-byte message (at most %d)",
+		if !Committable(v.GetErrorCode()) || len(v.GetErrorMessage()) > MaxRefusalMessage {
+			return errorf(ErrInvalid, "snapshot: refusal of %q has code %q (momentary ones and not_found only) and a %d-byte message (at most %d)",
 				v.GetRequestId(), v.GetErrorCode(), len(v.GetErrorMessage()), MaxRefusalMessage)
 		}
 		if i > 0 && v.GetRefusedAtUnixMs() < rs[i-1].GetRefusedAtUnixMs() {

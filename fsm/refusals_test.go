@@ -110,6 +110,7 @@ func TestRefuseAllocation(t *testing.T) {
 		{"unrecorded refusal in Apply", alloc("over", "room", "s1", 50), fsm.ErrCapacity, false, false},
 		{"unknown server, unrecorded", alloc("gone", "room", "nope", 1), fsm.ErrNotFound, false, false},
 		{"server not active", refuse("r", "server_not_active", "server s1 is draining"), fsm.ErrServerNotActive, false, true},
+		{"pinned server not registered", refuse("pinned", "not_found", `server "m9" is not registered`), fsm.ErrNotFound, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,6 +122,9 @@ func TestRefuseAllocation(t *testing.T) {
 				t.Fatalf("state changed: %v, want %v", h != h0, tc.changes)
 			}
 		})
+	}
+	if !refused(a.f, "pinned") || !refused(a.f, "r") || refused(a.f, "over") || refused(a.f, "gone") {
+		t.Fatal("the committed refusals are not exactly those of pinned and r")
 	}
 	// A recorded decision for a server deregistered since the leader chose
 	// it is a momentary refusal, committed.
