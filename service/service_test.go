@@ -216,13 +216,14 @@ func TestBadInputSameOverHTTPAndQUIC(t *testing.T) {
 	if after := hashBesidesRefusals(leader); after != before {
 		t.Fatalf("refused requests changed the state: hash %s -> %s", before, after)
 	}
-	// The one refusal for want of capacity was committed (so that a late
-	// copy meets it too), and nothing else was.
+	// The refusal for want of capacity and the one pinned to a server that
+	// is not registered were committed (so that a late copy meets them
+	// too), and nothing else was.
 	var refused []string
 	for _, r := range leader.Agent.Node.FSM().Export().GetRefusals() {
 		refused = append(refused, r.GetRequestId()+" "+r.GetErrorCode())
 	}
-	if want := []string{"q8 insufficient_capacity"}; !slices.Equal(refused, want) {
+	if want := []string{"q8 insufficient_capacity", "q9 not_found"}; !slices.Equal(refused, want) {
 		t.Fatalf("committed refusals %q, want %q", refused, want)
 	}
 }
