@@ -101,7 +101,8 @@ image:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/switchyard ./cmd/switchyard
 	DOCKER_BUILDKIT=0 docker build -q -f Dockerfile -t $(IMAGE) bin/image
 
-## test-livekit: the LiveKit sidecar test (opt-in: builds livekit-server once, minutes).
+## test-livekit: the LiveKit sidecar test alone (builds livekit-server once, ~5 min;
+## make test runs it too once the binary is built, and CI builds it in its setup).
 test-livekit:
 	bash .ci/build-livekit.sh
 	SWITCHYARD_LIVEKIT=1 $(GO) test -race -count=1 -run LiveKit -v ./sidecar/

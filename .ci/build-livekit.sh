@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# livekit-server for the LiveKit sidecar test (sidecar/livekit_test.go,
-# opt-in: SWITCHYARD_LIVEKIT=1; `make test-livekit` runs this and the test).
-# Not a setup-*.sh script on purpose: CI does not run it (the build takes
-# minutes and fetches hundreds of modules). Built from the Go module at the
+# livekit-server for the LiveKit sidecar test (sidecar/livekit_test.go;
+# CI runs this through setup-livekit.sh, `make test-livekit` runs this and
+# the test). The build takes about 5 minutes on 2 cores and fetches
+# hundreds of modules from the module proxy. Built from the Go module at the
 # version internal/livekittest pins
 # (`go install ...@version` is refused by the module proxy; building inside
 # the downloaded module works). The binary is cached outside the clone:
