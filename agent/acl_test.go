@@ -288,22 +288,42 @@ func TestACLAttacks(t *testing.T) {
 	if code, msg := rawDo(t, mediaHC, "POST", base+"/v1/servers", "", "application/json", `{"id":"m1","capacity":5}`); code != 200 {
 		t.Fatalf("m1 certificate registering m1: %d %s", code, msg)
 	}
-	// The leader authorizes a forwarded request as the certificate that
-	// sent it, and nobody but an agent can claim to forward for another.
-	leaderBase := "https://" + c.WaitLeader(10*time.Second).Cfg.HTTPAddr
-	for _, hdr := range [][]string{
-		{"X-Switchyard-Forwarded", "n1", "X-Switchyard-Principal", "agent n1"},
-		{"X-Switchyard-Forwarded", "n1", "X-Switchyard-Principal", "media m2"},
+	// Once every voter names the certificate whose request it forwards,
+	// the leader authorizes such a request as that certificate: m1's
+	// certificate still acts as m1 through a follower.
+	c.WaitFeature(cluster.FeatureForwardedPrincipal, 20*time.Second)
+	leader := c.WaitLeader(10 * time.Second)
+	leaderBase := "https://" + leader.Cfg.HTTPAddr
+	if code, msg := rawDo(t, mediaHC, "POST", base+"/v1/servers", "", "application/json", `{"id":"m1","capacity":6}`); code != 200 {
+		t.Fatalf("m1 certificate registering m1 through a follower: %d %s", code, msg)
+	}
+	if s, ok := leader.Agent.Node.FSM().Server("m1"); !ok || s.CapacityUnits != 6 {
+		t.Fatalf("m1 after its re-registration through a follower: %+v", s)
+	}
+	// Only a member forwarding a request names its sender: the same
+	// headers from anyone else are dropped.
+	agentHC := agentCertClient(t, c)
+	legacyHC := httpsClient(c.LegacyIdentity(f.ID).ClientConfig())
+	for _, tc := range []struct {
+		name       string
+		hc         *http.Client
+		by, claim  string
+		path, body string
+		want       int
+	}{
+		{"media certificate claiming an agent", mediaHC, f.ID, "agent " + f.ID, "/v1/operator/transfer-leader", `{"id":"nope"}`, 403},
+		{"media certificate claiming another server", mediaHC, f.ID, "media m2", "/v1/servers", `{"id":"m2","capacity":1}`, 403},
+		{"agent certificate of a non-member claiming a server", agentHC, "n9", "media m2", "/v1/servers", `{"id":"m2","capacity":1}`, 403},
+		{"role-less certificate named after a member claiming it", legacyHC, f.ID, "agent " + f.ID, "/v1/operator/transfer-leader", `{"id":"nope"}`, 401},
 	} {
-		if code, msg := rawDo(t, mediaHC, "POST", leaderBase+"/v1/servers", "", "application/json", `{"id":"m2","capacity":1}`, hdr...); code != 403 {
-			t.Fatalf("m1 certificate claiming %v: %d %s", hdr, code, msg)
+		code, msg := rawDo(t, tc.hc, "POST", leaderBase+tc.path, "", "application/json", tc.body,
+			"X-Switchyard-Forwarded", tc.by, "X-Switchyard-Principal", tc.claim)
+		if code != tc.want {
+			t.Fatalf("%s: %d %s, want %d", tc.name, code, msg, tc.want)
 		}
 	}
 	// An agent certificate is not a media server: it may not register,
-	// drain or deregister one, through a follower or on the leader, once
-	// every voter forwards certificates' requests as their senders.
-	c.WaitFeature(cluster.FeatureForwardedPrincipal, 20*time.Second)
-	agentHC := agentCertClient(t, c)
+	// drain or deregister one, through a follower or on the leader.
 	for _, b := range []string{base, leaderBase} {
 		if code, msg := rawDo(t, agentHC, "POST", b+"/v1/servers", "", "application/json", `{"id":"m2","capacity":1,"addresses":["http://evil"]}`); code != 403 {
 			t.Fatalf("agent certificate registering m2 via %s: %d %s", b, code, msg)

@@ -123,8 +123,8 @@ func Committable(code string) bool {
 
 // refuse applies a RefuseAllocation command: the leader found no place for
 // the request. A request id already granted keeps its grant, one already
-// refused its first refusal; a code that is not momentary is invalid (only
-// those refusals need committing) and records nothing.
+// refused its first refusal; a code that is not Committable is invalid
+// (only those refusals need committing) and records nothing.
 func (s *state) refuse(now int64, v *fsmpb.Refusal) (*fsmpb.Allocation, bool, error) {
 	if v.GetRequestId() == "" {
 		return nil, false, errorf(ErrInvalid, "request id is required")
@@ -141,8 +141,8 @@ func (s *state) refuse(now int64, v *fsmpb.Refusal) (*fsmpb.Allocation, bool, er
 	return nil, false, refusalErr(s.recordRefusal(now, v.GetRequestId(), v.GetErrorCode(), v.GetErrorMessage()))
 }
 
-// recordRefusal commits a momentary refusal of requestID at now, its
-// message cut by RefusalMessage, and returns it.
+// recordRefusal commits a refusal of requestID at now (a Committable
+// code), its message cut by RefusalMessage, and returns it.
 func (s *state) recordRefusal(now int64, requestID, code, msg string) *fsmpb.Refusal {
 	v := &fsmpb.Refusal{RequestId: requestID, ErrorCode: code, ErrorMessage: RefusalMessage(msg), RefusedAtUnixMs: now}
 	s.refused.add(v)
@@ -162,7 +162,7 @@ func (s *state) importRefusals(st *fsmpb.State) {
 }
 
 // validateRefusals checks a snapshot's refusals: at most MaxRefusals, each
-// with a request id no allocation and no other refusal has, a momentary
+// with a request id no allocation and no other refusal has, a Committable
 // code, oldest first. granted holds the allocations' request ids.
 func validateRefusals(st *fsmpb.State, granted map[string]bool) error {
 	rs := st.GetRefusals()

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,8 +160,8 @@ func routePerm(pattern string) acl.Perm {
 // guard runs before routing: browser protection, then authentication and
 // authorization. It answers refused requests itself and returns false.
 func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
-	if r.Header.Get(forwardedHeader) == "" || !fromAgent(r) {
-		// Only a follower (an agent certificate) says whom it forwards for.
+	if !s.namesSender(r) {
+		// Only a member forwarding a request says whom it forwards for.
 		r.Header.Del(principalHeader)
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions {
@@ -273,7 +274,7 @@ func (s *Handler) principal(r *http.Request) (acl.Principal, error) {
 		return acl.Resolve(s.st, secret, time.Now())
 	}
 	if v := r.Header.Get(principalHeader); v != "" {
-		return forwardedPrincipal(v) // guard kept it only from an agent's forward
+		return forwardedPrincipal(v) // guard kept it only on a member's forward (namesSender)
 	}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		// The TLS layer verified the chain against the cluster CA.
@@ -290,11 +291,29 @@ func (s *Handler) principal(r *http.Request) (acl.Principal, error) {
 
 // principalHeader carries, on a request a follower forwards, the
 // certificate principal the follower authenticated ("ROLE NAME", the name
-// path-escaped). The leader honours it only on a forwarded request from
-// an agent certificate (guard drops it from anyone else), so a media
-// certificate's request is authorized as that media server on the leader
-// too, and an agent certificate never lends its own rights to it.
+// path-escaped). The leader honours it only on a forward from a member
+// that sends it (namesSender; guard drops it from anyone else), so a
+// media certificate's request is authorized as that media server on the
+// leader too, and an agent certificate never lends its own rights to it.
 const principalHeader = "X-Switchyard-Principal"
+
+// namesSender reports whether r is a request forwarded by a member that
+// names the sender's certificate in principalHeader: it came over HTTPS
+// with a certificate of the agent role whose name is a member of the
+// cluster, that member marked it forwarded (forwardedHeader is its id),
+// and its member entry lists FeatureForwardedPrincipal (a member of an
+// earlier release passes its clients' headers on unchecked).
+func (s *Handler) namesSender(r *http.Request) bool {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return false
+	}
+	id := pki.PeerIdentity(r.TLS.PeerCertificates[0])
+	if id.Role != pki.RoleAgent || id.Name == "" || r.Header.Get(forwardedHeader) != id.Name {
+		return false
+	}
+	m, ok := s.st.Member(id.Name)
+	return ok && slices.Contains(m.GetFeatures(), cluster.FeatureForwardedPrincipal)
+}
 
 // forwardedPrincipal parses a principalHeader value.
 func forwardedPrincipal(v string) (acl.Principal, error) {

@@ -36,9 +36,10 @@ import (
 // gives (the batch endpoint runs the same code per request).
 //
 // Credentials are never mixed: requests are grouped by their credential
-// headers (Authorization, and the forwarding follower's own TLS identity
-// is the same for all), so the leader authenticates and rate-limits each
-// group as it would the requests themselves.
+// headers (Authorization, and the certificate a request came with, named
+// to the leader in principalHeader; the forwarding follower's own TLS
+// identity is the same for all), so the leader authenticates and
+// rate-limits each group as it would the requests themselves.
 
 const (
 	// coalesceMax caps the allocations in one forwarded batch (well under
@@ -110,11 +111,14 @@ func newCoalescer(s *Handler, fw leaderForwarder, reg prometheus.Registerer) *co
 // its callers; requests are grouped by their values.
 func credentialHeaders(r *http.Request) (string, http.Header) {
 	h := http.Header{"Content-Type": {"application/json"}}
-	auth := r.Header.Get("Authorization")
+	auth, who := r.Header.Get("Authorization"), r.Header.Get(principalHeader)
 	if auth != "" {
 		h.Set("Authorization", auth)
 	}
-	return auth, h
+	if who != "" {
+		h.Set(principalHeader, who)
+	}
+	return auth + "\x00" + who, h
 }
 
 // allocate forwards one allocation within a batch and writes its answer.

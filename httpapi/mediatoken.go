@@ -41,7 +41,9 @@ func (s *Handler) rotateMediaKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]any{"kid": keys[len(keys)-1].GetId(), "keys": len(keys)})
 }
 
-// mediaKeys hands the keys to media nodes (media credentials and agents).
+// mediaKeys hands the keys to media nodes (PermServer: media credentials
+// and operators; agent certificates once every voter names forwarded
+// certificates, see cluster.FeatureForwardedPrincipal).
 func (s *Handler) mediaKeys(w http.ResponseWriter, r *http.Request) {
 	out := []mediatoken.Key{}
 	for _, k := range s.st.MediaKeys() {

@@ -2,23 +2,14 @@ package quicapi_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/quic-go/quic-go"
 
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
-	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/pki"
 	"github.com/switchyard/switchyard/transport"
 	"github.com/switchyard/switchyard/transport/transportpb"
@@ -50,42 +41,6 @@ func registerReq(id string) *transportpb.Request {
 
 func drainReq(id string) *transportpb.Request {
 	return &transportpb.Request{Body: &transportpb.Request_Drain{Drain: &transportpb.DrainRequest{ServerId: id}}}
-}
-
-// legacyIdentity issues a certificate of the cluster's CA the way
-// certificates were made before roles existed: a CommonName and no
-// spiffe://switchyard URI SAN.
-func legacyIdentity(t *testing.T, c *testcluster.Cluster, name string) *pki.Identity {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.CA.Cert, &key.PublicKey, c.CA.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := pki.NewIdentity(c.CA.CertPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := pki.PeerIdentity(id.Cert.Leaf); got.Role != "" || got.Name != name {
-		t.Fatalf("legacy certificate reads as %+v", got)
-	}
-	return id
 }
 
 // TestMediaCertificateActsOnlyAsItself: a certificate issued for m1 may
@@ -134,7 +89,7 @@ func TestAgentCertificateCannotActAsMedia(t *testing.T) {
 		}{
 			{"agent", c.AgentIdentity("m1")},
 			{"agent named after a node", c.AgentIdentity(nd.ID)},
-			{"role-less", legacyIdentity(t, c, "m1")},
+			{"role-less", c.LegacyIdentity("m1")},
 		} {
 			alloc := &transportpb.Request{Body: &transportpb.Request_Allocate{Allocate: &transportpb.AllocateRequest{RequestId: "agent-" + nd.ID, Room: "r", Units: 1}}}
 			for _, req := range []*transportpb.Request{registerReq("m1"), registerReq("m9"), registerReq(nd.ID), drainReq("m1"), alloc} {
@@ -153,7 +108,7 @@ func TestAgentCertificateCannotActAsMedia(t *testing.T) {
 	}
 	// Nor may they pass their requests off as relayed by an agent: only
 	// a raft peer's certificate relays.
-	for _, id := range []*pki.Identity{c.AgentIdentity("m1"), legacyIdentity(t, c, "m1")} {
+	for _, id := range []*pki.Identity{c.AgentIdentity("m1"), c.LegacyIdentity("m1")} {
 		for _, req := range []*transportpb.Request{registerReq("m9"), drainReq("m1")} {
 			req.ForwardedBy = "n1"
 			if code, msg := ask(t, id, leader.Cfg.QUICAddr, req); code != "permission_denied" || !strings.Contains(msg, "no raft peer") {

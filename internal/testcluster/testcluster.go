@@ -6,9 +6,16 @@ package testcluster
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -153,6 +160,42 @@ func (c *Cluster) Identity(name string) *pki.Identity {
 func (c *Cluster) AgentIdentity(name string) *pki.Identity {
 	c.t.Helper()
 	return c.roleIdentity(name, pki.RoleAgent)
+}
+
+// LegacyIdentity issues a certificate of the cluster's CA the way
+// certificates were made before roles existed: a CommonName and no
+// spiffe://switchyard URI SAN (pki reads it as role-less).
+func (c *Cluster) LegacyIdentity(name string) *pki.Identity {
+	c.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.CA.Cert, &key.PublicKey, c.CA.Key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	kd, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	id, err := pki.NewIdentity(c.CA.CertPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if got := pki.PeerIdentity(id.Cert.Leaf); got.Role != "" || got.Name != name {
+		c.t.Fatalf("legacy certificate reads as %+v", got)
+	}
+	return id
 }
 
 func (c *Cluster) roleIdentity(name, role string) *pki.Identity {

@@ -420,7 +420,7 @@ function wire() {
   let typing = null; // the prefix is read once the operator pauses typing
   $("prefix-filter").addEventListener("input", (e) => {
     clearTimeout(typing);
-    typing = setTimeout(() => filterServers(st.stateFilter, e.target.value.trim()), 250);
+    typing = setTimeout(() => filterServers(st.stateFilter, e.target.value), 250);
   });
   $("rprev").addEventListener("click", () => { st.roomPage = Math.max(0, st.roomPage - 1); renderRooms(); });
   $("rnext").addEventListener("click", () => { st.roomPage++; renderRooms(); });
