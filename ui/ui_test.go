@@ -448,10 +448,16 @@ func checkStateFilter(t *testing.T, ctx context.Context, cl *api.Client) {
 	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
 		"#servers-total": "10", "#servers-shown": "showing 1–10 of 10 “m020…”", "#page": "page 1 / 1",
 	}, m020))
+	// Over the API's 128 bytes (65 two-byte characters): said on the
+	// page, the table left as it was.
+	typePrefix(strings.Repeat("é", 65))
+	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
+		"#errors": "prefix: an id prefix is at most 128 bytes", "#servers-total": "10",
+	}, m020))
 	typePrefix("")
 	total := strconv.Itoa(dashServers)
 	testcluster.Eventually(t, 30*time.Second, want(map[string]string{
-		"#servers-total": total, "#servers-shown": "showing 1–50 of " + total, "#page": "page 1 / 20",
+		"#servers-total": total, "#servers-shown": "showing 1–50 of " + total, "#page": "page 1 / 20", "#errors": "",
 	}, nil))
 	t.Logf("server table: filtered on draining (%d reads with state=draining), on down, on an id prefix, and back", len(reads))
 }

@@ -5,6 +5,7 @@
 
 const PAGE = 50;        // servers per page (one request each: GET /v1/servers?limit=PAGE&after=CURSOR)
 const ROOM_PAGE = 25;   // rooms per page
+const MAX_ID_BYTES = 128; // the API's cap on server ids and on ?prefix= (UTF-8 bytes)
 const FETCH_TIMEOUT_MS = 4000;
 
 // servers is every registered server (registry fields, from the change
@@ -420,7 +421,17 @@ function wire() {
   let typing = null; // the prefix is read once the operator pauses typing
   $("prefix-filter").addEventListener("input", (e) => {
     clearTimeout(typing);
-    typing = setTimeout(() => filterServers(st.stateFilter, e.target.value), 250);
+    typing = setTimeout(() => {
+      const v = e.target.value;
+      // maxlength counts UTF-16 units; the API counts bytes.
+      if (new TextEncoder().encode(v).length > MAX_ID_BYTES) {
+        st.errors.prefix = "an id prefix is at most " + MAX_ID_BYTES + " bytes";
+        render();
+        return;
+      }
+      delete st.errors.prefix;
+      filterServers(st.stateFilter, v);
+    }, 250);
   });
   $("rprev").addEventListener("click", () => { st.roomPage = Math.max(0, st.roomPage - 1); renderRooms(); });
   $("rnext").addEventListener("click", () => { st.roomPage++; renderRooms(); });
