@@ -304,6 +304,11 @@ func TestACLAttacks(t *testing.T) {
 	// headers from anyone else are dropped.
 	agentHC := agentCertClient(t, c)
 	legacyHC := httpsClient(c.LegacyIdentity(f.ID).ClientConfig())
+	memberHC := httpsClient(c.AgentIdentity(f.ID).ClientConfig())
+	other := leader.ID
+	if other == f.ID {
+		other = c.Followers()[0].ID
+	}
 	for _, tc := range []struct {
 		name       string
 		hc         *http.Client
@@ -315,6 +320,7 @@ func TestACLAttacks(t *testing.T) {
 		{"media certificate claiming another server", mediaHC, f.ID, "media m2", "/v1/servers", `{"id":"m2","capacity":1}`, 403},
 		{"agent certificate of a non-member claiming a server", agentHC, "n9", "media m2", "/v1/servers", `{"id":"m2","capacity":1}`, 403},
 		{"role-less certificate named after a member claiming it", legacyHC, f.ID, "agent " + f.ID, "/v1/operator/transfer-leader", `{"id":"nope"}`, 401},
+		{"a member's certificate passing as another member's forward", memberHC, other, "media m2", "/v1/servers", `{"id":"m2","capacity":1}`, 403},
 	} {
 		code, msg := rawDo(t, tc.hc, "POST", leaderBase+tc.path, "", "application/json", tc.body,
 			"X-Switchyard-Forwarded", tc.by, "X-Switchyard-Principal", tc.claim)
@@ -393,6 +399,15 @@ func TestAgentCertificateActsForMediaDuringUpgrade(t *testing.T) {
 	}
 	if code, msg := rawDo(t, hc, "POST", "https://"+leader.Cfg.HTTPAddr+"/v1/servers", "", "application/json", `{"id":"m1","capacity":1}`); code != 200 {
 		t.Fatalf("agent certificate registering m1 during the upgrade: %d %s", code, msg)
+	}
+	// The older member does not name its forwards' senders: whatever
+	// principal header it passes on is its client's, and is dropped (its
+	// request here stays its own, an agent's, with operator rights).
+	old := c.Nodes[2]
+	oldHC := httpsClient(c.AgentIdentity(old.ID).ClientConfig())
+	if code, msg := rawDo(t, oldHC, "GET", "https://"+leader.Cfg.HTTPAddr+"/v1/acl/tokens", "", "", "",
+		"X-Switchyard-Forwarded", old.ID, "X-Switchyard-Principal", "media m1"); code != 200 {
+		t.Fatalf("a forward from the older member naming a media server: %d %s, want it taken as the member's own", code, msg)
 	}
 }
 

@@ -88,6 +88,15 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.HTTPS && cfg.TLS == nil {
 		return nil, fmt.Errorf("%w: an HTTPS admin API needs the TLS identity (--tls-ca/--tls-cert/--tls-key)", cluster.ErrBadConfig)
 	}
+	if cfg.HTTPS && cfg.ACL {
+		// The leader trusts this agent's word on whom it forwards a
+		// certificate's request for only when its certificate is an agent
+		// certificate naming its id (httpapi: namesSender).
+		if id := pki.PeerIdentity(cfg.TLS.Cert.Leaf); id.Role != pki.RoleAgent || id.Name != cfg.ID {
+			log.Warn("this agent's certificate is not an agent certificate naming its --id: the leader will not take its word on whom it forwards media nodes' requests for, and, once every voter names them, refuses those requests (reissue it: switchyard tls cert create --role agent --name <id>)",
+				"id", cfg.ID, "certificate_name", id.Name, "certificate_role", id.Role)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on http address %s: %w", cfg.HTTPAddr, err)

@@ -160,7 +160,8 @@ func routePerm(pattern string) acl.Perm {
 // guard runs before routing: browser protection, then authentication and
 // authorization. It answers refused requests itself and returns false.
 func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
-	if !s.namesSender(r) {
+	sent := s.namesSender(r) // forwarded by a member
+	if !sent {
 		// Only a member forwarding a request says whom it forwards for.
 		r.Header.Del(principalHeader)
 	}
@@ -195,7 +196,7 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 	_, pattern := s.mux.Handler(r)
 	perm := routePerm(pattern)
 	p, err := s.principal(r)
-	if p.Role != acl.RoleAgent && !fromAgent(r) {
+	if p.Role != acl.RoleAgent && !sent { // a member's forward was limited where it arrived
 		key, anon := "p:"+p.Kind+":"+p.ID, p.Kind == "anonymous"
 		if anon {
 			host, _, _ := net.SplitHostPort(r.RemoteAddr)
@@ -230,26 +231,18 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return s.refuse(w, http.StatusForbidden, "permission_denied", "permission_denied", err.Error())
 	}
-	// The agent that received a write logs it; a leader does not log again
-	// what a follower (verified by its certificate) forwarded.
-	relayed := r.Header.Get(forwardedHeader) != "" && fromAgent(r)
-	if p.Kind == "cert" && !relayed {
+	if p.Kind == "cert" && !sent {
 		// A forwarded request is authorized again on the leader as the
 		// certificate that sent it here, not as this agent.
 		r.Header.Set(principalHeader, p.Role+" "+url.PathEscape(p.ID))
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && p.Role != fsm.RoleMedia && p.Kind != "anonymous" && !relayed {
+	// The agent that received a write logs it; a leader does not log again
+	// what a member forwarded.
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && p.Role != fsm.RoleMedia && p.Kind != "anonymous" && !sent {
 		s.log.Info("audit", "principal", p.Kind, "id", p.ID, "role", p.Role, "description", p.Description,
 			"operation", pattern, "target", r.URL.Path, "forwarded_by", r.Header.Get(forwardedHeader))
 	}
 	return true
-}
-
-// fromAgent reports whether r came over HTTPS from a verified agent
-// certificate (a follower forwarding a request it has already checked and
-// rate limited).
-func fromAgent(r *http.Request) bool {
-	return r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && pki.PeerIdentity(r.TLS.PeerCertificates[0]).IsAgent()
 }
 
 // refuse answers a refused request and counts it.

@@ -431,6 +431,7 @@ function wire() {
       }
       delete st.errors.prefix;
       filterServers(st.stateFilter, v);
+      render();
     }, 250);
   });
   $("rprev").addEventListener("click", () => { st.roomPage = Math.max(0, st.roomPage - 1); renderRooms(); });
