@@ -32,7 +32,8 @@ type JanusConfig struct {
 	// when set (clients get it as urls.ws).
 	WSURL string
 	// AdminURL is Janus' admin API (e.g. http://127.0.0.1:7088/admin) and
-	// AdminSecret its secret; used to turn new sessions off on drain.
+	// AdminSecret its secret; used to turn new sessions off on drain and
+	// to read each room's subscribers and bitrates (handle_info).
 	AdminURL    string
 	AdminSecret string
 	// Publishers is max_publishers of the VideoRooms the sidecar creates
@@ -288,7 +289,117 @@ func (j *Janus) Poll(ctx context.Context) (Status, error) {
 		}
 		st.Rooms = append(st.Rooms, rs)
 	}
+	if j.cfg.AdminURL != "" {
+		// Subscribers and bitrates are in the admin API only; without it
+		// (or while it fails) they stay zero and the poll still counts.
+		if stats, err := j.handleStats(ctx); err == nil {
+			for i := range st.Rooms {
+				rs := stats[st.Rooms[i].Number]
+				st.Rooms[i].Subscribers, st.Rooms[i].IngressBps, st.Rooms[i].EgressBps = rs.subscribers, rs.ingressBps, rs.egressBps
+			}
+		}
+	}
 	return st, nil
+}
+
+// MaxStatHandles bounds the handles whose statistics one poll reads from
+// the admin API (a request each): an instance with more reports the
+// subscribers and bitrates of the first MaxStatHandles only.
+const MaxStatHandles = 256
+
+// maxBytesPerSecond bounds the bytes_lastsec of a medium the sidecar
+// takes from Janus (1 TiB/s); a negative or larger figure is ignored, so
+// the sums cannot overflow.
+const maxBytesPerSecond = 1 << 40
+
+// roomStats is what the admin API tells of one VideoRoom's handles.
+type roomStats struct {
+	subscribers, ingressBps, egressBps int64
+}
+
+// handleInfo is the part of an admin API handle_info answer the sidecar
+// reads: the VideoRoom handle's room and role, and per medium the bytes
+// of the last second Janus counted each way.
+type handleInfo struct {
+	Info struct {
+		Plugin         string `json:"plugin"`
+		PluginSpecific struct {
+			Room json.Number `json:"room"`
+			Type string      `json:"type"`
+		} `json:"plugin_specific"`
+		WebRTC struct {
+			Media map[string]struct {
+				Stats struct {
+					In struct {
+						BytesLastSec int64 `json:"bytes_lastsec"`
+					} `json:"in"`
+					Out struct {
+						BytesLastSec int64 `json:"bytes_lastsec"`
+					} `json:"out"`
+				} `json:"stats"`
+			} `json:"media"`
+		} `json:"webrtc"`
+	} `json:"info"`
+}
+
+// handleStats reads every VideoRoom handle (at most MaxStatHandles)
+// through the admin API and sums, per room number, the subscribers and
+// the bits per second received from and sent to the room's peers. A
+// session or handle that ends while it is read is skipped.
+func (j *Janus) handleStats(ctx context.Context) (map[uint64]roomStats, error) {
+	admin := func(path, req string, out any) error {
+		return j.post(ctx, j.cfg.AdminURL+path, map[string]any{"janus": req, "admin_secret": j.cfg.AdminSecret}, out)
+	}
+	var sessions struct {
+		Sessions []json.Number `json:"sessions"`
+	}
+	if err := admin("", "list_sessions", &sessions); err != nil {
+		return nil, err
+	}
+	out := map[uint64]roomStats{}
+	read := 0
+	for _, s := range sessions.Sessions {
+		var handles struct {
+			Handles []json.Number `json:"handles"`
+		}
+		if err := admin("/"+s.String(), "list_handles", &handles); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		for _, h := range handles.Handles {
+			if read == MaxStatHandles {
+				return out, nil
+			}
+			read++
+			var hi handleInfo
+			if err := admin("/"+s.String()+"/"+h.String(), "handle_info", &hi); err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				continue
+			}
+			room, err := strconv.ParseUint(hi.Info.PluginSpecific.Room.String(), 10, 64)
+			if hi.Info.Plugin != "janus.plugin.videoroom" || err != nil {
+				continue
+			}
+			rs := out[room]
+			if hi.Info.PluginSpecific.Type == "subscriber" {
+				rs.subscribers++
+			}
+			for _, m := range hi.Info.WebRTC.Media {
+				if in := m.Stats.In.BytesLastSec; in >= 0 && in <= maxBytesPerSecond {
+					rs.ingressBps += 8 * in
+				}
+				if o := m.Stats.Out.BytesLastSec; o >= 0 && o <= maxBytesPerSecond {
+					rs.egressBps += 8 * o
+				}
+			}
+			out[room] = rs
+		}
+	}
+	return out, nil
 }
 
 // EnsureRoom implements SFU: creates VideoRoom r.Number (described by the

@@ -63,6 +63,11 @@ type RoomStatus struct {
 	Number       uint64
 	Participants int64
 	Publishers   int64
+	// Subscribers, IngressBps and EgressBps are zero where the SFU does
+	// not expose them (Janus: only through its admin API).
+	Subscribers int64
+	IngressBps  int64
+	EgressBps   int64
 }
 
 // Status is one poll of the SFU.
@@ -284,6 +289,10 @@ func (s *Sidecar) step(ctx context.Context) (bool, error) {
 	}
 	allocs, names, peers, tracks := s.reconcile(ctx, st)
 	l := transport.Load{Peers: peers, Tracks: tracks, Rooms: names, AllocationIDs: allocs, FreeUnits: s.cfg.Capacity}
+	for _, r := range st.Rooms {
+		l.IngressBps += r.IngressBps
+		l.EgressBps += r.EgressBps
+	}
 	if s.cpu != nil {
 		l.CPU = s.cpu.sample()
 	}
@@ -346,7 +355,7 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 	byName := map[string]RoomStatus{}
 	byNum := map[uint64]RoomStatus{}
 	for _, r := range st.Rooms {
-		peers += r.Participants
+		peers += r.Participants + r.Subscribers
 		tracks += r.Publishers
 		if r.Name != "" {
 			byName[r.Name] = r
@@ -386,7 +395,7 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 		case present:
 			tr.seen = true
 			allocs = append(allocs, p.AllocationID)
-			if rs.Participants > 0 {
+			if rs.Participants > 0 || rs.Subscribers > 0 {
 				tr.joined, tr.emptySince = true, time.Time{}
 				continue
 			}
@@ -515,7 +524,7 @@ func (s *Sidecar) drainStep(ctx context.Context, st Status) (bool, error) {
 	}
 	busy := int64(0)
 	for _, r := range st.Rooms {
-		busy += r.Participants
+		busy += r.Participants + r.Subscribers
 	}
 	if busy > 0 && time.Since(start) < s.cfg.DrainTimeout {
 		return false, nil

@@ -74,7 +74,7 @@ QUIC addresses, still works.
 	fl.StringVar(&f.janusURL, "janus-url", "http://127.0.0.1:8088/janus", "Janus HTTP API URL the sidecar talks to")
 	fl.StringVar(&f.janusPublicURL, "janus-public-url", "", "Janus HTTP API URL clients are given (default --janus-url)")
 	fl.StringVar(&f.janusWSURL, "janus-ws-url", "", "Janus WebSocket API URL clients are given (optional)")
-	fl.StringVar(&f.janusAdminURL, "janus-admin-url", "", "Janus admin API URL (to refuse new sessions on drain)")
+	fl.StringVar(&f.janusAdminURL, "janus-admin-url", "", "Janus admin API URL (to refuse new sessions on drain, and to read subscribers and bitrates per room)")
 	fl.StringVar(&f.janusAdminSecret, "janus-admin-secret", "", "Janus admin API secret")
 	fl.StringVar(&f.livekitURL, "livekit-url", "ws://127.0.0.1:7880", "LiveKit URL clients connect to (its RoomService API is on the same host over http)")
 	fl.StringVar(&f.livekitKey, "livekit-api-key", "", "LiveKit API key (RoomService requests)")
