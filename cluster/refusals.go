@@ -22,10 +22,10 @@ type refusalCommits struct {
 }
 
 // commits reports whether the refusal err of request r is committed. A
-// not_found is committed only for a request pinned to a server that
-// registered does not know (a pick among servers of one SFU kind answers
-// not_found for a registered server of another kind too: that refusal is
-// not the server's absence, and is not committed).
+// not_found is committed only for a request pinned to a server that is
+// not registered (registered(id) false): a pick among the servers of one
+// SFU kind answers not_found for a registered server of another kind
+// too, and that refusal is not the server's absence.
 func (rc refusalCommits) commits(r *AllocateRequest, err error, registered func(id string) bool) bool {
 	code := errcode.Code(err)
 	return rc.momentary && errcode.Momentary(code) ||
