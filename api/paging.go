@@ -204,14 +204,24 @@ func (o ServerListOptions) values() url.Values {
 }
 
 // checkFilter returns ErrFilterIgnored when a server of items is outside
-// o's filter (an agent that does not know it answered the whole list).
+// o's filter, by id prefix or state (an agent that does not know the
+// filter answered the whole list).
 func checkFilter[T any](o ServerListOptions, items []T, id, state func(T) string) error {
+	want := map[string]bool{}
+	for _, st := range o.States {
+		if st = strings.TrimSpace(st); st != "" {
+			want[st] = true
+		}
+	}
 	for _, it := range items {
 		if !strings.HasPrefix(id(it), o.Prefix) {
 			return fmt.Errorf("%w: asked for servers whose id starts with %q, got %q", ErrFilterIgnored, o.Prefix, id(it))
 		}
+		if st := state(it); len(want) > 0 && !want[st] {
+			return fmt.Errorf("%w: asked for servers in %s, got one %s", ErrFilterIgnored, strings.Join(o.States, ", "), st)
+		}
 	}
-	return checkStates(o, items, state)
+	return nil
 }
 
 // ServersPage reads one page of the registered media servers, each with
@@ -228,26 +238,6 @@ func (c *Client) FilteredServersPage(ctx context.Context, o ServerListOptions, p
 		err = checkFilter(o, pg.Items, func(s ServerWithLoad) string { return s.ID }, func(s ServerWithLoad) string { return s.State })
 	}
 	return pg, err
-}
-
-// checkStates returns ErrFilterIgnored when a server of items is in none
-// of o.States (an agent that does not filter answered the whole list).
-func checkStates[T any](o ServerListOptions, items []T, state func(T) string) error {
-	want := map[string]bool{}
-	for _, st := range o.States {
-		if st = strings.TrimSpace(st); st != "" {
-			want[st] = true
-		}
-	}
-	if len(want) == 0 {
-		return nil
-	}
-	for _, it := range items {
-		if st := state(it); !want[st] {
-			return fmt.Errorf("%w: asked for servers in %s, got one %s", ErrFilterIgnored, strings.Join(o.States, ", "), st)
-		}
-	}
-	return nil
 }
 
 // ServersRawPage is ServersPage with each server as a raw JSON object

@@ -140,7 +140,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 				continue
 			}
 			code := errcode.Code(err)
-			if !commitRefusals.commits(r, err, n.registered) {
+			if !commitRefusals.commits(r, err) {
 				n.m.allocations.WithLabelValues("refused").Inc()
 				o.done <- opResult{res: &fsmpb.Result{ErrorCode: code, ErrorMessage: err.Error()}}
 				continue

@@ -1,7 +1,5 @@
 package cluster
 
-import "slices"
-
 // Features a member's binary understands, recorded in its member entry
 // (fsmpb.Member.features). A leader uses a feature only while every voter
 // lists it, so in the middle of a rolling upgrade the cluster keeps to
@@ -47,8 +45,7 @@ func (n *Node) featureOn(feature string) bool {
 		return false
 	}
 	for _, v := range vs {
-		m, ok := n.fsm.Member(string(v.ID))
-		if !ok || !slices.Contains(m.GetFeatures(), feature) {
+		if !n.fsm.MemberLists(string(v.ID), feature) {
 			return false
 		}
 	}

@@ -21,21 +21,12 @@ type refusalCommits struct {
 	unregistered bool // FeatureCommittedUnregistered: a pinned server not registered
 }
 
-// commits reports whether the refusal err of request r is committed. A
-// not_found is committed only for a request pinned to a server that is
-// not registered (registered(id) false): a pick among the servers of one
-// SFU kind answers not_found for a registered server of another kind
-// too, and that refusal is not the server's absence.
-func (rc refusalCommits) commits(r *AllocateRequest, err error, registered func(id string) bool) bool {
-	code := errcode.Code(err)
-	return rc.momentary && errcode.Momentary(code) ||
-		rc.unregistered && r.Server != "" && errors.Is(err, fsm.ErrNotFound) && !registered(r.Server)
-}
-
-// registered reports whether the state machine holds server id.
-func (n *Node) registered(id string) bool {
-	_, ok := n.fsm.Server(id)
-	return ok
+// commits reports whether the refusal err of request r is committed (a
+// not_found of a pinned request means its server is not registered: see
+// pick).
+func (rc refusalCommits) commits(r *AllocateRequest, err error) bool {
+	return rc.momentary && errcode.Momentary(errcode.Code(err)) ||
+		rc.unregistered && r.Server != "" && errors.Is(err, fsm.ErrNotFound)
 }
 
 // commitRefusals reports which refusals this leader commits. Owned by the

@@ -125,7 +125,7 @@ func (f *FSM) ApplyEnvelope(index uint64, env *fsmpb.Envelope) []*fsmpb.Result {
 }
 
 // Snapshot captures the state for raft. Under the read lock it copies
-// the registry and shares the allocation records (exportShared: never
+// the registry and shares the allocation and refusal records (exportShared: never
 // changed once stored), so Apply waits for pointer copies only; sorting
 // and encoding happen in Persist, without blocking Apply.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
@@ -359,6 +359,15 @@ func (f *FSM) Member(id string) (*fsmpb.Member, bool) {
 		return nil, false
 	}
 	return proto.Clone(v).(*fsmpb.Member), true
+}
+
+// MemberLists reports whether member id's entry lists feature (without
+// copying the entry: asked on every request a member forwards).
+func (f *FSM) MemberLists(id, feature string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.s.members[id]
+	return ok && slices.Contains(v.GetFeatures(), feature)
 }
 
 // Policy returns a copy of the placement policy.

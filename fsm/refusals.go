@@ -149,15 +149,17 @@ func (s *state) recordRefusal(now int64, requestID, code, msg string) *fsmpb.Ref
 	return v
 }
 
+// exportRefusals lists the refusals, oldest first, sharing the records:
+// like allocation records they are never changed once stored (see
+// exportShared).
 func (s *state) exportRefusals(st *fsmpb.State) {
-	for _, v := range s.refused.order[s.refused.head:] {
-		st.Refusals = append(st.Refusals, proto.Clone(v).(*fsmpb.Refusal))
-	}
+	st.Refusals = append(st.Refusals, s.refused.order[s.refused.head:]...)
 }
 
+// importRefusals takes over st's refusal records (see importState).
 func (s *state) importRefusals(st *fsmpb.State) {
 	for _, v := range st.GetRefusals() {
-		s.refused.add(proto.Clone(v).(*fsmpb.Refusal))
+		s.refused.add(v)
 	}
 }
 

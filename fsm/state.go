@@ -324,6 +324,9 @@ func (s *state) export() *fsmpb.State {
 	for i, a := range st.Allocations {
 		st.Allocations[i] = proto.Clone(a).(*fsmpb.Allocation)
 	}
+	for i, v := range st.Refusals {
+		st.Refusals[i] = proto.Clone(v).(*fsmpb.Refusal)
+	}
 	sortAllocations(st)
 	return st
 }
@@ -346,8 +349,8 @@ func sortAllocations(st *fsmpb.State) {
 	}
 }
 
-// exportShared is export with the allocation records shared with the
-// state and left unsorted: the lock is held only to copy pointers, which
+// exportShared is export with the allocation and refusal records shared
+// with the state and the allocations left unsorted: the lock is held only to copy pointers, which
 // at a million allocations is tens of milliseconds instead of seconds of
 // copying. Stored allocation records are never changed (end replaces
 // them), so the result may be read after the lock is released, but never
@@ -380,7 +383,7 @@ func (s *state) exportShared() *fsmpb.State {
 }
 
 // importState rebuilds a state from its canonical form. It takes over
-// st's server and allocation records (st was decoded for it and is
+// st's server, allocation and refusal records (st was decoded for it and is
 // dropped after), so the caller must not use st afterwards.
 func importState(st *fsmpb.State) (*state, error) {
 	if st.GetVersion() != StateVersion {

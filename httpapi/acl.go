@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -304,8 +303,7 @@ func (s *Handler) namesSender(r *http.Request) bool {
 	if id.Role != pki.RoleAgent || id.Name == "" || r.Header.Get(forwardedHeader) != id.Name {
 		return false
 	}
-	m, ok := s.st.Member(id.Name)
-	return ok && slices.Contains(m.GetFeatures(), cluster.FeatureForwardedPrincipal)
+	return s.st.MemberLists(id.Name, cluster.FeatureForwardedPrincipal)
 }
 
 // forwardedPrincipal parses a principalHeader value.

@@ -59,7 +59,7 @@ type Backend interface {
 // *fsm.FSM implements it. Every method returns copies the caller may keep.
 type State interface {
 	acl.TokenSource
-	Member(id string) (*fsmpb.Member, bool)
+	MemberLists(id, feature string) bool
 	Server(id string) (*fsmpb.Server, bool)
 	Servers() []*fsmpb.Server
 	Allocation(id string) (*fsmpb.Allocation, bool)
