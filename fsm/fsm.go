@@ -126,8 +126,8 @@ func (f *FSM) ApplyEnvelope(index uint64, env *fsmpb.Envelope) []*fsmpb.Result {
 
 // Snapshot captures the state for raft. Under the read lock it copies
 // the registry and shares the allocation and refusal records (exportShared: never
-// changed once stored), so Apply waits for pointer copies only; sorting
-// and encoding happen in Persist, without blocking Apply.
+// changed once stored), so Apply waits for pointer copies only; encoding
+// happens in Persist, without blocking Apply.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	st := f.s.exportShared()
@@ -138,11 +138,14 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // Restore replaces the whole state with a snapshot written by Persist.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, err := ReadState(rc)
+	// The state is built while the stream is read and decoded.
+	im := newImporter()
+	st, err := decodeState(rc, im.add)
 	if err != nil {
+		im.stop()
 		return err
 	}
-	s, err := importState(st)
+	s, err := im.finish(st)
 	if err != nil {
 		return err
 	}
@@ -155,36 +158,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-// ReadState decodes a snapshot stream into its canonical form.
-func ReadState(r io.Reader) (*fsmpb.State, error) {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read snapshot: %w", err)
-	}
-	st := &fsmpb.State{}
-	if err := proto.Unmarshal(b, st); err != nil {
-		return nil, fmt.Errorf("%w: decode snapshot: %v", ErrInvalid, err)
-	}
-	if st.GetVersion() != StateVersion {
-		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads %d", ErrUnsupportedVersion, st.GetVersion(), StateVersion)
-	}
-	return st, nil
-}
-
-// WriteState encodes st in the snapshot format.
-func WriteState(w io.Writer, st *fsmpb.State) error {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encode snapshot: %w", err)
-	}
-	_, err = w.Write(b)
-	return err
-}
-
 type snapshot struct{ st *fsmpb.State }
 
+// Persist writes the snapshot. Its allocations are in no particular
+// order (Restore does not need one, and sorting a million ids would take
+// longer than encoding them); Export and the hash sort them.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	sortAllocations(s.st)
 	if err := WriteState(sink, s.st); err != nil {
 		_ = sink.Cancel()
 		return err

@@ -156,7 +156,7 @@ func (s *state) exportRefusals(st *fsmpb.State) {
 	st.Refusals = append(st.Refusals, s.refused.order[s.refused.head:]...)
 }
 
-// importRefusals takes over st's refusal records (see importState).
+// importRefusals takes over st's refusal records (see importer).
 func (s *state) importRefusals(st *fsmpb.State) {
 	for _, v := range st.GetRefusals() {
 		s.refused.add(v)

@@ -55,26 +55,17 @@ func (s *state) indexAlloc(a *fsmpb.Allocation, add bool) {
 		s.activeOn = map[string]map[string]*fsmpb.Allocation{}
 		s.roomUnits = map[string]map[string]int64{}
 	}
-	on := s.activeOn[a.Server]
-	room := s.roomUnits[a.Room]
 	if add {
-		if on == nil {
-			on = map[string]*fsmpb.Allocation{}
-			s.activeOn[a.Server] = on
-		}
-		on[a.Id] = a
-		if room == nil {
-			room = map[string]int64{}
-			s.roomUnits[a.Room] = room
-		}
-		room[a.Server] += a.Units
+		s.indexActive(a)
+		s.indexRoom(a)
 		return
 	}
+	on := s.activeOn[a.Server]
 	delete(on, a.Id)
 	if len(on) == 0 {
 		delete(s.activeOn, a.Server)
 	}
-	if room != nil {
+	if room := s.roomUnits[a.Room]; room != nil {
 		if room[a.Server] -= a.Units; room[a.Server] <= 0 {
 			delete(room, a.Server)
 		}
@@ -82,6 +73,26 @@ func (s *state) indexAlloc(a *fsmpb.Allocation, add bool) {
 			delete(s.roomUnits, a.Room)
 		}
 	}
+}
+
+// indexActive adds an active allocation to the by-server index and
+// indexRoom to the by-room index (both created); they touch separate maps.
+func (s *state) indexActive(a *fsmpb.Allocation) {
+	on := s.activeOn[a.Server]
+	if on == nil {
+		on = map[string]*fsmpb.Allocation{}
+		s.activeOn[a.Server] = on
+	}
+	on[a.Id] = a
+}
+
+func (s *state) indexRoom(a *fsmpb.Allocation) {
+	room := s.roomUnits[a.Room]
+	if room == nil {
+		room = map[string]int64{}
+		s.roomUnits[a.Room] = room
+	}
+	room[a.Server] += a.Units
 }
 
 // ServerChanges calls fn for every server changed since cur (present false

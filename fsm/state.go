@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -382,33 +383,106 @@ func (s *state) exportShared() *fsmpb.State {
 	return st
 }
 
-// importState rebuilds a state from its canonical form. It takes over
-// st's server, allocation and refusal records (st was decoded for it and is
-// dropped after), so the caller must not use st afterwards.
-func importState(st *fsmpb.State) (*state, error) {
+// importer builds a state from a snapshot while its records are still
+// being decoded (it takes over the server, allocation and refusal
+// records: the State was decoded for it and is dropped after): the derived indexes of active allocations (scale.go), by
+// server and by room, on a goroutine each while the parts arrive, and the
+// registry and allocation maps on a third once all have arrived (sized
+// then, so that they never grow). Each writes its own fields of the state
+// and only reads the records, which the state takes over.
+type importer struct {
+	s     *state
+	parts []chan *fsmpb.State
+	done  sync.WaitGroup
+}
+
+func newImporter() *importer {
+	s := newState()
+	s.activeOn = map[string]map[string]*fsmpb.Allocation{}
+	s.roomUnits = map[string]map[string]int64{}
+	im := &importer{s: s}
+	run := func(fn func(<-chan *fsmpb.State)) {
+		ch := make(chan *fsmpb.State, 16)
+		im.parts = append(im.parts, ch)
+		im.done.Go(func() { fn(ch) })
+	}
+	run(func(parts <-chan *fsmpb.State) {
+		var all []*fsmpb.State
+		servers, allocs := 0, 0
+		for part := range parts {
+			all = append(all, part)
+			servers += len(part.Servers)
+			allocs += len(part.Allocations)
+		}
+		s.servers = make(map[string]*fsmpb.Server, servers)
+		s.allocations = make(map[string]*fsmpb.Allocation, allocs)
+		s.byRequest = make(map[string]string, allocs)
+		for _, part := range all {
+			for _, v := range part.Servers {
+				s.servers[v.Id] = v
+			}
+			for _, a := range part.Allocations {
+				s.allocations[a.Id] = a
+				s.byRequest[a.RequestId] = a.Id
+			}
+		}
+	})
+	run(func(parts <-chan *fsmpb.State) {
+		// A server's active allocations number at most its used units:
+		// size its index for them (capped) so that it never grows.
+		var sized []string
+		for part := range parts {
+			for _, v := range part.Servers {
+				if v.UsedUnits > 0 && s.activeOn[v.Id] == nil {
+					s.activeOn[v.Id] = make(map[string]*fsmpb.Allocation, min(v.UsedUnits, 1024))
+					sized = append(sized, v.Id)
+				}
+			}
+			for _, a := range part.Allocations {
+				if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+					s.indexActive(a)
+				}
+			}
+		}
+		for _, id := range sized {
+			if len(s.activeOn[id]) == 0 {
+				delete(s.activeOn, id)
+			}
+		}
+	})
+	run(func(parts <-chan *fsmpb.State) {
+		for part := range parts {
+			for _, a := range part.Allocations {
+				if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+					s.indexRoom(a)
+				}
+			}
+		}
+	})
+	return im
+}
+
+// add hands the importer a part of the records, in snapshot order.
+func (im *importer) add(part *fsmpb.State) {
+	for _, ch := range im.parts {
+		ch <- part
+	}
+}
+
+// finish waits for the records and sets every other field from st (whose
+// servers and allocations are ignored: they came through add).
+func (im *importer) finish(st *fsmpb.State) (*state, error) {
+	im.stop()
 	if st.GetVersion() != StateVersion {
 		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads %d", ErrUnsupportedVersion, st.GetVersion(), StateVersion)
 	}
-	s := newState()
-	s.servers = make(map[string]*fsmpb.Server, len(st.GetServers()))
-	s.allocations = make(map[string]*fsmpb.Allocation, len(st.GetAllocations()))
-	s.byRequest = make(map[string]string, len(st.GetAllocations()))
+	s := im.s
 	s.clusterID = st.GetClusterId()
 	if st.GetPolicy() != nil {
 		s.policy = proto.Clone(st.GetPolicy()).(*fsmpb.Policy)
 	}
 	s.applied = st.GetAppliedIndex()
 	s.lastTime = st.GetLastTimeUnixMs()
-	for _, v := range st.GetServers() {
-		s.servers[v.Id] = v
-	}
-	for _, a := range st.GetAllocations() {
-		s.allocations[a.Id] = a
-		s.byRequest[a.RequestId] = a.Id
-		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
-			s.indexAlloc(a, true) // scale.go
-		}
-	}
 	for _, v := range st.GetMembers() {
 		s.members[v.Id] = proto.Clone(v).(*fsmpb.Member)
 	}
@@ -419,11 +493,25 @@ func importState(st *fsmpb.State) (*state, error) {
 	return s, nil
 }
 
+// stop ends the importer's goroutines; finish calls it, and a caller that
+// gives up before finish must.
+func (im *importer) stop() {
+	for _, ch := range im.parts {
+		close(ch)
+	}
+	im.parts = nil
+	im.done.Wait()
+}
+
 // hashState returns the hex SHA-256 of the canonical encoding of st,
 // ignoring the bookkeeping fields (applied index, last time) that differ
 // between a replica and one restored from a snapshot of it.
+// Servers and allocations are sorted first: a snapshot holds its
+// allocations in no particular order.
 func hashState(st *fsmpb.State) string {
 	c := proto.Clone(st).(*fsmpb.State)
+	slices.SortStableFunc(c.Servers, func(a, b *fsmpb.Server) int { return strings.Compare(a.Id, b.Id) })
+	sortAllocations(c)
 	return hashOwned(c)
 }
 
