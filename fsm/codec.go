@@ -263,23 +263,33 @@ func WriteState(w io.Writer, st *fsmpb.State) error {
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
-	// Encoders run at most GOMAXPROCS+1 chunks ahead of the writer.
+	// Encoders run at most GOMAXPROCS+1 chunks ahead of the writer. On an
+	// error the writer stops them and waits until none reads st.
 	ahead := make(chan struct{}, runtime.GOMAXPROCS(0)+1)
 	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
+	var encoders sync.WaitGroup
+	defer func() {
+		close(stop)
+		encoders.Wait()
+	}()
+	encoders.Go(func() {
 		for i, part := range chunks {
 			select {
-			case ahead <- struct{}{}:
 			case <-stop:
 				return
+			case ahead <- struct{}{}:
 			}
-			go func() {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			encoders.Go(func() {
 				b, err := opts.Marshal(part)
 				results[i] <- result{b, err}
-			}()
+			})
 		}
-	}()
+	})
 	for _, ch := range results {
 		r := <-ch
 		<-ahead

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"runtime"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -181,6 +182,11 @@ func checkAgrees(t *testing.T, data []byte) {
 	want := &fsmpb.State{}
 	werr := proto.Unmarshal(data, want)
 	got, err := fsm.ReadState(bytes.NewReader(data))
+	// Restore, which builds the state while it decodes, takes and refuses
+	// the same.
+	if rerr := fsm.New().Restore(io.NopCloser(bytes.NewReader(data))); (rerr == nil) != (err == nil) {
+		t.Fatalf("ReadState: %v; Restore: %v", err, rerr)
+	}
 	switch {
 	case werr != nil:
 		if !errors.Is(err, fsm.ErrInvalid) {
@@ -210,3 +216,31 @@ func TestReadStateSourceError(t *testing.T) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestWriteStateStopsOnAWriteError: a failing writer ends WriteState with
+// its error, and no encoder is left reading the state.
+func TestWriteStateStopsOnAWriteError(t *testing.T) {
+	st := bigState(t).Export()
+	before := runtime.NumGoroutine()
+	for _, after := range []int{0, 1, 5} {
+		w := &failingWriter{after: after}
+		if err := fsm.WriteState(w, st); !errors.Is(err, errWrite) {
+			t.Fatalf("write fails after %d writes: WriteState returned %v", after, err)
+		}
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after WriteState returned, %d before", n, before)
+	}
+}
+
+var errWrite = errors.New("disk full")
+
+type failingWriter struct{ after int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.after == 0 {
+		return 0, errWrite
+	}
+	w.after--
+	return len(p), nil
+}

@@ -427,26 +427,15 @@ func newImporter() *importer {
 			}
 		}
 	})
+	// The index by server is not sized from a server's used units: they
+	// count units, not allocations (a few large allocations would size a
+	// map for a thousand, and maps never shrink).
 	run(func(parts <-chan *fsmpb.State) {
-		// A server's active allocations number at most its used units:
-		// size its index for them (capped) so that it never grows.
-		var sized []string
 		for part := range parts {
-			for _, v := range part.Servers {
-				if v.UsedUnits > 0 && s.activeOn[v.Id] == nil {
-					s.activeOn[v.Id] = make(map[string]*fsmpb.Allocation, min(v.UsedUnits, 1024))
-					sized = append(sized, v.Id)
-				}
-			}
 			for _, a := range part.Allocations {
 				if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
 					s.indexActive(a)
 				}
-			}
-		}
-		for _, id := range sized {
-			if len(s.activeOn[id]) == 0 {
-				delete(s.activeOn, id)
 			}
 		}
 	})
