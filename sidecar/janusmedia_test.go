@@ -195,7 +195,7 @@ func janusMedia(t *testing.T, room api.Room) func() {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	go sendIVF(ctx, track)
+	go sendIVF(ctx, track.WriteSample)
 	select {
 	case <-up:
 	case <-time.After(30 * time.Second):
@@ -245,8 +245,9 @@ func janusMedia(t *testing.T, room api.Room) func() {
 	}
 }
 
-// sendIVF sends the test clip's frames at 30 fps, looping, until ctx ends.
-func sendIVF(ctx context.Context, track *webrtc.TrackLocalStaticSample) {
+// sendIVF sends the test clip's frames at 30 fps to write, looping,
+// until ctx ends.
+func sendIVF(ctx context.Context, write func(media.Sample) error) {
 	data, err := os.ReadFile("../testdata/media/testsrc-vp8.ivf")
 	if err != nil {
 		return
@@ -268,7 +269,7 @@ func sendIVF(ctx context.Context, track *webrtc.TrackLocalStaticSample) {
 				return
 			case <-tk.C:
 			}
-			_ = track.WriteSample(media.Sample{Data: frame, Duration: 33 * time.Millisecond})
+			_ = write(media.Sample{Data: frame, Duration: 33 * time.Millisecond})
 		}
 	}
 }

@@ -43,8 +43,10 @@ func liveKitRooms(ctx context.Context, p *livekittest.Proc) ([]string, error) {
 }
 
 // TestLiveKitSidecar: two single-node LiveKit servers (no Redis), each
-// with a sidecar. Placed rooms spread, are created on their server and
-// released when LiveKit closes them; killing one server marks it down and
+// with a sidecar. Placed rooms spread and are created on their server;
+// LiveKit SDK clients publish and receive a track in one at the URL the
+// placement gave, which the sidecar reports; rooms are released when
+// LiveKit closes them; killing one server marks it down and
 // its room moves; a drained server takes no new room and deregisters.
 func TestLiveKitSidecar(t *testing.T) {
 	bin := livekittest.Need(t)
@@ -103,6 +105,27 @@ func TestLiveKitSidecar(t *testing.T) {
 			return nil
 		})
 	}
+
+	// Two clients of LiveKit's SDK meet in r1 at the placement's URL: one
+	// publishes, the other receives; the sidecar reports them.
+	endMedia := liveKitMedia(t, r1) // livekitmedia_test.go
+	defer endMedia()
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		srvs, err := cl.ServersWithLoad(ctx, false)
+		if err != nil {
+			return err
+		}
+		for _, s := range srvs {
+			if s.ID == r1.Server {
+				if s.Load == nil || s.Load.Peers != 2 || s.Load.Tracks != 1 {
+					return fmt.Errorf("%s: load %+v", s.ID, s.Load)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not listed", r1.Server)
+	})
+	endMedia()
 
 	// LiveKit closes r2 (here: deleted through its API, as an application
 	// would end it): the sidecar releases the placement.
