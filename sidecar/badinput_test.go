@@ -5,9 +5,11 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/sidecar"
 )
 
@@ -83,5 +85,71 @@ func TestJanusBadAnswers(t *testing.T) {
 	}
 	if _, err := sidecar.NewJanus(sidecar.JanusConfig{URL: "janus:8088"}); err == nil {
 		t.Fatal("a URL without scheme was accepted")
+	}
+}
+
+// LiveKit's Prometheus endpoint feeding the server's bitrates: what it
+// answers never fails a poll (the rooms stand, the bitrates are 0), and
+// only a counter that grew by a plausible amount since the last poll
+// becomes a bitrate.
+func TestLiveKitMetricsBadAnswers(t *testing.T) {
+	const rooms = `{"rooms":[{"name":"r1","num_participants":2,"num_publishers":1}]}`
+	counters := func(in, out string) string {
+		return "# TYPE livekit_packet_bytes counter\n" +
+			`livekit_packet_bytes{country="",direction="incoming",node_id="n",node_type="SERVER",transmission="initial"} ` + in + "\n" +
+			`livekit_packet_bytes{country="",direction="outgoing",node_id="n",node_type="SERVER",transmission="initial"} ` + out + "\n"
+	}
+	tests := []struct {
+		name    string
+		metrics []string // answered in turn, one per poll
+		rate    bool     // bitrates at the last poll
+	}{
+		{"first reading has no rate", []string{counters("1000", "2000")}, false},
+		{"growing counters", []string{counters("1000", "2000"), counters("1000000", "3000000")}, true},
+		{"counter reset", []string{counters("5000000", "5000000"), counters("10", "10")}, false},
+		{"not prometheus", []string{counters("0", "0"), "<html>hello</html>"}, false},
+		{"NaN and negative", []string{counters("0", "0"), counters("NaN", "-5")}, false},
+		{"beyond 1 TiB/s", []string{counters("0", "0"), counters("1e30", "1e30")}, false},
+		{"no such metric", []string{counters("0", "0"), "# TYPE other counter\nother 5\n"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			next := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/metrics" {
+					_, _ = w.Write([]byte(rooms))
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				_, _ = w.Write([]byte(tc.metrics[min(next, len(tc.metrics)-1)]))
+				next++
+			}))
+			defer srv.Close()
+			l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: srv.URL, APIKey: "k", APISecret: "s", MetricsURL: srv.URL + "/metrics"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st sidecar.Status
+			for range tc.metrics {
+				time.Sleep(10 * time.Millisecond) // the rate needs time between readings
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				st, err = l.Poll(ctx)
+				cancel()
+				if err != nil {
+					t.Fatalf("poll: %v", err)
+				}
+				if len(st.Rooms) != 1 || st.Rooms[0].Participants != 2 {
+					t.Fatalf("rooms %+v", st.Rooms)
+				}
+			}
+			if (st.IngressBps > 0) != tc.rate || (st.EgressBps > 0) != tc.rate || st.IngressBps < 0 || st.EgressBps < 0 {
+				t.Fatalf("bitrates in %d out %d bit/s", st.IngressBps, st.EgressBps)
+			}
+		})
+	}
+	if _, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: "ws://h:7880", APIKey: "k", APISecret: "s", MetricsURL: "h:6789"}); !errors.Is(err, errcode.ErrInvalid) {
+		t.Fatalf("metrics URL without a scheme: %v", err)
 	}
 }

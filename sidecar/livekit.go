@@ -10,10 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/errcode"
@@ -30,6 +35,11 @@ type LiveKitConfig struct {
 	// EmptyTimeout is the empty_timeout (seconds) of rooms the sidecar
 	// creates (default 300, LiveKit's own default).
 	EmptyTimeout int
+	// MetricsURL, when set, is the server's Prometheus endpoint
+	// (http://host:port/metrics; `prometheus: port:` in livekit.yaml).
+	// Polls then read its packet byte counters for the server's bitrates,
+	// which the RoomService API does not give.
+	MetricsURL string
 	// Client sends the requests (default: 2 s timeout, no proxy).
 	Client *http.Client
 }
@@ -45,6 +55,15 @@ type LiveKit struct {
 	cfg LiveKitConfig
 	api string // http(s)://host:port
 	hc  *http.Client
+
+	mu   sync.Mutex
+	last byteCount // the packet byte counters at the last poll
+}
+
+// byteCount is a reading of LiveKit's packet byte counters.
+type byteCount struct {
+	in, out float64
+	at      time.Time
 }
 
 // NewLiveKit returns the adapter for one LiveKit server.
@@ -61,6 +80,9 @@ func NewLiveKit(cfg LiveKitConfig) (*LiveKit, error) {
 	}
 	if cfg.APIKey == "" || cfg.APISecret == "" {
 		return nil, fmt.Errorf("%w: livekit API key and secret are required", errcode.ErrInvalid)
+	}
+	if cfg.MetricsURL != "" && !strings.HasPrefix(cfg.MetricsURL, "http://") && !strings.HasPrefix(cfg.MetricsURL, "https://") {
+		return nil, fmt.Errorf("%w: livekit metrics URL %q must be http(s)://host:port/metrics", errcode.ErrInvalid, cfg.MetricsURL)
 	}
 	if cfg.EmptyTimeout <= 0 {
 		cfg.EmptyTimeout = 300
@@ -157,7 +179,70 @@ func (l *LiveKit) Poll(ctx context.Context) (Status, error) {
 	for _, r := range out.Rooms {
 		st.Rooms = append(st.Rooms, RoomStatus{Name: r.Name, Participants: r.Participants, Publishers: r.Publishers})
 	}
+	if l.cfg.MetricsURL != "" {
+		// The rooms stand without the bitrates: a metrics endpoint that
+		// fails leaves them at 0 for this poll.
+		st.IngressBps, st.EgressBps, _ = l.bitrates(ctx, time.Now())
+	}
 	return st, nil
+}
+
+// bitrates reads the Prometheus endpoint's packet byte counters
+// (livekit_packet_bytes, by direction) and returns the bits per second
+// since the previous reading (0 on the first, after a counter reset, or
+// for a figure outside [0, maxBytesPerSecond]).
+func (l *LiveKit) bitrates(ctx context.Context, now time.Time) (in, out int64, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.cfg.MetricsURL, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp, err := l.hc.Do(req)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("%w: livekit metrics answered HTTP %d", ErrBadAnswer, resp.StatusCode)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(io.LimitReader(resp.Body, maxJanusAnswer))
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrBadAnswer, err)
+	}
+	cur := byteCount{at: now}
+	for _, m := range fams["livekit_packet_bytes"].GetMetric() {
+		v := m.GetCounter().GetValue()
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			continue
+		}
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() != "direction" {
+				continue
+			}
+			switch lp.GetValue() {
+			case "incoming":
+				cur.in += v
+			case "outgoing":
+				cur.out += v
+			}
+		}
+	}
+	l.mu.Lock()
+	prev := l.last
+	l.last = cur
+	l.mu.Unlock()
+	dt := cur.at.Sub(prev.at).Seconds()
+	if prev.at.IsZero() || dt <= 0 {
+		return 0, 0, nil
+	}
+	rate := func(now, before float64) int64 {
+		bps := (now - before) / dt
+		if bps < 0 || bps > maxBytesPerSecond {
+			return 0
+		}
+		return int64(8 * bps)
+	}
+	return rate(cur.in, prev.in), rate(cur.out, prev.out), nil
 }
 
 // EnsureRoom implements SFU with CreateRoom (idempotent in LiveKit).

@@ -18,7 +18,8 @@ import (
 
 func startLiveKitSidecar(t *testing.T, c *testcluster.Cluster, id string, p *livekittest.Proc) *sidecarRun {
 	t.Helper()
-	l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: p.URL(), APIKey: livekittest.APIKey, APISecret: livekittest.APISecret})
+	l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: p.URL(), APIKey: livekittest.APIKey, APISecret: livekittest.APISecret,
+		MetricsURL: p.MetricsURL()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,8 @@ func TestLiveKitSidecar(t *testing.T) {
 	}
 
 	// Two clients of LiveKit's SDK meet in r1 at the placement's URL: one
-	// publishes, the other receives; the sidecar reports them.
+	// publishes, the other receives; the sidecar reports them and the
+	// bitrates.
 	endMedia := liveKitMedia(t, r1) // livekitmedia_test.go
 	defer endMedia()
 	testcluster.Eventually(t, 30*time.Second, func() error {
@@ -117,7 +119,9 @@ func TestLiveKitSidecar(t *testing.T) {
 		}
 		for _, s := range srvs {
 			if s.ID == r1.Server {
-				if s.Load == nil || s.Load.Peers != 2 || s.Load.Tracks != 1 {
+				// Bitrates from LiveKit's Prometheus endpoint: the clip in
+				// from the publisher and out to the subscriber.
+				if s.Load == nil || s.Load.Peers != 2 || s.Load.Tracks != 1 || s.Load.IngressBps <= 0 || s.Load.EgressBps <= 0 {
 					return fmt.Errorf("%s: load %+v", s.ID, s.Load)
 				}
 				return nil

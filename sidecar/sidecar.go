@@ -76,6 +76,10 @@ type Status struct {
 	// restarted (and lost its rooms).
 	Instance string
 	Rooms    []RoomStatus
+	// IngressBps and EgressBps are the server's bitrates where the SFU
+	// counts them for the whole server only (LiveKit's metrics); they add
+	// to the rooms'.
+	IngressBps, EgressBps int64
 }
 
 // SFU is one SFU instance as the sidecar drives it. Every method must
@@ -288,7 +292,8 @@ func (s *Sidecar) step(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	allocs, names, peers, tracks := s.reconcile(ctx, st)
-	l := transport.Load{Peers: peers, Tracks: tracks, Rooms: names, AllocationIDs: allocs, FreeUnits: s.cfg.Capacity}
+	l := transport.Load{Peers: peers, Tracks: tracks, Rooms: names, AllocationIDs: allocs, FreeUnits: s.cfg.Capacity,
+		IngressBps: st.IngressBps, EgressBps: st.EgressBps}
 	for _, r := range st.Rooms {
 		l.IngressBps += r.IngressBps
 		l.EgressBps += r.EgressBps

@@ -23,6 +23,7 @@ type sidecarFlags struct {
 	janusURL, janusPublicURL, janusWSURL              string
 	janusAdminURL, janusAdminSecret                   string
 	livekitURL, livekitKey, livekitSecret             string
+	livekitMetricsURL                                 string
 	logLevel, logFormat                               string
 }
 
@@ -44,7 +45,9 @@ accept_new_sessions; LiveKit has no such switch), no new room is placed
 there, and when its rooms are empty (or --drain-timeout passed) the
 placements are released, the server is deregistered and the sidecar exits.
 LiveKit is driven through its RoomService API (--livekit-url,
---livekit-api-key, --livekit-api-secret); no Redis is involved.
+--livekit-api-key, --livekit-api-secret); no Redis is involved. With
+--livekit-metrics-url (its Prometheus endpoint) the reports carry the
+server's bitrates too.
 --allocators names the agents as for 'switchyard media', each by its HTTP
 API address or its QUIC address (prefix http://, https:// or quic:// to say
 which); the sidecar needs at least one HTTP address (it lists its rooms and
@@ -79,6 +82,7 @@ QUIC addresses, still works.
 	fl.StringVar(&f.livekitURL, "livekit-url", "ws://127.0.0.1:7880", "LiveKit URL clients connect to (its RoomService API is on the same host over http)")
 	fl.StringVar(&f.livekitKey, "livekit-api-key", "", "LiveKit API key (RoomService requests)")
 	fl.StringVar(&f.livekitSecret, "livekit-api-secret", "", "LiveKit API secret")
+	fl.StringVar(&f.livekitMetricsURL, "livekit-metrics-url", "", "LiveKit's Prometheus endpoint, http://host:port/metrics (optional: the server's bitrates)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return cmd
@@ -147,7 +151,7 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 		}
 		sfu = j
 	case fsm.SFULiveKit:
-		l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: f.livekitURL, APIKey: f.livekitKey, APISecret: f.livekitSecret})
+		l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: f.livekitURL, APIKey: f.livekitKey, APISecret: f.livekitSecret, MetricsURL: f.livekitMetricsURL})
 		if err != nil {
 			return usagef(cmd, "%v", err)
 		}

@@ -60,15 +60,18 @@ type Proc struct {
 	t              *testing.T
 	dir            string
 	Port           int
-	*progtest.Proc // Kill, Pid, Log
+	MetricsPort    int // Prometheus endpoint
+	*progtest.Proc     // Kill, Pid, Log
 }
 
 // New starts a server with UDP media ports in [udpLo, udpHi] and waits
 // until it answers; it is killed when the test ends.
 func New(t *testing.T, bin string, udpLo, udpHi int) *Proc {
-	p := &Proc{t: t, dir: t.TempDir(), Port: progtest.FreePort(t, "tcp")}
+	p := &Proc{t: t, dir: t.TempDir(), Port: progtest.FreePort(t, "tcp"), MetricsPort: progtest.FreePort(t, "tcp")}
 	cfg := fmt.Sprintf(`port: %d
 bind_addresses: ["127.0.0.1"]
+prometheus:
+  port: %d
 rtc:
   tcp_port: %d
   port_range_start: %d
@@ -79,7 +82,7 @@ keys:
   %s: %s
 logging:
   level: warn
-`, p.Port, progtest.FreePort(t, "tcp"), udpLo, udpHi, APIKey, APISecret)
+`, p.Port, p.MetricsPort, progtest.FreePort(t, "tcp"), udpLo, udpHi, APIKey, APISecret)
 	if err := os.WriteFile(filepath.Join(p.dir, "livekit.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +91,9 @@ logging:
 	t.Cleanup(p.Kill)
 	return p
 }
+
+// MetricsURL is the server's Prometheus endpoint.
+func (p *Proc) MetricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", p.MetricsPort) }
 
 // URL is the URL clients connect to.
 func (p *Proc) URL() string { return fmt.Sprintf("ws://127.0.0.1:%d", p.Port) }
