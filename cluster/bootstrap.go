@@ -93,8 +93,17 @@ func (n *Node) bootstrapLoop() {
 // that found an existing cluster, asks through any known agent (requests
 // are forwarded to the leader). It keeps checking, so an address change
 // after a restart is picked up too.
-func (n *Node) announceLoop() {
+//
+// A node that started without state (fresh) asks once even when its state
+// machine already lists it: what it holds may be a snapshot sent by a
+// leader that had just removed it (the removal's last replication reaching
+// the wiped node as it restarted), whose configuration and member table
+// still name it. Believing that, it would never ask and never be let in.
+// A node restarted with its own state does not ask again while listed,
+// so a member an operator removed stays removed until it is wiped.
+func (n *Node) announceLoop(fresh bool) {
 	defer n.wg.Done()
+	admitted := !fresh
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	self := &fsmpb.Member{Id: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, QuicAddr: n.cfg.QUICAddr, Features: n.cfg.Features}
@@ -107,14 +116,16 @@ func (n *Node) announceLoop() {
 			return
 		case <-t.C:
 		}
-		if cur, ok := n.fsm.Member(n.cfg.ID); ok && sameMember(cur, self) {
+		if cur, ok := n.fsm.Member(n.cfg.ID); ok && sameMember(cur, self) && admitted {
 			continue
 		}
 		if n.IsLeader() {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout)
-			if err := n.AddVoter(ctx, self); err != nil && !Retryable(err) {
+			err := n.AddVoter(ctx, self)
+			if err != nil && !Retryable(err) {
 				n.log.Warn("record own member entry", "err", err)
 			}
+			admitted = admitted || err == nil
 			cancel()
 			continue
 		}
@@ -144,6 +155,7 @@ func (n *Node) announceLoop() {
 			}
 			cancel()
 			if err == nil {
+				admitted = true
 				break
 			}
 			n.log.Debug("join attempt failed", "via", addr, "err", err)

@@ -197,7 +197,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		go n.deadLeaderLoop()
 	}
 	go n.leadershipLoop(notify)
-	go n.announceLoop()
+	go n.announceLoop(!hasState)
 	go n.identityLoop(id)
 	if !hasState {
 		n.wg.Add(1)
