@@ -126,53 +126,15 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 	}()
 	incarnation := uint64(time.Now().UnixNano())
 	start := time.Now()
-	// Register everyone (bounded concurrency), each server on its own
-	// connection, spread round-robin across the allocators.
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
-	for i := range clients {
-		rot := append(append([]string{}, addrs[i%len(addrs):]...), addrs[:i%len(addrs)]...)
-		id, err := identity(i)
-		if err != nil {
-			return err
-		}
-		c, err := transport.NewClient(transport.ClientConfig{Addrs: rot, TLS: id.ClientConfig(transport.ALPN), Logger: log})
-		if err != nil {
-			return err
-		}
-		clients[i] = c
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			t0 := time.Now()
-			_, err := c.Register(rctx, transport.ServerInfo{ID: serverID(i), Capacity: f.capacity,
-				Incarnation: incarnation, Addresses: []string{fmt.Sprintf("http://loadgen.invalid/%d", i)}})
-			if err != nil {
-				st.regFailed.Add(1)
-				log.Warn("register failed", "server", i, "err", err)
-				return
-			}
-			st.registered.Add(1)
-			for d := time.Since(t0).Nanoseconds(); ; {
-				cur := st.regTime.Load()
-				if d <= cur || st.regTime.CompareAndSwap(cur, d) {
-					break
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	regDone := time.Since(start)
-	rctx, cancel := context.WithTimeout(ctx, f.duration)
-	defer cancel()
-	for i, c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	// Each server reports from its registration on (not once everyone is
+	// registered: registering thousands takes longer than the failure
+	// window, and the first would be marked down), until --duration after
+	// the last registration.
+	rctx, stopReports := context.WithCancel(ctx)
+	defer stopReports()
+	var reporters sync.WaitGroup
+	report := func(i int, c *transport.Client) {
+		reporters.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(i), incarnation))
 			// Spread the first report over one interval.
 			select {
@@ -197,17 +159,57 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 				case <-t.C:
 				}
 			}
-		}()
+		})
 	}
-	if f.allocRate > 0 {
+	// Register everyone (bounded concurrency), each server on its own
+	// connection, spread round-robin across the allocators.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range clients {
+		rot := append(append([]string{}, addrs[i%len(addrs):]...), addrs[:i%len(addrs)]...)
+		id, err := identity(i)
+		if err != nil {
+			return err
+		}
+		c, err := transport.NewClient(transport.ClientConfig{Addrs: rot, TLS: id.ClientConfig(transport.ALPN), Logger: log})
+		if err != nil {
+			return err
+		}
+		clients[i] = c
 		wg.Add(1)
+		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			allocLoop(rctx, clients, f.allocRate, incarnation, &st)
+			defer func() { <-sem }()
+			regCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			_, err := c.Register(regCtx, transport.ServerInfo{ID: serverID(i), Capacity: f.capacity,
+				Incarnation: incarnation, Addresses: []string{fmt.Sprintf("http://loadgen.invalid/%d", i)}})
+			if err != nil {
+				st.regFailed.Add(1)
+				log.Warn("register failed", "server", i, "err", err)
+				return
+			}
+			st.registered.Add(1)
+			report(i, c)
+			for d := time.Since(t0).Nanoseconds(); ; {
+				cur := st.regTime.Load()
+				if d <= cur || st.regTime.CompareAndSwap(cur, d) {
+					break
+				}
+			}
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start) - regDone
+	regDone := time.Since(start)
+	stopAfter := time.AfterFunc(f.duration, stopReports)
+	defer stopAfter.Stop()
+	if f.allocRate > 0 {
+		reporters.Go(func() { allocLoop(rctx, clients, f.allocRate, incarnation, &st) })
+	}
+	reporters.Wait()
+	elapsed := time.Since(start) // servers report from their registration on
 	var failovers uint64
 	for _, c := range clients {
 		failovers += c.Failovers()
