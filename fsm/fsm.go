@@ -145,10 +145,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		im.stop()
 		return err
 	}
-	s, err := im.finish(st)
-	if err != nil {
-		return err
-	}
+	s := im.finish(st)
 	f.mu.Lock()
 	s.feed = f.feed
 	f.feed.epoch++ // scale.go: readers start over

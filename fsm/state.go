@@ -459,12 +459,10 @@ func (im *importer) add(part *fsmpb.State) {
 }
 
 // finish waits for the records and sets every other field from st (whose
-// servers and allocations are ignored: they came through add).
-func (im *importer) finish(st *fsmpb.State) (*state, error) {
+// servers and allocations are ignored: they came through add). st's
+// version was checked by the decoder.
+func (im *importer) finish(st *fsmpb.State) *state {
 	im.stop()
-	if st.GetVersion() != StateVersion {
-		return nil, fmt.Errorf("%w: snapshot version %d, this binary reads %d", ErrUnsupportedVersion, st.GetVersion(), StateVersion)
-	}
 	s := im.s
 	s.clusterID = st.GetClusterId()
 	if st.GetPolicy() != nil {
@@ -479,7 +477,7 @@ func (im *importer) finish(st *fsmpb.State) (*state, error) {
 	s.importRooms(st)    // rooms.go
 	s.importACL(st)      // acl.go
 	s.importRefusals(st) // refusals.go
-	return s, nil
+	return s
 }
 
 // stop ends the importer's goroutines; finish calls it, and a caller that
