@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,11 +41,11 @@ func BenchmarkReportCPU(b *testing.B) {
 	}
 	bin := proccluster.BuildBinary(b)
 	for range b.N {
-		// A report a second needs a failure window wider than the default
-		// 2 s (eight times the media node's 250 ms interval): one late
-		// report would mark a server down.
+		// A report a second leaves two reports in the default 2 s failure
+		// window: one late report would mark a server down.
 		pc := proccluster.NewWithOptions(b, bin, 3, proccluster.Options{QUIC: true, Args: []string{"--failure-window", "5s"}})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		b.Cleanup(cancel)
 		leader, err := pc.WaitLeader(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -74,10 +75,14 @@ func BenchmarkReportCPU(b *testing.B) {
 		if err := lg.Start(); err != nil {
 			b.Fatal(err)
 		}
+		var stopped sync.Once
 		stop := func() {
-			_ = syscall.Kill(-lg.Process.Pid, syscall.SIGKILL)
-			_ = lg.Wait()
+			stopped.Do(func() {
+				_ = syscall.Kill(-lg.Process.Pid, syscall.SIGKILL)
+				_ = lg.Wait()
+			})
 		}
+		b.Cleanup(stop) // also when the benchmark fails midway
 		cl := api.NewClient(leader.HTTPAddr)
 		start := time.Now()
 		for {
@@ -103,6 +108,9 @@ func BenchmarkReportCPU(b *testing.B) {
 		pc.Close()
 		rate := (acc1 - acc0) / window
 		cores := (cpu1 - cpu0).Seconds() / window
+		if rate <= 0 {
+			b.Fatalf("no report accepted in %.0f s", window)
+		}
 		b.ReportMetric(float64(servers), "servers")
 		b.ReportMetric(registered.Seconds(), "register-all-s")
 		b.ReportMetric(rate, "reports/s")
@@ -135,14 +143,19 @@ func procCPU(b *testing.B, pid int) time.Duration {
 }
 
 // scrapeSum is the value of the series named exactly by series (name and
-// labels as the exposition prints them) on a Prometheus endpoint.
+// labels as the exposition prints them) on a Prometheus endpoint; a
+// missing series fails the benchmark.
 func scrapeSum(b *testing.B, url, series string) float64 {
 	b.Helper()
-	resp, err := http.Get(url)
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("%s: HTTP %d", url, resp.StatusCode)
+	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -154,5 +167,9 @@ func scrapeSum(b *testing.B, url, series string) float64 {
 			return f
 		}
 	}
+	if err := sc.Err(); err != nil {
+		b.Fatalf("%s: %v", url, err)
+	}
+	b.Fatalf("%s has no %s", url, series)
 	return 0
 }

@@ -46,7 +46,9 @@ type Config struct {
 	// ICEDisconnected/ICEFailed are pion's ICE consent timeouts: a peer that
 	// stops answering is closed after ICEFailed. Defaults 3s and 6s.
 	ICEDisconnected, ICEFailed time.Duration
-	// ReportInterval is the load report period. Default 1s.
+	// ReportInterval is the load report period. Default 500ms: four
+	// reports in the agents' default 2 s failure window, so one or two
+	// lost datagrams do not mark the node down.
 	ReportInterval time.Duration
 	// StatePoll is how often the node asks the cluster for its own state
 	// (to see an operator's drain). Default 2s; negative disables.
@@ -82,7 +84,7 @@ func (c *Config) setDefaults() error {
 	def(&c.TrackWait, 5*time.Second)
 	def(&c.ICEDisconnected, 3*time.Second)
 	def(&c.ICEFailed, 6*time.Second)
-	def(&c.ReportInterval, time.Second)
+	def(&c.ReportInterval, 500*time.Millisecond)
 	def(&c.StatePoll, 2*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()

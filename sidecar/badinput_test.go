@@ -111,6 +111,12 @@ func TestLiveKitMetricsBadAnswers(t *testing.T) {
 		{"NaN and negative", []string{counters("0", "0"), counters("NaN", "-5")}, false},
 		{"beyond 1 TiB/s", []string{counters("0", "0"), counters("1e30", "1e30")}, false},
 		{"no such metric", []string{counters("0", "0"), "# TYPE other counter\nother 5\n"}, false},
+		// A bad reading is not kept: the next good one is measured from the
+		// last good one, not from the bad one's zero (which made a rate of
+		// the whole counter over one interval).
+		{"garbage, then good", []string{counters("50e9", "50e9"), "<html>hello</html>", counters("50.001e9", "50.001e9")}, true},
+		{"no counter, then good", []string{counters("50e9", "50e9"), "# TYPE other counter\nother 5\n", counters("50.001e9", "50.001e9")}, true},
+		{"NaN, then good", []string{counters("50e9", "50e9"), counters("NaN", "50e9"), counters("50.001e9", "50.001e9")}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,7 +153,41 @@ func TestLiveKitMetricsBadAnswers(t *testing.T) {
 			if (st.IngressBps > 0) != tc.rate || (st.EgressBps > 0) != tc.rate || st.IngressBps < 0 || st.EgressBps < 0 {
 				t.Fatalf("bitrates in %d out %d bit/s", st.IngressBps, st.EgressBps)
 			}
+			// The counters grew by at most 3e6 bytes between readings at
+			// least 10 ms apart.
+			if st.IngressBps > 8*3e6/0.01 || st.EgressBps > 8*3e6/0.01 {
+				t.Fatalf("bitrates in %d out %d bit/s: more than the counters grew", st.IngressBps, st.EgressBps)
+			}
 		})
+	}
+	// A metrics endpoint that does not answer costs a poll at most the
+	// metrics timeout: the rooms come back in time, without bitrates.
+	hang := make(chan struct{})
+	defer close(hang)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		_, _ = w.Write([]byte(rooms))
+	}))
+	defer srv.Close()
+	l, _ := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: srv.URL, APIKey: "k", APISecret: "s", MetricsURL: srv.URL + "/metrics", MetricsTimeout: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	st, err := l.Poll(ctx)
+	if err != nil || len(st.Rooms) != 1 || st.IngressBps != 0 {
+		t.Fatalf("poll with a hanging metrics endpoint: %+v %v", st, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("poll with a hanging metrics endpoint took %v", d)
+	}
+	if err := l.CheckMetrics(ctx); !errors.Is(err, sidecar.ErrUnavailable) {
+		t.Fatalf("check of a hanging metrics endpoint: %v", err)
 	}
 	if _, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: "ws://h:7880", APIKey: "k", APISecret: "s", MetricsURL: "h:6789"}); !errors.Is(err, errcode.ErrInvalid) {
 		t.Fatalf("metrics URL without a scheme: %v", err)

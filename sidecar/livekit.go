@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -10,15 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/errcode"
@@ -38,8 +38,13 @@ type LiveKitConfig struct {
 	// MetricsURL, when set, is the server's Prometheus endpoint
 	// (http://host:port/metrics; `prometheus: port:` in livekit.yaml).
 	// Polls then read its packet byte counters for the server's bitrates,
-	// which the RoomService API does not give.
-	MetricsURL string
+	// which the RoomService API does not give, within MetricsTimeout
+	// (default 250 ms) of each poll.
+	MetricsURL     string
+	MetricsTimeout time.Duration
+	// Logger gets the metrics endpoint's failures (at most one line a
+	// minute); nil discards them.
+	Logger *slog.Logger
 	// Client sends the requests (default: 2 s timeout, no proxy).
 	Client *http.Client
 }
@@ -56,8 +61,9 @@ type LiveKit struct {
 	api string // http(s)://host:port
 	hc  *http.Client
 
-	mu   sync.Mutex
-	last byteCount // the packet byte counters at the last poll
+	mu       sync.Mutex
+	last     byteCount // the packet byte counters at the last good reading
+	warnedAt time.Time // the last logged metrics failure
 }
 
 // byteCount is a reading of LiveKit's packet byte counters.
@@ -86,6 +92,12 @@ func NewLiveKit(cfg LiveKitConfig) (*LiveKit, error) {
 	}
 	if cfg.EmptyTimeout <= 0 {
 		cfg.EmptyTimeout = 300
+	}
+	if cfg.MetricsTimeout <= 0 {
+		cfg.MetricsTimeout = 250 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	hc := cfg.Client
 	if hc == nil {
@@ -181,16 +193,47 @@ func (l *LiveKit) Poll(ctx context.Context) (Status, error) {
 	}
 	if l.cfg.MetricsURL != "" {
 		// The rooms stand without the bitrates: a metrics endpoint that
-		// fails leaves them at 0 for this poll.
-		st.IngressBps, st.EgressBps, _ = l.bitrates(ctx, time.Now())
+		// fails or is slow leaves them at 0 for this poll and costs it at
+		// most MetricsTimeout.
+		mctx, cancel := context.WithTimeout(ctx, l.cfg.MetricsTimeout)
+		var err error
+		st.IngressBps, st.EgressBps, err = l.bitrates(mctx, time.Now())
+		cancel()
+		if err != nil {
+			l.warn(err)
+		}
 	}
 	return st, nil
 }
 
+// warn logs a metrics failure, at most once a minute.
+func (l *LiveKit) warn(err error) {
+	l.mu.Lock()
+	now := time.Now()
+	quiet := now.Sub(l.warnedAt) < time.Minute
+	if !quiet {
+		l.warnedAt = now
+	}
+	l.mu.Unlock()
+	if !quiet {
+		l.cfg.Logger.Warn("livekit metrics unreadable: bitrates reported as 0", "url", l.cfg.MetricsURL, "err", err)
+	}
+}
+
+// CheckMetrics reads the metrics endpoint once (the bitrates are 0 until
+// the next reading); an error says why it cannot be used.
+func (l *LiveKit) CheckMetrics(ctx context.Context) error {
+	_, _, err := l.bitrates(ctx, time.Now())
+	return err
+}
+
 // bitrates reads the Prometheus endpoint's packet byte counters
-// (livekit_packet_bytes, by direction) and returns the bits per second
-// since the previous reading (0 on the first, after a counter reset, or
-// for a figure outside [0, maxBytesPerSecond]).
+// (livekit_packet_bytes, by direction; only those lines are parsed, in
+// at most maxJanusAnswer bytes) and returns the bits per second since the
+// last good reading: 0 on the first, after a counter reset, or for a
+// figure above maxBytesPerSecond. A reading without the counter, or with
+// a value that is not a finite non-negative number, is an error and is
+// not kept (the next rate spans both intervals).
 func (l *LiveKit) bitrates(ctx context.Context, now time.Time) (in, out int64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.cfg.MetricsURL, nil)
 	if err != nil {
@@ -204,28 +247,39 @@ func (l *LiveKit) bitrates(ctx context.Context, now time.Time) (in, out int64, e
 	if resp.StatusCode != http.StatusOK {
 		return 0, 0, fmt.Errorf("%w: livekit metrics answered HTTP %d", ErrBadAnswer, resp.StatusCode)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(io.LimitReader(resp.Body, maxJanusAnswer))
-	if err != nil {
-		return 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrBadAnswer, err)
-	}
 	cur := byteCount{at: now}
-	for _, m := range fams["livekit_packet_bytes"].GetMetric() {
-		v := m.GetCounter().GetValue()
-		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+	found := false
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, maxJanusAnswer))
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "livekit_packet_bytes{") {
 			continue
 		}
-		for _, lp := range m.GetLabel() {
-			if lp.GetName() != "direction" {
-				continue
-			}
-			switch lp.GetValue() {
-			case "incoming":
-				cur.in += v
-			case "outgoing":
-				cur.out += v
-			}
+		labels, value, ok := strings.Cut(line[len("livekit_packet_bytes{"):], "} ")
+		if !ok {
+			return 0, 0, fmt.Errorf("%w: livekit metrics: malformed line %q", ErrBadAnswer, truncate([]byte(line)))
 		}
+		// A sample may end with a timestamp.
+		value, _, _ = strings.Cut(strings.TrimSpace(value), " ")
+		v, perr := strconv.ParseFloat(value, 64)
+		if perr != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return 0, 0, fmt.Errorf("%w: livekit metrics: bad value in %q", ErrBadAnswer, truncate([]byte(line)))
+		}
+		switch {
+		case strings.Contains(labels, `direction="incoming"`):
+			cur.in += v
+			found = true
+		case strings.Contains(labels, `direction="outgoing"`):
+			cur.out += v
+			found = true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrBadAnswer, err)
+	}
+	if !found {
+		return 0, 0, fmt.Errorf("%w: livekit metrics have no livekit_packet_bytes", ErrBadAnswer)
 	}
 	l.mu.Lock()
 	prev := l.last

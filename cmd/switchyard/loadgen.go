@@ -37,7 +37,8 @@ func newLoadgenCmd() *cobra.Command {
 by its HTTP API address or its QUIC address (told apart by asking; prefix
 http://, https:// or quic:// to say which; an agent named by HTTP address
 is reached at the QUIC address it advertises in the member table),
-registers with a fresh incarnation, and sends a load report every --interval for --duration. With
+registers with a fresh incarnation, and sends a load report every --interval from then on,
+until --duration after the last server registered. With
 --alloc-rate, allocations are requested (and released) at that rate in total.
 Prints a summary at the end.
 
@@ -165,15 +166,22 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 	// connection, spread round-robin across the allocators.
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
+	// On an error here, stop what runs before the clients close.
+	abort := func(err error) error {
+		stopReports()
+		wg.Wait()
+		reporters.Wait()
+		return err
+	}
 	for i := range clients {
 		rot := append(append([]string{}, addrs[i%len(addrs):]...), addrs[:i%len(addrs)]...)
 		id, err := identity(i)
 		if err != nil {
-			return err
+			return abort(err)
 		}
 		c, err := transport.NewClient(transport.ClientConfig{Addrs: rot, TLS: id.ClientConfig(transport.ALPN), Logger: log})
 		if err != nil {
-			return err
+			return abort(err)
 		}
 		clients[i] = c
 		wg.Add(1)
@@ -203,13 +211,16 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 	}
 	wg.Wait()
 	regDone := time.Since(start)
+	reportsAtRegDone := st.reports.Load()
 	stopAfter := time.AfterFunc(f.duration, stopReports)
 	defer stopAfter.Stop()
 	if f.allocRate > 0 {
 		reporters.Go(func() { allocLoop(rctx, clients, f.allocRate, incarnation, &st) })
 	}
 	reporters.Wait()
-	elapsed := time.Since(start) // servers report from their registration on
+	// The rate once everyone is registered (servers report from their own
+	// registration on; those reports are counted, not in the rate).
+	steady := time.Since(start) - regDone
 	var failovers uint64
 	for _, c := range clients {
 		failovers += c.Failovers()
@@ -218,8 +229,8 @@ func runLoadgen(cmd *cobra.Command, f *loadgenFlags) error {
 	fmt.Fprintf(out, "loadgen: %d servers over %d allocators, report interval %v, for %v\n", f.servers, len(addrs), f.interval, f.duration)
 	fmt.Fprintf(out, "registered:   %d ok, %d failed, all done in %v (slowest %v)\n", st.registered.Load(), st.regFailed.Load(),
 		regDone.Round(time.Millisecond), time.Duration(st.regTime.Load()).Round(time.Millisecond))
-	fmt.Fprintf(out, "reports sent: %d (%.0f/s), %d not sent (disconnected or unregistered)\n", st.reports.Load(),
-		float64(st.reports.Load())/elapsed.Seconds(), st.reportErrs.Load())
+	fmt.Fprintf(out, "reports sent: %d (%.0f/s once all were registered), %d not sent (disconnected or unregistered)\n", st.reports.Load(),
+		float64(st.reports.Load()-reportsAtRegDone)/steady.Seconds(), st.reportErrs.Load())
 	if f.allocRate > 0 {
 		mean := time.Duration(0)
 		if n := st.allocs.Load(); n > 0 {

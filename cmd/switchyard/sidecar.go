@@ -151,16 +151,23 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 		}
 		sfu = j
 	case fsm.SFULiveKit:
-		l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: f.livekitURL, APIKey: f.livekitKey, APISecret: f.livekitSecret, MetricsURL: f.livekitMetricsURL})
+		l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: f.livekitURL, APIKey: f.livekitKey, APISecret: f.livekitSecret,
+			MetricsURL: f.livekitMetricsURL, Logger: log})
 		if err != nil {
 			return usagef(cmd, "%v", err)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err = l.Poll(cctx)
-		cancel()
 		if errors.Is(err, sidecar.ErrRefused) || errors.Is(err, sidecar.ErrBadAnswer) {
+			cancel()
 			return fmt.Errorf("livekit RoomService at %s: %w", f.livekitURL, err)
 		}
+		if f.livekitMetricsURL != "" {
+			if err := l.CheckMetrics(cctx); err != nil {
+				log.Warn("livekit metrics endpoint unusable: bitrates are reported as 0 while it is", "url", f.livekitMetricsURL, "err", err)
+			}
+		}
+		cancel()
 		sfu, where = l, f.livekitURL
 	}
 	sc, err := sidecar.New(sidecar.Config{
