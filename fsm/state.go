@@ -384,12 +384,13 @@ func (s *state) exportShared() *fsmpb.State {
 }
 
 // importer builds a state from a snapshot while its records are still
-// being decoded (it takes over the server, allocation and refusal
-// records: the State was decoded for it and is dropped after): the derived indexes of active allocations (scale.go), by
-// server and by room, on a goroutine each while the parts arrive, and the
+// being decoded: the derived indexes of active allocations (scale.go), by
+// server and by room, on a goroutine each as the parts arrive, and the
 // registry and allocation maps on a third once all have arrived (sized
-// then, so that they never grow). Each writes its own fields of the state
-// and only reads the records, which the state takes over.
+// then, so that they never grow). Each goroutine writes its own fields of
+// the state and only reads the records. The state takes the server,
+// allocation and refusal records over: what was decoded for it must not
+// be used after.
 type importer struct {
 	s     *state
 	parts []chan *fsmpb.State
