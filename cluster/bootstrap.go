@@ -94,16 +94,27 @@ func (n *Node) bootstrapLoop() {
 // are forwarded to the leader). It keeps checking, so an address change
 // after a restart is picked up too.
 //
-// A node that started without state (fresh) asks once even when its state
-// machine already lists it: what it holds may be a snapshot sent by a
-// leader that had just removed it (the removal's last replication reaching
-// the wiped node as it restarted), whose configuration and member table
-// still name it. Believing that, it would never ask and never be let in.
-// A node restarted with its own state does not ask again while listed,
-// so a member an operator removed stays removed until it is wiped.
-func (n *Node) announceLoop(fresh bool) {
+// A node that started without state (joining: recorded in the data dir
+// until a leader lets it in, so a restart keeps it) asks once even when
+// its state machine already lists it: what it holds may be a snapshot sent
+// by a leader that had just removed it (the removal's last replication
+// reaching the wiped node as it restarted), whose configuration and
+// member table still name it. Believing that, it would never ask and
+// never be let in. A node that was let in does not ask again while
+// listed, so a member an operator removed stays removed until it is wiped.
+func (n *Node) announceLoop(joining bool) {
 	defer n.wg.Done()
-	admitted := !fresh
+	admitted := !joining
+	admit := func() {
+		if admitted {
+			return
+		}
+		if err := n.updateIdentity(func(id *identity) { id.Joining = false }); err != nil {
+			n.log.Warn("record in the data dir that this node was let in", "err", err)
+			return // asked again at the next tick, and recorded then
+		}
+		admitted = true
+	}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	self := &fsmpb.Member{Id: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, QuicAddr: n.cfg.QUICAddr, Features: n.cfg.Features}
@@ -125,7 +136,9 @@ func (n *Node) announceLoop(fresh bool) {
 			if err != nil && !Retryable(err) {
 				n.log.Warn("record own member entry", "err", err)
 			}
-			admitted = admitted || err == nil
+			if err == nil {
+				admit()
+			}
 			cancel()
 			continue
 		}
@@ -155,7 +168,7 @@ func (n *Node) announceLoop(fresh bool) {
 			}
 			cancel()
 			if err == nil {
-				admitted = true
+				admit()
 				break
 			}
 			n.log.Debug("join attempt failed", "via", addr, "err", err)

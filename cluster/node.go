@@ -82,7 +82,11 @@ type Node struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
-	noTransfer   atomic.Bool
+
+	// idMu guards id, the data dir's node.json as last written.
+	idMu       sync.Mutex
+	id         identity
+	noTransfer atomic.Bool
 }
 
 // identity is persisted in the data dir so a dir cannot be reused by
@@ -90,6 +94,11 @@ type Node struct {
 type identity struct {
 	NodeID    string `json:"node_id"`
 	ClusterID string `json:"cluster_id,omitempty"`
+	// Joining is set when the node starts without raft state and cleared
+	// once a leader has let it in (announceLoop): until then it asks to
+	// join even when a snapshot it was sent lists it, across restarts.
+	// Absent in data dirs written before it existed: such a node is in.
+	Joining bool `json:"joining,omitempty"`
 }
 
 // Open starts a node. It creates the data dir if needed, refuses a data dir
@@ -170,6 +179,14 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
+	if !hasState && !id.Joining {
+		id.Joining = true
+		if err := writeIdentity(cfg.DataDir, id); err != nil {
+			n.closeStores()
+			return nil, err
+		}
+	}
+	n.id = id
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -197,8 +214,8 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		go n.deadLeaderLoop()
 	}
 	go n.leadershipLoop(notify)
-	go n.announceLoop(!hasState)
-	go n.identityLoop(id)
+	go n.announceLoop(id.Joining)
+	go n.identityLoop()
 	if !hasState {
 		n.wg.Add(1)
 		go n.bootstrapLoop()
@@ -569,11 +586,29 @@ func writeIdentity(dir string, id identity) error {
 	return os.Rename(tmp, filepath.Join(dir, "node.json"))
 }
 
+// updateIdentity changes the data dir's node.json with change (under
+// idMu, so that the loops that write it do not undo each other).
+func (n *Node) updateIdentity(change func(*identity)) error {
+	n.idMu.Lock()
+	defer n.idMu.Unlock()
+	next := n.id
+	change(&next)
+	if next == n.id {
+		return nil
+	}
+	if err := writeIdentity(n.cfg.DataDir, next); err != nil {
+		return err
+	}
+	n.id = next
+	return nil
+}
+
 // identityLoop stamps the cluster id into the data dir once it is known.
-func (n *Node) identityLoop(id identity) {
+func (n *Node) identityLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
+	tried := ""
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -581,14 +616,17 @@ func (n *Node) identityLoop(id identity) {
 		case <-t.C:
 		}
 		cid := n.fsm.ClusterID()
-		if cid == "" || cid == id.ClusterID {
+		if cid == "" || cid == tried {
 			continue
 		}
-		if id.ClusterID != "" {
-			n.log.Error("cluster id changed under this data dir", "was", id.ClusterID, "now", cid)
-		}
-		id.ClusterID = cid
-		if err := writeIdentity(n.cfg.DataDir, id); err != nil {
+		tried = cid
+		err := n.updateIdentity(func(id *identity) {
+			if id.ClusterID != "" && id.ClusterID != cid {
+				n.log.Error("cluster id changed under this data dir", "was", id.ClusterID, "now", cid)
+			}
+			id.ClusterID = cid
+		})
+		if err != nil {
 			n.log.Error("persist identity", "err", err)
 		}
 	}

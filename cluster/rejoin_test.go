@@ -19,10 +19,17 @@ import (
 
 // A member removed, wiped and started again at once can be sent, by the
 // removal's last replication, a snapshot whose configuration and member
-// table still name it. It must still ask to be let in, and be: here the
-// stale snapshot is sent to the wiped node as soon as it starts, by a
+// table still name it. It must still ask to be let in, and be, also when
+// it is restarted before it first asked (it then starts with state): here
+// the stale snapshot is sent to the wiped node as soon as it starts, by a
 // raft transport of the test's speaking as the leader of before.
 func TestWipedMemberRejoinsDespiteAStaleSnapshot(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restarted=%v", restart), func(t *testing.T) { wipedMemberRejoins(t, restart) })
+	}
+}
+
+func wipedMemberRejoins(t *testing.T, restart bool) {
 	c := testcluster.New(t, 3)
 	leader := c.WaitLeader(30 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -82,6 +89,10 @@ func TestWipedMemberRejoinsDespiteAStaleSnapshot(t *testing.T) {
 			// after its start): this run shows the end state only.
 			t.Logf("%s was let in before the stale snapshot arrived", gone.ID)
 		}
+	}
+	if restart {
+		c.Kill(gone)
+		c.Start(gone)
 	}
 
 	// It is let in again as a voter (in the configuration the old leader,
