@@ -52,7 +52,11 @@ func BenchmarkReportCPU(b *testing.B) {
 		}
 		read := func() (cpu time.Duration, accepted float64) {
 			for _, p := range pc.Nodes {
-				cpu += procCPU(b, p.Pid())
+				ticks, err := cpuTicks(p.Pid()) // requestpath_test.go
+				if err != nil {
+					b.Fatal(err)
+				}
+				cpu += time.Duration(ticks) * time.Second / 100 // USER_HZ
 				accepted += scrapeSum(b, "http://"+p.HTTPAddr+"/metrics", `switchyard_quic_datagrams_total{result="accepted"}`)
 			}
 			return cpu, accepted
@@ -119,27 +123,6 @@ func BenchmarkReportCPU(b *testing.B) {
 		b.ReportMetric((cores-idle)/(rate/10_000), "agent-cores-per-10k-reports/s")
 		b.ReportMetric(0, "ns/op")
 	}
-}
-
-// procCPU is the user and system CPU time process pid has used.
-func procCPU(b *testing.B, pid int) time.Duration {
-	b.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	// The fields after the command name (which may hold spaces) start
-	// after its closing parenthesis; utime and stime are fields 14 and 15.
-	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-	ticks := 0.0
-	for _, i := range []int{11, 12} {
-		v, err := strconv.ParseFloat(f[i], 64)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ticks += v
-	}
-	return time.Duration(ticks / 100 * float64(time.Second)) // USER_HZ is 100 on Linux
 }
 
 // scrapeSum is the value of the series named exactly by series (name and
