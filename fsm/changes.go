@@ -86,7 +86,7 @@ func (f *FSM) DeltaSince(cur ChangeCursor) (d Delta, next ChangeCursor, ok bool)
 			}
 		case ChangeAllocation:
 			if _, done := d.Allocations[ref.key]; !done {
-				d.Allocations[ref.key] = cloneOrNil(f.s.allocations[ref.key])
+				d.Allocations[ref.key] = cloneOrNil(f.s.allocations.Get(ref.key))
 			}
 		case ChangeRoom:
 			if _, done := d.Rooms[ref.key]; !done {

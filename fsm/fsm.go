@@ -264,7 +264,7 @@ func (f *FSM) Allocations(flt AllocationFilter) []*fsmpb.Allocation {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	out := make([]*fsmpb.Allocation, 0)
-	for _, a := range f.s.allocations {
+	for a := range f.s.allocations.All() {
 		if flt.Room != "" && a.Room != flt.Room || flt.Server != "" && a.Server != flt.Server {
 			continue
 		}
@@ -292,11 +292,11 @@ func (f *FSM) Allocation(id string) (*fsmpb.Allocation, bool) {
 func (f *FSM) AllocationByRequest(requestID string) (*fsmpb.Allocation, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	id, ok := f.s.byRequest[requestID]
-	if !ok {
+	a := f.s.byRequest.Get(requestID)
+	if a == nil {
 		return nil, false
 	}
-	return proto.Clone(f.s.allocations[id]).(*fsmpb.Allocation), true
+	return proto.Clone(a).(*fsmpb.Allocation), true
 }
 
 // Outcome returns what a request id has had, read in one go: its
@@ -305,8 +305,8 @@ func (f *FSM) AllocationByRequest(requestID string) (*fsmpb.Allocation, bool) {
 func (f *FSM) Outcome(requestID string) (*fsmpb.Allocation, *fsmpb.Refusal) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if id, ok := f.s.byRequest[requestID]; ok {
-		return proto.Clone(f.s.allocations[id]).(*fsmpb.Allocation), nil
+	if a := f.s.byRequest.Get(requestID); a != nil {
+		return proto.Clone(a).(*fsmpb.Allocation), nil
 	}
 	if v, ok := f.s.refused.get(requestID); ok {
 		return nil, proto.Clone(v).(*fsmpb.Refusal)
@@ -394,7 +394,7 @@ func (f *FSM) ExpiryDue(now int64) bool {
 		return true
 	}
 	ret := f.s.policy.GetTombstoneRetentionMs()
-	for _, a := range f.s.allocations {
+	for a := range f.s.allocations.All() {
 		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
 			if a.ExpiresAtUnixMs > 0 && a.ExpiresAtUnixMs <= now {
 				return true

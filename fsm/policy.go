@@ -259,7 +259,7 @@ func (f *FSM) RoomHosting() map[string]map[string]int64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	out := map[string]map[string]int64{}
-	for _, a := range f.s.allocations {
+	for a := range f.s.allocations.All() {
 		if a.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
 			continue
 		}

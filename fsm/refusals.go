@@ -129,8 +129,8 @@ func (s *state) refuse(now int64, v *fsmpb.Refusal) (*fsmpb.Allocation, bool, er
 	if v.GetRequestId() == "" {
 		return nil, false, errorf(ErrInvalid, "request id is required")
 	}
-	if id, ok := s.byRequest[v.GetRequestId()]; ok {
-		return proto.Clone(s.allocations[id]).(*fsmpb.Allocation), true, nil
+	if a := s.byRequest.Get(v.GetRequestId()); a != nil {
+		return proto.Clone(a).(*fsmpb.Allocation), true, nil
 	}
 	if old, ok := s.refused.get(v.GetRequestId()); ok {
 		return nil, true, refusalErr(old)

@@ -1,7 +1,7 @@
 package fsm
 
 import (
-	"maps"
+	"slices"
 
 	"github.com/switchyard/switchyard/fsm/fsmpb"
 )
@@ -48,51 +48,141 @@ func (s *state) touch(id string) {
 }
 
 // indexAlloc adds (or removes) an active allocation to the by-server and
-// by-room indexes.
+// by-room indexes. Adding sets a.Room to the room index's copy of the
+// name, so that a room's allocations share one string.
 func (s *state) indexAlloc(a *fsmpb.Allocation, add bool) {
 	s.changed(ChangeAllocation, a.Id) // changes.go
 	if s.activeOn == nil {
-		s.activeOn = map[string]map[string]*fsmpb.Allocation{}
-		s.roomUnits = map[string]map[string]int64{}
+		s.activeOn = map[string]*allocSet{}
+		s.roomUnits = map[string]*roomUse{}
 	}
 	if add {
 		s.indexActive(a)
 		s.indexRoom(a)
 		return
 	}
-	on := s.activeOn[a.Server]
-	delete(on, a.Id)
-	if len(on) == 0 {
+	if on := s.activeOn[a.Server]; on != nil && on.remove(a) == 0 {
 		delete(s.activeOn, a.Server)
 	}
-	if room := s.roomUnits[a.Room]; room != nil {
-		if room[a.Server] -= a.Units; room[a.Server] <= 0 {
-			delete(room, a.Server)
-		}
-		if len(room) == 0 {
-			delete(s.roomUnits, a.Room)
-		}
+	if r := s.roomUnits[a.Room]; r != nil && !r.add(a.Server, -a.Units) {
+		delete(s.roomUnits, a.Room)
 	}
+}
+
+// roomUse is a room's entry in the by-room index: its name (the string
+// its allocations share) and the units its active allocations hold per
+// server. A room is on one or a few servers, so a slice is smaller and
+// faster than a map.
+type roomUse struct {
+	name string
+	on   []serverUnits
+}
+
+type serverUnits struct {
+	server string
+	units  int64
+}
+
+// add adds units (negative to take away) to server's share and reports
+// whether the room still holds any units. A share that falls to zero or
+// below is dropped.
+func (r *roomUse) add(server string, units int64) bool {
+	i := slices.IndexFunc(r.on, func(u serverUnits) bool { return u.server == server })
+	if i < 0 {
+		if units > 0 {
+			r.on = append(r.on, serverUnits{server, units})
+		}
+		return len(r.on) > 0
+	}
+	if r.on[i].units += units; r.on[i].units <= 0 {
+		r.on = slices.Delete(r.on, i, i+1)
+	}
+	return len(r.on) > 0
 }
 
 // indexActive adds an active allocation to the by-server index and
-// indexRoom to the by-room index (both created); they touch separate maps.
+// indexRoom to the by-room index (both created); they touch separate maps
+// and separate fields of a.
 func (s *state) indexActive(a *fsmpb.Allocation) {
 	on := s.activeOn[a.Server]
 	if on == nil {
-		on = map[string]*fsmpb.Allocation{}
+		on = &allocSet{}
 		s.activeOn[a.Server] = on
 	}
-	on[a.Id] = a
+	on.add(a)
+}
+
+// allocSet is one server's active allocations: a slice, with an index of
+// positions once it is longer than allocSetIndexAt (a server holds a few
+// allocations, or many small ones; a map per server would cost twice the
+// slice's memory). Records are compared by pointer.
+type allocSet struct {
+	list []*fsmpb.Allocation
+	pos  map[*fsmpb.Allocation]int
+}
+
+const allocSetIndexAt = 64
+
+// add adds a (which must not be in the set).
+func (o *allocSet) add(a *fsmpb.Allocation) {
+	o.list = append(o.list, a)
+	switch {
+	case o.pos != nil:
+		o.pos[a] = len(o.list) - 1
+	case len(o.list) > allocSetIndexAt:
+		o.pos = make(map[*fsmpb.Allocation]int, len(o.list))
+		for i, v := range o.list {
+			o.pos[v] = i
+		}
+	}
+}
+
+// remove removes a if it is there and returns how many are left.
+func (o *allocSet) remove(a *fsmpb.Allocation) int {
+	i := -1
+	if o.pos != nil {
+		if p, ok := o.pos[a]; ok {
+			i = p
+			delete(o.pos, a)
+		}
+	} else {
+		i = slices.Index(o.list, a)
+	}
+	if i < 0 {
+		return len(o.list)
+	}
+	last := len(o.list) - 1
+	if i != last {
+		o.list[i] = o.list[last]
+		if o.pos != nil {
+			o.pos[o.list[i]] = i
+		}
+	}
+	o.list[last] = nil
+	o.list = o.list[:last]
+	if o.pos != nil && len(o.list) <= allocSetIndexAt/2 {
+		o.pos = nil
+	}
+	return len(o.list)
 }
 
 func (s *state) indexRoom(a *fsmpb.Allocation) {
-	room := s.roomUnits[a.Room]
-	if room == nil {
-		room = map[string]int64{}
-		s.roomUnits[a.Room] = room
+	r := s.roomUnits[a.Room]
+	if r == nil {
+		r = &roomUse{name: a.Room}
+		s.roomUnits[a.Room] = r
 	}
-	room[a.Server] += a.Units
+	a.Room = r.name
+	r.add(a.Server, a.Units)
+}
+
+// intern returns the registered server's copy of id when id names one
+// (a requester is usually a media node), else id itself.
+func (s *state) intern(id string) string {
+	if v, ok := s.servers[id]; ok {
+		return v.Id
+	}
+	return id
 }
 
 // ServerChanges calls fn for every server changed since cur (present false
@@ -140,7 +230,15 @@ func (f *FSM) ServerChanges(origin string, cur FeedCursor, fn func(s ServerUse, 
 func (f *FSM) RoomUnits(room string) map[string]int64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return maps.Clone(f.s.roomUnits[room])
+	r := f.s.roomUnits[room]
+	if r == nil {
+		return nil
+	}
+	out := make(map[string]int64, len(r.on))
+	for _, u := range r.on {
+		out[u.server] = u.units
+	}
+	return out
 }
 
 // ActiveAllocationsOn calls fn for every active allocation on server (do
@@ -149,8 +247,10 @@ func (f *FSM) RoomUnits(room string) map[string]int64 {
 func (f *FSM) ActiveAllocationsOn(server string, fn func(a *fsmpb.Allocation)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	for _, a := range f.s.activeOn[server] {
-		fn(a)
+	if on := f.s.activeOn[server]; on != nil {
+		for _, a := range on.list {
+			fn(a)
+		}
 	}
 }
 

@@ -27,8 +27,8 @@ const DefaultTombstoneRetentionMs = int64(60 * 60 * 1000)
 type state struct {
 	clusterID   string
 	servers     map[string]*fsmpb.Server
-	allocations map[string]*fsmpb.Allocation
-	byRequest   map[string]string // request id -> allocation id
+	allocations *recordTable // by id (records.go)
+	byRequest   *recordTable // the same records by request id
 	members     map[string]*fsmpb.Member
 	policy      *fsmpb.Policy
 	intents     map[string]*fsmpb.ProvisionIntent // see policy.go
@@ -44,15 +44,15 @@ type state struct {
 	// Derived, not replicated (scale.go): the change feed and the
 	// active-allocation indexes.
 	feed      *changeFeed
-	activeOn  map[string]map[string]*fsmpb.Allocation
-	roomUnits map[string]map[string]int64
+	activeOn  map[string]*allocSet
+	roomUnits map[string]*roomUse
 }
 
 func newState() *state {
 	return &state{
 		servers:     map[string]*fsmpb.Server{},
-		allocations: map[string]*fsmpb.Allocation{},
-		byRequest:   map[string]string{},
+		allocations: newRecordTable(false),
+		byRequest:   newRecordTable(true),
 		members:     map[string]*fsmpb.Member{},
 		policy:      defaultPolicy(),
 	}
@@ -183,8 +183,7 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 	if d.GetRequestId() == "" {
 		return nil, false, errorf(ErrInvalid, "request id is required")
 	}
-	if id, ok := s.byRequest[d.GetRequestId()]; ok {
-		a := s.allocations[id]
+	if a := s.byRequest.Get(d.GetRequestId()); a != nil {
 		if a.Room != d.GetRoom() || a.Units != d.GetUnits() {
 			return proto.Clone(a).(*fsmpb.Allocation), true, errorf(ErrRequestIDReused,
 				"request id %q already allocated %s (room %q, %d units)", d.GetRequestId(), a.Id, a.Room, a.Units)
@@ -224,7 +223,7 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 		Id:              fmt.Sprintf("a-%d-%d", index, pos),
 		RequestId:       d.GetRequestId(),
 		Room:            d.GetRoom(),
-		Requester:       d.GetRequester(),
+		Requester:       s.intern(d.GetRequester()),
 		Server:          srv.Id,
 		Units:           d.GetUnits(),
 		CreatedAtUnixMs: now,
@@ -234,9 +233,9 @@ func (s *state) allocate(index uint64, pos int, now int64, d *fsmpb.AllocateDeci
 		a.ExpiresAtUnixMs = now + d.GetTtlMs()
 	}
 	srv.UsedUnits += a.Units
-	s.allocations[a.Id] = a
-	s.byRequest[a.RequestId] = a.Id
-	s.indexAlloc(a, true) // scale.go
+	s.allocations.Put(a)
+	s.byRequest.Put(a)
+	s.indexAlloc(a, true) // scale.go: also shares a.Room with the room index
 	s.touch(srv.Id)
 	return proto.Clone(a).(*fsmpb.Allocation), false, nil
 }
@@ -254,13 +253,10 @@ func ValidateRequest(room string, units int64) error {
 }
 
 func (s *state) lookup(id string) *fsmpb.Allocation {
-	if a, ok := s.allocations[id]; ok {
+	if a := s.allocations.Get(id); a != nil {
 		return a
 	}
-	if aid, ok := s.byRequest[id]; ok {
-		return s.allocations[aid]
-	}
-	return nil
+	return s.byRequest.Get(id)
 }
 
 func (s *state) release(now int64, id string) (*fsmpb.Allocation, error) {
@@ -288,7 +284,8 @@ func (s *state) end(a *fsmpb.Allocation, now int64, final fsmpb.AllocationState)
 	e := proto.Clone(a).(*fsmpb.Allocation)
 	e.State = final
 	e.EndedAtUnixMs = now
-	s.allocations[e.Id] = e
+	s.allocations.Put(e)
+	s.byRequest.Put(e)
 	if srv, ok := s.servers[a.Server]; ok {
 		srv.UsedUnits -= a.Units
 		s.touch(srv.Id)
@@ -299,14 +296,14 @@ func (s *state) end(a *fsmpb.Allocation, now int64, final fsmpb.AllocationState)
 func (s *state) expire(now int64) {
 	s.refused.expire(now) // refusals.go
 	ret := s.policy.GetTombstoneRetentionMs()
-	for id, a := range s.allocations {
+	for a := range s.allocations.All() {
 		if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE && a.ExpiresAtUnixMs > 0 && a.ExpiresAtUnixMs <= now {
 			a = s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_EXPIRED)
 		}
 		if a.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE && ret > 0 && a.EndedAtUnixMs+ret <= now {
-			delete(s.allocations, id)
-			delete(s.byRequest, a.RequestId)
-			s.changed(ChangeAllocation, id) // changes.go
+			s.allocations.Remove(a.Id)
+			s.byRequest.Remove(a.RequestId)
+			s.changed(ChangeAllocation, a.Id) // changes.go
 		}
 	}
 }
@@ -367,8 +364,8 @@ func (s *state) exportShared() *fsmpb.State {
 	for _, v := range s.servers {
 		st.Servers = append(st.Servers, proto.Clone(v).(*fsmpb.Server))
 	}
-	st.Allocations = make([]*fsmpb.Allocation, 0, len(s.allocations))
-	for _, v := range s.allocations {
+	st.Allocations = make([]*fsmpb.Allocation, 0, s.allocations.Len())
+	for v := range s.allocations.All() {
 		st.Allocations = append(st.Allocations, v)
 	}
 	for _, v := range s.members {
@@ -386,8 +383,9 @@ func (s *state) exportShared() *fsmpb.State {
 // importer builds a state from a snapshot while its records are still
 // being decoded: the derived indexes of active allocations (scale.go), by
 // server and by room, on a goroutine each as the parts arrive, and the
-// registry and allocation maps on a third once all have arrived (sized
-// then, so that they never grow). Each goroutine writes its own fields of
+// registry with the allocations by id, and the allocations by request id,
+// on two more once all have arrived (sized then, so that they never
+// grow). Each goroutine writes its own fields of
 // the state and only reads the records. The state takes the server,
 // allocation and refusal records over: what was decoded for it must not
 // be used after.
@@ -399,32 +397,43 @@ type importer struct {
 
 func newImporter() *importer {
 	s := newState()
-	s.activeOn = map[string]map[string]*fsmpb.Allocation{}
-	s.roomUnits = map[string]map[string]int64{}
+	s.activeOn = map[string]*allocSet{}
+	s.roomUnits = map[string]*roomUse{}
 	im := &importer{s: s}
 	run := func(fn func(<-chan *fsmpb.State)) {
 		ch := make(chan *fsmpb.State, 16)
 		im.parts = append(im.parts, ch)
 		im.done.Go(func() { fn(ch) })
 	}
-	run(func(parts <-chan *fsmpb.State) {
-		var all []*fsmpb.State
-		servers, allocs := 0, 0
+	// all collects the parts; the tables are filled once every part has
+	// arrived, sized then (so that they never grow), one per goroutine.
+	all := func(parts <-chan *fsmpb.State) (all []*fsmpb.State, servers, allocs int) {
 		for part := range parts {
 			all = append(all, part)
 			servers += len(part.Servers)
 			allocs += len(part.Allocations)
 		}
+		return all, servers, allocs
+	}
+	run(func(parts <-chan *fsmpb.State) {
+		all, servers, allocs := all(parts)
 		s.servers = make(map[string]*fsmpb.Server, servers)
-		s.allocations = make(map[string]*fsmpb.Allocation, allocs)
-		s.byRequest = make(map[string]string, allocs)
+		s.allocations.Reserve(allocs)
 		for _, part := range all {
 			for _, v := range part.Servers {
 				s.servers[v.Id] = v
 			}
 			for _, a := range part.Allocations {
-				s.allocations[a.Id] = a
-				s.byRequest[a.RequestId] = a.Id
+				s.allocations.Put(a)
+			}
+		}
+	})
+	run(func(parts <-chan *fsmpb.State) {
+		all, _, allocs := all(parts)
+		s.byRequest.Reserve(allocs)
+		for _, part := range all {
+			for _, a := range part.Allocations {
+				s.byRequest.Put(a)
 			}
 		}
 	})
