@@ -150,6 +150,7 @@ type ServerLoad struct {
 	EgressBps           int64    `json:"egress_bps"`
 	Peers               int64    `json:"peers"`
 	Tracks              int64    `json:"tracks"`
+	SubscribedTracks    int64    `json:"subscribed_tracks"`
 	Rooms               []string `json:"rooms,omitempty"`
 	AllocationIDs       []string `json:"allocation_ids,omitempty"`
 	FreeUnits           int64    `json:"free_units"`

@@ -249,7 +249,7 @@ func (v *View) JSON(id string) (*api.ServerLoad, *int64) {
 	return &api.ServerLoad{
 		Incarnation: r.GetIncarnation(), Seq: r.GetSeq(), CPU: r.GetCpu(),
 		IngressBps: r.GetIngressBps(), EgressBps: r.GetEgressBps(), Peers: r.GetPeers(), Tracks: r.GetTracks(),
-		Rooms: r.GetRooms(), AllocationIDs: r.GetAllocationIds(), FreeUnits: r.GetFreeUnits(), Truncated: r.GetTruncated(),
+		SubscribedTracks: r.GetSubscribedTracks(), Rooms: r.GetRooms(), AllocationIDs: r.GetAllocationIds(), FreeUnits: r.GetFreeUnits(), Truncated: r.GetTruncated(),
 		UnmaterializedUnits: v.unmaterialized(id, r, e.Received),
 	}, &age
 }

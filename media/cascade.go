@@ -188,7 +188,8 @@ func (n *Node) dialCascade(ctx context.Context, c *cascade, rm *room, tracks []*
 	if err != nil {
 		return fmt.Errorf("new peer connection: %w", err)
 	}
-	if _, err := n.addFanout(rm, pc, tracks, nil, true); err != nil {
+	sent, err := n.addFanout(rm, pc, tracks, nil, true)
+	if err != nil {
 		_ = pc.Close()
 		return fmt.Errorf("add tracks: %w", err)
 	}
@@ -225,6 +226,7 @@ func (n *Node) dialCascade(ctx context.Context, c *cascade, rm *room, tracks []*
 	}
 	c.resource = loc.String()
 	s := newSession(kindCascadeOut, rm, pc, n.cfg.Costs.CascadeOut)
+	s.tracks = sent
 	c.sess = s
 	n.mu.Lock()
 	n.used += s.units

@@ -62,12 +62,13 @@ type Allocation struct {
 type Load struct {
 	Server     string   `json:"server"`
 	Seq        uint64   `json:"seq"`
-	CPU        float64  `json:"cpu"`         // fraction of one core used by this process since the last report (may exceed 1 on several cores)
-	Cores      int      `json:"cores"`       // runtime.NumCPU, to normalise CPU
-	IngressBps int64    `json:"ingress_bps"` // RTP bytes received, as bits per second
-	EgressBps  int64    `json:"egress_bps"`  // RTP bytes sent (retransmissions included), as bits per second
-	Peers      int64    `json:"peers"`       // open peer connections (publishers, viewers, cascades)
-	Tracks     int64    `json:"tracks"`      // published tracks across rooms
+	CPU        float64  `json:"cpu"`               // fraction of one core used by this process since the last report (may exceed 1 on several cores)
+	Cores      int      `json:"cores"`             // runtime.NumCPU, to normalise CPU
+	IngressBps int64    `json:"ingress_bps"`       // RTP bytes received, as bits per second
+	EgressBps  int64    `json:"egress_bps"`        // RTP bytes sent (retransmissions included), as bits per second
+	Peers      int64    `json:"peers"`             // open peer connections (publishers, viewers, cascades)
+	Tracks     int64    `json:"tracks"`            // published tracks across rooms
+	Subscribed int64    `json:"subscribed_tracks"` // tracks sent to viewers and cascades (each copy once)
 	Rooms      []string `json:"rooms,omitempty"`
 	UsedUnits  int64    `json:"used_units"`               // units used by sessions (see CostModel)
 	Capacity   int64    `json:"capacity"`                 // units

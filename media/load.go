@@ -85,6 +85,12 @@ func (n *Node) snapshotLoad() Load {
 	for name, r := range n.rooms {
 		l.Rooms = append(l.Rooms, name)
 		l.Tracks += int64(len(r.tracks))
+		for _, s := range r.viewers {
+			l.Subscribed += int64(s.tracks)
+		}
+		for _, s := range r.outs {
+			l.Subscribed += int64(s.tracks)
+		}
 		if r.pub != nil && r.pub.allocID != "" {
 			l.Allocs = append(l.Allocs, r.pub.allocID)
 		}

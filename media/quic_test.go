@@ -52,6 +52,7 @@ func TestQUICCluster(t *testing.T) {
 			Rooms         []string
 			AllocIDs      []string `json:"allocation_ids"`
 			EgressBps     int64    `json:"egress_bps"`
+			Subscribed    int64    `json:"subscribed_tracks"`
 		}{}
 		for _, s := range raw {
 			b, _ := json.Marshal(s["load"])
@@ -60,8 +61,10 @@ func TestQUICCluster(t *testing.T) {
 			loads[fmt.Sprint(s["id"])] = l
 		}
 		l1, l2 := loads["m1"], loads["m2"]
-		// m1: publisher, viewer, cascade out; m2: cascade in, viewer.
-		if l1.Peers != 3 || l1.Tracks != 1 || l1.EgressBps == 0 || l2.Peers != 2 || len(l2.AllocIDs) != 1 {
+		// m1: publisher, viewer, cascade out (the track sent twice); m2:
+		// cascade in, viewer (sent once).
+		if l1.Peers != 3 || l1.Tracks != 1 || l1.Subscribed != 2 || l1.EgressBps == 0 ||
+			l2.Peers != 2 || l2.Subscribed != 1 || len(l2.AllocIDs) != 1 {
 			return fmt.Errorf("load view m1 %+v m2 %+v", l1, l2)
 		}
 		return nil

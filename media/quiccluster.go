@@ -136,7 +136,7 @@ func (c *QUICCluster) Report(l Load) {
 	}
 	err := c.q.Report(transport.Load{
 		CPU: cpu, IngressBps: l.IngressBps, EgressBps: l.EgressBps, Peers: l.Peers, Tracks: l.Tracks,
-		Rooms: l.Rooms, AllocationIDs: l.Allocs, FreeUnits: l.Capacity - l.UsedUnits,
+		SubscribedTracks: l.Subscribed, Rooms: l.Rooms, AllocationIDs: l.Allocs, FreeUnits: l.Capacity - l.UsedUnits,
 	})
 	if err != nil {
 		c.log.Debug("load report not sent", "err", err)

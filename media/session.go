@@ -27,6 +27,7 @@ type session struct {
 	pc      *webrtc.PeerConnection
 	units   int64
 	allocID string // publisher fed by a cascade: the allocation it materializes
+	tracks  int    // viewer or cascade: the tracks sent to it
 
 	connectedOnce sync.Once
 	connected     chan struct{}

@@ -140,7 +140,8 @@ func (n *Node) addViewer(ctx context.Context, rm *room, offer []byte, tracks []*
 		_ = pc.Close()
 		return "", "", fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
-	if _, err := n.addFanout(rm, pc, tracks, accept, false); err != nil {
+	sent, err := n.addFanout(rm, pc, tracks, accept, false)
+	if err != nil {
 		_ = pc.Close()
 		return "", "", fmt.Errorf("add tracks: %w", err)
 	}
@@ -150,6 +151,7 @@ func (n *Node) addViewer(ctx context.Context, rm *room, offer []byte, tracks []*
 		return "", "", err
 	}
 	s := newSession(kindViewer, rm, pc, cost)
+	s.tracks = sent
 	n.mu.Lock()
 	select {
 	case <-rm.ended:

@@ -88,10 +88,11 @@ func TestJanusBadAnswers(t *testing.T) {
 	}
 }
 
-// LiveKit's Prometheus endpoint feeding the server's bitrates: what it
-// answers never fails a poll (the rooms stand, the bitrates are 0), and
-// only a counter that grew by a plausible amount since the last poll
-// becomes a bitrate.
+// LiveKit's Prometheus endpoint feeding the server's bitrates and
+// subscribed tracks: what it answers never fails a poll (the rooms stand,
+// the bitrates and tracks are 0), only a counter that grew by a plausible
+// amount since the last poll becomes a bitrate, and only a plausible
+// gauge becomes subscribed tracks.
 func TestLiveKitMetricsBadAnswers(t *testing.T) {
 	const rooms = `{"rooms":[{"name":"r1","num_participants":2,"num_publishers":1}]}`
 	counters := func(in, out string) string {
@@ -99,24 +100,35 @@ func TestLiveKitMetricsBadAnswers(t *testing.T) {
 			`livekit_packet_bytes{country="",direction="incoming",node_id="n",node_type="SERVER",transmission="initial"} ` + in + "\n" +
 			`livekit_packet_bytes{country="",direction="outgoing",node_id="n",node_type="SERVER",transmission="initial"} ` + out + "\n"
 	}
+	subscribed := func(audio, video string) string {
+		return "# TYPE livekit_track_subscribed_total gauge\n" +
+			`livekit_track_subscribed_total{kind="audio",node_id="n",node_type="SERVER"} ` + audio + "\n" +
+			`livekit_track_subscribed_total{kind="video",node_id="n",node_type="SERVER"} ` + video + "\n"
+	}
 	tests := []struct {
 		name    string
 		metrics []string // answered in turn, one per poll
 		rate    bool     // bitrates at the last poll
+		subs    int64    // subscribed tracks at the last poll
 	}{
-		{"first reading has no rate", []string{counters("1000", "2000")}, false},
-		{"growing counters", []string{counters("1000", "2000"), counters("1000000", "3000000")}, true},
-		{"counter reset", []string{counters("5000000", "5000000"), counters("10", "10")}, false},
-		{"not prometheus", []string{counters("0", "0"), "<html>hello</html>"}, false},
-		{"NaN and negative", []string{counters("0", "0"), counters("NaN", "-5")}, false},
-		{"beyond 1 TiB/s", []string{counters("0", "0"), counters("1e30", "1e30")}, false},
-		{"no such metric", []string{counters("0", "0"), "# TYPE other counter\nother 5\n"}, false},
+		{"subscribed tracks over kinds", []string{counters("1000", "2000") + subscribed("2", "3")}, false, 5},
+		{"subscribed tracks with rates", []string{counters("1000", "2000"), subscribed("0", "7") + counters("1000000", "3000000")}, true, 7},
+		{"absurd subscribed tracks", []string{counters("1000", "2000") + subscribed("1e30", "1")}, false, 1},
+		{"negative subscribed tracks", []string{counters("0", "0"), counters("1000", "1000") + subscribed("-1", "1")}, false, 0},
+		{"subscribed tracks without counters", []string{subscribed("1", "1")}, false, 0},
+		{"first reading has no rate", []string{counters("1000", "2000")}, false, 0},
+		{"growing counters", []string{counters("1000", "2000"), counters("1000000", "3000000")}, true, 0},
+		{"counter reset", []string{counters("5000000", "5000000"), counters("10", "10")}, false, 0},
+		{"not prometheus", []string{counters("0", "0"), "<html>hello</html>"}, false, 0},
+		{"NaN and negative", []string{counters("0", "0"), counters("NaN", "-5")}, false, 0},
+		{"beyond 1 TiB/s", []string{counters("0", "0"), counters("1e30", "1e30")}, false, 0},
+		{"no such metric", []string{counters("0", "0"), "# TYPE other counter\nother 5\n"}, false, 0},
 		// A bad reading is not kept: the next good one is measured from the
 		// last good one, not from the bad one's zero (which made a rate of
 		// the whole counter over one interval).
-		{"garbage, then good", []string{counters("50e9", "50e9"), "<html>hello</html>", counters("50.001e9", "50.001e9")}, true},
-		{"no counter, then good", []string{counters("50e9", "50e9"), "# TYPE other counter\nother 5\n", counters("50.001e9", "50.001e9")}, true},
-		{"NaN, then good", []string{counters("50e9", "50e9"), counters("NaN", "50e9"), counters("50.001e9", "50.001e9")}, true},
+		{"garbage, then good", []string{counters("50e9", "50e9"), "<html>hello</html>", counters("50.001e9", "50.001e9")}, true, 0},
+		{"no counter, then good", []string{counters("50e9", "50e9"), "# TYPE other counter\nother 5\n", counters("50.001e9", "50.001e9")}, true, 0},
+		{"NaN, then good", []string{counters("50e9", "50e9"), counters("NaN", "50e9"), counters("50.001e9", "50.001e9")}, true, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -152,6 +164,9 @@ func TestLiveKitMetricsBadAnswers(t *testing.T) {
 			}
 			if (st.IngressBps > 0) != tc.rate || (st.EgressBps > 0) != tc.rate || st.IngressBps < 0 || st.EgressBps < 0 {
 				t.Fatalf("bitrates in %d out %d bit/s", st.IngressBps, st.EgressBps)
+			}
+			if st.SubscribedTracks != tc.subs {
+				t.Fatalf("subscribed tracks %d, want %d", st.SubscribedTracks, tc.subs)
 			}
 			// The counters grew by at most 3e6 bytes between readings at
 			// least 10 ms apart.

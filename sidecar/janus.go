@@ -295,7 +295,8 @@ func (j *Janus) Poll(ctx context.Context) (Status, error) {
 		if stats, err := j.handleStats(ctx); err == nil {
 			for i := range st.Rooms {
 				rs := stats[st.Rooms[i].Number]
-				st.Rooms[i].Subscribers, st.Rooms[i].IngressBps, st.Rooms[i].EgressBps = rs.subscribers, rs.ingressBps, rs.egressBps
+				st.Rooms[i].Subscribers, st.Rooms[i].SubscribedTracks = rs.subscribers, rs.subscribedTracks
+				st.Rooms[i].IngressBps, st.Rooms[i].EgressBps = rs.ingressBps, rs.egressBps
 			}
 		}
 	}
@@ -314,7 +315,7 @@ const maxBytesPerSecond = 1 << 40
 
 // roomStats is what the admin API tells of one VideoRoom's handles.
 type roomStats struct {
-	subscribers, ingressBps, egressBps int64
+	subscribers, subscribedTracks, ingressBps, egressBps int64
 }
 
 // handleInfo is the part of an admin API handle_info answer the sidecar
@@ -329,6 +330,7 @@ type handleInfo struct {
 		} `json:"plugin_specific"`
 		WebRTC struct {
 			Media map[string]struct {
+				Type  string `json:"type"` // audio, video or data
 				Stats struct {
 					In struct {
 						BytesLastSec int64 `json:"bytes_lastsec"`
@@ -385,10 +387,14 @@ func (j *Janus) handleStats(ctx context.Context) (map[uint64]roomStats, error) {
 				continue
 			}
 			rs := out[room]
-			if hi.Info.PluginSpecific.Type == "subscriber" {
+			subscriber := hi.Info.PluginSpecific.Type == "subscriber"
+			if subscriber {
 				rs.subscribers++
 			}
 			for _, m := range hi.Info.WebRTC.Media {
+				if subscriber && (m.Type == "audio" || m.Type == "video") {
+					rs.subscribedTracks++
+				}
 				if in := m.Stats.In.BytesLastSec; in >= 0 && in <= maxBytesPerSecond {
 					rs.ingressBps += 8 * in
 				}

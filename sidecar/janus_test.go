@@ -127,10 +127,11 @@ func TestJanusSidecar(t *testing.T) {
 			return err
 		}
 		// Peers: the publisher's participant and the subscriber (the
-		// admin API's handles); bitrates from Janus' last-second counts.
+		// admin API's handles), the subscriber's track; bitrates from
+		// Janus' last-second counts.
 		in, _ := l["ingress_bps"].(float64)
 		out, _ := l["egress_bps"].(float64)
-		if l["peers"].(float64) != 2 || l["tracks"].(float64) != 1 || in <= 0 || out <= 0 {
+		if l["peers"].(float64) != 2 || l["tracks"].(float64) != 1 || l["subscribed_tracks"].(float64) != 1 || in <= 0 || out <= 0 {
 			return fmt.Errorf("load %v", l)
 		}
 		return nil

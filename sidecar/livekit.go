@@ -66,6 +66,9 @@ type LiveKit struct {
 	warnedAt time.Time // the last logged metrics failure
 }
 
+// maxSubscribedTracks bounds a believable subscribed-tracks figure.
+const maxSubscribedTracks = 1 << 24
+
 // byteCount is a reading of LiveKit's packet byte counters.
 type byteCount struct {
 	in, out float64
@@ -197,7 +200,7 @@ func (l *LiveKit) Poll(ctx context.Context) (Status, error) {
 		// most MetricsTimeout.
 		mctx, cancel := context.WithTimeout(ctx, l.cfg.MetricsTimeout)
 		var err error
-		st.IngressBps, st.EgressBps, err = l.bitrates(mctx, time.Now())
+		st.IngressBps, st.EgressBps, st.SubscribedTracks, err = l.metrics(mctx, time.Now())
 		cancel()
 		if err != nil {
 			l.warn(err)
@@ -223,29 +226,32 @@ func (l *LiveKit) warn(err error) {
 // CheckMetrics reads the metrics endpoint once (the bitrates are 0 until
 // the next reading); an error says why it cannot be used.
 func (l *LiveKit) CheckMetrics(ctx context.Context) error {
-	_, _, err := l.bitrates(ctx, time.Now())
+	_, _, _, err := l.metrics(ctx, time.Now())
 	return err
 }
 
-// bitrates reads the Prometheus endpoint's packet byte counters
-// (livekit_packet_bytes, by direction; only those lines are parsed, in
-// at most maxJanusAnswer bytes) and returns the bits per second since the
-// last good reading: 0 on the first, after a counter reset, or for a
-// figure above maxBytesPerSecond. A reading without the counter, or with
-// a value that is not a finite non-negative number, is an error and is
-// not kept (the next rate spans both intervals).
-func (l *LiveKit) bitrates(ctx context.Context, now time.Time) (in, out int64, err error) {
+// metrics reads the Prometheus endpoint's packet byte counters
+// (livekit_packet_bytes, by direction) and subscribed-tracks gauge
+// (livekit_track_subscribed_total, summed over its kinds; absent counts
+// as 0); only those lines are parsed, in at most maxJanusAnswer bytes. It
+// returns the bits per second since the last good reading (0 on the
+// first, after a counter reset, or for a figure above maxBytesPerSecond)
+// and the subscribed tracks (0 above maxSubscribedTracks). A reading
+// without the byte counters, or with a value that is not a finite
+// non-negative number, is an error and is not kept (the next rate spans
+// both intervals).
+func (l *LiveKit) metrics(ctx context.Context, now time.Time) (in, out, subscribed int64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.cfg.MetricsURL, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	resp, err := l.hc.Do(req)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrUnavailable, err)
+		return 0, 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("%w: livekit metrics answered HTTP %d", ErrBadAnswer, resp.StatusCode)
+		return 0, 0, 0, fmt.Errorf("%w: livekit metrics answered HTTP %d", ErrBadAnswer, resp.StatusCode)
 	}
 	cur := byteCount{at: now}
 	found := false
@@ -253,20 +259,30 @@ func (l *LiveKit) bitrates(ctx context.Context, now time.Time) (in, out int64, e
 	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "livekit_packet_bytes{") {
+		var name string
+		switch {
+		case strings.HasPrefix(line, "livekit_packet_bytes{"):
+			name = "livekit_packet_bytes{"
+		case strings.HasPrefix(line, "livekit_track_subscribed_total{"):
+			name = "livekit_track_subscribed_total{"
+		default:
 			continue
 		}
-		labels, value, ok := strings.Cut(line[len("livekit_packet_bytes{"):], "} ")
+		labels, value, ok := strings.Cut(line[len(name):], "} ")
 		if !ok {
-			return 0, 0, fmt.Errorf("%w: livekit metrics: malformed line %q", ErrBadAnswer, truncate([]byte(line)))
+			return 0, 0, 0, fmt.Errorf("%w: livekit metrics: malformed line %q", ErrBadAnswer, truncate([]byte(line)))
 		}
 		// A sample may end with a timestamp.
 		value, _, _ = strings.Cut(strings.TrimSpace(value), " ")
 		v, perr := strconv.ParseFloat(value, 64)
 		if perr != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-			return 0, 0, fmt.Errorf("%w: livekit metrics: bad value in %q", ErrBadAnswer, truncate([]byte(line)))
+			return 0, 0, 0, fmt.Errorf("%w: livekit metrics: bad value in %q", ErrBadAnswer, truncate([]byte(line)))
 		}
 		switch {
+		case name == "livekit_track_subscribed_total{":
+			if v <= maxSubscribedTracks {
+				subscribed += int64(v)
+			}
 		case strings.Contains(labels, `direction="incoming"`):
 			cur.in += v
 			found = true
@@ -276,18 +292,19 @@ func (l *LiveKit) bitrates(ctx context.Context, now time.Time) (in, out int64, e
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrBadAnswer, err)
+		return 0, 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrBadAnswer, err)
 	}
 	if !found {
-		return 0, 0, fmt.Errorf("%w: livekit metrics have no livekit_packet_bytes", ErrBadAnswer)
+		return 0, 0, 0, fmt.Errorf("%w: livekit metrics have no livekit_packet_bytes", ErrBadAnswer)
 	}
+	subscribed = min(subscribed, maxSubscribedTracks)
 	l.mu.Lock()
 	prev := l.last
 	l.last = cur
 	l.mu.Unlock()
 	dt := cur.at.Sub(prev.at).Seconds()
 	if prev.at.IsZero() || dt <= 0 {
-		return 0, 0, nil
+		return 0, 0, subscribed, nil
 	}
 	rate := func(now, before float64) int64 {
 		bps := (now - before) / dt
@@ -296,7 +313,7 @@ func (l *LiveKit) bitrates(ctx context.Context, now time.Time) (in, out int64, e
 		}
 		return int64(8 * bps)
 	}
-	return rate(cur.in, prev.in), rate(cur.out, prev.out), nil
+	return rate(cur.in, prev.in), rate(cur.out, prev.out), subscribed, nil
 }
 
 // EnsureRoom implements SFU with CreateRoom (idempotent in LiveKit).

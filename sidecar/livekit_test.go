@@ -119,9 +119,10 @@ func TestLiveKitSidecar(t *testing.T) {
 		}
 		for _, s := range srvs {
 			if s.ID == r1.Server {
-				// Bitrates from LiveKit's Prometheus endpoint: the clip in
-				// from the publisher and out to the subscriber.
-				if s.Load == nil || s.Load.Peers != 2 || s.Load.Tracks != 1 || s.Load.IngressBps <= 0 || s.Load.EgressBps <= 0 {
+				// Bitrates and subscribed tracks from LiveKit's Prometheus
+				// endpoint: the clip in from the publisher and out to the
+				// subscriber.
+				if s.Load == nil || s.Load.Peers != 2 || s.Load.Tracks != 1 || s.Load.SubscribedTracks != 1 || s.Load.IngressBps <= 0 || s.Load.EgressBps <= 0 {
 					return fmt.Errorf("%s: load %+v", s.ID, s.Load)
 				}
 				return nil

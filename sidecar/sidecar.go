@@ -6,7 +6,8 @@
 //     addresses and an SFU-kind label, under a new incarnation whenever the
 //     SFU process is seen to (re)start;
 //   - polls the SFU every Interval and reports its load as a QUIC datagram
-//     (rooms, participants, published tracks, the SFU process's CPU), and
+//     (rooms, participants, published and subscribed tracks, bitrates where
+//     the SFU exposes them, the SFU process's CPU), and
 //     stops reporting while the SFU does not answer, so the cluster marks
 //     the server down in its usual failure window;
 //   - materializes the rooms the cluster placed on it (creating them on the
@@ -63,11 +64,14 @@ type RoomStatus struct {
 	Number       uint64
 	Participants int64
 	Publishers   int64
-	// Subscribers, IngressBps and EgressBps are zero where the SFU does
-	// not expose them (Janus: only through its admin API).
-	Subscribers int64
-	IngressBps  int64
-	EgressBps   int64
+	// Subscribers, SubscribedTracks, IngressBps and EgressBps are zero
+	// where the SFU does not expose them per room (Janus: only through its
+	// admin API). SubscribedTracks counts each subscriber's copy of a
+	// track once.
+	Subscribers      int64
+	SubscribedTracks int64
+	IngressBps       int64
+	EgressBps        int64
 }
 
 // Status is one poll of the SFU.
@@ -80,6 +84,10 @@ type Status struct {
 	// counts them for the whole server only (LiveKit's metrics); they add
 	// to the rooms'.
 	IngressBps, EgressBps int64
+	// SubscribedTracks is the server's subscribed tracks where the SFU
+	// counts them for the whole server only (LiveKit's metrics); it adds
+	// to the rooms'.
+	SubscribedTracks int64
 }
 
 // SFU is one SFU instance as the sidecar drives it. Every method must
@@ -293,10 +301,11 @@ func (s *Sidecar) step(ctx context.Context) (bool, error) {
 	}
 	allocs, names, peers, tracks := s.reconcile(ctx, st)
 	l := transport.Load{Peers: peers, Tracks: tracks, Rooms: names, AllocationIDs: allocs, FreeUnits: s.cfg.Capacity,
-		IngressBps: st.IngressBps, EgressBps: st.EgressBps}
+		IngressBps: st.IngressBps, EgressBps: st.EgressBps, SubscribedTracks: st.SubscribedTracks}
 	for _, r := range st.Rooms {
 		l.IngressBps += r.IngressBps
 		l.EgressBps += r.EgressBps
+		l.SubscribedTracks += r.SubscribedTracks
 	}
 	if s.cpu != nil {
 		l.CPU = s.cpu.sample()

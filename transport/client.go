@@ -58,8 +58,11 @@ type Load struct {
 	IngressBps int64
 	EgressBps  int64
 	Peers      int64
-	Tracks     int64
-	Rooms      []string
+	Tracks     int64 // published tracks
+	// SubscribedTracks counts tracks sent to subscribers: each
+	// subscriber's copy of a track once.
+	SubscribedTracks int64
+	Rooms            []string
 	// AllocationIDs lists the allocations the server hosts, newest first
 	// (a report too large for one datagram keeps the first ones).
 	AllocationIDs []string
@@ -624,7 +627,7 @@ func (c *Client) sendReport(conn *quic.Conn, l Load) error {
 	r := &transportpb.LoadReport{
 		ServerId: info.ID, Incarnation: info.Incarnation, Seq: c.seq.Add(1),
 		Cpu: l.CPU, IngressBps: l.IngressBps, EgressBps: l.EgressBps, Peers: l.Peers, Tracks: l.Tracks,
-		Rooms: l.Rooms, AllocationIds: l.AllocationIDs, FreeUnits: l.FreeUnits, SentAtUnixUs: time.Now().UnixMicro(),
+		SubscribedTracks: l.SubscribedTracks, Rooms: l.Rooms, AllocationIds: l.AllocationIDs, FreeUnits: l.FreeUnits, SentAtUnixUs: time.Now().UnixMicro(),
 	}
 	b, err := EncodeReport(r, 0)
 	if err != nil {

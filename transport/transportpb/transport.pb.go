@@ -1,4 +1,4 @@
-// Media-node protocol over QUIC (issue #3).
+// Media-node protocol over QUIC.
 //
 // Datagrams carry LoadReports; every datagram starts with two bytes, the
 // wire version (1) and the message type (1 = LoadReport), followed by the
@@ -60,9 +60,12 @@ type LoadReport struct {
 	AllocationIdsTotal uint32 `protobuf:"varint,14,opt,name=allocation_ids_total,json=allocationIdsTotal,proto3" json:"allocation_ids_total,omitempty"`
 	// Sender's wall clock (unix µs) when the report left; used only to
 	// measure latency, never for ordering.
-	SentAtUnixUs  int64 `protobuf:"varint,15,opt,name=sent_at_unix_us,json=sentAtUnixUs,proto3" json:"sent_at_unix_us,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SentAtUnixUs int64 `protobuf:"varint,15,opt,name=sent_at_unix_us,json=sentAtUnixUs,proto3" json:"sent_at_unix_us,omitempty"`
+	// Tracks sent to subscribers: each subscriber's (viewer's, cascade's)
+	// copy of a track counts once. tracks counts the published ones.
+	SubscribedTracks int64 `protobuf:"varint,16,opt,name=subscribed_tracks,json=subscribedTracks,proto3" json:"subscribed_tracks,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *LoadReport) Reset() {
@@ -196,6 +199,13 @@ func (x *LoadReport) GetAllocationIdsTotal() uint32 {
 func (x *LoadReport) GetSentAtUnixUs() int64 {
 	if x != nil {
 		return x.SentAtUnixUs
+	}
+	return 0
+}
+
+func (x *LoadReport) GetSubscribedTracks() int64 {
+	if x != nil {
+		return x.SubscribedTracks
 	}
 	return 0
 }
@@ -777,7 +787,7 @@ var File_switchyard_v1_transport_proto protoreflect.FileDescriptor
 
 const file_switchyard_v1_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1dswitchyard/v1/transport.proto\x12\rswitchyard.v1\x1a\x17switchyard/v1/fsm.proto\"\xd1\x03\n" +
+	"\x1dswitchyard/v1/transport.proto\x12\rswitchyard.v1\x1a\x17switchyard/v1/fsm.proto\"\xfe\x03\n" +
 	"\n" +
 	"LoadReport\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12 \n" +
@@ -799,7 +809,8 @@ const file_switchyard_v1_transport_proto_rawDesc = "" +
 	"\vrooms_total\x18\r \x01(\rR\n" +
 	"roomsTotal\x120\n" +
 	"\x14allocation_ids_total\x18\x0e \x01(\rR\x12allocationIdsTotal\x12%\n" +
-	"\x0fsent_at_unix_us\x18\x0f \x01(\x03R\fsentAtUnixUs\"[\n" +
+	"\x0fsent_at_unix_us\x18\x0f \x01(\x03R\fsentAtUnixUs\x12+\n" +
+	"\x11subscribed_tracks\x18\x10 \x01(\x03R\x10subscribedTracks\"[\n" +
 	"\x0fForwardedReport\x121\n" +
 	"\x06report\x18\x01 \x01(\v2\x19.switchyard.v1.LoadReportR\x06report\x12\x15\n" +
 	"\x06age_ms\x18\x02 \x01(\rR\x05ageMs\"d\n" +
