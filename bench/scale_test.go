@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -179,7 +180,8 @@ func BenchmarkMemoryPerServer(b *testing.B) {
 		var cmds []*fsmpb.Command
 		for i := range servers {
 			cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_RegisterServer{RegisterServer: &fsmpb.RegisterServer{Server: &fsmpb.Server{
-				Id: fmt.Sprintf("media-%06d", i), CapacityUnits: 100, Region: []string{"eu-west", "us-east", "ap-south"}[i%3], Zone: "a",
+				// Names decoded from a log entry are copies, not constants.
+				Id: fmt.Sprintf("media-%06d", i), CapacityUnits: 100, Region: strings.Clone([]string{"eu-west", "us-east", "ap-south"}[i%3]), Zone: strings.Clone("a"),
 				Addresses: []string{fmt.Sprintf("10.0.%d.%d:8081", i/256%256, i%256)}, Incarnation: 1}}}})
 		}
 		f.ApplyEnvelope(1, &fsmpb.Envelope{Version: fsm.EnvelopeVersion, NowUnixMs: 1, Batch: &fsmpb.Batch{Commands: cmds}})

@@ -529,6 +529,10 @@ func (n *Node) Snapshot(ctx context.Context) (*fsmpb.State, error) {
 	return n.fsm.Export(), nil
 }
 
+// restoreGap is how far past the log's end a user restore is installed
+// (see Restore): the indexes in between are never used.
+const restoreGap = 1 << 16
+
 // Restore replaces the whole cluster's state with st (a saved snapshot),
 // through raft's user restore so every replica installs it. A snapshot of
 // another cluster is refused unless adopt is true, in which case it is
@@ -547,11 +551,19 @@ func (n *Node) Restore(ctx context.Context, st *fsmpb.State, adopt bool) error {
 		}
 		st.ClusterId = own
 	}
+	// Raft installs a user restore at max(meta.Index, its last index)+1,
+	// and every state machine refuses a snapshot taken before the index it
+	// has applied (fsm.FSM.Restore): the state is stamped, and raft told
+	// to install it, restoreGap past the log's end, so entries appended
+	// while the restore waits in raft's queue do not overtake it (if more
+	// than restoreGap do, the leader refuses it and nothing changes).
+	mark := n.raft.LastIndex() + restoreGap
+	st.AppliedIndex = mark + 1
 	var buf bytes.Buffer
 	if err := fsm.WriteState(&buf, st); err != nil {
 		return err
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(buf.Len())}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(buf.Len()), Index: mark}
 	done := make(chan error, 1)
 	go func() { done <- n.raft.Restore(meta, &buf, n.cfg.ApplyTimeout) }()
 	select {

@@ -136,6 +136,14 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 // Restore replaces the whole state with a snapshot written by Persist.
+// It refuses (ErrInvalid, state unchanged) a snapshot taken at a lower
+// applied index than the state has reached: raft may send a follower
+// that is ahead its leader's older snapshot (a stale replication
+// position), and hashicorp/raft would then install it, move its applied
+// index back and try to apply entries the follower's own snapshot has
+// already compacted away (a panic: "log not found"). The follower stays
+// where it is and the leader retries, with a newer snapshot once it took
+// one. Node.Restore stamps a user restore past every applied index.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	// The state is built while the stream is read and decoded.
@@ -144,6 +152,13 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		im.stop()
 		return err
+	}
+	f.mu.RLock()
+	applied := f.s.applied
+	f.mu.RUnlock()
+	if st.GetAppliedIndex() < applied {
+		im.stop()
+		return fmt.Errorf("%w: snapshot taken at index %d, older than this state (applied %d): not installed", ErrInvalid, st.GetAppliedIndex(), applied)
 	}
 	s := im.finish(st)
 	f.mu.Lock()

@@ -325,6 +325,32 @@ func TestSnapshotRestoreReproducesHash(t *testing.T) {
 	if restored.Hash() != a.f.Hash() {
 		t.Fatal("replicas diverged after restore")
 	}
+	// A snapshot older than the state (a leader's stale snapshot sent to a
+	// follower that is ahead) is refused and changes nothing; one taken at
+	// the state's own index is taken.
+	old := fsm.New()
+	snapshotInto(t, restored, old)
+	for _, batch := range randomCommands(44, 20) {
+		a.index++
+		data, _ := fsm.Encode(a.now+2, batch...)
+		restored.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: data})
+	}
+	ahead := restored.Hash()
+	snap, err := old.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); !errors.Is(err, fsm.ErrInvalid) {
+		t.Fatalf("restore of an older snapshot: %v", err)
+	}
+	if restored.Hash() != ahead || restored.AppliedIndex() != a.index {
+		t.Fatal("a refused restore changed the state")
+	}
+	snapshotInto(t, restored, restored)
 	// A snapshot of an unknown version is refused.
 	bad := fsm.New()
 	if err := bad.Restore(io.NopCloser(bytes.NewReader([]byte{0x08, 0x63}))); !errors.Is(err, fsm.ErrUnsupportedVersion) {

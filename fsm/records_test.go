@@ -2,10 +2,13 @@ package fsm
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -244,4 +247,37 @@ func plainAllocation(b []byte) bool {
 		b = b[k+m:]
 	}
 	return true
+}
+
+// TestServerNamesShared: servers in one region share its name's bytes,
+// and a name no server uses any more is forgotten.
+func TestServerNamesShared(t *testing.T) {
+	s := newState()
+	reg := func(id, region, zone string) {
+		t.Helper()
+		// Copies, as decoded from a log entry.
+		in := &fsmpb.Server{Id: id, CapacityUnits: 1, Region: strings.Clone(region), Zone: strings.Clone(zone)}
+		if err := s.registerServer(1, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg("m1", "eu-west", "a")
+	reg("m2", "eu-west", "b")
+	reg("m3", "us-east", "a")
+	if unsafe.StringData(s.servers["m1"].Region) != unsafe.StringData(s.servers["m2"].Region) ||
+		unsafe.StringData(s.servers["m1"].Zone) != unsafe.StringData(s.servers["m3"].Zone) {
+		t.Fatal("servers of one region or zone hold copies of its name")
+	}
+	reg("m3", "ap-south", "") // moves
+	if err := s.deregisterServer(&fsmpb.DeregisterServer{Id: "m2"}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"eu-west": 1, "a": 1, "ap-south": 1}
+	got := map[string]int{}
+	for k, r := range s.names {
+		got[k] = r.n
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("names %v, want %v", got, want)
+	}
 }

@@ -46,6 +46,7 @@ type state struct {
 	feed      *changeFeed
 	activeOn  map[string]*allocSet
 	roomUnits map[string]*roomUse
+	names     names // servers' region and zone names, shared
 }
 
 func newState() *state {
@@ -55,6 +56,41 @@ func newState() *state {
 		byRequest:   newRecordTable(true),
 		members:     map[string]*fsmpb.Member{},
 		policy:      defaultPolicy(),
+		names:       names{},
+	}
+}
+
+// names interns the servers' region and zone names: a fleet has a few of
+// each, and every server record would otherwise hold its own copy of the
+// bytes decoded from its registration. Derived, not replicated: a name
+// is dropped when the last server naming it changes or leaves.
+type names map[string]*nameRef
+
+type nameRef struct {
+	s string
+	n int
+}
+
+// take returns the shared copy of s and counts one more user.
+func (ns names) take(s string) string {
+	if s == "" {
+		return ""
+	}
+	r := ns[s]
+	if r == nil {
+		r = &nameRef{s: s}
+		ns[s] = r
+	}
+	r.n++
+	return r.s
+}
+
+// drop counts one user of s less.
+func (ns names) drop(s string) {
+	if r := ns[s]; r != nil {
+		if r.n--; r.n <= 0 {
+			delete(ns, s)
+		}
 	}
 }
 
@@ -125,8 +161,10 @@ func (s *state) registerServer(now int64, in *fsmpb.Server) error {
 		s.servers[cur.Id] = cur
 	}
 	cur.Addresses = slices.Clone(in.GetAddresses())
-	cur.Region = in.GetRegion()
-	cur.Zone = in.GetZone()
+	s.names.drop(cur.Region)
+	s.names.drop(cur.Zone)
+	cur.Region = s.names.take(in.GetRegion())
+	cur.Zone = s.names.take(in.GetZone())
 	cur.Labels = cloneLabels(in.GetLabels())
 	cur.CapacityUnits = in.GetCapacityUnits()
 	if in.GetIncarnation() > cur.Incarnation {
@@ -151,6 +189,8 @@ func (s *state) deregisterServer(d *fsmpb.DeregisterServer) error {
 	}
 	s.vacateRooms(0, srv.Id) // rooms.go
 	delete(s.servers, srv.Id)
+	s.names.drop(srv.Region)
+	s.names.drop(srv.Zone)
 	s.touch(srv.Id) // scale.go
 	return nil
 }
@@ -422,6 +462,7 @@ func newImporter() *importer {
 		for _, part := range all {
 			for _, v := range part.Servers {
 				s.servers[v.Id] = v
+				v.Region, v.Zone = s.names.take(v.Region), s.names.take(v.Zone)
 			}
 			for _, a := range part.Allocations {
 				s.allocations.Put(a)

@@ -194,7 +194,7 @@ func (d *Detector) check(ctx context.Context, now, start time.Time, window time.
 			if changed.After(last) {
 				last = changed
 			}
-			if have && e.Report.GetIncarnation() >= s.incarnation && e.Received.After(last) {
+			if have && e.Incarnation >= s.incarnation && e.Received.After(last) {
 				last = e.Received
 			}
 			if now.Sub(last) <= window || !last.Before(ranSince) {
@@ -208,15 +208,15 @@ func (d *Detector) check(ctx context.Context, now, start time.Time, window time.
 				return err
 			}, d.MarkedDown)
 		case fsmpb.ServerState_SERVER_STATE_DOWN:
-			if !have || e.Report.GetIncarnation() <= s.incarnation || now.Sub(e.Received) > window {
+			if !have || e.Incarnation <= s.incarnation || now.Sub(e.Received) > window {
 				continue
 			}
-			log.Info("media server is back on a new incarnation", "server", s.id, "incarnation", e.Report.GetIncarnation())
+			log.Info("media server is back on a new incarnation", "server", s.id, "incarnation", e.Incarnation)
 			c := d.server(s.id)
 			if c == nil {
 				continue
 			}
-			c.Incarnation = e.Report.GetIncarnation()
+			c.Incarnation = e.Incarnation
 			submit(func(ctx context.Context) error {
 				_, err := d.Node.RegisterServer(ctx, c)
 				return err

@@ -37,22 +37,39 @@ type Registry interface {
 // unmaterialized when the list was cut.
 const TruncatedGrace = 10 * time.Second
 
-// Entry is the view's record of one server.
+// Entry is what Get tells of a server's latest report.
 type Entry struct {
-	Report *transportpb.LoadReport
+	Incarnation, Seq uint64
 	// Received is when the report reached the agent that first received it
 	// (shared reports carry their age).
 	Received time.Time
 }
 
+// record is the part of a load report the view keeps: the wire message's
+// figures without its protobuf bookkeeping or the server id (the map key),
+// and when it was received as an offset from View.base (a time.Time is
+// three words). About half the memory of keeping the message.
+type record struct {
+	incarnation, seq                             uint64
+	cpu                                          float64
+	ingressBps, egressBps, peers, tracks, subbed int64
+	freeUnits                                    int64
+	rooms, allocationIDs                         []string
+	received                                     time.Duration // since View.base
+	truncated                                    bool
+}
+
+func (v *View) receivedAt(r *record) time.Time { return v.base.Add(r.received) }
+
 // View is the soft load view. All methods are safe for concurrent use and
 // never block on I/O.
 type View struct {
-	now func() time.Time
-	reg atomic.Pointer[registryBox]
+	now  func() time.Time
+	base time.Time // records' receive times are offsets from it
+	reg  atomic.Pointer[registryBox]
 
 	mu sync.RWMutex
-	m  map[string]Entry
+	m  map[string]*record
 	// changes is a ring of the ids of servers whose entry changed (the
 	// decision loop's LoadChanges feed); changed counts them all.
 	changes [changeRing]string
@@ -76,7 +93,7 @@ func New(now func() time.Time) *View {
 	if now == nil {
 		now = time.Now
 	}
-	return &View{now: now, m: map[string]Entry{}}
+	return &View{now: now, base: now(), m: map[string]*record{}}
 }
 
 // Attach sets the registry used to compute Load.Unmaterialized. Before it
@@ -85,8 +102,8 @@ func (v *View) Attach(r Registry) { v.reg.Store(&registryBox{r: r}) }
 
 // Offer records r as received at t if it is newer than what the view holds
 // for r's server: a higher incarnation, or the same incarnation and a
-// higher sequence number. It reports whether r was taken. The view keeps r
-// (callers must not modify it afterwards).
+// higher sequence number. It reports whether r was taken. The view keeps
+// r's rooms and allocation ids (callers must not modify them afterwards).
 func (v *View) Offer(r *transportpb.LoadReport, t time.Time) bool {
 	id := r.GetServerId()
 	if id == "" {
@@ -95,10 +112,15 @@ func (v *View) Offer(r *transportpb.LoadReport, t time.Time) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	cur, ok := v.m[id]
-	if ok && !Newer(r, cur.Report) {
+	if ok && !newer(r.GetIncarnation(), r.GetSeq(), cur.incarnation, cur.seq) {
 		return false
 	}
-	v.m[id] = Entry{Report: r, Received: t}
+	v.m[id] = &record{
+		incarnation: r.GetIncarnation(), seq: r.GetSeq(), cpu: r.GetCpu(),
+		ingressBps: r.GetIngressBps(), egressBps: r.GetEgressBps(), peers: r.GetPeers(), tracks: r.GetTracks(),
+		subbed: r.GetSubscribedTracks(), freeUnits: r.GetFreeUnits(), rooms: r.GetRooms(), allocationIDs: r.GetAllocationIds(),
+		truncated: r.GetTruncated(), received: t.Sub(v.base),
+	}
 	v.noteLocked(id)
 	return true
 }
@@ -133,21 +155,26 @@ func Newer(a, b *transportpb.LoadReport) bool {
 	if b == nil {
 		return true
 	}
-	if a.GetIncarnation() != b.GetIncarnation() {
-		return a.GetIncarnation() > b.GetIncarnation()
+	return newer(a.GetIncarnation(), a.GetSeq(), b.GetIncarnation(), b.GetSeq())
+}
+
+// newer reports whether report (inc, seq) supersedes (curInc, curSeq).
+func newer(inc, seq, curInc, curSeq uint64) bool {
+	if inc != curInc {
+		return inc > curInc
 	}
-	return a.GetSeq() > b.GetSeq()
+	return seq > curSeq
 }
 
 // Get returns the entry for server id.
 func (v *View) Get(id string) (Entry, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	e, ok := v.m[id]
+	r, ok := v.m[id]
 	if !ok {
 		return Entry{}, false
 	}
-	return e, true
+	return Entry{Incarnation: r.incarnation, Seq: r.seq, Received: v.receivedAt(r)}, true
 }
 
 // Len is the number of servers in the view.
@@ -170,8 +197,8 @@ func (v *View) Prune(cutoff time.Time) int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	n := 0
-	for id, e := range v.m {
-		if e.Received.Before(cutoff) {
+	for id, r := range v.m {
+		if v.receivedAt(r).Before(cutoff) {
 			delete(v.m, id)
 			v.noteLocked(id)
 			n++
@@ -184,22 +211,24 @@ func (v *View) Prune(cutoff time.Time) int {
 // id with its age and the units of its active allocations that the report
 // does not list yet.
 func (v *View) Load(id string) (placement.Load, bool) {
-	e, ok := v.Get(id)
+	v.mu.RLock()
+	r, ok := v.m[id]
+	v.mu.RUnlock()
 	if !ok {
 		return placement.Load{}, false
 	}
-	r := e.Report
-	now := v.now()
+	// A record is never changed once stored (Offer replaces it).
+	received := v.receivedAt(r)
 	l := placement.Load{
-		CPU: r.GetCpu(), IngressBps: r.GetIngressBps(), EgressBps: r.GetEgressBps(),
-		Peers: r.GetPeers(), Tracks: r.GetTracks(), Rooms: r.GetRooms(),
-		AgeMs: now.Sub(e.Received).Milliseconds(),
+		CPU: r.cpu, IngressBps: r.ingressBps, EgressBps: r.egressBps,
+		Peers: r.peers, Tracks: r.tracks, Rooms: r.rooms,
+		AgeMs: v.now().Sub(received).Milliseconds(),
 	}
-	l.Unmaterialized = v.unmaterialized(id, r, e.Received)
+	l.Unmaterialized = v.unmaterialized(id, r, received)
 	return l, true
 }
 
-func (v *View) unmaterialized(id string, r *transportpb.LoadReport, received time.Time) int64 {
+func (v *View) unmaterialized(id string, r *record, received time.Time) int64 {
 	box := v.reg.Load()
 	if box == nil {
 		return 0
@@ -211,7 +240,7 @@ func (v *View) unmaterialized(id string, r *transportpb.LoadReport, received tim
 	if len(refs) == 0 {
 		return 0
 	}
-	ids := r.GetAllocationIds()
+	ids := r.allocationIDs
 	var hosted map[string]struct{}
 	if len(ids) > 16 {
 		hosted = make(map[string]struct{}, len(ids))
@@ -229,7 +258,7 @@ func (v *View) unmaterialized(id string, r *transportpb.LoadReport, received tim
 		} else if slices.Contains(ids, a.id) {
 			continue
 		}
-		if r.GetTruncated() && a.created < graceCut {
+		if r.truncated && a.created < graceCut {
 			continue
 		}
 		n += a.units
@@ -240,17 +269,19 @@ func (v *View) unmaterialized(id string, r *transportpb.LoadReport, received tim
 // JSON returns the JSON form of server id's latest load and its age in ms,
 // or nils when the view has none.
 func (v *View) JSON(id string) (*api.ServerLoad, *int64) {
-	e, ok := v.Get(id)
+	v.mu.RLock()
+	r, ok := v.m[id]
+	v.mu.RUnlock()
 	if !ok {
 		return nil, nil
 	}
-	r := e.Report
-	age := v.now().Sub(e.Received).Milliseconds()
+	received := v.receivedAt(r)
+	age := v.now().Sub(received).Milliseconds()
 	return &api.ServerLoad{
-		Incarnation: r.GetIncarnation(), Seq: r.GetSeq(), CPU: r.GetCpu(),
-		IngressBps: r.GetIngressBps(), EgressBps: r.GetEgressBps(), Peers: r.GetPeers(), Tracks: r.GetTracks(),
-		SubscribedTracks: r.GetSubscribedTracks(), Rooms: r.GetRooms(), AllocationIDs: r.GetAllocationIds(), FreeUnits: r.GetFreeUnits(), Truncated: r.GetTruncated(),
-		UnmaterializedUnits: v.unmaterialized(id, r, e.Received),
+		Incarnation: r.incarnation, Seq: r.seq, CPU: r.cpu,
+		IngressBps: r.ingressBps, EgressBps: r.egressBps, Peers: r.peers, Tracks: r.tracks,
+		SubscribedTracks: r.subbed, Rooms: r.rooms, AllocationIDs: r.allocationIDs, FreeUnits: r.freeUnits, Truncated: r.truncated,
+		UnmaterializedUnits: v.unmaterialized(id, r, received),
 	}, &age
 }
 

@@ -49,8 +49,8 @@ func TestOfferOrdering(t *testing.T) {
 		}
 	}
 	e, _ := v.Get("m1")
-	if e.Report.GetIncarnation() != 3 || e.Report.GetSeq() != 1 {
-		t.Fatalf("kept %v", e.Report)
+	if e.Incarnation != 3 || e.Seq != 1 {
+		t.Fatalf("kept %+v", e)
 	}
 }
 
