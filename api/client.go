@@ -34,7 +34,10 @@ import (
 // frozen agent (SIGSTOP, a hung VM)
 // costs one attempt, not the caller's whole timeout: the next attempt goes
 // to another agent, which forwards to the leader and fails over to a new
-// one by itself. The client starts with the agent that answered last.
+// one by itself. Allocations and room placements do not even wait for
+// that: after a quarter of the deadline without an answer a second copy
+// goes to the next agent (hedge.go). The client starts with the agent
+// that answered last.
 type Client struct {
 	addrs []string
 	hc    *http.Client
@@ -211,6 +214,9 @@ func (c *Client) doAfter(ctx context.Context, method, path string, body []byte, 
 	if !Resendable(method, path) {
 		return c.doNotResent(ctx, method, path, body, out)
 	}
+	if c.Retry && c.hedged(method, path, body, out) {
+		return c.doHedged(ctx, method, path, body, out, unanswered) // hedge.go
+	}
 	// Elections take a few hundred ms: retry quickly (10 ms doubling to a
 	// 100 ms cap, with jitter so clients do not march in step).
 	backoff := 10 * time.Millisecond
@@ -265,14 +271,15 @@ func (c *Client) doAfter(ctx context.Context, method, path string, body []byte, 
 	}
 }
 
-func (c *Client) once(ctx context.Context, addr, method, path string, body []byte, out any) error {
+// newRequest builds one attempt's request, with the client's token.
+func (c *Client) newRequest(ctx context.Context, addr, method, path string, body []byte) (*http.Request, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.scheme+"://"+addr+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tok := c.token
 	if !c.tokenSet {
@@ -284,18 +291,31 @@ func (c *Client) once(ctx context.Context, addr, method, path string, body []byt
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return req, nil
+}
+
+// answerError reads a non-2xx answer into an *APIError.
+func answerError(method, path string, resp *http.Response) *APIError {
+	ae := &APIError{Status: resp.StatusCode}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if json.Unmarshal(b, &ae.Body) != nil || ae.Body.Error == "" {
+		ae.Body.Error = fmt.Sprintf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return ae
+}
+
+func (c *Client) once(ctx context.Context, addr, method, path string, body []byte, out any) error {
+	req, err := c.newRequest(ctx, addr, method, path, body)
+	if err != nil {
+		return err
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		ae := &APIError{Status: resp.StatusCode}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if json.Unmarshal(b, &ae.Body) != nil || ae.Body.Error == "" {
-			ae.Body.Error = fmt.Sprintf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
-		}
-		return ae
+		return answerError(method, path, resp)
 	}
 	if wh, ok := out.(*withHeader); ok {
 		wh.header, out = resp.Header, wh.out

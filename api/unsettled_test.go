@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -118,5 +119,40 @@ func TestCommittedRefusalAfterUnansweredAttempt(t *testing.T) {
 	}
 	if ae.Body.Code != "insufficient_capacity" || !ae.Body.Committed || api.IsRetryable(err) {
 		t.Fatalf("got %q (committed %v, retryable %v): %v, want the committed refusal", ae.Body.Code, ae.Body.Committed, api.IsRetryable(err), err)
+	}
+}
+
+// TestAllocationHedgedPastASilentAgent: an allocation whose first agent
+// never answers is sent to the next agent after a quarter of the attempt
+// deadline, without waiting for that deadline: it is granted well before
+// the first attempt would have given up (the call's own deadline is
+// shorter than one attempt's), and once.
+func TestAllocationHedgedPastASilentAgent(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true})
+	ctx := testcluster.Context(t, time.Minute)
+	if _, err := c.Client().RegisterServer(ctx, api.RegisterServerRequest{ID: "s1", Capacity: 10}); err != nil {
+		t.Fatal(err)
+	}
+	cl := api.NewClient(silentAgent(t), c.Nodes[0].Cfg.HTTPAddr)
+	// Hedged after 3 s; the call gives up before the first attempt would
+	// (and before the HTTP client's own 15 s timeout).
+	cl.AttemptTimeout = 12 * time.Second
+	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	a, err := cl.Allocate(callCtx, api.AllocateRequest{RequestID: "h1", Room: "room", Units: 2})
+	if err != nil {
+		t.Fatalf("allocation with a silent first agent, within less than one attempt deadline: %v", err)
+	}
+	if n := cl.Attempts.Load(); n != 2 {
+		t.Fatalf("%d attempts, want 2 (the silent one and its hedge)", n)
+	}
+	// The hedge's agent answered: the client sticks to it.
+	again, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "h1", Room: "room", Units: 2})
+	if err != nil || !again.Duplicate || again.ID != a.ID || cl.Attempts.Load() != 3 {
+		t.Fatalf("repeat: %+v %v after %d attempts, want the same grant from the answering agent", again, err, cl.Attempts.Load())
+	}
+	s, err := c.Client().Servers(ctx, true)
+	if err != nil || len(s) != 1 || s[0].Used != 2 {
+		t.Fatalf("servers %+v %v: want 2 units used once", s, err)
 	}
 }
