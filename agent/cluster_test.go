@@ -367,6 +367,56 @@ func TestSnapshotSaveRestoreEquality(t *testing.T) {
 	}
 }
 
+// TestRestoreOverAStateAheadOfTheLog: a release before this one restored
+// a backup without stamping it, leaving every state machine's applied
+// index at the backup's (here 5,000,000), far past raft's log. A restore
+// now must still reach every replica (the stamp goes past both), and the
+// leader must not refuse it (raft panics when a leader's state machine
+// refuses a user restore).
+func TestRestoreOverAStateAheadOfTheLog(t *testing.T) {
+	c := testcluster.New(t, 3)
+	cl := c.Client()
+	mustRegister(t, cl, "m1", 50)
+	hash := c.WaitConverged(10 * time.Second)
+	var backup bytes.Buffer
+	if err := cl.SaveSnapshot(ctxT(t, 10*time.Second), &backup); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Allocate(ctxT(t, 10*time.Second), api.AllocateRequest{RequestID: "later", Room: "r", Units: 1}); err != nil {
+		t.Fatal(err)
+	}
+	changed := c.WaitConverged(10 * time.Second)
+	for _, nd := range c.Running() {
+		st := nd.Agent.Node.FSM().Export()
+		st.AppliedIndex = 5_000_000
+		var b bytes.Buffer
+		if err := fsm.WriteState(&b, st); err != nil {
+			t.Fatal(err)
+		}
+		if err := nd.Agent.Node.FSM().Restore(io.NopCloser(&b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.WaitConverged(10*time.Second) != changed {
+		t.Fatal("setting the applied index changed the state")
+	}
+	if _, err := cl.RestoreSnapshot(ctxT(t, 20*time.Second), backup.Bytes(), false); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.Eventually(t, 20*time.Second, func() error {
+		for _, nd := range c.Running() {
+			if h := nd.Agent.Node.FSM().Hash(); h != hash {
+				return fmt.Errorf("%s hash %.8s want %.8s", nd.ID, h, hash)
+			}
+		}
+		return nil
+	})
+	if _, err := cl.Allocate(ctxT(t, 10*time.Second), api.AllocateRequest{RequestID: "after", Room: "r", Units: 1}); err != nil {
+		t.Fatalf("allocation after the restore: %v", err)
+	}
+	c.WaitConverged(10 * time.Second)
+}
+
 func TestDataDirOwnedByAnotherNodeOrCluster(t *testing.T) {
 	a := testcluster.New(t, 3)
 	b := testcluster.New(t, 1)

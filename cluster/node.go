@@ -553,11 +553,13 @@ func (n *Node) Restore(ctx context.Context, st *fsmpb.State, adopt bool) error {
 	}
 	// Raft installs a user restore at max(meta.Index, its last index)+1,
 	// and every state machine refuses a snapshot taken before the index it
-	// has applied (fsm.FSM.Restore): the state is stamped, and raft told
-	// to install it, restoreGap past the log's end, so entries appended
-	// while the restore waits in raft's queue do not overtake it (if more
-	// than restoreGap do, the leader refuses it and nothing changes).
-	mark := n.raft.LastIndex() + restoreGap
+	// has applied (fsm.FSM.Restore; its applied index may be ahead of raft's
+	// after an earlier release restored a backup unstamped): the state is
+	// stamped, and raft told to install it, restoreGap past both, so that
+	// the followers take it even when entries are appended while it waits
+	// in raft's queue. This node's state machine takes it whatever its
+	// index (raft panics if the leader's refuses a user restore).
+	mark := max(n.raft.LastIndex(), n.fsm.AppliedIndex()) + restoreGap
 	st.AppliedIndex = mark + 1
 	var buf bytes.Buffer
 	if err := fsm.WriteState(&buf, st); err != nil {
@@ -565,7 +567,11 @@ func (n *Node) Restore(ctx context.Context, st *fsmpb.State, adopt bool) error {
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(buf.Len()), Index: mark}
 	done := make(chan error, 1)
-	go func() { done <- n.raft.Restore(meta, &buf, n.cfg.ApplyTimeout) }()
+	allow := n.fsm.AcceptRestore()
+	go func() {
+		defer allow()
+		done <- n.raft.Restore(meta, &buf, n.cfg.ApplyTimeout)
+	}()
 	select {
 	case err := <-done:
 		return mapRaftErr(err)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -46,6 +47,8 @@ type FSM struct {
 	onApply func(index uint64, stampMs int64)
 	// feed lists changed servers for the leader (scale.go); guarded by mu.
 	feed *changeFeed
+	// acceptAny lifts Restore's refusal of older snapshots (AcceptRestore).
+	acceptAny atomic.Bool
 }
 
 // New returns an empty FSM.
@@ -143,7 +146,12 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // index back and try to apply entries the follower's own snapshot has
 // already compacted away (a panic: "log not found"). The follower stays
 // where it is and the leader retries, with a newer snapshot once it took
-// one. Node.Restore stamps a user restore past every applied index.
+// one. Node.Restore stamps a user restore past every applied index, and
+// the leader's own state machine takes it regardless (AcceptRestore).
+// The applied index compared is the last command's: raft's no-op,
+// barrier and configuration entries do not move it, so a snapshot at most
+// that many entries behind still passes (harmless unless they outnumber
+// raft's trailing logs).
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	// The state is built while the stream is read and decoded.
@@ -156,7 +164,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.RLock()
 	applied := f.s.applied
 	f.mu.RUnlock()
-	if st.GetAppliedIndex() < applied {
+	if st.GetAppliedIndex() < applied && !f.acceptAny.Load() {
 		im.stop()
 		return fmt.Errorf("%w: snapshot taken at index %d, older than this state (applied %d): not installed", ErrInvalid, st.GetAppliedIndex(), applied)
 	}
@@ -168,6 +176,14 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.gen++
 	f.mu.Unlock()
 	return nil
+}
+
+// AcceptRestore makes Restore take any snapshot, whatever its index,
+// until the returned function is called: for a user restore on the
+// leader, which raft cannot fail (it panics).
+func (f *FSM) AcceptRestore() (done func()) {
+	f.acceptAny.Store(true)
+	return func() { f.acceptAny.Store(false) }
 }
 
 type snapshot struct{ st *fsmpb.State }

@@ -420,3 +420,34 @@ func TestValidateStateRefusesInconsistentSnapshots(t *testing.T) {
 		})
 	}
 }
+
+// TestExpireIsTheSameOnEveryReplica: replicas (each with its own hash
+// seed for the record tables) applying the same allocations and one
+// Expire end up with every expired allocation ended and the same state.
+func TestExpireIsTheSameOnEveryReplica(t *testing.T) {
+	for n := 100; n <= 400; n += 3 {
+		hashes := map[string]int{}
+		for range 4 {
+			ap := newApplier(t)
+			ap.apply(register("s1", 1_000_000))
+			var cmds []*fsmpb.Command
+			for i := range n {
+				c := alloc(fmt.Sprintf("r%d", i), "room", "s1", 1)
+				c.GetAllocate().TtlMs = 1
+				cmds = append(cmds, c)
+			}
+			ap.apply(cmds...)
+			ap.now += 1000
+			ap.apply(&fsmpb.Command{Cmd: &fsmpb.Command_Expire{Expire: true}})
+			for _, a := range ap.f.Allocations(fsm.AllocationFilter{}) {
+				if a.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+					t.Fatalf("n=%d: %s still active after Expire", n, a.Id)
+				}
+			}
+			hashes[ap.f.Hash()]++
+		}
+		if len(hashes) > 1 {
+			t.Fatalf("n=%d: replicas disagree: %d different hashes at the same index", n, len(hashes))
+		}
+	}
+}

@@ -96,34 +96,45 @@ func (t *recordTable) Get(k string) *fsmpb.Allocation {
 }
 
 // Put stores a, replacing the record with the same key if there is one.
+// A replacement takes the record's slot and never moves other records;
+// only a new key may make the shard grow (and rehash).
 func (t *recordTable) Put(a *fsmpb.Allocation) {
 	k := t.key(a)
 	sh, h, tag := t.locate(k)
+	free := -1
+	if sh.slots != nil {
+		mask := uint64(len(sh.slots) - 1)
+		for i := h & mask; ; i = (i + 1) & mask {
+			c := sh.ctrl[i]
+			if c == ctrlEmpty {
+				break
+			}
+			if c == ctrlTomb && free < 0 {
+				free = int(i)
+			}
+			if c == tag && t.key(sh.slots[i]) == k {
+				sh.slots[i] = a
+				return
+			}
+		}
+	}
+	t.n++
+	if free >= 0 {
+		// A tombstone on k's probe path: no growth, used stays.
+		sh.slots[free], sh.ctrl[free] = a, tag
+		return
+	}
 	if (sh.used+1)*4 > len(sh.slots)*3 {
 		// Half full after the rehash: room to grow before the next one.
 		t.rehash(sh, 2*(sh.live()+1))
 	}
 	mask := uint64(len(sh.slots) - 1)
-	free := -1
-	for i := h & mask; ; i = (i + 1) & mask {
-		switch c := sh.ctrl[i]; {
-		case c == ctrlEmpty:
-			if free < 0 {
-				free = int(i)
-				sh.used++
-			}
-			sh.slots[free], sh.ctrl[free] = a, tag
-			t.n++
-			return
-		case c == ctrlTomb:
-			if free < 0 {
-				free = int(i)
-			}
-		case c == tag && t.key(sh.slots[i]) == k:
-			sh.slots[i] = a
-			return
-		}
+	i := h & mask
+	for sh.ctrl[i] != ctrlEmpty {
+		i = (i + 1) & mask
 	}
+	sh.slots[i], sh.ctrl[i] = a, tag
+	sh.used++
 }
 
 // Remove removes the record keyed k, if any.
@@ -154,9 +165,10 @@ func (t *recordTable) Remove(k string) {
 }
 
 // All yields every record once, in no particular order. The loop may
-// Remove the record it was given and Put a record with the same key (it
-// replaces that record in place and is not yielded), but must not add
-// new keys.
+// Remove the record it was given, or Put a record with the key of one
+// that is present (it takes that record's slot and is not yielded), but
+// must not add keys, a key it removed included: an insertion may rehash
+// the shard or fill a slot the loop has yet to reach.
 func (t *recordTable) All() iter.Seq[*fsmpb.Allocation] {
 	return func(yield func(*fsmpb.Allocation) bool) {
 		for s := range t.shards {

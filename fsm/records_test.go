@@ -281,3 +281,41 @@ func TestServerNamesShared(t *testing.T) {
 		t.Fatalf("names %v, want %v", got, want)
 	}
 }
+
+// TestRecordTableReplacingWhileIterating: expire replaces records (end)
+// and removes them while it iterates; across table sizes, with and
+// without tombstones, every record must be yielded exactly once.
+func TestRecordTableReplacingWhileIterating(t *testing.T) {
+	for _, tombstones := range []bool{false, true} {
+		for n := 1; n <= 3000; n += 7 {
+			tab := newRecordTable(false)
+			for i := range n + n/3 {
+				tab.Put(&fsmpb.Allocation{Id: fmt.Sprint("a-", i)})
+			}
+			for i := n; i < n+n/3; i++ {
+				if tombstones {
+					tab.Remove(fmt.Sprint("a-", i))
+				}
+			}
+			want := tab.Len()
+			seen := map[string]int{}
+			i := 0
+			for a := range tab.All() {
+				seen[a.Id]++
+				if i++; i%5 == 0 {
+					tab.Remove(a.Id)
+				} else {
+					tab.Put(&fsmpb.Allocation{Id: a.Id, State: fsmpb.AllocationState_ALLOCATION_STATE_RELEASED})
+				}
+			}
+			if len(seen) != want {
+				t.Fatalf("n=%d tombstones=%v: %d of %d records yielded", n, tombstones, len(seen), want)
+			}
+			for id, c := range seen {
+				if c != 1 {
+					t.Fatalf("n=%d tombstones=%v: %s yielded %d times", n, tombstones, id, c)
+				}
+			}
+		}
+	}
+}

@@ -424,7 +424,7 @@ func (s *state) exportShared() *fsmpb.State {
 // being decoded: the derived indexes of active allocations (scale.go), by
 // server and by room, on a goroutine each as the parts arrive, and the
 // registry with the allocations by id, and the allocations by request id,
-// on two more once all have arrived (sized then, so that they never
+// on two more once all have arrived (sized then, so that they rarely
 // grow). Each goroutine writes its own fields of
 // the state and only reads the records. The state takes the server,
 // allocation and refusal records over: what was decoded for it must not
@@ -446,7 +446,7 @@ func newImporter() *importer {
 		im.done.Go(func() { fn(ch) })
 	}
 	// all collects the parts; the tables are filled once every part has
-	// arrived, sized then (so that they never grow), one per goroutine.
+	// arrived, sized then (so that they rarely grow), one per goroutine.
 	all := func(parts <-chan *fsmpb.State) (all []*fsmpb.State, servers, allocs int) {
 		for part := range parts {
 			all = append(all, part)

@@ -47,8 +47,9 @@ type Entry struct {
 
 // record is the part of a load report the view keeps: the wire message's
 // figures without its protobuf bookkeeping or the server id (the map key),
-// and when it was received as an offset from View.base (a time.Time is
-// three words). About half the memory of keeping the message.
+// and when it was received as a monotonic offset from View.base (a
+// time.Time is three words; see receivedAt). About half the memory of
+// keeping the message.
 type record struct {
 	incarnation, seq                             uint64
 	cpu                                          float64
@@ -59,7 +60,14 @@ type record struct {
 	truncated                                    bool
 }
 
-func (v *View) receivedAt(r *record) time.Time { return v.base.Add(r.received) }
+// receivedAt is when r was received, as now minus its age: the age is
+// monotonic, and the wall reading agrees with now's (base.Add(received)
+// would carry the wall clock of the view's start plus the monotonic time
+// since, off by any step of the wall clock since, which the failure
+// detector compares with the registry's wall-clock stamps).
+func (v *View) receivedAt(r *record, now time.Time) time.Time {
+	return now.Add(r.received - now.Sub(v.base))
+}
 
 // View is the soft load view. All methods are safe for concurrent use and
 // never block on I/O.
@@ -174,7 +182,7 @@ func (v *View) Get(id string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return Entry{Incarnation: r.incarnation, Seq: r.seq, Received: v.receivedAt(r)}, true
+	return Entry{Incarnation: r.incarnation, Seq: r.seq, Received: v.receivedAt(r, v.now())}, true
 }
 
 // Len is the number of servers in the view.
@@ -197,8 +205,9 @@ func (v *View) Prune(cutoff time.Time) int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	n := 0
+	now := v.now()
 	for id, r := range v.m {
-		if v.receivedAt(r).Before(cutoff) {
+		if v.receivedAt(r, now).Before(cutoff) {
 			delete(v.m, id)
 			v.noteLocked(id)
 			n++
@@ -218,11 +227,12 @@ func (v *View) Load(id string) (placement.Load, bool) {
 		return placement.Load{}, false
 	}
 	// A record is never changed once stored (Offer replaces it).
-	received := v.receivedAt(r)
+	now := v.now()
+	received := v.receivedAt(r, now)
 	l := placement.Load{
 		CPU: r.cpu, IngressBps: r.ingressBps, EgressBps: r.egressBps,
 		Peers: r.peers, Tracks: r.tracks, Rooms: r.rooms,
-		AgeMs: v.now().Sub(received).Milliseconds(),
+		AgeMs: now.Sub(received).Milliseconds(),
 	}
 	l.Unmaterialized = v.unmaterialized(id, r, received)
 	return l, true
@@ -275,8 +285,9 @@ func (v *View) JSON(id string) (*api.ServerLoad, *int64) {
 	if !ok {
 		return nil, nil
 	}
-	received := v.receivedAt(r)
-	age := v.now().Sub(received).Milliseconds()
+	now := v.now()
+	received := v.receivedAt(r, now)
+	age := now.Sub(received).Milliseconds()
 	return &api.ServerLoad{
 		Incarnation: r.incarnation, Seq: r.seq, CPU: r.cpu,
 		IngressBps: r.ingressBps, EgressBps: r.egressBps, Peers: r.peers, Tracks: r.tracks,

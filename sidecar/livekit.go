@@ -236,10 +236,11 @@ func (l *LiveKit) CheckMetrics(ctx context.Context) error {
 // as 0); only those lines are parsed, in at most maxJanusAnswer bytes. It
 // returns the bits per second since the last good reading (0 on the
 // first, after a counter reset, or for a figure above maxBytesPerSecond)
-// and the subscribed tracks (0 above maxSubscribedTracks). A reading
-// without the byte counters, or with a value that is not a finite
-// non-negative number, is an error and is not kept (the next rate spans
-// both intervals).
+// and the subscribed tracks (a gauge value that is not a finite
+// non-negative number, or above maxSubscribedTracks, is left out). A
+// reading without the byte counters, or with a byte counter that is not
+// a finite non-negative number, is an error and is not kept (the next
+// rate spans both intervals).
 func (l *LiveKit) metrics(ctx context.Context, now time.Time) (in, out, subscribed int64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.cfg.MetricsURL, nil)
 	if err != nil {
@@ -275,14 +276,16 @@ func (l *LiveKit) metrics(ctx context.Context, now time.Time) (in, out, subscrib
 		// A sample may end with a timestamp.
 		value, _, _ = strings.Cut(strings.TrimSpace(value), " ")
 		v, perr := strconv.ParseFloat(value, 64)
-		if perr != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-			return 0, 0, 0, fmt.Errorf("%w: livekit metrics: bad value in %q", ErrBadAnswer, truncate([]byte(line)))
-		}
+		bad := perr != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0
 		switch {
 		case name == "livekit_track_subscribed_total{":
-			if v <= maxSubscribedTracks {
+			// A gauge LiveKit adds to and takes from: a bad value of it
+			// is left out, the byte counters still count.
+			if !bad && v <= maxSubscribedTracks {
 				subscribed += int64(v)
 			}
+		case bad:
+			return 0, 0, 0, fmt.Errorf("%w: livekit metrics: bad value in %q", ErrBadAnswer, truncate([]byte(line)))
 		case strings.Contains(labels, `direction="incoming"`):
 			cur.in += v
 			found = true
