@@ -425,8 +425,10 @@ func (s *state) exportShared() *fsmpb.State {
 // server and by room, on a goroutine each as the parts arrive, and the
 // registry with the allocations by id, and the allocations by request id,
 // on two more once all have arrived (sized then, so that they rarely
-// grow). Each goroutine writes its own fields of
-// the state and only reads the records. The state takes the server,
+// grow). Each goroutine writes its own fields of the state and reads
+// the records, writing only fields no other goroutine reads (the room
+// index's sets each allocation's room name to the shared copy, the
+// registry's each server's region and zone). The state takes the server,
 // allocation and refusal records over: what was decoded for it must not
 // be used after.
 type importer struct {
