@@ -2,10 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,13 +100,13 @@ func BenchmarkFollowerCatchUpAtScale(b *testing.B) {
 			for range b.N {
 				f := c.Followers()[0]
 				c.Stop(f)
-				before := lastSnapshotIndex(b, leader.Cfg.DataDir)
+				before := testcluster.LastSnapshotIndex(b, leader.Cfg.DataDir)
 				allocate(tc.writes)
 				if tc.name == "snapshot" {
 					// Wait for the leader to snapshot past what the
 					// follower holds (its log then starts after it).
 					testcluster.Eventually(b, 5*time.Minute, func() error {
-						if i := lastSnapshotIndex(b, leader.Cfg.DataDir); i <= before {
+						if i := testcluster.LastSnapshotIndex(b, leader.Cfg.DataDir); i <= before {
 							return fmt.Errorf("leader's last snapshot at %d, not after %d yet", i, before)
 						}
 						return nil
@@ -150,23 +146,3 @@ func scaleFSM(servers, allocs int) *fsm.FSM {
 	return f
 }
 
-// lastSnapshotIndex is the highest log index of the snapshots raft's file
-// store keeps in dataDir (directories named term-index-time), 0 if none.
-func lastSnapshotIndex(b *testing.B, dataDir string) uint64 {
-	b.Helper()
-	ents, err := os.ReadDir(filepath.Join(dataDir, "snapshots"))
-	if err != nil && !os.IsNotExist(err) {
-		b.Fatal(err)
-	}
-	var last uint64
-	for _, e := range ents {
-		parts := strings.Split(e.Name(), "-")
-		if len(parts) != 3 || strings.HasSuffix(e.Name(), ".tmp") {
-			continue
-		}
-		if i, err := strconv.ParseUint(parts[1], 10, 64); err == nil && i > last {
-			last = i
-		}
-	}
-	return last
-}

@@ -5,10 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -63,7 +59,7 @@ func TestFollowerAheadRefusesAnOlderSnapshot(t *testing.T) {
 	c.WaitConverged(30 * time.Second)
 	follower := c.Followers()[0]
 	testcluster.Eventually(t, 30*time.Second, func() error {
-		if last := lastSnapshot(t, follower.Cfg.DataDir); last < oldIndex+8+1 {
+		if last := testcluster.LastSnapshotIndex(t, follower.Cfg.DataDir); last < oldIndex+8+1 {
 			return fmt.Errorf("%s's latest snapshot (index %d) does not compact past index %d yet", follower.ID, last, oldIndex)
 		}
 		return nil
@@ -100,25 +96,4 @@ func TestFollowerAheadRefusesAnOlderSnapshot(t *testing.T) {
 	if n := follower.Agent.Node.Status().AppliedIndex; n <= oldIndex {
 		t.Fatalf("%s went back to index %d", follower.ID, n)
 	}
-}
-
-// lastSnapshot is the highest index of the snapshots raft's file store
-// keeps in dataDir (directories named term-index-time), 0 if none.
-func lastSnapshot(t *testing.T, dataDir string) uint64 {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(dataDir, "snapshots"))
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var last uint64
-	for _, e := range ents {
-		parts := strings.Split(e.Name(), "-")
-		if len(parts) != 3 || strings.HasSuffix(e.Name(), ".tmp") {
-			continue
-		}
-		if i, err := strconv.ParseUint(parts[1], 10, 64); err == nil && i > last {
-			last = i
-		}
-	}
-	return last
 }

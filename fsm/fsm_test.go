@@ -61,7 +61,15 @@ func (a *applier) apply(cmds ...*fsmpb.Command) []*fsmpb.Result {
 // into (from itself, or a fresh FSM), as raft does for a follower.
 func snapshotInto(t testing.TB, from, into *fsm.FSM) {
 	t.Helper()
-	snap, err := from.Snapshot()
+	if err := into.Restore(io.NopCloser(bytes.NewReader(persisted(t, from)))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// persisted is a snapshot of f as raft would store it.
+func persisted(t testing.TB, f *fsm.FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,9 +77,7 @@ func snapshotInto(t testing.TB, from, into *fsm.FSM) {
 	if err := snap.Persist(sink); err != nil {
 		t.Fatal(err)
 	}
-	if err := into.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	return sink.Bytes()
 }
 
 func (a *applier) one(c *fsmpb.Command) (*fsmpb.Result, error) {
@@ -336,15 +342,7 @@ func TestSnapshotRestoreReproducesHash(t *testing.T) {
 		restored.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: data})
 	}
 	ahead := restored.Hash()
-	snap, err := old.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	if err := restored.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); !errors.Is(err, fsm.ErrInvalid) {
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(persisted(t, old)))); !errors.Is(err, fsm.ErrInvalid) {
 		t.Fatalf("restore of an older snapshot: %v", err)
 	}
 	if restored.Hash() != ahead || restored.AppliedIndex() != a.index {

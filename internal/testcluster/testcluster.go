@@ -19,6 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -431,4 +433,25 @@ func Eventually(t testing.TB, timeout time.Duration, fn func() error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("condition not met within %v: %v", timeout, err)
+}
+
+// LastSnapshotIndex is the highest log index of the snapshots raft's file
+// store keeps in dataDir (directories named term-index-time), 0 if none.
+func LastSnapshotIndex(t testing.TB, dataDir string) uint64 {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dataDir, "snapshots"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var last uint64
+	for _, e := range ents {
+		parts := strings.Split(e.Name(), "-")
+		if len(parts) != 3 || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		if i, err := strconv.ParseUint(parts[1], 10, 64); err == nil && i > last {
+			last = i
+		}
+	}
+	return last
 }
