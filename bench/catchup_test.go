@@ -145,4 +145,3 @@ func scaleFSM(servers, allocs int) *fsm.FSM {
 	}
 	return f
 }
-
