@@ -212,7 +212,7 @@ func BenchmarkReportToLeaderView(b *testing.B) {
 				}
 				arrived := false
 				for !arrived && time.Since(t0) < time.Second {
-					if e, ok := leader.Agent.Loads.Get(id); ok && e.Report != prev.Report {
+					if e, ok := leader.Agent.Loads.Get(id); ok && (e.Seq != prev.Seq || e.Incarnation != prev.Incarnation) {
 						arrived = true
 						break
 					}

@@ -141,7 +141,7 @@ func TestClientFailover(t *testing.T) {
 	})
 	leader = leaderNode(t, c)
 	e, _ := leader.Agent.Loads.Get("m1")
-	waitView(t, leader, "m1", e.Report.GetSeq()+5)
+	waitView(t, leader, "m1", e.Seq+5)
 	if cl.Failovers() == 0 {
 		t.Fatal("no failover counted")
 	}
@@ -185,9 +185,9 @@ func TestLoadReachesNextAgentBeforeReregistration(t *testing.T) {
 	c.Kill(leader)
 	c.Kill(home)
 	waitView(t, next, "m1", 2)
-	e, _ := next.Agent.Loads.Get("m1")
-	if e.Report.GetCpu() != 0.25 || e.Report.GetPeers() != 7 {
-		t.Fatalf("%s's load of m1: %v, want the one reported before the failover", next.ID, e.Report)
+	l, _ := next.Agent.Loads.Load("m1")
+	if l.CPU != 0.25 || l.Peers != 7 {
+		t.Fatalf("%s's load of m1: %+v, want the one reported before the failover", next.ID, l)
 	}
 	if n := testutil.ToFloat64(next.Agent.QUIC.Metrics().Requests.WithLabelValues("register", "ok")); n != 0 {
 		t.Fatalf("%s answered %v re-registrations without a quorum", next.ID, n)
@@ -241,7 +241,7 @@ func TestLeaderChangeNoFalseDown(t *testing.T) {
 		e, ok := leader.Agent.Loads.Get(id)
 		var seq uint64
 		if ok {
-			seq = e.Report.GetSeq()
+			seq = e.Seq
 		}
 		waitView(t, leader, id, seq+1)
 	}

@@ -105,8 +105,8 @@ func waitView(t testing.TB, nd *testcluster.Node, id string, minSeq uint64) {
 		if !ok {
 			return fmt.Errorf("%s has no report of %s", nd.ID, id)
 		}
-		if e.Report.GetSeq() < minSeq {
-			return fmt.Errorf("%s has seq %d of %s, want ≥ %d", nd.ID, e.Report.GetSeq(), id, minSeq)
+		if e.Seq < minSeq {
+			return fmt.Errorf("%s has seq %d of %s, want ≥ %d", nd.ID, e.Seq, id, minSeq)
 		}
 		return nil
 	})

@@ -49,7 +49,7 @@ func TestReportsReachEveryAgent(t *testing.T) {
 	for _, nd := range fs {
 		for _, id := range []string{"m1", "m2"} {
 			e, _ := nd.Agent.Loads.Get(id)
-			waitView(t, nd, id, e.Report.GetSeq()+3)
+			waitView(t, nd, id, e.Seq+3)
 		}
 	}
 	if l, ok := fs[1].Agent.Loads.Load("m1"); !ok || l.CPU != 0.5 {
