@@ -53,24 +53,31 @@ const maxHedgedAnswer = 1 << 20
 
 // hedgedAnswer is what one attempt of a hedged request got.
 type hedgedAnswer struct {
-	addr   int // index into addrs
-	err    error
-	header http.Header
-	body   []byte
+	attempt int // 0-based
+	addr    int // index into addrs
+	err     error
+	header  http.Header
+	body    []byte
 }
 
 // doHedged is doAfter for a hedged request. It keeps doAfter's rules:
 // retryable failures are retried on the next address with backoff, and a
 // momentary refusal settles the request only when no other copy of it may
-// still be acted on; a refusal that arrives while the other copy is in
-// flight waits for that copy (which may still be granted).
+// still be acted on. While a copy is in flight, no other answer but a
+// grant or a committed refusal (every copy gets that one) ends the call:
+// a refusal, even a final one such as rate_limited from one agent, waits
+// for the other copy, which may still be granted; a copy that failed in a
+// way worth retrying is replaced on the next agent (two copies at most);
+// and a caller's context that ends lets the copies end with it before the
+// call answers, so that it answers as doAfter would (an outcome unknown,
+// never a refusal that a live copy could still contradict).
 func (c *Client) doHedged(ctx context.Context, method, path string, body []byte, out any, unanswered bool) error {
 	n := len(c.addrs)
 	first := int(c.next.Load())
 	// Every attempt sends one answer; at most two are in flight when the
 	// call returns, and the buffer takes theirs.
 	answers := make(chan hedgedAnswer, 2)
-	var cancels []context.CancelFunc
+	cancels := map[int]context.CancelFunc{} // of the attempts in flight
 	defer func() {
 		for _, cancel := range cancels {
 			cancel()
@@ -80,25 +87,26 @@ func (c *Client) doHedged(ctx context.Context, method, path string, body []byte,
 	hedge := time.NewTimer(time.Hour)
 	defer hedge.Stop()
 	launch := func() {
-		i := (first + attempt) % n
+		k, i := attempt, (first+attempt)%n
 		actx, cancel := context.WithTimeout(ctx, c.attemptTimeout(attempt))
-		cancels = append(cancels, cancel)
+		cancels[k] = cancel
 		c.Attempts.Add(1)
 		attempt++
 		inflight++
+		hedge.Reset(c.hedgeDelay(k))
 		go func() {
 			h, b, err := c.onceRaw(actx, c.addrs[i], method, path, body)
-			answers <- hedgedAnswer{addr: i, err: err, header: h, body: b}
+			answers <- hedgedAnswer{attempt: k, addr: i, err: err, header: h, body: b}
 		}()
 	}
 	launch()
-	hedge.Reset(c.hedgeDelay(0))
 	var (
 		last     error
-		held     *APIError // a momentary refusal waiting for the copy still in flight
+		held     error // a refusal waiting for the copy still in flight
 		retry    <-chan time.Time
 		backoff  = 10 * time.Millisecond
 		answered = time.Now() // when an agent last answered HTTP
+		done     = ctx.Done() // nil once the context ended: draining
 	)
 	gaveUp := func(err error) error {
 		if last == nil {
@@ -106,20 +114,44 @@ func (c *Client) doHedged(ctx context.Context, method, path string, body []byte,
 		}
 		return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, n, attempt, err)
 	}
+	// settle answers a refusal once no copy is in flight.
+	settle := func(err error) error {
+		var ae *APIError
+		if unanswered && errors.As(err, &ae) && errcode.Unsettling(ae.Body.Code, ae.Body.Committed) {
+			return unsettled(ae)
+		}
+		return err
+	}
+	scheduleRetry := func() {
+		if retry == nil {
+			retry = time.After(backoff/2 + rand.N(backoff/2+1))
+			if backoff < 100*time.Millisecond {
+				backoff *= 2
+			}
+		}
+	}
 	for {
 		select {
-		case <-ctx.Done():
-			return gaveUp(ctx.Err())
+		case <-done:
+			if inflight == 0 {
+				return gaveUp(ctx.Err())
+			}
+			// The copies' contexts end with ctx: wait for their answers.
+			done, retry = nil, nil
+			hedge.Stop()
 		case <-hedge.C:
-			if inflight == 1 && held == nil {
+			if inflight == 1 && held == nil && done != nil {
 				launch()
 			}
 		case <-retry:
 			retry = nil
-			launch()
-			hedge.Reset(c.hedgeDelay(attempt - 1))
+			if inflight < 2 && held == nil && done != nil {
+				launch()
+			}
 		case a := <-answers:
 			inflight--
+			cancels[a.attempt]()
+			delete(cancels, a.attempt)
 			if a.err == nil {
 				c.next.Store(int64(a.addr))
 				return decodeAnswer(a, out)
@@ -128,38 +160,34 @@ func (c *Client) doHedged(ctx context.Context, method, path string, body []byte,
 			var ae *APIError
 			isAPI := errors.As(a.err, &ae)
 			if !IsRetryable(a.err) {
-				if isAPI && errcode.Unsettling(ae.Body.Code, ae.Body.Committed) {
-					if inflight > 0 {
-						held = ae // the other copy may still be granted
-						continue
-					}
-					if unanswered {
-						return unsettled(ae)
-					}
+				if inflight == 0 || (isAPI && ae.Body.Committed) {
+					return settle(a.err)
 				}
-				return a.err
+				held = a.err // the other copy may still be granted
+				continue
 			}
 			unanswered = unanswered || mayHaveArrived(a.err)
 			if isAPI || errors.Is(a.err, context.DeadlineExceeded) {
 				answered = time.Now() // see doAfter
 			}
+			if ctx.Err() != nil {
+				done, retry = nil, nil // draining: no more copies
+			}
 			switch {
-			case inflight > 0:
+			case inflight > 0 && (held != nil || done == nil):
 				continue // the other copy may still answer
-			case held != nil:
-				if unanswered {
-					return unsettled(held)
-				}
-				return held
-			case c.NoAnswerTimeout > 0 && time.Since(answered) >= c.NoAnswerTimeout:
-				return fmt.Errorf("no agent answered HTTP at %s for %v: %w", strings.Join(c.addrs, ","), c.NoAnswerTimeout.Round(time.Millisecond), last)
-			case ctx.Err() != nil:
+			case done == nil:
+				// The context ended and every copy has answered: as
+				// doAfter, whatever a copy was refused.
 				return gaveUp(ctx.Err())
+			case held != nil:
+				return settle(held)
+			case c.NoAnswerTimeout > 0 && inflight == 0 && time.Since(answered) >= c.NoAnswerTimeout:
+				return fmt.Errorf("no agent answered HTTP at %s for %v: %w", strings.Join(c.addrs, ","), c.NoAnswerTimeout.Round(time.Millisecond), last)
 			}
-			retry = time.After(backoff/2 + rand.N(backoff/2+1))
-			if backoff < 100*time.Millisecond {
-				backoff *= 2
-			}
+			// The next agent, beside the copy still in flight if there is
+			// one.
+			scheduleRetry()
 		}
 	}
 }

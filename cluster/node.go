@@ -52,12 +52,15 @@ type StreamLayer = raft.StreamLayer
 // Node is one allocator. Create it with Open; all methods are safe for
 // concurrent use.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	fsm   *fsm.FSM
-	raft  *raft.Raft
-	store *raftboltdb.BoltStore
-	trans *raft.NetworkTransport
+	// restoring holds a token while a user restore runs (Restore: one at
+	// a time, since the state machine takes any snapshot meanwhile).
+	restoring chan struct{}
+	cfg       Config
+	log       *slog.Logger
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	store     *raftboltdb.BoltStore
+	trans     *raft.NetworkTransport
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -131,7 +134,8 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), fsm: fsm.New(), m: newMetrics(), leaderCh: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), fsm: fsm.New(), m: newMetrics(), leaderCh: make(chan struct{}),
+		restoring: make(chan struct{}, 1)}
 	n.clock = newLogClock(cfg.WallClock, cfg.ClockTolerance, n.log, n.m)
 	n.fsm.SetOnApply(func(_ uint64, stamp int64) { n.clock.observe(stamp) })
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -530,8 +534,11 @@ func (n *Node) Snapshot(ctx context.Context) (*fsmpb.State, error) {
 }
 
 // restoreGap is how far past the log's end a user restore is installed
-// (see Restore): the indexes in between are never used.
-const restoreGap = 1 << 16
+// (see Restore): the indexes in between are never used. It leaves room
+// for any number of entries appended while the restore waits in raft's
+// queue (65,536 did not: followers would refuse the restore for good),
+// and for 4 billion restores before the index overflows.
+const restoreGap = 1 << 32
 
 // Restore replaces the whole cluster's state with st (a saved snapshot),
 // through raft's user restore so every replica installs it. A snapshot of
@@ -558,18 +565,25 @@ func (n *Node) Restore(ctx context.Context, st *fsmpb.State, adopt bool) error {
 	// stamped, and raft told to install it, restoreGap past both, so that
 	// the followers take it even when entries are appended while it waits
 	// in raft's queue. This node's state machine takes it whatever its
-	// index (raft panics if the leader's refuses a user restore).
+	// index (raft panics if the leader's refuses a user restore), so
+	// restores run one at a time.
+	select {
+	case n.restoring <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("another snapshot restore is under way: %w", ctx.Err())
+	}
 	mark := max(n.raft.LastIndex(), n.fsm.AppliedIndex()) + restoreGap
 	st.AppliedIndex = mark + 1
 	var buf bytes.Buffer
 	if err := fsm.WriteState(&buf, st); err != nil {
+		<-n.restoring
 		return err
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(buf.Len()), Index: mark}
 	done := make(chan error, 1)
 	allow := n.fsm.AcceptRestore()
 	go func() {
-		defer allow()
+		defer func() { allow(); <-n.restoring }()
 		done <- n.raft.Restore(meta, &buf, n.cfg.ApplyTimeout)
 	}()
 	select {
