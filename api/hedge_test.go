@@ -64,7 +64,7 @@ func TestHedgedCopiesSettleTogether(t *testing.T) {
 	}{
 		{"momentary refusal, then the caller gives up", hangs, refuses("insufficient_capacity", http.StatusConflict, false), 800 * time.Millisecond, 500 * time.Millisecond, false},
 		{"no leader, then the caller gives up", hangs, refuses("no_leader", http.StatusServiceUnavailable, true), 800 * time.Millisecond, 500 * time.Millisecond, false},
-		{"the first copy is granted after the other's rate limit", grantsAfter(2*time.Second), refuses("rate_limited", http.StatusTooManyRequests, false), 4 * time.Second, 20 * time.Second, true},
+		{"the first copy is granted after the other's rate limit", grantsAfter(2 * time.Second), refuses("rate_limited", http.StatusTooManyRequests, false), 4 * time.Second, 20 * time.Second, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := api.NewClient(agentThat(t, tc.first), agentThat(t, tc.hedge))
