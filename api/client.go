@@ -217,11 +217,11 @@ func (c *Client) doAfter(ctx context.Context, method, path string, body []byte, 
 	if c.Retry && c.hedged(method, path, body, out) {
 		return c.doHedged(ctx, method, path, body, out, unanswered) // hedge.go
 	}
-	// Elections take a few hundred ms: retry quickly (10 ms doubling to a
-	// 100 ms cap, with jitter so clients do not march in step).
-	backoff := 10 * time.Millisecond
-	var last error
-	answered := time.Now() // when an agent last answered HTTP
+	var (
+		last     error
+		backoff  retryBackoff
+		answered = time.Now() // when an agent last answered HTTP
+	)
 	first := int(c.next.Load())
 	for attempt := 0; ; attempt++ {
 		i := (first + attempt) % len(c.addrs)
@@ -241,34 +241,74 @@ func (c *Client) doAfter(ctx context.Context, method, path string, body []byte, 
 			return nil
 		}
 		if !IsRetryable(last) {
-			var ae *APIError
-			if unanswered && errors.As(last, &ae) && errcode.Unsettling(ae.Body.Code, ae.Body.Committed) {
-				return unsettled(ae)
-			}
-			return last
+			return settleRefusal(last, unanswered)
 		}
 		unanswered = unanswered || mayHaveArrived(last)
-		var ae *APIError
-		if errors.As(last, &ae) || errors.Is(last, context.DeadlineExceeded) {
-			// An answer, or an attempt that ran out of time on a
-			// connection made (a slow or frozen agent, not a wrong
-			// address): the clock starts over.
+		if wasAnswered(last) {
 			answered = time.Now()
 		} else if c.NoAnswerTimeout > 0 && time.Since(answered) >= c.NoAnswerTimeout {
-			return fmt.Errorf("no agent answered HTTP at %s for %v: %w", strings.Join(c.addrs, ","), c.NoAnswerTimeout.Round(time.Millisecond), last)
+			return c.noAnswer(last)
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, len(c.addrs), attempt+1, ctx.Err())
+			return gaveUp(last, len(c.addrs), attempt+1, ctx.Err())
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, len(c.addrs), attempt+1, ctx.Err())
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
-		}
-		if backoff < 100*time.Millisecond {
-			backoff *= 2
+			return gaveUp(last, len(c.addrs), attempt+1, ctx.Err())
+		case <-time.After(backoff.next()):
 		}
 	}
+}
+
+// retryBackoff is the wait before retrying a retryable failure:
+// elections take a few hundred ms, so 10 ms doubling to a 100 ms cap,
+// with jitter so that clients do not march in step. The zero value is
+// ready.
+type retryBackoff struct{ d time.Duration }
+
+func (b *retryBackoff) next() time.Duration {
+	if b.d == 0 {
+		b.d = 10 * time.Millisecond
+	}
+	w := b.d/2 + rand.N(b.d/2+1)
+	if b.d < 100*time.Millisecond {
+		b.d *= 2
+	}
+	return w
+}
+
+// settleRefusal is the answer for a final refusal err: a momentary
+// refusal (errcode.Unsettling) of a request of which a copy went
+// unanswered (it may still be acted on) does not settle it and becomes
+// errcode.Unsettled (unknown_outcome, retryable).
+func settleRefusal(err error, unanswered bool) error {
+	var ae *APIError
+	if unanswered && errors.As(err, &ae) && errcode.Unsettling(ae.Body.Code, ae.Body.Committed) {
+		return unsettled(ae)
+	}
+	return err
+}
+
+// wasAnswered reports whether a retryable failure came from an agent's
+// answer, or an attempt that ran out of time on a connection made (a
+// slow or frozen agent, not a wrong address): the no-answer clock
+// starts over.
+func wasAnswered(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// noAnswer is the error once no agent answered for NoAnswerTimeout.
+func (c *Client) noAnswer(last error) error {
+	return fmt.Errorf("no agent answered HTTP at %s for %v: %w", strings.Join(c.addrs, ","), c.NoAnswerTimeout.Round(time.Millisecond), last)
+}
+
+// gaveUp is the error when the caller's context ends the retries.
+func gaveUp(last error, agents, attempts int, cause error) error {
+	if last == nil {
+		last = cause
+	}
+	return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, agents, attempts, cause)
 }
 
 // newRequest builds one attempt's request, with the client's token.

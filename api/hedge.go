@@ -7,12 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/switchyard/switchyard/errcode"
 )
 
 // Hedged allocations.
@@ -104,37 +101,15 @@ func (c *Client) doHedged(ctx context.Context, method, path string, body []byte,
 		last     error
 		held     error // a refusal waiting for the copy still in flight
 		retry    <-chan time.Time
-		backoff  = 10 * time.Millisecond
+		backoff  retryBackoff
 		answered = time.Now() // when an agent last answered HTTP
 		done     = ctx.Done() // nil once the context ended: draining
 	)
-	gaveUp := func(err error) error {
-		if last == nil {
-			last = err
-		}
-		return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, n, attempt, err)
-	}
-	// settle answers a refusal once no copy is in flight.
-	settle := func(err error) error {
-		var ae *APIError
-		if unanswered && errors.As(err, &ae) && errcode.Unsettling(ae.Body.Code, ae.Body.Committed) {
-			return unsettled(ae)
-		}
-		return err
-	}
-	scheduleRetry := func() {
-		if retry == nil {
-			retry = time.After(backoff/2 + rand.N(backoff/2+1))
-			if backoff < 100*time.Millisecond {
-				backoff *= 2
-			}
-		}
-	}
 	for {
 		select {
 		case <-done:
 			if inflight == 0 {
-				return gaveUp(ctx.Err())
+				return gaveUp(last, n, attempt, ctx.Err())
 			}
 			// The copies' contexts end with ctx: wait for their answers.
 			done, retry = nil, nil
@@ -161,14 +136,14 @@ func (c *Client) doHedged(ctx context.Context, method, path string, body []byte,
 			isAPI := errors.As(a.err, &ae)
 			if !IsRetryable(a.err) {
 				if inflight == 0 || (isAPI && ae.Body.Committed) {
-					return settle(a.err)
+					return settleRefusal(a.err, unanswered)
 				}
 				held = a.err // the other copy may still be granted
 				continue
 			}
 			unanswered = unanswered || mayHaveArrived(a.err)
-			if isAPI || errors.Is(a.err, context.DeadlineExceeded) {
-				answered = time.Now() // see doAfter
+			if wasAnswered(a.err) {
+				answered = time.Now()
 			}
 			if ctx.Err() != nil {
 				done, retry = nil, nil // draining: no more copies
@@ -179,15 +154,17 @@ func (c *Client) doHedged(ctx context.Context, method, path string, body []byte,
 			case done == nil:
 				// The context ended and every copy has answered: as
 				// doAfter, whatever a copy was refused.
-				return gaveUp(ctx.Err())
+				return gaveUp(last, n, attempt, ctx.Err())
 			case held != nil:
-				return settle(held)
+				return settleRefusal(held, unanswered)
 			case c.NoAnswerTimeout > 0 && inflight == 0 && time.Since(answered) >= c.NoAnswerTimeout:
-				return fmt.Errorf("no agent answered HTTP at %s for %v: %w", strings.Join(c.addrs, ","), c.NoAnswerTimeout.Round(time.Millisecond), last)
+				return c.noAnswer(last)
 			}
 			// The next agent, beside the copy still in flight if there is
 			// one.
-			scheduleRetry()
+			if retry == nil {
+				retry = time.After(backoff.next())
+			}
 		}
 	}
 }
