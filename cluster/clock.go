@@ -53,6 +53,7 @@ type logClock struct {
 	prev    offsetMin // in the last completed one
 	older   offsetMin // and in the one before
 	skewed  bool      // last reported offset was beyond the tolerance
+	skewMs  int64     // and that offset, while skewed
 	guarded bool      // the leader's last stamp was the estimate, not its wall clock
 }
 
@@ -108,14 +109,20 @@ func (c *logClock) observe(stampMs int64) {
 	report := false
 	if c.winAt.IsZero() || mono.Sub(c.winAt) >= c.window {
 		c.older, c.prev, c.cur, c.winAt = c.prev, c.cur, offsetMin{}, mono
-		skewed := c.skewed
+		skewed, steady := c.skewed, false
 		switch {
 		case c.prev.ok && abs(c.prev.ms) <= tol:
 			skewed = false
 		case c.prev.ok && c.older.ok && abs(c.prev.ms) > tol && abs(c.prev.ms-c.older.ms) <= tol:
-			skewed = true
+			skewed, steady = true, true
 		}
-		report, c.skewed = skewed != c.skewed, skewed
+		// A skewed clock that settles at another offset (stepped again) is
+		// reported again, with the new offset.
+		moved := skewed && c.skewed && steady && abs(c.prev.ms-c.skewMs) > tol
+		report, c.skewed = skewed != c.skewed || moved, skewed
+		if report && skewed {
+			c.skewMs = c.prev.ms
+		}
 	}
 	c.cur.add(off)
 	est, _ := c.offsetLocked()

@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -179,5 +181,38 @@ func TestLogClockSkewReport(t *testing.T) {
 		if got != st.skewed {
 			t.Fatalf("%s: skewed = %v, want %v", st.name, got, st.skewed)
 		}
+	}
+}
+
+// TestLogClockSkewReportedAgainWhenItMoves: a clock already reported as
+// skewed that is stepped again (here from 1 h ahead to 1 h behind, with
+// no agreeing window between) is reported again, with its new offset.
+func TestLogClockSkewReportedAgainWhenItMoves(t *testing.T) {
+	ft := &fakeTime{t: time.Unix(1_700_000_000, 0)}
+	var logs bytes.Buffer
+	c := newLogClock(ft.now, time.Second, slog.New(slog.NewTextHandler(&logs, nil)), newMetrics())
+	c.mono = ft.now
+	feed := func(windows int, lag time.Duration) {
+		for range windows * 10 {
+			ft.t = ft.t.Add(100 * time.Millisecond)
+			c.observe(ft.t.Add(-lag).UnixMilli())
+		}
+	}
+	reports := func() int { return strings.Count(logs.String(), "clock skew: ") }
+	feed(3, 5*time.Millisecond)
+	feed(3, time.Hour)
+	if n := reports(); n != 1 {
+		t.Fatalf("%d skew reports after a step of 1 h, want 1", n)
+	}
+	feed(3, time.Hour)
+	if n := reports(); n != 1 {
+		t.Fatalf("%d skew reports while the offset stays, want 1", n)
+	}
+	feed(3, -time.Hour)
+	if n := reports(); n != 2 {
+		t.Fatalf("%d skew reports after a second step, want 2:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "offset_ms=-3600") {
+		t.Fatalf("the second report does not give the new offset:\n%s", logs.String())
 	}
 }
