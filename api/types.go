@@ -98,6 +98,17 @@ type PeerInfo struct {
 	// to date one start the election (failover.go).
 	LastIndex   uint64 `json:"last_index,omitempty"`
 	LastLogTerm uint64 `json:"last_log_term,omitempty"`
+	// State is this node's raft state (Follower, Candidate, Leader) and
+	// Term its current term.
+	State string `json:"state,omitempty"`
+	Term  uint64 `json:"term,omitempty"`
+	// LeaderSilentMs is how long ago this node last heard from a leader,
+	// in milliseconds; absent on a leader and on a node that never heard
+	// from one. Survivors of a silent leader compare it (failover.go).
+	LeaderSilentMs int64 `json:"leader_silent_ms,omitempty"`
+	// EarlyElectionTerm is the term of the leader this node last started
+	// an early election against (a dead or silent leader), if any.
+	EarlyElectionTerm uint64 `json:"early_election_term,omitempty"`
 }
 
 // MemberStatus is one voter as seen by this node.

@@ -88,6 +88,15 @@ func (n *Node) bootstrapLoop() {
 	}
 }
 
+// selfMember is this node's entry in the member table as it should be.
+func (n *Node) selfMember() *fsmpb.Member {
+	self := &fsmpb.Member{Id: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, QuicAddr: n.cfg.QUICAddr, Features: n.cfg.Features}
+	if self.Features == nil {
+		self.Features = Features()
+	}
+	return self
+}
+
 // announceLoop makes sure this node's addresses are in the member table and
 // that it is a voter: the leader records itself; a follower, or a fresh node
 // that found an existing cluster, asks through any known agent (requests
@@ -117,10 +126,7 @@ func (n *Node) announceLoop(joining bool) {
 	}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	self := &fsmpb.Member{Id: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, QuicAddr: n.cfg.QUICAddr, Features: n.cfg.Features}
-	if self.Features == nil {
-		self.Features = Features()
-	}
+	self := n.selfMember()
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -155,6 +161,9 @@ func (n *Node) announceLoop(joining bool) {
 			}
 		}
 		for _, addr := range targets {
+			if n.IsLeader() {
+				break // elected meanwhile: establish records the entry itself
+			}
 			ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 			err := n.cfg.Peers.Join(ctx, addr, self)
 			if errors.Is(err, fsm.ErrInvalid) {

@@ -71,6 +71,7 @@ func (n *Node) deadLeaderLoop() {
 		term       uint64    // the current term, and since when
 		termAt     time.Time //
 		probedAt   time.Time // last probe of the silent leader's port
+		askAt      time.Time // when to ask the other voters about the silence next
 		acted      bool      // left the election to another or kicked this silence
 		ledTerm    uint64    // the term this node led in, while it leads
 	)
@@ -101,6 +102,7 @@ func (n *Node) deadLeaderLoop() {
 		stale := time.Since(n.raft.LastContact())
 		if stale < base {
 			acted = false // a leader (old or new) is talking to us
+			askAt = time.Time{}
 			continue
 		}
 		if acted || lastAddr == "" || lastID == raft.ServerID(n.cfg.ID) {
@@ -108,6 +110,27 @@ func (n *Node) deadLeaderLoop() {
 		}
 		if term != leaderTerm && time.Since(termAt) < fastFailoverGrace {
 			continue
+		}
+		if stale >= n.cfg.HeartbeatTimeout && !time.Now().Before(askAt) {
+			v := n.judgeSilence(lastID, leaderTerm, stale)
+			askAt = time.Now().Add(v.recheck)
+			if v.majority {
+				acted = true
+				if v.best != n.cfg.ID {
+					n.log.Info("leader silent to a majority of voters for a heartbeat timeout; leaving the election to the survivor with the newest log",
+						"leader", lastID, "successor", v.best, "why", v.why)
+					continue
+				}
+				n.earlyFrom.Store(leaderTerm)
+				if err := n.kickElection(); err != nil {
+					n.log.Warn("silent leader: could not start an election", "err", err)
+					continue
+				}
+				n.m.silentFailovers.Inc()
+				n.log.Info("leader silent to a majority of voters for a heartbeat timeout; starting an election now",
+					"leader", lastID, "silent_for", stale.Round(time.Millisecond), "why", v.why)
+				continue
+			}
 		}
 		if time.Since(probedAt) < base {
 			continue
@@ -123,6 +146,7 @@ func (n *Node) deadLeaderLoop() {
 				"leader", lastID, "successor", best, "why", why)
 			continue
 		}
+		n.earlyFrom.Store(leaderTerm)
 		if err := n.kickElection(); err != nil {
 			n.log.Warn("fast failover: could not start an election", "err", err)
 			continue
@@ -143,19 +167,13 @@ func (n *Node) lastLog() (index, term uint64) {
 	return index, term
 }
 
-// bestSuccessor picks, among the voters other than the dead leader, the
-// one whose log is the most up to date (last term, then last index; ties
-// go to the lowest id), asking the others over HTTP. Unreachable voters
-// cannot be chosen. It returns the id and a short explanation for logs.
-func (n *Node) bestSuccessor(dead raft.ServerID) (string, string) {
+// askVoters asks every voter but this node and the silent leader for its
+// PeerInfo over HTTP, within fastFailoverAsk. Voters that do not answer
+// are left out. It also returns the number of voters.
+func (n *Node) askVoters(dead raft.ServerID) ([]PeerInfo, int) {
 	voters := n.voters()
-	if !slices.ContainsFunc(voters, func(s raft.Server) bool { return string(s.ID) == n.cfg.ID }) {
-		return "", "this node is not a voter"
-	}
-	idx, term := n.lastLog()
-	best := PeerInfo{ID: n.cfg.ID, LastIndex: idx, LastLogTerm: term}
 	if n.cfg.Peers == nil {
-		return best.ID, "no peer client"
+		return nil, len(voters)
 	}
 	type answer struct {
 		info PeerInfo
@@ -179,18 +197,153 @@ func (n *Node) bestSuccessor(dead raft.ServerID) (string, string) {
 			ch <- answer{info, err}
 		}(m.GetHttpAddr())
 	}
-	why := fmt.Sprintf("own log ends at %d (term %d)", idx, term)
+	var infos []PeerInfo
 	for _, ch := range asked {
-		a := <-ch
-		if a.err != nil {
-			continue
+		if a := <-ch; a.err == nil {
+			infos = append(infos, a.info)
 		}
-		why += fmt.Sprintf("; %s at %d (term %d)", a.info.ID, a.info.LastIndex, a.info.LastLogTerm)
-		if newerLog(a.info, best) {
-			best = a.info
+	}
+	return infos, len(voters)
+}
+
+// isVoter reports whether this node is a voter.
+func (n *Node) isVoter() bool {
+	return slices.ContainsFunc(n.voters(), func(s raft.Server) bool { return string(s.ID) == n.cfg.ID })
+}
+
+// bestSuccessor picks, among the voters other than the dead leader, the
+// one whose log is the most up to date (last term, then last index; ties
+// go to the lowest id), asking the others over HTTP. Unreachable voters
+// cannot be chosen. It returns the id and a short explanation for logs.
+func (n *Node) bestSuccessor(dead raft.ServerID) (string, string) {
+	if !n.isVoter() {
+		return "", "this node is not a voter"
+	}
+	idx, term := n.lastLog()
+	best := PeerInfo{ID: n.cfg.ID, LastIndex: idx, LastLogTerm: term}
+	infos, _ := n.askVoters(dead)
+	why := fmt.Sprintf("own log ends at %d (term %d)", idx, term)
+	for _, a := range infos {
+		why += fmt.Sprintf("; %s at %d (term %d)", a.ID, a.LastIndex, a.LastLogTerm)
+		if newerLog(a, best) {
+			best = a
 		}
 	}
 	return best.ID, why
+}
+
+// Early elections after a leader fell silent.
+//
+// A paused leader (SIGSTOP, a hung VM, a long GC) and one cut off by the
+// network leave its port either accepting connections or timing out, so
+// the refused-connection proof above never comes. Raft then waits for the
+// followers' own timers: each checks its last contact on a timer that
+// fires every [HT, 2HT), and with pre-vote a candidate only wins once a
+// majority has also given up on the leader, so the election starts when
+// the second follower's timer happens to fire, up to ~3 HT after the
+// leader's last word, and a candidate that went first and was refused
+// waits a further election timeout.
+//
+// Raft's own condition for giving up on a leader is that a follower has
+// not heard from it for a heartbeat timeout. Once a follower has been
+// silent that long, it asks the other voters (GET /v1/internal/info) how
+// long they have been without their leader. When a majority of the voters
+// (itself included) reports at least a heartbeat timeout of silence from
+// the same leader (or already has none), each of them would abandon the
+// leader at its timer's next tick anyway; the survivor with the newest
+// log (ties: the lowest id) starts the election at once with TimeoutNow,
+// as after a death; nobody does while a voter reports a newer term or
+// that it started such an election itself (an election is under way). A leader that still
+// reaches a majority is never
+// contested this way: its followers report a recent contact. Voters that
+// do not answer, and answers without a silence (earlier releases), do not
+// count. A follower whose peers are close to a heartbeat timeout asks
+// again just after they reach it, otherwise every HT.
+
+// silenceVerdict is what a follower concludes from the other voters'
+// answers about a silent leader.
+type silenceVerdict struct {
+	majority bool          // a majority of voters has been silent for a heartbeat timeout
+	best     string        // who should start the election ("" to leave it to raft)
+	recheck  time.Duration // when to ask again
+	why      string        // a short explanation for logs
+}
+
+// judgeSilence asks the other voters about the silence of leader dead,
+// which this node has not heard from for stale (≥ the heartbeat timeout).
+func (n *Node) judgeSilence(dead raft.ServerID, leaderTerm uint64, stale time.Duration) silenceVerdict {
+	if !n.isVoter() {
+		return silenceVerdict{recheck: n.cfg.HeartbeatTimeout}
+	}
+	idx, term := n.lastLog()
+	self := PeerInfo{ID: n.cfg.ID, LastIndex: idx, LastLogTerm: term, State: raft.Follower.String(), Term: n.raft.CurrentTerm(),
+		LeaderID: string(dead), LeaderSilentMs: stale.Milliseconds()}
+	others, voters := n.askVoters(dead)
+	return weighSilence(self, others, voters, string(dead), leaderTerm, n.cfg.HeartbeatTimeout)
+}
+
+// weighSilence is judgeSilence's rule (see above) on the answers: self is
+// this node (a silent follower), others the answers of the other voters,
+// voters their number including the silent leader and self, leaderTerm
+// the term the silent leader led in.
+func weighSilence(self PeerInfo, others []PeerInfo, voters int, dead string, leaderTerm uint64, ht time.Duration) silenceVerdict {
+	v := silenceVerdict{recheck: ht}
+	silent := func(p PeerInfo) bool {
+		return p.ID != dead && (p.LeaderID == "" || p.LeaderID == dead) && time.Duration(p.LeaderSilentMs)*time.Millisecond >= ht
+	}
+	count := 1
+	best := self
+	var newestCandidate *PeerInfo
+	electing := false // a voter is in an election of a newer term already
+	v.why = fmt.Sprintf("own log ends at %d (term %d), silent %d ms", self.LastIndex, self.LastLogTerm, self.LeaderSilentMs)
+	for i, p := range others {
+		v.why += fmt.Sprintf("; %s %s in term %d, log at %d (term %d), silent %d ms", p.ID, p.State, p.Term, p.LastIndex, p.LastLogTerm, p.LeaderSilentMs)
+		if p.ID == dead {
+			continue
+		}
+		if !silent(p) {
+			if p.LeaderSilentMs > 0 && (p.LeaderID == "" || p.LeaderID == dead) {
+				if left := ht - time.Duration(p.LeaderSilentMs)*time.Millisecond; left <= ht/2 {
+					v.recheck = min(v.recheck, left+2*time.Millisecond)
+				}
+			}
+			continue
+		}
+		count++
+		switch {
+		case p.EarlyElectionTerm == leaderTerm:
+			// It started the early election against this leader (its
+			// term may not show it yet: raft becomes a candidate a moment
+			// before it increments the term).
+			electing = true
+		case p.Term > leaderTerm:
+			// It voted or campaigns in a newer term: an election (perhaps
+			// another survivor's early one) is under way; do not compete.
+			electing = true
+		case p.State == raft.Candidate.String():
+			// A candidate in the leader's term is in raft's pre-vote,
+			// which followers still attached to the leader refuse; it
+			// does not start the early election itself.
+			if newestCandidate == nil || newerLog(p, *newestCandidate) {
+				newestCandidate = &others[i]
+			}
+		case p.State == raft.Follower.String() && newerLog(p, best):
+			best = p
+		}
+	}
+	v.recheck = max(v.recheck, fastFailoverPoll)
+	if count*2 <= voters {
+		return v
+	}
+	v.majority = true
+	v.best = best.ID
+	switch c := newestCandidate; {
+	case electing:
+		v.best = ""
+	case c != nil && (c.LastLogTerm > best.LastLogTerm || (c.LastLogTerm == best.LastLogTerm && c.LastIndex > best.LastIndex)):
+		v.best = "" // no follower could win against the candidate's newer log
+	}
+	return v
 }
 
 // newerLog reports whether a's log is more up to date than b's in raft's
@@ -252,7 +405,9 @@ func refused(ctx context.Context, addr string) bool {
 // is the leader they still follow (raft grants a vote to the known leader)
 // and no log is newer than its own. So right after a lease step-down, if
 // nothing has happened since (same term, no other leader, still a
-// follower), it starts an election at once with the same TimeoutNow fast
+// follower, and no voter that answers within fastFailoverAsk reports a
+// newer term or another leader: a leader thawed after a pause must not
+// depose its successor), it starts an election at once with the same TimeoutNow fast
 // failover uses. One round trip later it leads again. Votes still check
 // term and log, so safety is raft's; a leader cut off by a real partition
 // only spends one term on a vote nobody receives, then waits for raft's
@@ -281,6 +436,22 @@ func (n *Node) reclaimAfterStepDown(ledTerm uint64) {
 	}
 	voters := n.voters()
 	if len(voters) < 2 || !slices.ContainsFunc(voters, func(s raft.Server) bool { return string(s.ID) == n.cfg.ID }) {
+		return
+	}
+	// A leader that was paused (SIGSTOP, a hung VM) steps down on its
+	// lease the moment it runs again, before it has heard of the term the
+	// others elected in meanwhile: reclaiming would depose that new
+	// leader. Ask first; any voter in a newer term or following another
+	// leader means the cluster moved on.
+	others, _ := n.askVoters("")
+	for _, p := range others {
+		if p.Term > ledTerm || (p.LeaderID != "" && p.LeaderID != n.cfg.ID) {
+			n.log.Info("stepped down because the lease ran out, and the cluster has moved on: not reclaiming",
+				"term", ledTerm, "peer", p.ID, "peer_term", p.Term, "peer_leader", p.LeaderID)
+			return
+		}
+	}
+	if n.ctx.Err() != nil || n.raft.CurrentTerm() != ledTerm || n.raft.State() != raft.Follower {
 		return
 	}
 	if err := n.kickElection(); err != nil {

@@ -215,6 +215,20 @@ func (n *Node) establish(ls *leaderState) error {
 	}
 	n.leader.Store(ls)
 	n.m.leaderships.Inc()
+	if cur, ok := n.fsm.Member(n.cfg.ID); !ok || !sameMember(cur, n.selfMember()) {
+		// A leader elected before its member entry was recorded cannot be
+		// forwarded to (followers find its HTTP address there), and its
+		// announceLoop may be busy asking a dead leader: record it now.
+		ls.wg.Add(1)
+		go func() {
+			defer ls.wg.Done()
+			ctx, cancel := context.WithTimeout(ls.ctx, n.cfg.ApplyTimeout)
+			defer cancel()
+			if err := n.AddVoter(ctx, n.selfMember()); err != nil && !Retryable(err) {
+				n.log.Warn("record own member entry", "err", err)
+			}
+		}()
+	}
 	n.log.Info("leadership established", "barrier", time.Since(start), "applied_index", n.fsm.AppliedIndex())
 	if n.fsm.ClusterID() == "" {
 		b := make([]byte, 8)

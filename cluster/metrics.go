@@ -14,6 +14,9 @@ type metrics struct {
 	guardedStamps prometheus.Counter
 	// failover.go
 	fastFailovers prometheus.Counter
+	// silentFailovers: elections started early because a majority of
+	// voters had not heard from the leader for a heartbeat timeout.
+	silentFailovers prometheus.Counter
 	// provision.go: one per pass of the provisioner's loop, so a test (or an
 	// operator) can tell that the leader looked again without waiting a
 	// fixed time.
@@ -55,6 +58,10 @@ func newMetrics() *metrics {
 			Name: "switchyard_fast_failovers_total",
 			Help: "Elections this node started early because the silent leader's raft port refused connections (its process was gone).",
 		}),
+		silentFailovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_silent_leader_failovers_total",
+			Help: "Elections this node started early because a majority of voters (itself included) had not heard from the leader for a heartbeat timeout (a paused or cut-off leader).",
+		}),
 		reclaims: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_lease_reclaims_total",
 			Help: "Elections this node started at once after stepping down as leader because its lease ran out (no other node had taken over).",
@@ -73,7 +80,7 @@ func (n *Node) Collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	return []prometheus.Collector{
-		n.m.allocations, n.m.entryCmds, n.m.commit, n.m.leaderships, n.m.clockOffset, n.m.guardedStamps, n.m.fastFailovers, n.m.provisionerPasses, n.m.reclaims,
+		n.m.allocations, n.m.entryCmds, n.m.commit, n.m.leaderships, n.m.clockOffset, n.m.guardedStamps, n.m.fastFailovers, n.m.silentFailovers, n.m.provisionerPasses, n.m.reclaims,
 		gauge("switchyard_raft_term", "Current raft term.", func() float64 { return float64(n.raft.CurrentTerm()) }),
 		gauge("switchyard_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) }),
 		gauge("switchyard_raft_applied_index", "Index of the last entry applied to the FSM.", func() float64 { return float64(n.raft.AppliedIndex()) }),

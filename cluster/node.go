@@ -90,6 +90,11 @@ type Node struct {
 	idMu       sync.Mutex
 	id         identity
 	noTransfer atomic.Bool
+
+	// earlyFrom is the term of the silent or dead leader this node last
+	// started an early election against (failover.go); its peers read it
+	// so as not to compete with that election.
+	earlyFrom atomic.Uint64
 }
 
 // identity is persisted in the data dir so a dir cannot be reused by
@@ -309,8 +314,14 @@ func (n *Node) HasState() bool { return n.raft.LastIndex() > 0 }
 func (n *Node) Info() PeerInfo {
 	lid, _, _ := n.Leader()
 	idx, term := n.lastLog()
-	return PeerInfo{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr,
-		ClusterID: n.fsm.ClusterID(), LeaderID: lid, HasState: n.HasState(), LastIndex: idx, LastLogTerm: term}
+	state := n.raft.State()
+	p := PeerInfo{ID: n.cfg.ID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr,
+		ClusterID: n.fsm.ClusterID(), LeaderID: lid, HasState: n.HasState(), LastIndex: idx, LastLogTerm: term,
+		State: state.String(), Term: n.raft.CurrentTerm(), EarlyElectionTerm: n.earlyFrom.Load()}
+	if last := n.raft.LastContact(); state != raft.Leader && !last.IsZero() {
+		p.LeaderSilentMs = max(time.Since(last).Milliseconds(), 1)
+	}
+	return p
 }
 
 // Status reports this node's raft state and membership.

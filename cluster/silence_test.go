@@ -1,0 +1,53 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+)
+
+// TestWeighSilence checks the rule that lets a follower start an election
+// before raft's timers when a majority of voters has not heard from the
+// leader for a heartbeat timeout (failover.go).
+func TestWeighSilence(t *testing.T) {
+	const ht = 150 * time.Millisecond
+	self := PeerInfo{ID: "n2", State: "Follower", Term: 5, LeaderID: "n1", LeaderSilentMs: 151, LastIndex: 100, LastLogTerm: 3}
+	follower := func(id, leader string, silent int64, idx uint64) PeerInfo {
+		return PeerInfo{ID: id, State: "Follower", Term: 5, LeaderID: leader, LeaderSilentMs: silent, LastIndex: idx, LastLogTerm: 3}
+	}
+	candidate := func(id string, silent int64, idx uint64) PeerInfo {
+		return PeerInfo{ID: id, State: "Candidate", Term: 5, LeaderSilentMs: silent, LastIndex: idx, LastLogTerm: 3}
+	}
+	for _, tc := range []struct {
+		name     string
+		others   []PeerInfo
+		voters   int
+		majority bool
+		best     string
+		recheck  time.Duration
+	}{
+		{"both silent, equal logs: the lower id starts", []PeerInfo{follower("n3", "n1", 160, 100)}, 3, true, "n2", ht},
+		{"the other has the newer log", []PeerInfo{follower("n3", "n1", 160, 101)}, 3, true, "n3", ht},
+		{"the other is close to a timeout: ask again when it gets there", []PeerInfo{follower("n3", "n1", 100, 100)}, 3, false, "", 52 * time.Millisecond},
+		{"the leader still talks to the other", []PeerInfo{follower("n3", "n1", 10, 100)}, 3, false, "", ht},
+		{"the other follows a newer leader", []PeerInfo{follower("n3", "n4", 400, 100)}, 3, false, "", ht},
+		{"an answer without a silence (earlier release)", []PeerInfo{follower("n3", "n1", 0, 100)}, 3, false, "", ht},
+		{"nobody answered", nil, 3, false, "", ht},
+		{"a silent candidate with an equal log: this follower starts", []PeerInfo{candidate("n3", 200, 100)}, 3, true, "n2", ht},
+		{"a silent candidate with a newer log: left to raft", []PeerInfo{candidate("n3", 200, 101)}, 3, true, "", ht},
+		{"a candidate with a log of a newer term: left to raft", []PeerInfo{{ID: "n3", State: "Candidate", Term: 5, LeaderSilentMs: 200, LastIndex: 90, LastLogTerm: 4}}, 3, true, "", ht},
+		{"a candidate of a newer term (another survivor's early election): not contested", []PeerInfo{{ID: "n3", State: "Candidate", Term: 6, LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht},
+		{"a candidate that started the early election, its term not yet raised: not contested", []PeerInfo{{ID: "n3", State: "Candidate", Term: 5, EarlyElectionTerm: 5, LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht},
+		{"an early election against an older leader does not count", []PeerInfo{{ID: "n3", State: "Follower", Term: 5, EarlyElectionTerm: 4, LeaderID: "n1", LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "n2", ht},
+		{"a follower that voted in a newer term: not contested", []PeerInfo{{ID: "n3", State: "Follower", Term: 6, LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht},
+		{"five voters, two silent: no majority", []PeerInfo{follower("n3", "n1", 160, 100), follower("n4", "n1", 5, 100)}, 5, false, "", ht},
+		{"five voters, three silent", []PeerInfo{follower("n3", "n1", 160, 100), follower("n4", "n1", 170, 100), follower("n5", "n1", 5, 100)}, 5, true, "n2", ht},
+		{"the leader's own answer does not count", []PeerInfo{follower("n1", "", 900, 100)}, 3, false, "", ht},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := weighSilence(self, tc.others, tc.voters, "n1", 5, ht)
+			if v.majority != tc.majority || v.recheck != tc.recheck || (tc.majority && v.best != tc.best) {
+				t.Fatalf("got majority %v best %q recheck %v, want %v %q %v (%s)", v.majority, v.best, v.recheck, tc.majority, tc.best, tc.recheck, v.why)
+			}
+		})
+	}
+}
