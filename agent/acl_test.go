@@ -157,6 +157,7 @@ func TestACLRoutesByCredential(t *testing.T) {
 		{"media", "Bearer " + tokens["media"]}, {"operator", "Bearer " + tokens["operator"]},
 	}
 	hc := httpsClient(tc)
+	c.WaitMembers(10 * time.Second)
 	leader := c.WaitLeader(10 * time.Second)
 	// Refused requests first: the state must not move.
 	before := leader.Agent.Node.FSM().Hash()
@@ -536,6 +537,8 @@ func TestInputCaps(t *testing.T) {
 	f := c.Followers()[0]
 	base := "https://" + f.Cfg.HTTPAddr
 	auth := "Bearer " + boot.Secret
+	c.WaitMembers(10 * time.Second)
+	c.WaitConverged(10 * time.Second)
 	leader := c.WaitLeader(10 * time.Second)
 	before := leader.Agent.Node.FSM().Hash()
 	cases := []struct {

@@ -84,8 +84,8 @@ type Error struct {
 	Committed bool `json:"committed,omitempty"`
 }
 
-// PeerInfo is what an agent tells a node that is bootstrapping or joining
-// (GET /v1/internal/info).
+// PeerInfo is what an agent tells a node that is bootstrapping or joining,
+// and the other voters after a leader fell silent (GET /v1/internal/info).
 type PeerInfo struct {
 	ID        string `json:"id"`
 	RaftAddr  string `json:"raft_addr"`
@@ -102,9 +102,10 @@ type PeerInfo struct {
 	// Term its current term.
 	State string `json:"state,omitempty"`
 	Term  uint64 `json:"term,omitempty"`
-	// LeaderSilentMs is how long ago this node last heard from a leader,
-	// in milliseconds; absent on a leader and on a node that never heard
-	// from one. Survivors of a silent leader compare it (failover.go).
+	// LeaderSilentMs is how long ago raft last had contact with a leader
+	// or candidate (a heartbeat, an append, a vote it granted), in
+	// milliseconds; absent on a leader and on a node that never had any.
+	// Survivors of a silent leader compare it (cluster/failover.go).
 	LeaderSilentMs int64 `json:"leader_silent_ms,omitempty"`
 	// EarlyElectionTerm is the term of the leader this node last started
 	// an early election against (a dead or silent leader), if any.

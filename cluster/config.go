@@ -39,9 +39,13 @@ type Config struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
-	// DisableFastFailover turns off the early election after the leader's
-	// process is gone (failover.go): only raft's heartbeat timeout applies.
+	// DisableFastFailover turns off the early elections of failover.go
+	// (after the leader's process is gone, after a silent leader, and
+	// the lease-step-down reclaim): only raft's timers apply.
 	DisableFastFailover bool
+	// DisableSilentFailover turns off only the early election after a
+	// majority of voters found the leader silent for a heartbeat timeout.
+	DisableSilentFailover bool
 
 	// ApplyTimeout bounds how long a caller waits for its commit; past it
 	// the outcome is reported unknown (retryable).

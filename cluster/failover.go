@@ -111,18 +111,22 @@ func (n *Node) deadLeaderLoop() {
 		if term != leaderTerm && time.Since(termAt) < fastFailoverGrace {
 			continue
 		}
-		if stale >= n.cfg.HeartbeatTimeout && !time.Now().Before(askAt) {
+		if !n.cfg.DisableSilentFailover && stale >= n.cfg.HeartbeatTimeout && !time.Now().Before(askAt) {
 			v := n.judgeSilence(lastID, leaderTerm, stale)
 			askAt = time.Now().Add(v.recheck)
 			if v.majority {
 				acted = true
 				if v.best != n.cfg.ID {
-					n.log.Info("leader silent to a majority of voters for a heartbeat timeout; leaving the election to the survivor with the newest log",
+					n.log.Info("leader silent to a majority of voters for a heartbeat timeout; leaving the election to another",
 						"leader", lastID, "successor", v.best, "why", v.why)
 					continue
 				}
-				n.earlyFrom.Store(leaderTerm)
-				if err := n.kickElection(); err != nil {
+				// The answers took a while: start only if nothing changed
+				// meanwhile (no vote, no candidacy, no word from a leader).
+				if !n.stillSilent(lastID, leaderTerm) {
+					continue
+				}
+				if err := n.kickEarly(leaderTerm); err != nil {
 					n.log.Warn("silent leader: could not start an election", "err", err)
 					continue
 				}
@@ -146,8 +150,10 @@ func (n *Node) deadLeaderLoop() {
 				"leader", lastID, "successor", best, "why", why)
 			continue
 		}
-		n.earlyFrom.Store(leaderTerm)
-		if err := n.kickElection(); err != nil {
+		if st := n.raft.State(); st != raft.Follower {
+			continue // a candidate or leader already, after the answers
+		}
+		if err := n.kickEarly(leaderTerm); err != nil {
 			n.log.Warn("fast failover: could not start an election", "err", err)
 			continue
 		}
@@ -167,9 +173,10 @@ func (n *Node) lastLog() (index, term uint64) {
 	return index, term
 }
 
-// askVoters asks every voter but this node and the silent leader for its
-// PeerInfo over HTTP, within fastFailoverAsk. Voters that do not answer
-// are left out. It also returns the number of voters.
+// askVoters asks every other voter for its PeerInfo over HTTP, within
+// fastFailoverAsk, and returns the answers of those that answered and the
+// number of voters. It does not wait for dead (the silent leader): its
+// answer is included only if it came before the others'.
 func (n *Node) askVoters(dead raft.ServerID) ([]PeerInfo, int) {
 	voters := n.voters()
 	if n.cfg.Peers == nil {
@@ -178,28 +185,36 @@ func (n *Node) askVoters(dead raft.ServerID) ([]PeerInfo, int) {
 	type answer struct {
 		info PeerInfo
 		err  error
+		dead bool
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, fastFailoverAsk)
 	defer cancel()
-	var asked []chan answer
+	ch := make(chan answer, len(voters))
+	waiting := 0
 	for _, s := range voters {
-		if s.ID == dead || string(s.ID) == n.cfg.ID {
+		if string(s.ID) == n.cfg.ID {
 			continue
 		}
 		m, ok := n.fsm.Member(string(s.ID))
 		if !ok || m.GetHttpAddr() == "" {
 			continue
 		}
-		ch := make(chan answer, 1)
-		asked = append(asked, ch)
+		isDead := s.ID == dead
+		if !isDead {
+			waiting++
+		}
 		go func(addr string) {
 			info, err := n.cfg.Peers.Info(ctx, addr)
-			ch <- answer{info, err}
+			ch <- answer{info, err, isDead}
 		}(m.GetHttpAddr())
 	}
 	var infos []PeerInfo
-	for _, ch := range asked {
-		if a := <-ch; a.err == nil {
+	for waiting > 0 {
+		a := <-ch
+		if !a.dead {
+			waiting--
+		}
+		if a.err == nil {
 			infos = append(infos, a.info)
 		}
 	}
@@ -224,6 +239,9 @@ func (n *Node) bestSuccessor(dead raft.ServerID) (string, string) {
 	infos, _ := n.askVoters(dead)
 	why := fmt.Sprintf("own log ends at %d (term %d)", idx, term)
 	for _, a := range infos {
+		if a.ID == string(dead) {
+			continue
+		}
 		why += fmt.Sprintf("; %s at %d (term %d)", a.ID, a.LastIndex, a.LastLogTerm)
 		if newerLog(a, best) {
 			best = a
@@ -249,16 +267,22 @@ func (n *Node) bestSuccessor(dead raft.ServerID) (string, string) {
 // silent that long, it asks the other voters (GET /v1/internal/info) how
 // long they have been without their leader. When a majority of the voters
 // (itself included) reports at least a heartbeat timeout of silence from
-// the same leader (or already has none), each of them would abandon the
-// leader at its timer's next tick anyway; the survivor with the newest
-// log (ties: the lowest id) starts the election at once with TimeoutNow,
-// as after a death; nobody does while a voter reports a newer term or
-// that it started such an election itself (an election is under way). A leader that still
-// reaches a majority is never
-// contested this way: its followers report a recent contact. Voters that
-// do not answer, and answers without a silence (earlier releases), do not
-// count. A follower whose peers are close to a heartbeat timeout asks
-// again just after they reach it, otherwise every HT.
+// the same leader (or already has none), the survivor with the newest log
+// (ties: the lowest id) starts the election at once with TimeoutNow, as
+// after a death, once it has checked that nothing changed while it asked.
+// Nobody does when any voter reports a newer term, another leader, or
+// that it started such an election itself (an election is under way), or
+// when the silent leader itself answered the question (it runs; see
+// weighSilence). A leader silent to a majority for a heartbeat timeout has
+// lost its lease (the lease is at most the heartbeat timeout), so it would
+// step down on its own when it runs again; a leader that still reaches a
+// majority is never contested: its followers report a recent contact.
+// Voters that do not answer, and answers without a silence (earlier
+// releases), do not count. A follower whose peers are close to a
+// heartbeat timeout asks again just after they reach it, otherwise every
+// HT; a follower that left the election to another does not act again
+// during that silence (raft's timers remain if the other does not act).
+// --raft-silent-failover=false turns this rule off.
 
 // silenceVerdict is what a follower concludes from the other voters'
 // answers about a silent leader.
@@ -283,21 +307,36 @@ func (n *Node) judgeSilence(dead raft.ServerID, leaderTerm uint64, stale time.Du
 }
 
 // weighSilence is judgeSilence's rule (see above) on the answers: self is
-// this node (a silent follower), others the answers of the other voters,
+// this node (a silent follower; Term its current term), others the answers
+// of the other voters (the silent leader's included if it answered),
 // voters their number including the silent leader and self, leaderTerm
 // the term the silent leader led in.
 func weighSilence(self PeerInfo, others []PeerInfo, voters int, dead string, leaderTerm uint64, ht time.Duration) silenceVerdict {
 	v := silenceVerdict{recheck: ht}
+	v.why = fmt.Sprintf("own log ends at %d (term %d), silent %d ms", self.LastIndex, self.LastLogTerm, self.LeaderSilentMs)
+	// An election is under way, or the cluster moved on, when any voter
+	// (this one included) is in a newer term, started an early election
+	// against this leader, or follows another leader. A vote granted
+	// resets a voter's silence, so this is checked on every answer.
+	moved := self.Term > leaderTerm
+	leaderAnswered := false
+	for _, p := range others {
+		v.why += fmt.Sprintf("; %s %s in term %d, log at %d (term %d), silent %d ms", p.ID, p.State, p.Term, p.LastIndex, p.LastLogTerm, p.LeaderSilentMs)
+		if p.ID == dead {
+			leaderAnswered = true
+			continue
+		}
+		if p.Term > leaderTerm || p.EarlyElectionTerm == leaderTerm || (p.LeaderID != "" && p.LeaderID != dead) {
+			moved = true
+		}
+	}
 	silent := func(p PeerInfo) bool {
 		return p.ID != dead && (p.LeaderID == "" || p.LeaderID == dead) && time.Duration(p.LeaderSilentMs)*time.Millisecond >= ht
 	}
 	count := 1
 	best := self
 	var newestCandidate *PeerInfo
-	electing := false // a voter is in an election of a newer term already
-	v.why = fmt.Sprintf("own log ends at %d (term %d), silent %d ms", self.LastIndex, self.LastLogTerm, self.LeaderSilentMs)
 	for i, p := range others {
-		v.why += fmt.Sprintf("; %s %s in term %d, log at %d (term %d), silent %d ms", p.ID, p.State, p.Term, p.LastIndex, p.LastLogTerm, p.LeaderSilentMs)
 		if p.ID == dead {
 			continue
 		}
@@ -311,15 +350,6 @@ func weighSilence(self PeerInfo, others []PeerInfo, voters int, dead string, lea
 		}
 		count++
 		switch {
-		case p.EarlyElectionTerm == leaderTerm:
-			// It started the early election against this leader (its
-			// term may not show it yet: raft becomes a candidate a moment
-			// before it increments the term).
-			electing = true
-		case p.Term > leaderTerm:
-			// It voted or campaigns in a newer term: an election (perhaps
-			// another survivor's early one) is under way; do not compete.
-			electing = true
 		case p.State == raft.Candidate.String():
 			// A candidate in the leader's term is in raft's pre-vote,
 			// which followers still attached to the leader refuse; it
@@ -338,8 +368,15 @@ func weighSilence(self PeerInfo, others []PeerInfo, voters int, dead string, lea
 	v.majority = true
 	v.best = best.ID
 	switch c := newestCandidate; {
-	case electing:
+	case moved:
 		v.best = ""
+		v.why += "; an election is under way or another leader is known"
+	case leaderAnswered:
+		// It runs and serves HTTP: paused no longer, or cut off from
+		// raft only. Its lease has run out; it steps down and reclaims
+		// on its own, or raft's timers elect.
+		v.best = ""
+		v.why += "; the leader still answers"
 	case c != nil && (c.LastLogTerm > best.LastLogTerm || (c.LastLogTerm == best.LastLogTerm && c.LastIndex > best.LastIndex)):
 		v.best = "" // no follower could win against the candidate's newer log
 	}
@@ -371,6 +408,32 @@ func (n *Node) kickElection() error {
 		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: n.trans.EncodePeer(id, self),
 	}}
 	return n.trans.TimeoutNow(id, self, req, &raft.TimeoutNowResponse{})
+}
+
+// kickEarly starts an early election against the leader of term
+// leaderTerm (kickElection), first telling peers that asks so
+// (PeerInfo.EarlyElectionTerm), and withdraws that if the start failed.
+func (n *Node) kickEarly(leaderTerm uint64) error {
+	prev := n.earlyFrom.Swap(leaderTerm)
+	if err := n.kickElection(); err != nil {
+		n.earlyFrom.CompareAndSwap(leaderTerm, prev)
+		return err
+	}
+	return nil
+}
+
+// stillSilent reports whether this node is still a follower of term
+// leaderTerm that has not heard from a leader for a heartbeat timeout,
+// with leader (or none) as the one it knows.
+func (n *Node) stillSilent(leader raft.ServerID, leaderTerm uint64) bool {
+	if n.raft.State() != raft.Follower || n.raft.CurrentTerm() != leaderTerm {
+		return false
+	}
+	if time.Since(n.raft.LastContact()) < n.cfg.HeartbeatTimeout {
+		return false
+	}
+	_, id := n.raft.LeaderWithID()
+	return id == "" || id == leader
 }
 
 // refused reports whether a TCP connection to addr is actively refused
@@ -408,7 +471,11 @@ func refused(ctx context.Context, addr string) bool {
 // follower, and no voter that answers within fastFailoverAsk reports a
 // newer term or another leader: a leader thawed after a pause must not
 // depose its successor), it starts an election at once with the same TimeoutNow fast
-// failover uses. One round trip later it leads again. Votes still check
+// failover uses, and one vote round trip later it leads again. First it
+// asks the other voters (a loopback or LAN round trip, up to
+// fastFailoverAsk when one is starved too): a leader thawed after a pause
+// steps down on its lease before it hears of the successor elected
+// meanwhile, and reclaiming would depose that successor. Votes still check
 // term and log, so safety is raft's; a leader cut off by a real partition
 // only spends one term on a vote nobody receives, then waits for raft's
 // timers with pre-vote like any follower.

@@ -245,7 +245,10 @@ func post(ctx context.Context, t *testing.T, addr string, r api.AllocateRequest)
 // counter reads an unlabelled counter from the agent's /metrics.
 func counter(ctx context.Context, t *testing.T, addr, name string) int {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("metrics of %s: %v", addr, err)
@@ -292,6 +295,19 @@ func TestLeaderFrozenRightAfterElection(t *testing.T) {
 	follower := otherThan(c, leader)
 	freeze(t, c, leader)
 	start := time.Now()
+	// Whether the scenario was reached: the members' entries were still
+	// being recorded when the leader froze.
+	fcl := api.NewClient(follower.HTTPAddr)
+	fcl.Retry = false
+	known := 0
+	if st, err := fcl.Status(ctx); err == nil {
+		for _, m := range st.Members {
+			if m.HTTPAddr != "" {
+				known++
+			}
+		}
+	}
+	t.Logf("leader %s frozen; follower %s knew the HTTP address of %d of %d members", leader.ID, follower.ID, known, len(c.Nodes))
 	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer pcancel()
 	for {

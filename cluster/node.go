@@ -310,7 +310,8 @@ func (n *Node) Leader() (id string, m *fsmpb.Member, ok bool) {
 // cluster).
 func (n *Node) HasState() bool { return n.raft.LastIndex() > 0 }
 
-// Info is what this node answers to a bootstrapping or joining peer.
+// Info is what this node answers to a bootstrapping or joining peer, and
+// to a voter asking about a silent leader (failover.go).
 func (n *Node) Info() PeerInfo {
 	lid, _, _ := n.Leader()
 	idx, term := n.lastLog()

@@ -24,27 +24,35 @@ func TestWeighSilence(t *testing.T) {
 		majority bool
 		best     string
 		recheck  time.Duration
+		selfTerm uint64 // this node's current term (the silent leader's is 5)
 	}{
-		{"both silent, equal logs: the lower id starts", []PeerInfo{follower("n3", "n1", 160, 100)}, 3, true, "n2", ht},
-		{"the other has the newer log", []PeerInfo{follower("n3", "n1", 160, 101)}, 3, true, "n3", ht},
-		{"the other is close to a timeout: ask again when it gets there", []PeerInfo{follower("n3", "n1", 100, 100)}, 3, false, "", 52 * time.Millisecond},
-		{"the leader still talks to the other", []PeerInfo{follower("n3", "n1", 10, 100)}, 3, false, "", ht},
-		{"the other follows a newer leader", []PeerInfo{follower("n3", "n4", 400, 100)}, 3, false, "", ht},
-		{"an answer without a silence (earlier release)", []PeerInfo{follower("n3", "n1", 0, 100)}, 3, false, "", ht},
-		{"nobody answered", nil, 3, false, "", ht},
-		{"a silent candidate with an equal log: this follower starts", []PeerInfo{candidate("n3", 200, 100)}, 3, true, "n2", ht},
-		{"a silent candidate with a newer log: left to raft", []PeerInfo{candidate("n3", 200, 101)}, 3, true, "", ht},
-		{"a candidate with a log of a newer term: left to raft", []PeerInfo{{ID: "n3", State: "Candidate", Term: 5, LeaderSilentMs: 200, LastIndex: 90, LastLogTerm: 4}}, 3, true, "", ht},
-		{"a candidate of a newer term (another survivor's early election): not contested", []PeerInfo{{ID: "n3", State: "Candidate", Term: 6, LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht},
-		{"a candidate that started the early election, its term not yet raised: not contested", []PeerInfo{{ID: "n3", State: "Candidate", Term: 5, EarlyElectionTerm: 5, LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht},
-		{"an early election against an older leader does not count", []PeerInfo{{ID: "n3", State: "Follower", Term: 5, EarlyElectionTerm: 4, LeaderID: "n1", LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "n2", ht},
-		{"a follower that voted in a newer term: not contested", []PeerInfo{{ID: "n3", State: "Follower", Term: 6, LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht},
-		{"five voters, two silent: no majority", []PeerInfo{follower("n3", "n1", 160, 100), follower("n4", "n1", 5, 100)}, 5, false, "", ht},
-		{"five voters, three silent", []PeerInfo{follower("n3", "n1", 160, 100), follower("n4", "n1", 170, 100), follower("n5", "n1", 5, 100)}, 5, true, "n2", ht},
-		{"the leader's own answer does not count", []PeerInfo{follower("n1", "", 900, 100)}, 3, false, "", ht},
+		{"both silent, equal logs: the lower id starts", []PeerInfo{follower("n3", "n1", 160, 100)}, 3, true, "n2", ht, 5},
+		{"the other has the newer log", []PeerInfo{follower("n3", "n1", 160, 101)}, 3, true, "n3", ht, 5},
+		{"the other is close to a timeout: ask again when it gets there", []PeerInfo{follower("n3", "n1", 100, 100)}, 3, false, "", 52 * time.Millisecond, 5},
+		{"the leader still talks to the other", []PeerInfo{follower("n3", "n1", 10, 100)}, 3, false, "", ht, 5},
+		{"the other follows a newer leader", []PeerInfo{follower("n3", "n4", 400, 100)}, 3, false, "", ht, 5},
+		{"an answer without a silence (earlier release)", []PeerInfo{follower("n3", "n1", 0, 100)}, 3, false, "", ht, 5},
+		{"nobody answered", nil, 3, false, "", ht, 5},
+		{"a silent candidate with an equal log: this follower starts", []PeerInfo{candidate("n3", 200, 100)}, 3, true, "n2", ht, 5},
+		{"a silent candidate with a newer log: left to raft", []PeerInfo{candidate("n3", 200, 101)}, 3, true, "", ht, 5},
+		{"a candidate with a log of a newer term: left to raft", []PeerInfo{{ID: "n3", State: "Candidate", Term: 5, LeaderSilentMs: 200, LastIndex: 90, LastLogTerm: 4}}, 3, true, "", ht, 5},
+		{"a candidate of a newer term (another survivor's early election): not contested", []PeerInfo{{ID: "n3", State: "Candidate", Term: 6, LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht, 5},
+		{"a candidate that started the early election, its term not yet raised: not contested", []PeerInfo{{ID: "n3", State: "Candidate", Term: 5, EarlyElectionTerm: 5, LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht, 5},
+		{"an early election against an older leader does not count", []PeerInfo{{ID: "n3", State: "Follower", Term: 5, EarlyElectionTerm: 4, LeaderID: "n1", LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "n2", ht, 5},
+		{"a follower that voted in a newer term: not contested", []PeerInfo{{ID: "n3", State: "Follower", Term: 6, LeaderSilentMs: 200, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht, 5},
+		{"this node is in a newer term itself", []PeerInfo{follower("n3", "n1", 160, 100)}, 3, true, "", ht, 6},
+		{"five voters, two silent: no majority", []PeerInfo{follower("n3", "n1", 160, 100), follower("n4", "n1", 5, 100)}, 5, false, "", ht, 5},
+		{"five voters, three silent", []PeerInfo{follower("n3", "n1", 160, 100), follower("n4", "n1", 170, 100), follower("n5", "n1", 5, 100)}, 5, true, "n2", ht, 5},
+		{"the leader's own answer does not count as a silence", []PeerInfo{follower("n1", "", 900, 100)}, 3, false, "", ht, 5},
+		{"the silent leader answered: it runs, nobody starts", []PeerInfo{follower("n3", "n1", 160, 100), {ID: "n1", State: "Leader", Term: 5, LastIndex: 100, LastLogTerm: 3}}, 3, true, "", ht, 5},
+		{"a voter that just voted in a newer term (its silence reset)", []PeerInfo{follower("n3", "n1", 160, 100), follower("n4", "n1", 170, 100), {ID: "n5", State: "Follower", Term: 6, LeaderSilentMs: 2, LastIndex: 100, LastLogTerm: 3}}, 5, true, "", ht, 5},
+		{"a voter that follows another leader", []PeerInfo{follower("n3", "n1", 160, 100), follower("n4", "n1", 170, 100), follower("n5", "n4", 3, 100)}, 5, true, "", ht, 5},
+		{"ask again no sooner than the poll interval", []PeerInfo{follower("n3", "n1", 148, 100)}, 3, false, "", fastFailoverPoll, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := weighSilence(self, tc.others, tc.voters, "n1", 5, ht)
+			me := self
+			me.Term = tc.selfTerm
+			v := weighSilence(me, tc.others, tc.voters, "n1", 5, ht)
 			if v.majority != tc.majority || v.recheck != tc.recheck || (tc.majority && v.best != tc.best) {
 				t.Fatalf("got majority %v best %q recheck %v, want %v %q %v (%s)", v.majority, v.best, v.recheck, tc.majority, tc.best, tc.recheck, v.why)
 			}

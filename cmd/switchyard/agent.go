@@ -30,7 +30,7 @@ type agentFlags struct {
 	tls                                       tlsFlags
 	failureWindow                             time.Duration
 	clockTolerance                            time.Duration
-	fastFailover                              bool
+	fastFailover, silentFailover              bool
 	faultClockFile                            string
 	prov                                      provisionerFlags // provisionflags.go
 	acl                                       string
@@ -71,6 +71,7 @@ hands leadership to another node before exiting.`,
 	fl.DurationVar(&f.lease, "raft-lease-timeout", cluster.DefaultLeaderLeaseTimeout, "raft leader lease timeout (≤ heartbeat timeout)")
 	fl.DurationVar(&f.commit, "raft-commit-timeout", cluster.DefaultCommitTimeout, "raft commit timeout")
 	fl.BoolVar(&f.fastFailover, "raft-fast-failover", true, "start an election as soon as a silent leader's raft port refuses connections (its process is gone), instead of waiting out the heartbeat timeout")
+	fl.BoolVar(&f.silentFailover, "raft-silent-failover", true, "start an election as soon as a majority of voters has not heard from the leader for a heartbeat timeout (a paused or cut-off leader), instead of waiting for raft's timers; needs --raft-fast-failover")
 	fl.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", cluster.DefaultSnapshotThreshold, "log entries between snapshots")
 	fl.DurationVar(&f.snapshotInterval, "snapshot-interval", cluster.DefaultSnapshotInterval, "how often to check whether to snapshot")
 	fl.Uint64Var(&f.trailingLogs, "trailing-logs", cluster.DefaultTrailingLogs, "log entries kept after a snapshot")
@@ -156,7 +157,7 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 		HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election, LeaderLeaseTimeout: f.lease, CommitTimeout: f.commit,
 		SnapshotThreshold: f.snapshotThreshold, SnapshotInterval: f.snapshotInterval, TrailingLogs: f.trailingLogs,
 		ApplyTimeout: f.applyTimeout, MaxBatch: f.maxBatch, Logger: log, ClockTolerance: f.clockTolerance,
-		DisableFastFailover: !f.fastFailover,
+		DisableFastFailover: !f.fastFailover, DisableSilentFailover: !f.silentFailover,
 	}}, nil
 }
 

@@ -327,6 +327,23 @@ func (c *Cluster) WaitLeader(timeout time.Duration) *Node {
 	return leader
 }
 
+// WaitMembers waits until the leader's member table lists every running
+// node with its HTTP address (members announce themselves in the
+// background after a start: a test that compares state hashes waits for
+// that first).
+func (c *Cluster) WaitMembers(timeout time.Duration) {
+	c.t.Helper()
+	Eventually(c.t, timeout, func() error {
+		leader := c.WaitLeader(timeout)
+		for _, nd := range c.Running() {
+			if m, ok := leader.Agent.Node.FSM().Member(nd.ID); !ok || m.GetHttpAddr() == "" {
+				return fmt.Errorf("member %s not recorded yet", nd.ID)
+			}
+		}
+		return nil
+	})
+}
+
 // Followers returns the running nodes that are not the leader.
 func (c *Cluster) Followers() []*Node {
 	var out []*Node
