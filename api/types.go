@@ -103,8 +103,9 @@ type PeerInfo struct {
 	State string `json:"state,omitempty"`
 	Term  uint64 `json:"term,omitempty"`
 	// LeaderSilentMs is how long ago raft last had contact with a leader
-	// or candidate (a heartbeat, an append, a vote it granted), in
-	// milliseconds; absent on a leader and on a node that never had any.
+	// or candidate (a heartbeat, an append, a vote it granted; stepping
+	// down as leader resets it too), in milliseconds; absent on a leader
+	// and on a node that never had any.
 	// Survivors of a silent leader compare it (cluster/failover.go).
 	LeaderSilentMs int64 `json:"leader_silent_ms,omitempty"`
 	// EarlyElectionTerm is the term of the leader this node last started

@@ -44,8 +44,11 @@ import (
 // only with proof that it is not live. Every other survivor leaves it to
 // that one; if it fails, raft's own timers elect as before.
 //
-// One attempt per node per silence: a node does not try again until it
-// hears from a leader. A leader that still accepts connections is probed
+// One attempt per node per silence (this rule or the silent-leader rule
+// below, whichever acts or defers to another first): a node does not try
+// again until it hears from a leader. Either rule re-checks, after asking
+// its peers, that nothing changed meanwhile (no vote granted, no newer
+// term, no other leader). A leader that still accepts connections is probed
 // again every HT/3 while it stays silent (a process can take a moment to
 // exit). A node that has seen a newer term than the dead
 // leader's (another node's vote request) gives that election
@@ -57,8 +60,9 @@ const (
 	fastFailoverAsk   = 100 * time.Millisecond
 )
 
-// deadLeaderLoop is the fast-failover watcher described above. It runs on
-// every node until shutdown.
+// deadLeaderLoop is the fast-failover watcher described above; it also
+// runs the silent-leader rule and the lease-step-down reclaim below. It
+// runs on every node until shutdown.
 func (n *Node) deadLeaderLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(fastFailoverPoll)
@@ -114,7 +118,7 @@ func (n *Node) deadLeaderLoop() {
 		if !n.cfg.DisableSilentFailover && stale >= n.cfg.HeartbeatTimeout && !time.Now().Before(askAt) {
 			v := n.judgeSilence(lastID, leaderTerm, stale)
 			askAt = time.Now().Add(v.recheck)
-			if v.majority {
+			if v.majority && v.best != "" {
 				acted = true
 				if v.best != n.cfg.ID {
 					n.log.Info("leader silent to a majority of voters for a heartbeat timeout; leaving the election to another",
@@ -144,14 +148,15 @@ func (n *Node) deadLeaderLoop() {
 			continue // alive (slow, paused, overloaded) or still exiting: probe again later
 		}
 		acted = true
+		t0, c0 := n.raft.CurrentTerm(), n.raft.LastContact()
 		best, why := n.bestSuccessor(lastID)
 		if best != n.cfg.ID {
 			n.log.Info("leader's raft port refuses connections: its process is gone; leaving the election to the survivor with the newest log",
 				"leader", lastID, "successor", best, "why", why)
 			continue
 		}
-		if st := n.raft.State(); st != raft.Follower {
-			continue // a candidate or leader already, after the answers
+		if !n.unchangedSince(t0, c0, lastID) {
+			continue // voted, campaigned or heard from a leader while it asked
 		}
 		if err := n.kickEarly(leaderTerm); err != nil {
 			n.log.Warn("fast failover: could not start an election", "err", err)
@@ -272,8 +277,10 @@ func (n *Node) bestSuccessor(dead raft.ServerID) (string, string) {
 // after a death, once it has checked that nothing changed while it asked.
 // Nobody does when any voter reports a newer term, another leader, or
 // that it started such an election itself (an election is under way), or
-// when the silent leader itself answered the question (it runs; see
-// weighSilence). A leader silent to a majority for a heartbeat timeout has
+// when the silent leader itself answered the question before the other
+// voters did (it runs; a best-effort check, since its answer is not
+// waited for). Standing back, it asks again every HT and keeps probing
+// the leader's port. A leader silent to a majority for a heartbeat timeout has
 // lost its lease (the lease is at most the heartbeat timeout), so it would
 // step down on its own when it runs again; a leader that still reaches a
 // majority is never contested: its followers report a recent contact.
@@ -288,7 +295,7 @@ func (n *Node) bestSuccessor(dead raft.ServerID) (string, string) {
 // answers about a silent leader.
 type silenceVerdict struct {
 	majority bool          // a majority of voters has been silent for a heartbeat timeout
-	best     string        // who should start the election ("" to leave it to raft)
+	best     string        // who should start the election ("": stand back and ask again)
 	recheck  time.Duration // when to ask again
 	why      string        // a short explanation for logs
 }
@@ -411,8 +418,9 @@ func (n *Node) kickElection() error {
 }
 
 // kickEarly starts an early election against the leader of term
-// leaderTerm (kickElection), first telling peers that asks so
-// (PeerInfo.EarlyElectionTerm), and withdraws that if the start failed.
+// leaderTerm (kickElection). It first records that for the peers that ask
+// (PeerInfo.EarlyElectionTerm) and withdraws the record if the start
+// failed.
 func (n *Node) kickEarly(leaderTerm uint64) error {
 	prev := n.earlyFrom.Swap(leaderTerm)
 	if err := n.kickElection(); err != nil {
@@ -420,6 +428,17 @@ func (n *Node) kickEarly(leaderTerm uint64) error {
 		return err
 	}
 	return nil
+}
+
+// unchangedSince reports whether this node is still a follower in term
+// term that has had no contact since lastContact (no heartbeat, no vote
+// granted) and knows no leader other than leader.
+func (n *Node) unchangedSince(term uint64, lastContact time.Time, leader raft.ServerID) bool {
+	if n.raft.State() != raft.Follower || n.raft.CurrentTerm() != term || n.raft.LastContact().After(lastContact) {
+		return false
+	}
+	_, id := n.raft.LeaderWithID()
+	return id == "" || id == leader
 }
 
 // stillSilent reports whether this node is still a follower of term
@@ -508,11 +527,12 @@ func (n *Node) reclaimAfterStepDown(ledTerm uint64) {
 	// A leader that was paused (SIGSTOP, a hung VM) steps down on its
 	// lease the moment it runs again, before it has heard of the term the
 	// others elected in meanwhile: reclaiming would depose that new
-	// leader. Ask first; any voter in a newer term or following another
-	// leader means the cluster moved on.
+	// leader. Ask first; any voter in a newer term, following another
+	// leader or starting an early election against this one means the
+	// cluster moved on.
 	others, _ := n.askVoters("")
 	for _, p := range others {
-		if p.Term > ledTerm || (p.LeaderID != "" && p.LeaderID != n.cfg.ID) {
+		if p.Term > ledTerm || p.EarlyElectionTerm == ledTerm || (p.LeaderID != "" && p.LeaderID != n.cfg.ID) {
 			n.log.Info("stepped down because the lease ran out, and the cluster has moved on: not reclaiming",
 				"term", ledTerm, "peer", p.ID, "peer_term", p.Term, "peer_leader", p.LeaderID)
 			return
@@ -521,7 +541,7 @@ func (n *Node) reclaimAfterStepDown(ledTerm uint64) {
 	if n.ctx.Err() != nil || n.raft.CurrentTerm() != ledTerm || n.raft.State() != raft.Follower {
 		return
 	}
-	if err := n.kickElection(); err != nil {
+	if err := n.kickEarly(ledTerm); err != nil {
 		n.log.Warn("could not start an election after a lease step-down", "err", err)
 		return
 	}
