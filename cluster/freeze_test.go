@@ -326,3 +326,41 @@ func TestLeaderFrozenRightAfterElection(t *testing.T) {
 	}
 	t.Logf("leader %s frozen right after its election; a new leader answered through %s after %v", leader.ID, follower.ID, time.Since(start).Round(time.Millisecond))
 }
+
+// TestEveryAgentFrozen freezes all three agents: an SDK allocation with
+// a 2 s deadline must end with the SDK's clear "no leader reachable"
+// error (an unknown outcome: retryable) when its deadline passes, not
+// hang on a frozen connection. The test allows it 30 s.
+func TestEveryAgentFrozen(t *testing.T) {
+	bin := proccluster.BuildBinary(t)
+	c := proccluster.New(t, bin, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	waitLeader(ctx, t, c)
+	for _, p := range c.Nodes {
+		freeze(t, c, p)
+	}
+	defer func() {
+		for _, p := range c.Nodes {
+			thaw(c, p)
+		}
+	}()
+	cl := api.NewClient(c.Addrs()...)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		defer acancel()
+		_, err := cl.Allocate(actx, api.AllocateRequest{RequestID: "all-frozen", Room: "r", Units: 1})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no leader reachable through 3 agent(s)") || !api.IsRetryable(err) {
+			t.Fatalf("allocation with every agent frozen: %v (retryable %v), want a retryable \"no leader reachable through 3 agent(s)\"", err, api.IsRetryable(err))
+		}
+		t.Logf("every agent frozen: the SDK gave up after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the SDK call hung with every agent frozen")
+	}
+}
