@@ -97,6 +97,19 @@ func (n *Node) selfMember() *fsmpb.Member {
 	return self
 }
 
+// recordSelf, on the leader, writes this node's own member entry (and
+// makes it a voter at these addresses), within the apply timeout. A
+// failure that is not retryable is logged.
+func (n *Node) recordSelf(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	err := n.AddVoter(ctx, n.selfMember())
+	if err != nil && !Retryable(err) {
+		n.log.Warn("record own member entry", "err", err)
+	}
+	return err
+}
+
 // announceLoop makes sure this node's addresses are in the member table and
 // that it is a voter: the leader records itself; a follower, or a fresh node
 // that found an existing cluster, asks through any known agent (requests
@@ -137,15 +150,9 @@ func (n *Node) announceLoop(joining bool) {
 			continue
 		}
 		if n.IsLeader() {
-			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout)
-			err := n.AddVoter(ctx, self)
-			if err != nil && !Retryable(err) {
-				n.log.Warn("record own member entry", "err", err)
-			}
-			if err == nil {
+			if n.recordSelf(n.ctx) == nil {
 				admit()
 			}
-			cancel()
 			continue
 		}
 		if n.cfg.Peers == nil {

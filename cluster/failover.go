@@ -116,6 +116,7 @@ func (n *Node) deadLeaderLoop() {
 			continue
 		}
 		if !n.cfg.DisableSilentFailover && stale >= n.cfg.HeartbeatTimeout && !time.Now().Before(askAt) {
+			t0, c0 := n.raft.CurrentTerm(), n.raft.LastContact()
 			v := n.judgeSilence(lastID, leaderTerm, stale)
 			askAt = time.Now().Add(v.recheck)
 			if v.majority && v.best != "" {
@@ -127,7 +128,7 @@ func (n *Node) deadLeaderLoop() {
 				}
 				// The answers took a while: start only if nothing changed
 				// meanwhile (no vote, no candidacy, no word from a leader).
-				if !n.stillSilent(lastID, leaderTerm) {
+				if !n.unchangedSince(t0, c0, lastID) {
 					continue
 				}
 				if err := n.kickEarly(leaderTerm); err != nil {
@@ -327,31 +328,25 @@ func weighSilence(self PeerInfo, others []PeerInfo, voters int, dead string, lea
 	// resets a voter's silence, so this is checked on every answer.
 	moved := self.Term > leaderTerm
 	leaderAnswered := false
-	for _, p := range others {
+	count := 1 // silent voters, this one included
+	best := self
+	var newestCandidate *PeerInfo
+	for i, p := range others {
 		v.why += fmt.Sprintf("; %s %s in term %d, log at %d (term %d), silent %d ms", p.ID, p.State, p.Term, p.LastIndex, p.LastLogTerm, p.LeaderSilentMs)
 		if p.ID == dead {
 			leaderAnswered = true
 			continue
 		}
 		if p.Term > leaderTerm || p.EarlyElectionTerm == leaderTerm || (p.LeaderID != "" && p.LeaderID != dead) {
-			moved = true
+			moved = true // still counted below if silent: the verdict stands back
 		}
-	}
-	silent := func(p PeerInfo) bool {
-		return p.ID != dead && (p.LeaderID == "" || p.LeaderID == dead) && time.Duration(p.LeaderSilentMs)*time.Millisecond >= ht
-	}
-	count := 1
-	best := self
-	var newestCandidate *PeerInfo
-	for i, p := range others {
-		if p.ID == dead {
+		if p.LeaderID != "" && p.LeaderID != dead {
 			continue
 		}
-		if !silent(p) {
-			if p.LeaderSilentMs > 0 && (p.LeaderID == "" || p.LeaderID == dead) {
-				if left := ht - time.Duration(p.LeaderSilentMs)*time.Millisecond; left <= ht/2 {
-					v.recheck = min(v.recheck, left+2*time.Millisecond)
-				}
+		silence := time.Duration(p.LeaderSilentMs) * time.Millisecond
+		if silence < ht {
+			if left := ht - silence; p.LeaderSilentMs > 0 && left <= ht/2 {
+				v.recheck = min(v.recheck, left+2*time.Millisecond)
 			}
 			continue
 		}
@@ -435,20 +430,6 @@ func (n *Node) kickEarly(leaderTerm uint64) error {
 // granted) and knows no leader other than leader.
 func (n *Node) unchangedSince(term uint64, lastContact time.Time, leader raft.ServerID) bool {
 	if n.raft.State() != raft.Follower || n.raft.CurrentTerm() != term || n.raft.LastContact().After(lastContact) {
-		return false
-	}
-	_, id := n.raft.LeaderWithID()
-	return id == "" || id == leader
-}
-
-// stillSilent reports whether this node is still a follower of term
-// leaderTerm that has not heard from a leader for a heartbeat timeout,
-// with leader (or none) as the one it knows.
-func (n *Node) stillSilent(leader raft.ServerID, leaderTerm uint64) bool {
-	if n.raft.State() != raft.Follower || n.raft.CurrentTerm() != leaderTerm {
-		return false
-	}
-	if time.Since(n.raft.LastContact()) < n.cfg.HeartbeatTimeout {
 		return false
 	}
 	_, id := n.raft.LeaderWithID()

@@ -162,13 +162,7 @@ func waitLeader(ctx context.Context, t *testing.T, c *proccluster.Cluster) *proc
 			cl.Retry = false
 			st, err := cl.Status(sctx)
 			cancel()
-			known := 0
-			for _, m := range st.Members {
-				if m.HTTPAddr != "" {
-					known++
-				}
-			}
-			if err != nil || (i > 0 && st.AppliedIndex != idx) || known != len(c.Nodes) {
+			if err != nil || (i > 0 && st.AppliedIndex != idx) || knownAddrs(st) != len(c.Nodes) {
 				same = false
 				break
 			}
@@ -179,6 +173,17 @@ func waitLeader(ctx context.Context, t *testing.T, c *proccluster.Cluster) *proc
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// knownAddrs counts the members whose HTTP address st lists.
+func knownAddrs(st api.Status) int {
+	n := 0
+	for _, m := range st.Members {
+		if m.HTTPAddr != "" {
+			n++
+		}
+	}
+	return n
 }
 
 func otherThan(c *proccluster.Cluster, p *proccluster.Proc) *proccluster.Proc {
@@ -301,11 +306,7 @@ func TestLeaderFrozenRightAfterElection(t *testing.T) {
 	fcl.Retry = false
 	known := 0
 	if st, err := fcl.Status(ctx); err == nil {
-		for _, m := range st.Members {
-			if m.HTTPAddr != "" {
-				known++
-			}
-		}
+		known = knownAddrs(st)
 	}
 	t.Logf("leader %s frozen; follower %s knew the HTTP address of %d of %d members", leader.ID, follower.ID, known, len(c.Nodes))
 	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)

@@ -222,11 +222,7 @@ func (n *Node) establish(ls *leaderState) error {
 		ls.wg.Add(1)
 		go func() {
 			defer ls.wg.Done()
-			ctx, cancel := context.WithTimeout(ls.ctx, n.cfg.ApplyTimeout)
-			defer cancel()
-			if err := n.AddVoter(ctx, n.selfMember()); err != nil && !Retryable(err) {
-				n.log.Warn("record own member entry", "err", err)
-			}
+			_ = n.recordSelf(ls.ctx) // logged there; announceLoop retries
 		}()
 	}
 	n.log.Info("leadership established", "barrier", time.Since(start), "applied_index", n.fsm.AppliedIndex())

@@ -334,13 +334,18 @@ func (c *Cluster) WaitLeader(timeout time.Duration) *Node {
 func (c *Cluster) WaitMembers(timeout time.Duration) {
 	c.t.Helper()
 	Eventually(c.t, timeout, func() error {
-		leader := c.WaitLeader(timeout)
-		for _, nd := range c.Running() {
-			if m, ok := leader.Agent.Node.FSM().Member(nd.ID); !ok || m.GetHttpAddr() == "" {
-				return fmt.Errorf("member %s not recorded yet", nd.ID)
+		for _, leader := range c.Running() {
+			if !leader.Agent.Node.IsLeader() {
+				continue
 			}
+			for _, nd := range c.Running() {
+				if m, ok := leader.Agent.Node.FSM().Member(nd.ID); !ok || m.GetHttpAddr() == "" {
+					return fmt.Errorf("member %s not recorded yet", nd.ID)
+				}
+			}
+			return nil
 		}
-		return nil
+		return fmt.Errorf("no ready leader")
 	})
 }
 
