@@ -558,6 +558,24 @@ func TestInputCaps(t *testing.T) {
 			t.Errorf("%s: %d %.300s, want %d", tc.name, code, msg, tc.want)
 		}
 	}
+	// A secret this follower does not know is passed to the leader (the
+	// token may be new), but only with a JSON-sized body: a snapshot-sized
+	// one is refused here, announced or streamed.
+	big := strings.Repeat("x", 2<<20)
+	if code, msg := rawDo(t, hc, "POST", base+"/v1/snapshot", "Bearer sy_nobody", "application/x-protobuf", big); code != 401 || !strings.Contains(msg, "only with a body up to") {
+		t.Errorf("2 MiB snapshot with an unknown token: %d %.300s, want 401 refused on the follower", code, msg)
+	}
+	req, _ := http.NewRequest("POST", base+"/v1/snapshot", io.MultiReader(strings.NewReader(big))) // no length: chunked
+	req.Header.Set("Authorization", "Bearer sy_nobody")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if req.ContentLength != 0 || resp.StatusCode != 413 {
+		t.Errorf("streamed 2 MiB snapshot with an unknown token: length %d, %d %.300s, want 413", req.ContentLength, resp.StatusCode, msg)
+	}
 	c.WaitConverged(20 * time.Second)
 	if leader.Agent.Node.FSM().Hash() != before {
 		t.Fatal("refused input changed the state")

@@ -220,7 +220,17 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 	if err != nil {
 		if errors.Is(err, acl.ErrUnknownToken) && r.Header.Get(forwardedHeader) == "" && !s.b.IsLeader() {
 			// A token created a moment ago may not be applied here yet:
-			// the leader (which applied it before answering) decides.
+			// the leader (which applied it before answering) decides. Such
+			// a request is capped at the JSON limit before the forward
+			// buffers it: an unknown secret is no credential, and a
+			// snapshot-sized body would let anyone fill this agent's memory.
+			if r.ContentLength > maxJSONBody {
+				return s.refuse(w, http.StatusUnauthorized, "unauthenticated", "unauthenticated",
+					fmt.Sprintf("%v (this agent does not know the token and passes it to the leader only with a body up to %d bytes)", err, maxJSONBody))
+			}
+			if r.Body != nil {
+				r.Body = http.MaxBytesReader(w, r.Body, maxJSONBody)
+			}
 			s.forward(w, r)
 			return false
 		}
