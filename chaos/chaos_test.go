@@ -292,12 +292,15 @@ func chaosFailover(t *testing.T, c campaign, bin string) {
 	if c.kills == 0 {
 		t.Skip("full campaign only (CHAOS_KILLS)")
 	}
-	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: failoverArgs()})
+	// ACLs on, as in production; CHAOS_FAILOVER_ACL=off measures the same
+	// without them (the figures are within noise of each other).
+	withACL := os.Getenv("CHAOS_FAILOVER_ACL") != "off"
+	pc := proccluster.NewWithOptions(t, bin, 3, proccluster.Options{Args: failoverArgs(), ACL: withACL})
 	target := &ProcTarget{C: pc}
 	sum, err := Run(context.Background(), Config{
 		Name: "failover", Target: target, Clients: 8, Steady: c.steady, Rounds: c.kills, FastRetry: os.Getenv("CHAOS_FAST_RETRY") == "1",
 		Nemeses: []Nemesis{Kill{Leader: true}}, Hold: time.Second, Quiet: 300 * time.Millisecond,
-		OutDir: c.out, Log: logger(t), Settings: map[string]string{"agent_args": strings.Join(failoverArgs(), " ")}, KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
+		OutDir: c.out, Log: logger(t), Settings: map[string]string{"agent_args": strings.Join(failoverArgs(), " "), "acl": strconv.FormatBool(withACL)}, KeepHistory: os.Getenv("CHAOS_KEEP_HISTORY") == "1",
 	})
 	c.check(t, sum, err, target)
 	if sum != nil {
