@@ -269,7 +269,7 @@ func checkCertMounts(ctx context.Context, t *testing.T, project, certs string) {
 
 // TestComposeFailover brings deploy/compose up from the FROM-scratch image
 // (built here from the static binary and the project's Dockerfile), waits
-// for a leader and both media nodes, allocates, kills the leader's
+// for a leader and both media nodes, allocates, places a room, kills the leader's
 // container, allocates again through the survivors, checks the first
 // allocation survived, and tears everything down (also on failure).
 func TestComposeFailover(t *testing.T) {
@@ -399,6 +399,16 @@ func TestComposeFailover(t *testing.T) {
 		t.Fatalf("allocate: %v", err)
 	}
 	t.Logf("compose up → first allocation (on %s): %v", a1.Server, time.Since(start).Round(time.Millisecond))
+	// An application's front door: a room placed on a media node, with the
+	// WHIP and WHEP URLs its clients use.
+	r1, err := all.PlaceRoom(ctx, "meeting", api.PlaceRoomRequest{Units: 1})
+	if err != nil {
+		t.Fatalf("place a room: %v", err)
+	}
+	if r1.SFU != api.SFUSwitchyard || (r1.Server != "m1" && r1.Server != "m2") || r1.AllocationID == "" ||
+		!strings.HasSuffix(fmt.Sprint(r1.URLs["whip"]), ":8081/whip/meeting") || !strings.HasSuffix(fmt.Sprint(r1.URLs["whep"]), ":8081/whep/meeting") {
+		t.Fatalf("room placement: %+v", r1)
+	}
 
 	st, err := all.Status(ctx)
 	if err != nil {
@@ -434,5 +444,14 @@ func TestComposeFailover(t *testing.T) {
 	got, err := rest.Allocations(ctx, api.AllocationListOptions{Room: "demo"})
 	if err != nil || len(got) != 1 || got[0].ID != a1.ID || got[0].State != "active" {
 		t.Fatalf("the allocation made before the kill: %+v %v", got, err)
+	}
+	// The room placed before the kill stays where it was (placement is
+	// sticky while its server lives), and a new room is placed.
+	r2, err := rest.PlaceRoom(ctx, "meeting", api.PlaceRoomRequest{Units: 1})
+	if err != nil || r2.Server != r1.Server || r2.AllocationID != r1.AllocationID || r2.Moved {
+		t.Fatalf("the room placed before the kill, placed again: %+v %v (before: %+v)", r2, err, r1)
+	}
+	if r3, err := rest.PlaceRoom(ctx, "meeting-2", api.PlaceRoomRequest{Units: 1}); err != nil || r3.AllocationID == "" || r3.URLs["whip"] == nil {
+		t.Fatalf("a room placed after the kill: %+v %v", r3, err)
 	}
 }
