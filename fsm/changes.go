@@ -11,7 +11,8 @@ import (
 
 // This file holds the change log that lets a watcher (GET /v1/watch) follow
 // the state without copying it whole on every change: a ring of the
-// servers, allocations and rooms each applied entry touched. Like the feed
+// servers, allocations, rooms and intents each applied entry touched, with
+// marks of the applied index it had reached. Like the feed
 // in scale.go it is derived, outside snapshots and the state hash, and
 // Apply never reads it. Every change to an allocation goes through
 // state.indexAlloc (or the tombstone purge in expire), every change to a
@@ -26,6 +27,7 @@ const (
 	ChangeServer ChangeKind = iota + 1
 	ChangeAllocation
 	ChangeRoom
+	ChangeIntent
 )
 
 // changeRef names one changed object.
@@ -100,6 +102,87 @@ func (f *FSM) DeltaSince(cur ChangeCursor) (d Delta, next ChangeCursor, ok bool)
 	slices.SortFunc(d.Intents, func(a, b *fsmpb.ProvisionIntent) int { return strings.Compare(a.Id, b.Id) })
 	d.Policy = cloneOrNil(f.s.policy)
 	return d, next, true
+}
+
+// markSize is how many applied entries the index marks remember.
+const markSize = 1 << 14
+
+// indexMark records that after the entry at index was applied the change
+// log held pos entries.
+type indexMark struct{ index, pos uint64 }
+
+// mark records where the change log stands after the entry at index.
+// Called with FSM.mu held for writing.
+func (fd *changeFeed) mark(index uint64) {
+	if fd.markPos > fd.markFrom {
+		last := &fd.marks[(fd.markPos-1)%markSize]
+		if last.index >= index || last.pos == fd.refPos {
+			return // nothing changed since: the last mark answers for index too
+		}
+	}
+	fd.marks[fd.markPos%markSize] = indexMark{index: index, pos: fd.refPos}
+	fd.markPos++
+}
+
+// Changed is what ChangedSince returns: the keys of the objects changed,
+// per collection, each once.
+type Changed struct {
+	Servers, Allocations, Rooms, Intents []string
+}
+
+// ChangedSince returns the keys of the servers, allocations, rooms and
+// intents changed by the entries applied after index, read atomically
+// with the applied index it reaches. ok is false when the change log no
+// longer reaches back to index (more than 16,384 entries or 65,536 changes
+// ago, or before the last snapshot restore, which includes the snapshot a
+// restarted agent starts from) or index is ahead of the state; the caller
+// must then copy the whole state. It costs O(changes since index).
+func (f *FSM) ChangedSince(index uint64) (c Changed, applied uint64, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fd := f.feed
+	applied = f.s.applied
+	if index > applied {
+		return Changed{}, applied, false
+	}
+	lo := max(fd.markFrom, fd.markPos-min(fd.markPos, markSize))
+	// The newest mark at or before index: the change log after its
+	// position holds what every later entry changed.
+	i, found := fd.markPos, false
+	for a, b := lo, fd.markPos; a < b; {
+		m := a + (b-a)/2
+		if fd.marks[m%markSize].index <= index {
+			i, found, a = m, true, m+1
+		} else {
+			b = m
+		}
+	}
+	if !found {
+		return Changed{}, applied, false
+	}
+	pos := fd.marks[i%markSize].pos
+	if fd.refPos-pos > feedSize {
+		return Changed{}, applied, false
+	}
+	seen := map[changeRef]bool{}
+	for p := pos; p < fd.refPos; p++ {
+		ref := fd.refs[p%feedSize]
+		if seen[ref] {
+			continue
+		}
+		seen[ref] = true
+		switch ref.kind {
+		case ChangeServer:
+			c.Servers = append(c.Servers, ref.key)
+		case ChangeAllocation:
+			c.Allocations = append(c.Allocations, ref.key)
+		case ChangeRoom:
+			c.Rooms = append(c.Rooms, ref.key)
+		case ChangeIntent:
+			c.Intents = append(c.Intents, ref.key)
+		}
+	}
+	return c, applied, true
 }
 
 // ExportAt is Export together with the change log cursor that DeltaSince

@@ -147,3 +147,151 @@ func TestDeltaFollowsState(t *testing.T) {
 		t.Fatal("the zero cursor was answered")
 	}
 }
+
+// keyed is a collection of an exported state by key.
+func keyed[V proto.Message](vs []V, key func(V) string) map[string]V {
+	m := make(map[string]V, len(vs))
+	for _, v := range vs {
+		m[key(v)] = v
+	}
+	return m
+}
+
+// differing is the keys whose object differs between two exports of one
+// collection (added, changed or gone).
+func differing[V proto.Message](a, b []V, key func(V) string) []string {
+	ma, mb := keyed(a, key), keyed(b, key)
+	var out []string
+	for k, v := range ma {
+		if w, ok := mb[k]; !ok || !proto.Equal(v, w) {
+			out = append(out, k)
+		}
+	}
+	for k := range mb {
+		if _, ok := ma[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// TestChangedSinceCoversEveryChange: from any applied index since the
+// last restore, ChangedSince names every server, allocation, room and
+// intent that differs between the state then and now; before the restore,
+// past the marks' reach or ahead of the state it says it cannot answer.
+func TestChangedSinceCoversEveryChange(t *testing.T) {
+	a := newApplier(t)
+	r := rand.New(rand.NewPCG(5, 9))
+	type point struct {
+		applied uint64
+		st      *fsmpb.State
+	}
+	var points []point
+	var open []string // intents not final
+	restoredAt := -1
+	for step := range 300 {
+		var cmds []*fsmpb.Command
+		for range 1 + r.IntN(6) {
+			id := fmt.Sprintf("m%d", r.IntN(8))
+			room := fmt.Sprintf("room-%d", r.IntN(5))
+			switch k := r.IntN(10); {
+			case k < 2:
+				cmds = append(cmds, register(id, 5+r.Int64N(20)))
+			case k < 4:
+				cmds = append(cmds, alloc(fmt.Sprintf("q%d-%d", step, len(cmds)), room, id, 1))
+			case k < 5:
+				cmds = append(cmds, setState(id, fsmpb.ServerState(1+r.IntN(3))))
+			case k < 6:
+				for _, al := range a.f.Allocations(fsm.AllocationFilter{ActiveOnly: true}) {
+					if al.Room == room {
+						cur, _ := a.f.Room(room)
+						cmds = append(cmds, placeRoom(room, al.Server, al.Id, cur.GetGeneration()))
+						break
+					}
+				}
+			case k < 8:
+				cmds = append(cmds, intentCmd(&fsmpb.ProvisionIntent{Kind: fsmpb.IntentKind_INTENT_KIND_PROVISION, Units: 1, RequestIds: []string{fmt.Sprintf("i%d-%d", step, len(cmds))}}))
+			default:
+				if len(open) > 0 {
+					j := r.IntN(len(open))
+					cmds = append(cmds, updateCmd(&fsmpb.UpdateIntent{Id: open[j], State: fsmpb.IntentState_INTENT_STATE_DONE}))
+					open = append(open[:j], open[j+1:]...)
+				}
+			}
+		}
+		if r.IntN(10) == 0 {
+			a.now += fsm.DefaultTombstoneRetentionMs // final intents and tombstones go
+			cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_Expire{Expire: true}})
+		}
+		for _, res := range a.apply(cmds...) {
+			if it := res.GetIntent(); it != nil && it.GetState() == fsmpb.IntentState_INTENT_STATE_PENDING {
+				open = append(open, it.GetId())
+			}
+		}
+		if step == 120 {
+			snapshotInto(t, a.f, a.f)
+			restoredAt = len(points)
+		}
+		points = append(points, point{a.f.AppliedIndex(), a.f.Export()})
+	}
+	now := a.f.Export()
+	intents := 0
+	for k, p := range points {
+		c, applied, ok := a.f.ChangedSince(p.applied)
+		if k < restoredAt {
+			if ok {
+				t.Fatalf("index %d, before the restore, was answered", p.applied)
+			}
+			continue
+		}
+		if !ok || applied != now.GetAppliedIndex() {
+			t.Fatalf("index %d: ok %v, applied %d (want %d)", p.applied, ok, applied, now.GetAppliedIndex())
+		}
+		for _, cmp := range []struct {
+			what     string
+			want     []string
+			reported []string
+		}{
+			{"servers", differing(p.st.GetServers(), now.GetServers(), (*fsmpb.Server).GetId), c.Servers},
+			{"allocations", differing(p.st.GetAllocations(), now.GetAllocations(), (*fsmpb.Allocation).GetId), c.Allocations},
+			{"rooms", differing(p.st.GetRooms(), now.GetRooms(), (*fsmpb.Room).GetName), c.Rooms},
+			{"intents", differing(p.st.GetIntents(), now.GetIntents(), (*fsmpb.ProvisionIntent).GetId), c.Intents},
+		} {
+			rep := map[string]bool{}
+			for _, k := range cmp.reported {
+				if rep[k] {
+					t.Fatalf("index %d: %s %q reported twice", p.applied, cmp.what, k)
+				}
+				rep[k] = true
+			}
+			for _, k := range cmp.want {
+				if !rep[k] {
+					t.Fatalf("index %d: %s %q changed since and was not reported (reported %v)", p.applied, cmp.what, k, cmp.reported)
+				}
+			}
+			if cmp.what == "intents" {
+				intents += len(cmp.want)
+			}
+		}
+	}
+	if intents == 0 {
+		t.Fatal("no intent changed: the test did not exercise intents")
+	}
+	if c, _, ok := a.f.ChangedSince(now.GetAppliedIndex()); !ok || len(c.Servers)+len(c.Allocations)+len(c.Rooms)+len(c.Intents) != 0 {
+		t.Fatalf("since the current index: %+v %v", c, ok)
+	}
+	if _, _, ok := a.f.ChangedSince(now.GetAppliedIndex() + 1); ok {
+		t.Fatal("an index ahead of the state was answered")
+	}
+	// Past the marks' reach (16,384 entries that each change something).
+	from := a.f.AppliedIndex()
+	for i := range 16_400 {
+		a.apply(register(fmt.Sprintf("x%d", i%100), 10+int64(i)))
+	}
+	if _, _, ok := a.f.ChangedSince(from); ok {
+		t.Fatal("an index 16,400 entries back was answered")
+	}
+	if c, _, ok := a.f.ChangedSince(a.f.AppliedIndex() - 1000); !ok || len(c.Servers) != 100 {
+		t.Fatalf("1,000 entries back: %d servers, ok %v", len(c.Servers), ok)
+	}
+}

@@ -55,6 +55,7 @@ type FSM struct {
 func New() *FSM {
 	f := &FSM{s: newState(), feed: &changeFeed{}}
 	f.s.feed = f.feed
+	f.feed.mark(0)
 	return f
 }
 
@@ -120,6 +121,7 @@ func (f *FSM) ApplyEnvelope(index uint64, env *fsmpb.Envelope) []*fsmpb.Result {
 	if index > f.s.applied {
 		f.s.applied = index
 	}
+	f.feed.mark(f.s.applied) // changes.go
 	f.mu.Unlock()
 	if f.onApply != nil {
 		f.onApply(index, env.GetNowUnixMs())
@@ -172,7 +174,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	s.feed = f.feed
 	f.feed.epoch++ // scale.go: readers start over
+	f.feed.markFrom = f.feed.markPos
 	f.s = s
+	f.feed.mark(s.applied) // the change log reaches back to the snapshot
 	f.gen++
 	f.mu.Unlock()
 	return nil

@@ -121,10 +121,12 @@ func (s *state) createIntent(index uint64, pos int, now int64, in *fsmpb.Provisi
 		for id, o := range s.intents {
 			if !intentOpen(o) && o.UpdatedAtUnixMs+ret <= now {
 				delete(s.intents, id)
+				s.changed(ChangeIntent, id) // changes.go
 			}
 		}
 	}
 	s.intents[it.Id] = it
+	s.changed(ChangeIntent, it.Id)
 	return proto.Clone(it).(*fsmpb.ProvisionIntent), nil
 }
 
@@ -170,6 +172,7 @@ func (s *state) updateIntent(now int64, u *fsmpb.UpdateIntent) (*fsmpb.Provision
 		}
 	}
 	it.UpdatedAtUnixMs = now
+	s.changed(ChangeIntent, it.Id)
 	return proto.Clone(it).(*fsmpb.ProvisionIntent), nil
 }
 
@@ -179,6 +182,7 @@ func (s *state) serverRegistered(now int64, srv *fsmpb.Server) {
 		if intentOpen(it) && it.Kind == fsmpb.IntentKind_INTENT_KIND_PROVISION && it.ServerId == srv.Id {
 			it.State = fsmpb.IntentState_INTENT_STATE_DONE
 			it.UpdatedAtUnixMs = now
+			s.changed(ChangeIntent, it.Id)
 		}
 	}
 }

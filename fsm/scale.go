@@ -28,6 +28,11 @@ type changeFeed struct {
 	// and rooms, refPos entries recorded so far.
 	refs   [feedSize]changeRef
 	refPos uint64
+	// marks maps applied indexes to change log positions (changes.go):
+	// markPos marks recorded so far, the ones from markFrom on belong to
+	// the current epoch.
+	marks             [markSize]indexMark
+	markPos, markFrom uint64
 }
 
 // FeedCursor is a reader's position in the feed. The zero cursor reads

@@ -73,10 +73,12 @@ type State interface {
 	MediaKeys() []*fsmpb.MediaKey
 	ACLBootstrapped() bool
 	ACLTokens() []*fsmpb.AclToken
-	// Export, ExportAt, DeltaSince and AppliedIndex feed the watch stream.
+	// Export, ExportAt, DeltaSince, ChangedSince and AppliedIndex feed the
+	// watch stream.
 	Export() *fsmpb.State
 	ExportAt() (*fsmpb.State, fsm.ChangeCursor)
 	DeltaSince(cur fsm.ChangeCursor) (fsm.Delta, fsm.ChangeCursor, bool)
+	ChangedSince(index uint64) (fsm.Changed, uint64, bool)
 	AppliedIndex() uint64
 }
 

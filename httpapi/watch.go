@@ -50,6 +50,7 @@ type watchSub struct {
 type watchSource interface {
 	ExportAt() (*fsmpb.State, fsm.ChangeCursor)
 	DeltaSince(cur fsm.ChangeCursor) (fsm.Delta, fsm.ChangeCursor, bool)
+	ChangedSince(index uint64) (fsm.Changed, uint64, bool)
 	AppliedIndex() uint64
 }
 
@@ -92,12 +93,19 @@ func (h *watchHub) subscribe(since *uint64) (*watchSub, []*watchTick, error) {
 		h.start()
 	}
 	var backlog []*watchTick
-	if since == nil {
+	switch {
+	case since == nil:
 		backlog = []*watchTick{h.copyTick()}
-	} else {
-		if *since < h.base {
-			return nil, nil, fmt.Errorf("%w: this agent's watch history starts at index %d, after %d", errCompacted, h.base, *since)
+	case *since < h.base:
+		// Before this agent's watch history (a watcher that comes from
+		// another agent, or a hub started after it left): the state's own
+		// change log names what changed since, sent as of the copy.
+		tk, ok := h.catchUpTick(*since)
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: this agent's watch history starts at index %d and its change log does not reach back to %d", errCompacted, h.base, *since)
 		}
+		backlog = []*watchTick{tk}
+	default:
 		for _, t := range h.ticks {
 			if t.index > *since {
 				backlog = append(backlog, t)
@@ -176,6 +184,64 @@ func (h *watchHub) copyTick() *watchTick {
 	}
 	t.events = append(t.events, api.WatchEvent{Index: h.last, Kind: api.WatchSynced})
 	return t
+}
+
+// catchUpTick brings a watcher synced at index since (before the hub's
+// history) up to the hub's copy: one event per object the state's change
+// log says changed after since, with its state in the copy (a delete,
+// carrying only the key, when the copy lacks it), every intent that
+// changed, the policy, and the synced mark at the copy's index. Objects
+// changed after the copy come again with the ticks that follow: whole
+// states, so a repeat is harmless and nothing is missed. ok is false when
+// the change log does not reach back to since. Called with h.mu held.
+func (h *watchHub) catchUpTick(since uint64) (*watchTick, bool) {
+	c, _, ok := h.f.ChangedSince(since)
+	if !ok {
+		return nil, false
+	}
+	idx := h.last
+	t := &watchTick{index: idx}
+	for _, id := range sortedUnique(c.Servers) {
+		if v, ok := h.servers[id]; ok {
+			t.events = append(t.events, serverEvent(idx, "upsert", v))
+		} else {
+			t.events = append(t.events, serverEvent(idx, "delete", &fsmpb.Server{Id: id}))
+		}
+	}
+	for _, id := range sortedUnique(c.Allocations) {
+		if v, ok := h.allocs[id]; ok {
+			t.events = append(t.events, allocEvent(idx, "upsert", v))
+		} else {
+			t.events = append(t.events, allocEvent(idx, "delete", &fsmpb.Allocation{Id: id}))
+		}
+	}
+	for _, id := range sortedUnique(c.Intents) {
+		if v, ok := h.intents[id]; ok {
+			t.events = append(t.events, intentEvent(idx, "upsert", v))
+		} else {
+			t.events = append(t.events, intentEvent(idx, "delete", &fsmpb.ProvisionIntent{Id: id}))
+		}
+	}
+	for _, id := range sortedUnique(c.Rooms) {
+		if v, ok := h.rooms[id]; ok {
+			t.events = append(t.events, roomEvent(idx, "upsert", v, h.servers))
+		} else {
+			t.events = append(t.events, roomEvent(idx, "delete", &fsmpb.Room{Name: id}, h.servers))
+		}
+	}
+	if h.policy != nil {
+		p := api.PolicyFromPB(h.policy)
+		t.events = append(t.events, api.WatchEvent{Index: idx, Kind: api.WatchPolicy, Op: "upsert", Policy: &p})
+	}
+	t.events = append(t.events, api.WatchEvent{Index: idx, Kind: api.WatchSynced})
+	return t, true
+}
+
+// sortedUnique is keys sorted, without repeats.
+func sortedUnique(keys []string) []string {
+	out := slices.Clone(keys)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -40,7 +40,9 @@ func apply(t *testing.T, f *fsm.FSM, h *watchHub, index uint64, cmds ...*fsmpb.C
 
 // TestWatchHubDiffsResumesCompactsAndCutsOffSlowWatchers: ticks carry
 // exactly the changed objects; a resume gets the ticks after its index and
-// nothing else; an index older than the history is refused; a watcher
+// nothing else; an index older than the history gets what the state's
+// change log says changed since, and is refused once the log does not
+// reach back either; a watcher
 // that does not read is cut off while another keeps receiving.
 func TestWatchHubDiffsResumesCompactsAndCutsOffSlowWatchers(t *testing.T) {
 	f := fsm.New()
@@ -90,9 +92,32 @@ func TestWatchHubDiffsResumesCompactsAndCutsOffSlowWatchers(t *testing.T) {
 	if h.base <= 1 {
 		t.Fatalf("history base %d after %d ticks", h.base, len(h.ticks))
 	}
+	// Before the history, the state's change log answers: every server
+	// changed after index 1, as of the hub's copy (m2 is gone), in one
+	// tick at the copy's index.
 	old := uint64(1)
+	_, backlog, err = h.subscribe(&old)
+	if err != nil || len(backlog) != 1 || backlog[0].index != 11 {
+		t.Fatalf("resume before the history: %v %+v", err, backlog)
+	}
+	got := ""
+	for _, ev := range backlog[0].events {
+		if ev.Kind == api.WatchServer {
+			got += fmt.Sprintf("%s %s %d,", ev.ID, ev.Op, ev.Server.Capacity)
+		}
+	}
+	if want := "m1 upsert 8,m2 delete 0,s10 upsert 1,s11 upsert 1,s4 upsert 1,s5 upsert 1,s6 upsert 1,s7 upsert 1,s8 upsert 1,s9 upsert 1,"; got != want {
+		t.Fatalf("catch-up after 1: %q, want %q", got, want)
+	}
+	if evs := backlog[0].events; evs[0].Kind == api.WatchReset || evs[len(evs)-1].Kind != api.WatchSynced || evs[len(evs)-1].Index != 11 {
+		t.Fatalf("catch-up after 1: %+v", evs)
+	}
+	// Once the change log no longer reaches back either: 410.
+	for i := uint64(12); i < 12+16_400; i++ {
+		f.ApplyEnvelope(i, &fsmpb.Envelope{Version: fsm.EnvelopeVersion, NowUnixMs: int64(i), Batch: &fsmpb.Batch{Commands: []*fsmpb.Command{register(fmt.Sprintf("x%d", i%50), int64(i))}}})
+	}
 	if _, _, err := h.subscribe(&old); !errors.Is(err, errCompacted) {
-		t.Fatalf("resume before the history: %v", err)
+		t.Fatalf("resume before the history and the change log: %v", err)
 	}
 }
 

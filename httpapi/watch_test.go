@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -129,9 +130,11 @@ func rawWatch(t *testing.T, url string, until uint64) []api.WatchEvent {
 
 // TestWatch: a watcher's copy built from the stream alone matches the
 // cluster through registrations, allocations, releases, a policy change
-// and the loss of the agent it was reading from; a resume from a synced
-// index on the same agent replays exactly the events after it; an index
-// the agent does not remember gets 410 compacted; bad kinds get 400.
+// and the loss of the agent it was reading from (resuming on an agent with
+// no watch history of its own); a resume from a synced index on the same
+// agent replays exactly the events after it; an index neither the agent's
+// history nor the state's change log reaches gets 410 compacted; bad
+// kinds get 400.
 func TestWatch(t *testing.T) {
 	c := testcluster.New(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -161,9 +164,11 @@ func TestWatch(t *testing.T) {
 	m.mu.Lock()
 	first := m.synced
 	m.mu.Unlock()
-	// Kinds filter (this also starts f1's watch history here, so the
-	// watcher can resume there later).
-	only := rawWatch(t, "http://"+f1.Cfg.HTTPAddr+"/v1/watch?kinds=servers", 0)
+	// Kinds filter (on the leader: f1 stays without a watch history until
+	// the watcher comes to it, so that its resume there is answered from
+	// the state's change log).
+	leaderAddr := c.WaitLeader(10 * time.Second).Cfg.HTTPAddr
+	only := rawWatch(t, "http://"+leaderAddr+"/v1/watch?kinds=servers", 0)
 	for _, ev := range only {
 		if ev.Kind == api.WatchAllocation {
 			t.Fatalf("kinds=servers sent %+v", ev)
@@ -226,18 +231,13 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("resume from %d to %d:\nlive     %s\nreplayed %s", first, mid, lb, rb)
 	}
 
-	code, body := get(t, "http://"+f1.Cfg.HTTPAddr+"/v1/watch?kinds=rockets")
+	code, body := get(t, "http://"+leaderAddr+"/v1/watch?kinds=rockets")
 	if code != 400 || !strings.Contains(string(body), "invalid_argument") {
 		t.Fatalf("bad kinds: %d %s", code, body)
 	}
-	// An index from before the agent's watch history.
-	code, body = get(t, "http://"+f1.Cfg.HTTPAddr+"/v1/watch?since=0")
-	if code != 410 || !strings.Contains(string(body), "compacted") {
-		t.Fatalf("since=0: %d %s", code, body)
-	}
 
-	// The agent the watcher reads from goes away: it resumes elsewhere and
-	// keeps up.
+	// The agent the watcher reads from goes away: it resumes on f1, which
+	// has no watch history yet, and keeps up without a full copy.
 	c.Stop(f0)
 	for i := 20; i < 30; i++ {
 		if _, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("w%d", i), Room: "after", Units: 1}); err != nil {
@@ -306,4 +306,21 @@ func TestWatch(t *testing.T) {
 		t.Errorf("the watcher needed %d full copies; a resume should continue from its index", m.resets)
 	}
 	m.mu.Unlock()
+
+	// After a snapshot restore neither f1's watch history (it started
+	// after first) nor its change log reaches back to first: 410, with
+	// how to resume.
+	var snap bytes.Buffer
+	if err := cl.SaveSnapshot(ctx, &snap); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cl.RestoreSnapshot(ctx, snap.Bytes(), false)
+	if err != nil || !res.Restored {
+		t.Fatalf("restore: %+v %v", res, err)
+	}
+	c.WaitConverged(30 * time.Second)
+	code, body = get(t, "http://"+f1.Cfg.HTTPAddr+"/v1/watch?since="+fmt.Sprint(first))
+	if code != 410 || !strings.Contains(string(body), "compacted") || !strings.Contains(string(body), "reconnect without since") {
+		t.Fatalf("since=%d after a restore: %d %s", first, code, body)
+	}
 }
