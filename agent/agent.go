@@ -115,7 +115,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 			pc.WithToken(cfg.Token)
 		}
 		if cfg.HTTPS {
-			pc.WithTLS(cfg.TLS.ClientConfig())
+			pc.WithTLS(pki.RequireAgent(cfg.TLS.ClientConfig(), nil)) // peers are agents
 		}
 		cfg.Peers = pc
 	}
@@ -215,7 +215,8 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		a.API.SetRateLimits(cfg.RateLimit, 0)
 	}
 	if cfg.HTTPS {
-		a.API.SetForwardTLS(cfg.TLS.ClientConfig())
+		// Forwards (with the client's credentials) go to agents only.
+		a.API.SetForwardTLS(pki.RequireAgent(cfg.TLS.ClientConfig(), nil))
 	}
 	close(ready)
 	return a, nil

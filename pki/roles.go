@@ -106,9 +106,13 @@ func (id *Identity) HTTPServerConfig() *tls.Config {
 	}
 }
 
-// CAClientConfig returns a TLS client configuration that trusts only the
-// cluster CA in caPEM, for tools that hold no certificate of their own (the
-// CLI verifying agents' HTTPS certificates). Host names are not checked.
+// CAClientConfig returns a TLS client configuration for clients of the
+// agents that hold no certificate of their own (the CLI, the SDK, media
+// nodes and sidecars reaching the HTTPS API): it accepts only a server
+// certificate that chains to the cluster CA in caPEM and is an agent's
+// (IsAgent), so a media node's certificate, which the same CA signs, cannot
+// pose as an agent and collect the client's token. Host names are not
+// checked.
 func CAClientConfig(caPEM []byte) (*tls.Config, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
@@ -118,7 +122,13 @@ func CAClientConfig(caPEM []byte) (*tls.Config, error) {
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, //nolint:gosec // chain verified below
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPeer(pool, cs.PeerCertificates, x509.ExtKeyUsageServerAuth)
+			if err := verifyPeer(pool, cs.PeerCertificates, x509.ExtKeyUsageServerAuth); err != nil {
+				return err
+			}
+			if id := PeerIdentity(cs.PeerCertificates[0]); !id.IsAgent() {
+				return fmt.Errorf("%w: %s is a %s certificate, not an agent's", ErrWrongRole, id.Name, id.Role)
+			}
+			return nil
 		},
 	}, nil
 }

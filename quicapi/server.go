@@ -603,9 +603,11 @@ func (s *Server) readReports(pc *peerConn, st *quic.ReceiveStream) {
 	}
 }
 
-// tlsFor returns the client TLS configuration agents use towards each
+// clientTLS returns the client TLS configuration agents use towards each
 // other.
-func (s *Server) clientTLS() *tls.Config { return s.cfg.Identity.ClientConfig(transport.ALPN) }
+func (s *Server) clientTLS() *tls.Config {
+	return pki.RequireAgent(s.cfg.Identity.ClientConfig(transport.ALPN), nil) // peers are agents
+}
 
 // resetKey derives the QUIC stateless reset key from the agent's private
 // key, so it is the same across restarts: a restarted agent answers
