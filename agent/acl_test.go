@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/mediatoken"
 	"github.com/switchyard/switchyard/pki"
@@ -654,5 +656,110 @@ func TestMediaTokenMinting(t *testing.T) {
 	}
 	if s, _ := kr.Signer(); s.ID == keys[0].ID {
 		t.Fatal("the newest key does not sign")
+	}
+}
+
+// lockedBuffer is a log sink shared by the agents of a test cluster.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestAuditLog: every write accepted from a token is logged once at info
+// level, by the agent that received it (not again by the leader it was
+// forwarded to), with the token's id and description, the operation and
+// its target; reads, refused writes and media certificates' writes are
+// not, and no secret ever reaches the log.
+func TestAuditLog(t *testing.T) {
+	var logs lockedBuffer
+	c := testcluster.New(t, 3, testcluster.Options{RaftTLS: true, Mutate: func(_ int, cfg *agent.Config) {
+		cfg.ACL, cfg.HTTPS = true, true
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}})
+	tc, err := pki.CAClientConfig(c.CA.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 60*time.Second)
+	f := c.Followers()[0]
+	boot, err := api.NewClient(f.Cfg.HTTPAddr).WithTLS(tc).ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := api.NewClient(f.Cfg.HTTPAddr).WithTLS(tc).WithToken(boot.Secret)
+	mustRegisterC(t, op, "m1", 10)
+	bot, err := op.ACLCreateToken(ctx, api.CreateTokenRequest{Role: "allocator", Description: "ci-bot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alc := api.NewClient(f.Cfg.HTTPAddr).WithTLS(tc).WithToken(bot.Secret)
+	if _, err := alc.Allocate(ctx, api.AllocateRequest{RequestID: "audit-1", Room: "r", Units: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alc.Servers(ctx, false); err != nil { // a read: not audited
+		t.Fatal(err)
+	}
+	if _, err := alc.DrainServer(ctx, "m1"); !errors.Is(err, errcode.ErrPermissionDenied) { // refused: not audited
+		t.Fatalf("allocator draining: %v", err)
+	}
+	if _, err := op.DrainServer(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	// Each token write is logged exactly once: by f, or, when f had not
+	// applied the token yet and passed the request on, by the leader.
+	want := []struct{ id, operation, target string }{
+		{boot.ID, `"POST /v1/servers"`, "target=/v1/servers "},
+		{boot.ID, `"POST /v1/acl/tokens"`, "target=/v1/acl/tokens "},
+		// (as a batch when the leader logs it: f coalesces allocations)
+		{bot.ID, `"POST /v1/allocations`, "target=/v1/allocations"},
+		{boot.ID, `"POST /v1/servers/{id}/drain"`, "target=/v1/servers/m1/drain "},
+	}
+	var audit []string
+	testcluster.Eventually(t, 20*time.Second, func() error {
+		audit = audit[:0]
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "msg=audit") && strings.Contains(l, "principal=token") {
+				audit = append(audit, l)
+			}
+		}
+		if len(audit) < len(want) {
+			return fmt.Errorf("%d audit lines: %q", len(audit), audit)
+		}
+		return nil
+	})
+	if len(audit) != len(want) {
+		t.Fatalf("audit lines of tokens:\n%s\nwant %d", strings.Join(audit, "\n"), len(want))
+	}
+	for i, w := range want {
+		l := audit[i]
+		if !strings.Contains(l, "level=INFO") || !strings.Contains(l, "id="+w.id) ||
+			!strings.Contains(l, "operation="+w.operation) || !strings.Contains(l, w.target) {
+			t.Errorf("audit line %d: %s\nwant token %s, %s, %s", i, l, w.id, w.operation, w.target)
+		}
+	}
+	if !strings.Contains(audit[2], "description=ci-bot") {
+		t.Errorf("the allocator's line lacks its description: %s", audit[2])
+	}
+	// Agents' own writes (member entries) are audited as their
+	// certificates.
+	if !strings.Contains(logs.String(), "principal=cert id=n") {
+		t.Error("no agent certificate's write was audited")
+	}
+	for _, secret := range []string{boot.Secret, bot.Secret} {
+		if strings.Contains(logs.String(), secret) {
+			t.Fatal("a token secret reached the log")
+		}
 	}
 }

@@ -161,8 +161,10 @@ func routePerm(pattern string) acl.Perm {
 func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 	sent := s.namesSender(r) // forwarded by a member
 	if !sent {
-		// Only a member forwarding a request says whom it forwards for.
+		// Only a member forwarding a request says whom it forwards for,
+		// or that it could not check the request's token.
 		r.Header.Del(principalHeader)
+		r.Header.Del(unverifiedHeader)
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions {
 		if o := r.Header.Get("Origin"); o != "" {
@@ -231,6 +233,9 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 			if r.Body != nil {
 				r.Body = http.MaxBytesReader(w, r.Body, maxJSONBody)
 			}
+			// This agent cannot audit a token it does not know: the
+			// leader, which does, logs the request.
+			r.Header.Set(unverifiedHeader, "1")
 			s.forward(w, r)
 			return false
 		}
@@ -246,8 +251,9 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 		r.Header.Set(principalHeader, p.Role+" "+url.PathEscape(p.ID))
 	}
 	// The agent that received a write logs it; a leader does not log again
-	// what a member forwarded.
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && p.Role != fsm.RoleMedia && p.Kind != "anonymous" && !sent {
+	// what a member forwarded, unless that member could not check the
+	// token (it was not applied there yet).
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && p.Role != fsm.RoleMedia && p.Kind != "anonymous" && (!sent || r.Header.Get(unverifiedHeader) != "") {
 		s.log.Info("audit", "principal", p.Kind, "id", p.ID, "role", p.Role, "description", p.Description,
 			"operation", pattern, "target", r.URL.Path, "forwarded_by", r.Header.Get(forwardedHeader))
 	}
@@ -290,6 +296,12 @@ func (s *Handler) principal(r *http.Request) (acl.Principal, error) {
 	}
 	return acl.Anonymous, nil
 }
+
+// unverifiedHeader marks a request a member forwards with a token it
+// does not know (created a moment ago, not applied there yet): it could
+// neither check nor audit it, so the leader audits it. Honoured only on a
+// member's forward (namesSender); it can only cause an audit line.
+const unverifiedHeader = "X-Switchyard-Unverified-Token"
 
 // principalHeader carries, on a request a follower forwards, the
 // certificate principal the follower authenticated ("ROLE NAME", the name

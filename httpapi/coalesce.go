@@ -111,14 +111,17 @@ func newCoalescer(s *Handler, fw leaderForwarder, reg prometheus.Registerer) *co
 // its callers; requests are grouped by their values.
 func credentialHeaders(r *http.Request) (string, http.Header) {
 	h := http.Header{"Content-Type": {"application/json"}}
-	auth, who := r.Header.Get("Authorization"), r.Header.Get(principalHeader)
+	auth, who, unverified := r.Header.Get("Authorization"), r.Header.Get(principalHeader), r.Header.Get(unverifiedHeader)
 	if auth != "" {
 		h.Set("Authorization", auth)
 	}
 	if who != "" {
 		h.Set(principalHeader, who)
 	}
-	return auth + "\x00" + who, h
+	if unverified != "" {
+		h.Set(unverifiedHeader, unverified)
+	}
+	return auth + "\x00" + who + "\x00" + unverified, h
 }
 
 // allocate forwards one allocation within a batch and writes its answer.
