@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -120,16 +122,28 @@ func newOperatorCmd() *cobra.Command {
 				return err
 			}
 			defer cancel()
+			before, _ := c.Status(ctx)
 			if err := c.TransferLeader(ctx, toID); err != nil {
 				return err
 			}
-			st, err := waitForLeader(ctx, c)
-			if err != nil {
-				fmt.Fprintln(cmd.OutOrStdout(), "leadership transfer started")
-				return nil
+			// Say who leads once another node does (the one asked for, if
+			// any): right after the transfer an agent may still name the
+			// old leader.
+			wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+			defer wcancel()
+			for {
+				st, err := c.Status(wctx)
+				if err == nil && st.Leader != "" && st.Leader != before.Leader && (toID == "" || st.Leader == toID) {
+					fmt.Fprintf(cmd.OutOrStdout(), "leader is now %s\n", st.Leader)
+					return nil
+				}
+				select {
+				case <-wctx.Done():
+					fmt.Fprintln(cmd.OutOrStdout(), "leadership transfer started")
+					return nil
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "leader is now %s\n", st.Leader)
-			return nil
 		},
 	}
 	tf.register(transfer, false)

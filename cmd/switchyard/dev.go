@@ -309,13 +309,16 @@ func devBootstrapACL(ctx context.Context, out io.Writer, joins []string, keep st
 // term, so elections on a busy machine are seen where the dev cluster
 // prints (its log level is error).
 func reportLeaderChanges(ctx context.Context, out io.Writer, n *cluster.Node, last string) {
+	ch := n.LeaderChange()
 	for {
-		ch := n.LeaderChange()
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
 		}
+		// The next change's channel first: one that lands while this one
+		// is printed is then not missed.
+		ch = n.LeaderChange()
 		id, _, ok := n.Leader()
 		if !ok || id == last {
 			continue
