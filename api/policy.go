@@ -10,17 +10,17 @@ import (
 // Limits is the JSON form of fsmpb.Limits; zero fields mean no limit.
 type Limits struct {
 	// Units is a fraction (0, 1] of each server's capacity.
-	Units float64 `json:"units,omitempty"`
+	Units float64 `json:"units"`
 	// CPU is a reported utilisation (0, 1].
-	CPU       float64 `json:"cpu,omitempty"`
-	EgressBps int64   `json:"egress_bps,omitempty"`
+	CPU       float64 `json:"cpu"`
+	EgressBps int64   `json:"egress_bps"`
 }
 
 // Weights is the JSON form of fsmpb.Weights (all zero: units = 1).
 type Weights struct {
-	Units  float64 `json:"units,omitempty"`
-	CPU    float64 `json:"cpu,omitempty"`
-	Egress float64 `json:"egress,omitempty"`
+	Units  float64 `json:"units"`
+	CPU    float64 `json:"cpu"`
+	Egress float64 `json:"egress"`
 }
 
 // RegionDistance is one entry of the region strategy's distance table.
@@ -32,28 +32,28 @@ type RegionDistance struct {
 
 // Provisioning is the JSON form of fsmpb.Provisioning.
 type Provisioning struct {
-	ServerCapacity int64 `json:"server_capacity,omitempty"`
-	TimeoutMs      int64 `json:"timeout_ms,omitempty"`
-	MinPool        int32 `json:"min_pool,omitempty"`
-	IdleRetireMs   int64 `json:"idle_retire_ms,omitempty"`
-	Disabled       bool  `json:"disabled,omitempty"`
+	ServerCapacity int64 `json:"server_capacity"`
+	TimeoutMs      int64 `json:"timeout_ms"`
+	MinPool        int32 `json:"min_pool"`
+	IdleRetireMs   int64 `json:"idle_retire_ms"`
+	Disabled       bool  `json:"disabled"`
 }
 
 // Policy is the JSON form of the placement policy (GET/PUT /v1/policy).
 type Policy struct {
 	Strategy             string           `json:"strategy"`
-	Expr                 string           `json:"expr,omitempty"`
+	Expr                 string           `json:"expr"`
 	Hard                 Limits           `json:"hard"`
 	Soft                 Limits           `json:"soft"`
 	Weights              Weights          `json:"weights"`
-	Distances            []RegionDistance `json:"distances,omitempty"`
+	Distances            []RegionDistance `json:"distances"`
 	Provisioning         Provisioning     `json:"provisioning"`
-	TombstoneRetentionMs int64            `json:"tombstone_retention_ms,omitempty"`
+	TombstoneRetentionMs int64            `json:"tombstone_retention_ms"`
 	// Version, AppliedAtIndex and AppliedAtUnixMs are set by the cluster
 	// and ignored on PUT.
 	Version         uint64 `json:"version"`
-	AppliedAtIndex  uint64 `json:"applied_at_index,omitempty"`
-	AppliedAtUnixMs int64  `json:"applied_at_unix_ms,omitempty"`
+	AppliedAtIndex  uint64 `json:"applied_at_index"`
+	AppliedAtUnixMs int64  `json:"applied_at_unix_ms"`
 	// IfVersion, on PUT, makes the change conditional on the current
 	// version (409 version_mismatch otherwise).
 	IfVersion uint64 `json:"if_version,omitempty"`
@@ -71,13 +71,13 @@ type Intent struct {
 	Kind            string   `json:"kind"`
 	State           string   `json:"state"`
 	ServerID        string   `json:"server_id"`
-	Region          string   `json:"region,omitempty"`
-	Zone            string   `json:"zone,omitempty"`
-	Units           int64    `json:"units,omitempty"`
-	RequestIDs      []string `json:"request_ids,omitempty"`
-	Rooms           []string `json:"rooms,omitempty"`
-	Owner           string   `json:"owner,omitempty"`
-	Error           string   `json:"error,omitempty"`
+	Region          string   `json:"region"`
+	Zone            string   `json:"zone"`
+	Units           int64    `json:"units"`
+	RequestIDs      []string `json:"request_ids"`
+	Rooms           []string `json:"rooms"`
+	Owner           string   `json:"owner"`
+	Error           string   `json:"error"`
 	CreatedAtUnixMs int64    `json:"created_at_unix_ms"`
 	UpdatedAtUnixMs int64    `json:"updated_at_unix_ms"`
 	DeadlineUnixMs  int64    `json:"deadline_unix_ms"`
@@ -98,6 +98,7 @@ func PolicyFromPB(p *fsmpb.Policy) Policy {
 		TombstoneRetentionMs: p.GetTombstoneRetentionMs(),
 		Version:              p.GetVersion(), AppliedAtIndex: p.GetAppliedAtIndex(), AppliedAtUnixMs: p.GetAppliedAtUnixMs(),
 		IfVersion: p.GetIfVersion(),
+		Distances: []RegionDistance{}, // [], not null: the field is a contract
 	}
 	for _, d := range p.GetDistances() {
 		out.Distances = append(out.Distances, RegionDistance{From: d.GetFrom(), To: d.GetTo(), Distance: d.GetDistance()})

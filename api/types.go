@@ -131,7 +131,7 @@ type Status struct {
 	ID          string `json:"id"`
 	State       string `json:"state"`
 	Leader      string `json:"leader"`
-	LeaderHTTP  string `json:"leader_http,omitempty"`
+	LeaderHTTP  string `json:"leader_http"`
 	ClusterID   string `json:"cluster_id"`
 	Term        uint64 `json:"term"`
 	LastIndex   uint64 `json:"last_index"`

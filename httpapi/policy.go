@@ -13,7 +13,9 @@ func IntentFromPB(it *fsmpb.ProvisionIntent) api.Intent {
 	return api.Intent{
 		ID: it.GetId(), Kind: fsm.IntentKindName(it.GetKind()), State: fsm.IntentStateName(it.GetState()),
 		ServerID: it.GetServerId(), Region: it.GetRegion(), Zone: it.GetZone(), Units: it.GetUnits(),
-		RequestIDs: it.GetRequestIds(), Rooms: it.GetRooms(), Owner: it.GetOwner(), Error: it.GetError(),
+		// [], not null: the fields are a contract.
+		RequestIDs: append([]string{}, it.GetRequestIds()...), Rooms: append([]string{}, it.GetRooms()...),
+		Owner: it.GetOwner(), Error: it.GetError(),
 		CreatedAtUnixMs: it.GetCreatedAtUnixMs(), UpdatedAtUnixMs: it.GetUpdatedAtUnixMs(), DeadlineUnixMs: it.GetDeadlineUnixMs(),
 	}
 }

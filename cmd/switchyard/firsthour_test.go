@@ -59,10 +59,11 @@ func with(base map[string]any, over map[string]any) map[string]any {
 // TestFirstHourJSONFieldsPresentWhenEmpty: the fields the README's JSON
 // contract lists are in the CLI's --json output when they are empty too
 // (`requester` "", `expires_at_unix_ms`/`ended_at_unix_ms` 0, `addresses`
-// [], `region`/`zone` "", `labels` {}, a member's `quic_addr` ""), for
-// `server register|list|drain`, `alloc request|list|release`, `cluster
-// status` and `operator raft list-peers`; and set, they carry the values
-// given.
+// [], `region`/`zone` "", `labels` {}, a member's `quic_addr` "", a
+// policy's unset limits, weights and provisioning), for `server
+// register|list|drain`, `alloc request|list|release`, `cluster status`,
+// `operator raft list-peers` and `policy get`; and set, they carry the
+// values given.
 func TestFirstHourJSONFieldsPresentWhenEmpty(t *testing.T) {
 	// NoQUIC: the member has no QUIC address, so `quic_addr` is empty.
 	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true})
@@ -156,6 +157,19 @@ func TestFirstHourJSONFieldsPresentWhenEmpty(t *testing.T) {
 	})
 	checkFields(t, "cluster status member", only("cluster status members", st.(map[string]any)["members"]), member)
 	checkFields(t, "operator raft list-peers", only("list-peers", cliJSON("operator", "raft", "list-peers")), member)
+
+	// A policy with nothing set: every field of the contract, empty.
+	zeroLimits := map[string]any{"units": float64(0), "cpu": float64(0), "egress_bps": float64(0)}
+	pol := cliJSON("policy", "get")
+	checkFields(t, "policy get", pol, map[string]any{
+		"strategy": present{}, "expr": "", "distances": []any{}, "tombstone_retention_ms": present{},
+		"version": present{}, "applied_at_index": present{}, "applied_at_unix_ms": present{},
+		"hard": zeroLimits, "soft": zeroLimits, "provisioning": present{}, "weights": present{},
+	})
+	checkFields(t, "policy get weights", pol.(map[string]any)["weights"], map[string]any{"units": float64(0), "cpu": float64(0), "egress": float64(0)})
+	checkFields(t, "policy get provisioning", pol.(map[string]any)["provisioning"], map[string]any{
+		"server_capacity": float64(0), "timeout_ms": float64(0), "min_pool": float64(0), "idle_retire_ms": float64(0), "disabled": false,
+	})
 }
 
 // policyLines splits what printPolicy prints into its "label  value"
