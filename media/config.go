@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"github.com/switchyard/switchyard/mediatoken"
 
 	"fmt"
@@ -58,6 +59,12 @@ type Config struct {
 	// cluster's media keys scoped to the room and action (tokens.go); the
 	// node signs its own cascade and redirect tokens with it.
 	Tokens *mediatoken.Keyring
+	// RefreshTokens, when set, reloads Tokens from the cluster. It is
+	// called when a token names a key Tokens lacks (a key rotated in since
+	// the last load), and the token is checked again after it returns; it
+	// must bound its own wait and rate (anyone can present a token naming
+	// a key that does not exist).
+	RefreshTokens func(context.Context) error
 }
 
 func (c *Config) setDefaults() error {

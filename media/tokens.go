@@ -19,6 +19,13 @@ func (n *Node) authorize(w http.ResponseWriter, r *http.Request, action string) 
 	}
 	tok := mediatoken.FromRequest(r.Header.Get("Authorization"), r.URL.Query().Get("access_token"))
 	c, err := n.cfg.Tokens.Check(tok, r.PathValue("room"), action, time.Now())
+	if errors.Is(err, mediatoken.ErrUnknownKey) && n.cfg.RefreshTokens != nil {
+		// A key rotated in since the keyring was loaded: load it and look
+		// again, rather than refuse until the next periodic refresh.
+		if rerr := n.cfg.RefreshTokens(r.Context()); rerr == nil {
+			c, err = n.cfg.Tokens.Check(tok, r.PathValue("room"), action, time.Now())
+		}
+	}
 	if err != nil {
 		code := http.StatusUnauthorized
 		if errors.Is(err, mediatoken.ErrScope) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,4 +152,55 @@ func TestCascadeWithTokens(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestTokenOfARotatedKey: a token signed with a key the node's keyring does
+// not hold yet (rotated in since its last load) passes once the node has
+// reloaded its keys, without waiting for the periodic refresh; a token
+// naming a key that does not exist stays refused.
+func TestTokenOfARotatedKey(t *testing.T) {
+	k1 := mediatoken.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	k2 := mediatoken.Key{ID: "k2", Secret: []byte("fedcba9876543210fedcba9876543210")}
+	for _, tc := range []struct {
+		name      string
+		refresh   bool
+		key       mediatoken.Key
+		want      int // 400: the token passed, the offer did not
+		refreshes int
+	}{
+		{"rotated key, reloaded", true, k2, 400, 1},
+		{"rotated key, no reload", false, k2, 401, 0},
+		{"key that does not exist", true, mediatoken.Key{ID: "k9", Secret: k2.Secret}, 401, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kr := &mediatoken.Keyring{}
+			kr.Set([]mediatoken.Key{k1})
+			cfg := testConfig(t, "m1", 4)
+			cfg.Tokens = kr
+			var refreshes atomic.Int32
+			if tc.refresh {
+				cfg.RefreshTokens = func(context.Context) error {
+					refreshes.Add(1)
+					kr.Set([]mediatoken.Key{k2, k1}) // what the cluster holds now
+					return nil
+				}
+			}
+			n := startNode(t, cfg, &memCluster{})
+			tok, err := mediatoken.Mint(tc.key, mediatoken.Claims{Room: "demo", Action: mediatoken.Publish, ExpiresAt: time.Now().Add(time.Minute).Unix()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest(http.MethodPost, n.BaseURL()+"/whip/demo", strings.NewReader("v=0"))
+			req.Header.Set("Content-Type", "application/sdp")
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := httpClient().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want || int(refreshes.Load()) != tc.refreshes {
+				t.Fatalf("status %d after %d reloads, want %d after %d", resp.StatusCode, refreshes.Load(), tc.want, tc.refreshes)
+			}
+		})
+	}
 }

@@ -36,6 +36,10 @@ var (
 	// ErrScope means the token is valid but for another room or action:
 	// HTTP 403.
 	ErrScope = errors.New("media token does not cover this request")
+	// ErrUnknownKey means the token names a key the keyring does not hold
+	// (one rotated in since the keyring was last loaded, or none at all).
+	// It wraps ErrInvalid.
+	ErrUnknownKey = fmt.Errorf("%w: unknown key", ErrInvalid)
 )
 
 // Leeway absorbs clock skew between the minting agent and the media node.
@@ -146,7 +150,7 @@ func (r *Keyring) Verify(tok string, now time.Time) (Claims, error) {
 	secret, ok := r.keys[h.Kid]
 	r.mu.RUnlock()
 	if !ok {
-		return c, fmt.Errorf("%w: unknown key %q", ErrInvalid, h.Kid)
+		return c, fmt.Errorf("%w %q", ErrUnknownKey, h.Kid)
 	}
 	sig, err := b64.DecodeString(parts[2])
 	if err != nil || !hmac.Equal(sig, sign(secret, parts[0]+"."+parts[1])) {

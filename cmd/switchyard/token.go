@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -96,10 +97,12 @@ they expire.`,
 
 // fetchMediaKeys loads the cluster's media keys (retrying for up to a
 // minute) and keeps them fresh every 15 s in the background until ctx ends.
-func fetchMediaKeys(ctx context.Context, allocs []string, log *slog.Logger) (*mediatoken.Keyring, error) {
+// refresh reloads them at once (for a token naming a key rotated in since):
+// one load at a time, at most one a second, each waiting at most 2 s.
+func fetchMediaKeys(ctx context.Context, allocs []string, log *slog.Logger) (kr *mediatoken.Keyring, refresh func(context.Context) error, err error) {
 	cl := api.NewClient(allocs...)
-	kr := &mediatoken.Keyring{}
-	load := func(d time.Duration) error {
+	kr = &mediatoken.Keyring{}
+	load := func(ctx context.Context, d time.Duration) error {
 		lctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		for {
@@ -119,8 +122,8 @@ func fetchMediaKeys(ctx context.Context, allocs []string, log *slog.Logger) (*me
 			}
 		}
 	}
-	if err := load(time.Minute); err != nil {
-		return nil, fmt.Errorf("--require-token: fetch the media keys: %w", err)
+	if err := load(ctx, time.Minute); err != nil {
+		return nil, nil, fmt.Errorf("--require-token: fetch the media keys: %w", err)
 	}
 	go func() {
 		for {
@@ -128,11 +131,34 @@ func fetchMediaKeys(ctx context.Context, allocs []string, log *slog.Logger) (*me
 			case <-ctx.Done():
 				return
 			case <-time.After(15 * time.Second):
-				if err := load(10 * time.Second); err != nil {
+				if err := load(ctx, 10*time.Second); err != nil {
 					log.Warn("refresh media keys", "err", err)
 				}
 			}
 		}
 	}()
-	return kr, nil
+	lim := &refreshLimiter{every: time.Second}
+	return kr, func(rctx context.Context) error {
+		return lim.do(func() error { return load(rctx, 2*time.Second) })
+	}, nil
+}
+
+// refreshLimiter runs a reload at most once per every, one at a time:
+// callers that come while one runs wait for it, and callers within every
+// of the last one return at once (the caller looks again with what that
+// one loaded).
+type refreshLimiter struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+}
+
+func (l *refreshLimiter) do(load func() error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && time.Since(l.last) < l.every {
+		return nil
+	}
+	l.last = time.Now()
+	return load()
 }
