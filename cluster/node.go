@@ -523,14 +523,30 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		return ErrNotLeader
 	}
 	if id == "" {
-		return n.wait(ctx, n.raft.LeadershipTransfer())
+		return transferErr(n.wait(ctx, n.raft.LeadershipTransfer()))
+	}
+	if id == n.cfg.ID {
+		return fmt.Errorf("%w: %s leads already: name another voter", fsm.ErrInvalid, id)
 	}
 	for _, s := range n.voters() {
 		if string(s.ID) == id {
-			return n.wait(ctx, n.raft.LeadershipTransferToServer(s.ID, s.Address))
+			return transferErr(n.wait(ctx, n.raft.LeadershipTransferToServer(s.ID, s.Address)))
 		}
 	}
 	return fmt.Errorf("%w: %q is not a voter", fsm.ErrNotFound, id)
+}
+
+// transferErr maps the errors raft reports for a leadership transfer that
+// did not complete (a timeout, a TimeoutNow that did not reach the
+// target: unexported, plain errors) to ErrLeadershipLost, retryable, so
+// that they are answered 503 rather than as an internal error. The
+// mapped errors pass unchanged.
+func transferErr(err error) error {
+	if err == nil || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrLeadershipLost) ||
+		errors.Is(err, ErrUnknownOutcome) || errors.Is(err, ErrShutdown) {
+		return err
+	}
+	return fmt.Errorf("%w: leadership transfer did not complete: %v", ErrLeadershipLost, err)
 }
 
 // Snapshot returns the whole replicated state, current as of a barrier.

@@ -30,10 +30,15 @@ type slogWriter struct{ log *slog.Logger }
 func (w *slogWriter) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
 	level := slog.LevelInfo
-	for tag, l := range map[string]slog.Level{"[ERROR]": slog.LevelError, "[WARN]": slog.LevelWarn, "[INFO]": slog.LevelInfo, "[DEBUG]": slog.LevelDebug, "[TRACE]": slog.LevelDebug} {
-		if i := strings.Index(line, tag); i >= 0 {
-			level = l
-			line = strings.TrimSpace(line[i+len(tag):])
+	// hclog puts the level tag first; a tag-like text later in the
+	// message does not count.
+	for _, t := range []struct {
+		tag string
+		l   slog.Level
+	}{{"[ERROR]", slog.LevelError}, {"[WARN]", slog.LevelWarn}, {"[INFO]", slog.LevelInfo}, {"[DEBUG]", slog.LevelDebug}, {"[TRACE]", slog.LevelDebug}} {
+		if strings.HasPrefix(line, t.tag) {
+			level = t.l
+			line = strings.TrimSpace(line[len(t.tag):])
 			break
 		}
 	}

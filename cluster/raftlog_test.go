@@ -16,6 +16,7 @@ func TestRaftLogLevels(t *testing.T) {
 		{"[DEBUG] raft: votes: needed=2", "DEBUG", `"raft: votes: needed=2"`},
 		{"[ERROR] raft: failed to take snapshot: disk", "ERROR", `"raft: failed to take snapshot: disk"`},
 		{"no tag at all", "INFO", `"no tag at all"`},
+		{"[WARN]  raft: peer said [ERROR] in passing", "WARN", `"raft: peer said [ERROR] in passing"`},
 	} {
 		var b bytes.Buffer
 		w := &slogWriter{log: slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug}))}

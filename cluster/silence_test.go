@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -58,5 +60,29 @@ func TestWeighSilence(t *testing.T) {
 				t.Fatalf("got majority %v best %q recheck %v, want %v %q %v (%s)", v.majority, v.best, v.recheck, tc.majority, tc.best, tc.recheck, v.why)
 			}
 		})
+	}
+}
+
+// A leadership transfer that raft reports as not completed (plain errors)
+// is a retryable leadership_lost; the errors already mapped pass unchanged.
+func TestTransferErr(t *testing.T) {
+	for _, tc := range []struct {
+		in   error
+		want error
+	}{
+		{nil, nil},
+		{errors.New("leadership transfer timeout"), ErrLeadershipLost},
+		{errors.New("failed to make TimeoutNow RPC"), ErrLeadershipLost},
+		{ErrNotLeader, ErrNotLeader},
+		{ErrShutdown, ErrShutdown},
+		{fmt.Errorf("%w: ctx", ErrUnknownOutcome), ErrUnknownOutcome},
+	} {
+		got := transferErr(tc.in)
+		if (tc.want == nil) != (got == nil) || (tc.want != nil && !errors.Is(got, tc.want)) {
+			t.Errorf("transferErr(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+		if tc.in != nil && errors.Is(tc.want, ErrLeadershipLost) && !errors.Is(got, ErrLeadershipLost) {
+			t.Errorf("%v not retryable", tc.in)
+		}
 	}
 }

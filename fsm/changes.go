@@ -132,41 +132,20 @@ type Changed struct {
 
 // ChangedSince returns the keys of the servers, allocations, rooms and
 // intents changed by the entries applied after index, read atomically
-// with the applied index it reaches. ok is false when the change log no
+// with the applied index it reaches (the log's entries are copied under
+// the read lock; the rest runs outside it, so Apply waits for a copy of at
+// most 65,536 references). ok is false when the change log no
 // longer reaches back to index (more than 16,384 entries or 65,536 changes
 // ago, or before the last snapshot restore, which includes the snapshot a
 // restarted agent starts from) or index is ahead of the state; the caller
 // must then copy the whole state. It costs O(changes since index).
 func (f *FSM) ChangedSince(index uint64) (c Changed, applied uint64, ok bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	fd := f.feed
-	applied = f.s.applied
-	if index > applied {
+	refs, applied, ok := f.refsSince(index)
+	if !ok {
 		return Changed{}, applied, false
 	}
-	lo := max(fd.markFrom, fd.markPos-min(fd.markPos, markSize))
-	// The newest mark at or before index: the change log after its
-	// position holds what every later entry changed.
-	i, found := fd.markPos, false
-	for a, b := lo, fd.markPos; a < b; {
-		m := a + (b-a)/2
-		if fd.marks[m%markSize].index <= index {
-			i, found, a = m, true, m+1
-		} else {
-			b = m
-		}
-	}
-	if !found {
-		return Changed{}, applied, false
-	}
-	pos := fd.marks[i%markSize].pos
-	if fd.refPos-pos > feedSize {
-		return Changed{}, applied, false
-	}
-	seen := map[changeRef]bool{}
-	for p := pos; p < fd.refPos; p++ {
-		ref := fd.refs[p%feedSize]
+	seen := make(map[changeRef]bool, len(refs))
+	for _, ref := range refs {
 		if seen[ref] {
 			continue
 		}
@@ -183,6 +162,42 @@ func (f *FSM) ChangedSince(index uint64) (c Changed, applied uint64, ok bool) {
 		}
 	}
 	return c, applied, true
+}
+
+// refsSince copies the change log's entries recorded after index was
+// applied (see ChangedSince).
+func (f *FSM) refsSince(index uint64) (refs []changeRef, applied uint64, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fd := f.feed
+	applied = f.s.applied
+	if index > applied {
+		return nil, applied, false
+	}
+	lo := max(fd.markFrom, fd.markPos-min(fd.markPos, markSize))
+	// The newest mark at or before index: the change log after its
+	// position holds what every later entry changed.
+	i, found := fd.markPos, false
+	for a, b := lo, fd.markPos; a < b; {
+		m := a + (b-a)/2
+		if fd.marks[m%markSize].index <= index {
+			i, found, a = m, true, m+1
+		} else {
+			b = m
+		}
+	}
+	if !found {
+		return nil, applied, false
+	}
+	pos := fd.marks[i%markSize].pos
+	if fd.refPos-pos > feedSize {
+		return nil, applied, false
+	}
+	refs = make([]changeRef, 0, fd.refPos-pos)
+	for p := pos; p < fd.refPos; p++ {
+		refs = append(refs, fd.refs[p%feedSize])
+	}
+	return refs, applied, true
 }
 
 // ExportAt is Export together with the change log cursor that DeltaSince

@@ -294,4 +294,20 @@ func TestChangedSinceCoversEveryChange(t *testing.T) {
 	if c, _, ok := a.f.ChangedSince(a.f.AppliedIndex() - 1000); !ok || len(c.Servers) != 100 {
 		t.Fatalf("1,000 entries back: %d servers, ok %v", len(c.Servers), ok)
 	}
+	// Past the change log's reach (more than 65,536 changes in a few
+	// entries), and just within it.
+	from = a.f.AppliedIndex()
+	for e := range 3 {
+		var cmds []*fsmpb.Command
+		for i := range 30_000 {
+			cmds = append(cmds, register(fmt.Sprintf("y%d-%d", e, i), 10))
+		}
+		a.apply(cmds...)
+	}
+	if _, _, ok := a.f.ChangedSince(from); ok {
+		t.Fatal("an index 90,000 changes back was answered")
+	}
+	if c, _, ok := a.f.ChangedSince(from + 1); !ok || len(c.Servers) != 60_000 {
+		t.Fatalf("60,000 changes back: %d servers, ok %v", len(c.Servers), ok)
+	}
 }

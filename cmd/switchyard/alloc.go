@@ -124,10 +124,7 @@ continues.`,
 				if pf.partial() {
 					return usagef(cmd, "--watch prints the whole list: it takes no --limit or --after")
 				}
-				return runWatch(cmd, lf, "allocations", func(ev api.WatchEvent, inCopy bool) bool {
-					a := ev.Allocation
-					return (opts.Room == "" || a.Room == opts.Room) && (opts.Server == "" || a.Server == opts.Server) && (!inCopy || !opts.ActiveOnly || a.State == "active")
-				})
+				return runWatch(cmd, lf, "allocations", allocWatchFilter(opts))
 			}
 			c, ctx, cancel, err := lf.client(cmd)
 			if err != nil {
@@ -152,4 +149,25 @@ continues.`,
 	list.Flags().BoolVar(&watch, "watch", false, watchHelp+" (--active filters the initial list only)")
 	cmd.AddCommand(request, release, list)
 	return cmd
+}
+
+// allocWatchFilter is the event filter of `alloc list --watch`: --room and
+// --server keep the allocations they name, --active the active ones of the
+// first copy only; a deletion is kept for an allocation kept before (a
+// resume at another agent may send a deletion carrying only the id).
+func allocWatchFilter(opts api.AllocationListOptions) func(api.WatchEvent, bool) bool {
+	shown := map[string]bool{}
+	return func(ev api.WatchEvent, inCopy bool) bool {
+		a := ev.Allocation
+		match := (opts.Room == "" || a.Room == opts.Room) && (opts.Server == "" || a.Server == opts.Server) && (!inCopy || !opts.ActiveOnly || a.State == "active")
+		if ev.Op == "delete" {
+			match = match || shown[ev.ID]
+			delete(shown, ev.ID)
+			return match
+		}
+		if match {
+			shown[ev.ID] = true
+		}
+		return match
+	}
 }

@@ -122,7 +122,10 @@ func newOperatorCmd() *cobra.Command {
 				return err
 			}
 			defer cancel()
-			before, _ := c.Status(ctx)
+			before, berr := c.Status(ctx)
+			if berr != nil {
+				before.Leader = "" // unknown: only a named target can be confirmed
+			}
 			if err := c.TransferLeader(ctx, toID); err != nil {
 				return err
 			}
@@ -133,7 +136,8 @@ func newOperatorCmd() *cobra.Command {
 			defer wcancel()
 			for {
 				st, err := c.Status(wctx)
-				if err == nil && st.Leader != "" && st.Leader != before.Leader && (toID == "" || st.Leader == toID) {
+				moved := toID != "" && st.Leader == toID || toID == "" && before.Leader != "" && st.Leader != "" && st.Leader != before.Leader
+				if err == nil && moved {
 					fmt.Fprintf(cmd.OutOrStdout(), "leader is now %s\n", st.Leader)
 					return nil
 				}

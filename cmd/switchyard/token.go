@@ -139,26 +139,51 @@ func fetchMediaKeys(ctx context.Context, allocs []string, log *slog.Logger) (kr 
 	}()
 	lim := &refreshLimiter{every: time.Second}
 	return kr, func(rctx context.Context) error {
-		return lim.do(func() error { return load(rctx, 2*time.Second) })
+		// The load runs on the node's context, not the request's: a
+		// caller that goes away does not cut it short for the others.
+		return lim.do(rctx, func() error { return load(ctx, 2*time.Second) })
 	}, nil
 }
 
-// refreshLimiter runs a reload at most once per every, one at a time:
-// callers that come while one runs wait for it, and callers within every
-// of the last one return at once (the caller looks again with what that
-// one loaded).
+// refreshLimiter runs at most one load at a time and starts one at most
+// every interval after the last one ended: callers that come while a load
+// runs share its outcome (each waiting until it ends or the caller's own
+// context does), and callers within every of the last load's end return
+// at once (the caller looks again with what that load brought).
 type refreshLimiter struct {
 	every time.Duration
-	mu    sync.Mutex
-	last  time.Time
+
+	mu      sync.Mutex
+	last    time.Time     // when the last load ended
+	running chan struct{} // closed when the load in flight ends; nil when none
+	err     error         // the outcome of the last load that ended
 }
 
-func (l *refreshLimiter) do(load func() error) error {
+func (l *refreshLimiter) do(ctx context.Context, load func() error) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() && time.Since(l.last) < l.every {
-		return nil
+	if l.running == nil {
+		if !l.last.IsZero() && time.Since(l.last) < l.every {
+			l.mu.Unlock()
+			return nil
+		}
+		done := make(chan struct{})
+		l.running = done
+		go func() {
+			err := load()
+			l.mu.Lock()
+			l.err, l.last, l.running = err, time.Now(), nil
+			l.mu.Unlock()
+			close(done)
+		}()
 	}
-	l.last = time.Now()
-	return load()
+	done := l.running
+	l.mu.Unlock()
+	select {
+	case <-done:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -443,6 +443,7 @@ func (c *Cluster) WaitLeader(ctx context.Context) (*Proc, error) {
 	for {
 		var leader *Proc
 		agree := true
+		named := ""
 		for _, p := range c.Nodes {
 			if !p.Running() {
 				continue
@@ -450,18 +451,17 @@ func (c *Cluster) WaitLeader(ctx context.Context) (*Proc, error) {
 			sctx, cancel := context.WithTimeout(ctx, time.Second)
 			st, err := c.Status(sctx, p)
 			cancel()
-			if err != nil || st.Leader == "" {
+			if err != nil || st.Leader == "" || (named != "" && st.Leader != named) {
 				agree = false
 				break
 			}
+			named = st.Leader
 			if st.State == "Leader" {
 				leader = p
 			}
-			if leader != nil && st.Leader != leader.ID {
-				agree = false
-			}
 		}
-		if agree && leader != nil {
+		// Every running node names the same leader, which says it leads.
+		if agree && leader != nil && leader.ID == named {
 			return leader, nil
 		}
 		select {
