@@ -47,10 +47,14 @@ type JanusConfig struct {
 // It keeps one Janus session with one VideoRoom handle; a session that
 // Janus no longer knows (458: the process restarted) is replaced, and the
 // new session id becomes the instance, so the sidecar re-registers under a
-// new incarnation.
+// new incarnation. It is safe for concurrent use.
 type Janus struct {
 	cfg JanusConfig
 	hc  *http.Client
+	// making is a one-slot lock held while a session and handle are made,
+	// so that callers finding none at once (a poll and a room being
+	// created) make one between them.
+	making chan struct{}
 
 	mu      sync.Mutex
 	session uint64
@@ -74,7 +78,7 @@ func NewJanus(cfg JanusConfig) (*Janus, error) {
 		hc = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil,
 			DialContext: (&net.Dialer{Timeout: time.Second}).DialContext, MaxIdleConnsPerHost: 4}}
 	}
-	return &Janus{cfg: cfg, hc: hc}, nil
+	return &Janus{cfg: cfg, hc: hc, making: make(chan struct{}, 1)}, nil
 }
 
 // Kind implements SFU.
@@ -184,6 +188,18 @@ func (j *Janus) ensureHandle(ctx context.Context) (uint64, uint64, error) {
 	if s != 0 && h != 0 {
 		return s, h, nil
 	}
+	select {
+	case j.making <- struct{}{}:
+	case <-ctx.Done():
+		return 0, 0, fmt.Errorf("%w: janus session: %v", ErrUnavailable, ctx.Err())
+	}
+	defer func() { <-j.making }()
+	j.mu.Lock()
+	s, h = j.session, j.handle
+	j.mu.Unlock()
+	if s != 0 && h != 0 {
+		return s, h, nil // made by the caller that held the lock
+	}
 	var created struct {
 		Data struct {
 			ID uint64 `json:"id"`
@@ -194,10 +210,17 @@ func (j *Janus) ensureHandle(ctx context.Context) (uint64, uint64, error) {
 			return 0, 0, err
 		}
 		s = created.Data.ID
+		if s != 0 {
+			// Kept, so that an attach that fails is tried again on this
+			// session instead of leaving it behind for a new one.
+			j.mu.Lock()
+			j.session = s
+			j.mu.Unlock()
+		}
 	}
 	if err := j.post(ctx, j.cfg.URL+"/"+strconv.FormatUint(s, 10), map[string]any{"janus": "attach", "plugin": "janus.plugin.videoroom"}, &created); err != nil {
 		if janusCode(err) == janusNoSuchSession {
-			j.reset()
+			j.reset(s)
 		}
 		return 0, 0, err
 	}
@@ -211,9 +234,13 @@ func (j *Janus) ensureHandle(ctx context.Context) (uint64, uint64, error) {
 	return s, h, nil
 }
 
-func (j *Janus) reset() {
+// reset forgets session s (which Janus no longer knows) and its handle,
+// unless another caller has replaced it already.
+func (j *Janus) reset(s uint64) {
 	j.mu.Lock()
-	j.session, j.handle = 0, 0
+	if j.session == s {
+		j.session, j.handle = 0, 0
+	}
 	j.mu.Unlock()
 }
 
@@ -232,7 +259,7 @@ func (j *Janus) videoroom(ctx context.Context, body map[string]any) (map[string]
 		}
 		err = j.post(ctx, fmt.Sprintf("%s/%d/%d", j.cfg.URL, s, h), map[string]any{"janus": "message", "body": body}, &out)
 		if c := janusCode(err); (c == janusNoSuchSession || c == janusNoSuchHandle) && attempt == 0 {
-			j.reset() // Janus restarted (or forgot us): a new session
+			j.reset(s) // Janus restarted (or forgot us): a new session
 			continue
 		}
 		if err != nil {

@@ -6,28 +6,34 @@
 //     addresses and an SFU-kind label, under a new incarnation whenever the
 //     SFU process is seen to (re)start;
 //   - polls the SFU every Interval and reports its load as a QUIC datagram
-//     (rooms, participants, published and subscribed tracks, bitrates where
-//     the SFU exposes them, the SFU process's CPU), and
-//     stops reporting while the SFU does not answer, so the cluster marks
-//     the server down in its usual failure window;
+//     right after each answered poll (rooms, participants, published and
+//     subscribed tracks, bitrates where the SFU exposes them, the SFU
+//     process's CPU), and stops reporting while the SFU does not answer,
+//     so the cluster marks the server down in its usual failure window;
 //   - materializes the rooms the cluster placed on it (creating them on the
 //     SFU where the SFU needs that, e.g. a Janus VideoRoom), lists them in
 //     its reports, and releases a room's placement when the room has ended
 //     on the SFU (it had participants and stayed empty for RoomEmptyTimeout,
-//     or nobody joined within RoomIdleTimeout, or it vanished);
+//     or nobody joined within RoomIdleTimeout, or it vanished). This
+//     reconciliation runs beside the poll loop, one at a time, so an SFU
+//     slow to create or close rooms does not hold up the load reports;
 //   - carries out a drain (switchyard server drain, or Drain): the SFU is
 //     told to refuse new sessions where it can, and once the last room is
-//     empty (or DrainTimeout passed) the placements are released and the
-//     server is deregistered; Run then returns.
+//     empty (or DrainTimeout passed, which alone counts while the SFU does
+//     not answer) the placements are released and the server is
+//     deregistered; Run then returns.
 package sidecar
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,7 +97,9 @@ type Status struct {
 }
 
 // SFU is one SFU instance as the sidecar drives it. Every method must
-// return once ctx ends.
+// return once ctx ends. Poll runs while EnsureRoom or CloseRoom may be
+// running (rooms are reconciled beside the poll loop), so an SFU must be
+// safe for concurrent use.
 type SFU interface {
 	// Kind is the SFU kind (api.SFUJanus, api.SFULiveKit).
 	Kind() string
@@ -178,8 +186,13 @@ func (c *Config) setDefaults() error {
 }
 
 // roomTrack is what the sidecar remembers of one placement on its SFU.
+// allocID, number and placedAt are set when it is made and never change
+// (load reports read them under Sidecar.mu); the other fields belong to
+// the reconciliation, which runs one at a time.
 type roomTrack struct {
 	allocID    string
+	number     uint64 // the room's number (Janus), 0 if it has none
+	placedAt   int64  // when the cluster placed it, Unix ms
 	firstSeen  time.Time
 	created    bool // EnsureRoom succeeded
 	seen       bool // the SFU listed it, or it was created
@@ -206,6 +219,11 @@ type Sidecar struct {
 	lastState   time.Time
 	reports     uint64
 	polls       uint64
+	// recCancel and recDone belong to the reconciliation in flight (nil
+	// while none runs): cancelling it makes it end soon, recDone is closed
+	// once it has.
+	recCancel context.CancelFunc
+	recDone   chan struct{}
 }
 
 // New builds a sidecar and starts its QUIC client (which connects in the
@@ -258,6 +276,7 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 // cluster marks the server down unless it was drained) or a drain has
 // deregistered the server (nil).
 func (s *Sidecar) Run(ctx context.Context) error {
+	defer s.stopReconcile()
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -273,8 +292,18 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 }
 
-// step is one poll: SFU status, registration, rooms, report, drain.
+// step is one poll: SFU status, registration, load report, drain, and
+// the start of a reconciliation of the placed rooms (which runs beside the
+// following polls, so that the report of every answered poll goes out at
+// once however long the SFU takes to create or close rooms).
 func (s *Sidecar) step(ctx context.Context) (bool, error) {
+	// A reconciliation takes a room it created that the poll does not list
+	// for ended, so it must be given a poll that started after the rooms
+	// it created exist: one that began while no reconciliation ran (only
+	// step starts them, so none can start during the poll).
+	s.mu.Lock()
+	idle := s.recDone == nil
+	s.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.SFUTimeout)
 	st, err := s.cfg.SFU.Poll(pctx)
 	cancel()
@@ -290,32 +319,115 @@ func (s *Sidecar) step(ctx context.Context) (bool, error) {
 		case first:
 			s.log.Warn("SFU not answering yet; not registering it", "err", err)
 		}
-		return false, nil
+		// No report, so the cluster marks the server down; a drain still
+		// ends at its timeout.
+		return s.drainStep(ctx, nil)
 	}
 	s.mu.Lock()
 	s.polls++
 	s.mu.Unlock()
 	if err := s.ensureRegistered(ctx, st); err != nil {
 		s.log.Warn("register", "err", err)
-		return false, nil
+		return s.drainStep(ctx, &st)
 	}
-	allocs, names, peers, tracks := s.reconcile(ctx, st)
-	l := transport.Load{Peers: peers, Tracks: tracks, Rooms: names, AllocationIDs: allocs, FreeUnits: s.cfg.Capacity,
-		IngressBps: st.IngressBps, EgressBps: st.EgressBps, SubscribedTracks: st.SubscribedTracks}
-	for _, r := range st.Rooms {
-		l.IngressBps += r.IngressBps
-		l.EgressBps += r.EgressBps
-		l.SubscribedTracks += r.SubscribedTracks
-	}
-	if s.cpu != nil {
-		l.CPU = s.cpu.sample()
-	}
-	if err := s.q.Report(l); err == nil {
+	if err := s.q.Report(s.load(st)); err == nil {
 		s.mu.Lock()
 		s.reports++
 		s.mu.Unlock()
 	}
-	return s.drainStep(ctx, st)
+	done, err := s.drainStep(ctx, &st)
+	if !done && idle {
+		s.startReconcile(ctx, st)
+	}
+	return done, err
+}
+
+// load is the load report of poll st: the SFU's figures, and the placed
+// rooms as the reconciliation tracks them, newest first (a report too
+// large for a datagram keeps the first ones). A placement's allocation is
+// listed as hosted while the SFU lists its room.
+func (s *Sidecar) load(st Status) transport.Load {
+	l := transport.Load{FreeUnits: s.cfg.Capacity, IngressBps: st.IngressBps, EgressBps: st.EgressBps, SubscribedTracks: st.SubscribedTracks}
+	byName := map[string]bool{}
+	byNum := map[uint64]bool{}
+	for _, r := range st.Rooms {
+		l.Peers += r.Participants + r.Subscribers
+		l.Tracks += r.Publishers
+		l.IngressBps += r.IngressBps
+		l.EgressBps += r.EgressBps
+		l.SubscribedTracks += r.SubscribedTracks
+		if r.Name != "" {
+			byName[r.Name] = true
+		}
+		if r.Number != 0 {
+			byNum[r.Number] = true
+		}
+	}
+	type placed struct {
+		name, allocID string
+		number        uint64
+		at            int64
+	}
+	var rooms []placed
+	s.mu.Lock()
+	for name, tr := range s.rooms {
+		rooms = append(rooms, placed{name: name, allocID: tr.allocID, number: tr.number, at: tr.placedAt})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(rooms, func(a, b placed) int {
+		if c := cmp.Compare(b.at, a.at); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	tracked := map[string]bool{}
+	for _, r := range rooms {
+		tracked[r.name] = true
+		l.Rooms = append(l.Rooms, r.name)
+		if byName[r.name] || r.number != 0 && byNum[r.number] {
+			l.AllocationIDs = append(l.AllocationIDs, r.allocID)
+		}
+	}
+	for _, r := range st.Rooms {
+		if r.Name != "" && !tracked[r.Name] {
+			l.Rooms = append(l.Rooms, r.Name)
+		}
+	}
+	if s.cpu != nil {
+		l.CPU = s.cpu.sample()
+	}
+	return l
+}
+
+// startReconcile reconciles the placed rooms with poll st in a goroutine
+// of its own; stopReconcile ends it.
+func (s *Sidecar) startReconcile(ctx context.Context, st Status) {
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.recCancel, s.recDone = cancel, done
+	s.mu.Unlock()
+	go func() {
+		defer close(done)
+		s.reconcile(rctx, st)
+		cancel()
+		s.mu.Lock()
+		s.recCancel, s.recDone = nil, nil
+		s.mu.Unlock()
+	}()
+}
+
+// stopReconcile cancels the reconciliation in flight, if any, and waits
+// until it has ended.
+func (s *Sidecar) stopReconcile() {
+	s.mu.Lock()
+	cancel, done := s.recCancel, s.recDone
+	s.mu.Unlock()
+	if done == nil {
+		return
+	}
+	cancel()
+	<-done
 }
 
 // ensureRegistered registers the SFU when it first answers, after it came
@@ -324,10 +436,17 @@ func (s *Sidecar) step(ctx context.Context) (bool, error) {
 func (s *Sidecar) ensureRegistered(ctx context.Context, st Status) error {
 	s.mu.Lock()
 	need := !s.registered || !s.healthy || st.Instance != s.instance
+	restarted := s.registered && st.Instance != s.instance
 	inc := s.incarnation
 	s.mu.Unlock()
 	if !need {
 		return nil
+	}
+	if restarted {
+		// A reconciliation in flight works from the old process's rooms:
+		// end it before the rooms are forgotten below, or it would track
+		// them again.
+		s.stopReconcile()
 	}
 	if n := uint64(time.Now().UnixNano()); n > inc {
 		inc = n
@@ -344,7 +463,6 @@ func (s *Sidecar) ensureRegistered(ctx context.Context, st Status) error {
 		return err
 	}
 	s.mu.Lock()
-	restarted := s.registered && st.Instance != s.instance
 	s.incarnation, s.registered, s.healthy, s.instance = inc, true, true, st.Instance
 	if restarted {
 		s.rooms = map[string]*roomTrack{} // the SFU lost its rooms
@@ -363,14 +481,13 @@ func (s *Sidecar) ensureRegistered(ctx context.Context, st Status) error {
 }
 
 // reconcile matches the cluster's placements on this server with the SFU's
-// rooms: it creates placed rooms on the SFU, releases ended ones, and
-// returns what the load report lists.
-func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []string, peers, tracks int64) {
+// rooms in poll st: it creates placed rooms on the SFU and releases ended
+// ones, and tracks the placements for the load reports. It runs beside the
+// poll loop, one at a time (startReconcile).
+func (s *Sidecar) reconcile(ctx context.Context, st Status) {
 	byName := map[string]RoomStatus{}
 	byNum := map[uint64]RoomStatus{}
 	for _, r := range st.Rooms {
-		peers += r.Participants + r.Subscribers
-		tracks += r.Publishers
 		if r.Name != "" {
 			byName[r.Name] = r
 		}
@@ -383,20 +500,20 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 	cancel()
 	if err != nil {
 		s.log.Debug("read placements", "err", err)
-		for _, r := range st.Rooms {
-			names = append(names, r.Name)
-		}
-		return nil, names, peers, tracks
+		return
 	}
 	now := time.Now()
 	seen := map[string]bool{}
 	for _, p := range placed {
+		if ctx.Err() != nil {
+			return
+		}
 		ref := RoomRef{Name: p.Room, Number: roomNumber(p)}
 		seen[p.Room] = true
 		s.mu.Lock()
 		tr := s.rooms[p.Room]
 		if tr == nil || tr.allocID != p.AllocationID {
-			tr = &roomTrack{allocID: p.AllocationID, firstSeen: now}
+			tr = &roomTrack{allocID: p.AllocationID, number: ref.Number, placedAt: p.PlacedAtUnixMs, firstSeen: now}
 			s.rooms[p.Room] = tr
 		}
 		s.mu.Unlock()
@@ -404,11 +521,9 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 		if !present && ref.Number != 0 {
 			rs, present = byNum[ref.Number]
 		}
-		names = append(names, p.Room)
 		switch {
 		case present:
 			tr.seen = true
-			allocs = append(allocs, p.AllocationID)
 			if rs.Participants > 0 || rs.Subscribers > 0 {
 				tr.joined, tr.emptySince = true, time.Time{}
 				continue
@@ -435,7 +550,6 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 				// Created (synchronously): from now on, a room the SFU
 				// does not list has ended.
 				tr.created, tr.seen = true, true
-				allocs = append(allocs, p.AllocationID)
 			}
 		}
 		if !tr.joined && now.Sub(tr.firstSeen) >= s.cfg.RoomIdleTimeout {
@@ -449,12 +563,6 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) (allocs, names []str
 		}
 	}
 	s.mu.Unlock()
-	for _, r := range st.Rooms {
-		if r.Name != "" && !seen[r.Name] {
-			names = append(names, r.Name)
-		}
-	}
-	return allocs, names, peers, tracks
 }
 
 // roomNumber reads the room number the placement carries (urls.room).
@@ -508,16 +616,20 @@ func (s *Sidecar) startDrain(ctx context.Context) {
 }
 
 // drainStep watches the server's state and finishes a drain once the
-// SFU's rooms are empty or the drain timed out.
-func (s *Sidecar) drainStep(ctx context.Context, st Status) (bool, error) {
+// SFU's rooms in poll st are empty or the drain timed out. st is nil when
+// the SFU did not answer: whether its rooms are empty is then unknown, so
+// only the timeout ends the drain (and the state is not watched: the
+// cluster marks the server down, and it registers again once the SFU
+// answers).
+func (s *Sidecar) drainStep(ctx context.Context, st *Status) (bool, error) {
 	s.mu.Lock()
 	draining, start, pollDue := s.draining, s.drainStart, time.Since(s.lastState) >= s.cfg.StatePoll
-	if pollDue {
+	if pollDue && st != nil && !draining {
 		s.lastState = time.Now()
 	}
 	s.mu.Unlock()
 	if !draining {
-		if !pollDue {
+		if !pollDue || st == nil {
 			return false, nil
 		}
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -536,13 +648,23 @@ func (s *Sidecar) drainStep(ctx context.Context, st Status) (bool, error) {
 		}
 		return false, nil
 	}
-	busy := int64(0)
-	for _, r := range st.Rooms {
-		busy += r.Participants + r.Subscribers
-	}
-	if busy > 0 && time.Since(start) < s.cfg.DrainTimeout {
+	timedOut := time.Since(start) >= s.cfg.DrainTimeout
+	why := "its rooms are empty"
+	switch {
+	case timedOut:
+		why = "the drain timed out"
+	case st == nil:
 		return false, nil
+	default:
+		for _, r := range st.Rooms {
+			if r.Participants+r.Subscribers > 0 {
+				return false, nil
+			}
+		}
 	}
+	// Nothing is to be created or ended on the SFU any more: the drain
+	// releases every placement itself.
+	s.stopReconcile()
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	rooms, err := s.h.Rooms(dctx, s.cfg.ID, false)
@@ -555,15 +677,22 @@ func (s *Sidecar) drainStep(ctx context.Context, st Status) (bool, error) {
 			s.log.Warn("drain: release room", "room", r.Room, "err", err)
 			return false, nil
 		}
-		// Best effort: the room's participants have left (or the drain
-		// timed out); remove it from the SFU too.
-		_ = s.cfg.SFU.CloseRoom(dctx, RoomRef{Name: r.Room, Number: roomNumber(r)})
+		if st != nil {
+			// Best effort: the room's participants have left (or the
+			// drain timed out); remove it from the SFU too, each within
+			// the SFU's bound.
+			cctx, ccancel := context.WithTimeout(dctx, s.cfg.SFUTimeout)
+			_ = s.cfg.SFU.CloseRoom(cctx, RoomRef{Name: r.Room, Number: roomNumber(r)})
+			ccancel()
+		}
 	}
-	if err := s.h.DeregisterServer(dctx, s.cfg.ID); err != nil {
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if err := s.h.DeregisterServer(rctx, s.cfg.ID); err != nil {
 		s.log.Warn("drain: deregister", "err", err)
 		return false, nil
 	}
-	s.log.Info("drained and deregistered", "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info("drained and deregistered", "why", why, "sfu_answering", st != nil, "took", time.Since(start).Round(time.Millisecond))
 	return true, nil
 }
 

@@ -1,0 +1,481 @@
+package sidecar_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/errcode"
+	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/sidecar"
+	"github.com/switchyard/switchyard/transport"
+)
+
+// fakeSFU is an SFU in memory for driving the sidecar's loop: the test
+// sets its rooms' participants, makes it stop answering, and holds
+// EnsureRoom or CloseRoom until it lets them go.
+type fakeSFU struct {
+	mu    sync.Mutex
+	rooms map[string]*sidecar.RoomStatus
+	dead  bool
+	// dieOnDrain: being told to refuse new sessions (a drain starting)
+	// kills it.
+	dieOnDrain bool
+	// holdEnsure and holdClose, when set, hold EnsureRoom and CloseRoom
+	// until they are closed (or the call's context ends).
+	holdEnsure, holdClose chan struct{}
+	held                  int // EnsureRoom and CloseRoom calls being held now
+	polls, failedPolls    int
+	ensured, closed       map[string]int // calls per room
+}
+
+func newFakeSFU() *fakeSFU {
+	return &fakeSFU{rooms: map[string]*sidecar.RoomStatus{}, ensured: map[string]int{}, closed: map[string]int{}}
+}
+
+func (f *fakeSFU) Kind() string        { return api.SFULiveKit }
+func (f *fakeSFU) Addresses() []string { return []string{"ws://fake-sfu.invalid:7880"} }
+
+func (f *fakeSFU) Poll(ctx context.Context) (sidecar.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dead {
+		f.failedPolls++
+		return sidecar.Status{}, fmt.Errorf("%w: fake SFU is dead", sidecar.ErrUnavailable)
+	}
+	f.polls++
+	st := sidecar.Status{Instance: "fake-1"}
+	for _, r := range f.rooms {
+		st.Rooms = append(st.Rooms, *r)
+	}
+	return st, nil
+}
+
+// hold waits until gate is closed or ctx ends, counting the call as held
+// meanwhile.
+func (f *fakeSFU) hold(ctx context.Context, gate chan struct{}) error {
+	if gate == nil {
+		return nil
+	}
+	f.mu.Lock()
+	f.held++
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.held--
+		f.mu.Unlock()
+	}()
+	select {
+	case <-gate:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", sidecar.ErrUnavailable, ctx.Err())
+	}
+}
+
+func (f *fakeSFU) EnsureRoom(ctx context.Context, r sidecar.RoomRef) error {
+	f.mu.Lock()
+	f.ensured[r.Name]++
+	gate, dead := f.holdEnsure, f.dead
+	f.mu.Unlock()
+	if dead {
+		return sidecar.ErrUnavailable
+	}
+	if err := f.hold(ctx, gate); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.rooms[r.Name] == nil {
+		f.rooms[r.Name] = &sidecar.RoomStatus{Name: r.Name}
+	}
+	return nil
+}
+
+func (f *fakeSFU) CloseRoom(ctx context.Context, r sidecar.RoomRef) error {
+	f.mu.Lock()
+	f.closed[r.Name]++
+	gate, dead := f.holdClose, f.dead
+	f.mu.Unlock()
+	if dead {
+		return sidecar.ErrUnavailable
+	}
+	if err := f.hold(ctx, gate); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	delete(f.rooms, r.Name)
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeSFU) SetAcceptNew(ctx context.Context, accept bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !accept && f.dieOnDrain {
+		f.dead = true
+	}
+	if f.dead {
+		return sidecar.ErrUnavailable
+	}
+	return nil
+}
+
+// setParticipants puts n participants into room (which must exist).
+func (f *fakeSFU) setParticipants(t *testing.T, room string, n int64) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.rooms[room]
+	if r == nil {
+		t.Fatalf("fake SFU has no room %s", room)
+	}
+	r.Participants, r.Publishers = n, min(n, 1)
+}
+
+// removeRoom ends room on the SFU's side (as LiveKit closes an empty room).
+func (f *fakeSFU) removeRoom(room string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.rooms, room)
+}
+
+// read returns what fn reads of f under its lock.
+func read[T any](f *fakeSFU, fn func(f *fakeSFU) T) T {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fn(f)
+}
+
+// runFake runs a sidecar for f against c until the test ends; edit, if
+// set, changes its config first.
+func runFake(t *testing.T, c *testcluster.Cluster, id string, f *fakeSFU, edit func(*sidecar.Config)) *sidecarRun {
+	t.Helper()
+	cfg := sidecar.Config{
+		ID: id, Capacity: 10, SFU: f, QUICAddrs: c.QUICAddrs(), TLS: c.Identity(id).ClientConfig(transport.ALPN),
+		HTTPAddrs: c.Addrs(), Interval: 100 * time.Millisecond, StatePoll: 200 * time.Millisecond,
+		RoomEmptyTimeout: time.Minute, Logger: testcluster.Logger(t),
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	sc, err := sidecar.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &sidecarRun{sc: sc, done: make(chan error, 1), stop: cancel}
+	go func() { r.done <- sc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-r.done; _ = sc.Close() })
+	return r
+}
+
+// serverLoad is server id's last load report as the cluster has it.
+func serverLoad(ctx context.Context, cl *api.Client, id string) (*api.ServerLoad, error) {
+	srvs, err := cl.ServersWithLoad(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range srvs {
+		if s.ID == id {
+			if s.Load == nil {
+				return nil, fmt.Errorf("%s has no load yet", id)
+			}
+			return s.Load, nil
+		}
+	}
+	return nil, fmt.Errorf("%s not listed", id)
+}
+
+// placeOnFake waits for server id to be active and places room on it
+// (the only server of its kind), then waits until the fake SFU holds the
+// room and the sidecar's reports list its allocation.
+func placeOnFake(t *testing.T, ctx context.Context, cl *api.Client, id, room string) api.Room {
+	t.Helper()
+	var r api.Room
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		s, err := cl.Server(ctx, id, false)
+		if err != nil {
+			return err
+		}
+		if s.State != "active" {
+			return fmt.Errorf("%s is %s", id, s.State)
+		}
+		r, err = cl.PlaceRoom(ctx, room, api.PlaceRoomRequest{SFU: api.SFULiveKit})
+		return err
+	})
+	if r.Server != id {
+		t.Fatalf("placed on %s, not %s", r.Server, id)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := cl.WaitRoomReady(rctx, r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// makeBusy puts 2 participants into room on f and waits until the
+// cluster has a report of server id that counts them: every poll from
+// then on sees them, so a drain begun after it cannot take the room for
+// empty.
+func makeBusy(t *testing.T, ctx context.Context, cl *api.Client, f *fakeSFU, id, room string) {
+	t.Helper()
+	f.setParticipants(t, room, 2)
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		l, err := serverLoad(ctx, cl, id)
+		if err != nil {
+			return err
+		}
+		if l.Peers != 2 {
+			return fmt.Errorf("load %+v", l)
+		}
+		return nil
+	})
+}
+
+// waitDone waits up to d for the sidecar's Run to return and returns its
+// error.
+func waitDone(t *testing.T, r *sidecarRun, d time.Duration, what string) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup
+		return err
+	case <-time.After(d):
+		t.Fatalf("%s: the sidecar's Run did not return within %v", what, d)
+		return nil
+	}
+}
+
+// An SFU slow to create or to close a room does not hold up the load
+// reports: while EnsureRoom and then CloseRoom hang, reports keep
+// reaching the cluster and the server stays active, and only one
+// reconciliation is in flight (the room is created once).
+func TestSidecarReportsWhileSFUSlow(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := c.Client()
+	ctx := testcluster.Context(t, 3*time.Minute)
+	f := newFakeSFU()
+	f.holdEnsure, f.holdClose = make(chan struct{}), make(chan struct{})
+	// EnsureRoom may hang far beyond the test's deadlines: a step that
+	// waited for it would send nothing meanwhile.
+	run := runFake(t, c, "slow", f, func(cfg *sidecar.Config) { cfg.SFUTimeout = 2 * time.Minute })
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		s, err := cl.Server(ctx, "slow", false)
+		if err != nil {
+			return err
+		}
+		if s.State != "active" {
+			return fmt.Errorf("slow is %s", s.State)
+		}
+		return nil
+	})
+	room, err := cl.PlaceRoom(ctx, "slow-room", api.PlaceRoomRequest{SFU: api.SFULiveKit})
+	if err != nil || room.Server != "slow" {
+		t.Fatalf("placement: %+v %v", room, err)
+	}
+
+	// countReports waits until, while the call held now is still held,
+	// the sidecar sent 5 more reports and the cluster received 5 more
+	// (report sequence numbers).
+	countReports := func(what string) {
+		t.Helper()
+		testcluster.Eventually(t, 60*time.Second, func() error {
+			if n := read(f, func(f *fakeSFU) int { return f.held }); n != 1 {
+				return fmt.Errorf("%d calls held, want 1", n)
+			}
+			return nil
+		})
+		sent := run.sc.Reports()
+		l, err := serverLoad(ctx, cl, "slow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := l.Seq
+		testcluster.Eventually(t, 60*time.Second, func() error {
+			l, err := serverLoad(ctx, cl, "slow")
+			if err != nil {
+				return err
+			}
+			if n := run.sc.Reports(); n < sent+5 || l.Seq < seq+5 {
+				return fmt.Errorf("while %s is held: %d reports sent (%d before), cluster at seq %d (%d before)", what, n, sent, l.Seq, seq)
+			}
+			return nil
+		})
+		if n := read(f, func(f *fakeSFU) int { return f.held }); n != 1 {
+			t.Fatalf("%s was let go (%d calls held) before the reports were counted", what, n)
+		}
+		if s, err := cl.Server(ctx, "slow", false); err != nil || s.State != "active" {
+			t.Fatalf("while %s is held the server is %+v %v", what, s, err)
+		}
+	}
+
+	countReports("EnsureRoom")
+	if n := read(f, func(f *fakeSFU) int { return f.ensured["slow-room"] }); n != 1 {
+		t.Fatalf("EnsureRoom called %d times for one room while the first call was held", n)
+	}
+	close(f.holdEnsure)
+	// Created: the reports list the room's allocation as hosted.
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := cl.WaitRoomReady(rctx, room); err != nil {
+		t.Fatal(err)
+	}
+
+	// The room ends on the SFU: closing it (best effort) hangs, and the
+	// reports go on meanwhile.
+	f.removeRoom("slow-room")
+	countReports("CloseRoom")
+	close(f.holdClose)
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		if _, err := cl.Room(ctx, "slow-room"); !errors.Is(err, errcode.ErrNotFound) {
+			return fmt.Errorf("room still placed: %v", err)
+		}
+		return nil
+	})
+}
+
+// A server draining when its SFU dies is still deregistered: not while
+// nothing can be known of its rooms, but once the drain timed out. The
+// sidecar sends no report meanwhile.
+func TestSidecarDrainSFUDead(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := c.Client()
+	ctx := testcluster.Context(t, 3*time.Minute)
+	f := newFakeSFU()
+	f.dieOnDrain = true
+	const drainTimeout = 4 * time.Second
+	run := runFake(t, c, "dies", f, func(cfg *sidecar.Config) { cfg.DrainTimeout = drainTimeout })
+	placeOnFake(t, ctx, cl, "dies", "busy")
+	makeBusy(t, ctx, cl, f, "dies", "busy")
+
+	start := time.Now()
+	if err := run.sc.Drain(ctx); err != nil { // the SFU dies as it is told to refuse new sessions
+		t.Fatal(err)
+	}
+	if !read(f, func(f *fakeSFU) bool { return f.dead }) {
+		t.Fatal("the fake SFU did not die on the drain")
+	}
+	// No reports while the SFU does not answer.
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		if n := read(f, func(f *fakeSFU) int { return f.failedPolls }); n < 1 {
+			return fmt.Errorf("%d failed polls", n)
+		}
+		return nil
+	})
+	sent := run.sc.Reports()
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		select {
+		case err := <-run.done:
+			run.done <- err // for the cleanup
+			t.Fatalf("the sidecar finished its drain %v after it began, before its timeout %v, with its SFU dead: %v", time.Since(start), drainTimeout, err)
+		default:
+		}
+		if n := read(f, func(f *fakeSFU) int { return f.failedPolls }); n < 4 {
+			return fmt.Errorf("%d failed polls", n)
+		}
+		return nil
+	})
+	if n := run.sc.Reports(); n != sent {
+		t.Fatalf("%d reports sent while the SFU was dead", n-sent)
+	}
+
+	if err := waitDone(t, run, drainTimeout+60*time.Second, "drain with the SFU dead"); err != nil {
+		t.Fatalf("drained sidecar: %v", err)
+	}
+	if d := time.Since(start); d < drainTimeout {
+		t.Fatalf("deregistered %v after the drain began, before its timeout %v: the dead SFU's rooms were taken for empty", d, drainTimeout)
+	}
+	if _, err := cl.Server(ctx, "dies", false); !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("drained server still registered: %v", err)
+	}
+	if rs, err := cl.Rooms(ctx, "dies", false); err != nil || len(rs) != 0 {
+		t.Fatalf("rooms left on the drained server: %+v %v", rs, err)
+	}
+}
+
+// A drain waits while a room has participants and deregisters the server
+// once the last one left, long before the drain's timeout; the room is
+// released and closed on the SFU.
+func TestSidecarDrainLastRoomEnds(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := c.Client()
+	ctx := testcluster.Context(t, 3*time.Minute)
+	f := newFakeSFU()
+	run := runFake(t, c, "ends", f, nil) // the default drain timeout: 10 min
+	placeOnFake(t, ctx, cl, "ends", "busy")
+	makeBusy(t, ctx, cl, f, "ends", "busy")
+
+	if err := run.sc.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Several polls see the busy room: the drain holds.
+	polls := read(f, func(f *fakeSFU) int { return f.polls })
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		if n := read(f, func(f *fakeSFU) int { return f.polls }); n < polls+5 {
+			return fmt.Errorf("%d polls since the drain began", n-polls)
+		}
+		return nil
+	})
+	select {
+	case err := <-run.done:
+		run.done <- err // for the cleanup
+		t.Fatalf("the sidecar finished its drain with a busy room: %v", err)
+	default:
+	}
+	if s, err := cl.Server(ctx, "ends", false); err != nil || s.State != "draining" {
+		t.Fatalf("server while its room is busy: %+v %v", s, err)
+	}
+
+	f.setParticipants(t, "busy", 0)
+	if err := waitDone(t, run, 60*time.Second, "drain after the last room emptied"); err != nil {
+		t.Fatalf("drained sidecar: %v", err)
+	}
+	if _, err := cl.Server(ctx, "ends", false); !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("drained server still registered: %v", err)
+	}
+	if _, err := cl.Room(ctx, "busy"); !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("room still placed: %v", err)
+	}
+	if n := read(f, func(f *fakeSFU) int { return f.closed["busy"] }); n == 0 {
+		t.Fatal("the drained room was not closed on the SFU")
+	}
+}
+
+// A drain whose room never empties deregisters the server at the drain's
+// timeout, not before; the room is released and closed on the SFU.
+func TestSidecarDrainTimeout(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := c.Client()
+	ctx := testcluster.Context(t, 3*time.Minute)
+	f := newFakeSFU()
+	const drainTimeout = 3 * time.Second
+	run := runFake(t, c, "stays", f, func(cfg *sidecar.Config) { cfg.DrainTimeout = drainTimeout })
+	placeOnFake(t, ctx, cl, "stays", "busy")
+	makeBusy(t, ctx, cl, f, "stays", "busy")
+
+	start := time.Now()
+	if err := run.sc.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitDone(t, run, drainTimeout+60*time.Second, "drain with a room that never ends"); err != nil {
+		t.Fatalf("drained sidecar: %v", err)
+	}
+	if d := time.Since(start); d < drainTimeout {
+		t.Fatalf("deregistered %v after the drain began, before its timeout %v, with a busy room", d, drainTimeout)
+	}
+	if _, err := cl.Server(ctx, "stays", false); !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("drained server still registered: %v", err)
+	}
+	if _, err := cl.Room(ctx, "busy"); !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("room still placed: %v", err)
+	}
+	if n := read(f, func(f *fakeSFU) int { return f.closed["busy"] }); n == 0 {
+		t.Fatal("the drained room was not closed on the SFU")
+	}
+}
