@@ -238,5 +238,9 @@ func Resolve(src TokenSource, secret string, now time.Time) (Principal, error) {
 	if exp := t.GetExpiresAtUnixMs(); exp > 0 && now.Add(-Leeway).UnixMilli() >= exp {
 		return Anonymous, fmt.Errorf("%w: token %s expired at %s", ErrUnauthenticated, t.GetId(), time.UnixMilli(exp).UTC().Format(time.RFC3339))
 	}
-	return Principal{Kind: "token", Role: t.GetRole(), ID: t.GetId(), Description: t.GetDescription()}, nil
+	p := Principal{Kind: "token", Role: t.GetRole(), ID: t.GetId(), Description: t.GetDescription()}
+	if t.GetRole() == fsm.RoleMedia {
+		p.Server = t.GetServer() // "" (an unbound token): any server
+	}
+	return p, nil
 }

@@ -763,3 +763,77 @@ func TestAuditLog(t *testing.T) {
 		}
 	}
 }
+
+// TestMediaTokenBoundToItsServer: a media token created with --server acts
+// as that media server only (register, drain, deregister), through a
+// follower and on the leader; an unbound one acts for any (as before the
+// binding existed); only a media token can be bound.
+func TestMediaTokenBoundToItsServer(t *testing.T) {
+	c, tc := aclCluster(t, 3)
+	ctx := ctxT(t, 60*time.Second)
+	boot, err := api.NewClient(c.Addrs()...).WithTLS(tc).ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFeature(cluster.FeatureMediaTokenServer, 20*time.Second)
+	op := api.NewClient(c.Addrs()...).WithTLS(tc).WithToken(boot.Secret)
+	bound, err := op.ACLCreateToken(ctx, api.CreateTokenRequest{Role: "media", Server: "m1", Description: "m1's token"})
+	if err != nil || bound.Server != "m1" {
+		t.Fatalf("bound media token: %+v %v", bound, err)
+	}
+	anyServer, err := op.ACLCreateToken(ctx, api.CreateTokenRequest{Role: "media"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.ACLCreateToken(ctx, api.CreateTokenRequest{Role: "allocator", Server: "m1"}); !errors.Is(err, errcode.ErrInvalid) {
+		t.Fatalf("an allocator token bound to a server: %v", err)
+	}
+	mustRegisterC(t, op, "m2", 10)
+	c.WaitConverged(10 * time.Second)
+	hc := httpsClient(tc)
+	leader := c.WaitLeader(10 * time.Second)
+	for _, nd := range []*testcluster.Node{c.Followers()[0], leader} {
+		base := "https://" + nd.Cfg.HTTPAddr
+		auth := "Bearer " + bound.Secret
+		for _, tc := range []struct {
+			name, path, body string
+			want             int
+		}{
+			{"register itself", "/v1/servers", `{"id":"m1","capacity":4}`, 200},
+			{"register another", "/v1/servers", `{"id":"m2","capacity":1,"addresses":["http://evil"]}`, 403},
+			{"drain another", "/v1/servers/m2/drain", "", 403},
+			{"deregister another", "DELETE /v1/servers/m2", "", 403},
+		} {
+			ctype, method, path := "", "POST", tc.path
+			if tc.body != "" {
+				ctype = "application/json"
+			}
+			if m, p, ok := strings.Cut(tc.path, " "); ok {
+				method, path = m, p
+			}
+			if code, msg := rawDo(t, hc, method, base+path, auth, ctype, tc.body); code != tc.want {
+				t.Errorf("m1's token via %s, %s: %d %s, want %d", nd.ID, tc.name, code, msg, tc.want)
+			}
+		}
+	}
+	// m2 untouched by m1's token; the unbound token still acts for it.
+	if s, ok := leader.Agent.Node.FSM().Server("m2"); !ok || len(s.Addresses) != 0 || s.State != 1 || s.CapacityUnits != 10 {
+		t.Fatalf("m2 was changed by m1's token: %+v", s)
+	}
+	if code, msg := rawDo(t, hc, "POST", "https://"+leader.Cfg.HTTPAddr+"/v1/servers/m2/drain", "Bearer "+anyServer.Secret, "", ""); code != 200 {
+		t.Fatalf("an unbound media token draining m2: %d %s", code, msg)
+	}
+	toks, err := op.ACLTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, tk := range toks {
+		if tk.ID == bound.ID {
+			found = tk.Server == "m1"
+		}
+	}
+	if !found {
+		t.Fatalf("token list: %+v, want %s bound to m1", toks, bound.ID)
+	}
+}

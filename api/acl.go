@@ -11,6 +11,8 @@ type ACLToken struct {
 	Description     string `json:"description"`
 	CreatedAtUnixMs int64  `json:"created_at_unix_ms"`
 	ExpiresAtUnixMs int64  `json:"expires_at_unix_ms"`
+	// Server is the only media server a media token acts as ("": any).
+	Server string `json:"server"`
 }
 
 // ACLTokenSecret is the answer to bootstrap and token create: the only
@@ -21,6 +23,8 @@ type ACLTokenSecret struct {
 	Role            string `json:"role"`
 	Description     string `json:"description"`
 	ExpiresAtUnixMs int64  `json:"expires_at_unix_ms"`
+	// Server is the only media server a media token acts as ("": any).
+	Server string `json:"server"`
 }
 
 // CreateTokenRequest is the body of POST /v1/acl/tokens.
@@ -29,6 +33,9 @@ type CreateTokenRequest struct {
 	Description string `json:"description,omitempty"`
 	// TTLMs bounds the token's life; 0 means it never expires.
 	TTLMs int64 `json:"ttl_ms,omitempty"`
+	// Server binds a media token to one media server id: it may register,
+	// report, drain and deregister that server only. Empty: any server.
+	Server string `json:"server,omitempty"`
 }
 
 // MaxTokenTTL is the longest --ttl a token may get.

@@ -21,11 +21,16 @@ const (
 	// (not_found), so a copy that comes back once the server has
 	// registered gets the same answer instead of a grant.
 	FeatureCommittedUnregistered = "committed_unregistered"
+	// FeatureMediaTokenServer: media tokens may be bound to one server
+	// (fsmpb.AclToken.server). An agent of an earlier release would keep
+	// the field but let the token act for any server, so the leader makes
+	// bound tokens only once every voter lists this.
+	FeatureMediaTokenServer = "media_token_server"
 )
 
 // Features lists the features this binary understands.
 func Features() []string {
-	return []string{FeatureCommittedRefusals, FeatureForwardedPrincipal, FeatureCommittedUnregistered}
+	return []string{FeatureCommittedRefusals, FeatureForwardedPrincipal, FeatureCommittedUnregistered, FeatureMediaTokenServer}
 }
 
 // MaxFeatures and MaxFeatureLen bound a member entry's feature list.

@@ -111,6 +111,13 @@ func ValidateToken(t *fsmpb.AclToken) error {
 		return errorf(ErrInvalid, "description longer than %d bytes", MaxTokenDescriptionLen)
 	case t.GetExpiresAtUnixMs() < 0:
 		return errorf(ErrInvalid, "expiry must not be negative")
+	case t.GetServer() != "" && t.GetRole() != RoleMedia:
+		return errorf(ErrInvalid, "only a media token is bound to a server; a %s token acts for no server", t.GetRole())
+	}
+	if t.GetServer() != "" {
+		if err := CheckText("token server", t.GetServer(), MaxIDLen); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -388,7 +388,7 @@ func (s *Handler) keepACL(st *fsmpb.State) {
 
 func tokenFromPB(t *fsmpb.AclToken) api.ACLToken {
 	return api.ACLToken{ID: t.GetId(), Role: t.GetRole(), Description: t.GetDescription(),
-		CreatedAtUnixMs: t.GetCreatedAtUnixMs(), ExpiresAtUnixMs: t.GetExpiresAtUnixMs()}
+		CreatedAtUnixMs: t.GetCreatedAtUnixMs(), ExpiresAtUnixMs: t.GetExpiresAtUnixMs(), Server: t.GetServer()}
 }
 
 func (s *Handler) aclBootstrap(w http.ResponseWriter, r *http.Request) {
@@ -418,7 +418,11 @@ func (s *Handler) createToken(w http.ResponseWriter, r *http.Request, req api.Cr
 		s.fail(w, err)
 		return
 	}
-	t := &fsmpb.AclToken{Id: id, SecretHash: acl.HashSecret(secret), Role: req.Role, Description: req.Description}
+	t := &fsmpb.AclToken{Id: id, SecretHash: acl.HashSecret(secret), Role: req.Role, Description: req.Description, Server: req.Server}
+	if req.Server != "" && !s.b.FeatureOn(cluster.FeatureMediaTokenServer) {
+		s.fail(w, fmt.Errorf("%w: not every voter runs a release that binds a media token to a server; finish the upgrade first", fsm.ErrInvalid))
+		return
+	}
 	if req.TTLMs > 0 {
 		t.ExpiresAtUnixMs = time.Now().UnixMilli() + req.TTLMs
 	}
@@ -430,8 +434,8 @@ func (s *Handler) createToken(w http.ResponseWriter, r *http.Request, req api.Cr
 		s.fail(w, err)
 		return
 	}
-	s.log.Info("acl token created", "id", id, "role", t.Role, "description", t.Description, "bootstrap", bootstrap)
-	writeJSON(w, http.StatusOK, api.ACLTokenSecret{ID: id, Secret: secret, Role: t.Role, Description: t.Description, ExpiresAtUnixMs: t.ExpiresAtUnixMs})
+	s.log.Info("acl token created", "id", id, "role", t.Role, "description", t.Description, "server", t.Server, "bootstrap", bootstrap)
+	writeJSON(w, http.StatusOK, api.ACLTokenSecret{ID: id, Secret: secret, Role: t.Role, Description: t.Description, ExpiresAtUnixMs: t.ExpiresAtUnixMs, Server: t.Server})
 }
 
 func (s *Handler) aclList(w http.ResponseWriter, r *http.Request) {

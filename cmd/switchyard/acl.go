@@ -130,7 +130,7 @@ Secrets are shown once, when created; the cluster stores only their SHA-256.`,
 
 	token := &cobra.Command{Use: "token", Short: "Create, list and revoke tokens"}
 	cf := &clientFlags{}
-	var role, desc string
+	var role, desc, server string
 	var ttl time.Duration
 	create := &cobra.Command{
 		Use:   "create",
@@ -144,13 +144,19 @@ Secrets are shown once, when created; the cluster stores only their SHA-256.`,
 			if ttl < 0 || ttl > api.MaxTokenTTL {
 				return usagef(cmd, "--ttl must be between 0 (no expiry) and %v", api.MaxTokenTTL)
 			}
+			if server != "" && role != "media" {
+				return usagef(cmd, "--server binds a media token: it takes --role media")
+			}
+			if role == "media" && server == "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: a media token without --server acts for every media server; give each media node or sidecar a token bound to its id (--server ID)")
+			}
 			c, ctx, cancel, err := cf.client(cmd)
 			if err != nil {
 				return err
 			}
 			defer cancel()
 			c.Retry = false // a retry after an unknown outcome could create two
-			t, err := c.ACLCreateToken(ctx, api.CreateTokenRequest{Role: role, Description: desc, TTLMs: ttl.Milliseconds()})
+			t, err := c.ACLCreateToken(ctx, api.CreateTokenRequest{Role: role, Description: desc, TTLMs: ttl.Milliseconds(), Server: server})
 			if err != nil {
 				return err
 			}
@@ -161,6 +167,7 @@ Secrets are shown once, when created; the cluster stores only their SHA-256.`,
 	create.Flags().StringVar(&role, "role", "", "operator, allocator, reader or media (required)")
 	create.Flags().StringVar(&desc, "description", "", "what the token is for (shown in lists and audit logs)")
 	create.Flags().DurationVar(&ttl, "ttl", 0, "expire the token after this long (0: never)")
+	create.Flags().StringVar(&server, "server", "", "with --role media: the only media server id the token may act as (register, report, drain, deregister); without it the token acts for any")
 
 	lf := &clientFlags{}
 	pf := &pageFlags{}
@@ -180,12 +187,18 @@ Secrets are shown once, when created; the cluster stores only their SHA-256.`,
 			if lf.json {
 				return printJSONPages(cmd, ctx, pf, "tokens", tokenID, c.ACLTokensPage)
 			}
-			return printTablePages(cmd, ctx, pf, "tokens", "ID\tROLE\tDESCRIPTION\tEXPIRES", tokenID, c.ACLTokensPage, func(t api.ACLToken) string {
+			return printTablePages(cmd, ctx, pf, "tokens", "ID\tROLE\tSERVER\tDESCRIPTION\tEXPIRES", tokenID, c.ACLTokensPage, func(t api.ACLToken) string {
 				exp := "never"
 				if t.ExpiresAtUnixMs > 0 {
 					exp = time.UnixMilli(t.ExpiresAtUnixMs).UTC().Format(time.RFC3339)
 				}
-				return fmt.Sprintf("%s\t%s\t%s\t%s", esc(t.ID), esc(t.Role), esc(t.Description), exp)
+				srv := "-"
+				if t.Server != "" {
+					srv = esc(t.Server)
+				} else if t.Role == "media" {
+					srv = "(any)"
+				}
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", esc(t.ID), esc(t.Role), srv, esc(t.Description), exp)
 			})
 		},
 	}
@@ -225,5 +238,8 @@ func printSecret(cmd *cobra.Command, asJSON bool, t api.ACLTokenSecret) error {
 		exp = time.UnixMilli(t.ExpiresAtUnixMs).UTC().Format(time.RFC3339)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "id:          %s\nsecret:      %s\nrole:        %s\ndescription: %s\nexpires:     %s\n", t.ID, t.Secret, t.Role, esc(t.Description), exp)
+	if t.Server != "" {
+		fmt.Fprintf(cmd.OutOrStdout(), "server:      %s\n", esc(t.Server))
+	}
 	return nil
 }

@@ -2694,8 +2694,12 @@ type AclToken struct {
 	CreatedAtUnixMs int64 `protobuf:"varint,5,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
 	// Zero means no expiry.
 	ExpiresAtUnixMs int64 `protobuf:"varint,6,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// For the media role: the only media server id the token may act as
+	// (register, report, drain, deregister). Empty: any server (tokens made
+	// before the field existed, or without --server).
+	Server        string `protobuf:"bytes,7,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AclToken) Reset() {
@@ -2768,6 +2772,13 @@ func (x *AclToken) GetExpiresAtUnixMs() int64 {
 		return x.ExpiresAtUnixMs
 	}
 	return 0
+}
+
+func (x *AclToken) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
 }
 
 // AclBootstrap creates the first operator token; only the first one takes
@@ -3036,7 +3047,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\rif_generation\x18\x05 \x01(\x04R\fifGeneration\x12\x16\n" +
 	"\x06region\x18\x06 \x01(\tR\x06region\"!\n" +
 	"\vReleaseRoom\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room\"\xcb\x01\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"\xe3\x01\n" +
 	"\bAclToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\tR\n" +
@@ -3044,7 +3055,8 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12 \n" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12+\n" +
 	"\x12created_at_unix_ms\x18\x05 \x01(\x03R\x0fcreatedAtUnixMs\x12+\n" +
-	"\x12expires_at_unix_ms\x18\x06 \x01(\x03R\x0fexpiresAtUnixMs\"=\n" +
+	"\x12expires_at_unix_ms\x18\x06 \x01(\x03R\x0fexpiresAtUnixMs\x12\x16\n" +
+	"\x06server\x18\a \x01(\tR\x06server\"=\n" +
 	"\fAclBootstrap\x12-\n" +
 	"\x05token\x18\x01 \x01(\v2\x17.switchyard.v1.AclTokenR\x05token*v\n" +
 	"\vServerState\x12\x1c\n" +
