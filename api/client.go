@@ -131,6 +131,23 @@ func (c *Client) WithTLS(cfg *tls.Config) *Client {
 	return c
 }
 
+// PresentCertificate makes c, when it speaks HTTPS (SWITCHYARD_CACERT or
+// WithTLS), present the client certificate of id (a media node's or a
+// sidecar's TLS configuration, as given to the QUIC transport; its
+// application protocols are dropped) and accept only an agent's server
+// certificate chaining to id's CA. The agents then know c as the media
+// server the certificate names, with no token needed. Over plain HTTP, or
+// with id nil, it changes nothing. A token, when c sends one, still takes
+// precedence on the agents.
+func (c *Client) PresentCertificate(id *tls.Config) *Client {
+	if c.scheme != "https" || id == nil {
+		return c
+	}
+	cfg := id.Clone()
+	cfg.NextProtos = nil
+	return c.WithTLS(pki.RequireAgent(cfg, nil))
+}
+
 // pick returns the next address, round-robin.
 func (c *Client) pick() string { return c.addrs[int(c.rr.Add(1))%len(c.addrs)] }
 

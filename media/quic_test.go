@@ -3,11 +3,17 @@ package media
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/agent"
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/transport"
 )
@@ -69,4 +75,45 @@ func TestQUICCluster(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestQUICClusterHTTPSWithItsCertificate: with ACLs on and the agents'
+// API over HTTPS, a media node with no token reads its own state over the
+// HTTP API as the media server its certificate names (the certificate it
+// presents over QUIC), and nothing more.
+func TestQUICClusterHTTPSWithItsCertificate(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{RaftTLS: true, Mutate: func(_ int, cfg *agent.Config) {
+		cfg.ACL, cfg.HTTPS = true, true
+	}})
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, c.CA.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(api.CACertEnv, caFile)
+	t.Setenv(api.TokenEnv, "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	qc, err := NewQUICCluster("m1", c.QUICAddrs(), c.Addrs(), c.Identity("m1").ClientConfig(transport.ALPN), testcluster.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = qc.Close() })
+	if err := qc.Register(ctx, ServerInfo{ID: "m1", Capacity: 4}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		st, err := qc.State(ctx)
+		if err != nil || st != "active" {
+			return fmt.Errorf("state over HTTPS: %q %v", st, err)
+		}
+		return nil
+	})
+	// The same client may not act for another server.
+	if _, err := qc.h.DrainServer(ctx, "m2"); !errors.Is(err, errcode.ErrPermissionDenied) && !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("m1's certificate draining m2: %v", err)
+	}
+	// Without the certificate the same request is anonymous: refused.
+	if _, err := api.NewClient(c.Addrs()...).Server(ctx, "m1", false); !errors.Is(err, errcode.ErrUnauthenticated) && !errors.Is(err, errcode.ErrPermissionDenied) {
+		t.Fatalf("anonymous read: %v, want a refusal", err)
+	}
 }

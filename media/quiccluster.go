@@ -47,7 +47,8 @@ func NewQUICCluster(id string, quicAddrs, httpAddrs []string, tlsConf *tls.Confi
 	}
 	c := &QUICCluster{q: q, id: id, incarnation: uint64(time.Now().UnixNano()), log: log}
 	if len(httpAddrs) > 0 {
-		c.h = api.NewClient(httpAddrs...)
+		// Over HTTPS it presents the node's certificate (as over QUIC).
+		c.h = api.NewClient(httpAddrs...).PresentCertificate(tlsConf)
 	}
 	return c, nil
 }

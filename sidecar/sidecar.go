@@ -237,7 +237,7 @@ func New(cfg Config) (*Sidecar, error) {
 		return nil, err
 	}
 	s := &Sidecar{cfg: cfg, log: cfg.Logger.With("component", "sidecar", "server", cfg.ID, "sfu", cfg.SFU.Kind()),
-		q: q, h: api.NewClient(cfg.HTTPAddrs...), rooms: map[string]*roomTrack{}}
+		q: q, h: api.NewClient(cfg.HTTPAddrs...).PresentCertificate(cfg.TLS), rooms: map[string]*roomTrack{}}
 	if cfg.PID > 0 {
 		s.cpu = newCPUMeter(cfg.PID)
 	}

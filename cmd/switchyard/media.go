@@ -155,7 +155,7 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 		cl = qc
 	}
 	if f.requireToken {
-		if cfg.Tokens, cfg.RefreshTokens, err = fetchMediaKeys(cmd.Context(), addrs.HTTP, log); err != nil {
+		if cfg.Tokens, cfg.RefreshTokens, err = fetchMediaKeys(cmd.Context(), addrs.HTTP, ropts.QUIC, log); err != nil {
 			return err
 		}
 	}

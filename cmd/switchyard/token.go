@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -99,8 +100,12 @@ they expire.`,
 // minute) and keeps them fresh every 15 s in the background until ctx ends.
 // refresh reloads them at once (for a token naming a key rotated in since):
 // one load at a time, at most one a second, each waiting at most 2 s.
-func fetchMediaKeys(ctx context.Context, allocs []string, log *slog.Logger) (kr *mediatoken.Keyring, refresh func(context.Context) error, err error) {
-	cl := api.NewClient(allocs...)
+//
+// Over HTTPS the node presents its certificate (id, its QUIC client
+// configuration; nil without TLS flags), which the agents accept as a
+// media credential.
+func fetchMediaKeys(ctx context.Context, allocs []string, id *tls.Config, log *slog.Logger) (kr *mediatoken.Keyring, refresh func(context.Context) error, err error) {
+	cl := api.NewClient(allocs...).PresentCertificate(id)
 	kr = &mediatoken.Keyring{}
 	load := func(ctx context.Context, d time.Duration) error {
 		lctx, cancel := context.WithTimeout(ctx, d)
