@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/errcode"
 	"github.com/switchyard/switchyard/internal/ports"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/pki"
@@ -370,7 +371,21 @@ func TestComposeFailover(t *testing.T) {
 		tlsConf, err = pki.CAClientConfig(pem)
 		return err
 	})
-	all := api.NewClient(httpAddr["n1"], httpAddr["n2"], httpAddr["n3"]).WithTLS(tlsConf)
+	// ACLs are on: the first operator token comes from bootstrap, which
+	// answers once a leader is elected.
+	var boot api.ACLTokenSecret
+	testcluster.Eventually(t, 90*time.Second, func() error {
+		bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer bcancel()
+		var err error
+		boot, err = api.NewClient(httpAddr["n1"], httpAddr["n2"], httpAddr["n3"]).WithTLS(tlsConf).WithToken("").ACLBootstrap(bctx)
+		return err
+	})
+	anon := api.NewClient(httpAddr["n1"], httpAddr["n2"], httpAddr["n3"]).WithTLS(tlsConf).WithToken("")
+	if _, err := anon.Allocate(ctx, api.AllocateRequest{RequestID: "anonymous", Room: "x", Units: 1}); !errors.Is(err, errcode.ErrUnauthenticated) {
+		t.Fatalf("an anonymous allocation with ACLs on: %v, want unauthenticated", err)
+	}
+	all := api.NewClient(httpAddr["n1"], httpAddr["n2"], httpAddr["n3"]).WithTLS(tlsConf).WithToken(boot.Secret)
 	testcluster.Eventually(t, 90*time.Second, func() error {
 		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
 		defer scancel()
@@ -427,7 +442,7 @@ func TestComposeFailover(t *testing.T) {
 			survivors = append(survivors, a)
 		}
 	}
-	rest := api.NewClient(survivors...).WithTLS(tlsConf)
+	rest := api.NewClient(survivors...).WithTLS(tlsConf).WithToken(boot.Secret)
 	var a2 api.Allocation
 	testcluster.Eventually(t, 60*time.Second, func() error {
 		actx, acancel := context.WithTimeout(ctx, 10*time.Second)

@@ -153,7 +153,9 @@ func resolveAllocators(ctx context.Context, list []string, opts resolveOpts) (al
 			}
 		}
 		if len(httpAddrs) > 0 && needMembers {
-			cl := api.NewClient(httpAddrs...)
+			// With ACLs on, the member table needs a credential: a media
+			// node's or sidecar's certificate over HTTPS does.
+			cl := api.NewClient(httpAddrs...).PresentCertificate(opts.QUIC)
 			mctx, cancel := context.WithTimeout(ctx, 2*opts.Probe)
 			ms, err := cl.Members(mctx)
 			cancel()
@@ -203,7 +205,7 @@ func probeAll(ctx context.Context, es []*allocEntry, opts resolveOpts) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl := api.NewClient(e.addr)
+			cl := api.NewClient(e.addr).PresentCertificate(opts.QUIC)
 			cl.Retry = false
 			pctx, cancel := context.WithTimeout(ctx, opts.Probe)
 			st, err := cl.Status(pctx)
