@@ -803,8 +803,15 @@ func TestMediaTokenBoundToItsServer(t *testing.T) {
 			{"register another", "/v1/servers", `{"id":"m2","capacity":1,"addresses":["http://evil"]}`, 403},
 			{"drain another", "/v1/servers/m2/drain", "", 403},
 			{"deregister another", "DELETE /v1/servers/m2", "", 403},
+			{"read the media keys", "GET /v1/media/keys", "", 200},
 		} {
 			ctype, method, path := "", "POST", tc.path
+			if tc.want == 200 && tc.body == "" && strings.HasPrefix(tc.path, "GET ") {
+				// The keys exist once a token was minted.
+				if _, err := op.MintMediaToken(ctx, api.MintRequest{Room: "r", Action: "play"}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if tc.body != "" {
 				ctype = "application/json"
 			}

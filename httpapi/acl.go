@@ -350,6 +350,11 @@ func (s *Handler) targetServer(r *http.Request, pattern string, p acl.Principal)
 	if p.Server == "" {
 		return ""
 	}
+	if pattern == "GET /v1/media/keys" {
+		// Any media server verifies tokens with the keys: the route acts
+		// on no particular server, so a principal bound to one may read it.
+		return p.Server
+	}
 	if pattern == "DELETE /v1/servers/{id}" || pattern == "POST /v1/servers/{id}/drain" {
 		// The escaped path, unescaped once: r.URL.Path is unescaped already,
 		// and unescaping it again would let "m1%2Fx" pass as m1's.

@@ -3,12 +3,15 @@ package media
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/switchyard/switchyard/internal/testcluster"
+	"github.com/switchyard/switchyard/mediatoken"
 )
 
 type watchStats struct {
@@ -23,18 +26,34 @@ type pubStats struct {
 }
 
 // TestChromiumPublishes: headless Chromium with fake camera/microphone
-// publishes through the demo page; the node receives its RTP and forwards
-// it to a pion viewer, which fills the node; a second tab watching through
-// the demo page is redirected (307, cross-origin) to the cascade target and
-// plays the stream from there.
+// publishes through the demo page, with a publish token in the page's
+// fragment (both nodes require WHIP/WHEP tokens, as the dev cluster's
+// do); the node receives its RTP and forwards it to a pion viewer, which
+// fills the node; a second tab watching through the demo page with a play
+// token is redirected (307, cross-origin: the browser drops the header and
+// the redirect carries a token for the target) to the cascade target and
+// plays the stream from there. Without the page's tokens each step would
+// be refused (TestWHIPWHEPTokens).
 func TestChromiumPublishes(t *testing.T) {
 	bin := needProgram(t, "chromium", "chromium")
 	c := testcluster.New(t, 3)
+	key := mediatoken.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	keys := &mediatoken.Keyring{}
+	keys.Set([]mediatoken.Key{key})
+	frag := func(action string) string {
+		tok, err := mediatoken.Mint(key, mediatoken.Claims{Room: "browser", Action: action, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "#token=" + tok
+	}
 	cfg := testConfig(t, "m1", 1)
 	cfg.ICEIPs = nil // the browser does not use loopback by default: offer every interface
+	cfg.Tokens = keys
 	n := startNode(t, cfg, NewHTTPCluster("m1", c.Addrs()...))
 	cfg2 := testConfig(t, "m2", 4)
 	cfg2.ICEIPs = nil
+	cfg2.Tokens = keys
 	m2 := startNode(t, cfg2, NewHTTPCluster("m2", c.Addrs()...))
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -52,7 +71,7 @@ func TestChromiumPublishes(t *testing.T) {
 	defer bcancel()
 	ctx, cancel := context.WithTimeout(bctx, 2*time.Minute)
 	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Navigate(n.BaseURL()+"/?publish=browser")); err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(n.BaseURL()+"/?publish=browser"+frag(mediatoken.Publish))); err != nil {
 		t.Fatalf("chromium: %v", err)
 	}
 	var st pubStats
@@ -74,7 +93,7 @@ func TestChromiumPublishes(t *testing.T) {
 		}
 		return nil
 	})
-	v := watchRoom(t, testAPI(t), n.BaseURL(), "browser")
+	v := watchRoom(t, testAPI(t), n.BaseURL(), "browser?access_token="+url.QueryEscape(strings.TrimPrefix(frag(mediatoken.Play), "#token=")))
 	defer v.close()
 	v.waitRTP(t, 30*time.Second)
 	eventually(t, 30*time.Second, func() error {
@@ -91,7 +110,7 @@ func TestChromiumPublishes(t *testing.T) {
 	// it is sent to m2.
 	wctx, wcancel := chromedp.NewContext(bctx)
 	defer wcancel()
-	if _, err := chromedp.Run(wctx, chromedp.Navigate(n.BaseURL()+"/?watch=browser")); err != nil {
+	if _, err := chromedp.Run(wctx, chromedp.Navigate(n.BaseURL()+"/?watch=browser"+frag(mediatoken.Play))); err != nil {
 		t.Fatalf("chromium watch tab: %v", err)
 	}
 	eventually(t, 60*time.Second, func() error {
@@ -105,4 +124,5 @@ func TestChromiumPublishes(t *testing.T) {
 		}
 		return nil
 	})
+
 }

@@ -108,9 +108,21 @@ func TestQUICClusterHTTPSWithItsCertificate(t *testing.T) {
 		}
 		return nil
 	})
-	// The same client may not act for another server.
-	if _, err := qc.h.DrainServer(ctx, "m2"); !errors.Is(err, errcode.ErrPermissionDenied) && !errors.Is(err, errcode.ErrNotFound) {
-		t.Fatalf("m1's certificate draining m2: %v", err)
+	// The same client may not act for another (registered) server, and
+	// reads the media keys every media server verifies tokens with.
+	qc2, err := NewQUICCluster("m2", c.QUICAddrs(), c.Addrs(), c.Identity("m2").ClientConfig(transport.ALPN), testcluster.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = qc2.Close() })
+	if err := qc2.Register(ctx, ServerInfo{ID: "m2", Capacity: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := qc.h.DrainServer(ctx, "m2"); !errors.Is(err, errcode.ErrPermissionDenied) {
+		t.Fatalf("m1's certificate draining m2: %v, want permission_denied", err)
+	}
+	if _, err := qc.h.MediaKeys(ctx); err != nil {
+		t.Fatalf("m1's certificate reading the media keys: %v", err)
 	}
 	// Without the certificate the same request is anonymous: refused.
 	if _, err := api.NewClient(c.Addrs()...).Server(ctx, "m1", false); !errors.Is(err, errcode.ErrUnauthenticated) && !errors.Is(err, errcode.ErrPermissionDenied) {

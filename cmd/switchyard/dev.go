@@ -177,7 +177,7 @@ func runDev(cmd *cobra.Command, f *devFlags) error {
 	fmt.Fprintf(out, "      %s loadgen --allocators %s --servers 100 --duration 10s --ca-dir %s\n",
 		self, devQUICAddrs(f), certDir)
 	stopMedia, err := startDevMedia(ctx, out, log, f.host, joins, strings.Split(devQUICAddrs(f), ","),
-		func(name string) (*pki.Identity, error) { return devRoleIdentity(ca, certDir, name, pki.RoleMedia) })
+		func(name string) (*pki.Identity, error) { return devRoleIdentity(ca, certDir, name, pki.RoleMedia) }, f.acl == "default-deny")
 	if err != nil {
 		return fmt.Errorf("dev media nodes: %w", err)
 	}

@@ -10,7 +10,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/media"
+	"github.com/switchyard/switchyard/mediatoken"
 	"github.com/switchyard/switchyard/pki"
 	"github.com/switchyard/switchyard/transport"
 )
@@ -23,8 +25,11 @@ const devMediaPortOffset = 580
 // cluster: m1 with 2 units (so a third viewer is cascaded) and m2 with 10,
 // and prints their demo page URLs. With identity (a certificate per node
 // name) they talk to the agents over QUIC at quic and report load there;
-// without, over the HTTP API at joins. The returned stop closes them.
-func startDevMedia(ctx context.Context, out io.Writer, log *slog.Logger, host string, joins, quic []string, identity func(name string) (*pki.Identity, error)) (stop func(), err error) {
+// without, over the HTTP API at joins. With tokens (ACLs on) they require
+// WHIP/WHEP tokens, and the printed demo links carry one each (minted
+// with this process's operator token for room demo, valid a day). The
+// returned stop closes them.
+func startDevMedia(ctx context.Context, out io.Writer, log *slog.Logger, host string, joins, quic []string, identity func(name string) (*pki.Identity, error), tokens bool) (stop func(), err error) {
 	var nodes []*media.Node
 	var closers []func() error
 	_, p, err := net.SplitHostPort(joins[0])
@@ -53,6 +58,25 @@ func startDevMedia(ctx context.Context, out io.Writer, log *slog.Logger, host st
 			_ = c()
 		}
 	}
+	var pubFrag, playFrag string
+	var keys *mediatoken.Keyring
+	var refresh func(context.Context) error
+	if tokens {
+		cl := api.NewClient(joins...)
+		var frags [2]string
+		for i, action := range []string{mediatoken.Publish, mediatoken.Play} {
+			tok, err := cl.MintMediaToken(ctx, api.MintRequest{Room: "demo", Action: action, TTLMs: (24 * time.Hour).Milliseconds()})
+			if err != nil {
+				return nil, fmt.Errorf("dev demo %s token: %w", action, err)
+			}
+			frags[i] = "#token=" + tok.Token
+		}
+		pubFrag, playFrag = frags[0], frags[1]
+		// The first mint made the cluster's first media key.
+		if keys, refresh, err = fetchMediaKeys(ctx, joins, nil, log); err != nil {
+			return nil, err
+		}
+	}
 	for i, capacity := range []int64{2, 10} {
 		id := fmt.Sprintf("m%d", i+1)
 		var cl media.Cluster = media.NewHTTPCluster(id, joins...)
@@ -70,7 +94,8 @@ func startDevMedia(ctx context.Context, out io.Writer, log *slog.Logger, host st
 			closers = append(closers, qc.Close)
 			cl = qc
 		}
-		n, err := media.New(media.Config{ID: id, Capacity: capacity, CascadeIdle: 10 * time.Second, Logger: log.With("node", id)}, cl)
+		n, err := media.New(media.Config{ID: id, Capacity: capacity, CascadeIdle: 10 * time.Second, Logger: log.With("node", id),
+			Tokens: keys, RefreshTokens: refresh}, cl)
 		if err != nil {
 			stop()
 			return nil, err
@@ -90,6 +115,9 @@ func startDevMedia(ctx context.Context, out io.Writer, log *slog.Logger, host st
 		nodes = append(nodes, n)
 		fmt.Fprintf(out, "  media %s  capacity=%d  demo page: %s/\n", id, capacity, n.BaseURL())
 	}
-	fmt.Fprintf(out, "open %[1]s/?publish=demo in one tab and %[1]s/?watch=demo in three more:\nthe third viewer is redirected to m2 through a cascade ('%[2]s alloc list' shows it,\n'%[2]s server list' the nodes' reported load).\n", nodes[0].BaseURL(), os.Args[0])
+	fmt.Fprintf(out, "open %[1]s/?publish=demo%[3]s in one tab and %[1]s/?watch=demo%[4]s in three more:\nthe third viewer is redirected to m2 through a cascade ('%[2]s alloc list' shows it,\n'%[2]s server list' the nodes' reported load).\n", nodes[0].BaseURL(), os.Args[0], pubFrag, playFrag)
+	if tokens {
+		fmt.Fprintf(out, "(the media nodes require WHIP/WHEP tokens: the links carry one each for room demo; '%s token mint --room R --publish|--play' makes more)\n", os.Args[0])
+	}
 	return stop, nil
 }
