@@ -247,10 +247,18 @@ func (j *Janus) reset(s uint64) {
 // videoroom sends one VideoRoom request and returns the plugin's data.
 // Plugin errors (error_code) wrap ErrRefused.
 func (j *Janus) videoroom(ctx context.Context, body map[string]any) (map[string]json.RawMessage, error) {
+	d, _, err := j.videoroomOn(ctx, body)
+	return d, err
+}
+
+// videoroomOn is videoroom, also returning the Janus session the answer
+// came on (what identifies the Janus process: another caller may reset
+// the shared session meanwhile).
+func (j *Janus) videoroomOn(ctx context.Context, body map[string]any) (map[string]json.RawMessage, uint64, error) {
 	for attempt := 0; ; attempt++ {
 		s, h, err := j.ensureHandle(ctx)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		var out struct {
 			Plugindata struct {
@@ -263,26 +271,26 @@ func (j *Janus) videoroom(ctx context.Context, body map[string]any) (map[string]
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		d := out.Plugindata.Data
 		if d == nil {
-			return nil, fmt.Errorf("%w: videoroom answer without plugin data", ErrBadAnswer)
+			return nil, 0, fmt.Errorf("%w: videoroom answer without plugin data", ErrBadAnswer)
 		}
 		if raw, ok := d["error_code"]; ok {
 			var msg string
 			_ = json.Unmarshal(d["error"], &msg)
 			code, _ := strconv.Atoi(string(raw))
-			return d, &codeError{code: code, err: fmt.Errorf("%w: videoroom %v: %s", ErrRefused, body["request"], msg)}
+			return d, s, &codeError{code: code, err: fmt.Errorf("%w: videoroom %v: %s", ErrRefused, body["request"], msg)}
 		}
-		return d, nil
+		return d, s, nil
 	}
 }
 
 // Poll implements SFU: the VideoRoom list with participant counts, and
 // per occupied room its publishers.
 func (j *Janus) Poll(ctx context.Context) (Status, error) {
-	d, err := j.videoroom(ctx, map[string]any{"request": "list"})
+	d, session, err := j.videoroomOn(ctx, map[string]any{"request": "list"})
 	if err != nil {
 		return Status{}, err
 	}
@@ -294,9 +302,7 @@ func (j *Janus) Poll(ctx context.Context) (Status, error) {
 	if err := json.Unmarshal(d["list"], &list); err != nil {
 		return Status{}, fmt.Errorf("%w: videoroom list: %v", ErrBadAnswer, err)
 	}
-	j.mu.Lock()
-	st := Status{Instance: strconv.FormatUint(j.session, 10)}
-	j.mu.Unlock()
+	st := Status{Instance: strconv.FormatUint(session, 10)}
 	for _, r := range list {
 		n, _ := strconv.ParseUint(r.Room.String(), 10, 64)
 		rs := RoomStatus{Name: r.Description, Number: n, Participants: r.Participants}
