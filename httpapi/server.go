@@ -93,7 +93,7 @@ type Handler struct {
 	st       State
 	svc      *service.Service
 	log      *slog.Logger
-	mux      *http.ServeMux
+	mux      *routeMux
 	fwd      *http.Client
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
@@ -117,7 +117,7 @@ func NewHandler(b Backend, st State, log *slog.Logger, reg *prometheus.Registry)
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Handler{b: b, st: st, svc: service.New(b), log: log, mux: http.NewServeMux(), reg: reg,
+	s := &Handler{b: b, st: st, svc: service.New(b), log: log, mux: &routeMux{ServeMux: http.NewServeMux()}, reg: reg,
 		fwd: &http.Client{Timeout: 30 * time.Second, Transport: api.NewTransport()}}
 	if fw, ok := b.(leaderForwarder); ok {
 		s.coalesce = newCoalescer(s, fw, reg)
@@ -667,4 +667,29 @@ func (s *Handler) restore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, map[string]any{"restored": true, "state_hash": fsm.HashState(st), "servers": len(st.Servers), "allocations": len(st.Allocations)})
+}
+
+// routeMux is the handler's ServeMux, remembering the patterns registered
+// on it (Routes).
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.HandleFunc(pattern, h)
+}
+
+// Routes lists the patterns of every route the handler serves, sorted
+// (for tests that must cover each, such as the authorization table).
+func (s *Handler) Routes() []string {
+	out := slices.Clone(s.mux.patterns)
+	slices.Sort(out)
+	return out
 }
