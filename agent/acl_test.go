@@ -730,31 +730,13 @@ func TestMediaTokenMinting(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink shared by the agents of a test cluster.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestAuditLog: every write accepted from a token is logged once at info
 // level, by the agent that received it (not again by the leader it was
 // forwarded to), with the token's id and description, the operation and
 // its target; reads, refused writes and media certificates' writes are
 // not, and no secret ever reaches the log.
 func TestAuditLog(t *testing.T) {
-	var logs lockedBuffer
+	var logs testcluster.LogBuffer
 	c := testcluster.New(t, 3, testcluster.Options{RaftTLS: true, Mutate: func(_ int, cfg *agent.Config) {
 		cfg.ACL, cfg.HTTPS = true, true
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -201,40 +201,35 @@ func (h *watchHub) catchUpTick(since uint64) (*watchTick, bool) {
 	}
 	idx := h.last
 	t := &watchTick{index: idx}
-	for _, id := range sortedUnique(c.Servers) {
-		if v, ok := h.servers[id]; ok {
-			t.events = append(t.events, serverEvent(idx, "upsert", v))
-		} else {
-			t.events = append(t.events, serverEvent(idx, "delete", &fsmpb.Server{Id: id}))
-		}
-	}
-	for _, id := range sortedUnique(c.Allocations) {
-		if v, ok := h.allocs[id]; ok {
-			t.events = append(t.events, allocEvent(idx, "upsert", v))
-		} else {
-			t.events = append(t.events, allocEvent(idx, "delete", &fsmpb.Allocation{Id: id}))
-		}
-	}
-	for _, id := range sortedUnique(c.Intents) {
-		if v, ok := h.intents[id]; ok {
-			t.events = append(t.events, intentEvent(idx, "upsert", v))
-		} else {
-			t.events = append(t.events, intentEvent(idx, "delete", &fsmpb.ProvisionIntent{Id: id}))
-		}
-	}
-	for _, id := range sortedUnique(c.Rooms) {
-		if v, ok := h.rooms[id]; ok {
-			t.events = append(t.events, roomEvent(idx, "upsert", v, h.servers))
-		} else {
-			t.events = append(t.events, roomEvent(idx, "delete", &fsmpb.Room{Name: id}, h.servers))
-		}
-	}
+	t.events = catchUp(t.events, c.Servers, h.servers, func(id string) *fsmpb.Server { return &fsmpb.Server{Id: id} },
+		func(op string, v *fsmpb.Server) api.WatchEvent { return serverEvent(idx, op, v) })
+	t.events = catchUp(t.events, c.Allocations, h.allocs, func(id string) *fsmpb.Allocation { return &fsmpb.Allocation{Id: id} },
+		func(op string, v *fsmpb.Allocation) api.WatchEvent { return allocEvent(idx, op, v) })
+	t.events = catchUp(t.events, c.Intents, h.intents, func(id string) *fsmpb.ProvisionIntent { return &fsmpb.ProvisionIntent{Id: id} },
+		func(op string, v *fsmpb.ProvisionIntent) api.WatchEvent { return intentEvent(idx, op, v) })
+	// After the servers: a room's event names its server's current record.
+	t.events = catchUp(t.events, c.Rooms, h.rooms, func(name string) *fsmpb.Room { return &fsmpb.Room{Name: name} },
+		func(op string, v *fsmpb.Room) api.WatchEvent { return roomEvent(idx, op, v, h.servers) })
 	if h.policy != nil {
 		p := api.PolicyFromPB(h.policy)
 		t.events = append(t.events, api.WatchEvent{Index: idx, Kind: api.WatchPolicy, Op: "upsert", Policy: &p})
 	}
 	t.events = append(t.events, api.WatchEvent{Index: idx, Kind: api.WatchSynced})
 	return t, true
+}
+
+// catchUp appends, for each of keys in order, an upsert of the copy's
+// object, or, when the copy lacks it, a delete of a stand-in (stub)
+// carrying only the key, and returns events.
+func catchUp[V any](events []api.WatchEvent, keys []string, have map[string]V, stub func(string) V, event func(op string, v V) api.WatchEvent) []api.WatchEvent {
+	for _, k := range sortedUnique(keys) {
+		if v, ok := have[k]; ok {
+			events = append(events, event("upsert", v))
+		} else {
+			events = append(events, event("delete", stub(k)))
+		}
+	}
+	return events
 }
 
 // sortedUnique is keys sorted, without repeats.

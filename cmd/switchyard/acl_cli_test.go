@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -123,7 +122,7 @@ func TestACLOverHTTPSWithRealProcesses(t *testing.T) {
 		"--tls-ca", filepath.Join(c.CertDir, "ca.pem"), "--tls-cert", filepath.Join(c.CertDir, "evil.pem"), "--tls-key", filepath.Join(c.CertDir, "evil-key.pem"), "--log-level", "debug")
 	// No token in its environment: only its certificate speaks for it.
 	evil.Env = append(evil.Environ(), "SWITCHYARD_TOKEN=")
-	evilLog := &lockedBuffer{}
+	evilLog := &testcluster.LogBuffer{}
 	evil.Stderr = evilLog
 	if err := evil.Start(); err != nil {
 		t.Fatal(err)
@@ -139,22 +138,4 @@ func TestACLOverHTTPSWithRealProcesses(t *testing.T) {
 	if code != 0 || strings.Contains(o, `"evil"`) {
 		t.Fatalf("status after the media certificate's join: %d %s %s", code, o, e)
 	}
-}
-
-// lockedBuffer is a strings.Builder safe for one writer and one reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

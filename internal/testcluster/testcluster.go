@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,6 +71,27 @@ type Cluster struct {
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	return ports.Free(t, "tcp")
+}
+
+// LogBuffer collects what several goroutines write (a test's log sink,
+// a child process's output) and reads it back at any time.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+// Write appends p.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // Logger returns a logger that writes to the test log only with -v, and
