@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -130,7 +131,7 @@ func (c *Client) WaitRoomReady(ctx context.Context, r Room) error {
 	}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
-	for {
+	for i := 0; ; i++ {
 		var s struct {
 			Load *struct {
 				AllocationIDs []string `json:"allocation_ids"`
@@ -139,6 +140,15 @@ func (c *Client) WaitRoomReady(ctx context.Context, r Room) error {
 		err := c.do(ctx, "GET", "/v1/servers/"+url.PathEscape(r.Server), nil, &s)
 		if err == nil && s.Load != nil && slices.Contains(s.Load.AllocationIDs, r.AllocationID) {
 			return nil
+		}
+		if i%5 == 4 {
+			// A placement released meanwhile (the SFU refused the room, or
+			// the server went down) will never be reported: say so now.
+			cur, err := c.Room(ctx, r.Room)
+			if errors.Is(err, errcode.ErrNotFound) || err == nil && cur.AllocationID != r.AllocationID {
+				return fmt.Errorf("%w: room %s: its placement on %s (allocation %s) was released (the SFU may have refused the room: see its sidecar's log)",
+					ErrRoomNotReady, r.Room, r.Server, r.AllocationID)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -449,8 +449,11 @@ func (j *Janus) EnsureRoom(ctx context.Context, r RoomRef) error {
 	}
 	_, err := j.videoroom(ctx, map[string]any{"request": "create", "room": r.Number, "description": r.Name,
 		"publishers": j.cfg.Publishers, "permanent": false})
-	if janusCode(err) == 427 { // already exists
+	switch janusCode(err) {
+	case 427: // already exists
 		return nil
+	case 429, 430: // missing or invalid element: this room's request
+		return fmt.Errorf("%w: %w", ErrRoomRefused, err)
 	}
 	return err
 }

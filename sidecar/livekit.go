@@ -322,7 +322,15 @@ func (l *LiveKit) metrics(ctx context.Context, now time.Time) (in, out, subscrib
 // EnsureRoom implements SFU with CreateRoom (idempotent in LiveKit).
 func (l *LiveKit) EnsureRoom(ctx context.Context, r RoomRef) error {
 	var out map[string]any
-	return l.twirp(ctx, "CreateRoom", map[string]any{"name": r.Name, "empty_timeout": l.cfg.EmptyTimeout}, &out)
+	err := l.twirp(ctx, "CreateRoom", map[string]any{"name": r.Name, "empty_timeout": l.cfg.EmptyTimeout}, &out)
+	var te *twirpError
+	if errors.As(err, &te) {
+		switch te.code {
+		case "invalid_argument", "malformed", "out_of_range", "failed_precondition":
+			return fmt.Errorf("%w: %w", ErrRoomRefused, err)
+		}
+	}
+	return err
 }
 
 // CloseRoom implements SFU with DeleteRoom (a room already gone is fine).

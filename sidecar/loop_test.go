@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +31,8 @@ type fakeSFU struct {
 	holdEnsure, holdClose chan struct{}
 	held                  int // EnsureRoom and CloseRoom calls being held now
 	polls, failedPolls    int
-	ensured, closed       map[string]int // calls per room
+	ensured, closed       map[string]int  // calls per room
+	refuse                map[string]bool // rooms EnsureRoom refuses (ErrRefused)
 }
 
 func newFakeSFU() *fakeSFU {
@@ -90,6 +92,9 @@ func (f *fakeSFU) EnsureRoom(ctx context.Context, r sidecar.RoomRef) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.refuse[r.Name] {
+		return fmt.Errorf("%w: fake SFU refuses room %q", sidecar.ErrRoomRefused, r.Name)
+	}
 	if f.rooms[r.Name] == nil {
 		f.rooms[r.Name] = &sidecar.RoomStatus{Name: r.Name}
 	}
@@ -477,5 +482,35 @@ func TestSidecarDrainTimeout(t *testing.T) {
 	}
 	if n := read(f, func(f *fakeSFU) int { return f.closed["busy"] }); n == 0 {
 		t.Fatal("the drained room was not closed on the SFU")
+	}
+}
+
+// A room the SFU refuses to create: its placement is released at once
+// (not at the idle timeout), and the application's wait for the room ends
+// with ErrRoomNotReady saying the placement was released; another room on
+// the same server is unaffected.
+func TestSidecarReleasesARoomTheSFURefuses(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := c.Client()
+	ctx := testcluster.Context(t, 3*time.Minute)
+	f := newFakeSFU()
+	f.refuse = map[string]bool{"bad name": true}
+	runFake(t, c, "picky", f, func(cfg *sidecar.Config) { cfg.RoomIdleTimeout = time.Hour })
+	placeOnFake(t, ctx, cl, "picky", "good")
+	r, err := cl.PlaceRoom(ctx, "bad name", api.PlaceRoomRequest{SFU: api.SFULiveKit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err = cl.WaitRoomReady(wctx, r)
+	if !errors.Is(err, api.ErrRoomNotReady) || !strings.Contains(err.Error(), "was released") || wctx.Err() != nil {
+		t.Fatalf("waiting for a room the SFU refuses: %v (wait's context: %v), want ErrRoomNotReady saying it was released", err, wctx.Err())
+	}
+	if _, err := cl.Room(ctx, "bad name"); !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("the refused room is still placed: %v", err)
+	}
+	if _, err := cl.Room(ctx, "good"); err != nil {
+		t.Fatalf("the other room: %v", err)
 	}
 }

@@ -55,6 +55,10 @@ var (
 	ErrBadAnswer = errors.New("sfu answered garbage")
 	// ErrUnsupported means the SFU has no way to do what was asked.
 	ErrUnsupported = errors.New("not supported by this sfu")
+	// ErrRoomRefused means the SFU will not create this room (its name or
+	// number is invalid there), as opposed to a failure that a retry may
+	// cure. It wraps ErrRefused.
+	ErrRoomRefused = fmt.Errorf("%w: the room is not acceptable to it", ErrRefused)
 )
 
 // RoomRef names a placed room on an SFU: by name and by the number the
@@ -544,6 +548,14 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) {
 			cctx, ccancel := context.WithTimeout(ctx, s.cfg.SFUTimeout+time.Second)
 			err := s.cfg.SFU.EnsureRoom(cctx, ref)
 			ccancel()
+			if errors.Is(err, ErrRoomRefused) {
+				// The SFU will not have this room (its name, say): free the
+				// placement now rather than at the idle timeout, so the
+				// application's wait for it ends.
+				s.log.Warn("the SFU refused the room; releasing its placement", "room", p.Room, "err", err)
+				s.endRoom(ctx, ref, "the SFU refused it: "+err.Error())
+				continue
+			}
 			if err != nil {
 				s.log.Warn("create room on the SFU", "room", p.Room, "err", err)
 			} else {
