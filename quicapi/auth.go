@@ -28,7 +28,8 @@ func peerIdentity(cs tls.ConnectionState) pki.CertIdentity {
 // certificate names. An agent certificate, or one without a role (issued
 // before roles existed, and treated as an agent's), may not act as a media
 // server: roles keep the two apart in both directions, as raft keeps media
-// certificates out.
+// certificates out. An allocation naming a requester (a cascade) must
+// name the certificate's own server.
 func authorize(pc *peerConn, req *transportpb.Request, isPeer func(name string) bool) error {
 	if req.GetForwardedBy() != "" {
 		if !pc.id.IsAgent() {
@@ -53,7 +54,15 @@ func authorize(pc *peerConn, req *transportpb.Request, isPeer func(name string) 
 		return acl.Authorize(p, acl.PermServer, b.Register.GetServer().GetId())
 	case *transportpb.Request_Drain:
 		return acl.Authorize(p, acl.PermServer, b.Drain.GetServerId())
-	case *transportpb.Request_Allocate, *transportpb.Request_Release:
+	case *transportpb.Request_Allocate:
+		// A cascade's requester is the media server asking: a certificate
+		// names only its own (the requester is left out of the pick and
+		// owns the cascade).
+		if rq := b.Allocate.GetRequester(); rq != "" && rq != p.Server {
+			return fmt.Errorf("%w: %s may request allocations only as media server %q, not %q", acl.ErrPermissionDenied, p, p.Server, rq)
+		}
+		return acl.Authorize(p, acl.PermAllocate, "")
+	case *transportpb.Request_Release:
 		return acl.Authorize(p, acl.PermAllocate, "")
 	}
 	return acl.Authorize(p, acl.PermOperator, "")

@@ -45,7 +45,7 @@ func drainReq(id string) *transportpb.Request {
 
 // TestMediaCertificateActsOnlyAsItself: a certificate issued for m1 may
 // register m1, through a follower or the leader, and is refused
-// (and counted) for m2.
+// (and counted) for m2, as it is for a cascade requested in m2's name.
 func TestMediaCertificateActsOnlyAsItself(t *testing.T) {
 	c := newCluster(t, 3, 0, nil)
 	leader := leaderNode(t, c)
@@ -58,6 +58,17 @@ func TestMediaCertificateActsOnlyAsItself(t *testing.T) {
 		}
 		if code, msg := ask(t, m1, nd.Cfg.QUICAddr, drainReq("m2")); code != "permission_denied" {
 			t.Fatalf("m1 draining m2 via %s: %q %s", nd.ID, code, msg)
+		}
+		// A cascade requested in m2's name, and in its own.
+		cascade := func(requester string) *transportpb.Request {
+			return &transportpb.Request{Body: &transportpb.Request_Allocate{Allocate: &transportpb.AllocateRequest{
+				RequestId: "cascade-" + requester + "-" + nd.ID, Room: "r", Units: 1, Requester: requester}}}
+		}
+		if code, msg := ask(t, m1, nd.Cfg.QUICAddr, cascade("m2")); code != "permission_denied" {
+			t.Fatalf("m1 requesting a cascade as m2 via %s: %q %s", nd.ID, code, msg)
+		}
+		if code, msg := ask(t, m1, nd.Cfg.QUICAddr, cascade("m1")); code == "permission_denied" || code == "unauthenticated" {
+			t.Fatalf("m1 requesting a cascade as itself via %s: %q %s", nd.ID, code, msg)
 		}
 		for _, op := range []string{"register", "drain"} {
 			if n := testutil.ToFloat64(nd.Agent.QUIC.Metrics().Requests.WithLabelValues(op, "permission_denied")); n < 1 {
