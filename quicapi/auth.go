@@ -58,7 +58,9 @@ func authorize(pc *peerConn, req *transportpb.Request, isPeer func(name string) 
 		// A cascade's requester is the media server asking: a certificate
 		// names only its own (the requester is left out of the pick and
 		// owns the cascade).
-		if rq := b.Allocate.GetRequester(); rq != "" && rq != p.Server {
+		// A malformed requester is left to validation, which refuses it
+		// as invalid_argument over HTTP and QUIC alike.
+		if rq := b.Allocate.GetRequester(); rq != "" && rq != p.Server && fsm.CheckText("requester", rq, fsm.MaxIDLen) == nil {
 			return fmt.Errorf("%w: %s may request allocations only as media server %q, not %q", acl.ErrPermissionDenied, p, p.Server, rq)
 		}
 		return acl.Authorize(p, acl.PermAllocate, "")
