@@ -53,6 +53,9 @@ const (
 	// PermServer: register, drain, deregister and report for a media
 	// server. A media certificate holds it for its own server id only.
 	PermServer
+	// PermMediaKeys: read the WHIP/WHEP signing keys, which every media
+	// server verifies tokens with (it acts on no particular server).
+	PermMediaKeys
 	// PermOperator: everything else (members, leadership, policy,
 	// snapshots, ACL tokens).
 	PermOperator
@@ -68,6 +71,8 @@ func (p Perm) String() string {
 		return "allocate"
 	case PermServer:
 		return "server"
+	case PermMediaKeys:
+		return "media keys"
 	case PermOperator:
 		return "operator"
 	}
@@ -81,7 +86,7 @@ const RoleAgent = "agent"
 func rolePerms(role string) []Perm {
 	switch role {
 	case fsm.RoleOperator:
-		return []Perm{PermRead, PermAllocate, PermServer, PermOperator}
+		return []Perm{PermRead, PermAllocate, PermServer, PermMediaKeys, PermOperator}
 	case RoleAgent:
 		// An agent certificate never acts as a media server: what a
 		// follower forwards for a media certificate is authorized as that
@@ -94,7 +99,7 @@ func rolePerms(role string) []Perm {
 	case fsm.RoleMedia:
 		// Media nodes read the member table, register and report, and
 		// allocate/release cascade targets.
-		return []Perm{PermRead, PermAllocate, PermServer}
+		return []Perm{PermRead, PermAllocate, PermServer, PermMediaKeys}
 	}
 	return nil
 }

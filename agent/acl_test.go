@@ -127,7 +127,7 @@ func TestACLRoutesByCredential(t *testing.T) {
 	type route struct {
 		pattern            string // the route it exercises (every route is in the table)
 		method, path, body string
-		need               string // read, allocate, server, operator
+		need               string // read, allocate, server, keys, operator
 		stream             bool   // answers a stream: checked refused only
 	}
 	routes := []route{
@@ -155,7 +155,7 @@ func TestACLRoutesByCredential(t *testing.T) {
 		{"POST /v1/servers", "POST", "/v1/servers", `{"id":"m-%s","capacity":1}`, "server", false},
 		{"POST /v1/servers/{id}/drain", "POST", "/v1/servers/nope/drain", "", "server", false},
 		{"DELETE /v1/servers/{id}", "DELETE", "/v1/servers/nope", "", "server", false},
-		{"GET /v1/media/keys", "GET", "/v1/media/keys", "", "server", false},
+		{"GET /v1/media/keys", "GET", "/v1/media/keys", "", "keys", false},
 		{"POST /v1/members", "POST", "/v1/members", `{"id":"evil-%s","raft_addr":"127.0.0.1:1"}`, "operator", false},
 		{"DELETE /v1/members/{id}", "DELETE", "/v1/members/nope", "", "operator", false},
 		{"POST /v1/operator/transfer-leader", "POST", "/v1/operator/transfer-leader", `{"id":"nope"}`, "operator", false},
@@ -204,10 +204,10 @@ func TestACLRoutesByCredential(t *testing.T) {
 		return nil
 	})
 	allowed := map[string][]string{
-		"operator":  {"read", "allocate", "server", "operator"},
+		"operator":  {"read", "allocate", "server", "keys", "operator"},
 		"allocator": {"read", "allocate"},
 		"reader":    {"read"},
-		"media":     {"read", "allocate", "server"},
+		"media":     {"read", "allocate", "server", "keys"},
 	}
 	creds := []struct{ name, header string }{
 		{"none", ""}, {"malformed", "Basic abc"}, {"unknown", "Bearer sy_0000"}, {"huge", "Bearer " + strings.Repeat("a", 10000)},

@@ -130,7 +130,7 @@ func routePerm(pattern string) acl.Perm {
 	case "POST /v1/allocations", "POST /v1/allocations/batch", "DELETE /v1/allocations/{id}", "POST /v1/media/tokens":
 		return acl.PermAllocate
 	case "GET /v1/media/keys":
-		return acl.PermServer
+		return acl.PermMediaKeys
 	case "POST /v1/servers", "DELETE /v1/servers/{id}", "POST /v1/servers/{id}/drain":
 		return acl.PermServer
 	case "GET /v1/snapshot", "POST /v1/snapshot", "GET /v1/acl/tokens":
@@ -349,11 +349,6 @@ func forwardedPrincipal(v string) (acl.Principal, error) {
 func (s *Handler) targetServer(r *http.Request, pattern string, p acl.Principal) string {
 	if p.Server == "" {
 		return ""
-	}
-	if pattern == "GET /v1/media/keys" {
-		// Any media server verifies tokens with the keys: the route acts
-		// on no particular server, so a principal bound to one may read it.
-		return p.Server
 	}
 	if pattern == "DELETE /v1/servers/{id}" || pattern == "POST /v1/servers/{id}/drain" {
 		// The escaped path, unescaped once: r.URL.Path is unescaped already,

@@ -218,11 +218,11 @@ func (h *watchHub) catchUpTick(since uint64) (*watchTick, bool) {
 	return t, true
 }
 
-// catchUp appends, for each of keys in order, an upsert of the copy's
+// catchUp appends, for each of keys (sorted), an upsert of the copy's
 // object, or, when the copy lacks it, a delete of a stand-in (stub)
 // carrying only the key, and returns events.
 func catchUp[V any](events []api.WatchEvent, keys []string, have map[string]V, stub func(string) V, event func(op string, v V) api.WatchEvent) []api.WatchEvent {
-	for _, k := range sortedUnique(keys) {
+	for _, k := range slices.Sorted(slices.Values(keys)) { // each once (ChangedSince)
 		if v, ok := have[k]; ok {
 			events = append(events, event("upsert", v))
 		} else {
@@ -230,13 +230,6 @@ func catchUp[V any](events []api.WatchEvent, keys []string, have map[string]V, s
 		}
 	}
 	return events
-}
-
-// sortedUnique is keys sorted, without repeats.
-func sortedUnique(keys []string) []string {
-	out := slices.Clone(keys)
-	slices.Sort(out)
-	return slices.Compact(out)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

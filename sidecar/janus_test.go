@@ -34,10 +34,16 @@ func startSidecar(t *testing.T, c *testcluster.Cluster, id string, j *janustest.
 // c until the test ends.
 func runSidecar(t *testing.T, c *testcluster.Cluster, id string, a sidecar.SFU, pid int) *sidecarRun {
 	t.Helper()
-	sc, err := sidecar.New(sidecar.Config{
+	return runConfig(t, sidecar.Config{
 		ID: id, Capacity: 10, SFU: a, QUICAddrs: c.QUICAddrs(), TLS: c.Identity(id).ClientConfig(transport.ALPN),
 		HTTPAddrs: c.Addrs(), RoomEmptyTimeout: time.Second, PID: pid, Logger: testcluster.Logger(t),
 	})
+}
+
+// runConfig builds a sidecar from cfg and runs it until the test ends.
+func runConfig(t *testing.T, cfg sidecar.Config) *sidecarRun {
+	t.Helper()
+	sc, err := sidecar.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,15 +168,7 @@ func runFake(t *testing.T, c *testcluster.Cluster, id string, f *fakeSFU, edit f
 	if edit != nil {
 		edit(&cfg)
 	}
-	sc, err := sidecar.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &sidecarRun{sc: sc, done: make(chan error, 1), stop: cancel}
-	go func() { r.done <- sc.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-r.done; _ = sc.Close() })
-	return r
+	return runConfig(t, cfg)
 }
 
 // serverLoad is server id's last load report as the cluster has it.
@@ -243,17 +235,33 @@ func makeBusy(t *testing.T, ctx context.Context, cl *api.Client, f *fakeSFU, id,
 	})
 }
 
-// waitDone waits up to d for the sidecar's Run to return and returns its
-// error.
-func waitDone(t *testing.T, r *sidecarRun, d time.Duration, what string) error {
+// waitDrained waits up to d for the sidecar's Run to return after a
+// drain, and fails the test unless it returned nil.
+func waitDrained(t *testing.T, r *sidecarRun, d time.Duration, what string) {
 	t.Helper()
 	select {
 	case err := <-r.done:
 		r.done <- err // for the cleanup
-		return err
+		if err != nil {
+			t.Fatalf("%s: the drained sidecar's Run returned %v", what, err)
+		}
 	case <-time.After(d):
 		t.Fatalf("%s: the sidecar's Run did not return within %v", what, d)
-		return nil
+	}
+}
+
+// checkDrainedAway fails the test unless server is deregistered, room no
+// longer placed and closed on f.
+func checkDrainedAway(t *testing.T, ctx context.Context, cl *api.Client, f *fakeSFU, server, room string) {
+	t.Helper()
+	if _, err := cl.Server(ctx, server, false); !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("drained server still registered: %v", err)
+	}
+	if _, err := cl.Room(ctx, room); !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("room still placed: %v", err)
+	}
+	if n := read(f, func(f *fakeSFU) int { return f.closed[room] }); n == 0 {
+		t.Fatal("the drained room was not closed on the SFU")
 	}
 }
 
@@ -390,9 +398,7 @@ func TestSidecarDrainSFUDead(t *testing.T) {
 		t.Fatalf("%d reports sent while the SFU was dead", n-sent)
 	}
 
-	if err := waitDone(t, run, drainTimeout+60*time.Second, "drain with the SFU dead"); err != nil {
-		t.Fatalf("drained sidecar: %v", err)
-	}
+	waitDrained(t, run, drainTimeout+60*time.Second, "drain with the SFU dead")
 	if d := time.Since(start); d < drainTimeout {
 		t.Fatalf("deregistered %v after the drain began, before its timeout %v: the dead SFU's rooms were taken for empty", d, drainTimeout)
 	}
@@ -438,18 +444,8 @@ func TestSidecarDrainLastRoomEnds(t *testing.T) {
 	}
 
 	f.setParticipants(t, "busy", 0)
-	if err := waitDone(t, run, 60*time.Second, "drain after the last room emptied"); err != nil {
-		t.Fatalf("drained sidecar: %v", err)
-	}
-	if _, err := cl.Server(ctx, "ends", false); !errors.Is(err, errcode.ErrNotFound) {
-		t.Fatalf("drained server still registered: %v", err)
-	}
-	if _, err := cl.Room(ctx, "busy"); !errors.Is(err, errcode.ErrNotFound) {
-		t.Fatalf("room still placed: %v", err)
-	}
-	if n := read(f, func(f *fakeSFU) int { return f.closed["busy"] }); n == 0 {
-		t.Fatal("the drained room was not closed on the SFU")
-	}
+	waitDrained(t, run, 60*time.Second, "drain after the last room emptied")
+	checkDrainedAway(t, ctx, cl, f, "ends", "busy")
 }
 
 // A drain whose room never empties deregisters the server at the drain's
@@ -468,21 +464,11 @@ func TestSidecarDrainTimeout(t *testing.T) {
 	if err := run.sc.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitDone(t, run, drainTimeout+60*time.Second, "drain with a room that never ends"); err != nil {
-		t.Fatalf("drained sidecar: %v", err)
-	}
+	waitDrained(t, run, drainTimeout+60*time.Second, "drain with a room that never ends")
 	if d := time.Since(start); d < drainTimeout {
 		t.Fatalf("deregistered %v after the drain began, before its timeout %v, with a busy room", d, drainTimeout)
 	}
-	if _, err := cl.Server(ctx, "stays", false); !errors.Is(err, errcode.ErrNotFound) {
-		t.Fatalf("drained server still registered: %v", err)
-	}
-	if _, err := cl.Room(ctx, "busy"); !errors.Is(err, errcode.ErrNotFound) {
-		t.Fatalf("room still placed: %v", err)
-	}
-	if n := read(f, func(f *fakeSFU) int { return f.closed["busy"] }); n == 0 {
-		t.Fatal("the drained room was not closed on the SFU")
-	}
+	checkDrainedAway(t, ctx, cl, f, "stays", "busy")
 }
 
 // A room the SFU refuses to create: its placement is released at once

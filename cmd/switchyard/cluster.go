@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/switchyard/switchyard/cluster"
 )
 
 func newClusterCmd() *cobra.Command {
@@ -134,20 +136,15 @@ func newOperatorCmd() *cobra.Command {
 			// old leader.
 			wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 			defer wcancel()
-			for {
-				st, err := c.Status(wctx)
-				moved := toID != "" && st.Leader == toID || toID == "" && before.Leader != "" && st.Leader != "" && st.Leader != before.Leader
-				if err == nil && moved {
-					fmt.Fprintf(cmd.OutOrStdout(), "leader is now %s\n", st.Leader)
-					return nil
-				}
-				select {
-				case <-wctx.Done():
-					fmt.Fprintln(cmd.OutOrStdout(), "leadership transfer started")
-					return nil
-				case <-time.After(50 * time.Millisecond):
-				}
+			st, err := waitStatus(wctx, c, func(st cluster.Status) bool {
+				return toID != "" && st.Leader == toID || toID == "" && before.Leader != "" && st.Leader != "" && st.Leader != before.Leader
+			})
+			if err != nil {
+				fmt.Fprintln(cmd.OutOrStdout(), "leadership transfer started")
+				return nil
 			}
+			fmt.Fprintf(cmd.OutOrStdout(), "leader is now %s\n", st.Leader)
+			return nil
 		},
 	}
 	tf.register(transfer, false)

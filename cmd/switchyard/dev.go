@@ -231,9 +231,15 @@ func devQUICAddrs(f *devFlags) string {
 // waitForLeader polls status until a leader is known and the cluster id is
 // stamped.
 func waitForLeader(ctx context.Context, c *api.Client) (cluster.Status, error) {
+	return waitStatus(ctx, c, func(st cluster.Status) bool { return st.Leader != "" && st.ClusterID != "" })
+}
+
+// waitStatus polls status every 50 ms until ok accepts it or ctx ends
+// (then it returns the last status and why it was not accepted).
+func waitStatus(ctx context.Context, c *api.Client, ok func(cluster.Status) bool) (cluster.Status, error) {
 	for {
 		st, err := c.Status(ctx)
-		if err == nil && st.Leader != "" && st.ClusterID != "" {
+		if err == nil && ok(st) {
 			return st, nil
 		}
 		select {

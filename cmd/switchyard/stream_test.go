@@ -4,42 +4,23 @@ import (
 	"bufio"
 	"context"
 	"os/exec"
-	"strings"
-	"sync"
 	"testing"
+
+	"github.com/switchyard/switchyard/internal/testcluster"
 )
-
-// syncBuffer collects a process's output; String may be called while the
-// process still writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // streamed is a running switchyard process whose stdout arrives line by
 // line on lines (closed at EOF) and whose stderr collects in stderr.
 type streamed struct {
 	cmd    *exec.Cmd
 	lines  chan string
-	stderr *syncBuffer
+	stderr *testcluster.LogBuffer
 }
 
 // startStreamed starts bin with args under ctx.
 func startStreamed(t *testing.T, ctx context.Context, bin string, args ...string) *streamed {
 	t.Helper()
-	s := &streamed{cmd: exec.CommandContext(ctx, bin, args...), lines: make(chan string, 100), stderr: &syncBuffer{}}
+	s := &streamed{cmd: exec.CommandContext(ctx, bin, args...), lines: make(chan string, 100), stderr: &testcluster.LogBuffer{}}
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

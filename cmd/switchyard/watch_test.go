@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,28 +11,11 @@ import (
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startCLI runs the CLI in-process until the returned stop is called.
-func startCLI(t *testing.T, args ...string) (*syncBuffer, func() error) {
+func startCLI(t *testing.T, args ...string) (*testcluster.LogBuffer, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &testcluster.LogBuffer{}
 	root := newRootCmd()
 	root.SetArgs(args)
 	root.SetOut(out)
@@ -71,7 +52,7 @@ func TestListWatch(t *testing.T) {
 	aout, astop := startCLI(t, "alloc", "list", "--watch", "--json", "--room", "r", "--addr", addrs)
 	sout, sstop := startCLI(t, "server", "list", "--watch", "--addr", addrs)
 	dout, dstop := startCLI(t, "server", "list", "--watch", "--state", "draining", "--addr", addrs)
-	wait := func(b *syncBuffer, want ...string) {
+	wait := func(b *testcluster.LogBuffer, want ...string) {
 		t.Helper()
 		testcluster.Eventually(t, 30*time.Second, func() error {
 			s := b.String()
