@@ -180,7 +180,9 @@ func Authorize(p Principal, perm Perm, server string) error {
 
 // Leeway is how far past its expiry a token is still accepted, to absorb
 // clock skew between the node that created it and the one checking it.
-const Leeway = 5 * time.Second
+// Apply allows the same (fsm.TokenLeewayMs) when it re-checks the token of
+// a command.
+const Leeway = fsm.TokenLeewayMs * time.Millisecond
 
 // MaxSecretLen bounds what is even looked at in an Authorization header.
 const MaxSecretLen = 256

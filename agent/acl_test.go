@@ -517,7 +517,9 @@ func TestACLBootstrapRace(t *testing.T) {
 }
 
 // TestACLRevokeUnderLoad revokes a token while clients use it through every
-// node: once the revocation is acknowledged, no request with it succeeds.
+// node: no allocation made with it commits after the revocation's log
+// index (an allocation's id names the index of its entry), and once the
+// revocation is acknowledged no request with it succeeds.
 func TestACLRevokeUnderLoad(t *testing.T) {
 	c, tc := aclCluster(t, 3)
 	ctx := ctxT(t, 60*time.Second)
@@ -534,6 +536,7 @@ func TestACLRevokeUnderLoad(t *testing.T) {
 	var revokedAt time.Time
 	var mu sync.Mutex
 	var acceptedAfter, before, triedAfter int
+	var granted []string // allocation ids
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := 0; w < 6; w++ {
@@ -549,8 +552,11 @@ func TestACLRevokeUnderLoad(t *testing.T) {
 				default:
 				}
 				sent := time.Now()
-				_, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("w%d-%d", w, i), Room: "r", Units: 1})
+				a, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: fmt.Sprintf("w%d-%d", w, i), Room: "r", Units: 1})
 				mu.Lock()
+				if err == nil {
+					granted = append(granted, a.ID)
+				}
 				if !revokedAt.IsZero() && sent.After(revokedAt) {
 					triedAfter++
 				}
@@ -573,8 +579,9 @@ func TestACLRevokeUnderLoad(t *testing.T) {
 		}
 		return nil
 	})
-	if err := op.ACLRevokeToken(ctx, tok.ID); err != nil {
-		t.Fatal(err)
+	rv, err := op.ACLRevoke(ctx, tok.ID)
+	if err != nil || rv.RevokedAtIndex == 0 {
+		t.Fatalf("revoke: %+v, %v", rv, err)
 	}
 	mu.Lock()
 	revokedAt = time.Now()
@@ -593,6 +600,18 @@ func TestACLRevokeUnderLoad(t *testing.T) {
 	if acceptedAfter != 0 {
 		t.Fatalf("%d requests accepted after the revocation was acknowledged", acceptedAfter)
 	}
+	// By index: no grant's entry follows the revocation's. (A grant in the
+	// revocation's own entry may precede it there: entries hold batches.)
+	for _, id := range granted {
+		var index, pos uint64
+		if _, err := fmt.Sscanf(id, "a-%d-%d", &index, &pos); err != nil {
+			t.Fatalf("allocation id %q does not name its index: %v", id, err)
+		}
+		if index > rv.RevokedAtIndex {
+			t.Errorf("allocation %s committed at index %d, after the revocation at %d", id, index, rv.RevokedAtIndex)
+		}
+	}
+	t.Logf("%d grants, none after the revocation at index %d", len(granted), rv.RevokedAtIndex)
 }
 
 // TestInputCaps sends what an attacker sent before the caps: every one is

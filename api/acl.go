@@ -27,6 +27,15 @@ type ACLTokenSecret struct {
 	Server string `json:"server"`
 }
 
+// ACLRevocation is the answer to DELETE /v1/acl/tokens/{id}.
+type ACLRevocation struct {
+	Revoked string `json:"revoked"`
+	// RevokedAtIndex is the log index of the revocation: no request made
+	// with the token commits after it, and an agent refuses the token once
+	// its applied index reaches it (GET /v1/health/ready shows it).
+	RevokedAtIndex uint64 `json:"revoked_at_index"`
+}
+
 // CreateTokenRequest is the body of POST /v1/acl/tokens.
 type CreateTokenRequest struct {
 	Role        string `json:"role"`

@@ -647,7 +647,14 @@ func (c *Client) ACLTokens(ctx context.Context) ([]ACLToken, error) {
 
 // ACLRevokeToken revokes a token by id.
 func (c *Client) ACLRevokeToken(ctx context.Context, id string) error {
-	return c.do(ctx, "DELETE", "/v1/acl/tokens/"+url.PathEscape(id), nil, nil)
+	_, err := c.ACLRevoke(ctx, id)
+	return err
+}
+
+// ACLRevoke revokes a token by id and returns the revocation's log index.
+func (c *Client) ACLRevoke(ctx context.Context, id string) (ACLRevocation, error) {
+	var r ACLRevocation
+	return r, c.do(ctx, "DELETE", "/v1/acl/tokens/"+url.PathEscape(id), nil, &r)
 }
 
 // MintMediaToken mints a WHIP/WHEP token for a room.

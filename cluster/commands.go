@@ -96,10 +96,12 @@ func (n *Node) CreateACLToken(ctx context.Context, t *fsmpb.AclToken, bootstrap 
 	return err
 }
 
-// RevokeACLToken deletes token id.
-func (n *Node) RevokeACLToken(ctx context.Context, id string) error {
-	_, err := n.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_AclRevokeToken{AclRevokeToken: id}})
-	return err
+// RevokeACLToken deletes the token with this id and returns the log index
+// of the revocation: no command carrying that token commits after it
+// (Apply re-checks every command's token, once FeatureACLInApply is on).
+func (n *Node) RevokeACLToken(ctx context.Context, id string) (uint64, error) {
+	_, index, err := n.enqueue(ctx, &op{cmd: &fsmpb.Command{Cmd: &fsmpb.Command_AclRevokeToken{AclRevokeToken: id}}, done: make(chan opResult, 1)})
+	return index, err
 }
 
 // committedServer reads server id after a commit of this leader (the FSM
@@ -117,7 +119,8 @@ func (n *Node) committedServer(id string) (*fsmpb.Server, error) {
 // from the FSM come back wrapping fsm sentinels; ErrLeadershipLost and
 // ErrUnknownOutcome mean "maybe committed".
 func (n *Node) Submit(ctx context.Context, cmd *fsmpb.Command) (*fsmpb.Result, error) {
-	return n.enqueue(ctx, &op{cmd: cmd, done: make(chan opResult, 1)})
+	res, _, err := n.enqueue(ctx, &op{cmd: cmd, done: make(chan opResult, 1)})
+	return res, err
 }
 
 // Allocate places and commits an allocation. Must run on the leader. A
@@ -130,7 +133,7 @@ func (n *Node) Allocate(ctx context.Context, req AllocateRequest) (*fsmpb.Alloca
 	if err := fsm.ValidateRequest(req.Room, req.Units); err != nil {
 		return nil, false, err
 	}
-	res, err := n.enqueue(ctx, &op{alloc: &req, done: make(chan opResult, 1)})
+	res, _, err := n.enqueue(ctx, &op{alloc: &req, done: make(chan opResult, 1)})
 	if err != nil {
 		return nil, false, err
 	}
@@ -150,41 +153,60 @@ func (n *Node) Release(ctx context.Context, id string) (*fsmpb.Allocation, error
 	return res.GetAllocation(), nil
 }
 
-func (n *Node) enqueue(ctx context.Context, o *op) (*fsmpb.Result, error) {
+// tokenKey is the context key of the ACL token id a request carries.
+type tokenKey struct{}
+
+// WithACLToken returns ctx carrying the id of the ACL token that
+// authorized the request (never its secret). Every command submitted with
+// it carries the id, and Apply refuses the command when the token was
+// revoked (or expired) before the command's entry: a revocation is in
+// force from its own log index on, even for requests checked just before.
+func WithACLToken(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, tokenKey{}, id)
+}
+
+// aclTokenOf returns the ACL token id WithACLToken put in ctx, or "".
+func aclTokenOf(ctx context.Context) string {
+	id, _ := ctx.Value(tokenKey{}).(string)
+	return id
+}
+
+// enqueue hands o to the decision loop and waits for its outcome: the
+// result as applied and the log index of its entry (0 when the answer
+// came without a commit).
+func (n *Node) enqueue(ctx context.Context, o *op) (*fsmpb.Result, uint64, error) {
+	o.token = aclTokenOf(ctx)
 	ls := n.leader.Load()
 	if ls == nil {
 		if _, _, ok := n.Leader(); !ok {
-			return nil, ErrNoLeader
+			return nil, 0, ErrNoLeader
 		}
-		return nil, ErrNotLeader
+		return nil, 0, ErrNotLeader
 	}
 	select {
 	case ls.queue <- o:
 	case <-ls.ctx.Done():
-		return nil, ErrNotLeader // not proposed: safe to retry elsewhere
+		return nil, 0, ErrNotLeader // not proposed: safe to retry elsewhere
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 	select {
 	case r := <-o.done:
 		if r.err != nil {
-			return nil, r.err
+			return nil, 0, r.err
 		}
-		if err := fsm.ResultError(r.res); err != nil {
-			return r.res, err
-		}
-		return r.res, nil
+		return r.res, r.index, fsm.ResultError(r.res)
 	case <-ls.ctx.Done():
 		select {
 		case r := <-o.done:
 			if r.err == nil {
-				return r.res, fsm.ResultError(r.res)
+				return r.res, r.index, fsm.ResultError(r.res)
 			}
-			return nil, r.err
+			return nil, 0, r.err
 		default:
-			return nil, ErrLeadershipLost
+			return nil, 0, ErrLeadershipLost
 		}
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", ErrUnknownOutcome, ctx.Err())
+		return nil, 0, fmt.Errorf("%w: %w", ErrUnknownOutcome, ctx.Err())
 	}
 }

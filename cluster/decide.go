@@ -82,6 +82,22 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		commitRefusals = ls.commitRefusals()
 	}
 
+	// Commands carry the ACL token that authorized them, for Apply to
+	// re-check, once every voter does so (features.go).
+	withTokens := false
+	for _, o := range batch {
+		if o.token != "" {
+			withTokens = n.featureOn(FeatureACLInApply)
+			break
+		}
+	}
+	tokenOf := func(o *op) string {
+		if withTokens {
+			return o.token
+		}
+		return ""
+	}
+
 	cmds := make([]*fsmpb.Command, 0, len(batch))
 	dones := make([]chan opResult, 0, len(batch))
 	var reqIDs []string
@@ -97,6 +113,9 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 				}
 				pol, staged = np, true
 				ls.pix.setPolicy(pol)
+			}
+			if t := tokenOf(o); t != "" {
+				o.cmd.AclTokenId = t
 			}
 			cmds = append(cmds, o.cmd)
 			dones = append(dones, o.done)
@@ -148,7 +167,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 			ls.mu.Lock()
 			ls.waiters[r.RequestID] = nil
 			ls.mu.Unlock()
-			cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_RefuseAllocation{RefuseAllocation: &fsmpb.Refusal{
+			cmds = append(cmds, &fsmpb.Command{AclTokenId: tokenOf(o), Cmd: &fsmpb.Command_RefuseAllocation{RefuseAllocation: &fsmpb.Refusal{
 				RequestId: r.RequestID, ErrorCode: code, ErrorMessage: fsm.RefusalMessage(err.Error()),
 			}}})
 			dones = append(dones, o.done)
@@ -161,7 +180,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 		ls.mu.Lock()
 		ls.waiters[r.RequestID] = nil
 		ls.mu.Unlock()
-		cmds = append(cmds, &fsmpb.Command{Cmd: &fsmpb.Command_Allocate{Allocate: &fsmpb.AllocateDecision{
+		cmds = append(cmds, &fsmpb.Command{AclTokenId: tokenOf(o), Cmd: &fsmpb.Command_Allocate{Allocate: &fsmpb.AllocateDecision{
 			RequestId: r.RequestID, Room: r.Room, Requester: r.Requester, Server: id, Units: r.Units, TtlMs: r.TTL.Milliseconds(),
 			RecordRefusal: commitRefusals.momentary,
 		}}})
@@ -178,14 +197,14 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	data, err := fsm.EncodeFrom(ls.origin, ls.seq, ls.n.clock.now(), cmds...)
 	if err != nil {
 		ls.pix.unreserve(reserved, batchRooms)
-		ls.finish(dones, reqIDs, nil, fmt.Errorf("encode entry: %w", err))
+		ls.finish(dones, reqIDs, 0, nil, fmt.Errorf("encode entry: %w", err))
 		return
 	}
 	ls.inflight = append(ls.inflight, inflightBatch{seq: ls.seq, reserved: reserved, rooms: batchRooms})
 	select {
 	case ls.sem <- struct{}{}:
 	case <-ls.ctx.Done():
-		ls.finish(dones, reqIDs, nil, ErrNotLeader)
+		ls.finish(dones, reqIDs, 0, nil, ErrNotLeader)
 		return
 	}
 	n.m.entryCmds.Observe(float64(len(cmds)))
@@ -217,25 +236,27 @@ func (ls *leaderState) await(f raft.ApplyFuture, dones []chan opResult, reqIDs [
 		err = ErrLeadershipLost
 	}
 	if err != nil {
-		ls.finish(dones, reqIDs, nil, err)
+		ls.finish(dones, reqIDs, 0, nil, err)
 		return
 	}
 	switch r := f.Response().(type) {
 	case []*fsmpb.Result:
-		ls.finish(dones, reqIDs, r, nil)
+		ls.finish(dones, reqIDs, f.Index(), r, nil)
 	case error:
-		ls.finish(dones, reqIDs, nil, r)
+		ls.finish(dones, reqIDs, 0, nil, r)
 	default:
-		ls.finish(dones, reqIDs, nil, fmt.Errorf("unexpected apply response %T", r))
+		ls.finish(dones, reqIDs, 0, nil, fmt.Errorf("unexpected apply response %T", r))
 	}
 }
 
-// finish answers every caller of one entry, and every duplicate that
-// attached to one of its allocations.
-func (ls *leaderState) finish(dones []chan opResult, reqIDs []string, results []*fsmpb.Result, err error) {
+// finish answers every caller of one entry (committed at log index, 0
+// when it was not), and every duplicate that attached to one of its
+// allocations.
+func (ls *leaderState) finish(dones []chan opResult, reqIDs []string, index uint64, results []*fsmpb.Result, err error) {
 	for i, d := range dones {
 		r := opResult{err: err}
 		if err == nil {
+			r.index = index
 			if i < len(results) {
 				r.res = results[i]
 			} else {

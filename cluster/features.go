@@ -26,11 +26,17 @@ const (
 	// the field but let the token act for any server, so the leader makes
 	// bound tokens only once every voter lists this.
 	FeatureMediaTokenServer = "media_token_server"
+	// FeatureACLInApply: a command carries the id of the ACL token that
+	// authorized it (fsmpb.Command.acl_token_id) and Apply refuses it when
+	// that token was revoked or expired by then. An agent of an earlier
+	// release would ignore the field and apply the command anyway, so the
+	// leader sets it only once every voter lists this.
+	FeatureACLInApply = "acl_in_apply"
 )
 
 // Features lists the features this binary understands.
 func Features() []string {
-	return []string{FeatureCommittedRefusals, FeatureForwardedPrincipal, FeatureCommittedUnregistered, FeatureMediaTokenServer}
+	return []string{FeatureCommittedRefusals, FeatureForwardedPrincipal, FeatureCommittedUnregistered, FeatureMediaTokenServer, FeatureACLInApply}
 }
 
 // MaxFeatures and MaxFeatureLen bound a member entry's feature list.

@@ -47,12 +47,16 @@ type op struct {
 	// request whose provisioning failed): the loop refuses the request
 	// with it (committing the refusal where it commits refusals).
 	refusal error
-	done    chan opResult // buffered(1)
+	// token is the id of the ACL token that authorized the request ("" for
+	// none): its commands carry it for Apply to re-check (WithACLToken).
+	token string
+	done  chan opResult // buffered(1)
 }
 
 type opResult struct {
-	res *fsmpb.Result
-	err error
+	res   *fsmpb.Result
+	index uint64 // the log index the op's entry was committed at, if any
+	err   error
 }
 
 // leaderState lives for one leadership term, from the barrier until

@@ -96,6 +96,29 @@ func (s *state) applyACL(now int64, c *fsmpb.Command) (handled bool, err error) 
 	return false, nil
 }
 
+// TokenLeewayMs is how far past its expiry a token still authorizes a
+// command in Apply (and a request on any node: acl.Leeway is the same),
+// absorbing clock skew between the node that checked the request and the
+// leader that stamped the entry.
+const TokenLeewayMs = 5000
+
+// checkCommandToken refuses a command whose authorizing token (id, empty
+// for commands no token authorized) was revoked or has expired at now.
+// It reads only the replicated state and the entry's time.
+func (s *state) checkCommandToken(now int64, id string) error {
+	if id == "" {
+		return nil
+	}
+	t, ok := s.acl.tokens[id]
+	if !ok {
+		return errorf(ErrUnauthenticated, "ACL token %s was revoked before this request was committed; nothing was changed", id)
+	}
+	if exp := t.GetExpiresAtUnixMs(); exp > 0 && now-TokenLeewayMs >= exp {
+		return errorf(ErrUnauthenticated, "ACL token %s expired before this request was committed; nothing was changed", id)
+	}
+	return nil
+}
+
 // ValidateToken checks a token's fields (the secret hash, not a secret).
 func ValidateToken(t *fsmpb.AclToken) error {
 	switch {

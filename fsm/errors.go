@@ -38,6 +38,9 @@ var (
 	// ErrACLBootstrapped means ACLs were bootstrapped before; a second
 	// bootstrap is refused.
 	ErrACLBootstrapped = errcode.ErrACLBootstrapped
+	// ErrUnauthenticated means the ACL token that authorized a command
+	// was revoked, or expired, before the command was applied.
+	ErrUnauthenticated = errcode.ErrUnauthenticated
 )
 
 // errorf formats a message and wraps sentinel, keeping the message readable

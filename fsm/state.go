@@ -102,6 +102,11 @@ func defaultPolicy() *fsmpb.Policy {
 func (s *state) apply(index uint64, pos int, now int64, c *fsmpb.Command) *fsmpb.Result {
 	var err error
 	res := &fsmpb.Result{}
+	if err := s.checkCommandToken(now, c.GetAclTokenId()); err != nil { // acl.go
+		res.ErrorCode = errcode.Code(err)
+		res.ErrorMessage = err.Error()
+		return res
+	}
 	switch v := c.GetCmd().(type) {
 	case *fsmpb.Command_RegisterServer:
 		err = s.registerServer(now, v.RegisterServer.GetServer())

@@ -157,8 +157,11 @@ func routePerm(pattern string) acl.Perm {
 }
 
 // guard runs before routing: browser protection, then authentication and
-// authorization. It answers refused requests itself and returns false.
-func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
+// authorization. It answers refused requests itself and returns false;
+// otherwise it returns the request to serve, whose context names the ACL
+// token that authorized it (cluster.WithACLToken: the leader's commands
+// carry it, and Apply refuses them once the token is revoked).
+func (s *Handler) guard(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
 	sent := s.namesSender(r) // forwarded by a member
 	if !sent {
 		// Only a member forwarding a request says whom it forwards for,
@@ -169,7 +172,7 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions {
 		if o := r.Header.Get("Origin"); o != "" {
 			if u, err := url.Parse(o); err != nil || u.Host != r.Host {
-				return s.refuse(w, http.StatusForbidden, "cross_origin", "permission_denied",
+				return r, s.refuse(w, http.StatusForbidden, "cross_origin", "permission_denied",
 					fmt.Sprintf("cross-origin %s from %q refused (the admin API is not for browsers of other sites)", r.Method, o))
 			}
 		}
@@ -179,20 +182,20 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			mt, _, _ := mime.ParseMediaType(ct)
 			if mt != "application/json" && mt != "application/x-protobuf" && mt != "application/octet-stream" {
-				return s.refuse(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "unsupported_media_type",
+				return r, s.refuse(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "unsupported_media_type",
 					fmt.Sprintf("Content-Type %q refused: send application/json", ct))
 			}
 		}
 	}
 	// Bodies are capped before anything reads (or forwards) them.
 	if lim := bodyLimit(r); r.ContentLength > lim {
-		return s.refuse(w, http.StatusRequestEntityTooLarge, "body_too_large", "invalid_argument",
+		return r, s.refuse(w, http.StatusRequestEntityTooLarge, "body_too_large", "invalid_argument",
 			fmt.Sprintf("request body of %d bytes is over the %d-byte limit", r.ContentLength, lim))
 	} else if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, lim)
 	}
 	if !s.acl.enabled {
-		return true
+		return r, true
 	}
 	_, pattern := s.mux.Handler(r)
 	perm := routePerm(pattern)
@@ -205,7 +208,7 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 		}
 		if ok, wait := s.acl.limits.allow(key, anon); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-			return s.refuse(w, http.StatusTooManyRequests, "rate_limited", "rate_limited",
+			return r, s.refuse(w, http.StatusTooManyRequests, "rate_limited", "rate_limited",
 				fmt.Sprintf("too many requests from %s; retry after %v", p, wait.Round(time.Millisecond)))
 		}
 	}
@@ -227,7 +230,7 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 			// buffers it: an unknown secret is no credential, and a
 			// snapshot-sized body would let anyone fill this agent's memory.
 			if r.ContentLength > maxJSONBody {
-				return s.refuse(w, http.StatusUnauthorized, "unauthenticated", "unauthenticated",
+				return r, s.refuse(w, http.StatusUnauthorized, "unauthenticated", "unauthenticated",
 					fmt.Sprintf("%v (this agent does not know the token and passes it to the leader only with a body up to %d bytes)", err, maxJSONBody))
 			}
 			if r.Body != nil {
@@ -237,13 +240,13 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 			// leader, which does, logs the request.
 			r.Header.Set(unverifiedHeader, "1")
 			s.forward(w, r)
-			return false
+			return r, false
 		}
 		// A bad credential is refused even where none is needed.
 		if errors.Is(err, acl.ErrUnauthenticated) {
-			return s.refuse(w, http.StatusUnauthorized, "unauthenticated", "unauthenticated", err.Error())
+			return r, s.refuse(w, http.StatusUnauthorized, "unauthenticated", "unauthenticated", err.Error())
 		}
-		return s.refuse(w, http.StatusForbidden, "permission_denied", "permission_denied", err.Error())
+		return r, s.refuse(w, http.StatusForbidden, "permission_denied", "permission_denied", err.Error())
 	}
 	if p.Kind == "cert" && !sent {
 		// A forwarded request is authorized again on the leader as the
@@ -257,7 +260,10 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) bool {
 		s.log.Info("audit", "principal", p.Kind, "id", p.ID, "role", p.Role, "description", p.Description,
 			"operation", pattern, "target", r.URL.Path, "forwarded_by", r.Header.Get(forwardedHeader))
 	}
-	return true
+	if p.Kind == "token" {
+		r = r.WithContext(cluster.WithACLToken(r.Context(), p.ID))
+	}
+	return r, true
 }
 
 // refuse answers a refused request and counts it.
@@ -449,12 +455,13 @@ func (s *Handler) aclList(w http.ResponseWriter, r *http.Request) {
 
 func (s *Handler) aclRevoke(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if err := s.b.RevokeACLToken(r.Context(), id); err != nil {
+	index, err := s.b.RevokeACLToken(r.Context(), id)
+	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	s.log.Info("acl token revoked", "id", id)
-	writeJSON(w, http.StatusOK, map[string]string{"revoked": id})
+	s.log.Info("acl token revoked", "id", id, "index", index)
+	writeJSON(w, http.StatusOK, api.ACLRevocation{Revoked: id, RevokedAtIndex: index})
 }
 
 // SetForwardTLS makes the handler forward to the leader over HTTPS with cfg

@@ -50,7 +50,7 @@ type Backend interface {
 	ReleaseRoom(ctx context.Context, name string) (*fsmpb.Room, error)
 	AddMediaKey(ctx context.Context, k *fsmpb.MediaKey) error
 	CreateACLToken(ctx context.Context, t *fsmpb.AclToken, bootstrap bool) error
-	RevokeACLToken(ctx context.Context, id string) error
+	RevokeACLToken(ctx context.Context, id string) (index uint64, err error)
 	Snapshot(ctx context.Context) (*fsmpb.State, error)
 	Restore(ctx context.Context, st *fsmpb.State, adopt bool) error
 }
@@ -165,7 +165,8 @@ func NewHandler(b Backend, st State, log *slog.Logger, reg *prometheus.Registry)
 
 // ServeHTTP implements http.Handler.
 func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !s.guard(w, r) { // acl.go: browser protection, authentication, authorization
+	r, ok := s.guard(w, r) // acl.go: browser protection, authentication, authorization
+	if !ok {
 		return
 	}
 	s.mux.ServeHTTP(w, r)

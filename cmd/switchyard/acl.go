@@ -216,14 +216,18 @@ Secrets are shown once, when created; the cluster stores only their SHA-256.`,
 				return err
 			}
 			defer cancel()
-			if err := c.ACLRevokeToken(ctx, args[0]); err != nil {
+			rv, err := c.ACLRevoke(ctx, args[0])
+			if err != nil {
 				return err
+			}
+			if rf.json {
+				return printJSON(cmd.OutOrStdout(), rv)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s\n", esc(args[0]))
 			return nil
 		},
 	}
-	rf.register(revoke, false)
+	rf.register(revoke, true)
 	token.AddCommand(create, list, revoke)
 	cmd.AddCommand(boot, token)
 	return cmd

@@ -1677,7 +1677,15 @@ type Command struct {
 	//	*Command_AclCreateToken
 	//	*Command_AclRevokeToken
 	//	*Command_AddMediaKey
-	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
+	Cmd isCommand_Cmd `protobuf_oneof:"cmd"`
+	// acl_token_id names the ACL token whose request this command carries
+	// out, when a token authorized it (never its secret). Apply refuses the
+	// command, changing nothing, when that token no longer exists or has
+	// expired (beyond fsm.TokenLeewayMs) at the entry's time: a revocation is
+	// in force from its own log index on, even for requests authorized just
+	// before it. Leaders set it only once every voter lists the
+	// acl_in_apply feature.
+	AclTokenId    string `protobuf:"bytes,40,opt,name=acl_token_id,json=aclTokenId,proto3" json:"acl_token_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1888,6 +1896,13 @@ func (x *Command) GetAddMediaKey() *MediaKey {
 		}
 	}
 	return nil
+}
+
+func (x *Command) GetAclTokenId() string {
+	if x != nil {
+		return x.AclTokenId
+	}
+	return ""
 }
 
 type isCommand_Cmd interface {
@@ -2957,7 +2972,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\aRelease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
 	"\x05Batch\x122\n" +
-	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\x80\t\n" +
+	"\bcommands\x18\x01 \x03(\v2\x16.switchyard.v1.CommandR\bcommands\"\xa2\t\n" +
 	"\aCommand\x12H\n" +
 	"\x0fregister_server\x18\x01 \x01(\v2\x1d.switchyard.v1.RegisterServerH\x00R\x0eregisterServer\x12N\n" +
 	"\x11deregister_server\x18\x02 \x01(\v2\x1f.switchyard.v1.DeregisterServerH\x00R\x10deregisterServer\x12I\n" +
@@ -2981,7 +2996,9 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\racl_bootstrap\x18\x1e \x01(\v2\x1b.switchyard.v1.AclBootstrapH\x00R\faclBootstrap\x12C\n" +
 	"\x10acl_create_token\x18\x1f \x01(\v2\x17.switchyard.v1.AclTokenH\x00R\x0eaclCreateToken\x12*\n" +
 	"\x10acl_revoke_token\x18  \x01(\tH\x00R\x0eaclRevokeToken\x12=\n" +
-	"\radd_media_key\x18! \x01(\v2\x17.switchyard.v1.MediaKeyH\x00R\vaddMediaKeyB\x05\n" +
+	"\radd_media_key\x18! \x01(\v2\x17.switchyard.v1.MediaKeyH\x00R\vaddMediaKey\x12 \n" +
+	"\facl_token_id\x18( \x01(\tR\n" +
+	"aclTokenIdB\x05\n" +
 	"\x03cmd\"\x9a\x01\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1e\n" +
