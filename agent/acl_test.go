@@ -523,6 +523,7 @@ func TestACLBootstrapRace(t *testing.T) {
 func TestACLRevokeUnderLoad(t *testing.T) {
 	c, tc := aclCluster(t, 3)
 	ctx := ctxT(t, 60*time.Second)
+	c.WaitFeature(cluster.FeatureACLInApply, 30*time.Second)
 	boot, err := api.NewClient(c.Addrs()...).WithTLS(tc).ACLBootstrap(ctx)
 	if err != nil {
 		t.Fatal(err)

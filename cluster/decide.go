@@ -87,7 +87,7 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	withTokens := false
 	for _, o := range batch {
 		if o.token != "" {
-			withTokens = n.featureOn(FeatureACLInApply)
+			withTokens = ls.commandTokens()
 			break
 		}
 	}
@@ -211,6 +211,19 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 	f := n.raft.Apply(data, n.cfg.ApplyTimeout)
 	ls.wg.Add(1)
 	go ls.await(f, dones, reqIDs)
+}
+
+// commandTokens reports whether commands carry their ACL token
+// (FeatureACLInApply). Once on it stays on for the term (a voter without
+// the feature can no longer join: AddVoter); until then it is re-read for
+// every batch that has a token, since reading the voters is a round trip
+// to raft's loop only while a rolling upgrade is under way. Owned by the
+// decision loop.
+func (ls *leaderState) commandTokens() bool {
+	if !ls.tokensInApply {
+		ls.tokensInApply = ls.n.featureOn(FeatureACLInApply)
+	}
+	return ls.tokensInApply
 }
 
 // await waits for one proposed entry with our own deadline and answers its
