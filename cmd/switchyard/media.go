@@ -158,6 +158,8 @@ func runMedia(cmd *cobra.Command, f *mediaFlags) error {
 		if cfg.Tokens, cfg.RefreshTokens, err = fetchMediaKeys(cmd.Context(), addrs.HTTP, ropts.QUIC, log); err != nil {
 			return err
 		}
+	} else {
+		log.Warn("WHIP and WHEP accept offers without a token: anyone who reaches this node can publish to or watch any room it hosts; start it with --require-token to need tokens from 'switchyard token mint'")
 	}
 	n, err := media.New(cfg, cl)
 	if err != nil {
