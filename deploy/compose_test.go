@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -311,6 +312,7 @@ func TestComposeFailover(t *testing.T) {
 	})
 
 	httpAddr := map[string]string{}
+	mediaAddr := map[string]string{} // server id -> host address of its WHIP/WHEP port
 	// pickPorts chooses free host ports for every published port.
 	certs := filepath.Join(t.TempDir(), "certs") // removed after compose down (cleanups run last-in first-out)
 	pickPorts := func() []string {
@@ -321,7 +323,8 @@ func TestComposeFailover(t *testing.T) {
 				"SWITCHYARD_"+n+"_QUIC="+hostPort(ports.Free(t, "udp")))
 		}
 		for _, m := range []string{"M1", "M2"} {
-			env = append(env, "SWITCHYARD_"+m+"_HTTP="+hostPort(ports.Free(t, "tcp")))
+			mediaAddr[strings.ToLower(m)] = ports.Free(t, "tcp")
+			env = append(env, "SWITCHYARD_"+m+"_HTTP="+hostPort(mediaAddr[strings.ToLower(m)]))
 		}
 		return env
 	}
@@ -424,6 +427,7 @@ func TestComposeFailover(t *testing.T) {
 		!strings.HasSuffix(fmt.Sprint(r1.URLs["whip"]), ":8081/whip/meeting") || !strings.HasSuffix(fmt.Sprint(r1.URLs["whep"]), ":8081/whep/meeting") {
 		t.Fatalf("room placement: %+v", r1)
 	}
+	checkWHIPNeedsToken(ctx, t, all, mediaAddr[r1.Server], r1.Room)
 
 	st, err := all.Status(ctx)
 	if err != nil {
@@ -468,5 +472,47 @@ func TestComposeFailover(t *testing.T) {
 	}
 	if r3, err := rest.PlaceRoom(ctx, "meeting-2", api.PlaceRoomRequest{Units: 1}); err != nil || r3.AllocationID == "" || r3.URLs["whip"] == nil {
 		t.Fatalf("a room placed after the kill: %+v %v", r3, err)
+	}
+}
+
+// checkWHIPNeedsToken checks that the media node at addr (its published
+// host port) refuses a WHIP offer for room without a token (401) and with
+// a play token (403), and takes a publish token minted for the room past
+// authorization: the offer sent is not SDP, so the node answers 400 once
+// the token passed.
+func checkWHIPNeedsToken(ctx context.Context, t *testing.T, cl *api.Client, addr, room string) {
+	t.Helper()
+	post := func(token string) (int, string) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/whip/"+room, strings.NewReader("not an SDP offer"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/sdp")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("WHIP to %s: %v", addr, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return resp.StatusCode, strings.TrimSpace(string(body))
+	}
+	if code, body := post(""); code != http.StatusUnauthorized {
+		t.Fatalf("WHIP without a token: HTTP %d %s, want 401", code, body)
+	}
+	mint := func(action string) string {
+		tok, err := cl.MintMediaToken(ctx, api.MintRequest{Room: room, Action: action, TTLMs: time.Minute.Milliseconds()})
+		if err != nil {
+			t.Fatalf("mint a %s token: %v", action, err)
+		}
+		return tok.Token
+	}
+	if code, body := post(mint("play")); code != http.StatusForbidden {
+		t.Fatalf("WHIP with a play token: HTTP %d %s, want 403", code, body)
+	}
+	if code, body := post(mint("publish")); code != http.StatusBadRequest {
+		t.Fatalf("WHIP with a publish token and a bad offer: HTTP %d %s, want 400 (the token accepted)", code, body)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -97,9 +98,16 @@ they expire.`,
 }
 
 // fetchMediaKeys loads the cluster's media keys (retrying for up to a
-// minute) and keeps them fresh every 15 s in the background until ctx ends.
-// refresh reloads them at once (for a token naming a key rotated in since):
-// one load at a time, at most one a second, each waiting at most 2 s.
+// minute while the agents cannot answer) and keeps them fresh every 15 s
+// in the background until ctx ends. refresh reloads them at once (for a
+// token naming a key rotated in since): one load at a time, at most one a
+// second, each waiting at most 2 s.
+//
+// A cluster that has no media key yet (none is made before the first
+// 'switchyard token mint' or 'token rotate-key') is not an error: the
+// keyring starts empty, so WHIP and WHEP refuse every request (fail
+// closed), and the first token presented, naming a key the node lacks,
+// loads it.
 //
 // Over HTTPS the node presents its certificate (id, its QUIC client
 // configuration; nil without TLS flags), which the agents accept as a
@@ -107,18 +115,18 @@ they expire.`,
 func fetchMediaKeys(ctx context.Context, allocs []string, id *tls.Config, log *slog.Logger) (kr *mediatoken.Keyring, refresh func(context.Context) error, err error) {
 	cl := api.NewClient(allocs...).PresentCertificate(id)
 	kr = &mediatoken.Keyring{}
+	errNoKey := errors.New("the cluster has no media key yet (the first 'switchyard token mint' or 'token rotate-key' makes one)")
 	load := func(ctx context.Context, d time.Duration) error {
 		lctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		for {
 			keys, err := cl.MediaKeys(lctx)
-			if err == nil && len(keys) > 0 {
+			if err == nil {
+				if len(keys) == 0 {
+					return errNoKey
+				}
 				kr.Set(keys)
 				return nil
-			}
-			if err == nil {
-				// No key yet: ask for one (needs an operator; else wait for a mint).
-				err = fmt.Errorf("the cluster has no media key yet (the first 'switchyard token mint' or 'token rotate-key' makes one)")
 			}
 			select {
 			case <-lctx.Done():
@@ -127,7 +135,10 @@ func fetchMediaKeys(ctx context.Context, allocs []string, id *tls.Config, log *s
 			}
 		}
 	}
-	if err := load(ctx, time.Minute); err != nil {
+	switch err := load(ctx, time.Minute); {
+	case errors.Is(err, errNoKey):
+		log.Warn("--require-token: the cluster has no media key yet, so WHIP and WHEP refuse every request until 'switchyard token mint' (or 'token rotate-key') makes one; it is loaded as soon as a token names it")
+	case err != nil:
 		return nil, nil, fmt.Errorf("--require-token: fetch the media keys: %w", err)
 	}
 	go func() {
@@ -136,7 +147,7 @@ func fetchMediaKeys(ctx context.Context, allocs []string, id *tls.Config, log *s
 			case <-ctx.Done():
 				return
 			case <-time.After(15 * time.Second):
-				if err := load(ctx, 10*time.Second); err != nil {
+				if err := load(ctx, 10*time.Second); err != nil && !errors.Is(err, errNoKey) {
 					log.Warn("refresh media keys", "err", err)
 				}
 			}
