@@ -88,7 +88,10 @@ func (s *Handler) placeRoom(w http.ResponseWriter, r *http.Request) {
 // outcome gets the same allocation) and commits the room record,
 // conditional on the generation it read.
 func (s *Handler) PlaceRoom(ctx context.Context, name string, req api.PlaceRoomRequest) (*fsmpb.Room, bool, error) {
-	if err := api.ValidateRoomName(name); err != nil {
+	if err := checkRoomName(name); err != nil {
+		return nil, false, err
+	}
+	if err := fsm.CheckText("region", req.Region, fsm.MaxRegionLen); err != nil {
 		return nil, false, err
 	}
 	if req.Units < 0 {
@@ -222,7 +225,7 @@ func (s *Handler) getRoom(w http.ResponseWriter, r *http.Request) {
 
 func (s *Handler) releaseRoom(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("room")
-	if err := api.ValidateRoomName(name); err != nil {
+	if err := checkRoomName(name); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -236,4 +239,14 @@ func (s *Handler) releaseRoom(w http.ResponseWriter, r *http.Request) {
 		out.Released, out.Server, out.AllocationID = true, rm.GetServer(), rm.GetAllocationId()
 	}
 	writeJSON(w, 200, out)
+}
+
+// checkRoomName applies the room name rules of the SDK
+// (api.ValidateRoomName: 1-200 bytes, no slash) and the caps of every
+// other text field (valid UTF-8, printable characters only).
+func checkRoomName(name string) error {
+	if err := api.ValidateRoomName(name); err != nil {
+		return err
+	}
+	return fsm.CheckText("room name", name, fsm.MaxRoomLen)
 }
