@@ -445,8 +445,22 @@ func (n *Node) AddVoter(ctx context.Context, m *fsmpb.Member) error {
 	if m.GetId() == "" {
 		return fmt.Errorf("%w: member id is required", fsm.ErrInvalid)
 	}
-	if err := checkHostPort("member raft address", m.GetRaftAddr(), true); err != nil {
-		return fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
+	if err := fsm.CheckText("member id", m.GetId(), fsm.MaxIDLen); err != nil {
+		return err
+	}
+	for _, a := range []struct {
+		what, addr string
+		required  bool
+	}{{"member raft address", m.GetRaftAddr(), true}, {"member HTTP address", m.GetHttpAddr(), false}, {"member QUIC address", m.GetQuicAddr(), false}} {
+		if a.addr == "" && !a.required {
+			continue
+		}
+		if err := fsm.CheckText(a.what, a.addr, fsm.MaxAddressLen); err != nil {
+			return err
+		}
+		if err := checkHostPort(a.what, a.addr, a.required); err != nil {
+			return fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
+		}
 	}
 	if len(m.GetFeatures()) > MaxFeatures {
 		return fmt.Errorf("%w: member %s lists %d features, the limit is %d", fsm.ErrInvalid, m.GetId(), len(m.GetFeatures()), MaxFeatures)

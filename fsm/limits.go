@@ -31,6 +31,11 @@ const (
 	// MaxTombstoneRetention is the longest tombstone retention a policy
 	// may set (30 days).
 	MaxTombstoneRetention = 30 * 24 * time.Hour
+	// MaxIdleRetire is the longest provisioning idle_retire_ms a policy
+	// may set (30 days).
+	MaxIdleRetire = 30 * 24 * time.Hour
+	// MaxDistances bounds a policy's region distance entries.
+	MaxDistances = 1024
 	// MaxCapacityUnits bounds a server's declared capacity.
 	MaxCapacityUnits = int64(1) << 40
 )
@@ -117,6 +122,20 @@ func CheckServerInput(s *fsmpb.Server) error {
 func CheckPolicyInput(p *fsmpb.Policy) error {
 	if r := p.GetTombstoneRetentionMs(); r < 0 || r > MaxTombstoneRetention.Milliseconds() {
 		return errorf(ErrInvalid, "tombstone_retention_ms must be between 0 and %d (%v), got %d", MaxTombstoneRetention.Milliseconds(), MaxTombstoneRetention, r)
+	}
+	if r := p.GetProvisioning().GetIdleRetireMs(); r < 0 || r > MaxIdleRetire.Milliseconds() {
+		return errorf(ErrInvalid, "provisioning idle_retire_ms must be between 0 and %d (%v), got %d", MaxIdleRetire.Milliseconds(), MaxIdleRetire, r)
+	}
+	if n := len(p.GetDistances()); n > MaxDistances {
+		return errorf(ErrInvalid, "policy has %d region distances, the limit is %d", n, MaxDistances)
+	}
+	for _, d := range p.GetDistances() {
+		if err := CheckText("distance region", d.GetFrom(), MaxRegionLen); err != nil {
+			return err
+		}
+		if err := CheckText("distance region", d.GetTo(), MaxRegionLen); err != nil {
+			return err
+		}
 	}
 	return nil
 }

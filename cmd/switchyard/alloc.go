@@ -57,7 +57,7 @@ says which capacity was missing.`,
 			if a.Duplicate {
 				again = " (request id seen before: same allocation)"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "allocated %s: room %s, %d units on %s%s\n", a.ID, a.Room, a.Units, a.Server, again)
+			fmt.Fprintf(cmd.OutOrStdout(), "allocated %s: room %s, %d units on %s%s\n", a.ID, esc(a.Room), a.Units, esc(a.Server), again)
 			// Say so when no server had room and the leader started one
 			// for this request (a provisioning intent lists its id).
 			if its, err := c.Intents(ctx, true); err == nil {
@@ -99,7 +99,7 @@ says which capacity was missing.`,
 			if relf.json {
 				return printJSON(cmd.OutOrStdout(), a)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "released %s (%d units on %s)\n", a.ID, a.Units, a.Server)
+			fmt.Fprintf(cmd.OutOrStdout(), "released %s (%d units on %s)\n", esc(a.ID), a.Units, esc(a.Server))
 			return nil
 		},
 	}

@@ -36,14 +36,14 @@ func newClusterCmd() *cobra.Command {
 			if leader == "" {
 				leader = "(none)"
 			}
-			fmt.Fprintf(w, "cluster:\t%s\nanswered by:\t%s (%s)\nleader:\t%s\nterm:\t%d\ncommit/applied:\t%d/%d\nstate hash:\t%.16s\n\n", st.ClusterID, st.ID, st.State, leader, st.Term, st.CommitIndex, st.AppliedIndex, st.StateHash)
+			fmt.Fprintf(w, "cluster:\t%s\nanswered by:\t%s (%s)\nleader:\t%s\nterm:\t%d\ncommit/applied:\t%d/%d\nstate hash:\t%.16s\n\n", esc(st.ClusterID), esc(st.ID), st.State, esc(leader), st.Term, st.CommitIndex, st.AppliedIndex, st.StateHash)
 			fmt.Fprintln(w, "ID\tRAFT\tHTTP\tQUIC\tSUFFRAGE\tROLE")
 			for _, m := range st.Members {
 				role := "follower"
 				if m.Leader {
 					role = "leader"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.RaftAddr, m.HTTPAddr, m.QUICAddr, m.Suffrage, role)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", esc(m.ID), esc(m.RaftAddr), esc(m.HTTPAddr), esc(m.QUICAddr), m.Suffrage, role)
 			}
 			return w.Flush()
 		},
@@ -82,7 +82,7 @@ func newOperatorCmd() *cobra.Command {
 				if m.Leader {
 					state = "leader"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", m.ID, m.RaftAddr, state, m.Suffrage == "Voter")
+				fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", esc(m.ID), esc(m.RaftAddr), state, m.Suffrage == "Voter")
 			}
 			return w.Flush()
 		},
@@ -143,7 +143,7 @@ func newOperatorCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), "leadership transfer started")
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "leader is now %s\n", st.Leader)
+			fmt.Fprintf(cmd.OutOrStdout(), "leader is now %s\n", esc(st.Leader))
 			return nil
 		},
 	}

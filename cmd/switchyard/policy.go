@@ -325,7 +325,7 @@ func printPolicy(cmd *cobra.Command, p api.Policy) error {
 		fmt.Fprintf(w, "weights\tunits %g, cpu %g, egress %g\n", p.Weights.Units, p.Weights.CPU, p.Weights.Egress)
 	}
 	for _, d := range p.Distances {
-		fmt.Fprintf(w, "distance\t%s -> %s: %d\n", d.From, d.To, d.Distance)
+		fmt.Fprintf(w, "distance\t%s -> %s: %d\n", esc(d.From), esc(d.To), d.Distance)
 	}
 	pv := p.Provisioning
 	orDefault := func(v, def int64, show func(int64) string) string {

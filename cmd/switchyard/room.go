@@ -65,9 +65,9 @@ again and the answer says moved: true.
 			if r.Moved {
 				moved = " (moved)"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "room %s on %s (%s)%s, allocation %s\n", r.Room, r.Server, r.SFU, moved, r.AllocationID)
+			fmt.Fprintf(cmd.OutOrStdout(), "room %s on %s (%s)%s, allocation %s\n", esc(r.Room), esc(r.Server), r.SFU, moved, r.AllocationID)
 			for _, k := range sortedKeys(r.URLs) {
-				fmt.Fprintf(cmd.OutOrStdout(), "  %s: %v\n", k, r.URLs[k])
+				fmt.Fprintf(cmd.OutOrStdout(), "  %s: %s\n", k, esc(fmt.Sprint(r.URLs[k])))
 			}
 			return nil
 		},
@@ -156,10 +156,10 @@ that continues.`,
 				return printJSON(cmd.OutOrStdout(), r)
 			}
 			if !r.Released {
-				fmt.Fprintf(cmd.OutOrStdout(), "room %s was not placed\n", r.Room)
+				fmt.Fprintf(cmd.OutOrStdout(), "room %s was not placed\n", esc(r.Room))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "released room %s (allocation %s)\n", r.Room, r.AllocationID)
+			fmt.Fprintf(cmd.OutOrStdout(), "released room %s (allocation %s)\n", esc(r.Room), r.AllocationID)
 			return nil
 		},
 	}

@@ -56,7 +56,7 @@ func newServerCmd() *cobra.Command {
 			if rf.json {
 				return printJSON(cmd.OutOrStdout(), s)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "registered %s: %d units (%d free), %s\n", s.ID, s.Capacity, s.Free, s.State)
+			fmt.Fprintf(cmd.OutOrStdout(), "registered %s: %d units (%d free), %s\n", esc(s.ID), s.Capacity, s.Free, s.State)
 			return nil
 		},
 	}
@@ -220,7 +220,7 @@ the totals and --limit then count those.`,
 		if f.json {
 			return printJSON(cmd.OutOrStdout(), s)
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "%s is %s (%d units still allocated)\n", s.ID, s.State, s.Used)
+		fmt.Fprintf(cmd.OutOrStdout(), "%s is %s (%d units still allocated)\n", esc(s.ID), s.State, s.Used)
 		return nil
 	})
 	dereg := idCmd("deregister [ID]", "Remove a server that holds no active allocations", func(c *api.Client, cmd *cobra.Command, id string, f *clientFlags) error {
@@ -230,7 +230,7 @@ the totals and --limit then count those.`,
 		if f.json {
 			return printJSON(cmd.OutOrStdout(), map[string]string{"deregistered": id})
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "deregistered %s\n", id)
+		fmt.Fprintf(cmd.OutOrStdout(), "deregistered %s\n", esc(id))
 		return nil
 	})
 	cmd.AddCommand(register, list, drain, dereg)

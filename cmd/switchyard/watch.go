@@ -58,10 +58,10 @@ func runWatch(cmd *cobra.Command, f *clientFlags, kind string, keep func(ev api.
 			fmt.Fprintf(out, "# full list at index %d\n", ev.Index)
 		case ev.Server != nil:
 			s := ev.Server
-			fmt.Fprintf(out, "%d\t%s\t%s\tstate=%s used=%d capacity=%d free=%d region=%s\n", ev.Index, ev.Op, s.ID, s.State, s.Used, s.Capacity, s.Free, s.Region)
+			fmt.Fprintf(out, "%d\t%s\t%s\tstate=%s used=%d capacity=%d free=%d region=%s\n", ev.Index, ev.Op, esc(s.ID), s.State, s.Used, s.Capacity, s.Free, esc(s.Region))
 		case ev.Allocation != nil:
 			a := ev.Allocation
-			fmt.Fprintf(out, "%d\t%s\t%s\trequest=%s room=%s server=%s units=%d state=%s\n", ev.Index, ev.Op, a.ID, a.RequestID, a.Room, a.Server, a.Units, a.State)
+			fmt.Fprintf(out, "%d\t%s\t%s\trequest=%s room=%s server=%s units=%d state=%s\n", ev.Index, ev.Op, esc(a.ID), esc(a.RequestID), esc(a.Room), esc(a.Server), a.Units, a.State)
 		}
 		return nil
 	})
