@@ -81,6 +81,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'APIScale' -benchtime 1x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'SnapshotAtScale' -benchtime 1x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'ReportCPU' -benchtime 1x -count 3 -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench 'SidecarCPU' -benchtime 1x -count 3 -timeout 30m ./bench/
 	$(GO) test -run '^$$' -bench 'ScaleOut|CascadeHop' -benchtime 200x -count 3 -timeout 30m ./media/
 	$(GO) test -run '^$$' -bench 'Ingest' -benchtime 100000x -count 3 -timeout 30m ./quicapi/
 	$(GO) test -run '^$$' -bench 'BytesPerReport' -benchtime 2000x -count 3 ./quicapi/

@@ -765,6 +765,9 @@ func TestAuditLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A leader takes a follower's word that it forwards (and so does not
+	// log the request again) once that follower's member entry lists it.
+	c.WaitFeature(cluster.FeatureForwardedPrincipal, 30*time.Second)
 	ctx := ctxT(t, 60*time.Second)
 	f := c.Followers()[0]
 	boot, err := api.NewClient(f.Cfg.HTTPAddr).WithTLS(tc).ACLBootstrap(ctx)

@@ -20,9 +20,18 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/httpapi"
+	"github.com/switchyard/switchyard/internal/connlimit"
 	"github.com/switchyard/switchyard/loadview"
 	"github.com/switchyard/switchyard/pki"
 	"github.com/switchyard/switchyard/quicapi"
+)
+
+// DefaultMaxConns caps the admin API's open connections per agent, and
+// DefaultMaxConnsPerSource the share of them one source may hold (an IPv4
+// address, or an IPv6 /64), so that one host cannot take every slot.
+const (
+	DefaultMaxConns          = 4096
+	DefaultMaxConnsPerSource = 1024
 )
 
 // Config is an agent's configuration: the node's plus what the agent adds.
@@ -56,8 +65,10 @@ type Config struct {
 	// this agent while ACLs are on: 0 means httpapi.DefaultTokenRate, negative
 	// no limit.
 	RateLimit float64
-	// MaxConns caps the admin API's open connections (0: DefaultMaxConns).
-	MaxConns int
+	// MaxConns caps the admin API's open connections (0: DefaultMaxConns),
+	// and MaxConnsPerSource those of one source address (an IPv6 /64;
+	// 0: DefaultMaxConnsPerSource, capped at MaxConns).
+	MaxConns, MaxConnsPerSource int
 }
 
 // Agent is a running allocator process.
@@ -104,7 +115,11 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
-	ln = newLimitListener(ln, cfg.MaxConns)
+	if cfg.MaxConnsPerSource <= 0 {
+		cfg.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
+	lim := connlimit.New(ln, cfg.MaxConns, cfg.MaxConnsPerSource, "switchyard_http_connections_refused_total")
+	ln = lim
 	if cfg.HTTPS {
 		ln = tls.NewListener(ln, cfg.TLS.HTTPServerConfig())
 	}
@@ -178,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a.Loads.Attach(a.Node.FSM())
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), lim.Refused)
 	reg.MustRegister(a.Node.Collectors()...)
 	if cfg.FailureWindow >= 0 {
 		det := &loadview.Detector{View: a.Loads, Servers: a.Node.FSM(), Node: a.Node, Window: cfg.FailureWindow,

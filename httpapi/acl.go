@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -44,12 +45,19 @@ func (s *Handler) SetRateLimits(token, anonymous float64) {
 }
 
 // rateLimits keeps one token bucket per credential and per anonymous
-// source address.
+// source (an IPv4 address or an IPv6 /64), in separate maps: anonymous
+// sources are unbounded in number, so their map is the one forgotten
+// when it grows too large, never the credentials' buckets.
 type rateLimits struct {
 	token, anon float64
 	mu          sync.Mutex
-	buckets     map[string]*rate.Limiter
+	buckets     map[string]*rate.Limiter // credentials
+	anonBuckets map[string]*rate.Limiter // anonymous sources
 }
+
+// maxAnonBuckets bounds the anonymous sources remembered; past it they
+// are all forgotten at once (a reset only forgives).
+const maxAnonBuckets = 100000
 
 // allow takes one request from key's bucket; false means refuse with 429
 // after the returned wait.
@@ -68,13 +76,20 @@ func (l *rateLimits) allow(key string, anonymous bool) (bool, time.Duration) {
 		return true, 0
 	}
 	l.mu.Lock()
-	if l.buckets == nil || len(l.buckets) > 100000 {
-		l.buckets = map[string]*rate.Limiter{} // bounded memory; a reset only forgives
+	if l.buckets == nil {
+		l.buckets = map[string]*rate.Limiter{}
 	}
-	b, ok := l.buckets[key]
+	if l.anonBuckets == nil || len(l.anonBuckets) > maxAnonBuckets {
+		l.anonBuckets = map[string]*rate.Limiter{}
+	}
+	m := l.buckets
+	if anonymous {
+		m = l.anonBuckets
+	}
+	b, ok := m[key]
 	if !ok {
 		b = rate.NewLimiter(rate.Limit(r), int(2*r)+1)
-		l.buckets[key] = b
+		m[key] = b
 	}
 	l.mu.Unlock()
 	now := time.Now()
@@ -203,8 +218,7 @@ func (s *Handler) guard(w http.ResponseWriter, r *http.Request) (*http.Request, 
 	if p.Role != acl.RoleAgent && !sent { // a member's forward was limited where it arrived
 		key, anon := "p:"+p.Kind+":"+p.ID, p.Kind == "anonymous"
 		if anon {
-			host, _, _ := net.SplitHostPort(r.RemoteAddr)
-			key = "a:" + host
+			key = "a:" + anonSource(r.RemoteAddr)
 		}
 		if ok, wait := s.acl.limits.allow(key, anon); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
@@ -488,3 +502,20 @@ const (
 	DefaultTokenRate     = 2000
 	DefaultAnonymousRate = 100
 )
+
+// anonSource names the source an anonymous request's rate is counted
+// under: its IPv4 address, or its IPv6 /64 (a host usually holds a whole
+// /64, so per-address buckets would give it billions).
+func anonSource(remote string) string {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		host, _, _ := net.SplitHostPort(remote)
+		return host
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.Prefix(64)
+	return p.String()
+}

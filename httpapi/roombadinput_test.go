@@ -8,6 +8,7 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/errcode"
+	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
@@ -34,13 +35,19 @@ func TestRoomPlacementInputCaps(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := leader.Agent.Node.FSM().Hash()
 			_, err := cl.PlaceRoom(ctx, tc.room, api.PlaceRoomRequest{Region: tc.region})
 			if !errors.Is(err, errcode.ErrInvalid) {
 				t.Fatalf("placement: %v, want invalid_argument", err)
 			}
-			if after := leader.Agent.Node.FSM().Hash(); after != before {
-				t.Fatal("a refused placement changed the state")
+			// Nothing was decided: no allocation, no room (the state hash
+			// also moves with the members' own entries, so it is not
+			// compared here).
+			f := leader.Agent.Node.FSM()
+			if as := f.Allocations(fsm.AllocationFilter{}); len(as) != 0 {
+				t.Fatalf("a refused placement left allocations: %v", as)
+			}
+			if _, ok := f.Room(tc.room); ok {
+				t.Fatal("a refused placement left a room")
 			}
 		})
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/switchyard/switchyard/internal/connlimit"
 )
 
 // Node is one media node: its rooms, sessions, cascades and the HTTP
@@ -72,6 +74,14 @@ func (n *Node) ID() string { return n.cfg.ID }
 // BaseURL is the node's public base URL (valid after Start).
 func (n *Node) BaseURL() string { return n.base }
 
+// The WHIP/WHEP server's connection caps: in all, and per source address
+// (an IPv4 address or an IPv6 /64). WHIP and WHEP exchanges are one short
+// request each, so even a large audience behind one NAT holds few.
+const (
+	maxConns          = 4096
+	maxConnsPerSource = 1024
+)
+
 // Start serves HTTP on ln, registers the node with the cluster (with its
 // base URL as address) and starts the load reporter and state watcher. It
 // returns once registered; ctx bounds only the registration.
@@ -80,7 +90,12 @@ func (n *Node) Start(ctx context.Context, ln net.Listener) error {
 	if n.base == "" {
 		n.base = "http://" + ln.Addr().String()
 	}
-	n.srv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Anyone may reach this server: bound what one client can hold. Offers
+	// are at most 64 KiB (maxOfferBytes), so a request read takes well
+	// under ReadTimeout on any link; a client trickling bytes is cut off.
+	ln = connlimit.New(ln, maxConns, maxConnsPerSource, "switchyard_media_http_connections_refused_total")
+	n.srv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

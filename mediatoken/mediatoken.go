@@ -178,10 +178,11 @@ func (r *Keyring) Check(tok, room, action string, now time.Time) (Claims, error)
 	return c, nil
 }
 
-// FromRequest extracts a bearer token from an Authorization header value,
-// or else from an access_token query value (redirected WHEP viewers).
+// FromRequest extracts a bearer token from an Authorization header value
+// (the scheme is case-insensitive, RFC 9110), or else from an
+// access_token query value (redirected WHEP viewers).
 func FromRequest(authorization, query string) string {
-	if s, ok := strings.CutPrefix(authorization, "Bearer "); ok {
+	if scheme, s, ok := strings.Cut(authorization, " "); ok && strings.EqualFold(scheme, "Bearer") {
 		return strings.TrimSpace(s)
 	}
 	return query

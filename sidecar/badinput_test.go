@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -207,5 +208,80 @@ func TestLiveKitMetricsBadAnswers(t *testing.T) {
 	}
 	if _, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: "ws://h:7880", APIKey: "k", APISecret: "s", MetricsURL: "h:6789"}); !errors.Is(err, errcode.ErrInvalid) {
 		t.Fatalf("metrics URL without a scheme: %v", err)
+	}
+}
+
+// LiveKit's process is told by its metrics' process_start_time_seconds:
+// a new start time is a new instance, even between two polls; a reading
+// that fails or has no usable start time keeps the last instance (it says
+// nothing of a restart), and without the metrics endpoint the instance is
+// unknown (empty).
+func TestLiveKitInstanceFromStartTime(t *testing.T) {
+	const rooms = `{"rooms":[]}`
+	counters := "livekit_packet_bytes{direction=\"incoming\"} 1\nlivekit_packet_bytes{direction=\"outgoing\"} 1\n"
+	var mu sync.Mutex
+	metrics := ""
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			_, _ = w.Write([]byte(rooms))
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if metrics == "fail" {
+			http.Error(w, "broken", http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write([]byte(metrics))
+	}))
+	defer srv.Close()
+	answer := func(body string) {
+		mu.Lock()
+		metrics = body
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: srv.URL, APIKey: "k", APISecret: "s", MetricsURL: srv.URL + "/metrics"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name, metrics, instance string
+	}{
+		{"no start time yet", counters, ""},
+		{"garbage before any start time", "<html>", ""},
+		{"first start time", counters + "process_start_time_seconds 1.79668892007e+09\n", "1796688920.07"},
+		{"same process", counters + "process_start_time_seconds 1.79668892007e+09\n", "1796688920.07"},
+		{"restarted between two polls (an idle one: no counters)", "process_start_time_seconds 1.79668893012e+09\n", "1796688930.12"},
+		{"endpoint failing", "fail", "1796688930.12"},
+		{"garbage", "\x00\xff<html>", "1796688930.12"},
+		{"huge start time", counters + "process_start_time_seconds 1e300\n", "1796688930.12"},
+		{"no start time", counters, "1796688930.12"},
+		{"restarted again", counters + "process_start_time_seconds 1796688999\n", "1796688999"},
+	}
+	for _, s := range steps {
+		answer(s.metrics)
+		st, err := l.Poll(ctx)
+		if err != nil {
+			t.Fatalf("%s: poll: %v", s.name, err)
+		}
+		if st.Instance != s.instance {
+			t.Fatalf("%s: instance %q, want %q", s.name, st.Instance, s.instance)
+		}
+	}
+	// CheckMetrics says which part is unusable.
+	answer(counters)
+	if err := l.CheckMetrics(ctx); !errors.Is(err, sidecar.ErrBadAnswer) || !strings.Contains(err.Error(), "process_start_time_seconds") {
+		t.Fatalf("check without a start time: %v", err)
+	}
+	answer(counters + "process_start_time_seconds 1796688999\n")
+	if err := l.CheckMetrics(ctx); err != nil {
+		t.Fatalf("check of a good endpoint: %v", err)
+	}
+	// Without the metrics endpoint the process cannot be told.
+	plain, _ := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: srv.URL, APIKey: "k", APISecret: "s"})
+	if st, err := plain.Poll(ctx); err != nil || st.Instance != "" {
+		t.Fatalf("without metrics: %+v %v", st, err)
 	}
 }

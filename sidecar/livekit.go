@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -12,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -38,8 +36,9 @@ type LiveKitConfig struct {
 	// MetricsURL, when set, is the server's Prometheus endpoint
 	// (http://host:port/metrics; `prometheus: port:` in livekit.yaml).
 	// Polls then read its packet byte counters for the server's bitrates,
-	// which the RoomService API does not give, within MetricsTimeout
-	// (default 250 ms) of each poll.
+	// which the RoomService API does not give, and the process start time
+	// that tells a restarted LiveKit apart even between two polls, within
+	// MetricsTimeout (default 250 ms) of each poll.
 	MetricsURL     string
 	MetricsTimeout time.Duration
 	// Logger gets the metrics endpoint's failures (at most one line a
@@ -61,9 +60,14 @@ type LiveKit struct {
 	api string // http(s)://host:port
 	hc  *http.Client
 
-	mu       sync.Mutex
-	last     byteCount // the packet byte counters at the last good reading
-	warnedAt time.Time // the last logged metrics failure
+	mu   sync.Mutex
+	last byteCount // the packet byte counters at the last good reading
+	// instance is the LiveKit process's start time at the last reading
+	// that gave one (Unix seconds as LiveKit prints them; empty before).
+	instance string
+	// warnedAt and startWarnedAt are when a metrics failure, and a
+	// reading without a usable start time, were last logged.
+	warnedAt, startWarnedAt time.Time
 }
 
 // maxSubscribedTracks bounds a believable subscribed-tracks figure.
@@ -179,6 +183,12 @@ func (e *twirpError) Error() string { return e.err.Error() }
 func (e *twirpError) Unwrap() error { return e.err }
 
 // Poll implements SFU with ListRooms (participant and publisher counts).
+// With the metrics endpoint it also reads the server's bitrates and
+// subscribed tracks, and tells the LiveKit process by its start time
+// (Status.Instance): a LiveKit restarted between two polls is then a new
+// instance. Without the endpoint, or until it gives a start time, the
+// instance is empty and a restart is seen only when a poll finds LiveKit
+// not answering.
 func (l *LiveKit) Poll(ctx context.Context) (Status, error) {
 	var out struct {
 		Rooms []struct {
@@ -199,115 +209,109 @@ func (l *LiveKit) Poll(ctx context.Context) (Status, error) {
 		// fails or is slow leaves them at 0 for this poll and costs it at
 		// most MetricsTimeout.
 		mctx, cancel := context.WithTimeout(ctx, l.cfg.MetricsTimeout)
-		var err error
-		st.IngressBps, st.EgressBps, st.SubscribedTracks, err = l.metrics(mctx, time.Now())
+		m := l.metrics(mctx, time.Now())
 		cancel()
-		if err != nil {
-			l.warn(err)
+		st.IngressBps, st.EgressBps, st.SubscribedTracks = m.ingressBps, m.egressBps, m.subscribed
+		if m.err != nil {
+			l.warn(&l.warnedAt, "livekit metrics unreadable: bitrates reported as 0", m.err)
+		}
+		switch {
+		case m.startErr == nil:
+			l.mu.Lock()
+			l.instance = strconv.FormatFloat(m.start, 'f', -1, 64)
+			l.mu.Unlock()
+		case !m.failed:
+			// The endpoint answered, without a usable start time (its
+			// failures are the line above's).
+			l.warn(&l.startWarnedAt, "livekit metrics give no process start time: a LiveKit restart between two polls keeps its incarnation", m.startErr)
 		}
 	}
+	// The last start time read: a reading that failed says nothing of a
+	// restart (the next good one will).
+	l.mu.Lock()
+	st.Instance = l.instance
+	l.mu.Unlock()
 	return st, nil
 }
 
-// warn logs a metrics failure, at most once a minute.
-func (l *LiveKit) warn(err error) {
+// warn logs a metrics failure, at most once a minute per *at (the time of
+// the last line).
+func (l *LiveKit) warn(at *time.Time, msg string, err error) {
 	l.mu.Lock()
 	now := time.Now()
-	quiet := now.Sub(l.warnedAt) < time.Minute
+	quiet := now.Sub(*at) < time.Minute
 	if !quiet {
-		l.warnedAt = now
+		*at = now
 	}
 	l.mu.Unlock()
 	if !quiet {
-		l.cfg.Logger.Warn("livekit metrics unreadable: bitrates reported as 0", "url", l.cfg.MetricsURL, "err", err)
+		l.cfg.Logger.Warn(msg, "url", l.cfg.MetricsURL, "err", err)
 	}
 }
 
 // CheckMetrics reads the metrics endpoint once (the bitrates are 0 until
-// the next reading); an error says why it cannot be used.
+// the next reading); an error says why it cannot be used for the
+// bitrates, or to tell LiveKit processes apart (no process start time).
 func (l *LiveKit) CheckMetrics(ctx context.Context) error {
-	_, _, _, err := l.metrics(ctx, time.Now())
-	return err
+	m := l.metrics(ctx, time.Now())
+	if m.failed {
+		return m.err // one reason for both
+	}
+	return errors.Join(m.err, m.startErr)
 }
 
-// metrics reads the Prometheus endpoint's packet byte counters
-// (livekit_packet_bytes, by direction) and subscribed-tracks gauge
-// (livekit_track_subscribed_total, summed over its kinds; absent counts
-// as 0); only those lines are parsed, in at most maxJanusAnswer bytes. It
-// returns the bits per second since the last good reading (0 on the
-// first, after a counter reset, or for a figure above maxBytesPerSecond)
-// and the subscribed tracks (a gauge value that is not a finite
-// non-negative number, or above maxSubscribedTracks, is left out). A
-// reading without the byte counters, or with a byte counter that is not
-// a finite non-negative number, is an error and is not kept (the next
-// rate spans both intervals).
-func (l *LiveKit) metrics(ctx context.Context, now time.Time) (in, out, subscribed int64, err error) {
+// liveKitMetrics is what one reading of the metrics endpoint gives a
+// poll. err says why the bitrates and subscribed tracks are 0, startErr
+// why the start time is; failed, that the endpoint gave nothing (err and
+// startErr are then the same).
+type liveKitMetrics struct {
+	ingressBps, egressBps, subscribed int64
+	err                               error
+	start                             float64 // Unix seconds
+	startErr                          error
+	failed                            bool
+}
+
+// metrics reads the Prometheus endpoint (parseLiveKitMetrics). The
+// bitrates are the bits per second since the last good reading of the
+// packet byte counters (0 on the first, after a counter reset, or for a
+// figure above maxBytesPerSecond). A reading with unusable byte counters
+// is not kept: the next rate spans both intervals.
+func (l *LiveKit) metrics(ctx context.Context, now time.Time) liveKitMetrics {
+	fail := func(err error) liveKitMetrics { return liveKitMetrics{err: err, startErr: err, failed: true} }
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.cfg.MetricsURL, nil)
 	if err != nil {
-		return 0, 0, 0, err
+		return fail(err)
 	}
 	resp, err := l.hc.Do(req)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrUnavailable, err)
+		return fail(fmt.Errorf("%w: livekit metrics: %v", ErrUnavailable, err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, 0, fmt.Errorf("%w: livekit metrics answered HTTP %d", ErrBadAnswer, resp.StatusCode)
+		return fail(fmt.Errorf("%w: livekit metrics answered HTTP %d", ErrBadAnswer, resp.StatusCode))
 	}
-	cur := byteCount{at: now}
-	found := false
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, maxJanusAnswer))
-	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
-	for sc.Scan() {
-		line := sc.Text()
-		var name string
-		switch {
-		case strings.HasPrefix(line, "livekit_packet_bytes{"):
-			name = "livekit_packet_bytes{"
-		case strings.HasPrefix(line, "livekit_track_subscribed_total{"):
-			name = "livekit_track_subscribed_total{"
-		default:
-			continue
+	rd, err := parseLiveKitMetrics(resp.Body)
+	if err != nil {
+		if ctx.Err() != nil {
+			// Cut off by the poll's bound, not a bad answer.
+			err = fmt.Errorf("%w: livekit metrics: %v", ErrUnavailable, err)
 		}
-		labels, value, ok := strings.Cut(line[len(name):], "} ")
-		if !ok {
-			return 0, 0, 0, fmt.Errorf("%w: livekit metrics: malformed line %q", ErrBadAnswer, truncate([]byte(line)))
-		}
-		// A sample may end with a timestamp.
-		value, _, _ = strings.Cut(strings.TrimSpace(value), " ")
-		v, perr := strconv.ParseFloat(value, 64)
-		bad := perr != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0
-		switch {
-		case name == "livekit_track_subscribed_total{":
-			// A gauge LiveKit adds to and takes from: a bad value of it
-			// is left out, the byte counters still count.
-			if !bad && v <= maxSubscribedTracks {
-				subscribed += int64(v)
-			}
-		case bad:
-			return 0, 0, 0, fmt.Errorf("%w: livekit metrics: bad value in %q", ErrBadAnswer, truncate([]byte(line)))
-		case strings.Contains(labels, `direction="incoming"`):
-			cur.in += v
-			found = true
-		case strings.Contains(labels, `direction="outgoing"`):
-			cur.out += v
-			found = true
-		}
+		return fail(err)
 	}
-	if err := sc.Err(); err != nil {
-		return 0, 0, 0, fmt.Errorf("%w: livekit metrics: %v", ErrBadAnswer, err)
+	m := liveKitMetrics{start: rd.start, startErr: rd.startErr, err: rd.bytesErr}
+	if rd.bytesErr != nil {
+		return m
 	}
-	if !found {
-		return 0, 0, 0, fmt.Errorf("%w: livekit metrics have no livekit_packet_bytes", ErrBadAnswer)
-	}
-	subscribed = min(subscribed, maxSubscribedTracks)
+	m.subscribed = rd.subscribed
+	cur := byteCount{in: rd.in, out: rd.out, at: now}
 	l.mu.Lock()
 	prev := l.last
 	l.last = cur
 	l.mu.Unlock()
 	dt := cur.at.Sub(prev.at).Seconds()
 	if prev.at.IsZero() || dt <= 0 {
-		return 0, 0, subscribed, nil
+		return m
 	}
 	rate := func(now, before float64) int64 {
 		bps := (now - before) / dt
@@ -316,7 +320,8 @@ func (l *LiveKit) metrics(ctx context.Context, now time.Time) (in, out, subscrib
 		}
 		return int64(8 * bps)
 	}
-	return rate(cur.in, prev.in), rate(cur.out, prev.out), subscribed, nil
+	m.ingressBps, m.egressBps = rate(cur.in, prev.in), rate(cur.out, prev.out)
+	return m
 }
 
 // EnsureRoom implements SFU with CreateRoom (idempotent in LiveKit).

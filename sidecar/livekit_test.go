@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,14 +17,68 @@ import (
 	"github.com/switchyard/switchyard/sidecar"
 )
 
-func startLiveKitSidecar(t *testing.T, c *testcluster.Cluster, id string, p *livekittest.Proc) *sidecarRun {
+// startLiveKitSidecar runs a sidecar for LiveKit p, polling it through
+// the holdable SFU it returns.
+func startLiveKitSidecar(t *testing.T, c *testcluster.Cluster, id string, p *livekittest.Proc) (*sidecarRun, *holdablePolls) {
 	t.Helper()
 	l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: p.URL(), APIKey: livekittest.APIKey, APISecret: livekittest.APISecret,
 		MetricsURL: p.MetricsURL()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return runSidecar(t, c, id, l, p.Pid())
+	h := &holdablePolls{SFU: l}
+	return runSidecar(t, c, id, h, p.Pid()), h
+}
+
+// holdablePolls lets a test stop a sidecar from polling its SFU: while
+// held, Poll answers the last status it read without asking the SFU, so
+// the sidecar goes on reporting as if nothing happened and the cluster
+// keeps the server active. A test restarts the SFU meanwhile, which the
+// sidecar then sees only as a process start between two polls.
+type holdablePolls struct {
+	sidecar.SFU
+	// mu is held through each poll of the SFU, so that hold waits for a
+	// poll in flight.
+	mu     sync.Mutex
+	held   bool
+	last   sidecar.Status
+	failed int // polls of the SFU that failed
+}
+
+func (h *holdablePolls) Poll(ctx context.Context) (sidecar.Status, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held {
+		return h.last, nil
+	}
+	st, err := h.SFU.Poll(ctx)
+	if err != nil {
+		h.failed++
+		return st, err
+	}
+	h.last = st
+	return st, nil
+}
+
+// hold stops the polls of the SFU (after the one in flight) until release.
+func (h *holdablePolls) hold() {
+	h.mu.Lock()
+	h.held = true
+	h.mu.Unlock()
+}
+
+// release lets the polls reach the SFU again.
+func (h *holdablePolls) release() {
+	h.mu.Lock()
+	h.held = false
+	h.mu.Unlock()
+}
+
+// failedPolls counts the polls of the SFU that failed.
+func (h *holdablePolls) failedPolls() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.failed
 }
 
 // liveKitRooms lists the rooms a LiveKit server has (RoomService API).
@@ -46,8 +101,10 @@ func liveKitRooms(ctx context.Context, p *livekittest.Proc) ([]string, error) {
 // TestLiveKitSidecar: two single-node LiveKit servers (no Redis), each
 // with a sidecar. Placed rooms spread and are created on their server;
 // LiveKit SDK clients publish and receive a track in one at the URL the
-// placement gave, which the sidecar reports; rooms are released when
-// LiveKit closes them; killing one server marks it down and
+// placement gave, which the sidecar reports; a LiveKit restarted between
+// two polls of its sidecar is registered under a new incarnation (read
+// from its metrics' process start time) and its room created again; rooms
+// are released when LiveKit closes them; killing one server marks it down and
 // its room moves; a drained server takes no new room and deregisters.
 func TestLiveKitSidecar(t *testing.T) {
 	bin := livekittest.Need(t)
@@ -67,8 +124,9 @@ func TestLiveKitSidecar(t *testing.T) {
 		t.Fatalf("wrong API secret: %v", err)
 	}
 	runs := map[string]*sidecarRun{}
+	polls := map[string]*holdablePolls{}
 	for id, p := range procs {
-		runs[id] = startLiveKitSidecar(t, c, id, p)
+		runs[id], polls[id] = startLiveKitSidecar(t, c, id, p)
 	}
 	for id := range procs {
 		testcluster.Eventually(t, 60*time.Second, func() error {
@@ -134,6 +192,50 @@ func TestLiveKitSidecar(t *testing.T) {
 		return fmt.Errorf("%s not listed", r1.Server)
 	})
 	endMedia()
+
+	// r2's LiveKit restarts between two polls of its sidecar (the polls
+	// are held meanwhile, and the sidecar reports on from the last one, so
+	// neither it nor the cluster sees the server down): the sidecar tells
+	// the new process by its start time and registers it under a new
+	// incarnation, and creates the placed r2 again on it (the restart
+	// lost it). The room stays placed there: the server was never down.
+	restarted := r2.Server
+	before, err := cl.Server(ctx, restarted, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp := polls[restarted]
+	failed := hp.failedPolls()
+	hp.hold()
+	procs[restarted].Kill()
+	procs[restarted].Start()
+	hp.release()
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		s, err := cl.Server(ctx, restarted, false)
+		if err != nil {
+			return err
+		}
+		if s.State != "active" || s.Incarnation == before.Incarnation {
+			return fmt.Errorf("%s is %s at incarnation %d, as before the restart", restarted, s.State, s.Incarnation)
+		}
+		return nil
+	})
+	if n := hp.failedPolls() - failed; n != 0 {
+		t.Fatalf("%d polls of the restarted LiveKit failed: the sidecar saw it down, so the restart was not between two polls", n)
+	}
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		names, err := liveKitRooms(ctx, procs[restarted])
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(names, r2.Room) {
+			return fmt.Errorf("restarted %s has rooms %v", restarted, names)
+		}
+		return nil
+	})
+	if again, err := cl.PlaceRoom(ctx, r2.Room, api.PlaceRoomRequest{SFU: api.SFULiveKit}); err != nil || again.Server != restarted || again.Moved {
+		t.Fatalf("r2 after its LiveKit restarted: %+v %v", again, err)
+	}
 
 	// LiveKit closes r2 (here: deleted through its API, as an application
 	// would end it): the sidecar releases the placement.

@@ -33,10 +33,22 @@ type fakeSFU struct {
 	polls, failedPolls    int
 	ensured, closed       map[string]int  // calls per room
 	refuse                map[string]bool // rooms EnsureRoom refuses (ErrRefused)
+	// instance is the Status.Instance its polls give; restart makes it a
+	// new one.
+	instance string
 }
 
 func newFakeSFU() *fakeSFU {
-	return &fakeSFU{rooms: map[string]*sidecar.RoomStatus{}, ensured: map[string]int{}, closed: map[string]int{}}
+	return &fakeSFU{rooms: map[string]*sidecar.RoomStatus{}, ensured: map[string]int{}, closed: map[string]int{}, instance: "fake-1"}
+}
+
+// restart makes it a new process named instance, which has lost its
+// rooms, between two polls.
+func (f *fakeSFU) restart(instance string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.instance = instance
+	f.rooms = map[string]*sidecar.RoomStatus{}
 }
 
 func (f *fakeSFU) Kind() string        { return api.SFULiveKit }
@@ -50,7 +62,7 @@ func (f *fakeSFU) Poll(ctx context.Context) (sidecar.Status, error) {
 		return sidecar.Status{}, fmt.Errorf("%w: fake SFU is dead", sidecar.ErrUnavailable)
 	}
 	f.polls++
-	st := sidecar.Status{Instance: "fake-1"}
+	st := sidecar.Status{Instance: f.instance}
 	for _, r := range f.rooms {
 		st.Rooms = append(st.Rooms, *r)
 	}
@@ -498,5 +510,63 @@ func TestSidecarReleasesARoomTheSFURefuses(t *testing.T) {
 	}
 	if _, err := cl.Room(ctx, "good"); err != nil {
 		t.Fatalf("the other room: %v", err)
+	}
+}
+
+// An SFU whose process the adapter cannot tell at first (LiveKit before
+// its metrics answer: no instance) keeps its incarnation when the
+// instance becomes known; a new instance after that is a restart between
+// two polls: a new incarnation, and the placed room created again on the
+// new process.
+func TestSidecarInstanceLearntThenRestarted(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := c.Client()
+	ctx := testcluster.Context(t, 3*time.Minute)
+	f := newFakeSFU()
+	f.instance = ""
+	run := runFake(t, c, "learner", f, nil)
+	placeOnFake(t, ctx, cl, "learner", "kept")
+	first, err := cl.Server(ctx, "learner", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Known from now on: the same process, no new registration. Three
+	// polls after the change, the sidecar has acted on it.
+	f.mu.Lock()
+	f.instance = "lk-1"
+	seen := f.polls
+	f.mu.Unlock()
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		if n := read(f, func(f *fakeSFU) int { return f.polls }); n < seen+3 {
+			return fmt.Errorf("%d polls since the instance became known", n-seen)
+		}
+		return nil
+	})
+	if s, err := cl.Server(ctx, "learner", false); err != nil || s.Incarnation != first.Incarnation || run.sc.Incarnation() != first.Incarnation {
+		t.Fatalf("after the instance became known: %+v %v (sidecar at %d), want incarnation %d", s, err, run.sc.Incarnation(), first.Incarnation)
+	}
+	if n := read(f, func(f *fakeSFU) int { return f.ensured["kept"] }); n != 1 {
+		t.Fatalf("room created %d times, want once", n)
+	}
+	// A new process between two polls.
+	f.restart("lk-2")
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		s, err := cl.Server(ctx, "learner", false)
+		if err != nil {
+			return err
+		}
+		if s.State != "active" || s.Incarnation <= first.Incarnation {
+			return fmt.Errorf("%s at incarnation %d (was %d)", s.State, s.Incarnation, first.Incarnation)
+		}
+		if !read(f, func(f *fakeSFU) bool { return f.rooms["kept"] != nil }) {
+			return errors.New("the room is not created on the new process")
+		}
+		return nil
+	})
+	if n := read(f, func(f *fakeSFU) int { return f.failedPolls }); n != 0 {
+		t.Fatalf("%d polls failed", n)
+	}
+	if r, err := cl.Room(ctx, "kept"); err != nil || r.Server != "learner" {
+		t.Fatalf("the room after the restart: %+v %v", r, err)
 	}
 }

@@ -87,7 +87,9 @@ type RoomStatus struct {
 // Status is one poll of the SFU.
 type Status struct {
 	// Instance identifies the running SFU process; a change means it
-	// restarted (and lost its rooms).
+	// restarted (and lost its rooms). Empty while the adapter cannot tell
+	// (LiveKit without its metrics endpoint): the first instance after
+	// that is taken for the process already registered, not a restart.
 	Instance string
 	Rooms    []RoomStatus
 	// IngressBps and EgressBps are the server's bitrates where the SFU
@@ -439,11 +441,20 @@ func (s *Sidecar) stopReconcile() {
 // incarnation.
 func (s *Sidecar) ensureRegistered(ctx context.Context, st Status) error {
 	s.mu.Lock()
-	need := !s.registered || !s.healthy || st.Instance != s.instance
-	restarted := s.registered && st.Instance != s.instance
+	// An instance seen after an unknown one (LiveKit's metrics answering
+	// for the first time) names the process registered, not a new one.
+	learnt := s.instance == "" && st.Instance != ""
+	restarted := s.registered && !learnt && st.Instance != s.instance
+	need := !s.registered || !s.healthy || restarted
+	if !need && learnt {
+		s.instance = st.Instance
+	}
 	inc := s.incarnation
 	s.mu.Unlock()
 	if !need {
+		if learnt {
+			s.log.Info("SFU process known", "instance", st.Instance)
+		}
 		return nil
 	}
 	if restarted {

@@ -47,7 +47,10 @@ placements are released, the server is deregistered and the sidecar exits.
 LiveKit is driven through its RoomService API (--livekit-url,
 --livekit-api-key, --livekit-api-secret); no Redis is involved. With
 --livekit-metrics-url (its Prometheus endpoint) the reports carry the
-server's bitrates too.
+server's bitrates too, and the sidecar tells LiveKit processes apart by
+their process_start_time_seconds, so a LiveKit restarted between two polls
+gets a new incarnation; without it, only a restart that leaves a poll
+unanswered does.
 --allocators names the agents as for 'switchyard media', each by its HTTP
 API address or its QUIC address (prefix http://, https:// or quic:// to say
 which); the sidecar needs at least one HTTP address (it lists its rooms and
@@ -82,7 +85,7 @@ QUIC addresses, still works.
 	fl.StringVar(&f.livekitURL, "livekit-url", "ws://127.0.0.1:7880", "LiveKit URL clients connect to (its RoomService API is on the same host over http)")
 	fl.StringVar(&f.livekitKey, "livekit-api-key", "", "LiveKit API key (RoomService requests)")
 	fl.StringVar(&f.livekitSecret, "livekit-api-secret", "", "LiveKit API secret")
-	fl.StringVar(&f.livekitMetricsURL, "livekit-metrics-url", "", "LiveKit's Prometheus endpoint, http://host:port/metrics (optional: the server's bitrates)")
+	fl.StringVar(&f.livekitMetricsURL, "livekit-metrics-url", "", "LiveKit's Prometheus endpoint, http://host:port/metrics (optional: the server's bitrates, and its process start time, which gives a LiveKit restarted between two polls a new incarnation)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return cmd
@@ -164,7 +167,8 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 		}
 		if f.livekitMetricsURL != "" {
 			if err := l.CheckMetrics(cctx); err != nil {
-				log.Warn("livekit metrics endpoint unusable: bitrates are reported as 0 while it is", "url", f.livekitMetricsURL, "err", err)
+				log.Warn("livekit metrics endpoint not fully usable: bitrates are reported as 0 while its byte counters are not, and a restart between two polls is missed without its process start time",
+					"url", f.livekitMetricsURL, "err", err)
 			}
 		}
 		cancel()
