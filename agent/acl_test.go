@@ -155,6 +155,7 @@ func TestACLRoutesByCredential(t *testing.T) {
 		{"POST /v1/servers", "POST", "/v1/servers", `{"id":"m-%s","capacity":1}`, "server", false},
 		{"POST /v1/servers/{id}/drain", "POST", "/v1/servers/nope/drain", "", "server", false},
 		{"DELETE /v1/servers/{id}", "DELETE", "/v1/servers/nope", "", "server", false},
+		{"POST /v1/rooms/{room}/vacate", "POST", "/v1/rooms/nope/vacate", `{"server":"nope","reason":"refused"}`, "server", false},
 		{"GET /v1/media/keys", "GET", "/v1/media/keys", "", "keys", false},
 		{"POST /v1/members", "POST", "/v1/members", `{"id":"evil-%s","raft_addr":"127.0.0.1:1"}`, "operator", false},
 		{"DELETE /v1/members/{id}", "DELETE", "/v1/members/nope", "", "operator", false},

@@ -26,6 +26,21 @@ type Room struct {
 	AllocationID   string         `json:"allocation_id"`
 	Moved          bool           `json:"moved"`
 	PlacedAtUnixMs int64          `json:"placed_at_unix_ms"`
+	// VacatedReason says why the room's server gave it up (its SFU
+	// refused to create it); server is then empty. "" otherwise.
+	VacatedReason string `json:"vacated_reason"`
+}
+
+// MaxReasonLen bounds VacateRoomRequest.Reason (bytes).
+const MaxReasonLen = 256
+
+// VacateRoomRequest is the body of POST /v1/rooms/{room}/vacate.
+type VacateRoomRequest struct {
+	// Server is the server giving the room up: the request applies only
+	// while the room is on it.
+	Server string `json:"server"`
+	// Reason is shown to whoever looks at the room (at most 256 bytes).
+	Reason string `json:"reason"`
 }
 
 // The values of Room.SFU and of a server's "sfu" label (a test of the
@@ -82,6 +97,14 @@ func ValidateRoomName(name string) error {
 func (c *Client) PlaceRoom(ctx context.Context, room string, r PlaceRoomRequest) (Room, error) {
 	var out Room
 	return out, c.do(ctx, "POST", "/v1/rooms/"+url.PathEscape(room)+"/placement", mustJSON(r), &out)
+}
+
+// VacateRoom gives up a room's placement on server, keeping the record
+// vacated with reason (a sidecar whose SFU refused to create the room).
+// It is refused with ErrVersionMismatch when the room is not on server.
+func (c *Client) VacateRoom(ctx context.Context, room, server, reason string) (Room, error) {
+	var out Room
+	return out, c.do(ctx, "POST", "/v1/rooms/"+url.PathEscape(room)+"/vacate", mustJSON(VacateRoomRequest{Server: server, Reason: reason}), &out)
 }
 
 // Rooms lists placed rooms (all, or those on server).
@@ -145,6 +168,14 @@ func (c *Client) WaitRoomReady(ctx context.Context, r Room) error {
 			// A placement released meanwhile (the SFU refused the room, or
 			// the server went down) will never be reported: say so now.
 			cur, err := c.Room(ctx, r.Room)
+			if err == nil && cur.Server == "" {
+				why := cur.VacatedReason
+				if why == "" {
+					why = "the server is no longer up"
+				}
+				return fmt.Errorf("%w: room %s: its placement on %s (allocation %s) was given up: %s",
+					ErrRoomNotReady, r.Room, r.Server, r.AllocationID, why)
+			}
 			if errors.Is(err, errcode.ErrNotFound) || err == nil && cur.AllocationID != r.AllocationID {
 				return fmt.Errorf("%w: room %s: its placement on %s (allocation %s) was released (the SFU may have refused the room: see its sidecar's log)",
 					ErrRoomNotReady, r.Room, r.Server, r.AllocationID)

@@ -75,6 +75,28 @@ func (n *Node) ReleaseRoom(ctx context.Context, name string) (*fsmpb.Room, error
 	return res.GetRoom(), nil
 }
 
+// VacateRoom gives up a room's placement on server (ending its
+// allocation) but keeps the record, vacated, with reason: what a sidecar
+// does when its SFU refuses to create the room, so the application learns
+// why. It applies only while the room is on server (else
+// ErrVersionMismatch). Until every voter lists FeatureRoomVacate it
+// releases the room instead (an older release would forget the record).
+// It returns the record as applied, or nil when the room held no
+// placement.
+func (n *Node) VacateRoom(ctx context.Context, name, server, reason string) (*fsmpb.Room, error) {
+	rr := &fsmpb.ReleaseRoom{Room: name}
+	if n.featureOn(FeatureRoomVacate) {
+		rr.VacateReason, rr.IfServer = reason, server
+	} else if rm, ok := n.fsm.Room(name); !ok || rm.GetServer() != server {
+		return nil, fmt.Errorf("%w: room %s is not on %s", fsm.ErrVersionMismatch, name, server)
+	}
+	res, err := n.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_ReleaseRoom{ReleaseRoom: rr}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetRoom(), nil
+}
+
 // AddMediaKey adds a WHIP/WHEP token signing key (the newest signs; older
 // ones still verify until evicted).
 func (n *Node) AddMediaKey(ctx context.Context, k *fsmpb.MediaKey) error {

@@ -32,11 +32,16 @@ const (
 	// release would ignore the field and apply the command anyway, so the
 	// leader sets it only once every voter lists this.
 	FeatureACLInApply = "acl_in_apply"
+	// FeatureRoomVacate: a room release may keep the record, vacated,
+	// with a reason (fsmpb.ReleaseRoom.vacate_reason). An agent of an
+	// earlier release would forget the room instead, so the leader sends
+	// the reason only once every voter lists this.
+	FeatureRoomVacate = "room_vacate"
 )
 
 // Features lists the features this binary understands.
 func Features() []string {
-	return []string{FeatureCommittedRefusals, FeatureForwardedPrincipal, FeatureCommittedUnregistered, FeatureMediaTokenServer, FeatureACLInApply}
+	return []string{FeatureCommittedRefusals, FeatureForwardedPrincipal, FeatureCommittedUnregistered, FeatureMediaTokenServer, FeatureACLInApply, FeatureRoomVacate}
 }
 
 // MaxFeatures and MaxFeatureLen bound a member entry's feature list.

@@ -450,7 +450,7 @@ func (n *Node) AddVoter(ctx context.Context, m *fsmpb.Member) error {
 	}
 	for _, a := range []struct {
 		what, addr string
-		required  bool
+		required   bool
 	}{{"member raft address", m.GetRaftAddr(), true}, {"member HTTP address", m.GetHttpAddr(), false}, {"member QUIC address", m.GetQuicAddr(), false}} {
 		if a.addr == "" && !a.required {
 			continue

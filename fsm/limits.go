@@ -36,6 +36,8 @@ const (
 	MaxIdleRetire = 30 * 24 * time.Hour
 	// MaxDistances bounds a policy's region distance entries.
 	MaxDistances = 1024
+	// MaxReasonLen bounds a vacated room's reason (bytes).
+	MaxReasonLen = 256
 	// MaxCapacityUnits bounds a server's declared capacity.
 	MaxCapacityUnits = int64(1) << 40
 )

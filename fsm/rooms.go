@@ -111,12 +111,14 @@ func (s *state) placeRoom(now int64, c *fsmpb.PlaceRoom) (*fsmpb.Room, error) {
 	cur.Moved = prev != "" && prev != a.Server
 	cur.PlacedAtUnixMs = now
 	cur.Region = c.GetRegion()
+	cur.VacatedReason = ""
 	cur.Generation++
 	s.changed(ChangeRoom, cur.Name) // changes.go
 	return proto.Clone(cur).(*fsmpb.Room), nil
 }
 
-// releaseRoom ends a room's placement and forgets the room. Releasing a
+// releaseRoom ends a room's placement and forgets the room, or, with a
+// vacate reason, keeps its record vacated with that reason. Releasing a
 // room that is not placed succeeds and changes nothing (result: no room).
 func (s *state) releaseRoom(now int64, c *fsmpb.ReleaseRoom) (*fsmpb.Room, error) {
 	if c.GetRoom() == "" {
@@ -126,8 +128,20 @@ func (s *state) releaseRoom(now int64, c *fsmpb.ReleaseRoom) (*fsmpb.Room, error
 	if !ok {
 		return nil, nil
 	}
+	if srv := c.GetIfServer(); srv != "" && cur.Server != srv {
+		return proto.Clone(cur).(*fsmpb.Room), errorf(ErrVersionMismatch, "room %s is not on %s (it is on %q)", cur.Name, srv, cur.Server)
+	}
 	if a := s.lookup(cur.AllocationId); a != nil {
 		s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_RELEASED)
+	}
+	if why := c.GetVacateReason(); why != "" {
+		// Its server gave the room up: keep the record, vacated, saying why.
+		if cur.Server != "" {
+			cur.LastServer = cur.Server
+		}
+		cur.Server, cur.VacatedReason = "", why
+		s.changed(ChangeRoom, cur.Name) // changes.go
+		return proto.Clone(cur).(*fsmpb.Room), nil
 	}
 	delete(s.rooms, cur.Name)
 	delete(s.roomNums, cur.Number)

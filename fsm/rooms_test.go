@@ -147,3 +147,53 @@ func TestServerSFU(t *testing.T) {
 		t.Fatal("ValidSFU")
 	}
 }
+
+// A server that gives a room up (its SFU refused it) vacates the record
+// with its reason, only while the room is still on that server; the next
+// placement clears the reason and says the room moved.
+func TestRoomVacatedWithReason(t *testing.T) {
+	a := newApplier(t)
+	a.apply(register("s1", 10), register("s2", 10))
+	a1 := a.apply(alloc("room:talk:0", "talk", "s1", 1))[0].GetAllocation()
+	if _, err := a.one(placeRoom("talk", "s1", a1.Id, 0)); err != nil {
+		t.Fatal(err)
+	}
+	vacate := func(server, why string) (*fsmpb.Room, error) {
+		r, err := a.one(&fsmpb.Command{Cmd: &fsmpb.Command_ReleaseRoom{ReleaseRoom: &fsmpb.ReleaseRoom{Room: "talk", IfServer: server, VacateReason: why}}})
+		return r.GetRoom(), err
+	}
+	if _, err := vacate("s2", "not mine"); !errors.Is(err, fsm.ErrVersionMismatch) {
+		t.Fatalf("vacated by a server the room is not on: %v", err)
+	}
+	if g, ok := a.f.AllocationByRequest("room:talk:0"); !ok || g.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+		t.Fatalf("a refused vacate ended the allocation: %v", g)
+	}
+	r, err := vacate("s1", "the SFU refused to create it: 426 room name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Server != "" || r.LastServer != "s1" || r.VacatedReason != "the SFU refused to create it: 426 room name" {
+		t.Fatalf("vacated room: %+v", r)
+	}
+	if g, _ := a.f.AllocationByRequest("room:talk:0"); g.State == fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
+		t.Fatal("the vacated room's allocation is still active")
+	}
+	if got, ok := a.f.Room("talk"); !ok || got.VacatedReason == "" {
+		t.Fatalf("record after the vacate: %+v %v", got, ok)
+	}
+	a2 := a.apply(alloc("room:talk:1", "talk", "s2", 1))[0].GetAllocation()
+	r2, err := a.one(placeRoom("talk", "s2", a2.Id, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if room := r2.GetRoom(); room.Server != "s2" || !room.Moved || room.VacatedReason != "" {
+		t.Fatalf("placed again: %+v", room)
+	}
+	// A release without a reason forgets the room as before.
+	if _, err := a.one(releaseRoom("talk")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.f.Room("talk"); ok {
+		t.Fatal("a released room is still known")
+	}
+}

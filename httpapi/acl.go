@@ -146,7 +146,7 @@ func routePerm(pattern string) acl.Perm {
 		return acl.PermAllocate
 	case "GET /v1/media/keys":
 		return acl.PermMediaKeys
-	case "POST /v1/servers", "DELETE /v1/servers/{id}", "POST /v1/servers/{id}/drain":
+	case "POST /v1/servers", "DELETE /v1/servers/{id}", "POST /v1/servers/{id}/drain", "POST /v1/rooms/{room}/vacate":
 		return acl.PermServer
 	case "GET /v1/snapshot", "POST /v1/snapshot", "GET /v1/acl/tokens":
 		return acl.PermOperator
@@ -381,16 +381,20 @@ func (s *Handler) targetServer(r *http.Request, pattern string, p acl.Principal)
 		}
 		return "\x00invalid"
 	}
-	if pattern == "POST /v1/servers" && r.Body != nil {
+	if (pattern == "POST /v1/servers" || pattern == "POST /v1/rooms/{room}/vacate") && r.Body != nil {
 		b, err := io.ReadAll(io.LimitReader(r.Body, maxJSONBody+1))
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		if err != nil {
 			return ""
 		}
 		var req struct {
-			ID string `json:"id"`
+			ID     string `json:"id"`     // a registration
+			Server string `json:"server"` // a room's vacation
 		}
 		_ = json.Unmarshal(b, &req)
+		if pattern == "POST /v1/rooms/{room}/vacate" {
+			return req.Server
+		}
 		return req.ID
 	}
 	return ""

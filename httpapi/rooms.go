@@ -19,13 +19,14 @@ func (s *Handler) registerRoomRoutes() {
 	s.handle("GET /v1/rooms", s.listRooms, false)
 	s.handle("GET /v1/rooms/{room}", s.getRoom, false)
 	s.handle("DELETE /v1/rooms/{room}", s.releaseRoom, true)
+	s.handle("POST /v1/rooms/{room}/vacate", s.vacateRoom, true)
 }
 
 // RoomFromPB converts a room record to JSON, deriving its URLs from srv
 // (nil when the server is gone).
 func RoomFromPB(r *fsmpb.Room, srv *fsmpb.Server) api.Room {
 	out := api.Room{Room: r.GetName(), Server: r.GetServer(), SFU: r.GetSfu(), AllocationID: r.GetAllocationId(),
-		Moved: r.GetMoved(), PlacedAtUnixMs: r.GetPlacedAtUnixMs(), URLs: map[string]any{}}
+		Moved: r.GetMoved(), PlacedAtUnixMs: r.GetPlacedAtUnixMs(), URLs: map[string]any{}, VacatedReason: r.GetVacatedReason()}
 	if srv == nil || r.GetServer() == "" || len(srv.GetAddresses()) == 0 {
 		return out
 	}
@@ -239,6 +240,44 @@ func (s *Handler) releaseRoom(w http.ResponseWriter, r *http.Request) {
 		out.Released, out.Server, out.AllocationID = true, rm.GetServer(), rm.GetAllocationId()
 	}
 	writeJSON(w, 200, out)
+}
+
+// vacateRoom gives up a room's placement on the server the request names
+// (a sidecar whose SFU refused the room), keeping the record vacated with
+// the reason, so the application sees why (GET /v1/rooms/{room}).
+func (s *Handler) vacateRoom(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("room")
+	if err := checkRoomName(name); err != nil {
+		s.fail(w, err)
+		return
+	}
+	var req api.VacateRoomRequest
+	if err := decode(w, r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if req.Server == "" || req.Reason == "" {
+		s.fail(w, fmt.Errorf("%w: server and reason are required", fsm.ErrInvalid))
+		return
+	}
+	if err := fsm.CheckText("server", req.Server, fsm.MaxIDLen); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if err := fsm.CheckText("reason", req.Reason, fsm.MaxReasonLen); err != nil {
+		s.fail(w, err)
+		return
+	}
+	rm, err := s.b.VacateRoom(r.Context(), name, req.Server, req.Reason)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if rm == nil {
+		s.fail(w, fmt.Errorf("%w: room %q is not placed", fsm.ErrNotFound, name))
+		return
+	}
+	writeJSON(w, 200, s.roomJSON(rm))
 }
 
 // checkRoomName applies the room name rules of the SDK

@@ -21,6 +21,9 @@ func TestWireConstantsMatchServer(t *testing.T) {
 	if api.MaxIDLen != fsm.MaxIDLen {
 		t.Errorf("api.MaxIDLen %d, fsm.MaxIDLen %d", api.MaxIDLen, fsm.MaxIDLen)
 	}
+	if api.MaxReasonLen != fsm.MaxReasonLen {
+		t.Errorf("api.MaxReasonLen %d, fsm.MaxReasonLen %d", api.MaxReasonLen, fsm.MaxReasonLen)
+	}
 	if api.SFULabel != fsm.SFULabel {
 		t.Errorf("api.SFULabel %q, fsm.SFULabel %q", api.SFULabel, fsm.SFULabel)
 	}

@@ -483,10 +483,11 @@ func TestSidecarDrainTimeout(t *testing.T) {
 	checkDrainedAway(t, ctx, cl, f, "stays", "busy")
 }
 
-// A room the SFU refuses to create: its placement is released at once
-// (not at the idle timeout), and the application's wait for the room ends
-// with ErrRoomNotReady saying the placement was released; another room on
-// the same server is unaffected.
+// A room the SFU refuses to create: its placement is given up at once
+// (not at the idle timeout), the cluster keeps the room vacated with the
+// SFU's reason, and the application's wait for the room ends with
+// ErrRoomNotReady saying why; another room on the same server is
+// unaffected.
 func TestSidecarReleasesARoomTheSFURefuses(t *testing.T) {
 	c := testcluster.New(t, 1)
 	cl := c.Client()
@@ -502,11 +503,11 @@ func TestSidecarReleasesARoomTheSFURefuses(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	err = cl.WaitRoomReady(wctx, r)
-	if !errors.Is(err, api.ErrRoomNotReady) || !strings.Contains(err.Error(), "was released") || wctx.Err() != nil {
-		t.Fatalf("waiting for a room the SFU refuses: %v (wait's context: %v), want ErrRoomNotReady saying it was released", err, wctx.Err())
+	if !errors.Is(err, api.ErrRoomNotReady) || !strings.Contains(err.Error(), `fake SFU refuses room "bad name"`) || wctx.Err() != nil {
+		t.Fatalf("waiting for a room the SFU refuses: %v (wait's context: %v), want ErrRoomNotReady with the SFU's reason", err, wctx.Err())
 	}
-	if _, err := cl.Room(ctx, "bad name"); !errors.Is(err, errcode.ErrNotFound) {
-		t.Fatalf("the refused room is still placed: %v", err)
+	if got, err := cl.Room(ctx, "bad name"); err != nil || got.Server != "" || !strings.Contains(got.VacatedReason, "refuses room") {
+		t.Fatalf("the refused room: %+v %v, want it vacated with the SFU's reason", got, err)
 	}
 	if _, err := cl.Room(ctx, "good"); err != nil {
 		t.Fatalf("the other room: %v", err)

@@ -36,6 +36,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/errcode"
@@ -563,8 +565,8 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) {
 				// The SFU will not have this room (its name, say): free the
 				// placement now rather than at the idle timeout, so the
 				// application's wait for it ends.
-				s.log.Warn("the SFU refused the room; releasing its placement", "room", p.Room, "err", err)
-				s.endRoom(ctx, ref, "the SFU refused it: "+err.Error())
+				s.log.Warn("the SFU refused the room; giving up its placement", "room", p.Room, "err", err)
+				s.vacateRoom(ctx, ref, "the SFU refused to create it: "+err.Error())
 				continue
 			}
 			if err != nil {
@@ -615,6 +617,34 @@ func (s *Sidecar) endRoom(ctx context.Context, r RoomRef, why string) {
 	delete(s.rooms, r.Name)
 	s.mu.Unlock()
 	s.log.Info("room ended; placement released", "room", r.Name, "why", why)
+}
+
+// vacateRoom gives up a room the SFU will not have: its placement ends but
+// the cluster keeps the room's record with why, for the application to
+// see (api.Client.WaitRoomReady, room get).
+func (s *Sidecar) vacateRoom(ctx context.Context, r RoomRef, why string) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// The cluster takes a printable reason of bounded length; the SFU's
+	// error text may hold anything.
+	why = strings.Map(func(c rune) rune {
+		if !unicode.IsPrint(c) {
+			return ' '
+		}
+		return c
+	}, strings.ToValidUTF8(why, "?"))
+	for len(why) > api.MaxReasonLen {
+		_, size := utf8.DecodeLastRuneInString(why)
+		why = why[:len(why)-size]
+	}
+	if _, err := s.h.VacateRoom(cctx, r.Name, s.cfg.ID, why); err != nil && !errors.Is(err, errcode.ErrVersionMismatch) {
+		s.log.Warn("give up refused room", "room", r.Name, "err", err)
+		return
+	}
+	s.mu.Lock()
+	delete(s.rooms, r.Name)
+	s.mu.Unlock()
+	s.log.Info("room given up; the cluster keeps it vacated", "room", r.Name, "why", why)
 }
 
 // startDrain begins carrying out a drain: the SFU refuses new sessions.

@@ -2452,8 +2452,12 @@ type Room struct {
 	LastServer string `protobuf:"bytes,9,opt,name=last_server,json=lastServer,proto3" json:"last_server,omitempty"`
 	// A number unique among the rooms, derived from the name (SFUs such as
 	// Janus' VideoRoom name rooms by number). Never changes for a record.
-	Number        uint64 `protobuf:"varint,10,opt,name=number,proto3" json:"number,omitempty"`
-	Region        string `protobuf:"bytes,11,opt,name=region,proto3" json:"region,omitempty"`
+	Number uint64 `protobuf:"varint,10,opt,name=number,proto3" json:"number,omitempty"`
+	Region string `protobuf:"bytes,11,opt,name=region,proto3" json:"region,omitempty"`
+	// Why the room's server gave it up (ReleaseRoom.vacate_reason: its SFU
+	// refused to create it); the record stays vacated until the room is
+	// placed again (which clears this) or released.
+	VacatedReason string `protobuf:"bytes,12,opt,name=vacated_reason,json=vacatedReason,proto3" json:"vacated_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2565,6 +2569,13 @@ func (x *Room) GetRegion() string {
 	return ""
 }
 
+func (x *Room) GetVacatedReason() string {
+	if x != nil {
+		return x.VacatedReason
+	}
+	return ""
+}
+
 type PlaceRoom struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Room         string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
@@ -2652,8 +2663,16 @@ func (x *PlaceRoom) GetRegion() string {
 }
 
 type ReleaseRoom struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// When set, the room's record is kept, vacated (no server; last_server
+	// names the one it was on), with this reason, instead of forgotten.
+	// Leaders send it only once every voter lists the room_vacate feature.
+	VacateReason string `protobuf:"bytes,2,opt,name=vacate_reason,json=vacateReason,proto3" json:"vacate_reason,omitempty"`
+	// When set, the release applies only while the room is on this server
+	// (else version_mismatch): a sidecar gives up only its own placement.
+	// Sent with vacate_reason only.
+	IfServer      string `protobuf:"bytes,3,opt,name=if_server,json=ifServer,proto3" json:"if_server,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2691,6 +2710,20 @@ func (*ReleaseRoom) Descriptor() ([]byte, []int) {
 func (x *ReleaseRoom) GetRoom() string {
 	if x != nil {
 		return x.Room
+	}
+	return ""
+}
+
+func (x *ReleaseRoom) GetVacateReason() string {
+	if x != nil {
+		return x.VacateReason
+	}
+	return ""
+}
+
+func (x *ReleaseRoom) GetIfServer() string {
+	if x != nil {
+		return x.IfServer
 	}
 	return ""
 }
@@ -3039,7 +3072,7 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\bMediaKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\fR\x06secret\x12+\n" +
-	"\x12created_at_unix_ms\x18\x03 \x01(\x03R\x0fcreatedAtUnixMs\"\xb1\x02\n" +
+	"\x12created_at_unix_ms\x18\x03 \x01(\x03R\x0fcreatedAtUnixMs\"\xd8\x02\n" +
 	"\x04Room\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12\x10\n" +
@@ -3055,16 +3088,19 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"lastServer\x12\x16\n" +
 	"\x06number\x18\n" +
 	" \x01(\x04R\x06number\x12\x16\n" +
-	"\x06region\x18\v \x01(\tR\x06region\"\xab\x01\n" +
+	"\x06region\x18\v \x01(\tR\x06region\x12%\n" +
+	"\x0evacated_reason\x18\f \x01(\tR\rvacatedReason\"\xab\x01\n" +
 	"\tPlaceRoom\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12#\n" +
 	"\rallocation_id\x18\x03 \x01(\tR\fallocationId\x12\x10\n" +
 	"\x03sfu\x18\x04 \x01(\tR\x03sfu\x12#\n" +
 	"\rif_generation\x18\x05 \x01(\x04R\fifGeneration\x12\x16\n" +
-	"\x06region\x18\x06 \x01(\tR\x06region\"!\n" +
+	"\x06region\x18\x06 \x01(\tR\x06region\"c\n" +
 	"\vReleaseRoom\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room\"\xe3\x01\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12#\n" +
+	"\rvacate_reason\x18\x02 \x01(\tR\fvacateReason\x12\x1b\n" +
+	"\tif_server\x18\x03 \x01(\tR\bifServer\"\xe3\x01\n" +
 	"\bAclToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\tR\n" +

@@ -1,0 +1,66 @@
+package httpapi_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/cluster"
+	"github.com/switchyard/switchyard/errcode"
+	"github.com/switchyard/switchyard/fsm"
+	"github.com/switchyard/switchyard/internal/testcluster"
+)
+
+// A sidecar whose SFU refuses a room gives the placement up with a reason
+// (POST /v1/rooms/{room}/vacate): the room's record stays, vacated, the
+// reason reaches the application waiting for the room, and the next
+// placement moves it.
+func TestRoomVacateReachesTheApplication(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{NoQUIC: true})
+	c.WaitFeature(cluster.FeatureRoomVacate, 30*time.Second)
+	cl := c.Client()
+	ctx := ctxFor(t, 60*time.Second)
+	for _, id := range []string{"j1", "j2"} {
+		if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: id, Capacity: 10, Addresses: []string{"http://" + id + ":8088/janus"},
+			Labels: map[string]string{fsm.SFULabel: fsm.SFUJanus}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := cl.PlaceRoom(ctx, "talk", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "j1"
+	if r.Server == "j1" {
+		other = "j2"
+	}
+	// Only the room's own server may give it up.
+	if _, err := cl.VacateRoom(ctx, "talk", other, "not mine"); !errors.Is(err, errcode.ErrVersionMismatch) {
+		t.Fatalf("vacate by %s, which does not host the room: %v", other, err)
+	}
+	for _, bad := range []struct{ server, reason string }{{"", "x"}, {r.Server, ""}, {r.Server, strings.Repeat("x", api.MaxReasonLen+1)}, {r.Server, "bad\x1b[2J"}} {
+		if _, err := cl.VacateRoom(ctx, "talk", bad.server, bad.reason); !errors.Is(err, errcode.ErrInvalid) {
+			t.Fatalf("vacate with server %q reason %q: %v, want invalid_argument", bad.server, bad.reason, err)
+		}
+	}
+	const why = "the SFU refused to create it: 426 no such room name"
+	got, err := cl.VacateRoom(ctx, "talk", r.Server, why)
+	if err != nil || got.Server != "" || got.VacatedReason != why {
+		t.Fatalf("vacate: %+v %v", got, err)
+	}
+	// The application waiting for the room learns why, at once.
+	err = cl.WaitRoomReady(ctx, r)
+	if !errors.Is(err, api.ErrRoomNotReady) || !strings.Contains(err.Error(), why) {
+		t.Fatalf("waiting for the vacated room: %v", err)
+	}
+	if cur, err := cl.Room(ctx, "talk"); err != nil || cur.VacatedReason != why || cur.Server != "" {
+		t.Fatalf("room get: %+v %v", cur, err)
+	}
+	// Placed again: on a server, reason cleared, moved.
+	again, err := cl.PlaceRoom(ctx, "talk", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
+	if err != nil || again.Server == "" || again.VacatedReason != "" || again.AllocationID == r.AllocationID {
+		t.Fatalf("placed again: %+v %v", again, err)
+	}
+}
