@@ -222,6 +222,32 @@ func measureSidecar(ctx context.Context, b *testing.B, pc *proccluster.Cluster, 
 	wall := time.Since(t0)
 	b.ReportMetric(100*float64(cpu1-cpu0)/float64(wall), "cpu-%-of-core")
 	b.ReportMetric(100*float64(sfu1-sfu0)/float64(wall), "sfu-cpu-%-of-core")
+
+	// Then the SFU dies: the time from its SIGKILL until a placement of
+	// its room answers another server (the sidecar stops reporting when
+	// the SFU stops answering, the agents mark the server down after the
+	// failure window, and the next placement moves the room). The spare
+	// is registered over HTTP (no load reports: never marked down).
+	spare := "spare-" + kind
+	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: spare, Capacity: 1000,
+		Addresses: []string{"http://127.0.0.1:9/" + kind}, Labels: map[string]string{api.SFULabel: kind}}); err != nil {
+		fail("register the spare %s server: %v", kind, err)
+	}
+	killed := time.Now()
+	if err := syscall.Kill(sfuPid, syscall.SIGKILL); err != nil {
+		fail("kill the SFU: %v", err)
+	}
+	for {
+		moved, err := cl.PlaceRoom(ctx, room.Room, api.PlaceRoomRequest{SFU: kind})
+		if err == nil && moved.Server != id && moved.Moved {
+			break
+		}
+		if time.Since(killed) > time.Minute {
+			fail("the room of the killed SFU was not placed elsewhere: %+v %v", moved, err)
+		}
+		time.Sleep(20 * time.Millisecond) // the figure's resolution
+	}
+	b.ReportMetric(time.Since(killed).Seconds(), "kill-to-replaced-s")
 	b.ReportMetric(0, "ns/op")
 }
 
