@@ -46,7 +46,7 @@ func TestRoomCLI(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	if want := []string{"allocation_id", "moved", "placed_at_unix_ms", "room", "server", "sfu", "urls"}; !slices.Equal(keys, want) {
+	if want := []string{"allocation_id", "moved", "placed_at_unix_ms", "room", "server", "sfu", "urls", "vacated_reason"}; !slices.Equal(keys, want) {
 		t.Fatalf("room place --json keys %v, want %v", keys, want)
 	}
 	urls := r["urls"].(map[string]any)
