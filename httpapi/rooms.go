@@ -82,7 +82,8 @@ func (s *Handler) placeRoom(w http.ResponseWriter, r *http.Request) {
 }
 
 // PlaceRoom places room name (must run on the leader). While the room's
-// server is registered, active and holds the room's allocation, it returns
+// server is registered, active (or a draining LiveKit: its rooms finish
+// there) and holds the room's allocation, it returns
 // that placement unchanged (placed false). Otherwise it allocates units on
 // the server the live policy picks among servers of the wanted kind (the
 // request id names the room's generation, so a retry after an unknown
@@ -184,13 +185,24 @@ func (s *Handler) allocateRoom(ctx context.Context, name string, gen uint64, req
 }
 
 // roomLive reports whether a room's placement still stands: its server is
-// registered and active and its allocation is active.
+// registered and active (or a draining LiveKit) and its allocation is
+// active.
 func (s *Handler) roomLive(r *fsmpb.Room) bool {
 	if r.GetServer() == "" {
 		return false
 	}
 	srv, ok := s.st.Server(r.GetServer())
-	if !ok || srv.GetState() != fsmpb.ServerState_SERVER_STATE_ACTIVE {
+	switch {
+	case !ok:
+		return false
+	case srv.GetState() == fsmpb.ServerState_SERVER_STATE_ACTIVE:
+	case srv.GetState() == fsmpb.ServerState_SERVER_STATE_DRAINING && fsm.ServerSFU(srv) == fsm.SFULiveKit:
+		// A draining LiveKit places no new rooms but lets its rooms
+		// finish, late joiners included (it still takes their
+		// sessions): moving the room would split it. Janus, drained,
+		// refuses new sessions, and Switchyard's node new viewers, so
+		// their rooms move.
+	default:
 		return false
 	}
 	a, ok := s.st.Allocation(r.GetAllocationId())

@@ -64,3 +64,45 @@ func TestRoomVacateReachesTheApplication(t *testing.T) {
 		t.Fatalf("placed again: %+v %v", again, err)
 	}
 }
+
+// A draining server takes no new room. Its rooms move at their next
+// placement, except on LiveKit, which lets its rooms finish where they are
+// (it still takes their late joiners' sessions).
+func TestRoomsOnADrainingServer(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.Options{NoQUIC: true})
+	cl := c.Client()
+	ctx := ctxFor(t, 60*time.Second)
+	for _, sfu := range []string{fsm.SFULiveKit, fsm.SFUJanus} {
+		t.Run(sfu, func(t *testing.T) {
+			a, b := sfu+"-a", sfu+"-b"
+			for _, id := range []string{a, b} {
+				if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: id, Capacity: 10, Addresses: []string{"http://" + id + ":7880"},
+					Labels: map[string]string{fsm.SFULabel: sfu}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, err := cl.PlaceRoom(ctx, sfu+"-room", api.PlaceRoomRequest{SFU: sfu})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cl.DrainServer(ctx, r.Server); err != nil {
+				t.Fatal(err)
+			}
+			again, err := cl.PlaceRoom(ctx, r.Room, api.PlaceRoomRequest{SFU: sfu})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stays := sfu == fsm.SFULiveKit
+			if stays && (again.Server != r.Server || again.AllocationID != r.AllocationID || again.Moved) {
+				t.Fatalf("a room on a draining LiveKit moved: %+v, was %+v", again, r)
+			}
+			if !stays && (again.Server == r.Server || !again.Moved) {
+				t.Fatalf("a room on a draining %s stayed: %+v", sfu, again)
+			}
+			other, err := cl.PlaceRoom(ctx, sfu+"-new", api.PlaceRoomRequest{SFU: sfu})
+			if err != nil || other.Server == r.Server {
+				t.Fatalf("a new room went to the draining server: %+v %v", other, err)
+			}
+		})
+	}
+}
