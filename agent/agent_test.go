@@ -14,7 +14,7 @@ func TestThreeNodeBootstrapAndAllocate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	f := c.Followers()[0]
-	cl := api.NewClient(f.Cfg.HTTPAddr)
+	cl := api.NewClient(f.Cfg.HTTPAddr).WithToken(c.Token)
 	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 10}); err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,7 @@ func TestJoinAddsVoter(t *testing.T) {
 		ID: "n4", DataDir: filepath.Join(t.TempDir(), "n4"),
 		RaftAddr: testcluster.FreeAddr(t), HTTPAddr: testcluster.FreeAddr(t),
 		Join: c.Addrs(), Logger: testcluster.Logger(t),
-	}}}
+	}, Token: c.Token}} // over plain HTTP a joining agent records itself with a token (--token)
 	c.Nodes = append(c.Nodes, nd)
 	c.Start(nd)
 	testcluster.Eventually(t, 20*time.Second, func() error {
@@ -76,7 +76,7 @@ func TestJoinAddsVoter(t *testing.T) {
 	}
 	c.WaitConverged(10 * time.Second)
 	// A write through the new node works (forwarded to the leader).
-	if _, err := api.NewClient(nd.Cfg.HTTPAddr).Allocate(ctxT(t, 10*time.Second), api.AllocateRequest{RequestID: "j", Room: "r", Units: 1}); err != nil {
+	if _, err := api.NewClient(nd.Cfg.HTTPAddr).WithToken(c.Token).Allocate(ctxT(t, 10*time.Second), api.AllocateRequest{RequestID: "j", Room: "r", Units: 1}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -85,7 +85,7 @@ func TestFollowersForwardAndReadsAreLinearizable(t *testing.T) {
 	c := testcluster.New(t, 3)
 	mustRegister(t, c.Client(), "m1", 100)
 	for i, f := range c.Followers() {
-		fc := api.NewClient(f.Cfg.HTTPAddr)
+		fc := api.NewClient(f.Cfg.HTTPAddr).WithToken(c.Token)
 		a, err := fc.Allocate(ctxT(t, 10*time.Second), api.AllocateRequest{RequestID: fmt.Sprintf("f%d", i), Room: "r", Units: 1})
 		if err != nil {
 			t.Fatalf("allocate via follower %s: %v", f.ID, err)
@@ -93,7 +93,7 @@ func TestFollowersForwardAndReadsAreLinearizable(t *testing.T) {
 		// Read back through the other follower, immediately: default reads
 		// go to the leader, so the write is visible.
 		other := c.Followers()[(i+1)%2]
-		got, err := api.NewClient(other.Cfg.HTTPAddr).Allocations(ctxT(t, 10*time.Second), api.AllocationListOptions{Room: "r"})
+		got, err := api.NewClient(other.Cfg.HTTPAddr).WithToken(c.Token).Allocations(ctxT(t, 10*time.Second), api.AllocationListOptions{Room: "r"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +122,7 @@ func TestExactlyOnceUnderConcurrentRetries(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				nd := c.Nodes[(r+d)%3]
-				a, err := api.NewClient(nd.Cfg.HTTPAddr).Allocate(ctxT(t, 20*time.Second), api.AllocateRequest{RequestID: fmt.Sprintf("req-%d", r), Room: "r", Units: 2})
+				a, err := api.NewClient(nd.Cfg.HTTPAddr).WithToken(c.Token).Allocate(ctxT(t, 20*time.Second), api.AllocateRequest{RequestID: fmt.Sprintf("req-%d", r), Room: "r", Units: 2})
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -150,14 +150,9 @@ func TestExactlyOnceUnderConcurrentRetries(t *testing.T) {
 	// (maybe granted by a deposed leader) cover every request id.
 	var granted, unknown int
 	for _, nd := range c.Running() {
-		resp, err := http.Get("http://" + nd.Cfg.HTTPAddr + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		granted += max(metricValue(string(body), `switchyard_allocations_total{outcome="granted"}`), 0)
-		unknown += max(metricValue(string(body), `switchyard_allocations_total{outcome="unknown"}`), 0)
+		body := scrape(t, c, nd.Cfg.HTTPAddr)
+		granted += max(metricValue(body, `switchyard_allocations_total{outcome="granted"}`), 0)
+		unknown += max(metricValue(body, `switchyard_allocations_total{outcome="unknown"}`), 0)
 	}
 	if granted > reqs || granted+unknown < reqs {
 		t.Fatalf("metrics count %d grants and %d unknown outcomes for %d request ids", granted, unknown, reqs)
@@ -445,6 +440,10 @@ func TestDataDirOwnedByAnotherNodeOrCluster(t *testing.T) {
 	cfg = b.Nodes[0].Cfg
 	cfg.DataDir = dir
 	cfg.Join = a.Addrs()
+	// It still holds b's token (and b's peer client): the probe of the open
+	// GET /v1/internal/info goes out without it (a refuses a token it does
+	// not know, even there, and a refusal would look like an unreachable
+	// peer and let the node start).
 	cfg.HTTPAddr = testcluster.FreeAddr(t)
 	cfg.RaftAddr = testcluster.FreeAddr(t)
 	_, err := agent.Start(context.Background(), cfg)
@@ -482,7 +481,7 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path+" "+tt.body, func(t *testing.T) {
 			req, _ := http.NewRequest(tt.method, "http://"+addr+tt.path, strings.NewReader(tt.body))
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := http.DefaultClient.Do(c.Authorize(req))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -513,10 +512,14 @@ func metricValue(body, name string) int {
 	return -1
 }
 
-// scrape returns an agent's /metrics page.
-func scrape(t *testing.T, httpAddr string) string {
+// scrape returns an agent's /metrics page, read with c's token.
+func scrape(t *testing.T, c *testcluster.Cluster, httpAddr string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(c.Authorize(req))
 	if err != nil {
 		t.Fatalf("metrics of %s: %v", httpAddr, err)
 	}
@@ -554,7 +557,7 @@ func TestFastFailoverAfterLeaderDies(t *testing.T) {
 			}
 			fast := 0
 			for _, nd := range c.Running() {
-				switch metricValue(scrape(t, nd.Cfg.HTTPAddr), "switchyard_fast_failovers_total") {
+				switch metricValue(scrape(t, c, nd.Cfg.HTTPAddr), "switchyard_fast_failovers_total") {
 				case -1:
 					t.Fatalf("%s has no switchyard_fast_failovers_total", nd.ID)
 				case 0:

@@ -13,7 +13,7 @@ import (
 func TestRaftOverMutualTLS(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.Options{RaftTLS: true})
 	f := c.Followers()[0]
-	cl := api.NewClient(f.Cfg.HTTPAddr)
+	cl := api.NewClient(f.Cfg.HTTPAddr).WithToken(c.Token)
 	mustRegister(t, cl, "m1", 4)
 	if _, err := cl.Allocate(ctxT(t, 20*time.Second), api.AllocateRequest{RequestID: "r1", Room: "x", Units: 1}); err != nil {
 		t.Fatal(err)

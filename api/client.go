@@ -328,7 +328,14 @@ func gaveUp(last error, agents, attempts int, cause error) error {
 	return fmt.Errorf("%w (no leader reachable through %d agent(s) in %d attempts; gave up: %v)", last, agents, attempts, cause)
 }
 
-// newRequest builds one attempt's request, with the client's token.
+// infoPath is the bootstrap probe's route, open to anyone: it is sent
+// without the client's token, because an agent refuses a token it does not
+// know (401) even where none is needed, and a probe carrying another
+// cluster's token would then look like an unreachable peer.
+const infoPath = "/v1/internal/info"
+
+// newRequest builds one attempt's request, with the client's token (none
+// on infoPath).
 func (c *Client) newRequest(ctx context.Context, addr, method, path string, body []byte) (*http.Request, error) {
 	var rd io.Reader
 	if body != nil {
@@ -342,7 +349,7 @@ func (c *Client) newRequest(ctx context.Context, addr, method, path string, body
 	if !c.tokenSet {
 		tok = os.Getenv(TokenEnv)
 	}
-	if tok != "" {
+	if tok != "" && path != infoPath {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if body != nil {
@@ -412,7 +419,7 @@ func (c *Client) Members(ctx context.Context) ([]MemberStatus, error) {
 // Info implements cluster.PeerClient (no retries: the caller polls).
 func (c *Client) Info(ctx context.Context, addr string) (PeerInfo, error) {
 	var p PeerInfo
-	return p, c.once(ctx, addr, "GET", "/v1/internal/info", nil, &p)
+	return p, c.once(ctx, addr, "GET", infoPath, nil, &p)
 }
 
 // Join implements cluster.PeerClient (no retries: the caller polls).

@@ -76,7 +76,7 @@ func TestMomentaryRefusalAfterUnansweredAttempt(t *testing.T) {
 		{"after an unanswered attempt", []string{silentAgent(t), addr}, false, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cl := api.NewClient(tc.addrs...)
+			cl := api.NewClient(tc.addrs...).WithToken(c.Token)
 			cl.AttemptTimeout = 300 * time.Millisecond
 			_, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "r-" + tc.name, Room: "room", Units: 2})
 			if n := cl.Attempts.Load(); n < tc.attempts {
@@ -110,7 +110,7 @@ func TestCommittedRefusalAfterUnansweredAttempt(t *testing.T) {
 	if _, err := c.Client().RegisterServer(ctx, api.RegisterServerRequest{ID: "s1", Capacity: 1}); err != nil {
 		t.Fatal(err)
 	}
-	cl := api.NewClient(silentAgent(t), c.Nodes[0].Cfg.HTTPAddr)
+	cl := api.NewClient(silentAgent(t), c.Nodes[0].Cfg.HTTPAddr).WithToken(c.Token)
 	cl.AttemptTimeout = 300 * time.Millisecond
 	_, err := cl.Allocate(ctx, api.AllocateRequest{RequestID: "r1", Room: "room", Units: 2})
 	var ae *api.APIError
@@ -133,7 +133,7 @@ func TestAllocationHedgedPastASilentAgent(t *testing.T) {
 	if _, err := c.Client().RegisterServer(ctx, api.RegisterServerRequest{ID: "s1", Capacity: 10}); err != nil {
 		t.Fatal(err)
 	}
-	cl := api.NewClient(silentAgent(t), c.Nodes[0].Cfg.HTTPAddr)
+	cl := api.NewClient(silentAgent(t), c.Nodes[0].Cfg.HTTPAddr).WithToken(c.Token)
 	// Hedged after 3 s; the call gives up before the first attempt would
 	// (and before the HTTP client's own 15 s timeout).
 	cl.AttemptTimeout = 12 * time.Second

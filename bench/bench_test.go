@@ -64,7 +64,7 @@ func BenchmarkAllocate(b *testing.B) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						cl := api.NewClient(c.Nodes[w%3].Cfg.HTTPAddr)
+						cl := api.NewClient(c.Nodes[w%3].Cfg.HTTPAddr).WithToken(c.Token)
 						for {
 							i := next.Add(1)
 							if i > int64(ops) {

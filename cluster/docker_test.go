@@ -61,10 +61,26 @@ func TestDockerProvider(t *testing.T) {
 		_ = exec.Command("docker", "rmi", "-f", image).Run()
 	})
 
+	// The container's media node registers over the (plain HTTP) API, so
+	// with ACLs on it needs a media token: docker reads it from this file
+	// when it starts the container, and the token is written once ACLs are
+	// bootstrapped.
+	envFile := filepath.Join(t.TempDir(), "media.env")
+	if err := os.WriteFile(envFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true, Mutate: func(_ int, cfg *agent.Config) {
-		cfg.Provisioner = &provision.Docker{Image: image, StopTimeout: 5 * time.Second, ExtraArgs: []string{"--log-level", "warn"}}
+		cfg.Provisioner = &provision.Docker{Image: image, StopTimeout: 5 * time.Second, ExtraArgs: []string{"--log-level", "warn"},
+			RunArgs: []string{"--env-file", envFile}}
 	}})
 	cl := c.Client()
+	media, err := cl.ACLCreateToken(ctx, api.CreateTokenRequest{Role: "media", Description: "provisioned media nodes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(envFile, []byte(api.TokenEnv+"="+media.Secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "bin-pack", Provisioning: api.Provisioning{ServerCapacity: 8, TimeoutMs: 60_000, IdleRetireMs: 500}}); err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func TestElectionsStayLiveUnderCPUStarvation(t *testing.T) {
 				nd := c.Nodes[(r+i)%len(c.Nodes)]
 				rctx, rcancel := context.WithTimeout(ctx, 45*time.Second)
 				defer rcancel()
-				_, err := api.NewClient(nd.Cfg.HTTPAddr).Allocate(rctx, api.AllocateRequest{RequestID: fmt.Sprintf("live-%d-%d", r, i), Room: "r", Units: 1})
+				_, err := api.NewClient(nd.Cfg.HTTPAddr).WithToken(c.Token).Allocate(rctx, api.AllocateRequest{RequestID: fmt.Sprintf("live-%d-%d", r, i), Room: "r", Units: 1})
 				if err != nil {
 					errs <- fmt.Errorf("round %d request %d via %s: %w", r, i, nd.ID, err)
 					return

@@ -69,7 +69,7 @@ func TestCommittedRefusalHoldsForLaterCopies(t *testing.T) {
 	// The capacity is free: the same request id is refused as before, on
 	// every agent (the SDK spreads its calls over them); a new id is granted.
 	for _, addr := range c.Addrs() {
-		one := api.NewClient(addr)
+		one := api.NewClient(addr).WithToken(c.Token)
 		_, err := one.Allocate(ctx, api.AllocateRequest{RequestID: "late", Room: "b", Units: 1})
 		if !errors.Is(err, fsm.ErrCapacity) || err.Error() != first.Error() {
 			t.Fatalf("copy of the refused request via %s: %v, want the first answer %v", addr, err, first)
@@ -118,7 +118,7 @@ func TestPinnedToUnregisteredServerRefusalHolds(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, addr := range c.Addrs() {
-				a, err := api.NewClient(addr).Allocate(ctx, pinned)
+				a, err := api.NewClient(addr).WithToken(c.Token).Allocate(ctx, pinned)
 				switch {
 				case tc.committed && (!errors.Is(err, fsm.ErrNotFound) || err.Error() != first.Error()):
 					t.Fatalf("copy via %s once m9 registered: %v %+v, want the first answer %v", addr, err, a, first)

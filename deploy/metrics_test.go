@@ -117,16 +117,20 @@ var (
 	eqMatcher = regexp.MustCompile(`([a-z_]+)="([^"]*)"`)
 )
 
-// scrape returns sample name -> label pairs seen on addr's /metrics.
-func scrape(t *testing.T, addr string, into map[string]map[string]bool) error {
+// scrape returns sample name -> label pairs seen on addr's /metrics,
+// read as c's operator (Prometheus scrapes with a reader token).
+func scrape(t *testing.T, c *testcluster.Cluster, addr string, into map[string]map[string]bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(c.Authorize(req))
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /metrics of %s: HTTP %d", addr, resp.StatusCode)
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err
@@ -227,7 +231,7 @@ func TestDashboardAndAlertMetricsAreExported(t *testing.T) {
 		_ = qc.Report(transport.Load{CPU: 0.1, FreeUnits: 3})
 		seen := map[string]map[string]bool{}
 		for _, n := range c.Running() {
-			if err := scrape(t, n.Cfg.HTTPAddr, seen); err != nil {
+			if err := scrape(t, c, n.Cfg.HTTPAddr, seen); err != nil {
 				return err
 			}
 		}

@@ -28,8 +28,8 @@ func TestBatchedAllocateMatchesSingle(t *testing.T) {
 	defer cancel()
 	c.WaitLeader(30 * time.Second)
 	follower := c.Followers()[0]
-	single := api.NewClient(follower.Cfg.HTTPAddr)
-	batched := api.NewClient(follower.Cfg.HTTPAddr)
+	single := api.NewClient(follower.Cfg.HTTPAddr).WithToken(c.Token)
+	batched := api.NewClient(follower.Cfg.HTTPAddr).WithToken(c.Token)
 	batched.Batch = true
 	if _, err := single.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 1000}); err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func TestBatchedAllocateMatchesSingle(t *testing.T) {
 
 	// They were coalesced: the follower served fewer batch requests than
 	// there were callers.
-	if n := batchRequests(t, follower.Cfg.HTTPAddr); n == 0 || n >= callers {
+	if n := batchRequests(t, c.Token, follower.Cfg.HTTPAddr); n == 0 || n >= callers {
 		t.Fatalf("%d batch requests for %d callers", n, callers)
 	} else {
 		t.Logf("%d callers in %d batch requests", callers, n)
@@ -134,7 +134,12 @@ func TestBatchedAllocateMatchesSingle(t *testing.T) {
 		big.Requests[i] = api.AllocateRequest{RequestID: fmt.Sprintf("big-%d", i), Room: "b", Units: 1}
 	}
 	body, _ := json.Marshal(big)
-	resp, err := http.Post("http://"+follower.Cfg.HTTPAddr+"/v1/allocations/batch", "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, "http://"+follower.Cfg.HTTPAddr+"/v1/allocations/batch", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(c.Authorize(req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,10 +155,15 @@ func TestBatchedAllocateMatchesSingle(t *testing.T) {
 }
 
 // batchRequests sums switchyard_http_requests_total for the batch route
-// on the agent at addr.
-func batchRequests(t *testing.T, addr string) int {
+// on the agent at addr, read with token.
+func batchRequests(t *testing.T, token, addr string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

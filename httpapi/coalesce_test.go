@@ -29,7 +29,7 @@ func TestFollowerCoalescesForwardedAllocations(t *testing.T) {
 	leader := c.WaitLeader(30 * time.Second)
 	follower := c.Followers()[0]
 	term := leader.Agent.Node.Status().Term
-	cl := api.NewClient(follower.Cfg.HTTPAddr)
+	cl := api.NewClient(follower.Cfg.HTTPAddr).WithToken(c.Token)
 	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestFollowerCoalescesForwardedAllocations(t *testing.T) {
 	}
 	// Every allocation went to the leader inside a batch, and batches were
 	// shared (fewer batches than allocations).
-	batches, batched := forwardMetric(t, follower, "switchyard_forward_batches_total"), forwardMetric(t, follower, "switchyard_forward_batched_allocations_total")
+	batches, batched := forwardMetric(t, c, follower, "switchyard_forward_batches_total"), forwardMetric(t, c, follower, "switchyard_forward_batched_allocations_total")
 	// The bad requests (zero units) go alone; every other one inside a
 	// batch — unless leadership moved meanwhile (a busy machine), which
 	// changes who forwards what.
@@ -121,10 +121,14 @@ func TestFollowerCoalescesForwardedAllocations(t *testing.T) {
 	t.Logf("%v allocations forwarded in %v batches", batched, batches)
 }
 
-// forwardMetric reads a counter from nd's /metrics.
-func forwardMetric(t *testing.T, nd *testcluster.Node, name string) float64 {
+// forwardMetric reads a counter from nd's /metrics (with c's token).
+func forwardMetric(t *testing.T, c *testcluster.Cluster, nd *testcluster.Node, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + nd.Cfg.HTTPAddr + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, "http://"+nd.Cfg.HTTPAddr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(c.Authorize(req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +158,7 @@ func TestCoalescingIsolatesBadRequests(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c.WaitLeader(30 * time.Second)
-	cl := api.NewClient(c.Followers()[0].Cfg.HTTPAddr)
+	cl := api.NewClient(c.Followers()[0].Cfg.HTTPAddr).WithToken(c.Token)
 	if _, err := cl.RegisterServer(ctx, api.RegisterServerRequest{ID: "m1", Capacity: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,21 @@ import (
 	"github.com/switchyard/switchyard/internal/testcluster"
 )
 
+// get sends an anonymous GET (the open routes: health probes, UI assets).
 func get(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	return getAs(t, "", url)
+}
+
+// getAs sends a GET with token as its bearer token ("" sends none).
+func getAs(t *testing.T, token, url string) (int, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
@@ -108,7 +118,7 @@ func TestOverviewStatsAndStateMetrics(t *testing.T) {
 	}
 	f := c.Followers()[0]
 	testcluster.Eventually(t, 30*time.Second, func() error {
-		code, b := get(t, "http://"+f.Cfg.HTTPAddr+"/v1/overview")
+		code, b := getAs(t, c.Token, "http://"+f.Cfg.HTTPAddr+"/v1/overview")
 		var ov api.Overview
 		if code != 200 || json.Unmarshal(b, &ov) != nil {
 			return fmt.Errorf("overview: %d %s", code, b)
@@ -130,14 +140,14 @@ func TestOverviewStatsAndStateMetrics(t *testing.T) {
 		return nil
 	})
 
-	code, b := get(t, "http://"+f.Cfg.HTTPAddr+"/metrics")
+	code, b := getAs(t, c.Token, "http://"+f.Cfg.HTTPAddr+"/metrics")
 	for _, want := range []string{`switchyard_servers{state="active"} 1`, `switchyard_server_capacity_units{state="active"} 10`,
 		`switchyard_server_used_units{state="active"} 6`, `switchyard_allocations_active 3`, `switchyard_servers{state="down"} 0`,
 		`switchyard_provisioning_intents{kind="provision",state="failed"} 0`, `switchyard_policy_version `} {
 		if code != 200 || !strings.Contains(string(b), want) {
 			// The follower may not have applied the last entry yet.
 			testcluster.Eventually(t, 20*time.Second, func() error {
-				code, b = get(t, "http://"+f.Cfg.HTTPAddr+"/metrics")
+				code, b = getAs(t, c.Token, "http://"+f.Cfg.HTTPAddr+"/metrics")
 				if !strings.Contains(string(b), want) {
 					return fmt.Errorf("/metrics lacks %q", want)
 				}
@@ -160,7 +170,7 @@ func TestOverviewStatsAndStateMetrics(t *testing.T) {
 	c.Stop(gone)
 	testcluster.Eventually(t, 30*time.Second, func() error {
 		t0 := time.Now()
-		code, b := get(t, "http://"+f.Cfg.HTTPAddr+"/v1/overview")
+		code, b := getAs(t, c.Token, "http://"+f.Cfg.HTTPAddr+"/v1/overview")
 		var ov api.Overview
 		if code != 200 || json.Unmarshal(b, &ov) != nil {
 			return fmt.Errorf("overview: %d %s", code, b)

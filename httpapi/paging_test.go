@@ -38,7 +38,11 @@ func TestListPaging(t *testing.T) {
 	base := "http://" + c.Followers()[0].Cfg.HTTPAddr
 	get := func(path string) (int, http.Header, []map[string]any) {
 		t.Helper()
-		resp, err := http.Get(base + path)
+		req, err := http.NewRequest(http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(c.Authorize(req))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +140,7 @@ func TestServerStateFilterAndIntentPages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := http.DefaultClient.Do(c.Authorize(req))
 		if err != nil {
 			t.Fatal(err)
 		}

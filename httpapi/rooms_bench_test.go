@@ -41,7 +41,7 @@ func BenchmarkRoomPlacement(b *testing.B) {
 						wg.Add(1)
 						go func() {
 							defer wg.Done()
-							cl := api.NewClient(c.Addrs()[w%3])
+							cl := api.NewClient(c.Addrs()[w%3]).WithToken(c.Token)
 							for i := range 200 {
 								t0 := time.Now()
 								if _, err := cl.PlaceRoom(ctx, fmt.Sprintf("r%d-%d-%d", round, w, i), api.PlaceRoomRequest{}); err != nil {

@@ -23,7 +23,7 @@ func TestRoomPlacement(t *testing.T) {
 	c := testcluster.New(t, 3)
 	c.WaitLeader(30 * time.Second)
 	// Through a follower: placements are forwarded to the leader.
-	cl := api.NewClient(c.Followers()[0].Cfg.HTTPAddr)
+	cl := api.NewClient(c.Followers()[0].Cfg.HTTPAddr).WithToken(c.Token)
 	ctx := ctxFor(t, 60*time.Second)
 	reg := func(r api.RegisterServerRequest) {
 		t.Helper()
@@ -132,7 +132,7 @@ func TestRoomPlacement(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i], errs[i] = api.NewClient(c.Addrs()[i%3]).PlaceRoom(ctx, "crowd", api.PlaceRoomRequest{})
+			got[i], errs[i] = api.NewClient(c.Addrs()[i%3]).WithToken(c.Token).PlaceRoom(ctx, "crowd", api.PlaceRoomRequest{})
 		}()
 	}
 	wg.Wait()

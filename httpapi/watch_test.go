@@ -98,11 +98,12 @@ func (m *mirror) matches(ctx context.Context, cl *api.Client) error {
 
 // rawWatch reads a /v1/watch stream until it has seen the synced index
 // until (or fails the test).
-func rawWatch(t *testing.T, url string, until uint64) []api.WatchEvent {
+func rawWatch(t *testing.T, c *testcluster.Cluster, url string, until uint64) []api.WatchEvent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	c.Authorize(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
@@ -151,7 +152,7 @@ func TestWatch(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		// Follower f0 first; when it goes, the others.
-		done <- api.NewClient(f0.Cfg.HTTPAddr, f1.Cfg.HTTPAddr, c.WaitLeader(10*time.Second).Cfg.HTTPAddr).Watch(wctx, api.WatchOptions{}, m.apply)
+		done <- api.NewClient(f0.Cfg.HTTPAddr, f1.Cfg.HTTPAddr, c.WaitLeader(10*time.Second).Cfg.HTTPAddr).WithToken(c.Token).Watch(wctx, api.WatchOptions{}, m.apply)
 	}()
 	testcluster.Eventually(t, 30*time.Second, func() error {
 		m.mu.Lock()
@@ -168,7 +169,7 @@ func TestWatch(t *testing.T) {
 	// the watcher comes to it, so that its resume there is answered from
 	// the state's change log).
 	leaderAddr := c.WaitLeader(10 * time.Second).Cfg.HTTPAddr
-	only := rawWatch(t, "http://"+leaderAddr+"/v1/watch?kinds=servers", 0)
+	only := rawWatch(t, c, "http://"+leaderAddr+"/v1/watch?kinds=servers", 0)
 	for _, ev := range only {
 		if ev.Kind == api.WatchAllocation {
 			t.Fatalf("kinds=servers sent %+v", ev)
@@ -210,7 +211,7 @@ func TestWatch(t *testing.T) {
 
 	// Resume on the same agent from the first synced index: exactly the
 	// events the live stream had after it.
-	replay := rawWatch(t, "http://"+f0.Cfg.HTTPAddr+"/v1/watch?since="+fmt.Sprint(first), mid)
+	replay := rawWatch(t, c, "http://"+f0.Cfg.HTTPAddr+"/v1/watch?since="+fmt.Sprint(first), mid)
 	m.mu.Lock()
 	var live []api.WatchEvent
 	for _, ev := range m.log {
@@ -231,7 +232,7 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("resume from %d to %d:\nlive     %s\nreplayed %s", first, mid, lb, rb)
 	}
 
-	code, body := get(t, "http://"+leaderAddr+"/v1/watch?kinds=rockets")
+	code, body := getAs(t, c.Token, "http://"+leaderAddr+"/v1/watch?kinds=rockets")
 	if code != 400 || !strings.Contains(string(body), "invalid_argument") {
 		t.Fatalf("bad kinds: %d %s", code, body)
 	}
@@ -319,7 +320,7 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("restore: %+v %v", res, err)
 	}
 	c.WaitConverged(30 * time.Second)
-	code, body = get(t, "http://"+f1.Cfg.HTTPAddr+"/v1/watch?since="+fmt.Sprint(first))
+	code, body = getAs(t, c.Token, "http://"+f1.Cfg.HTTPAddr+"/v1/watch?since="+fmt.Sprint(first))
 	if code != 410 || !strings.Contains(string(body), "compacted") || !strings.Contains(string(body), "reconnect without since") {
 		t.Fatalf("since=%d after a restore: %d %s", first, code, body)
 	}

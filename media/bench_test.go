@@ -36,11 +36,10 @@ func median(d []time.Duration) time.Duration {
 // target and ICE/DTLS there. One iteration = one room scaled out.
 func BenchmarkScaleOut(b *testing.B) {
 	c := testcluster.New(b, 3)
-	addrs := c.Addrs()
 	cfg := testConfig(b, "m1", 1)
 	cfg.CascadeIdle = 500 * time.Millisecond
-	m1 := startNode(b, cfg, NewHTTPCluster("m1", addrs...))
-	m2 := startNode(b, testConfig(b, "m2", 1000), NewHTTPCluster("m2", addrs...))
+	m1 := startNode(b, cfg, httpCluster(b, c, "m1"))
+	m2 := startNode(b, testConfig(b, "m2", 1000), httpCluster(b, c, "m2"))
 	pa := testAPI(b)
 	base := publish(b, pa, m1.BaseURL(), "fill")
 	defer base.close(true)
@@ -146,9 +145,8 @@ func stampViewer(b *testing.B, api *webrtc.API, base, room string) (*webrtc.Peer
 // One iteration = one packet, sent when the previous one arrived at both.
 func BenchmarkCascadeHop(b *testing.B) {
 	c := testcluster.New(b, 3)
-	addrs := c.Addrs()
-	m1 := startNode(b, testConfig(b, "m1", 1), NewHTTPCluster("m1", addrs...))
-	m2 := startNode(b, testConfig(b, "m2", 100), NewHTTPCluster("m2", addrs...))
+	m1 := startNode(b, testConfig(b, "m1", 1), httpCluster(b, c, "m1"))
+	m2 := startNode(b, testConfig(b, "m2", 100), httpCluster(b, c, "m2"))
 	pa := testAPI(b)
 	ppc, track := rtpPublisher(b, pa, m1.BaseURL(), "hop")
 	defer ppc.Close()

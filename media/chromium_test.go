@@ -50,11 +50,11 @@ func TestChromiumPublishes(t *testing.T) {
 	cfg := testConfig(t, "m1", 1)
 	cfg.ICEIPs = nil // the browser does not use loopback by default: offer every interface
 	cfg.Tokens = keys
-	n := startNode(t, cfg, NewHTTPCluster("m1", c.Addrs()...))
+	n := startNode(t, cfg, httpCluster(t, c, "m1"))
 	cfg2 := testConfig(t, "m2", 4)
 	cfg2.ICEIPs = nil
 	cfg2.Tokens = keys
-	m2 := startNode(t, cfg2, NewHTTPCluster("m2", c.Addrs()...))
+	m2 := startNode(t, cfg2, httpCluster(t, c, "m2"))
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,

@@ -19,9 +19,8 @@ import (
 // the cascade and its allocation go away.
 func TestForwardAndCascade(t *testing.T) {
 	c := testcluster.New(t, 3)
-	addrs := c.Addrs()
-	m1 := startNode(t, testConfig(t, "m1", 2), NewHTTPCluster("m1", addrs...))
-	m2 := startNode(t, testConfig(t, "m2", 10), NewHTTPCluster("m2", addrs...))
+	m1 := startNode(t, testConfig(t, "m1", 2), httpCluster(t, c, "m1"))
+	m2 := startNode(t, testConfig(t, "m2", 10), httpCluster(t, c, "m2"))
 	cli := c.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -24,12 +24,7 @@ import (
 func TestQUICCluster(t *testing.T) {
 	c := testcluster.New(t, 3)
 	start := func(id string, capacity int64) *Node {
-		qc, err := NewQUICCluster(id, c.QUICAddrs(), c.Addrs(), c.Identity(id).ClientConfig(transport.ALPN), testcluster.Logger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = qc.Close() })
-		return startNode(t, testConfig(t, id, capacity), qc)
+		return startNode(t, testConfig(t, id, capacity), quicCluster(t, c, id))
 	}
 	m1 := start("m1", 1)
 	m2 := start("m2", 10)

@@ -17,12 +17,11 @@ import (
 // cascades again; a new viewer is redirected there and gets media.
 func TestRecascadeWhenTargetDies(t *testing.T) {
 	c := testcluster.New(t, 3)
-	addrs := c.Addrs()
 	cli := c.Client()
-	m1 := startNode(t, testConfig(t, "m1", 1), NewHTTPCluster("m1", addrs...))
+	m1 := startNode(t, testConfig(t, "m1", 1), httpCluster(t, c, "m1"))
 	nodes := map[string]*Node{
-		"m2": startNode(t, testConfig(t, "m2", 10), NewHTTPCluster("m2", addrs...)),
-		"m3": startNode(t, testConfig(t, "m3", 10), NewHTTPCluster("m3", addrs...)),
+		"m2": startNode(t, testConfig(t, "m2", 10), httpCluster(t, c, "m2")),
+		"m3": startNode(t, testConfig(t, "m3", 10), httpCluster(t, c, "m3")),
 	}
 	pa := testAPI(t)
 	pub := publish(t, pa, m1.BaseURL(), "r1")
@@ -79,7 +78,7 @@ func TestRecascadeWhenTargetDies(t *testing.T) {
 func TestDrain(t *testing.T) {
 	c := testcluster.New(t, 3)
 	cli := c.Client()
-	m1 := startNode(t, testConfig(t, "m1", 4), NewHTTPCluster("m1", c.Addrs()...))
+	m1 := startNode(t, testConfig(t, "m1", 4), httpCluster(t, c, "m1"))
 	pa := testAPI(t)
 	pub := publish(t, pa, m1.BaseURL(), "r1")
 	v := watchRoom(t, pa, m1.BaseURL(), "r1")

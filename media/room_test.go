@@ -11,19 +11,13 @@ import (
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/internal/testcluster"
-	"github.com/switchyard/switchyard/transport"
 )
 
 // TestRoomPlacementURLs: an application places a room on our media nodes
 // and its clients use the returned WHIP and WHEP URLs as they are.
 func TestRoomPlacementURLs(t *testing.T) {
 	c := testcluster.New(t, 1)
-	qc, err := NewQUICCluster("m1", c.QUICAddrs(), c.Addrs(), c.Identity("m1").ClientConfig(transport.ALPN), testcluster.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = qc.Close() })
-	m1 := startNode(t, testConfig(t, "m1", 10), qc)
+	m1 := startNode(t, testConfig(t, "m1", 10), quicCluster(t, c, "m1"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	room, err := c.Client().PlaceRoom(ctx, "placed room", api.PlaceRoomRequest{Units: 2, SFU: "switchyard"})

@@ -112,14 +112,13 @@ func TestWHIPWHEPTokens(t *testing.T) {
 // publish token with the allocation id, which the target reports as hosted.
 func TestCascadeWithTokens(t *testing.T) {
 	c := testcluster.New(t, 1)
-	addrs := c.Addrs()
 	key := mediatoken.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
 	kr := &mediatoken.Keyring{}
 	kr.Set([]mediatoken.Key{key})
 	cfg1, cfg2 := testConfig(t, "m1", 2), testConfig(t, "m2", 10)
 	cfg1.Tokens, cfg2.Tokens = kr, kr
-	m1 := startNode(t, cfg1, NewHTTPCluster("m1", addrs...))
-	m2 := startNode(t, cfg2, NewHTTPCluster("m2", addrs...))
+	m1 := startNode(t, cfg1, httpCluster(t, c, "m1"))
+	m2 := startNode(t, cfg2, httpCluster(t, c, "m2"))
 	tok := func(act string) string {
 		s, err := mediatoken.Mint(key, mediatoken.Claims{Room: "r1", Action: act, ExpiresAt: time.Now().Add(5 * time.Minute).Unix()})
 		if err != nil {

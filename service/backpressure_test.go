@@ -56,7 +56,7 @@ func TestFloodIsSlowedNotLost(t *testing.T) {
 	}
 	httpClients := []*api.Client{}
 	for _, a := range c.Addrs() {
-		httpClients = append(httpClients, api.NewClient(a))
+		httpClients = append(httpClients, api.NewClient(a).WithToken(c.Token))
 	}
 	for i := range perPath {
 		wg.Add(2)

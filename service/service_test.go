@@ -86,7 +86,9 @@ func badCases() []badCase {
 // refusal is what either front end answered.
 type refusal struct{ code, msg string }
 
-func viaHTTP(ctx context.Context, addr string, c badCase) (refusal, error) {
+// viaHTTP sends c to the agent at addr with token (an operator's: the
+// refusal is the input's, not the credential's).
+func viaHTTP(ctx context.Context, addr, token string, c badCase) (refusal, error) {
 	var method, path string
 	var body any
 	switch {
@@ -113,6 +115,9 @@ func viaHTTP(ctx context.Context, addr string, c badCase) (refusal, error) {
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -177,7 +182,7 @@ func TestBadInputSameOverHTTPAndQUIC(t *testing.T) {
 		}
 		for _, bc := range badCases() {
 			t.Run(role+"/"+bc.name, func(t *testing.T) {
-				h, err := viaHTTP(ctx, nd.Agent.HTTPAddr(), bc)
+				h, err := viaHTTP(ctx, nd.Agent.HTTPAddr(), c.Token, bc)
 				if err != nil {
 					t.Fatalf("HTTP: %v", err)
 				}

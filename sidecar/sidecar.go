@@ -141,6 +141,10 @@ type Config struct {
 	// HTTPAddrs are the agents' HTTP API addresses (room list, own state,
 	// room release, deregistration).
 	HTTPAddrs []string
+	// Token, when set, is the ACL token those calls carry (a media token
+	// bound to ID). Empty: SWITCHYARD_TOKEN if set; over HTTPS the TLS
+	// certificate authenticates the sidecar without one.
+	Token string
 	// Interval is the poll and report period. Default 500 ms.
 	Interval time.Duration
 	// SFUTimeout bounds one poll of the SFU. Default Interval, at least
@@ -246,6 +250,9 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	s := &Sidecar{cfg: cfg, log: cfg.Logger.With("component", "sidecar", "server", cfg.ID, "sfu", cfg.SFU.Kind()),
 		q: q, h: api.NewClient(cfg.HTTPAddrs...).PresentCertificate(cfg.TLS), rooms: map[string]*roomTrack{}}
+	if cfg.Token != "" {
+		s.h.WithToken(cfg.Token)
+	}
 	if cfg.PID > 0 {
 		s.cpu = newCPUMeter(cfg.PID)
 	}

@@ -183,7 +183,7 @@ func TestDashboardChromium(t *testing.T) {
 	// leader batches concurrent registrations into few log entries).
 	regions := []string{"eu", "us", "ap", "sa"}
 	t0 := time.Now()
-	lc := api.NewClient(c.WaitLeader(15*time.Second).Cfg.HTTPAddr, c.Addrs()[0], c.Addrs()[1], c.Addrs()[2])
+	lc := api.NewClient(c.WaitLeader(15*time.Second).Cfg.HTTPAddr, c.Addrs()[0], c.Addrs()[1], c.Addrs()[2]).WithToken(c.Token)
 	var wg sync.WaitGroup
 	errs := make(chan error, dashServers)
 	sem := make(chan struct{}, 64)
@@ -225,6 +225,12 @@ func TestDashboardChromium(t *testing.T) {
 		t.Fatalf("place a room: %v", err)
 	}
 
+	// The dashboard reads with a reader token, as the dashboard link of
+	// `switchyard dev` carries (/ui/#token=...).
+	reader, err := cl.ACLCreateToken(ctx0, api.CreateTokenRequest{Role: "reader", Description: "dashboard"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := c.Followers()[0]
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1400, 2000))
@@ -235,7 +241,7 @@ func TestDashboardChromium(t *testing.T) {
 	ctx, cancel := context.WithTimeout(bctx, 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	if _, err := chromedp.Run(ctx, chromedp.Navigate("http://"+f.Cfg.HTTPAddr+"/ui/")); err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Navigate("http://"+f.Cfg.HTTPAddr+"/ui/#token="+reader.Secret)); err != nil {
 		t.Fatalf("chromium: %v", err)
 	}
 	testcluster.Eventually(t, 60*time.Second, func() error {
@@ -262,7 +268,7 @@ func TestDashboardChromium(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		st, err := api.NewClient(f.Cfg.HTTPAddr).Status(ctx)
+		st, err := api.NewClient(f.Cfg.HTTPAddr).WithToken(c.Token).Status(ctx)
 		if err != nil {
 			return err
 		}
@@ -305,7 +311,7 @@ func TestDashboardChromium(t *testing.T) {
 			}
 		}
 		for _, n := range c.Running() {
-			s, err := api.NewClient(n.Cfg.HTTPAddr).Status(ctx)
+			s, err := api.NewClient(n.Cfg.HTTPAddr).WithToken(c.Token).Status(ctx)
 			if err != nil {
 				return err
 			}
@@ -329,7 +335,7 @@ func TestDashboardChromium(t *testing.T) {
 				return fmt.Errorf("member %s clock offset: page %q, API %q", n.ID, got, want)
 			}
 		}
-		return checkLoadAges(ctx, f.Cfg.HTTPAddr)
+		return checkLoadAges(ctx, api.NewClient(f.Cfg.HTTPAddr).WithToken(c.Token))
 	}
 	testcluster.Eventually(t, 60*time.Second, check)
 	if got, _ := text(ctx, "#rooms li[data-room='room-0']"); got == "" || casc.Server == "m0001" {
@@ -553,12 +559,12 @@ func checkStateFilter(t *testing.T, ctx context.Context, cl *api.Client) {
 }
 
 // checkLoadAges compares the load age column of the server table's first
-// page with the page of the API it shows (read from addr, as the page
-// reads it): a load age where the API has a report, "–" where it has
-// none. The age itself grows between reports (every 200 ms for a0), so
-// only its form and its order of magnitude are checked.
-func checkLoadAges(ctx context.Context, addr string) error {
-	p, err := api.NewClient(addr).FilteredServersPage(ctx, api.ServerListOptions{}, api.PageOptions{Limit: 50})
+// page with the page of the API it shows (read through cl, a client of
+// the agent the page reads from): a load age where the API has a report,
+// "–" where it has none. The age itself grows between reports (every
+// 200 ms for a0), so only its form and its order of magnitude are checked.
+func checkLoadAges(ctx context.Context, cl *api.Client) error {
+	p, err := cl.FilteredServersPage(ctx, api.ServerListOptions{}, api.PageOptions{Limit: 50})
 	if err != nil {
 		return err
 	}

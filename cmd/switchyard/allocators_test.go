@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/transport"
 )
@@ -19,6 +20,13 @@ func TestResolveAllocators(t *testing.T) {
 	h, q := c.Addrs(), c.QUICAddrs()
 	tlsConf := c.Identity("probe").ClientConfig(transport.ALPN)
 	closed := testcluster.FreeAddr(t) // nothing listens there, TCP or UDP
+	// A media node reads the member table over the plain HTTP API with its
+	// media token (SWITCHYARD_TOKEN, which api.NewClient reads).
+	tok, err := c.Client().ACLCreateToken(testcluster.Context(t, 30*time.Second), api.CreateTokenRequest{Role: "media", Server: "probe", Description: "media node probe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(api.TokenEnv, tok.Secret)
 	for _, tc := range []struct {
 		name              string
 		entries           []string

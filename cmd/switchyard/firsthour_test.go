@@ -68,10 +68,10 @@ func TestFirstHourJSONFieldsPresentWhenEmpty(t *testing.T) {
 	// NoQUIC: the member has no QUIC address, so `quic_addr` is empty.
 	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true})
 	c.WaitMembers(30 * time.Second)
-	addr := "--addr=" + strings.Join(c.Addrs(), ",")
+	addr, tok := "--addr="+strings.Join(c.Addrs(), ","), "--token="+c.Token
 	cliJSON := func(args ...string) any {
 		t.Helper()
-		out, errOut, err := runCLI(t, append(args, "--json", addr)...)
+		out, errOut, err := runCLI(t, append(args, "--json", addr, tok)...)
 		if err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, errOut)
 		}
@@ -232,10 +232,10 @@ func TestFirstHourPolicyTextMarksDefaults(t *testing.T) {
 	// The same through `policy get` on a new cluster, and after `policy
 	// set` changed some of them.
 	c := testcluster.New(t, 1, testcluster.Options{NoQUIC: true})
-	addr := "--addr=" + strings.Join(c.Addrs(), ",")
+	addr, tok := "--addr="+strings.Join(c.Addrs(), ","), "--token="+c.Token
 	get := func() (map[string]string, string) {
 		t.Helper()
-		out, errOut, err := runCLI(t, "policy", "get", addr)
+		out, errOut, err := runCLI(t, "policy", "get", addr, tok)
 		if err != nil {
 			t.Fatalf("policy get: %v\n%s", err, errOut)
 		}
@@ -247,7 +247,7 @@ func TestFirstHourPolicyTextMarksDefaults(t *testing.T) {
 			t.Errorf("policy get on a new cluster: %q is %q, want %q\n%s", k, got[k], w, out)
 		}
 	}
-	if _, errOut, err := runCLI(t, "policy", "set", "--weight-cpu", "2", "--provision-timeout", "90s", "--idle-retire", "10m", addr); err != nil {
+	if _, errOut, err := runCLI(t, "policy", "set", "--weight-cpu", "2", "--provision-timeout", "90s", "--idle-retire", "10m", addr, tok); err != nil {
 		t.Fatalf("policy set: %v\n%s", err, errOut)
 	}
 	got, out = get()

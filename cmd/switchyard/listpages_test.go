@@ -116,7 +116,7 @@ func TestListCommandsPage(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	defer proxy.Close()
-	addr := "--addr=" + strings.TrimPrefix(proxy.URL, "http://")
+	addr, tok := "--addr="+strings.TrimPrefix(proxy.URL, "http://"), "--token="+c.Token
 	// requests runs the CLI and returns what it printed and the queries it
 	// sent to path.
 	requests := func(path string, args ...string) (string, string, []string) {
@@ -124,7 +124,7 @@ func TestListCommandsPage(t *testing.T) {
 		mu.Lock()
 		seen = nil
 		mu.Unlock()
-		out, errOut, err := runCLI(t, append(args, addr)...)
+		out, errOut, err := runCLI(t, append(args, addr, tok)...)
 		if err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, errOut)
 		}
@@ -303,7 +303,7 @@ func TestListCommandsPage(t *testing.T) {
 		t.Fatalf("server list --prefix s0 --state draining --json: %v %v", got, err)
 	}
 	// An unknown state: the agent's refusal, naming the states it takes.
-	if _, _, err := runCLI(t, "server", "list", "--state", "asleep", addr); err == nil || !strings.Contains(err.Error(), "active, draining, down") {
+	if _, _, err := runCLI(t, "server", "list", "--state", "asleep", addr, tok); err == nil || !strings.Contains(err.Error(), "active, draining, down") {
 		t.Fatalf("server list --state asleep: %v", err)
 	}
 	for _, bad := range [][]string{

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/internal/proccluster"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/pki"
@@ -30,7 +31,13 @@ func TestMediaCommand(t *testing.T) {
 	httpAddr := testcluster.FreeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	proc := startStreamed(t, ctx, bin, "media", "--id", "mx", "--allocators", strings.Join(c.Addrs(), ","),
+	// Over the plain HTTP API the media node acts with a media token bound
+	// to its id (SWITCHYARD_TOKEN), as it must where ACLs are on.
+	mtok, err := c.Client().ACLCreateToken(ctx, api.CreateTokenRequest{Role: "media", Server: "mx", Description: "media node mx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := startStreamedEnv(t, ctx, []string{api.TokenEnv + "=" + mtok.Secret}, bin, "media", "--id", "mx", "--allocators", strings.Join(c.Addrs(), ","),
 		"--http-addr", httpAddr, "--capacity", "3", "--log-level", "warn")
 	cmd, lines, stderr := proc.cmd, proc.lines, proc.stderr
 	select {

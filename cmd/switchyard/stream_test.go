@@ -20,7 +20,17 @@ type streamed struct {
 // startStreamed starts bin with args under ctx.
 func startStreamed(t *testing.T, ctx context.Context, bin string, args ...string) *streamed {
 	t.Helper()
+	return startStreamedEnv(t, ctx, nil, bin, args...)
+}
+
+// startStreamedEnv is startStreamed with env added to the process's
+// environment (which it inherits).
+func startStreamedEnv(t *testing.T, ctx context.Context, env []string, bin string, args ...string) *streamed {
+	t.Helper()
 	s := &streamed{cmd: exec.CommandContext(ctx, bin, args...), lines: make(chan string, 100), stderr: &testcluster.LogBuffer{}}
+	if env != nil {
+		s.cmd.Env = append(s.cmd.Environ(), env...)
+	}
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

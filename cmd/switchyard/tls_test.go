@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/agent"
+	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/internal/ports"
 	"github.com/switchyard/switchyard/internal/proccluster"
 	"github.com/switchyard/switchyard/internal/testcluster"
@@ -118,8 +119,15 @@ func TestTLSCommandsAndLoadgen(t *testing.T) {
 	media := exec.CommandContext(mctx, bin, "media", "--id", "mq", "--capacity", "3", "--allocators", strings.Join(c.Addrs(), ","),
 		"--http-addr", ports.Free(t, "tcp"), "--log-level", "warn",
 		"--tls-ca", filepath.Join(dir, "ca.pem"), "--tls-cert", filepath.Join(dir, "mq.pem"), "--tls-key", filepath.Join(dir, "mq-key.pem"))
-	var merr strings.Builder
-	media.Stderr = &merr
+	// It reads the member table over the plain HTTP API, where its
+	// certificate does not speak for it: with a media token bound to its id.
+	mtok, err := c.Client().ACLCreateToken(mctx, api.CreateTokenRequest{Role: "media", Server: "mq", Description: "media node mq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	media.Env = append(media.Environ(), api.TokenEnv+"="+mtok.Secret)
+	merr := &testcluster.LogBuffer{} // read while the process writes
+	media.Stderr = merr
 	if err := media.Start(); err != nil {
 		t.Fatal(err)
 	}

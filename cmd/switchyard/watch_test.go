@@ -49,9 +49,9 @@ func TestListWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	addrs := strings.Join(c.Addrs(), ",")
-	aout, astop := startCLI(t, "alloc", "list", "--watch", "--json", "--room", "r", "--addr", addrs)
-	sout, sstop := startCLI(t, "server", "list", "--watch", "--addr", addrs)
-	dout, dstop := startCLI(t, "server", "list", "--watch", "--state", "draining", "--addr", addrs)
+	aout, astop := startCLI(t, "alloc", "list", "--watch", "--json", "--room", "r", "--addr", addrs, "--token", c.Token)
+	sout, sstop := startCLI(t, "server", "list", "--watch", "--addr", addrs, "--token", c.Token)
+	dout, dstop := startCLI(t, "server", "list", "--watch", "--state", "draining", "--addr", addrs, "--token", c.Token)
 	wait := func(b *testcluster.LogBuffer, want ...string) {
 		t.Helper()
 		testcluster.Eventually(t, 30*time.Second, func() error {

@@ -12,16 +12,19 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +68,42 @@ type Cluster struct {
 	// TLS); Identity issues media certificates for media-node clients,
 	// AgentIdentity agent certificates.
 	CA *pki.CA
+	// Token is the operator token New bootstrapped ACLs with ("" when the
+	// cluster runs with ACLs off, Options.NoACL, or when the test turned
+	// ACLs on itself in Options.Mutate and bootstraps them). Client sends
+	// it; Authorize adds it to a hand-built request.
+	Token string
+	// peers is how the agents New starts call one another (see peerClient).
+	peers *peerClient
+	https bool // some node serves its API over HTTPS (Config.HTTPS)
+}
+
+// peerClient is the agents' client for one another (bootstrap probes,
+// joins that record a follower's addresses): over plain HTTP with ACLs on
+// a follower needs a token to record its member entry through the
+// leader's API (`switchyard agent --token`). New has no token before it
+// bootstraps ACLs, so the agents start with this client and it carries the
+// operator token from then on (followers retry recording themselves).
+type peerClient struct{ cl atomic.Pointer[api.Client] }
+
+func newPeerClient() *peerClient {
+	p := &peerClient{}
+	p.setToken("")
+	return p
+}
+
+func (p *peerClient) setToken(secret string) {
+	cl := api.NewClient().WithToken(secret)
+	cl.Retry = false
+	p.cl.Store(cl)
+}
+
+func (p *peerClient) Info(ctx context.Context, addr string) (cluster.PeerInfo, error) {
+	return p.cl.Load().Info(ctx, addr)
+}
+
+func (p *peerClient) Join(ctx context.Context, addr string, m *fsmpb.Member) error {
+	return p.cl.Load().Join(ctx, addr, m)
 }
 
 // FreeAddr returns a loopback host:port that was free a moment ago.
@@ -116,6 +155,13 @@ type Options struct {
 	// with incarnation 0 are not watched by the failure detector, so they
 	// stay active without load reports).
 	NoQUIC bool
+	// NoACL runs the agents with ACLs off. By default they run as in
+	// production, with ACLs on (default-deny; rate limits off), and New
+	// bootstraps them (Cluster.Token). A test that turns ACLs on itself in
+	// Mutate (Config.ACL) keeps them to itself: New neither changes its
+	// ACL settings nor bootstraps. Opt out only where a test needs
+	// anonymous access, and say why.
+	NoACL bool
 }
 
 // New starts n agents that bootstrap together and waits for a leader.
@@ -125,11 +171,12 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 	if err != nil {
 		t.Fatalf("test CA: %v", err)
 	}
-	c := &Cluster{t: t, CA: ca}
-	plain, quic := true, true
+	c := &Cluster{t: t, CA: ca, peers: newPeerClient()}
+	plain, quic, useACL := true, true, true
 	for _, o := range opts {
 		plain = plain && !o.RaftTLS
 		quic = quic && !o.NoQUIC
+		useACL = useACL && !o.NoACL
 	}
 	var joins []string
 	for i := 0; i < n; i++ {
@@ -154,11 +201,32 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 		joins = append(joins, cfg.HTTPAddr)
 		c.Nodes = append(c.Nodes, &Node{ID: id, Cfg: cfg})
 	}
+	bootstrap := false
 	for i, nd := range c.Nodes {
 		nd.Cfg.Join = joins
 		for _, o := range opts {
 			if o.Mutate != nil {
 				o.Mutate(i, &nd.Cfg)
+			}
+		}
+		c.https = c.https || nd.Cfg.HTTPS
+		if nd.Cfg.ACL {
+			useACL = false // the test turned ACLs on itself: its own to bootstrap
+		}
+	}
+	if useACL {
+		bootstrap = true
+		for _, nd := range c.Nodes {
+			nd.Cfg.ACL = true
+			if nd.Cfg.RateLimit == 0 {
+				// Per-token rate limits off, as chaos passes --rate-limit -1:
+				// tests drive many requests with one token.
+				nd.Cfg.RateLimit = -1
+			}
+			if nd.Cfg.Peers == nil && !nd.Cfg.HTTPS {
+				// Over HTTPS agents speak for themselves with their
+				// certificates; over plain HTTP with the token.
+				nd.Cfg.Peers = c.peers
 			}
 		}
 	}
@@ -167,7 +235,39 @@ func New(t testing.TB, n int, opts ...Options) *Cluster {
 	}
 	t.Cleanup(c.Close)
 	c.WaitLeader(15 * time.Second)
+	if bootstrap {
+		c.bootstrapACL(30 * time.Second)
+		// Followers record their member entries through the leader's API,
+		// which needs the token from now on: wait for them, so the cluster
+		// New returns is as complete as one with ACLs off.
+		c.WaitMembers(30 * time.Second)
+	}
 	return c
+}
+
+// bootstrapACL makes the cluster's first operator token, keeps it in
+// c.Token and hands it to the agents' peer client.
+func (c *Cluster) bootstrapACL(timeout time.Duration) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	Eventually(c.t, timeout, func() error {
+		boot, err := c.Client().WithToken("").ACLBootstrap(ctx)
+		if errors.Is(err, fsm.ErrACLBootstrapped) {
+			// An earlier attempt committed but its answer was lost: the
+			// secret is gone with it.
+			c.t.Fatalf("ACL bootstrap: an earlier attempt's answer was lost: %v", err)
+		}
+		if err != nil {
+			return fmt.Errorf("ACL bootstrap: %w", err)
+		}
+		if boot.Secret == "" || boot.Role != "operator" {
+			c.t.Fatalf("ACL bootstrap answered %+v", boot)
+		}
+		c.Token = boot.Secret
+		return nil
+	})
+	c.peers.setToken(c.Token)
 }
 
 // Identity issues a media certificate of the cluster's CA for server id
@@ -313,11 +413,33 @@ func (c *Cluster) Addrs() []string {
 }
 
 // Client returns an API client over every running node, with attempt
-// deadlines suited to the test clusters' raft timing.
+// deadlines suited to the test clusters' raft timing, carrying the
+// operator token (c.Token) when New bootstrapped ACLs, and speaking HTTPS
+// (trusting c.CA) when the agents serve it.
 func (c *Cluster) Client() *api.Client {
 	cl := api.NewClient(c.Addrs()...)
 	cl.AttemptTimeout = api.AttemptTimeoutFor(cluster.ForwardTimeout(TestHeartbeat, TestElection))
+	if c.Token != "" {
+		cl.WithToken(c.Token)
+	}
+	if c.https {
+		tc, err := pki.CAClientConfig(c.CA.CertPEM)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		cl.WithTLS(tc)
+	}
 	return cl
+}
+
+// Authorize adds the operator token (c.Token), if any, to req as
+// "Authorization: Bearer", for tests that build HTTP requests by hand,
+// and returns req.
+func (c *Cluster) Authorize(req *http.Request) *http.Request {
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return req
 }
 
 // WaitLeader waits for a ready leader among running nodes that every
