@@ -285,3 +285,54 @@ func TestLiveKitInstanceFromStartTime(t *testing.T) {
 		t.Fatalf("without metrics: %+v %v", st, err)
 	}
 }
+
+// LiveKit's RoomService answering garbage, an error, a plain-text failure
+// or nothing: a poll fails with the matching error, within the client's
+// bounds, and nothing panics.
+func TestLiveKitRoomServiceBadAnswers(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		hang   bool
+		want   error
+	}{
+		{"garbage with 200", 200, "<html>not json</html>", false, sidecar.ErrBadAnswer},
+		{"truncated JSON", 200, `{"rooms":[{"name":"r"`, false, sidecar.ErrBadAnswer},
+		{"plain-text 500", 500, "internal error", false, sidecar.ErrBadAnswer},
+		{"twirp error", 500, `{"code":"internal","msg":"boom"}`, false, sidecar.ErrRefused},
+		{"wrong key or secret", 401, "unauthorized", false, sidecar.ErrRefused},
+		{"no answer", 200, "", true, sidecar.ErrUnavailable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			hang := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.hang {
+					select {
+					case <-hang:
+					case <-r.Context().Done():
+					}
+					return
+				}
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			defer close(hang) // before Close, which waits for the handler
+			l, err := sidecar.NewLiveKit(sidecar.LiveKitConfig{URL: srv.URL, APIKey: "k", APISecret: "s"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, err = l.Poll(ctx)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("poll: %v, want %v", err, tc.want)
+			}
+			if ctx.Err() != nil {
+				t.Fatal("the poll ran to the test's deadline: unbounded")
+			}
+		})
+	}
+}

@@ -159,6 +159,18 @@ func TestJanusSidecar(t *testing.T) {
 		}
 		return nil
 	})
+	// The SFU process's CPU (the sidecar reads Janus' pid): relaying
+	// media, some report shows it busy.
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		l, err := loadOf(room.Server)
+		if err != nil {
+			return err
+		}
+		if cpu, _ := l["cpu"].(float64); cpu <= 0 || cpu > 1 {
+			return fmt.Errorf("reported cpu %v, want a share of a core in (0, 1]", l["cpu"])
+		}
+		return nil
+	})
 	// Sticky while the server is alive.
 	if again, err := cl.PlaceRoom(ctx, "standup", api.PlaceRoomRequest{SFU: api.SFUJanus}); err != nil || again.Server != room.Server || again.Moved {
 		t.Fatalf("second placement: %+v %v", again, err)

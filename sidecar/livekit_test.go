@@ -152,6 +152,27 @@ func TestLiveKitSidecar(t *testing.T) {
 	if r1.Server == r2.Server || r1.SFU != "livekit" || r1.URLs["url"] != procs[r1.Server].URL() {
 		t.Fatalf("placements %+v %+v", r1, r2)
 	}
+	// Under bin-pack, rooms pack: two more rooms land on one server. They
+	// are released again, and the policy set back, for what follows.
+	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "bin-pack"}); err != nil {
+		t.Fatal(err)
+	}
+	p1, err := cl.PlaceRoom(ctx, "pack-1", api.PlaceRoomRequest{SFU: api.SFULiveKit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := cl.PlaceRoom(ctx, "pack-2", api.PlaceRoomRequest{SFU: api.SFULiveKit})
+	if err != nil || p2.Server != p1.Server {
+		t.Fatalf("under bin-pack: %+v then %+v (%v), want one server", p1, p2, err)
+	}
+	for _, r := range []string{p1.Room, p2.Room} {
+		if _, err := cl.ReleaseRoom(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cl.SetPolicy(ctx, api.Policy{Strategy: "least-loaded"}); err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range []api.Room{r1, r2} {
 		testcluster.Eventually(t, 30*time.Second, func() error {
 			names, err := liveKitRooms(ctx, procs[r.Server])
