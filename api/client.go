@@ -184,7 +184,11 @@ func NewTransport() *http.Transport {
 		DialContext:         (&net.Dialer{Timeout: 300 * time.Millisecond, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
+		// Below an agent's per-source connection cap (1024): requests past
+		// it wait for a connection instead of being refused on accept (a
+		// follower forwarding for many clients is one source).
+		MaxConnsPerHost: 512,
+		IdleConnTimeout: 90 * time.Second,
 	}
 }
 

@@ -39,6 +39,10 @@ type VacateRoomRequest struct {
 	// Server is the server giving the room up: the request applies only
 	// while the room is on it.
 	Server string `json:"server"`
+	// AllocationID, when set, is the placement given up: the request
+	// applies only while the room is still placed as it (a retry after the
+	// room was placed anew changes nothing).
+	AllocationID string `json:"allocation_id,omitempty"`
 	// Reason is shown to whoever looks at the room (at most 256 bytes).
 	Reason string `json:"reason"`
 }
@@ -99,12 +103,14 @@ func (c *Client) PlaceRoom(ctx context.Context, room string, r PlaceRoomRequest)
 	return out, c.do(ctx, "POST", "/v1/rooms/"+url.PathEscape(room)+"/placement", mustJSON(r), &out)
 }
 
-// VacateRoom gives up a room's placement on server, keeping the record
-// vacated with reason (a sidecar whose SFU refused to create the room).
-// It is refused with ErrVersionMismatch when the room is not on server.
-func (c *Client) VacateRoom(ctx context.Context, room, server, reason string) (Room, error) {
+// VacateRoom gives up a room's placement (allocationID, "" for whichever)
+// on server, keeping the record vacated with reason (a sidecar whose SFU
+// refused to create the room). It is refused with ErrVersionMismatch when
+// the room is not on server, or no longer placed as allocationID.
+func (c *Client) VacateRoom(ctx context.Context, room, server, allocationID, reason string) (Room, error) {
 	var out Room
-	return out, c.do(ctx, "POST", "/v1/rooms/"+url.PathEscape(room)+"/vacate", mustJSON(VacateRoomRequest{Server: server, Reason: reason}), &out)
+	return out, c.do(ctx, "POST", "/v1/rooms/"+url.PathEscape(room)+"/vacate",
+		mustJSON(VacateRoomRequest{Server: server, AllocationID: allocationID, Reason: reason}), &out)
 }
 
 // Rooms lists placed rooms (all, or those on server).
@@ -168,7 +174,7 @@ func (c *Client) WaitRoomReady(ctx context.Context, r Room) error {
 			// A placement released meanwhile (the SFU refused the room, or
 			// the server went down) will never be reported: say so now.
 			cur, err := c.Room(ctx, r.Room)
-			if err == nil && cur.Server == "" {
+			if err == nil && cur.Server == "" && cur.AllocationID == r.AllocationID {
 				why := cur.VacatedReason
 				if why == "" {
 					why = "the server is no longer up"

@@ -78,17 +78,18 @@ func (n *Node) ReleaseRoom(ctx context.Context, name string) (*fsmpb.Room, error
 // VacateRoom gives up a room's placement on server (ending its
 // allocation) but keeps the record, vacated, with reason: what a sidecar
 // does when its SFU refuses to create the room, so the application learns
-// why. It applies only while the room is on server (else
+// why. It applies only while the room is on server and, when
+// allocationID is given, still placed as that allocation (else
 // ErrVersionMismatch). Until every voter lists FeatureRoomVacate it
 // releases the room instead (an older release would forget the record).
 // It returns the record as applied, or nil when the room held no
 // placement.
-func (n *Node) VacateRoom(ctx context.Context, name, server, reason string) (*fsmpb.Room, error) {
+func (n *Node) VacateRoom(ctx context.Context, name, server, allocationID, reason string) (*fsmpb.Room, error) {
 	rr := &fsmpb.ReleaseRoom{Room: name}
 	if n.featureOn(FeatureRoomVacate) {
-		rr.VacateReason, rr.IfServer = reason, server
-	} else if rm, ok := n.fsm.Room(name); !ok || rm.GetServer() != server {
-		return nil, fmt.Errorf("%w: room %s is not on %s", fsm.ErrVersionMismatch, name, server)
+		rr.VacateReason, rr.IfServer, rr.IfAllocation = reason, server, allocationID
+	} else if rm, ok := n.fsm.Room(name); !ok || rm.GetServer() != server || allocationID != "" && rm.GetAllocationId() != allocationID {
+		return nil, fmt.Errorf("%w: room %s is not placed on %s as %q", fsm.ErrVersionMismatch, name, server, allocationID)
 	}
 	res, err := n.Submit(ctx, &fsmpb.Command{Cmd: &fsmpb.Command_ReleaseRoom{ReleaseRoom: rr}})
 	if err != nil {

@@ -215,13 +215,13 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 
 // commandTokens reports whether commands carry their ACL token
 // (FeatureACLInApply). Once on it stays on for the term (a voter without
-// the feature can no longer join: AddVoter); until then it is re-read for
-// every batch that has a token, since reading the voters is a round trip
-// to raft's loop only while a rolling upgrade is under way. Owned by the
-// decision loop.
+// the feature can no longer join: AddVoter); until then it is re-read at
+// most once per refusalsRecheck (reading the voters is a round trip to
+// raft's loop). Owned by the decision loop.
 func (ls *leaderState) commandTokens() bool {
-	if !ls.tokensInApply {
+	if now := time.Now(); !ls.tokensInApply && now.Sub(ls.tokensCheckedAt) >= refusalsRecheck {
 		ls.tokensInApply = ls.n.featureOn(FeatureACLInApply)
+		ls.tokensCheckedAt = now
 	}
 	return ls.tokensInApply
 }

@@ -398,6 +398,10 @@ func (pv *provisioner) retire() {
 	if pol.GetIdleRetireMs() <= 0 {
 		return
 	}
+	// Capped where it is used too: a policy stored before the input cap
+	// (or restored from an old snapshot) must not overflow the duration
+	// and retire every idle server at once.
+	idleFor := time.Duration(min(pol.GetIdleRetireMs(), fsm.MaxIdleRetire.Milliseconds())) * time.Millisecond
 	provisioned := map[string]bool{}
 	busy := map[string]bool{}
 	for _, it := range n.fsm.Intents() {
@@ -417,7 +421,7 @@ func (pv *provisioner) retire() {
 			// and empty: hand it to the provider once idle for the window.
 			if since, ok := pv.idleFrom[s.Id]; !ok {
 				pv.idleFrom[s.Id] = now
-			} else if now.Sub(since) >= time.Duration(pol.GetIdleRetireMs())*time.Millisecond {
+			} else if now.Sub(since) >= idleFor {
 				drained = append(drained, s.Id)
 			}
 			continue
@@ -442,7 +446,7 @@ func (pv *provisioner) retire() {
 			pv.idleFrom[s.Id] = now
 			continue
 		}
-		if now.Sub(since) >= time.Duration(pol.GetIdleRetireMs())*time.Millisecond {
+		if now.Sub(since) >= idleFor {
 			idle = append(idle, s.Id)
 		}
 	}

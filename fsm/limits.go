@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -80,7 +81,36 @@ func CheckAllocateInput(requestID, room, requester, region, server string, ttlMs
 			return err
 		}
 	}
+	if looksLikeAllocationID(requestID) {
+		// Releases and room records name allocations by id, and a lookup
+		// by id falls back to request ids: such a request id could be
+		// taken for another allocation.
+		return errorf(ErrInvalid, "request_id %q has the form of an allocation id (a-<index>-<position>); choose another", requestID)
+	}
 	return CheckTTLMs(ttlMs)
+}
+
+// looksLikeAllocationID reports whether s has the form of the ids Apply
+// gives allocations: "a-<digits>-<digits>".
+func looksLikeAllocationID(s string) bool {
+	rest, ok := strings.CutPrefix(s, "a-")
+	if !ok {
+		return false
+	}
+	index, pos, ok := strings.Cut(rest, "-")
+	return ok && allDigits(index) && allDigits(pos)
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckServerInput checks a server registration against the caps.

@@ -43,3 +43,24 @@ func TestCheckPolicyInput(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckAllocateInputRefusesAllocationIDs(t *testing.T) {
+	for _, tc := range []struct {
+		requestID string
+		ok        bool
+	}{
+		{"a-3-0", false},
+		{"a-123456-17", false},
+		{"a-3", true},
+		{"a-3-", true},
+		{"a-x-0", true},
+		{"room:a-3-0:0", true},
+		{"b-3-0", true},
+		{"req-1", true},
+	} {
+		err := fsm.CheckAllocateInput(tc.requestID, "room", "", "", "", 0)
+		if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, fsm.ErrInvalid) {
+			t.Errorf("request id %q: %v", tc.requestID, err)
+		}
+	}
+}

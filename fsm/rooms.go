@@ -131,6 +131,9 @@ func (s *state) releaseRoom(now int64, c *fsmpb.ReleaseRoom) (*fsmpb.Room, error
 	if srv := c.GetIfServer(); srv != "" && cur.Server != srv {
 		return proto.Clone(cur).(*fsmpb.Room), errorf(ErrVersionMismatch, "room %s is not on %s (it is on %q)", cur.Name, srv, cur.Server)
 	}
+	if id := c.GetIfAllocation(); id != "" && cur.AllocationId != id {
+		return proto.Clone(cur).(*fsmpb.Room), errorf(ErrVersionMismatch, "room %s is placed as %s now, not %s", cur.Name, cur.AllocationId, id)
+	}
 	if a := s.lookup(cur.AllocationId); a != nil {
 		s.end(a, now, fsmpb.AllocationState_ALLOCATION_STATE_RELEASED)
 	}

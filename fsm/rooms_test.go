@@ -165,6 +165,9 @@ func TestRoomVacatedWithReason(t *testing.T) {
 	if _, err := vacate("s2", "not mine"); !errors.Is(err, fsm.ErrVersionMismatch) {
 		t.Fatalf("vacated by a server the room is not on: %v", err)
 	}
+	if _, err := a.one(&fsmpb.Command{Cmd: &fsmpb.Command_ReleaseRoom{ReleaseRoom: &fsmpb.ReleaseRoom{Room: "talk", IfServer: "s1", IfAllocation: "a-1-9", VacateReason: "x"}}}); !errors.Is(err, fsm.ErrVersionMismatch) {
+		t.Fatalf("vacate of another placement of the room: %v", err)
+	}
 	if g, ok := a.f.AllocationByRequest("room:talk:0"); !ok || g.State != fsmpb.AllocationState_ALLOCATION_STATE_ACTIVE {
 		t.Fatalf("a refused vacate ended the allocation: %v", g)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
@@ -139,16 +140,29 @@ func (s *Handler) PlaceRoom(ctx context.Context, name string, req api.PlaceRoomR
 			// (its server went down): read again. An allocation no
 			// record took is released so it holds no units.
 			if now, ok := f.Room(name); !ok || now.AllocationId != a.GetId() {
-				if _, rerr := s.b.Release(ctx, a.GetId()); rerr != nil {
-					s.log.Warn("release allocation of a lost room placement", "room", name, "allocation", a.GetId(), "err", rerr)
-				}
+				s.releaseOrphan(ctx, name, a.GetId())
 			}
 			lastErr = err
+		case errors.Is(err, fsm.ErrUnauthenticated):
+			// The caller's token was revoked between the allocation and the
+			// room record: the allocation no record took is released.
+			s.releaseOrphan(ctx, name, a.GetId())
+			return nil, false, fmt.Errorf("place room %s: %w", name, err)
 		default:
 			return nil, false, fmt.Errorf("place room %s: %w", name, err)
 		}
 	}
 	return nil, false, fmt.Errorf("place room %s: gave up after %d attempts: %w", name, roomPlacementAttempts, lastErr)
+}
+
+// releaseOrphan releases the allocation of a room placement that no room
+// record took, so it holds no units. It is the cluster's own cleanup, not
+// the caller's request: it runs without the caller's ACL token (which may
+// be the one just revoked).
+func (s *Handler) releaseOrphan(ctx context.Context, room, id string) {
+	if _, err := s.b.Release(cluster.WithACLToken(ctx, ""), id); err != nil {
+		s.log.Warn("release allocation of a lost room placement", "room", room, "allocation", id, "err", err)
+	}
 }
 
 // allocateRoom allocates units for placement gen of a room. The request
@@ -238,7 +252,7 @@ func (s *Handler) getRoom(w http.ResponseWriter, r *http.Request) {
 
 func (s *Handler) releaseRoom(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("room")
-	if err := checkRoomName(name); err != nil {
+	if err := checkPlacedRoomName(name); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -259,7 +273,7 @@ func (s *Handler) releaseRoom(w http.ResponseWriter, r *http.Request) {
 // the reason, so the application sees why (GET /v1/rooms/{room}).
 func (s *Handler) vacateRoom(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("room")
-	if err := checkRoomName(name); err != nil {
+	if err := checkPlacedRoomName(name); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -280,7 +294,13 @@ func (s *Handler) vacateRoom(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	rm, err := s.b.VacateRoom(r.Context(), name, req.Server, req.Reason)
+	if req.AllocationID != "" {
+		if err := fsm.CheckText("allocation_id", req.AllocationID, fsm.MaxIDLen); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
+	rm, err := s.b.VacateRoom(r.Context(), name, req.Server, req.AllocationID, req.Reason)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -290,6 +310,20 @@ func (s *Handler) vacateRoom(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, s.roomJSON(rm))
+}
+
+// checkPlacedRoomName is the check of a name that must already be placed
+// (release, vacate): the SDK's rules and valid UTF-8, but not the
+// printable rule, so that a room placed before that rule existed can
+// still be released.
+func checkPlacedRoomName(name string) error {
+	if err := api.ValidateRoomName(name); err != nil {
+		return err
+	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("%w: room name is not valid UTF-8", fsm.ErrInvalid)
+	}
+	return nil
 }
 
 // checkRoomName applies the room name rules of the SDK

@@ -37,16 +37,19 @@ func TestRoomVacateReachesTheApplication(t *testing.T) {
 		other = "j2"
 	}
 	// Only the room's own server may give it up.
-	if _, err := cl.VacateRoom(ctx, "talk", other, "not mine"); !errors.Is(err, errcode.ErrVersionMismatch) {
+	if _, err := cl.VacateRoom(ctx, "talk", other, "", "not mine"); !errors.Is(err, errcode.ErrVersionMismatch) {
 		t.Fatalf("vacate by %s, which does not host the room: %v", other, err)
 	}
 	for _, bad := range []struct{ server, reason string }{{"", "x"}, {r.Server, ""}, {r.Server, strings.Repeat("x", api.MaxReasonLen+1)}, {r.Server, "bad\x1b[2J"}} {
-		if _, err := cl.VacateRoom(ctx, "talk", bad.server, bad.reason); !errors.Is(err, errcode.ErrInvalid) {
+		if _, err := cl.VacateRoom(ctx, "talk", bad.server, "", bad.reason); !errors.Is(err, errcode.ErrInvalid) {
 			t.Fatalf("vacate with server %q reason %q: %v, want invalid_argument", bad.server, bad.reason, err)
 		}
 	}
 	const why = "the SFU refused to create it: 426 no such room name"
-	got, err := cl.VacateRoom(ctx, "talk", r.Server, why)
+	if _, err := cl.VacateRoom(ctx, "talk", r.Server, "a-1-0", why); !errors.Is(err, errcode.ErrVersionMismatch) {
+		t.Fatalf("vacate of another placement of the room: %v", err)
+	}
+	got, err := cl.VacateRoom(ctx, "talk", r.Server, r.AllocationID, why)
 	if err != nil || got.Server != "" || got.VacatedReason != why {
 		t.Fatalf("vacate: %+v %v", got, err)
 	}
@@ -62,6 +65,14 @@ func TestRoomVacateReachesTheApplication(t *testing.T) {
 	again, err := cl.PlaceRoom(ctx, "talk", api.PlaceRoomRequest{SFU: fsm.SFUJanus})
 	if err != nil || again.Server == "" || again.VacatedReason != "" || again.AllocationID == r.AllocationID {
 		t.Fatalf("placed again: %+v %v", again, err)
+	}
+	// The same vacate sent again (a retry after a lost answer) does not
+	// undo the new placement, even on the same server.
+	if _, err := cl.VacateRoom(ctx, "talk", again.Server, r.AllocationID, why); !errors.Is(err, errcode.ErrVersionMismatch) {
+		t.Fatalf("the earlier vacate, sent again: %v", err)
+	}
+	if cur, err := cl.Room(ctx, "talk"); err != nil || cur.Server != again.Server || cur.AllocationID != again.AllocationID {
+		t.Fatalf("after the repeated vacate: %+v %v", cur, err)
 	}
 }
 

@@ -48,7 +48,7 @@ type Backend interface {
 	SetPolicy(ctx context.Context, p *fsmpb.Policy) (*fsmpb.Policy, error)
 	PlaceRoom(ctx context.Context, p *fsmpb.PlaceRoom) (*fsmpb.Room, error)
 	ReleaseRoom(ctx context.Context, name string) (*fsmpb.Room, error)
-	VacateRoom(ctx context.Context, name, server, reason string) (*fsmpb.Room, error)
+	VacateRoom(ctx context.Context, name, server, allocationID, reason string) (*fsmpb.Room, error)
 	AddMediaKey(ctx context.Context, k *fsmpb.MediaKey) error
 	CreateACLToken(ctx context.Context, t *fsmpb.AclToken, bootstrap bool) error
 	RevokeACLToken(ctx context.Context, id string) (index uint64, err error)

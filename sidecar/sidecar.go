@@ -573,7 +573,7 @@ func (s *Sidecar) reconcile(ctx context.Context, st Status) {
 				// placement now rather than at the idle timeout, so the
 				// application's wait for it ends.
 				s.log.Warn("the SFU refused the room; giving up its placement", "room", p.Room, "err", err)
-				s.vacateRoom(ctx, ref, "the SFU refused to create it: "+err.Error())
+				s.vacateRoom(ctx, ref, p.AllocationID, "the SFU refused to create it: "+err.Error())
 				continue
 			}
 			if err != nil {
@@ -626,10 +626,12 @@ func (s *Sidecar) endRoom(ctx context.Context, r RoomRef, why string) {
 	s.log.Info("room ended; placement released", "room", r.Name, "why", why)
 }
 
-// vacateRoom gives up a room the SFU will not have: its placement ends but
-// the cluster keeps the room's record with why, for the application to
-// see (api.Client.WaitRoomReady, room get).
-func (s *Sidecar) vacateRoom(ctx context.Context, r RoomRef, why string) {
+// vacateRoom gives up a room the SFU will not have (its placement
+// allocID): the placement ends but the cluster keeps the room's record
+// with why, for the application to see (api.Client.WaitRoomReady, room
+// get). An agent that cannot (a release without the vacate route) gets
+// the room released instead, as before.
+func (s *Sidecar) vacateRoom(ctx context.Context, r RoomRef, allocID, why string) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	// The cluster takes a printable reason of bounded length; the SFU's
@@ -644,8 +646,15 @@ func (s *Sidecar) vacateRoom(ctx context.Context, r RoomRef, why string) {
 		_, size := utf8.DecodeLastRuneInString(why)
 		why = why[:len(why)-size]
 	}
-	if _, err := s.h.VacateRoom(cctx, r.Name, s.cfg.ID, why); err != nil && !errors.Is(err, errcode.ErrVersionMismatch) {
-		s.log.Warn("give up refused room", "room", r.Name, "err", err)
+	_, err := s.h.VacateRoom(cctx, r.Name, s.cfg.ID, allocID, why)
+	switch {
+	case err == nil, errors.Is(err, errcode.ErrVersionMismatch):
+		// Given up, or no longer this placement: nothing left to do here.
+	default:
+		// Also not_found: an agent without the route answers so, and
+		// releasing a room that is not placed changes nothing.
+		s.log.Warn("give up refused room; releasing it instead", "room", r.Name, "err", err)
+		s.endRoom(ctx, r, why)
 		return
 	}
 	s.mu.Lock()

@@ -2672,7 +2672,12 @@ type ReleaseRoom struct {
 	// When set, the release applies only while the room is on this server
 	// (else version_mismatch): a sidecar gives up only its own placement.
 	// Sent with vacate_reason only.
-	IfServer      string `protobuf:"bytes,3,opt,name=if_server,json=ifServer,proto3" json:"if_server,omitempty"`
+	IfServer string `protobuf:"bytes,3,opt,name=if_server,json=ifServer,proto3" json:"if_server,omitempty"`
+	// When set, the release applies only while the room's placement is this
+	// allocation (else version_mismatch): a vacate sent again after the room
+	// was placed anew does not undo the new placement. Sent with
+	// vacate_reason only.
+	IfAllocation  string `protobuf:"bytes,4,opt,name=if_allocation,json=ifAllocation,proto3" json:"if_allocation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2724,6 +2729,13 @@ func (x *ReleaseRoom) GetVacateReason() string {
 func (x *ReleaseRoom) GetIfServer() string {
 	if x != nil {
 		return x.IfServer
+	}
+	return ""
+}
+
+func (x *ReleaseRoom) GetIfAllocation() string {
+	if x != nil {
+		return x.IfAllocation
 	}
 	return ""
 }
@@ -3096,11 +3108,12 @@ const file_switchyard_v1_fsm_proto_rawDesc = "" +
 	"\rallocation_id\x18\x03 \x01(\tR\fallocationId\x12\x10\n" +
 	"\x03sfu\x18\x04 \x01(\tR\x03sfu\x12#\n" +
 	"\rif_generation\x18\x05 \x01(\x04R\fifGeneration\x12\x16\n" +
-	"\x06region\x18\x06 \x01(\tR\x06region\"c\n" +
+	"\x06region\x18\x06 \x01(\tR\x06region\"\x88\x01\n" +
 	"\vReleaseRoom\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12#\n" +
 	"\rvacate_reason\x18\x02 \x01(\tR\fvacateReason\x12\x1b\n" +
-	"\tif_server\x18\x03 \x01(\tR\bifServer\"\xe3\x01\n" +
+	"\tif_server\x18\x03 \x01(\tR\bifServer\x12#\n" +
+	"\rif_allocation\x18\x04 \x01(\tR\fifAllocation\"\xe3\x01\n" +
 	"\bAclToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\tR\n" +

@@ -95,7 +95,8 @@ func TestLimitListenerCapsEachSource(t *testing.T) {
 	wait()
 }
 
+// isReset reports a connection the peer reset (not a read deadline).
 func isReset(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op)
+	return errors.As(err, &op) && !op.Timeout()
 }

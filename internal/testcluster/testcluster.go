@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/acl"
 	"github.com/switchyard/switchyard/agent"
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/cluster"
@@ -251,22 +252,30 @@ func (c *Cluster) bootstrapACL(timeout time.Duration) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// The harness picks the secret and commits the bootstrap on the leader
+	// itself, so an attempt whose answer is lost (a leader change under
+	// load) is found committed by the next one instead of being lost with
+	// its secret.
+	id, secret, err := acl.NewSecret()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	tok := &fsmpb.AclToken{Id: id, SecretHash: acl.HashSecret(secret), Role: fsm.RoleOperator, Description: "bootstrap token"}
 	Eventually(c.t, timeout, func() error {
-		boot, err := c.Client().WithToken("").ACLBootstrap(ctx)
+		leader := c.WaitLeader(timeout)
+		err := leader.Agent.Node.CreateACLToken(ctx, tok, true)
 		if errors.Is(err, fsm.ErrACLBootstrapped) {
-			// An earlier attempt committed but its answer was lost: the
-			// secret is gone with it.
-			c.t.Fatalf("ACL bootstrap: an earlier attempt's answer was lost: %v", err)
+			if _, ok := leader.Agent.Node.FSM().ACLToken(id); ok {
+				return nil // an earlier attempt committed it
+			}
+			c.t.Fatalf("ACL bootstrap: the cluster was bootstrapped by someone else: %v", err)
 		}
 		if err != nil {
 			return fmt.Errorf("ACL bootstrap: %w", err)
 		}
-		if boot.Secret == "" || boot.Role != "operator" {
-			c.t.Fatalf("ACL bootstrap answered %+v", boot)
-		}
-		c.Token = boot.Secret
 		return nil
 	})
+	c.Token = secret
 	c.peers.setToken(c.Token)
 }
 
