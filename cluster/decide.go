@@ -215,13 +215,15 @@ func (ls *leaderState) decideAndPropose(batch []*op) {
 
 // commandTokens reports whether commands carry their ACL token
 // (FeatureACLInApply). Once on it stays on for the term (a voter without
-// the feature can no longer join: AddVoter); until then it is re-read at
-// most once per refusalsRecheck (reading the voters is a round trip to
-// raft's loop). Owned by the decision loop.
+// the feature can no longer join: AddVoter); until then it is read again
+// for every batch that has a token, so that a revocation is exact from the
+// moment the last voter lists the feature (not a recheck interval later).
+// That read is a round trip to raft's loop per such batch, paid only while
+// some voter's member entry lacks the feature (a rolling upgrade). Owned
+// by the decision loop.
 func (ls *leaderState) commandTokens() bool {
-	if now := time.Now(); !ls.tokensInApply && now.Sub(ls.tokensCheckedAt) >= refusalsRecheck {
+	if !ls.tokensInApply {
 		ls.tokensInApply = ls.n.featureOn(FeatureACLInApply)
-		ls.tokensCheckedAt = now
 	}
 	return ls.tokensInApply
 }

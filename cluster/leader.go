@@ -114,10 +114,8 @@ type leaderState struct {
 	// checked; owned by the decision loop.
 	refusals   refusalCommits
 	refusalsAt time.Time
-	// tokensInApply: FeatureACLInApply was seen on (decide.go), last
-	// looked at tokensCheckedAt.
-	tokensInApply   bool
-	tokensCheckedAt time.Time
+	// tokensInApply: FeatureACLInApply was seen on (decide.go).
+	tokensInApply bool
 
 	mu      sync.Mutex
 	waiters map[string][]chan opResult // request id -> callers waiting on an in-flight decision
