@@ -65,6 +65,10 @@ type Config struct {
 	// this agent while ACLs are on: 0 means httpapi.DefaultTokenRate, negative
 	// no limit.
 	RateLimit float64
+	// AnonymousRateLimit is the request rate (per second) each anonymous
+	// source (an IPv4 address or an IPv6 /64) may send while ACLs are on:
+	// 0 means httpapi.DefaultAnonymousRate, negative no limit.
+	AnonymousRateLimit float64
 	// MaxConns caps the admin API's open connections (0: DefaultMaxConns),
 	// and MaxConnsPerSource those of one source address (an IPv6 /64;
 	// 0: DefaultMaxConnsPerSource, capped at MaxConns).
@@ -227,7 +231,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	a.API.Decorate = a.Loads.Decorate
 	if cfg.ACL {
 		a.API.EnableACL()
-		a.API.SetRateLimits(cfg.RateLimit, 0)
+		a.API.SetRateLimits(cfg.RateLimit, cfg.AnonymousRateLimit)
 	}
 	if cfg.HTTPS {
 		// Forwards (with the client's credentials) go to agents only.

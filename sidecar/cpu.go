@@ -13,23 +13,58 @@ import (
 // every Linux architecture Go supports).
 const clockTicks = 100
 
-// cpuMeter measures one process's CPU use from /proc/<pid>/stat.
+// cpuMeter measures one process's CPU use from /proc/<pid>/stat: a fixed
+// pid, or the one a pid file names, read again at every sample so that a
+// restarted SFU is followed.
 type cpuMeter struct {
-	pid   int
-	ticks uint64
-	at    time.Time
+	pid     int
+	pidFile string
+	ticks   uint64
+	at      time.Time
 }
 
-func newCPUMeter(pid int) *cpuMeter {
-	m := &cpuMeter{pid: pid}
-	m.ticks, _ = procTicks(pid)
+func newCPUMeter(pid int, pidFile string) *cpuMeter {
+	m := &cpuMeter{pid: pid, pidFile: pidFile}
+	if pidFile != "" {
+		m.pid, _ = readPIDFile(pidFile)
+	}
+	m.ticks, _ = procTicks(m.pid)
 	m.at = time.Now()
 	return m
 }
 
+// maxPIDFile bounds what is read of a pid file.
+const maxPIDFile = 64
+
+// readPIDFile returns the process id a pid file holds (decimal, surrounding
+// space allowed).
+func readPIDFile(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	b := make([]byte, maxPIDFile)
+	n, _ := f.Read(b)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b[:n])))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("%w: pid file %s does not hold a process id", ErrBadAnswer, path)
+	}
+	return pid, nil
+}
+
 // sample returns the process's CPU use since the last sample as a fraction
-// of all cores (0 when it cannot be read).
+// of all cores (0 when it cannot be read, and for the first sample of a
+// new process the pid file names).
 func (m *cpuMeter) sample() float64 {
+	if m.pidFile != "" {
+		if pid, err := readPIDFile(m.pidFile); err == nil && pid != m.pid {
+			m.pid = pid
+			m.ticks, _ = procTicks(pid)
+			m.at = time.Now()
+			return 0
+		}
+	}
 	t, err := procTicks(m.pid)
 	now := time.Now()
 	if err != nil {

@@ -163,8 +163,12 @@ type Config struct {
 	// DrainTimeout bounds a drain. Default 10 min.
 	DrainTimeout time.Duration
 	// PID, when non-zero, is the SFU process whose CPU is reported.
-	PID    int
-	Logger *slog.Logger
+	PID int
+	// PIDFile, when set, names a file holding the SFU's process id (a
+	// service manager's PID file), read at every report so that the CPU
+	// of a restarted SFU is reported too; it takes precedence over PID.
+	PIDFile string
+	Logger  *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -253,8 +257,8 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.Token != "" {
 		s.h.WithToken(cfg.Token)
 	}
-	if cfg.PID > 0 {
-		s.cpu = newCPUMeter(cfg.PID)
+	if cfg.PID > 0 || cfg.PIDFile != "" {
+		s.cpu = newCPUMeter(cfg.PID, cfg.PIDFile)
 	}
 	return s, nil
 }

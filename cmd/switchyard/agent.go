@@ -36,7 +36,7 @@ type agentFlags struct {
 	acl                                       string
 	httpPlain                                 bool
 	token                                     string
-	rateLimit                                 float64
+	rateLimit, anonRateLimit                  float64
 }
 
 func newAgentCmd() *cobra.Command {
@@ -85,7 +85,8 @@ hands leadership to another node before exiting.`,
 	_ = fl.MarkHidden("fault-clock-file")
 	f.tls.register(cmd)
 	fl.StringVar(&f.acl, "acl", "off", "default-deny: every API request needs a token (or an agent/media certificate over HTTPS) whose role allows it, from the first request on ('switchyard acl bootstrap' makes the first); off: anyone who reaches --http-addr controls the cluster")
-	fl.Float64Var(&f.rateLimit, "rate-limit", httpapi.DefaultTokenRate, "requests per second each token may send to this agent while ACLs are on (bursts of twice that); anonymous clients get 100/s per address; negative: no limit")
+	fl.Float64Var(&f.rateLimit, "rate-limit", httpapi.DefaultTokenRate, "requests per second each token may send to this agent while ACLs are on (bursts of twice that); negative: no limit")
+	fl.Float64Var(&f.anonRateLimit, "anonymous-rate-limit", httpapi.DefaultAnonymousRate, "requests per second each anonymous source (an IPv4 address or an IPv6 /64) may send to this agent while ACLs are on (bursts of twice that; health probes and bootstrap are anonymous); negative: no limit")
 	fl.BoolVar(&f.httpPlain, "http-plain", false, "serve the admin API over plain HTTP even though the TLS flags are given (by default it is HTTPS with the agent's certificate)")
 	fl.StringVar(&f.token, "token", os.Getenv(api.TokenEnv), "ACL token this agent sends when it joins a cluster over plain HTTP (env SWITCHYARD_TOKEN); over HTTPS its certificate is enough")
 	return cmd
@@ -151,7 +152,7 @@ func (f *agentFlags) config(cmd *cobra.Command) (agent.Config, error) {
 	if f.acl == "default-deny" && (id == nil || f.httpPlain) && f.token == "" {
 		log.Warn("ACLs are on but this agent has no certificate on its API calls (no TLS flags, or --http-plain) and no --token: it cannot join or record its member entry through another agent")
 	}
-	return agent.Config{TLS: id, FailureWindow: window, ACL: f.acl == "default-deny", HTTPS: id != nil && !f.httpPlain, Token: f.token, RateLimit: f.rateLimit, Config: cluster.Config{
+	return agent.Config{TLS: id, FailureWindow: window, ACL: f.acl == "default-deny", HTTPS: id != nil && !f.httpPlain, Token: f.token, RateLimit: f.rateLimit, AnonymousRateLimit: f.anonRateLimit, Config: cluster.Config{
 		ID: f.id, DataDir: f.dataDir, RaftAddr: f.raftAddr, HTTPAddr: f.httpAddr, QUICAddr: f.quicAddr,
 		BootstrapExpect: f.bootstrapExpect, Join: joins,
 		HeartbeatTimeout: f.heartbeat, ElectionTimeout: f.election, LeaderLeaseTimeout: f.lease, CommitTimeout: f.commit,

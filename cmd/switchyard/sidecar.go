@@ -23,7 +23,7 @@ type sidecarFlags struct {
 	janusURL, janusPublicURL, janusWSURL              string
 	janusAdminURL, janusAdminSecret                   string
 	livekitURL, livekitKey, livekitSecret             string
-	livekitMetricsURL                                 string
+	livekitMetricsURL, pidFile                        string
 	logLevel, logFormat                               string
 }
 
@@ -77,6 +77,7 @@ QUIC addresses, still works.
 	fl.DurationVar(&f.roomIdle, "room-idle-timeout", 5*time.Minute, "release a placed room nobody joined within this long")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Minute, "on drain, wait at most this long for rooms to empty")
 	fl.IntVar(&f.pid, "sfu-pid", 0, "process id of the SFU, to report its CPU (0: not reported)")
+	fl.StringVar(&f.pidFile, "sfu-pid-file", "", "file holding the SFU's process id (its service manager's PID file), read at every report so a restarted SFU's CPU is reported too; instead of --sfu-pid")
 	fl.StringVar(&f.janusURL, "janus-url", "http://127.0.0.1:8088/janus", "Janus HTTP API URL the sidecar talks to")
 	fl.StringVar(&f.janusPublicURL, "janus-public-url", "", "Janus HTTP API URL clients are given (default --janus-url)")
 	fl.StringVar(&f.janusWSURL, "janus-ws-url", "", "Janus WebSocket API URL clients are given (optional)")
@@ -178,7 +179,7 @@ func runSidecar(cmd *cobra.Command, f *sidecarFlags) error {
 		ID: f.id, Region: f.region, Zone: f.zone, Capacity: f.capacity, SFU: sfu,
 		QUICAddrs: addrs.dialQUIC(f.quicAllocators), TLS: tlsConf, HTTPAddrs: addrs.HTTP,
 		Interval: f.interval, RoomEmptyTimeout: f.roomEmpty, RoomIdleTimeout: f.roomIdle, DrainTimeout: f.drainTimeout,
-		PID: f.pid, Logger: log,
+		PID: f.pid, PIDFile: f.pidFile, Logger: log,
 	})
 	if err != nil {
 		return usagef(cmd, "%v", err)
