@@ -64,6 +64,11 @@ type Proc struct {
 	*progtest.Proc     // Kill, Pid, Log
 }
 
+// MaxRoomNameLength is the longest room name the servers New starts
+// accept (LiveKit's limit.max_room_name_length): shorter than Switchyard
+// allows, so a test can place a room LiveKit refuses.
+const MaxRoomNameLength = 64
+
 // New starts a server with UDP media ports in [udpLo, udpHi] and waits
 // until it answers; it is killed when the test ends.
 func New(t *testing.T, bin string, udpLo, udpHi int) *Proc {
@@ -80,9 +85,11 @@ rtc:
   use_external_ip: false
 keys:
   %s: %s
+limit:
+  max_room_name_length: %d
 logging:
   level: warn
-`, p.Port, p.MetricsPort, progtest.FreePort(t, "tcp"), udpLo, udpHi, APIKey, APISecret)
+`, p.Port, p.MetricsPort, progtest.FreePort(t, "tcp"), udpLo, udpHi, APIKey, APISecret, MaxRoomNameLength)
 	if err := os.WriteFile(filepath.Join(p.dir, "livekit.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
