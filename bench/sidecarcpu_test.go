@@ -26,9 +26,9 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
 
 	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/internal/janustest"
 	"github.com/switchyard/switchyard/internal/livekittest"
 	"github.com/switchyard/switchyard/internal/proccluster"
-	"github.com/switchyard/switchyard/internal/progtest"
 	sfumedia "github.com/switchyard/switchyard/media"
 )
 
@@ -55,7 +55,7 @@ const sidecarWindow = 15 * time.Second
 // same window, for scale. Janus missing skips the benchmark and a missing
 // livekit-server skips its part, naming them (under CI=true they fail).
 func BenchmarkSidecarCPU(b *testing.B) {
-	janus, janusLib, janusErr := findJanus()
+	janus, janusLib, janusErr := janustest.Find()
 	lkBin := livekittest.Binary()
 	_, lkErr := os.Stat(lkBin)
 	const (
@@ -77,10 +77,10 @@ func BenchmarkSidecarCPU(b *testing.B) {
 			needSFU(b, needJanus, janusErr)
 		}
 		for range b.N {
-			j := startJanus(b, janus, janusLib, "41200-41299")
+			j := janustest.New(b, janus, janusLib, "41200-41299")
 			id := fmt.Sprintf("cpu-janus-%d", sidecarRuns.Add(1))
-			measureSidecar(ctx, b, pc, bin, id, api.SFUJanus, j.Pid(), []string{"--janus-url", j.url(),
-				"--janus-admin-url", j.adminURL(), "--janus-admin-secret", j.secret},
+			measureSidecar(ctx, b, pc, bin, id, api.SFUJanus, j.Pid(), []string{"--janus-url", j.URL(),
+				"--janus-admin-url", j.AdminURL(), "--janus-admin-secret", j.Secret},
 				func(room api.Room) (func(), error) { return janusPublisher(ctx, room) })
 			j.Kill()
 		}
@@ -90,11 +90,11 @@ func BenchmarkSidecarCPU(b *testing.B) {
 			needSFU(b, needLiveKit, lkErr)
 		}
 		for range b.N {
-			lk := startLiveKit(b, lkBin, 42200, 42299)
+			lk := livekittest.New(b, lkBin, 42200, 42299)
 			id := fmt.Sprintf("cpu-livekit-%d", sidecarRuns.Add(1))
-			measureSidecar(ctx, b, pc, bin, id, api.SFULiveKit, lk.Pid(), []string{"--livekit-url", lk.url(),
+			measureSidecar(ctx, b, pc, bin, id, api.SFULiveKit, lk.Pid(), []string{"--livekit-url", lk.URL(),
 				"--livekit-api-key", livekittest.APIKey, "--livekit-api-secret", livekittest.APISecret,
-				"--livekit-metrics-url", lk.metricsURL()},
+				"--livekit-metrics-url", lk.MetricsURL()},
 				liveKitPublisher)
 			lk.Kill()
 		}
@@ -290,123 +290,6 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
-}
-
-// janusLibs are where Debian's janus package installs its plugins.
-var janusLibs = []string{"/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/aarch64-linux-gnu/janus", "/usr/lib/janus"}
-
-// findJanus returns the janus binary and its plugin library directory.
-func findJanus() (bin, lib string, err error) {
-	if bin, err = exec.LookPath("janus"); err != nil {
-		return "", "", err
-	}
-	for _, d := range janusLibs {
-		if _, err := os.Stat(filepath.Join(d, "plugins", "libjanus_videoroom.so")); err == nil {
-			return bin, d, nil
-		}
-	}
-	return "", "", fmt.Errorf("no libjanus_videoroom.so in %v", janusLibs)
-}
-
-// janusProc is one Janus process: only the VideoRoom plugin and the HTTP
-// transport, its API and admin API on loopback (internal/janustest's
-// setup, which takes a *testing.T).
-type janusProc struct {
-	*progtest.Proc
-	port, adminPort int
-	secret          string
-}
-
-func (j *janusProc) url() string      { return fmt.Sprintf("http://127.0.0.1:%d/janus", j.port) }
-func (j *janusProc) adminURL() string { return fmt.Sprintf("http://127.0.0.1:%d/admin", j.adminPort) }
-
-// startJanus starts a Janus with RTP ports in rtp ("min-max") and waits
-// until its API answers; it is killed when the benchmark ends.
-func startJanus(b *testing.B, bin, lib, rtp string) *janusProc {
-	b.Helper()
-	dir := b.TempDir()
-	j := &janusProc{port: progtest.FreePort(b, "tcp"), adminPort: progtest.FreePort(b, "tcp"), secret: "admin-secret"}
-	for _, d := range []string{"conf", "plugins", "transports", "empty"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for kind, name := range map[string]string{"plugins": "libjanus_videoroom.so", "transports": "libjanus_http.so"} {
-		if err := os.Symlink(filepath.Join(lib, kind, name), filepath.Join(dir, kind, name)); err != nil {
-			b.Fatal(err)
-		}
-	}
-	files := map[string]string{
-		"janus.jcfg": fmt.Sprintf(`general: {
-  configs_folder = "%[1]s/conf"
-  plugins_folder = "%[1]s/plugins"
-  transports_folder = "%[1]s/transports"
-  events_folder = "%[1]s/empty"
-  loggers_folder = "%[1]s/empty"
-  debug_level = 3
-  admin_secret = "%[2]s"
-  protected_folders = []
-}
-media: { rtp_port_range = "%[3]s" }
-`, dir, j.secret, rtp),
-		"janus.transport.http.jcfg": fmt.Sprintf(`general: { json = "plain" base_path = "/janus" http = true port = %d ip = "127.0.0.1" https = false }
-admin: { admin_base_path = "/admin" admin_http = true admin_port = %d admin_ip = "127.0.0.1" admin_https = false }
-`, j.port, j.adminPort),
-		"janus.plugin.videoroom.jcfg": "general: { }\n",
-	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, "conf", name), []byte(body), 0o644); err != nil {
-			b.Fatal(err)
-		}
-	}
-	j.Proc = progtest.New(b, "janus", filepath.Join(dir, "janus.log"), bin,
-		"-F", filepath.Join(dir, "conf"), "-C", filepath.Join(dir, "conf", "janus.jcfg"), "-o")
-	j.Start(j.url()+"/info", true, 30*time.Second)
-	b.Cleanup(j.Kill)
-	return j
-}
-
-// liveKitProc is one single-node livekit-server (no Redis) on loopback
-// (internal/livekittest's setup, which takes a *testing.T).
-type liveKitProc struct {
-	*progtest.Proc
-	port, metricsPort int
-}
-
-func (l *liveKitProc) url() string { return fmt.Sprintf("ws://127.0.0.1:%d", l.port) }
-func (l *liveKitProc) metricsURL() string {
-	return fmt.Sprintf("http://127.0.0.1:%d/metrics", l.metricsPort)
-}
-
-// startLiveKit starts livekit-server with UDP media ports in [udpLo,
-// udpHi] and waits until it answers; it is killed when the benchmark
-// ends.
-func startLiveKit(b *testing.B, bin string, udpLo, udpHi int) *liveKitProc {
-	b.Helper()
-	dir := b.TempDir()
-	l := &liveKitProc{port: progtest.FreePort(b, "tcp"), metricsPort: progtest.FreePort(b, "tcp")}
-	cfg := fmt.Sprintf(`port: %d
-bind_addresses: ["127.0.0.1"]
-prometheus:
-  port: %d
-rtc:
-  tcp_port: %d
-  port_range_start: %d
-  port_range_end: %d
-  node_ip: 127.0.0.1
-  use_external_ip: false
-keys:
-  %s: %s
-logging:
-  level: warn
-`, l.port, l.metricsPort, progtest.FreePort(b, "tcp"), udpLo, udpHi, livekittest.APIKey, livekittest.APISecret)
-	if err := os.WriteFile(filepath.Join(dir, "livekit.yaml"), []byte(cfg), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	l.Proc = progtest.New(b, "livekit-server", filepath.Join(dir, "livekit.log"), bin, "--config", filepath.Join(dir, "livekit.yaml"))
-	l.Start(fmt.Sprintf("http://127.0.0.1:%d/", l.port), false, 60*time.Second)
-	b.Cleanup(l.Kill)
-	return l
 }
 
 // liveKitPublisher joins a placed LiveKit room at the URL the placement

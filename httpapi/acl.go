@@ -10,7 +10,6 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/switchyard/switchyard/cluster"
 	"github.com/switchyard/switchyard/fsm"
 	"github.com/switchyard/switchyard/fsm/fsmpb"
+	"github.com/switchyard/switchyard/internal/connlimit"
 	"github.com/switchyard/switchyard/pki"
 )
 
@@ -508,18 +508,15 @@ const (
 )
 
 // anonSource names the source an anonymous request's rate is counted
-// under: its IPv4 address, or its IPv6 /64 (a host usually holds a whole
-// /64, so per-address buckets would give it billions).
+// under: the source connlimit caps connections by (an IPv4 address or an
+// IPv6 /64), or the host as given for what is not an IP address.
 func anonSource(remote string) string {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		host, _, _ := net.SplitHostPort(remote)
-		return host
+	if p, ok := connlimit.Source(remote); ok {
+		if p.Addr().Is4() {
+			return p.Addr().String()
+		}
+		return p.String()
 	}
-	ip := ap.Addr().Unmap()
-	if ip.Is4() {
-		return ip.String()
-	}
-	p, _ := ip.Prefix(64)
-	return p.String()
+	host, _, _ := net.SplitHostPort(remote)
+	return host
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
 
-	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/internal/testcluster"
 	"github.com/switchyard/switchyard/transport"
 )
@@ -362,29 +361,12 @@ func testConfig(t testing.TB, id string, capacity int64) Config {
 	}
 }
 
-// mediaToken mints a media token bound to server id on c (none when c
-// runs with ACLs off): what a media node sends over the plain HTTP API
-// with ACLs on (SWITCHYARD_TOKEN), where it has no certificate to show.
-func mediaToken(t testing.TB, c *testcluster.Cluster, id string) string {
-	t.Helper()
-	if c.Token == "" {
-		return ""
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	tok, err := c.Client().ACLCreateToken(ctx, api.CreateTokenRequest{Role: "media", Server: id, Description: "media node " + id})
-	if err != nil {
-		t.Fatalf("media token for %s: %v", id, err)
-	}
-	return tok.Secret
-}
-
 // httpCluster is NewHTTPCluster for media node id of c, with its media
 // token.
 func httpCluster(t testing.TB, c *testcluster.Cluster, id string) *HTTPCluster {
 	t.Helper()
 	h := NewHTTPCluster(id, c.Addrs()...)
-	h.c.WithToken(mediaToken(t, c, id))
+	h.c.WithToken(c.MediaToken(id))
 	return h
 }
 
@@ -397,7 +379,7 @@ func quicCluster(t testing.TB, c *testcluster.Cluster, id string) *QUICCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = qc.Close() })
-	qc.h.WithToken(mediaToken(t, c, id))
+	qc.h.WithToken(c.MediaToken(id))
 	return qc
 }
 

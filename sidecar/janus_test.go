@@ -36,25 +36,8 @@ func runSidecar(t *testing.T, c *testcluster.Cluster, id string, a sidecar.SFU, 
 	t.Helper()
 	return runConfig(t, sidecar.Config{
 		ID: id, Capacity: 10, SFU: a, QUICAddrs: c.QUICAddrs(), TLS: c.Identity(id).ClientConfig(transport.ALPN),
-		HTTPAddrs: c.Addrs(), Token: mediaToken(t, c, id), RoomEmptyTimeout: time.Second, PID: pid, Logger: testcluster.Logger(t),
+		HTTPAddrs: c.Addrs(), Token: c.MediaToken(id), RoomEmptyTimeout: time.Second, PID: pid, Logger: testcluster.Logger(t),
 	})
-}
-
-// mediaToken mints a media token bound to server id for a sidecar's API
-// calls (the test clusters' API is plain HTTP, where a certificate does
-// not count), or "" when c runs without ACLs.
-func mediaToken(t *testing.T, c *testcluster.Cluster, id string) string {
-	t.Helper()
-	if c.Token == "" {
-		return ""
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	tok, err := c.Client().ACLCreateToken(ctx, api.CreateTokenRequest{Role: "media", Server: id, Description: "sidecar " + id})
-	if err != nil {
-		t.Fatalf("media token for %s: %v", id, err)
-	}
-	return tok.Secret
 }
 
 // runConfig builds a sidecar from cfg and runs it until the test ends.

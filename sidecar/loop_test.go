@@ -174,7 +174,7 @@ func runFake(t *testing.T, c *testcluster.Cluster, id string, f *fakeSFU, edit f
 	t.Helper()
 	cfg := sidecar.Config{
 		ID: id, Capacity: 10, SFU: f, QUICAddrs: c.QUICAddrs(), TLS: c.Identity(id).ClientConfig(transport.ALPN),
-		HTTPAddrs: c.Addrs(), Token: mediaToken(t, c, id), Interval: 100 * time.Millisecond, StatePoll: 200 * time.Millisecond,
+		HTTPAddrs: c.Addrs(), Token: c.MediaToken(id), Interval: 100 * time.Millisecond, StatePoll: 200 * time.Millisecond,
 		RoomEmptyTimeout: time.Minute, Logger: testcluster.Logger(t),
 	}
 	if edit != nil {

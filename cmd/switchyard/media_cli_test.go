@@ -33,11 +33,7 @@ func TestMediaCommand(t *testing.T) {
 	defer cancel()
 	// Over the plain HTTP API the media node acts with a media token bound
 	// to its id (SWITCHYARD_TOKEN), as it must where ACLs are on.
-	mtok, err := c.Client().ACLCreateToken(ctx, api.CreateTokenRequest{Role: "media", Server: "mx", Description: "media node mx"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proc := startStreamedEnv(t, ctx, []string{api.TokenEnv + "=" + mtok.Secret}, bin, "media", "--id", "mx", "--allocators", strings.Join(c.Addrs(), ","),
+	proc := startStreamedEnv(t, ctx, []string{api.TokenEnv + "=" + c.MediaToken("mx")}, bin, "media", "--id", "mx", "--allocators", strings.Join(c.Addrs(), ","),
 		"--http-addr", httpAddr, "--capacity", "3", "--log-level", "warn")
 	cmd, lines, stderr := proc.cmd, proc.lines, proc.stderr
 	select {

@@ -37,10 +37,12 @@ func New(l net.Listener, n, perSource int, metric string) *Listener {
 		})}
 }
 
-// sourceOf names a connection's source: its IPv4 address, or its IPv6 /64
-// (one host usually holds a whole /64). ok is false for non-IP addresses.
-func sourceOf(a net.Addr) (netip.Prefix, bool) {
-	ap, err := netip.ParseAddrPort(a.String())
+// Source names the source of a remote address ("host:port"): its IPv4
+// address, or its IPv6 /64 (one host usually holds a whole /64, so
+// counting by address would give it billions of shares). ok is false for
+// what is not an IP address and port.
+func Source(addr string) (p netip.Prefix, ok bool) {
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return netip.Prefix{}, false
 	}
@@ -49,7 +51,7 @@ func sourceOf(a net.Addr) (netip.Prefix, bool) {
 	if ip.Is6() {
 		bits = 64
 	}
-	p, err := ip.Prefix(bits)
+	p, err = ip.Prefix(bits)
 	return p, err == nil
 }
 
@@ -63,7 +65,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			<-l.sem
 			return nil, err
 		}
-		src, ok := sourceOf(c.RemoteAddr())
+		src, ok := Source(c.RemoteAddr().String())
 		if !ok {
 			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
 		}

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func TestSourceOf(t *testing.T) {
+func TestSource(t *testing.T) {
 	tests := []struct {
 		addr string
 		want string
@@ -22,13 +22,9 @@ func TestSourceOf(t *testing.T) {
 		{"[2001:db8:1:2:bbbb::9]:443", "2001:db8:1:2::/64"},
 	}
 	for _, tc := range tests {
-		a, err := net.ResolveTCPAddr("tcp", tc.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, ok := sourceOf(a)
+		got, ok := Source(tc.addr)
 		if !ok || got != netip.MustParsePrefix(tc.want) {
-			t.Errorf("sourceOf(%s) = %v, %v; want %s", tc.addr, got, ok, tc.want)
+			t.Errorf("Source(%s) = %v, %v; want %s", tc.addr, got, ok, tc.want)
 		}
 	}
 }

@@ -17,22 +17,29 @@ import (
 // janusLibs are where Debian's janus package installs its plugins.
 var janusLibs = []string{"/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/aarch64-linux-gnu/janus", "/usr/lib/janus"}
 
+// Find returns the janus binary and its plugin library directory, or an
+// error naming what is missing.
+func Find() (bin, lib string, err error) {
+	if bin, err = exec.LookPath("janus"); err != nil {
+		return "", "", err
+	}
+	for _, d := range janusLibs {
+		if _, err := os.Stat(filepath.Join(d, "plugins", "libjanus_videoroom.so")); err == nil {
+			return bin, d, nil
+		}
+	}
+	return "", "", fmt.Errorf("no libjanus_videoroom.so in %v", janusLibs)
+}
+
 // Need returns the janus binary and its library dir, skipping the test
 // when Janus is not installed (failing under CI=true, where
 // .ci/setup-janus.sh installs it).
-func Need(t *testing.T) (string, string) {
+func Need(t testing.TB) (string, string) {
 	t.Helper()
-	bin, err := exec.LookPath("janus")
-	lib := ""
-	for _, d := range janusLibs {
-		if _, err := os.Stat(filepath.Join(d, "plugins", "libjanus_videoroom.so")); err == nil {
-			lib = d
-			break
-		}
-	}
-	if err != nil || lib == "" {
+	bin, lib, err := Find()
+	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("janus (Debian package janus, installed by .ci/setup-janus.sh) is required under CI=true: binary %q, plugins %q", bin, lib)
+			t.Fatalf("janus (Debian package janus, installed by .ci/setup-janus.sh) is required under CI=true: %v", err)
 		}
 		t.Skip("janus not installed (apt-get install janus, or bash .ci/setup-janus.sh)")
 	}
@@ -41,7 +48,7 @@ func Need(t *testing.T) (string, string) {
 
 // Proc is one Janus process.
 type Proc struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	// Port and AdminPort are the HTTP API's and the admin API's ports;
 	// Secret is the admin secret.
@@ -53,7 +60,7 @@ type Proc struct {
 // New starts a Janus (bin and lib from Need) with RTP ports in rtp
 // ("min-max") and waits until its API answers; it is killed when the test
 // ends.
-func New(t *testing.T, bin, lib, rtp string) *Proc {
+func New(t testing.TB, bin, lib, rtp string) *Proc {
 	j := &Proc{t: t, dir: t.TempDir(), Port: progtest.FreePort(t, "tcp"), AdminPort: progtest.FreePort(t, "tcp"), Secret: "admin-secret"}
 	for _, d := range []string{"conf", "plugins", "transports", "empty"} {
 		if err := os.MkdirAll(filepath.Join(j.dir, d), 0o755); err != nil {

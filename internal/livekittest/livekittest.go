@@ -43,7 +43,7 @@ func Binary() string {
 
 // Need returns the livekit-server binary. When it is not built the test is
 // skipped, naming it, or fails under CI=true or SWITCHYARD_LIVEKIT=1.
-func Need(t *testing.T) string {
+func Need(t testing.TB) string {
 	t.Helper()
 	bin := Binary()
 	if _, err := os.Stat(bin); err != nil {
@@ -57,7 +57,7 @@ func Need(t *testing.T) string {
 
 // Proc is one livekit-server process.
 type Proc struct {
-	t              *testing.T
+	t              testing.TB
 	dir            string
 	Port           int
 	MetricsPort    int // Prometheus endpoint
@@ -71,7 +71,7 @@ const MaxRoomNameLength = 64
 
 // New starts a server with UDP media ports in [udpLo, udpHi] and waits
 // until it answers; it is killed when the test ends.
-func New(t *testing.T, bin string, udpLo, udpHi int) *Proc {
+func New(t testing.TB, bin string, udpLo, udpHi int) *Proc {
 	p := &Proc{t: t, dir: t.TempDir(), Port: progtest.FreePort(t, "tcp"), MetricsPort: progtest.FreePort(t, "tcp")}
 	cfg := fmt.Sprintf(`port: %d
 bind_addresses: ["127.0.0.1"]

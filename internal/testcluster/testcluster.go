@@ -279,6 +279,23 @@ func (c *Cluster) bootstrapACL(timeout time.Duration) {
 	c.peers.setToken(c.Token)
 }
 
+// MediaToken mints an ACL token of the media role bound to server id
+// ("" when the cluster runs with ACLs off): what a media node or sidecar
+// sends over the plain HTTP API, where it has no certificate to show.
+func (c *Cluster) MediaToken(id string) string {
+	c.t.Helper()
+	if c.Token == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := c.Client().ACLCreateToken(ctx, api.CreateTokenRequest{Role: fsm.RoleMedia, Server: id, Description: "media server " + id})
+	if err != nil {
+		c.t.Fatalf("media token for %s: %v", id, err)
+	}
+	return tok.Secret
+}
+
 // Identity issues a media certificate of the cluster's CA for server id
 // name: what a media node, or a test acting as one, presents over QUIC.
 // Agents accept its requests only for that server id.
